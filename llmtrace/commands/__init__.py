@@ -1,0 +1,1 @@
+"""One module per CLI command; ``llmtrace.cli`` assembles them into the ``llmtrace`` group."""
