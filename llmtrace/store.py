@@ -84,9 +84,7 @@ class Store:
         frame = conform(calls).collect()
         if frame.is_empty():
             return AppendResult(0, 0)
-        bad = frame.filter(
-            pl.any_horizontal(pl.col(*KEY_FIELDS, "start_time").is_null())
-        ).height
+        bad = frame.filter(pl.any_horizontal(pl.col(*KEY_FIELDS, "start_time").is_null())).height
         if bad:
             raise ValueError(f"{bad} call record(s) lack trace_id, span_id or start_time")
         incoming = frame.height
@@ -164,7 +162,9 @@ class Store:
     def _day_dirs(self) -> list[Path]:
         if not self.calls_dir.is_dir():
             return []
-        return sorted(p for p in self.calls_dir.iterdir() if p.is_dir() and p.name.startswith("day="))
+        return sorted(
+            p for p in self.calls_dir.iterdir() if p.is_dir() and p.name.startswith("day=")
+        )
 
     def days(self) -> list[date]:
         """The days that hold at least one file."""
