@@ -1,0 +1,128 @@
+"""The contract every audit rule follows: a mergeable ``aggregate`` step and a ``decide`` step.
+
+Why two steps: ``aggregate`` is a lazy Polars query that reduces call records to small partial
+aggregates per key and window (counts, sums, sums of squares, histograms). Partials of different
+partitions of the store merge with ``merge``, so the same rule runs on one machine or on a cluster
+(issue 7: Ray tasks over partitions). ``decide`` then runs once, on the small merged table, and
+applies the statistics and thresholds that turn numbers into findings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Literal, Protocol
+
+import polars as pl
+
+Severity = Literal["info", "low", "medium", "high"]
+SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high")
+
+
+@dataclass(frozen=True)
+class RuleDoc:
+    """A rule's documentation, written like a ruff rule page (from rules/<CODE>.yaml)."""
+
+    what: str
+    why: str
+    fix: str
+    example: str = ""
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """What rules/<CODE>.yaml declares: identity, default parameters and documentation."""
+
+    code: str
+    name: str
+    summary: str
+    params: Mapping[str, Any]
+    doc: RuleDoc
+    default_severity: Severity = "medium"
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    """Everything a rule needs besides the calls, decided once per audit run.
+
+    ``since``/``until`` bound the current window; ``baseline_since``/``baseline_until`` the
+    window it is compared with (by default the preceding window of the same length).
+    ``params`` are the rule's defaults overlaid with the user's configuration.
+    ``price`` prices counterfactual call records exactly like real ones
+    (``llmtrace.pricing.price_calls`` bound to the run's price book), so savings use the same
+    rates, tiers and cache prices as the costs the user sees.
+    """
+
+    since: datetime
+    until: datetime
+    baseline_since: datetime
+    baseline_until: datetime
+    params: Mapping[str, Any]
+    accuracy_scores: tuple[str, ...]
+    price: Callable[[pl.DataFrame | pl.LazyFrame], pl.DataFrame]
+
+    @property
+    def window_days(self) -> float:
+        return (self.until - self.since).total_seconds() / 86400.0
+
+    def monthly(self, amount_in_window: float) -> float:
+        """Scale an amount observed over the current window to 30 days."""
+        return amount_in_window * 30.0 / self.window_days if self.window_days > 0 else 0.0
+
+
+@dataclass
+class Finding:
+    """One finding: what was found, for which key, the numbers behind it, and what it saves."""
+
+    rule: str
+    name: str
+    severity: Severity
+    prompt: str | None
+    model: str | None
+    service: str | None
+    window_start: datetime
+    window_end: datetime
+    monthly_savings_usd: float
+    message: str
+    fix: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    key: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape: stable field names, ISO times, savings rounded to cents' hundredths."""
+        return {
+            "rule": self.rule,
+            "name": self.name,
+            "severity": self.severity,
+            "prompt": self.prompt,
+            "model": self.model,
+            "service": self.service,
+            "window": {"start": self.window_start.isoformat(), "end": self.window_end.isoformat()},
+            "monthly_savings_usd": round(self.monthly_savings_usd, 4),
+            "message": self.message,
+            "fix": self.fix,
+            "evidence": self.evidence,
+            "key": self.key,
+        }
+
+
+class Rule(Protocol):
+    """A built-in rule module exposes one object following this protocol."""
+
+    code: ClassVar[str]
+    # Columns of the call record that aggregate() reads: the engine selects only these, so
+    # scans read as little of the store as possible.
+    columns: ClassVar[tuple[str, ...]]
+
+    def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
+        """Partial aggregates for one partition of the calls (mergeable across partitions)."""
+        ...
+
+    def merge(self, partials: list[pl.DataFrame], ctx: AuditContext) -> pl.DataFrame:
+        """Combine partial aggregates of several partitions into one table."""
+        ...
+
+    def decide(self, aggregates: pl.DataFrame, ctx: AuditContext) -> list[Finding]:
+        """Statistics and thresholds on the merged table; returns findings."""
+        ...
