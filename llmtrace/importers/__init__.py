@@ -1,0 +1,1 @@
+"""Importers: each turns one kind of source into call-record batches."""
