@@ -14,6 +14,9 @@ _COMMANDS: list[tuple[str, str]] = [
     ("costs", "costs"),
     ("prices", "prices"),
     ("importing", "import_group"),
+    ("audit", "audit"),
+    ("rules", "rules"),
+    ("run", "run"),
 ]
 
 

@@ -169,7 +169,7 @@ def conform(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     present = set(lazy.collect_schema().names())
     columns = []
     for name, dtype in CALL_SCHEMA.items():
-        if name == "day":
+        if name == "day" and "start_time" in present:
             columns.append(pl.col("start_time").cast(UTC_TIME).dt.date().alias("day"))
         elif name in present:
             columns.append(pl.col(name).cast(dtype).alias(name))

@@ -112,8 +112,11 @@ class Rule(Protocol):
 
     code: ClassVar[str]
     # Columns of the call record that aggregate() reads: the engine selects only these, so
-    # scans read as little of the store as possible.
+    # scans read as little of the store as possible. A rule may instead define
+    # ``columns_for(ctx) -> tuple[str, ...]`` when the columns depend on its parameters.
     columns: ClassVar[tuple[str, ...]]
+    # Optional ``needs_baseline: ClassVar[bool] = True``: the rule also receives the baseline
+    # window's calls (LT101 compares windows); by default a rule sees the current window only.
 
     def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
         """Partial aggregates for one partition of the calls (mergeable across partitions)."""
