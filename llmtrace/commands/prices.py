@@ -1,0 +1,161 @@
+"""``llmtrace prices MODEL``: the rates llmtrace would charge for a model, and where they came from.
+
+The command a user runs when a cost looks wrong: it shows the exact rates ``price_calls`` uses
+(after fallbacks, tiers and the user's price file), the genai-prices ids the name matched and the
+dated or time-of-day price in force, so a surprise can be traced to data rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from rich.table import Table
+
+from llmtrace.commands.common import WHEN, console, err_console
+from llmtrace.config import ConfigError
+from llmtrace.pricing import COMPONENTS, PER, PriceBook, Rate, Rates
+
+# component -> (label, unit the table quotes it in)
+_LABELS: dict[str, tuple[str, str]] = {
+    "input": ("input", "per 1M tokens"),
+    "cache_read": ("cache read", "per 1M tokens"),
+    "cache_write": ("cache write (5m)", "per 1M tokens"),
+    "cache_write_1h": ("cache write (1h)", "per 1M tokens"),
+    "output": ("output", "per 1M tokens"),
+    "reasoning": ("reasoning", "per 1M tokens"),
+    "request": ("request", "per request"),
+}
+
+
+@click.command("prices")
+@click.argument("model")
+@click.option("--provider", default=None, help="Provider as recorded (openai, aws.bedrock, ...).")
+@click.option(
+    "--at",
+    type=WHEN,
+    default=None,
+    help="Price in force at this date or date-time (naive = UTC). Default: now.",
+)
+@click.option(
+    "--prices",
+    "prices_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Price file with overrides (default: $LLMTRACE_PRICES, else 'prices' in llmtrace.toml).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+def prices(
+    model: str, provider: str | None, at: datetime | None, prices_file: str | None, fmt: str
+) -> None:
+    """Show the rates in force for MODEL (USD per million tokens) and where they came from.
+
+    Tiers apply to all tokens of a call once its total input exceeds the tier start. Exits 1 when
+    no price is known for MODEL.
+
+    \b
+    Examples:
+      llmtrace prices claude-sonnet-4-5
+      llmtrace prices o3 --at 2025-05-01 --format json
+      llmtrace prices deepseek-chat --at 2026-11-27T02:00Z
+      llmtrace prices ft:gpt-4o-mini:acme:1 --provider openai --prices prices.toml
+    """
+    try:
+        book = PriceBook.load(prices_file)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    when = at or datetime.now(UTC)
+    rates = book.rates_for(provider, model, when)
+    if rates is None:
+        _unknown(book, model, provider)
+    if fmt == "json":
+        click.echo(json.dumps(_as_json(model, provider, when, rates), indent=2))
+    else:
+        _print_table(model, provider, when, rates)
+
+
+def _unknown(book: PriceBook, model: str, provider: str | None) -> None:
+    known_by = book.providers_for(model) if provider is None else []
+    if known_by:
+        near = f" It is known under --provider {', '.join(known_by)}."
+    else:
+        hint = book.suggest(model)
+        near = f" Close names: {', '.join(hint)}." if hint else ""
+    err_console.print(
+        f"llmtrace: no price for model {model!r} (provider: {provider or 'any'}) in "
+        f"{book.source}.{near}\nGive it rates in a price file, e.g.\n"
+        f'  [[price]]\n  model = "{model}"\n  input_mtok = 1.0\n  output_mtok = 2.0',
+        markup=False,
+    )
+    raise click.exceptions.Exit(1)
+
+
+def _quoted(name: str, value: float) -> float:
+    """A price as the table quotes it: per 1M tokens, or per single request."""
+    return value / PER[name] if name == "request" else value
+
+
+def _money(value: float) -> str:
+    text = f"{value:,.6f}".rstrip("0")
+    whole, _, frac = text.partition(".")
+    return f"${whole}.{frac.ljust(2, '0')}"
+
+
+def _tiers(name: str, rate: Rate) -> str:
+    return "; ".join(f"> {start:,} input: {_money(_quoted(name, p))}" for start, p in rate.tiers)
+
+
+def _print_table(model: str, provider: str | None, when: datetime, rates: Rates) -> None:
+    matched = f"{rates.provider_id or provider or 'any provider'} / "
+    matched += rates.model_id or "custom model"
+    console.print(f"[bold]{model}[/bold] -> {matched}", markup=True)
+    console.print(f"at {when:%Y-%m-%d %H:%M} UTC; period: {rates.period}", markup=False)
+    console.print(f"source: {rates.source}", markup=False)
+    for line in rates.overrides or ("none",):
+        console.print(f"override: {line}", markup=False)
+    fallbacks = dict(rates.fallbacks)
+    table = Table(show_edge=False, pad_edge=False)
+    for header, justify in (("rate", "left"), ("USD", "right"), ("unit", "left")):
+        table.add_column(header, justify=justify)  # type: ignore[arg-type]
+    table.add_column("tiers / note")
+    for name in COMPONENTS:
+        rate = rates.component(name)
+        if name == "request" and rate.base == 0 and not rate.tiers:
+            continue
+        label, unit = _LABELS[name]
+        note = _tiers(name, rate)
+        if name in fallbacks:
+            note = note or f"no own price; from {_LABELS[fallbacks[name]][0]}"
+        table.add_row(label, _money(_quoted(name, rate.base)), unit, note)
+    console.print(table)
+
+
+def _as_json(model: str, provider: str | None, when: datetime, rates: Rates) -> dict[str, Any]:
+    def rate_json(name: str) -> dict[str, Any]:
+        rate = rates.component(name)
+        return {
+            "base": _quoted(name, rate.base),
+            "tiers": [{"above_input_tokens": s, "price": _quoted(name, p)} for s, p in rate.tiers],
+            "unit": _LABELS[name][1],
+            "billed_as": dict(rates.fallbacks).get(name),
+        }
+
+    return {
+        "model": model,
+        "provider": provider,
+        "at": when.isoformat(),
+        "matched": {"provider_id": rates.provider_id, "model_id": rates.model_id},
+        "period": rates.period,
+        "overrides": list(rates.overrides),
+        "source": rates.source,
+        "rates": {name: rate_json(name) for name in COMPONENTS},
+    }

@@ -1,0 +1,1030 @@
+"""Prices for call records: genai-prices' bundled data plus the user's own price file.
+
+This is the only module that imports ``genai_prices``, so an upgrade (0.x releases do break
+APIs) touches one file. It keeps a *private* ``DataSnapshot`` of the bundled data: it never calls
+``set_custom_snapshot`` (process-global, would change prices for other libraries in the same
+process) and never starts ``UpdatePrices`` (network inside someone else's program).
+
+Two ways in, one set of numbers:
+
+* ``price_calls(frame)`` prices a whole frame. It finds the distinct price keys -- provider,
+  model, UTC day and the time-of-day band the call started in (deepseek-chat has an off-peak
+  band, so a (model, day) key is not enough) -- resolves each key once, turns the result into a
+  small rates table (Float64 prices; tiers as threshold columns plus one price per tier level)
+  and joins it to the calls. The arithmetic is Polars expressions; there is no Python loop per
+  call.
+* ``PriceBook.rates_for`` / ``PriceBook.price_one`` price one call for the live side, from the
+  same cached ``Rates`` and the same formula, so both paths give the same cost.
+
+Costs are disjoint (see ``llmtrace.record``): ``input_cost`` is uncached input, ``cache_write_cost``
+covers 5-minute writes and ``cache_write_1h_tokens`` at the 1-hour rate, ``reasoning_cost`` is
+reasoning at the reasoning rate (the output rate when the model has none) and ``output_cost`` is
+the rest of the output. A tier applies to *all* tokens of a unit once the call's total input
+tokens exceed its start (genai-prices' "cliff" model). The total equals genai-prices'
+``calc_price`` for the same call.
+
+Limits, on purpose: genai-prices' request variants (batch, flex, priority) are not applied, as the
+call record has no service tier; a call without ``start_time`` is priced at the current time;
+a recorded provider genai-prices knows is trusted (a Bedrock call never falls back to Anthropic's
+direct price), an unknown one is ignored and the provider guessed from the model name.
+
+Price file (TOML)
+-----------------
+Found in this order: the ``path`` argument (``--prices FILE``), ``$LLMTRACE_PRICES``, the
+top-level ``prices = "file.toml"`` key of llmtrace.toml (relative to that file), else none.
+It is a list of ``[[price]]`` entries::
+
+    [[price]]                      # a negotiated discount on everything Anthropic from a date
+    provider = "anthropic"
+    model = "claude-*"
+    multiplier = 0.8
+    since = 2026-01-01             # TOML date or "2026-01-01"; inclusive
+    until = "2027-01-01"           # exclusive; both optional, compared with the call's UTC date
+
+    [[price]]                      # a reasoning premium
+    model = "o3*"
+    reasoning_multiplier = 1.5     # multiplies the reasoning rate (defaults to the output rate)
+
+    [[price]]                      # a custom / fine-tuned model with absolute rates, USD per 1M
+    provider = "openai"
+    model = "ft:gpt-4o-mini:acme*"
+    input_mtok = 0.30
+    cache_read_mtok = 0.15
+    output_mtok = 1.20
+    note = "fine-tune, billed like gpt-4o-mini x2"
+
+Fields of an entry:
+
+``model`` (required), ``provider`` (optional)
+    Case-insensitive globs (``*``, ``?``, ``[...]``). ``model`` is tried against the model name
+    as recorded, the name without ``provider/`` or ``models/`` prefixes, and the genai-prices
+    model id (so ``o3`` also matches ``o3-2025-04-16``). ``provider`` is tried against the
+    recorded provider (``aws.bedrock``) and the genai-prices provider id (``aws``).
+``since``, ``until``
+    The entry's effective dates: ``since <= call date < until``.
+Absolute rates, USD per million tokens (``requests_kcount``: USD per 1,000 requests)
+    ``input_mtok`` and ``output_mtok`` (both required once any rate is given: a forgotten rate
+    must not silently price at 0), ``cache_read_mtok``, ``cache_write_mtok``,
+    ``cache_write_1h_mtok``, ``output_reasoning_mtok``, ``requests_kcount``. A value is a number
+    or a tiered price ``{ base = 3.0, tiers = [{ start = 200000, price = 6.0 }] }``. The entry
+    replaces the genai-prices price of the models it matches (or prices a model genai-prices does
+    not know). Missing cache rates fall back to the input rate, the 1-hour write rate to the
+    write rate and the reasoning rate to the output rate, as in genai-prices.
+Multipliers (numbers >= 0)
+    ``multiplier`` (every rate), ``input_multiplier`` (uncached input), ``cache_read_multiplier``,
+    ``cache_write_multiplier`` (5-minute and 1-hour writes), ``output_multiplier`` (non-reasoning
+    output), ``reasoning_multiplier``, ``request_multiplier``. They scale the rates in force after
+    fallbacks, tiers included.
+``note``
+    Free text, shown by ``llmtrace prices``.
+
+How entries combine: among the entries in force for a call, the *first* one with absolute rates
+sets the base price; *every* matching multiplier then applies (they multiply). An error in the
+file raises ``ConfigError`` naming the file, the entry number (1-based) and the field.
+"""
+
+from __future__ import annotations
+
+import bisect
+import difflib
+import fnmatch
+import hashlib
+import math
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import genai_prices
+import polars as pl
+from genai_prices import types as gp_types
+from genai_prices.data_snapshot import DataSnapshot
+
+from llmtrace.config import ConfigError, load_config
+from llmtrace.record import (
+    CALL_SCHEMA,
+    COST_COMPONENTS,
+    PRICE_INVALID_USAGE,
+    PRICE_NO_MODEL,
+    PRICE_NO_USAGE,
+    PRICE_OK,
+    PRICE_UNKNOWN_MODEL,
+    conform,
+)
+
+__all__ = [
+    "COMPONENTS",
+    "GENAI_SOURCE",
+    "PER",
+    "PRICES_ENV",
+    "PROVIDER_ALIASES",
+    "PriceBook",
+    "Override",
+    "Rate",
+    "Rates",
+    "default_book",
+    "load_overrides",
+    "normalise_model",
+    "price_calls",
+    "price_one",
+]
+
+PRICES_ENV = "LLMTRACE_PRICES"
+GENAI_SOURCE = f"genai-prices {genai_prices.__version__}"
+
+# Record provider names (OTel ``gen_ai.provider.name`` / ``gen_ai.system`` values) -> genai-prices
+# provider ids. genai-prices' own provider matching gets some wrong (``azure.ai.openai`` would
+# match ``openai``, ``x_ai`` nothing), so these are decided here, as data.
+PROVIDER_ALIASES: Mapping[str, str] = {
+    "aws.bedrock": "aws",
+    "bedrock": "aws",
+    "gcp.vertex_ai": "google",
+    "gcp.gemini": "google",
+    "gcp.gen_ai": "google",
+    "vertex_ai": "google",
+    "gemini": "google",
+    "azure.ai.openai": "azure",
+    "azure.ai.inference": "azure",
+    "az.ai.openai": "azure",
+    "az.ai.inference": "azure",
+    "x_ai": "x-ai",
+    "xai": "x-ai",
+    "mistral_ai": "mistral",
+    "together_ai": "together",
+    "fireworks_ai": "fireworks",
+    "moonshot": "moonshotai",
+}
+
+# Cost components in record order; "request" is per call, the rest per token.
+COMPONENTS: tuple[str, ...] = (
+    "input",
+    "cache_read",
+    "cache_write",
+    "cache_write_1h",
+    "output",
+    "reasoning",
+    "request",
+)
+# How many units a quoted price is for: tokens per million, requests per thousand.
+PER: Mapping[str, int] = {name: 1_000_000 for name in COMPONENTS} | {"request": 1_000}
+# Price-file / genai-prices price keys -> component.
+PRICE_KEYS: Mapping[str, str] = {
+    "input_mtok": "input",
+    "cache_read_mtok": "cache_read",
+    "cache_write_mtok": "cache_write",
+    "cache_write_1h_mtok": "cache_write_1h",
+    "output_mtok": "output",
+    "output_reasoning_mtok": "reasoning",
+    "requests_kcount": "request",
+}
+MULTIPLIER_KEYS: Mapping[str, tuple[str, ...]] = {
+    "multiplier": COMPONENTS,
+    "input_multiplier": ("input",),
+    "cache_read_multiplier": ("cache_read",),
+    "cache_write_multiplier": ("cache_write", "cache_write_1h"),
+    "output_multiplier": ("output",),
+    "reasoning_multiplier": ("reasoning",),
+    "request_multiplier": ("request",),
+}
+# A component without its own price is billed like this one (genai-prices' unit hierarchy:
+# a child unit without a price stays inside its parent's leaf).
+FALLBACK: Mapping[str, str] = {
+    "cache_read": "input",
+    "cache_write": "input",
+    "cache_write_1h": "cache_write",
+    "reasoning": "output",
+}
+_DAY_US = 86_400_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+# -- rates ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """One component's price in USD per ``PER[component]`` units, with cliff tiers.
+
+    ``tiers`` holds ``(start, price)`` pairs in ascending ``start``: once the call's total input
+    tokens exceed ``start``, that price applies to every unit of the component.
+    """
+
+    base: float
+    tiers: tuple[tuple[int, float], ...] = ()
+
+    def price_at(self, input_tokens: int) -> float:
+        """The quoted price in force for a call with ``input_tokens`` total input tokens."""
+        if not self.tiers:
+            return self.base
+        for start, price in reversed(self.tiers):
+            if input_tokens > start:
+                return price
+        return self.base
+
+    def scaled(self, factor: float) -> Rate:
+        """This rate times ``factor`` (a discount or premium), tiers included."""
+        return Rate(self.base * factor, tuple((s, p * factor) for s, p in self.tiers))
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """Everything needed to price calls of one model in one price period.
+
+    ``provider_id`` / ``model_id`` are the genai-prices ids matched (``model_id`` is None for a
+    model priced only by the user's file), ``period`` says which dated or time-of-day price it
+    is, ``overrides`` which price-file entries changed it and ``fallbacks`` which components
+    have no price of their own and are billed like another.
+    """
+
+    input: Rate
+    cache_read: Rate
+    cache_write: Rate
+    cache_write_1h: Rate
+    output: Rate
+    reasoning: Rate
+    request: Rate
+    provider_id: str | None = None
+    model_id: str | None = None
+    period: str = "always"
+    overrides: tuple[str, ...] = ()
+    fallbacks: tuple[tuple[str, str], ...] = ()
+    source: str = GENAI_SOURCE
+
+    def component(self, name: str) -> Rate:
+        """The rate of a component by name (``input``, ``cache_read``, ... ``request``)."""
+        return getattr(self, name)
+
+    def cost(
+        self,
+        input_tokens: int = 0,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        cache_write_1h_tokens: int = 0,
+        output_tokens: int = 0,
+        reasoning_tokens: int = 0,
+    ) -> dict[str, float]:
+        """Disjoint costs of one call with valid usage; the same formula as ``price_calls``."""
+
+        inp = input_tokens
+        token, request = 1_000_000, PER["request"]  # written out: this is the live hot path
+        costs = {
+            "input_cost": (inp - cache_read_tokens - cache_write_tokens)
+            * self.input.price_at(inp)
+            / token,
+            "cache_read_cost": cache_read_tokens * self.cache_read.price_at(inp) / token,
+            "cache_write_cost": (cache_write_tokens - cache_write_1h_tokens)
+            * self.cache_write.price_at(inp)
+            / token
+            + cache_write_1h_tokens * self.cache_write_1h.price_at(inp) / token,
+            "output_cost": (output_tokens - reasoning_tokens) * self.output.price_at(inp) / token,
+            "reasoning_cost": reasoning_tokens * self.reasoning.price_at(inp) / token,
+            "request_cost": 1 * self.request.price_at(inp) / request,
+        }
+        costs["total_cost"] = _total(costs)
+        return costs
+
+
+def _total(costs: Mapping[str, float]) -> float:
+    """Sum of the components in a fixed order, so both pricing paths round identically."""
+    return (
+        costs["input_cost"]
+        + costs["cache_read_cost"]
+        + costs["cache_write_cost"]
+        + costs["output_cost"]
+        + costs["reasoning_cost"]
+        + costs["request_cost"]
+    )
+
+
+def _rate_from_genai(value: Decimal | gp_types.TieredPrices | None) -> Rate | None:
+    if value is None:
+        return None
+    if isinstance(value, gp_types.TieredPrices):
+        tiers = tuple((int(t.start), float(t.price)) for t in sorted(value.tiers, key=_start))
+        return Rate(float(value.base), tiers)
+    return Rate(float(value))
+
+
+def _start(tier: gp_types.Tier) -> int:
+    return tier.start
+
+
+def _complete(given: Mapping[str, Rate]) -> tuple[dict[str, Rate], tuple[tuple[str, str], ...]]:
+    """Fill components without a price the way genai-prices bills them (see ``FALLBACK``)."""
+    rates: dict[str, Rate] = {}
+    fallbacks: list[tuple[str, str]] = []
+    for name in COMPONENTS:
+        if name in given:
+            rates[name] = given[name]
+        elif name in FALLBACK:
+            rates[name] = rates[FALLBACK[name]]
+            fallbacks.append((name, FALLBACK[name]))
+        else:  # no input/output/request price: the data says this unit is free
+            rates[name] = Rate(0.0)
+    return rates, tuple(fallbacks)
+
+
+def _rates_from_model_price(price: gp_types.ModelPrice) -> tuple[dict[str, Rate], tuple]:
+    given = {}
+    for key, name in PRICE_KEYS.items():
+        rate = _rate_from_genai(getattr(price, key, None))
+        if rate is not None:
+            given[name] = rate
+    return _complete(given)
+
+
+# -- the user's price file --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Override:
+    """One ``[[price]]`` entry of the user's price file."""
+
+    label: str
+    model: str
+    provider: str | None = None
+    since: date | None = None
+    until: date | None = None
+    rates: Mapping[str, Rate] | None = None  # absolute rates as given (before fallbacks)
+    multipliers: Mapping[str, float] = field(default_factory=dict)
+    note: str | None = None
+
+    def matches(self, models: Iterable[str], providers: Iterable[str | None]) -> bool:
+        """Whether the globs match any of the names a call's model and provider go by."""
+        if not any(fnmatch.fnmatchcase(m, self.model) for m in models if m):
+            return False
+        if self.provider is None:
+            return True
+        return any(fnmatch.fnmatchcase(p, self.provider) for p in providers if p)
+
+    def active(self, day: date) -> bool:
+        """Whether the entry is in force on ``day`` (since inclusive, until exclusive)."""
+        return (self.since is None or day >= self.since) and (
+            self.until is None or day < self.until
+        )
+
+    def describe(self) -> str:
+        """A short label for tables: ``prices.toml#2 (reasoning x1.5, since 2026-01-01)``."""
+        parts = []
+        if self.rates is not None:
+            parts.append("custom rates")
+        parts += [
+            f"{key.removesuffix('_multiplier')} x{v:g}" for key, v in self.multipliers.items()
+        ]
+        if self.since:
+            parts.append(f"since {self.since}")
+        if self.until:
+            parts.append(f"until {self.until}")
+        if self.note:
+            parts.append(self.note)
+        return f"{self.label} ({', '.join(parts)})"
+
+
+_ENTRY_FIELDS = {"model", "provider", "since", "until", "note", *PRICE_KEYS, *MULTIPLIER_KEYS}
+
+
+def load_overrides(path: Path) -> tuple[list[Override], str]:
+    """Read a price file; returns its entries and a label ``name@sha256[:8]``.
+
+    Raises ``ConfigError`` naming the file, entry and field for anything it cannot use, so a
+    typo (``multipler``) fails loudly instead of silently leaving prices unchanged.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read price file: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    extra = sorted(set(data) - {"price"})
+    if extra:
+        raise ConfigError(f"{path}: unknown top-level key {extra[0]!r}; expected [[price]] entries")
+    entries = data.get("price", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f"{path}: 'price' must be an array of tables ([[price]])")
+    overrides = [_parse_entry(path, i, entry) for i, entry in enumerate(entries, start=1)]
+    return overrides, f"{path.name}@{hashlib.sha256(raw).hexdigest()[:8]}"
+
+
+def _parse_entry(path: Path, index: int, entry: dict[str, Any]) -> Override:
+    def fail(name: str, problem: str) -> ConfigError:
+        return ConfigError(f"{path}: [[price]] entry {index}: field {name!r}: {problem}")
+
+    unknown = sorted(set(entry) - _ENTRY_FIELDS)
+    if unknown:
+        raise fail(unknown[0], f"unknown field; expected one of {', '.join(sorted(_ENTRY_FIELDS))}")
+    model = entry.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise fail("model", "required: a model name or glob such as 'claude-*'")
+    provider = entry.get("provider")
+    if provider is not None and (not isinstance(provider, str) or not provider.strip()):
+        raise fail("provider", "must be a provider name or glob")
+    since, until = _entry_date(entry, "since", fail), _entry_date(entry, "until", fail)
+    if since and until and until <= since:
+        raise fail("until", f"{until} is not after since = {since}")
+    note = entry.get("note")
+    if note is not None and not isinstance(note, str):
+        raise fail("note", "must be a string")
+    multipliers = {}
+    for key in MULTIPLIER_KEYS:
+        if key in entry:
+            multipliers[key] = _number(entry[key], lambda p, k=key: fail(k, p))
+    given = {PRICE_KEYS[k]: _entry_rate(entry[k], k, fail) for k in PRICE_KEYS if k in entry}
+    if given:
+        for required in ("input_mtok", "output_mtok"):
+            if required not in entry:
+                raise fail(required, "required when an entry gives absolute rates (0 if free)")
+    if not given and not multipliers:
+        raise fail(
+            "multiplier", "the entry changes nothing: give rates (input_mtok...) or a multiplier"
+        )
+    rates = given or None
+    return Override(
+        label=f"{path.name}#{index}",
+        model=model.strip().lower(),
+        provider=provider.strip().lower() if provider else None,
+        since=since,
+        until=until,
+        rates=rates,
+        multipliers=multipliers,
+        note=note,
+    )
+
+
+def _entry_date(entry: dict[str, Any], name: str, fail: Any) -> date | None:
+    value = entry.get(name)
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        raise fail(name, "use a date (2026-01-01), not a date-time")
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise fail(name, f"{value!r} is not a date such as 2026-01-01")
+
+
+def _number(value: Any, fail: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise fail(f"{value!r} is not a number")
+    if not math.isfinite(value) or value < 0:
+        raise fail(f"{value!r} must be a finite number >= 0")
+    return float(value)
+
+
+def _entry_rate(value: Any, key: str, fail: Any) -> Rate:
+    if not isinstance(value, dict):
+        return Rate(_number(value, lambda p: fail(key, p)))
+    extra = sorted(set(value) - {"base", "tiers"})
+    if extra or "base" not in value:
+        raise fail(
+            key, "a tiered price is { base = 3.0, tiers = [{ start = 200000, price = 6.0 }] }"
+        )
+    base = _number(value["base"], lambda p: fail(key, f"base: {p}"))
+    tiers = []
+    for tier in value.get("tiers", []):
+        if not isinstance(tier, dict) or set(tier) != {"start", "price"}:
+            raise fail(key, "each tier is { start = <input tokens>, price = <USD per 1M> }")
+        start = tier["start"]
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise fail(key, f"tier start {start!r} must be a whole number of tokens >= 0")
+        tiers.append((start, _number(tier["price"], lambda p: fail(key, f"tier price: {p}"))))
+    return Rate(base, tuple(sorted(tiers)))
+
+
+# -- provider and model names -----------------------------------------------------------------
+
+
+def normalise_model(model: str) -> str:
+    """The bare model name: lower case, without ``models/`` or ``provider/`` prefixes."""
+    name = model.strip().lower()
+    return name.rsplit("/", 1)[-1] if "/" in name else name
+
+
+def _model_candidates(model: str) -> list[str]:
+    """Names to try, most specific first: as recorded, then with prefixes stripped one by one.
+
+    The recorded name comes first because some providers' ids contain a slash
+    (OpenRouter ``anthropic/claude-sonnet-4.5``).
+    """
+    name = model.strip().lower()
+    names = [name]
+    while "/" in name:
+        name = name.split("/", 1)[1]
+        names.append(name)
+    return [n for n in dict.fromkeys(names) if n]
+
+
+def _utc(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def _tod_us(value: time | datetime) -> int:
+    return ((value.hour * 60 + value.minute) * 60 + value.second) * 1_000_000 + value.microsecond
+
+
+def _utc_time(value: time) -> time:
+    if value.tzinfo is None:
+        return value
+    return datetime.combine(date(1970, 1, 1), value).astimezone(UTC).time()
+
+
+@dataclass(frozen=True)
+class _Model:
+    """A (provider, model) as recorded, resolved once: what its price can depend on."""
+
+    provider: gp_types.Provider | None
+    info: gp_types.ModelInfo | None
+    overrides: tuple[Override, ...]
+    date_bounds: tuple[date, ...]
+    tod_bounds: tuple[int, ...]  # microseconds of the UTC day where a price band starts or ends
+
+
+def _constraints(info: gp_types.ModelInfo | None) -> list[Any]:
+    if info is None or isinstance(info.prices, gp_types.ModelPrice):
+        return []
+    return [c.constraint for c in info.prices if c.constraint is not None]
+
+
+# -- the price book ---------------------------------------------------------------------------
+
+
+class PriceBook:
+    """genai-prices' bundled data with the user's price file layered on top.
+
+    Lookups are cached per book: a (provider, model) pair is resolved once, and its rates once per
+    price period (date range and time-of-day band), which is what makes the live path take
+    microseconds.
+    """
+
+    def __init__(self, overrides: Iterable[Override] = (), overrides_label: str | None = None):
+        from genai_prices.data import providers
+
+        self._snapshot = DataSnapshot(providers=providers, from_auto_update=False)
+        self.overrides: tuple[Override, ...] = tuple(overrides)
+        self.source = GENAI_SOURCE
+        if overrides_label:
+            self.source += f" + overrides {overrides_label}"
+        self._models: dict[tuple[str | None, str], _Model | None] = {}
+        self._rates: dict[tuple[str | None, str, int, int], Rates | None] = {}
+
+    @classmethod
+    def load(cls, path: Path | str | None = None) -> PriceBook:
+        """The book with the price file from ``path``, ``$LLMTRACE_PRICES`` or the config."""
+        chosen = _price_file(path)
+        if chosen is None:
+            return cls()
+        overrides, label = load_overrides(chosen)
+        return cls(overrides, label)
+
+    # resolution ------------------------------------------------------------------------------
+
+    def _find(self, provider: str | None, model: str) -> tuple[Any, Any]:
+        """genai-prices provider and model for a recorded pair, or (None, None)."""
+        pid = None
+        if provider and provider.strip():
+            raw = provider.strip().lower()
+            pid = PROVIDER_ALIASES.get(raw, raw)
+            try:
+                self._snapshot.find_provider(None, pid, None)
+            except LookupError:
+                pid = None  # a provider genai-prices does not know: guess from the model name
+        for name in _model_candidates(model):
+            try:
+                return self._snapshot.find_provider_model(name, None, pid, None)
+            except LookupError:
+                continue
+        if pid is None and "/" in model:  # "anthropic/claude-..." with no provider recorded
+            try:
+                return self._snapshot.find_provider_model(model.strip(), None, "litellm", None)
+            except LookupError:
+                pass
+        return None, None
+
+    def _model(self, provider: str | None, model: str) -> _Model | None:
+        key = (provider, model)
+        if key in self._models:
+            return self._models[key]
+        gp_provider, info = self._find(provider, model)
+        names = [*_model_candidates(model), info.id.lower() if info else None]
+        providers = [provider.strip().lower() if provider else None]
+        if provider:
+            providers.append(PROVIDER_ALIASES.get(providers[0], providers[0]))
+        if gp_provider is not None:
+            providers.append(gp_provider.id)
+        overrides = tuple(o for o in self.overrides if o.matches(names, providers))
+        resolved = None
+        if info is not None or any(o.rates is not None for o in overrides):
+            constraints = _constraints(info)
+            dates = _constraint_dates(info) if info is not None else set()
+            dates |= {d for o in overrides for d in (o.since, o.until) if d is not None}
+            tods = set()
+            for c in constraints:
+                if isinstance(c, gp_types.TimeOfDateConstraint):
+                    tods |= {_tod_us(_utc_time(c.start_time)), _tod_us(_utc_time(c.end_time))}
+            resolved = _Model(
+                gp_provider, info, overrides, tuple(sorted(dates)), tuple(sorted(tods))
+            )
+        self._models[key] = resolved
+        return resolved
+
+    def suggest(self, model: str, limit: int = 3) -> list[str]:
+        """Known model ids close to ``model``: a typo should get a hint, not just a refusal."""
+        ids = {m.id.lower() for p in self._snapshot.providers for m in p.models}
+        return difflib.get_close_matches(normalise_model(model), sorted(ids), n=limit, cutoff=0.6)
+
+    def providers_for(self, model: str) -> list[str]:
+        """genai-prices providers that know ``model`` (a hint when no provider was given)."""
+        names = _model_candidates(model)
+        return [p.id for p in self._snapshot.providers if any(p.find_model(n) for n in names)]
+
+    def tod_bounds(self, provider: str | None, model: str) -> tuple[int, ...]:
+        """Microseconds of the UTC day where this model's time-of-day price bands change."""
+        resolved = self._model(provider, model)
+        return resolved.tod_bounds if resolved else ()
+
+    def rates_for(self, provider: str | None, model: str, at: datetime) -> Rates | None:
+        """The rates in force for ``model`` at ``at`` (naive = UTC); None if it has no price.
+
+        Cached by (provider, model, date range, time-of-day band): everything the price
+        depends on, so the warm path is two dict lookups and two bisects.
+        """
+        resolved = self._models.get((provider, model), _MISSING)
+        if resolved is _MISSING:
+            resolved = self._model(provider, model)
+        if resolved is None:
+            return None
+        at = _utc(at)
+        day = at.date()
+        date_band = bisect.bisect_right(resolved.date_bounds, day)
+        tod_band = (
+            bisect.bisect_right(resolved.tod_bounds, _tod_us(at)) if resolved.tod_bounds else 0
+        )
+        key = (provider, model, date_band, tod_band)
+        rates = self._rates.get(key, _MISSING)
+        if rates is _MISSING:
+            rates = self._rates[key] = self._rates_at(resolved, at)
+        return rates
+
+    def _rates_at(self, resolved: _Model, at: datetime) -> Rates | None:
+        active = [o for o in resolved.overrides if o.active(at.date())]
+        absolute = next((o for o in active if o.rates is not None), None)
+        if absolute is not None:
+            rates, fallbacks = _complete(absolute.rates or {})
+            period = f"custom rates from {absolute.label}"
+        elif resolved.info is not None:
+            price = resolved.info.get_prices(at)
+            rates, fallbacks = _rates_from_model_price(price)
+            period = _describe_period(resolved.info, price, at)
+        else:
+            return None
+        for override in active:
+            for key, factor in override.multipliers.items():
+                for name in MULTIPLIER_KEYS[key]:
+                    rates[name] = rates[name].scaled(factor)
+        return Rates(
+            **rates,
+            provider_id=resolved.provider.id if resolved.provider else None,
+            model_id=resolved.info.id if resolved.info else None,
+            period=period,
+            overrides=tuple(o.describe() for o in active),
+            fallbacks=fallbacks,
+            source=self.source,
+        )
+
+    # pricing ---------------------------------------------------------------------------------
+
+    def price_one(
+        self,
+        provider: str | None,
+        model: str | None,
+        at: datetime,
+        *,
+        input_tokens: int | None = None,
+        cache_read_tokens: int | None = None,
+        cache_write_tokens: int | None = None,
+        cache_write_1h_tokens: int | None = None,
+        output_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
+    ) -> dict[str, Any]:
+        """Cost fields of one call (``input_cost`` ... ``total_cost``, ``price_status``,
+        ``price_source``), from the same rates and rules as ``price_calls``."""
+        tokens = (
+            input_tokens,
+            cache_read_tokens,
+            cache_write_tokens,
+            cache_write_1h_tokens,
+            output_tokens,
+            reasoning_tokens,
+        )
+        result: dict[str, Any] = dict.fromkeys(_COST_NAMES)
+        result["price_source"] = self.source
+        if model is None or not model.strip():
+            result["price_status"] = PRICE_NO_MODEL
+            return result
+        if all(t is None for t in tokens):
+            result["price_status"] = PRICE_NO_USAGE
+            return result
+        inp, cr, cw, cw1h, out, rs = (t or 0 for t in tokens)
+        if min(inp, cr, cw, cw1h, out, rs) < 0 or cr + cw > inp or cw1h > cw or rs > out:
+            result["price_status"] = PRICE_INVALID_USAGE
+            return result
+        rates = self.rates_for(provider, model, at)
+        if rates is None:
+            result["price_status"] = PRICE_UNKNOWN_MODEL
+            return result
+        result.update(rates.cost(inp, cr, cw, cw1h, out, rs))
+        result["price_status"] = PRICE_OK
+        return result
+
+
+_MISSING: Any = object()
+_COST_NAMES = (*COST_COMPONENTS, "total_cost")
+
+
+def _describe_period(info: gp_types.ModelInfo, price: gp_types.ModelPrice, at: datetime) -> str:
+    """Which of a model's conditional prices ``price`` is, in words (the same for every ``at``
+    in one price period, so it can be cached with the rates)."""
+    if isinstance(info.prices, gp_types.ModelPrice):
+        return "always"
+    constraint = next(c.constraint for c in info.prices if c.prices is price)
+    starts = sorted(_constraint_dates(info))
+    if isinstance(constraint, gp_types.TimeOfDateConstraint):
+        return f"daily {_window(constraint)}"
+    if isinstance(constraint, gp_types.StartDateConstraint):
+        later = [d for d in starts if d > constraint.start_date]
+        text = f"from {constraint.start_date}" + (f" until {later[0]}" if later else "")
+    else:
+        later = [d for d in starts if d > at.date()]
+        text = "standard" + (f" until {later[0]}" if later else "")
+    windows = [
+        _window(c) for c in _constraints(info) if isinstance(c, gp_types.TimeOfDateConstraint)
+    ]
+    return text + (f" (outside {', '.join(windows)})" if windows else "")
+
+
+def _constraint_dates(info: gp_types.ModelInfo) -> set[date]:
+    return {c.start_date for c in _constraints(info) if isinstance(c, gp_types.StartDateConstraint)}
+
+
+def _window(constraint: gp_types.TimeOfDateConstraint) -> str:
+    start, end = _utc_time(constraint.start_time), _utc_time(constraint.end_time)
+    return f"{start:%H:%M}-{end:%H:%M} UTC"
+
+
+def _price_file(path: Path | str | None) -> Path | None:
+    if path is not None:
+        return Path(path).expanduser()
+    env = os.environ.get(PRICES_ENV)
+    if env:
+        return Path(env).expanduser()
+    config = load_config()
+    value = config.data.get("prices")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{config.path}: 'prices' must be a file name such as \"prices.toml\"")
+    return config.resolve_path(value)
+
+
+@cache
+def default_book() -> PriceBook:
+    """The process-wide book (``PriceBook.load()``, loaded once); pass a book to control it."""
+    return PriceBook.load()
+
+
+def price_one(
+    provider: str | None, model: str | None, at: datetime, *, book: PriceBook | None = None, **usage
+) -> dict[str, Any]:
+    """``PriceBook.price_one`` on ``book`` or the default book."""
+    return (book or default_book()).price_one(provider, model, at, **usage)
+
+
+# -- pricing frames ---------------------------------------------------------------------------
+
+_TOKENS = {
+    "in": "input_tokens",
+    "cr": "cache_read_tokens",
+    "cw": "cache_write_tokens",
+    "cw1h": "cache_write_1h_tokens",
+    "out": "output_tokens",
+    "rs": "reasoning_tokens",
+}
+
+
+def price_calls(calls: pl.DataFrame | pl.LazyFrame, book: PriceBook | None = None) -> pl.DataFrame:
+    """Call records with every cost field, ``price_status`` and ``price_source`` filled.
+
+    Vectorized: each distinct price key (provider, model, UTC day, time-of-day band) is priced
+    once in Python. Per row there is only integer work: one Int64 key, a lookup of the key's
+    rate-table index, the tier level, a gather of the seven rates, and the cost expressions.
+    """
+    book = book or default_book()
+    frame = conform(calls).collect()
+    keyed, unique, rids, thresholds, rates = _resolve_keys(frame, book)
+    rid = pl.col("_key").replace_strict(unique, rids, return_dtype=pl.Int64)
+    # rows that are not priced get no rate-table row, so their costs come out null
+    ok = pl.col("price_status") == PRICE_OK
+    row = pl.when(ok).then(pl.col("_rid") * (len(thresholds) + 1) + _level_expr(thresholds))
+    return (
+        pl.concat([frame, keyed], how="horizontal")
+        .lazy()
+        .with_columns(rid.alias("_rid"))
+        .with_columns(_status_expr())
+        .with_columns(row.alias("_row"))
+        .with_columns(pl.lit(rates[name]).gather(pl.col("_row")) for name in COMPONENTS)
+        .with_columns(
+            *(expr.alias(name) for name, expr in _cost_exprs()),
+            pl.lit(book.source, dtype=pl.String).alias("price_source"),
+        )
+        .with_columns(_total_expr())
+        .select(CALL_SCHEMA.names())
+        .collect()
+    )
+
+
+def _resolve_keys(
+    frame: pl.DataFrame, book: PriceBook
+) -> tuple[pl.DataFrame, pl.Series, list[int | None], list[pl.Series], dict[str, pl.Series]]:
+    """Per row a price key (``_key``) and total input (``_in``); the distinct keys, each
+    resolved once (see ``_price_keys``)."""
+    model = pl.coalesce(_nonempty("model"), _nonempty("request_model"))
+    start = pl.col("start_time").fill_null(
+        pl.lit(datetime.now(UTC), dtype=CALL_SCHEMA["start_time"])
+    )
+    keyed = frame.select(
+        pl.col("provider").alias("_p"),
+        model.alias("_m"),
+        _pair_code(pl.col("provider"), model).alias("_k"),
+        (start.dt.epoch("us") // _DAY_US).alias("_day"),
+        (start.dt.epoch("us") % _DAY_US).alias("_tod"),
+        pl.col(_TOKENS["in"]).fill_null(0).alias("_in"),
+    )
+    pairs = keyed.group_by("_k").agg(pl.first("_p"), pl.first("_m")).rows()
+    banded = {(i, b) for i, (_, p, m) in enumerate(pairs) if m for b in book.tod_bounds(p, m)}
+    bounds = sorted({b for _, b in banded})
+    first_day = keyed["_day"].min() or 0
+    pair_index = pl.col("_k").replace_strict(
+        [k for k, _, _ in pairs], range(len(pairs)), return_dtype=pl.Int64
+    )
+    # pair index | day offset | band, packed in one Int64 so dedup and lookup are integer ops
+    key = pair_index * _PAIR + (pl.col("_day") - first_day) * _BANDS
+    key = key + _band_expr(bounds, {i for i, _ in banded}, pair_index)
+    keyed = keyed.select(key.alias("_key"), "_in")
+    unique = keyed["_key"].unique()
+    return keyed, unique, *_price_keys(book, unique, pairs, first_day, bounds)
+
+
+def _pair_code(provider: pl.Expr, model: pl.Expr) -> pl.Expr:
+    """An exact Int64 code per distinct (provider, model): categorical codes of both, packed.
+
+    Deduplicating on one integer instead of two strings is what keeps a 10M-row frame fast;
+    the codes are only compared within this one call, so they need not be stable.
+    """
+
+    def code(expr: pl.Expr) -> pl.Expr:
+        return expr.cast(pl.Categorical).to_physical().cast(pl.Int64).fill_null(_NULL_CODE)
+
+    return code(provider) * (_NULL_CODE + 1) + code(model)
+
+
+_NULL_CODE = 2**31 - 1  # categorical codes are UInt32 counters, far below this in practice
+_BANDS = 64  # key slots per day for time-of-day bands (genai-prices uses 7 edges today)
+_PAIR = 2**32  # key slots per pair: days x bands
+_NO_MODEL = -1  # rid of keys whose model is blank: no_model rather than unknown_model
+
+
+def _nonempty(name: str) -> pl.Expr:
+    """The column where it is a non-empty string (cheap per row; blanks are caught per key)."""
+    return pl.when(pl.col(name).str.len_bytes() > 0).then(pl.col(name))
+
+
+def _band_expr(bounds: list[int], banded_pairs: set[int], pair_index: pl.Expr) -> pl.Expr:
+    """Index of the time-of-day band a call starts in, given every band edge in use.
+
+    Only pairs with time-of-day prices get bands (the rest stay in band 0), so a deepseek
+    model in the frame does not multiply every other model's keys by its band count.
+    """
+    if not bounds:
+        return pl.lit(0, dtype=pl.Int64)
+    if len(bounds) >= _BANDS:
+        raise ValueError(f"{len(bounds)} time-of-day price edges; at most {_BANDS - 1} fit")
+    band = pl.sum_horizontal([(pl.col("_tod") >= b).cast(pl.Int64) for b in bounds])
+    return pl.when(pair_index.is_in(sorted(banded_pairs))).then(band).otherwise(0)
+
+
+def _level_expr(thresholds: list[pl.Series]) -> pl.Expr:
+    """How many of the key's tier thresholds the call's total input exceeds (cliff tiers)."""
+    if not thresholds:
+        return pl.lit(0, dtype=pl.Int64)
+    rid = pl.when(pl.col("_rid") >= 0).then(pl.col("_rid"))  # null, not -1 (= last element)
+    over = [(pl.col("_in") > pl.lit(t).gather(rid)).fill_null(False) for t in thresholds]
+    return pl.sum_horizontal(over).cast(pl.Int64)
+
+
+def _price_keys(
+    book: PriceBook,
+    keys: pl.Series,
+    pairs: list[tuple[int, str | None, str | None]],
+    first_day: int,
+    bounds: list[int],
+) -> tuple[list[int | None], list[pl.Series], dict[str, pl.Series]]:
+    """Resolve each distinct key once.
+
+    Returns per key its rid (None: no price; ``_NO_MODEL``: blank model), per tier level a
+    Series of thresholds indexed by rid, and per component a Series of quoted prices with
+    ``levels + 1`` entries per rid: entry ``rid * (levels + 1) + level`` is the price for a
+    call whose input exceeds ``level`` thresholds.
+    """
+    # The book hands out one cached Rates object per price period, so identity dedups them
+    # without hashing every nested tuple.
+    found: dict[int, tuple[int, Rates]] = {}
+    rids: list[int | None] = []
+    for key in keys:
+        pair, rest = divmod(key, _PAIR)
+        day, band = divmod(rest, _BANDS)
+        _, provider, model = pairs[pair]
+        if model is None or not model.strip():
+            rids.append(_NO_MODEL)
+            continue
+        offset = (first_day + day) * _DAY_US + (bounds[band - 1] if band else 0)
+        rates = book.rates_for(provider, model, _EPOCH + timedelta(microseconds=offset))
+        rids.append(None if rates is None else found.setdefault(id(rates), (len(found), rates))[0])
+    distinct = [rates for _, rates in found.values()]
+    starts = [_thresholds(r) for r in distinct]
+    levels = max(map(len, starts), default=0)
+    thresholds = [
+        pl.Series([(s[i] if i < len(s) else None) for s in starts], dtype=pl.Int64)
+        for i in range(levels)
+    ]
+    prices: dict[str, pl.Series] = {}
+    for name in COMPONENTS:
+        values = []
+        for rates, tiers in zip(distinct, starts, strict=True):
+            probes = [0, *(s + 1 for s in tiers)]  # one input count inside each level
+            probes += [probes[-1]] * (levels + 1 - len(probes))
+            values += [rates.component(name).price_at(x) for x in probes]
+        prices[name] = pl.Series(f"_{name}", values, dtype=pl.Float64)
+    return rids, thresholds, prices
+
+
+def _thresholds(rates: Rates) -> list[int]:
+    """Every tier start used by any component, ascending: the input counts where a price jumps."""
+    return sorted({start for name in COMPONENTS for start, _ in rates.component(name).tiers})
+
+
+def _cost_exprs() -> list[tuple[str, pl.Expr]]:
+    t = {k: pl.col(v).fill_null(0) for k, v in _TOKENS.items()}
+
+    def part(count: pl.Expr, name: str) -> pl.Expr:
+        return count * pl.col(f"_{name}") / PER[name]
+
+    return [
+        ("input_cost", part(t["in"] - t["cr"] - t["cw"], "input")),
+        ("cache_read_cost", part(t["cr"], "cache_read")),
+        (
+            "cache_write_cost",
+            part(t["cw"] - t["cw1h"], "cache_write") + part(t["cw1h"], "cache_write_1h"),
+        ),
+        ("output_cost", part(t["out"] - t["rs"], "output")),
+        ("reasoning_cost", part(t["rs"], "reasoning")),
+        ("request_cost", part(pl.lit(1, dtype=pl.Int64), "request")),
+    ]
+
+
+def _total_expr() -> pl.Expr:
+    c = {name: pl.col(name) for name in COST_COMPONENTS}
+    return _total(c).alias("total_cost")
+
+
+def _status_expr() -> pl.Expr:
+    """Why a call is or is not priced; the same rules, in the same order, as ``price_one``."""
+    t = {k: pl.col(v).fill_null(0) for k, v in _TOKENS.items()}
+    no_usage = pl.all_horizontal([pl.col(v).is_null() for v in _TOKENS.values()])
+    invalid = (
+        pl.any_horizontal([x < 0 for x in t.values()])
+        | (t["cr"] + t["cw"] > t["in"])
+        | (t["cw1h"] > t["cw"])
+        | (t["rs"] > t["out"])
+    )
+    return (
+        pl.when(pl.col("_rid") == _NO_MODEL)
+        .then(pl.lit(PRICE_NO_MODEL))
+        .when(no_usage)
+        .then(pl.lit(PRICE_NO_USAGE))
+        .when(invalid)
+        .then(pl.lit(PRICE_INVALID_USAGE))
+        .when(pl.col("_rid").is_null())
+        .then(pl.lit(PRICE_UNKNOWN_MODEL))
+        .otherwise(pl.lit(PRICE_OK))
+        .alias("price_status")
+    )
