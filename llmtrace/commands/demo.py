@@ -1,0 +1,142 @@
+"""``llmtrace demo``: fill the store with a realistic, priced demo workload."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import click
+import polars as pl
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from llmtrace.commands.common import WHEN, console, err_console, open_store, store_option
+from llmtrace.costs import format_usd
+from llmtrace.demo import FINDING, PLANTED, generate
+from llmtrace.store import Store
+
+_EPILOG = """\b
+Examples:
+  llmtrace demo                       14 days ending this hour, then:
+  llmtrace costs --by model
+  llmtrace audit
+  llmtrace demo --fresh --days 30 --scale 2 --seed 42
+"""
+
+
+def current_hour() -> datetime:
+    """Now, rounded down to the hour (UTC): the default end, so reruns within the hour match."""
+    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+@click.command("demo", epilog=_EPILOG)
+@store_option
+@click.option(
+    "--days", type=click.IntRange(1, 366), default=14, show_default=True, help="Days of traffic."
+)
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=7, show_default=True, help="Random seed."
+)
+@click.option(
+    "--scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Traffic multiplier (1.0: about 6,500 calls a day).",
+)
+@click.option(
+    "--end",
+    type=WHEN,
+    default=None,
+    help="End of the generated window (exclusive). Default: the current UTC hour.",
+)
+@click.option("--fresh", is_flag=True, help="Empty the store first (calls and checkpoints).")
+def demo(
+    store_path: str | None,
+    days: int,
+    seed: int,
+    scale: float,
+    end: datetime | None,
+    fresh: bool,
+) -> None:
+    """Generate a realistic demo workload, price it and add it to the store.
+
+    Several services, actions, prompts and models (OpenAI, Anthropic, Google; reasoning and
+    not) with daily traffic curves, caching, conversations, errors and accuracy labels, plus
+    the cases the audit should find. The same --seed and --end give the same calls, so running
+    it twice adds nothing.
+    """
+    from llmtrace.pricing import price_calls
+
+    end = end or current_hour()
+    store = open_store(store_path)
+    if fresh:
+        store.clear()
+    earlier_demo = 0 if fresh else _demo_calls(store)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("Generating calls", total=None)
+        calls = generate(days=days, end=end, seed=seed, scale=scale)
+        progress.update(task, description="Pricing calls")
+        priced = price_calls(calls)
+        parts = priced.partition_by("day", maintain_order=True)
+        progress.update(task, description="Writing days", total=len(parts), completed=0)
+        added = duplicates = 0
+        for part in parts:
+            result = store.append(part)
+            added += result.added
+            duplicates += result.duplicates
+            progress.advance(task)
+    _summary(priced, store, days, end, seed, added, duplicates)
+    if added and earlier_demo:
+        err_console.print(
+            f"Note: the store already held {earlier_demo:,} demo calls of another seed or end; "
+            "it now holds both. Run `llmtrace demo --fresh` to start over."
+        )
+
+
+def _demo_calls(store: Store) -> int:
+    """Demo calls already in the store (to warn before mixing two demo runs)."""
+    return int(store.scan().filter(pl.col("source") == "demo").select(pl.len()).collect().item())
+
+
+def _summary(
+    priced: pl.DataFrame,
+    store: Store,
+    days: int,
+    end: datetime,
+    seed: int,
+    added: int,
+    duplicates: int,
+) -> None:
+    """Calls, window, spend, what is planted, and what to run next."""
+    start = end - timedelta(days=days)
+    stamp = "%Y-%m-%d %H:%M"
+    console.print(
+        f"Demo workload: {priced.height:,} calls over {days} days "
+        f"({start.astimezone(UTC):{stamp}} to {end.astimezone(UTC):{stamp}} UTC), seed {seed}."
+    )
+    if added == 0 and duplicates:
+        console.print(
+            f"Nothing added: {store.path} already holds these calls (same --seed and --end). "
+            "Use --fresh to rebuild it."
+        )
+    else:
+        console.print(f"Added {added:,} calls to {store.path} ({duplicates:,} already there).")
+    spend = priced["total_cost"].sum()
+    unpriced = priced.filter(pl.col("total_cost").is_null())
+    line = f"Spend: {format_usd(spend)}"
+    if unpriced.height:
+        reasons = ", ".join(sorted(set(unpriced["price_status"].drop_nulls().to_list())))
+        line += f" ({unpriced.height:,} failed or unpriced calls not counted: {reasons})"
+    console.print(line + ".")
+    findings = sorted({p.rule for p in PLANTED if p.expected == FINDING})
+    console.print(
+        f"Planted for the audit: {', '.join(findings)} findings and "
+        f"{sum(p.expected != FINDING for p in PLANTED)} near-misses (llmtrace.demo.PLANTED)."
+    )
+    console.print("Next:\n  llmtrace costs --by model\n  llmtrace audit")
