@@ -1,0 +1,398 @@
+"""The audit engine: choose rules, set their parameters, scan the store once, collect findings.
+
+``run_audit`` does, in order:
+
+1. load the rules (built-in YAML + their Python logic, and the user's custom YAML rules);
+2. apply ``select``/``ignore`` (codes or prefixes, like ruff: ``LT1`` selects LT101...);
+3. give each rule its parameters: YAML defaults overlaid by ``[rules.<CODE>]`` of the config
+   (an unknown name is a ``ConfigError`` naming the file and the key);
+4. build each rule's lazy ``aggregate`` over the store scan, reading only the columns it needs,
+   and collect them together (Polars runs the queries side by side and may share the scan);
+5. ``merge`` (one partition here) and ``decide`` on the small aggregate of each rule.
+
+A rule that fails (its module is missing, its query or decision raises) is reported as an error
+for that rule; the other rules still run. Rules see only calls of the current window unless they
+declare ``needs_baseline = True`` (LT101), in which case the baseline window's calls come too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import polars as pl
+
+from llmtrace.config import Config, ConfigError, load_config
+from llmtrace.record import conform
+from llmtrace.rules.base import AuditContext, Finding, RuleSpec
+from llmtrace.rules.loader import RuleEntry, builtin_logic, builtin_specs, load_custom_rules
+from llmtrace.store import Store
+
+DEFAULT_WINDOW = timedelta(days=7)
+_RULES_KEYS = {"select", "ignore", "custom", "baseline_days"}
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RuleError:
+    """A rule that could not run (or a rule file that could not be loaded), and why."""
+
+    rule: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"rule": self.rule, "message": self.message}
+
+
+@dataclass(frozen=True)
+class AuditWindow:
+    """The current window and the baseline it was compared with (UTC, end exclusive)."""
+
+    since: datetime
+    until: datetime
+    baseline_since: datetime
+    baseline_until: datetime
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+            "baseline_since": self.baseline_since.isoformat(),
+            "baseline_until": self.baseline_until.isoformat(),
+        }
+
+
+@dataclass
+class AuditResult:
+    """What an audit found, which rules ran, over which calls, and what went wrong."""
+
+    findings: list[Finding]
+    rules_run: list[str]
+    calls_scanned: int
+    window: AuditWindow
+    errors: list[RuleError] = field(default_factory=list)
+
+    @property
+    def total_monthly_savings_usd(self) -> float:
+        return float(sum(f.monthly_savings_usd for f in self.findings))
+
+
+# -- rule catalogue ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """Every rule known to this run: runnable entries, plus specs whose logic failed to load."""
+
+    entries: dict[str, RuleEntry]
+    specs: dict[str, RuleSpec]
+    origins: dict[str, str]
+    errors: list[RuleError]
+
+
+def load_catalogue(config: Config) -> Catalogue:
+    """Built-in and custom rules; load problems become ``RuleError``s, not exceptions."""
+    errors: list[RuleError] = []
+    entries: dict[str, RuleEntry] = {}
+    specs: dict[str, RuleSpec] = {}
+    origins: dict[str, str] = {}
+    try:
+        builtin = builtin_specs()
+    except ConfigError as exc:
+        builtin = {}
+        errors.append(RuleError("rules", str(exc)))
+    for code, spec in builtin.items():
+        specs[code], origins[code] = spec, "built-in"
+        try:
+            rule = builtin_logic(code)
+        except (ImportError, LookupError) as exc:
+            errors.append(RuleError(code, f"logic not available: {exc}"))
+            continue
+        entries[code] = RuleEntry(spec=spec, rule=rule, origin="built-in", source="rules")
+    custom, custom_errors = load_custom_rules(config)
+    errors.extend(RuleError("custom", message) for _, message in custom_errors)
+    for entry in custom:
+        code = entry.spec.code
+        if code in specs:
+            errors.append(
+                RuleError(code, f"{entry.source}: code {code} is already used by another rule")
+            )
+            continue
+        specs[code], origins[code], entries[code] = entry.spec, "custom", entry
+    return Catalogue(entries=entries, specs=specs, origins=origins, errors=errors)
+
+
+def _codes_option(value: Any, where: str) -> list[str] | None:
+    """A select/ignore value from the CLI (comma-separated) or the config (list or string)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, Iterable) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where} must be a list of rule codes or prefixes")
+    return [v.strip().upper() for v in value if v.strip()]
+
+
+def select_codes(
+    codes: Iterable[str], select: Sequence[str] | None, ignore: Sequence[str] | None
+) -> list[str]:
+    """Codes chosen by ``select`` (all when None; ``ALL`` too) minus ``ignore``, by prefix.
+
+    A code or prefix that matches no rule is a ``ConfigError`` (a typo must not silently turn
+    a rule off).
+    """
+    known = sorted(codes)
+    for option, values in (("select", select), ("ignore", ignore)):
+        for value in values or ():
+            if value != "ALL" and not any(code.startswith(value) for code in known):
+                raise ConfigError(
+                    f"{option}: {value!r} matches no rule (rules: {', '.join(known)})"
+                )
+
+    def matches(code: str, prefixes: Sequence[str]) -> bool:
+        return any(p == "ALL" or code.startswith(p) for p in prefixes)
+
+    chosen = [c for c in known if select is None or matches(c, select)]
+    return [c for c in chosen if not matches(c, ignore or ())]
+
+
+# -- parameters ----------------------------------------------------------------------------------
+
+
+def _compatible(default: Any, value: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int | float):
+        return (
+            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        )
+    if isinstance(default, str):
+        return isinstance(value, str)
+    if isinstance(default, list):
+        return isinstance(value, list | str)
+    return True
+
+
+def resolve_params(spec: RuleSpec, config: Config) -> dict[str, Any]:
+    """YAML defaults overlaid by ``[rules.<CODE>]``; unknown names and wrong types are errors."""
+    overrides = config.section("rules").get(spec.code, {})
+    where = f"{config.path}: [rules.{spec.code}]"
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{where} must be a table of parameters")
+    params = dict(spec.params)
+    for name, value in overrides.items():
+        if name not in params:
+            known = ", ".join(sorted(params)) or "none"
+            raise ConfigError(f"{where}: unknown parameter {name!r} (parameters: {known})")
+        if not _compatible(params[name], value):
+            raise ConfigError(
+                f"{where}: parameter {name!r} must be like the default {params[name]!r}, "
+                f"not {value!r}"
+            )
+        params[name] = value
+    return params
+
+
+def _check_rules_section(config: Config, catalogue: Catalogue) -> None:
+    """Every key of ``[rules]`` is a known setting or a table for a known code."""
+    for key, value in config.section("rules").items():
+        if key in _RULES_KEYS:
+            continue
+        if isinstance(value, dict) and key in catalogue.specs:
+            continue
+        if isinstance(value, dict):
+            raise ConfigError(f"{config.path}: [rules.{key}]: no rule has the code {key!r}")
+        raise ConfigError(
+            f"{config.path}: [rules] unknown key {key!r} "
+            f"(settings: {', '.join(sorted(_RULES_KEYS))}; or a [rules.<CODE>] table)"
+        )
+
+
+def accuracy_names(config: Config) -> tuple[str, ...]:
+    """``[accuracy] names``: score names that count as accuracy (empty: use ``accuracy``)."""
+    names = config.section("accuracy").get("names", [])
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{config.path}: [accuracy] names must be a list of score names")
+    return tuple(names)
+
+
+# -- windows and pricing -------------------------------------------------------------------------
+
+
+def audit_window(
+    since: datetime | None, until: datetime | None, config: Config, *, now: datetime | None = None
+) -> AuditWindow:
+    """Current window (default: the 7 days up to now) and its baseline.
+
+    The baseline is the preceding window of the same length, or the ``[rules] baseline_days``
+    days before ``since``.
+    """
+    until = (until or now or datetime.now(UTC)).astimezone(UTC)
+    since = (since or until - DEFAULT_WINDOW).astimezone(UTC)
+    if since >= until:
+        raise ConfigError(
+            f"the window is empty: since {since.isoformat()} >= until {until.isoformat()}"
+        )
+    days = config.section("rules").get("baseline_days")
+    if days is None:
+        length = until - since
+    elif isinstance(days, int | float) and not isinstance(days, bool) and days > 0:
+        length = timedelta(days=days)
+    else:
+        raise ConfigError(f"{config.path}: [rules] baseline_days must be a positive number")
+    return AuditWindow(since, until, since - length, since)
+
+
+def _pricer(price_book: Any) -> Callable[[pl.DataFrame | pl.LazyFrame], pl.DataFrame]:
+    """``price_calls`` bound to the run's book (loaded on first use: most audits never need it)."""
+    state: dict[str, Any] = {"book": price_book}
+
+    def price(calls: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+        from llmtrace.pricing import PriceBook, price_calls
+
+        if state["book"] is None:
+            state["book"] = PriceBook.load()
+        return price_calls(calls, state["book"])
+
+    return price
+
+
+# -- running -------------------------------------------------------------------------------------
+
+
+def _scan(source: Store | pl.LazyFrame, start: datetime, until: datetime) -> pl.LazyFrame:
+    if isinstance(source, Store):
+        return source.scan(start, until)
+    lazy = conform(source)
+    return lazy.filter((pl.col("start_time") >= start) & (pl.col("start_time") < until))
+
+
+def _rule_columns(entry: RuleEntry, ctx: AuditContext) -> list[str]:
+    columns_for = getattr(entry.rule, "columns_for", None)
+    columns = columns_for(ctx) if callable(columns_for) else entry.rule.columns
+    return list(dict.fromkeys([*columns, "start_time"]))
+
+
+def _collect(plans: dict[str, pl.LazyFrame], errors: list[RuleError]) -> dict[str, pl.DataFrame]:
+    """Collect all plans at once; if that fails, one by one so the failing rule is named."""
+    codes = list(plans)
+    try:
+        frames = pl.collect_all([plans[c] for c in codes])
+        return dict(zip(codes, frames, strict=True))
+    except Exception:
+        pass
+    results: dict[str, pl.DataFrame] = {}
+    for code in codes:
+        try:
+            results[code] = plans[code].collect()
+        except Exception as exc:
+            errors.append(RuleError(code, f"aggregate failed: {_describe(exc)}"))
+    return results
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def run_audit(
+    source: Store | pl.LazyFrame,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    config: Config | None = None,
+    select: Sequence[str] | str | None = None,
+    ignore: Sequence[str] | str | None = None,
+    price_book: Any = None,
+    progress: Progress | None = None,
+    now: datetime | None = None,
+) -> AuditResult:
+    """Run the selected rules over the calls of ``source`` and return the findings.
+
+    ``source`` is a ``Store`` or a LazyFrame of call records. ``select``/``ignore`` given here
+    replace the config's ``[rules] select/ignore``. ``price_book`` (a ``PriceBook``) prices
+    counterfactual calls; default: the book ``PriceBook.load()`` finds. Configuration problems
+    raise ``ConfigError``; problems of single rules are returned in ``errors``.
+    """
+    config = config if config is not None else load_config()
+    report = progress or (lambda _message: None)
+    report("loading rules")
+    catalogue = load_catalogue(config)
+    _check_rules_section(config, catalogue)
+    rules_cfg = config.section("rules")
+    chosen_select = _codes_option(select, "--select")
+    if chosen_select is None:
+        chosen_select = _codes_option(rules_cfg.get("select"), f"{config.path}: [rules] select")
+    chosen_ignore = _codes_option(ignore, "--ignore")
+    if chosen_ignore is None:
+        chosen_ignore = _codes_option(rules_cfg.get("ignore"), f"{config.path}: [rules] ignore")
+    codes = select_codes(catalogue.specs, chosen_select, chosen_ignore)
+    window = audit_window(since, until, config, now=now)
+    scores = accuracy_names(config)
+    errors = [e for e in catalogue.errors if e.rule not in catalogue.specs or e.rule in codes]
+    contexts = {
+        code: AuditContext(
+            since=window.since,
+            until=window.until,
+            baseline_since=window.baseline_since,
+            baseline_until=window.baseline_until,
+            params=resolve_params(catalogue.specs[code], config),
+            accuracy_scores=scores,
+            price=_pricer(price_book),
+        )
+        for code in codes
+    }
+    runnable = [c for c in codes if c in catalogue.entries]
+    needs_baseline = any(
+        getattr(catalogue.entries[c].rule, "needs_baseline", False) for c in runnable
+    )
+    start = window.baseline_since if needs_baseline else window.since
+    scan = _scan(source, min(start, window.since), window.until)
+    current = scan.filter(pl.col("start_time") >= window.since)
+
+    plans: dict[str, pl.LazyFrame] = {}
+    for code in runnable:
+        entry, ctx = catalogue.entries[code], contexts[code]
+        base = scan if getattr(entry.rule, "needs_baseline", False) else current
+        try:
+            plans[code] = entry.rule.aggregate(base.select(_rule_columns(entry, ctx)), ctx)
+        except Exception as exc:
+            errors.append(RuleError(code, f"aggregate failed: {_describe(exc)}"))
+    plans["__count__"] = current.select(pl.len().alias("calls"))
+    report(f"scanning calls for {', '.join(runnable) or 'no rules'}")
+    collected = _collect(plans, errors)
+    counted = collected.pop("__count__", None)
+    calls_scanned = int(counted.item()) if counted is not None else 0
+
+    findings: list[Finding] = []
+    ran: list[str] = []
+    for code, partial in collected.items():
+        report(f"deciding {code}")
+        entry, ctx = catalogue.entries[code], contexts[code]
+        try:
+            merged = entry.rule.merge([partial], ctx)
+            findings.extend(entry.rule.decide(merged, ctx))
+        except Exception as exc:
+            errors.append(RuleError(code, f"decide failed: {_describe(exc)}"))
+            continue
+        ran.append(code)
+    findings.sort(key=lambda f: (-f.monthly_savings_usd, f.rule, f.prompt or "", f.model or ""))
+    return AuditResult(
+        findings=findings, rules_run=ran, calls_scanned=calls_scanned, window=window, errors=errors
+    )
+
+
+def rule_catalogue(config: Config | None = None) -> Catalogue:
+    """The rules ``llmtrace rules`` lists (built-in and custom) and any load errors."""
+    return load_catalogue(config if config is not None else load_config())
+
+
+def params_table(spec: RuleSpec, config: Config | None = None) -> Mapping[str, Any]:
+    """A rule's parameters in force: defaults overlaid by the config."""
+    return resolve_params(spec, config) if config is not None else dict(spec.params)
