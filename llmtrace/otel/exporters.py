@@ -1,0 +1,291 @@
+"""Where enriched spans and metrics go: OTLP (gRPC or HTTP), the local store, the console.
+
+``LLMTRACE_EXPORTERS=otlp,store,console`` picks any combination. Each exporter sits behind its
+own ``BatchSpanProcessor`` with a bounded queue (``LLMTRACE_MAX_QUEUE_SIZE``): a slow backend or
+disk drops spans rather than blocking or growing the app.
+
+* ``otlp`` - the SDK's OTLP exporters; protocol from ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL``
+  (``http/protobuf`` default, as the OTLP spec recommends, or ``grpc``); endpoint, headers,
+  timeout, compression and certificates are read by the exporters from the standard
+  ``OTEL_EXPORTER_OTLP_*`` variables unless ``init()`` was given them. Metrics go the same way.
+* ``store`` - call records into the local Parquet store, the same rows ``llmtrace import otlp``
+  writes for the same spans, so ``llmtrace costs`` / ``llmtrace audit`` work on live data.
+* ``console`` - one line per LLM call on stderr (model, tokens, cost): for trying things out.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import IO, Any
+
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+
+from llmtrace.otel import _guard
+from llmtrace.otel.processor import PRICED_SPAN_ID, span_mapping
+from llmtrace.otel.settings import LiveSettings
+
+_SIGNAL_PATHS = {"traces": "v1/traces", "metrics": "v1/metrics"}
+
+
+def _protocol(settings: LiveSettings, signal: str) -> str:
+    """Per-signal protocol variable first (``OTEL_EXPORTER_OTLP_METRICS_PROTOCOL``), then ours."""
+    if signal == "metrics":
+        value = os.environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "").strip()
+        if value in ("grpc", "http/protobuf"):
+            return value
+    return settings.otlp_protocol
+
+
+def _endpoint(settings: LiveSettings, protocol: str, signal: str) -> str | None:
+    """An explicit ``init(otlp_endpoint=...)`` is a base URL like OTEL_EXPORTER_OTLP_ENDPOINT."""
+    base = settings.otlp_endpoint
+    if base is None:
+        return None
+    if protocol == "grpc":
+        return base
+    return f"{base.rstrip('/')}/{_SIGNAL_PATHS[signal]}"
+
+
+def otlp_span_exporter(settings: LiveSettings) -> SpanExporter:
+    """The SDK's OTLP span exporter for the configured protocol."""
+    protocol = _protocol(settings, "traces")
+    kwargs: dict[str, Any] = {}
+    endpoint = _endpoint(settings, protocol, "traces")
+    if endpoint:
+        kwargs["endpoint"] = endpoint
+    if settings.otlp_headers:
+        kwargs["headers"] = dict(settings.otlp_headers)
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter(**kwargs)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpSpanExporter,
+    )
+
+    return HttpSpanExporter(**kwargs)
+
+
+def otlp_metric_exporter(settings: LiveSettings) -> Any:
+    """The SDK's OTLP metric exporter for the configured protocol."""
+    protocol = _protocol(settings, "metrics")
+    kwargs: dict[str, Any] = {}
+    endpoint = _endpoint(settings, protocol, "metrics")
+    if endpoint:
+        kwargs["endpoint"] = endpoint
+    if settings.otlp_headers:
+        kwargs["headers"] = dict(settings.otlp_headers)
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        return OTLPMetricExporter(**kwargs)
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+        OTLPMetricExporter as HttpMetricExporter,
+    )
+
+    return HttpMetricExporter(**kwargs)
+
+
+class StoreSpanExporter(SpanExporter):
+    """Writes the LLM calls of each batch of spans to the local store as priced call records.
+
+    Spans go through the OTLP importer's span->record pipeline (``spans_to_calls``: dialects,
+    merging of two spans of one call, actions, scores) and ``price_calls``, so the live store and
+    ``llmtrace import otlp`` of the same spans hold the same rows (``source`` says ``live``).
+
+    Merging needs both spans of a call in one batch. A span that defers to another
+    (``llmtrace.priced_span_id``) whose target is not in the batch yet is held back until the
+    target arrives (bounded; flushed as-is at shutdown), so a batch boundary between the two
+    cannot turn one call into two rows.
+    """
+
+    def __init__(self, path: Any = None, *, pricer: Any = None, max_pending: int = 10_000) -> None:
+        from llmtrace.store import Store
+
+        self.store = Store(path)
+        self._pricer = pricer
+        self._pending: dict[str, list[ReadableSpan]] = {}
+        self._pending_count = 0
+        self._max_pending = max_pending
+        self.rows_written = 0
+
+    def _book(self) -> Any:
+        if self._pricer is not None and hasattr(self._pricer, "get"):
+            return self._pricer.get()
+        return None
+
+    def _ready(self, spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
+        """This batch plus held-back spans whose target arrived, minus newly held-back ones."""
+        ids = {f"{s.context.span_id:016x}" for s in spans}
+        ready: list[ReadableSpan] = []
+        for span in spans:
+            target = (span.attributes or {}).get(PRICED_SPAN_ID)
+            if target is not None and target not in ids and self._pending_count < self._max_pending:
+                self._pending.setdefault(str(target), []).append(span)
+                self._pending_count += 1
+            else:
+                ready.append(span)
+        for span_id in ids & self._pending.keys():
+            held = self._pending.pop(span_id)
+            self._pending_count -= len(held)
+            ready.extend(held)
+        return ready
+
+    def _write(self, spans: Sequence[ReadableSpan]) -> None:
+        from llmtrace.pricing import price_calls
+
+        calls = spans_to_calls(spans)
+        if calls.height:
+            priced = price_calls(calls, self._book())
+            self.rows_written += self.store.append(priced).added
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            self._write(self._ready(spans))
+            return SpanExportResult.SUCCESS
+        except Exception as exc:  # noqa: BLE001 - a full disk must not reach the app
+            _guard.swallow("exporter.store", exc)
+            return SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        try:
+            held = [span for spans in self._pending.values() for span in spans]
+            self._pending.clear()
+            self._pending_count = 0
+            if held:
+                self._write(held)
+        except Exception as exc:  # noqa: BLE001
+            _guard.swallow("exporter.store.shutdown", exc)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def importer_mapping(span: ReadableSpan) -> dict[str, Any]:
+    """The span mapping the OTLP importer builds from a decoded span, from an SDK span."""
+    mapping = span_mapping(span)
+    mapping["events"] = [
+        {"name": event.name, "attributes": dict(event.attributes or {})} for event in span.events
+    ]
+    return mapping
+
+
+def spans_to_calls(spans: Sequence[ReadableSpan], *, keep_content: bool = False) -> Any:
+    """Call records (``CALL_SCHEMA``, not priced, ``source='live'``) for a batch of SDK spans.
+
+    The same steps as ``llmtrace.importers.otlp.import_otlp`` after parsing (fingerprints
+    come from the completion hook's ``llmtrace.prompt.*`` attributes, read by dialects).
+    """
+    import polars as pl
+
+    from llmtrace.importers import otlp
+    from llmtrace.record import conform
+
+    sink = otlp._Collector(keep_content)
+    for span in spans:
+        try:
+            sink.add(importer_mapping(span))
+        except (ValueError, otlp.SpanError) as exc:
+            _guard.swallow("exporter.store.span", exc)
+    calls, members = otlp._merge_duplicates(otlp._calls_frame(sink.calls))
+    ids = ("trace_id", "span_id", "parent_span_id", "action")
+    tree = pl.DataFrame(
+        {
+            "trace_id": sink.tree_trace,
+            "span_id": sink.tree_span,
+            "parent_span_id": sink.tree_parent,
+            "action": sink.tree_action,
+        },
+        schema=dict.fromkeys(ids, pl.String),
+    )
+    roots = pl.DataFrame(
+        sink.roots, schema={"trace_id": pl.String, "_root_name": pl.String}, orient="row"
+    )
+    calls = otlp._resolve_actions(calls, tree, roots)
+    calls, _, _ = otlp._attach_scores(calls, members, sink.evaluations, otlp._accuracy_names())
+    return conform(calls.with_columns(pl.lit("live").alias("source"))).collect()
+
+
+class ConsoleCostExporter(SpanExporter):
+    """One line per LLM span on stderr: name, model, tokens and cost (or why unpriced)."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            stream = self.stream or sys.stderr
+            for span in spans:
+                line = _console_line(span)
+                if line:
+                    stream.write(line + "\n")
+            stream.flush()
+            return SpanExportResult.SUCCESS
+        except Exception as exc:  # noqa: BLE001
+            _guard.swallow("exporter.console", exc)
+            return SpanExportResult.FAILURE
+
+
+def _console_line(span: ReadableSpan) -> str | None:
+    attrs = span.attributes or {}
+    status = attrs.get("llmtrace.price.status")
+    if status is None and "llmtrace.priced_span_id" not in attrs:
+        return None
+    model = attrs.get("gen_ai.response.model") or attrs.get("gen_ai.request.model") or "?"
+    tokens = (
+        f"in={attrs.get('gen_ai.usage.input_tokens', '?')} "
+        f"out={attrs.get('gen_ai.usage.output_tokens', '?')}"
+    )
+    if "llmtrace.priced_span_id" in attrs:
+        cost = f"(priced on span {attrs['llmtrace.priced_span_id']})"
+    elif status == "ok":
+        cost = f"${attrs.get('gen_ai.usage.cost', 0.0):.6f}"
+    else:
+        cost = f"unpriced: {status}"
+    return f"llmtrace: {span.name} {model} {tokens} {cost}"
+
+
+def span_processors(settings: LiveSettings, pricer: Any = None) -> list[SpanProcessor]:
+    """One bounded batch processor per selected exporter (the cost processor's downstream)."""
+    processors: list[SpanProcessor] = []
+    for name in settings.exporters:
+        try:
+            exporter = _span_exporter(name, settings, pricer)
+        except Exception as exc:  # noqa: BLE001 - a missing extra must not stop the others
+            _guard.swallow(f"exporters.{name}", exc)
+            continue
+        processors.append(BatchSpanProcessor(exporter, max_queue_size=settings.max_queue_size))
+    return processors
+
+
+def _span_exporter(name: str, settings: LiveSettings, pricer: Any) -> SpanExporter:
+    if name == "otlp":
+        return otlp_span_exporter(settings)
+    if name == "store":
+        return StoreSpanExporter(settings.store, pricer=pricer)
+    if name == "console":
+        return ConsoleCostExporter()
+    raise ValueError(f"unknown exporter {name!r}")
+
+
+def metric_readers(settings: LiveSettings) -> list[Any]:
+    """Periodic readers for the selected exporters that carry metrics (OTLP only)."""
+    if not settings.metrics or "otlp" not in settings.exporters:
+        return []
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    try:
+        exporter = otlp_metric_exporter(settings)
+    except Exception as exc:  # noqa: BLE001
+        _guard.swallow("exporters.otlp_metrics", exc)
+        return []
+    return [
+        PeriodicExportingMetricReader(exporter, export_interval_millis=settings.metric_interval_ms)
+    ]

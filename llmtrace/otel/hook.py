@@ -1,0 +1,179 @@
+"""The GenAI completion hook: prompt fingerprints on each LLM span, without the content.
+
+With llmtrace's processor running, the hook only hands the input to it (a dict insert) and the
+hashing happens on the processor's worker, which adds the attributes to the exported copy;
+without it, the hook sets them on the span itself.
+
+``opentelemetry-util-genai`` calls a completion hook after it has set a call's usage attributes
+and before it ends the span, handing it the messages, system instructions and tool definitions
+as objects. This hook reduces them to the fingerprints the caching and trimming rules need
+(``llmtrace.fingerprint``: hashes of each message-boundary prefix, estimated tokens) and sets
+those as span attributes. The content itself is not put on the span: util-genai puts messages on
+spans only when ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` asks for it, which
+llmtrace sets only when the user opts in (``LLMTRACE_CAPTURE_CONTENT`` / ``capture_content``).
+
+Attributes (hashes are unsigned 64-bit, so they travel as 16-hex-digit strings; OTel integers
+are signed):
+
+* ``llmtrace.prompt.prefix_hashes`` - list of hex strings, entry i = template + first i messages
+* ``llmtrace.prompt.prefix_tokens`` - list of ints, estimated tokens of each prefix
+* ``llmtrace.prompt.template_fingerprint``, ``llmtrace.prompt.input_fingerprint`` - hex strings
+
+Loaded either directly by ``llmtrace.init()`` (``instrument(completion_hook=...)``) or through
+the entry point group ``opentelemetry_genai_completion_hook`` under the name ``llmtrace`` with
+``OTEL_INSTRUMENTATION_GENAI_COMPLETION_HOOK=llmtrace``. Only one hook can be configured there,
+so when another one is named (e.g. ``upload``) ``init()`` chains it behind this one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import fields, is_dataclass
+from typing import Any
+
+from llmtrace.otel import _guard
+
+# Read back by llmtrace.fingerprint.recorded_fingerprints (so by the importer and the processor).
+PREFIX_HASHES = "llmtrace.prompt.prefix_hashes"
+PREFIX_TOKENS = "llmtrace.prompt.prefix_tokens"
+TEMPLATE_FINGERPRINT = "llmtrace.prompt.template_fingerprint"
+INPUT_FINGERPRINT = "llmtrace.prompt.input_fingerprint"
+HOOK_NAME = "llmtrace"
+
+
+def _plain(items: Sequence[Any] | None) -> list[Any]:
+    """util-genai message objects as the JSON structure it would put on a span.
+
+    The same keys and values ``dataclasses.asdict`` + util-genai's JSON encoder give, without
+    asdict's deep copies (this runs for every call).
+    """
+    if not items:
+        return []
+    return [_to_plain(item) for item in items]
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, list | tuple):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _to_plain(v) for k, v in value.items()}
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()  # as util-genai's span encoder does
+    return json.loads(json.dumps(value, default=str))
+
+
+def fingerprint_attributes(
+    inputs: Sequence[Any] | None,
+    system_instruction: Sequence[Any] | None,
+    tool_definitions: Sequence[Any] | None,
+) -> dict[str, Any]:
+    """Span attributes holding the fingerprints of one call's input (empty when no input).
+
+    The messages are shaped exactly as util-genai would write ``gen_ai.input.messages`` and
+    friends, then handed to ``llmtrace.fingerprint``: so a span fingerprinted here and one
+    whose content was captured give the same hashes.
+    """
+    from llmtrace import fingerprint
+
+    attrs: dict[str, Any] = {}
+    if inputs:
+        attrs["gen_ai.input.messages"] = _plain(inputs)
+    if system_instruction:
+        attrs["gen_ai.system_instructions"] = _plain(system_instruction)
+    if tool_definitions:
+        attrs["gen_ai.tool.definitions"] = _plain(tool_definitions)
+    if not attrs:
+        return {}
+    fields = fingerprint.content_fields(attrs)
+    if fields.get("prefix_hashes") is None:
+        return {}
+    out: dict[str, Any] = {
+        PREFIX_HASHES: [f"{h:016x}" for h in fields["prefix_hashes"]],
+        PREFIX_TOKENS: [int(t) for t in fields["prefix_tokens"]],
+        INPUT_FINGERPRINT: fields["input_fingerprint"],
+    }
+    if fields.get("template_fingerprint"):
+        out[TEMPLATE_FINGERPRINT] = fields["template_fingerprint"]
+    return out
+
+
+class FingerprintHook:
+    """A ``CompletionHook``: sets fingerprint attributes on the still-open span.
+
+    ``then`` is another hook to call afterwards (the one ``OTEL_INSTRUMENTATION_GENAI_COMPLETION_HOOK``
+    names, when that is not llmtrace), since util-genai accepts only one.
+    """
+
+    def __init__(self, then: Any = None, sink: Any = None) -> None:
+        self.then = then
+        self.sink = sink  # CostSpanProcessor.stash_prompt: fingerprint off the app's thread
+        self.calls = 0
+
+    def on_completion(
+        self,
+        *,
+        inputs: Sequence[Any],
+        outputs: Sequence[Any],
+        system_instruction: Sequence[Any],
+        tool_definitions: Sequence[Any] | None = None,
+        span: Any = None,
+        log_record: Any = None,
+    ) -> None:
+        try:
+            self.calls += 1
+            if span is not None and span.is_recording() and (inputs or system_instruction):
+                prompt = (inputs, system_instruction, tool_definitions)
+                sink = self.sink or _current_sink()
+                span_id = span.get_span_context().span_id
+                if sink is None or not sink(span_id, prompt):
+                    attrs = fingerprint_attributes(*prompt)
+                    if attrs:
+                        span.set_attributes(attrs)
+        except Exception as exc:  # noqa: BLE001 - never into the app
+            _guard.swallow("hook.on_completion", exc)
+        if self.then is not None:
+            try:
+                self.then.on_completion(
+                    inputs=inputs,
+                    outputs=outputs,
+                    system_instruction=system_instruction,
+                    tool_definitions=tool_definitions,
+                    span=span,
+                    log_record=log_record,
+                )
+            except Exception as exc:  # noqa: BLE001
+                _guard.swallow("hook.chained", exc)
+
+
+def _current_sink() -> Any:
+    """The running ``init()``'s processor, for a hook loaded through the entry point."""
+    from llmtrace.otel.setup import current
+
+    handle = current()
+    return handle.processor.stash_prompt if handle is not None else None
+
+
+def completion_hook() -> FingerprintHook:
+    """Entry point ``opentelemetry_genai_completion_hook: llmtrace`` (util-genai calls it)."""
+    return FingerprintHook()
+
+
+def load_other_hook(environ: Mapping[str, str]) -> Any:
+    """The hook ``OTEL_INSTRUMENTATION_GENAI_COMPLETION_HOOK`` names, unless that is llmtrace."""
+    name = (environ.get("OTEL_INSTRUMENTATION_GENAI_COMPLETION_HOOK") or "").strip()
+    if not name or name == HOOK_NAME:
+        return None
+    try:
+        from opentelemetry.util.genai.completion_hook import load_completion_hook
+
+        hook = load_completion_hook()
+        return None if type(hook).__name__ == "_NoOpCompletionHook" else hook
+    except Exception as exc:  # noqa: BLE001
+        _guard.swallow("hook.load_other", exc)
+        return None

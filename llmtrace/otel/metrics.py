@@ -1,0 +1,195 @@
+"""Cost and token metrics, recorded once per priced LLM call through the app's MeterProvider.
+
+Instruments (names chosen so Prometheus, via the Collector's or the SDK exporter's
+normalisation, gets what Grafana's GenAI dashboards already query):
+
+* ``gen_ai.usage.cost`` histogram, unit ``USD``, small explicit buckets (per-call USD is tiny;
+  the SDK default buckets up to 10,000 would put every call in the first one) ->
+  ``gen_ai_usage_cost_USD_bucket/_sum/_count``.
+* ``llmtrace.cost`` (observable) counter, unit ``USD``, summed per non-zero cost component
+  (``llmtrace.cost.component`` = input, cache_read, cache_write, output, reasoning, request) ->
+  ``llmtrace_cost_USD_total``. The components are disjoint, so summing them gives the total.
+* ``gen_ai.client.token.usage`` histogram, unit ``{token}``, with ``gen_ai.token.type`` in
+  input, output, cache_read, cache_write, reasoning. Counts are inclusive as in the semantic
+  conventions (input includes the cache types, output includes reasoning), so never sum across
+  types.
+
+**Double counting, decided:** the official GenAI instrumentations (and OpenLIT, OpenLLMetry)
+already record ``gen_ai.client.token.usage`` with types input and output for their spans. For a
+call priced from such a span llmtrace records only cache_read, cache_write and reasoning, which
+nobody else records; input and output are recorded by llmtrace only for spans from sources that
+record no metrics (the ``anthropic`` SDK's own spans, OpenInference, unknown scopes). Each call
+therefore appears once per token type. The cost instruments are llmtrace's alone.
+
+Labels: ``gen_ai.request.model``, ``gen_ai.provider.name``, ``gen_ai.operation.name``,
+``service.name``, ``llmtrace.prompt``, ``llmtrace.action`` (configurable). Cardinality is
+bounded per label: an allow-list keeps only the listed values, otherwise the first
+``metric_max_values`` distinct values are kept; every other value is folded into ``other``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+
+from llmtrace.otel import _guard
+from llmtrace.otel.settings import METRIC_LABELS, LiveSettings
+
+COST_BUCKETS = (0.00001, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
+TOKEN_BUCKETS = (
+    1,
+    4,
+    16,
+    64,
+    256,
+    1024,
+    4096,
+    16384,
+    65536,
+    262144,
+    1048576,
+    4194304,
+    16777216,
+    67108864,
+)
+# cost component (call-record field) -> llmtrace.cost.component value
+COMPONENTS = {
+    "input_cost": "input",
+    "cache_read_cost": "cache_read",
+    "cache_write_cost": "cache_write",
+    "output_cost": "output",
+    "reasoning_cost": "reasoning",
+    "request_cost": "request",
+}
+# token type -> call-record field
+TOKEN_TYPES = {
+    "input": "input_tokens",
+    "output": "output_tokens",
+    "cache_read": "cache_read_tokens",
+    "cache_write": "cache_write_tokens",
+    "reasoning": "reasoning_tokens",
+}
+# Instrumentation scopes whose own metrics already carry input/output token usage.
+_SCOPES_WITH_TOKEN_METRICS = ("opentelemetry.instrumentation.", "openlit")
+OTHER = "other"
+# label -> call-record field, where they differ: the model label is the model *asked for*, as in
+# the official instrumentations' gen_ai.request.model (dated response ids would split series).
+_LABEL_FIELDS = {"model": "request_model"}
+
+
+class LabelFolder:
+    """Bounds one label's values: allow-listed ones, or the first ``limit`` seen; else ``other``."""
+
+    def __init__(self, allow: frozenset[str] | None, limit: int) -> None:
+        self.allow = allow
+        self.limit = limit
+        self.seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        if self.allow is not None:
+            return value if value in self.allow else OTHER
+        if value in self.seen:
+            return value
+        with self._lock:
+            if len(self.seen) < self.limit:
+                self.seen.add(value)
+                return value
+        return OTHER
+
+
+class CostMetrics:
+    """The instruments above, with bounded labels; ``record`` is called once per priced call."""
+
+    def __init__(self, meter_provider: MeterProvider, settings: LiveSettings) -> None:
+        from llmtrace import __version__
+
+        meter = meter_provider.get_meter("llmtrace", __version__)
+        self.cost = meter.create_histogram(
+            "gen_ai.usage.cost",
+            unit="USD",
+            description="Cost of each LLM call in USD, priced by llmtrace",
+            explicit_bucket_boundaries_advisory=COST_BUCKETS,
+        )
+        # Summed here and observed at collection time: an SDK counter add costs ~13 us per
+        # component per call on the worker, a dict update well under 1 us.
+        self._component_sums: dict[tuple[tuple[str, str], ...], float] = {}
+        self._sums_lock = threading.Lock()
+        meter.create_observable_counter(
+            "llmtrace.cost",
+            callbacks=[self._observe_components],
+            unit="USD",
+            description="Cost of LLM calls in USD by disjoint component (llmtrace.cost.component)",
+        )
+        self.tokens = meter.create_histogram(
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Tokens per LLM call by gen_ai.token.type (inclusive counts)",
+            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+        )
+        meter.create_observable_counter(
+            "llmtrace.errors",
+            callbacks=[_observe_errors],
+            unit="{error}",
+            description="Errors llmtrace swallowed inside the app (see llmtrace.otel logs)",
+        )
+        self._labels = [
+            (name, METRIC_LABELS[name], self._folder(settings, name))
+            for name in settings.metric_labels
+        ]
+
+    @staticmethod
+    def _folder(settings: LiveSettings, name: str) -> LabelFolder:
+        allow = settings.metric_allow.get(name)
+        return LabelFolder(allow, settings.metric_max_values)
+
+    def attributes(self, call: Mapping[str, Any]) -> dict[str, str]:
+        """Bounded metric attributes for a call record (missing values are left out)."""
+        out: dict[str, str] = {}
+        for name, key, fold in self._labels:
+            value = call.get(_LABEL_FIELDS.get(name, name))
+            if value is not None and value != "":
+                out[key] = fold(str(value))
+        return out
+
+    def record(self, call: Mapping[str, Any], scope: str) -> None:
+        """Record one priced call: cost histogram, cost components and token usage."""
+        attrs = self.attributes(call)
+        total = call.get("total_cost")
+        if total is not None:
+            self.cost.record(float(total), attrs)
+            base = tuple(attrs.items())
+            sums = self._component_sums
+            with self._sums_lock:
+                for field, component in COMPONENTS.items():
+                    value = call.get(field)
+                    if value:
+                        key = (*base, ("llmtrace.cost.component", component))
+                        sums[key] = sums.get(key, 0.0) + float(value)
+        skip_io = scope.startswith(_SCOPES_WITH_TOKEN_METRICS)
+        for token_type, field in TOKEN_TYPES.items():
+            if skip_io and token_type in ("input", "output"):
+                continue
+            count = call.get(field)
+            if count:
+                self.tokens.record(int(count), {**attrs, "gen_ai.token.type": token_type})
+
+    def _observe_components(self, options: CallbackOptions) -> Iterable[Observation]:
+        try:
+            with self._sums_lock:
+                items = list(self._component_sums.items())
+            return [Observation(value, dict(key)) for key, value in items]
+        except Exception as exc:  # noqa: BLE001 - never raise into the SDK's collection thread
+            _guard.swallow("metrics:components", exc)
+            return []
+
+
+def _observe_errors(options: CallbackOptions) -> Iterable[Observation]:
+    try:
+        return [Observation(_guard.total_errors())]
+    except Exception as exc:  # noqa: BLE001 - never raise into the SDK's collection thread
+        _guard.swallow("metrics:errors", exc)
+        return []

@@ -1,0 +1,285 @@
+"""``llmtrace.init()``: one call that makes every LLM call in the process carry its cost.
+
+What it does, in order (each step guarded; a failing step is logged once and skipped):
+
+1. Resolve settings from keywords, ``LLMTRACE_*`` and the standard ``OTEL_*`` variables.
+2. Tracer provider: the one given, else the process's SDK provider if the app already set one,
+   else a new one with the standard resource (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``).
+3. Add the ``CostSpanProcessor`` wrapping one batch processor per selected exporter.
+4. Meter provider: the one given, else the app's SDK one, else a new one with the OTLP reader
+   (when ``otlp`` is selected) and any ``metric_readers`` passed (e.g. a Prometheus reader);
+   the cost and token instruments are created on it.
+5. Install both as the global providers (unless ``set_global=False`` or already set), so the
+   ``anthropic`` SDK's own spans and any other instrumentation land in the same pipeline.
+6. Instrument the installed SDKs with the official OpenTelemetry GenAI instrumentations,
+   passing the fingerprint completion hook.
+7. Start loading the price data in a background thread.
+
+Nothing here touches the network at ``import llmtrace``; ``init()`` itself opens no connection
+either (exporters connect when they first export). Calling ``init()`` again returns the same
+handle.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmtrace.otel import _guard
+from llmtrace.otel.settings import LiveSettings, resolve
+
+# SDK module -> (instrumentation module, instrumentor class)
+INSTRUMENTORS: dict[str, tuple[str, str, str]] = {
+    "openai": ("openai", "opentelemetry.instrumentation.genai.openai", "OpenAIInstrumentor"),
+    "anthropic": (
+        "anthropic",
+        "opentelemetry.instrumentation.genai.anthropic",
+        "AnthropicInstrumentor",
+    ),
+    "google_genai": (
+        "google.genai",
+        "opentelemetry.instrumentation.google_genai",
+        "GoogleGenAiSdkInstrumentor",
+    ),
+}
+CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+
+_lock = threading.RLock()
+_handle: LiveHandle | None = None
+
+
+@dataclass
+class LiveHandle:
+    """What ``init()`` set up; ``shutdown()`` flushes and undoes it (tests, short scripts)."""
+
+    settings: LiveSettings
+    tracer_provider: Any
+    meter_provider: Any
+    processor: Any
+    hook: Any
+    metrics: Any = None
+    instrumented: list[str] = field(default_factory=list)
+    owns_tracer_provider: bool = False
+    owns_meter_provider: bool = False
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Export everything pending (spans, then metrics)."""
+        ok = True
+        try:
+            ok = self.processor.force_flush(timeout_millis)
+            if self.meter_provider is not None and hasattr(self.meter_provider, "force_flush"):
+                ok = self.meter_provider.force_flush(timeout_millis) and ok
+        except Exception as exc:  # noqa: BLE001
+            _guard.swallow("init.force_flush", exc)
+            return False
+        return ok
+
+    def shutdown(self) -> None:
+        """Flush, uninstrument, and shut down what ``init()`` created."""
+        global _handle
+        with _lock:
+            try:
+                self.force_flush()
+                for name in self.instrumented:
+                    _instrumentor(name).uninstrument()
+                self.instrumented.clear()
+                if self.owns_tracer_provider:
+                    self.tracer_provider.shutdown()
+                else:
+                    self.processor.shutdown()
+                if self.owns_meter_provider and self.meter_provider is not None:
+                    self.meter_provider.shutdown()
+            except Exception as exc:  # noqa: BLE001
+                _guard.swallow("init.shutdown", exc)
+            if _handle is self:
+                _handle = None
+
+
+def current() -> LiveHandle | None:
+    """The handle of the ``init()`` in force, if any."""
+    return _handle
+
+
+def init(
+    *,
+    tracer_provider: Any = None,
+    meter_provider: Any = None,
+    metric_readers: Sequence[Any] = (),
+    span_exporters: Sequence[Any] = (),
+    **kwargs: Any,
+) -> LiveHandle | None:
+    """Price every LLM call of this process; see the module docstring and ``LiveSettings``.
+
+    Keywords are the ``LiveSettings`` fields (``service_name``, ``exporters``, ``store``,
+    ``otlp_endpoint``, ``otlp_protocol``, ``otlp_headers``, ``metric_labels``,
+    ``metric_allow``, ``metric_max_values``, ``capture_content``, ``instrument``, ``prices``,
+    ``max_queue_size``, ``set_global``...), plus objects no variable can name:
+    ``tracer_provider`` / ``meter_provider`` to use, extra ``metric_readers`` and extra
+    ``span_exporters`` (each behind its own batch processor).
+
+    Returns the handle, or None if set-up failed (logged once; the app runs on untraced).
+    Unknown or invalid keywords raise ``ValueError``: that is a bug in the calling code.
+    """
+    global _handle
+    with _lock:
+        if _handle is not None:
+            return _handle
+        settings = resolve(**kwargs)
+        try:
+            _handle = _setup(
+                settings, tracer_provider, meter_provider, metric_readers, span_exporters
+            )
+        except Exception as exc:  # noqa: BLE001 - never stop the app from starting
+            _guard.swallow("init", exc)
+            return None
+        return _handle
+
+
+def _resource(settings: LiveSettings) -> Any:
+    from opentelemetry.sdk.resources import Resource
+
+    attributes: dict[str, Any] = {}
+    if settings.service_name:
+        attributes["service.name"] = settings.service_name
+    if settings.environment:
+        attributes["deployment.environment.name"] = settings.environment
+    return Resource.create(attributes)
+
+
+def _tracer_provider(settings: LiveSettings, given: Any) -> tuple[Any, bool]:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    if given is not None:
+        return given, False
+    current_provider = trace.get_tracer_provider()
+    if isinstance(current_provider, TracerProvider):
+        return current_provider, False
+    return TracerProvider(resource=_resource(settings)), True
+
+
+def _meter_provider(settings: LiveSettings, given: Any, readers: list[Any]) -> tuple[Any, bool]:
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    if given is not None:
+        return given, False
+    current_provider = metrics.get_meter_provider()
+    if isinstance(current_provider, MeterProvider):
+        return current_provider, False
+    return MeterProvider(resource=_resource(settings), metric_readers=readers), True
+
+
+def _setup(
+    settings: LiveSettings,
+    tracer_provider: Any,
+    meter_provider: Any,
+    metric_readers: Sequence[Any],
+    span_exporters: Sequence[Any],
+) -> LiveHandle:
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from llmtrace.otel import exporters
+    from llmtrace.otel.hook import FingerprintHook, load_other_hook
+    from llmtrace.otel.metrics import CostMetrics
+    from llmtrace.otel.processor import CostSpanProcessor, LazyPriceBook
+
+    if settings.capture_content and not os.environ.get(CAPTURE_ENV):
+        os.environ[CAPTURE_ENV] = "SPAN_ONLY"
+
+    tracer_provider, owns_tp = _tracer_provider(settings, tracer_provider)
+    readers = [*metric_readers, *exporters.metric_readers(settings)]
+    meter_provider, owns_mp = _meter_provider(settings, meter_provider, readers)
+    cost_metrics = CostMetrics(meter_provider, settings) if settings.metrics else None
+
+    pricer = LazyPriceBook(settings.prices)
+    downstream = exporters.span_processors(settings, pricer)
+    downstream += [
+        BatchSpanProcessor(e, max_queue_size=settings.max_queue_size) for e in span_exporters
+    ]
+    processor = CostSpanProcessor(
+        downstream,
+        pricer=pricer,
+        on_call=cost_metrics.record if cost_metrics is not None else None,
+        keep_content=settings.capture_content,
+        max_queue_size=settings.max_queue_size,
+    )
+    tracer_provider.add_span_processor(processor)
+
+    if settings.set_global:
+        if owns_tp:
+            trace.set_tracer_provider(tracer_provider)
+        if owns_mp:
+            metrics.set_meter_provider(meter_provider)
+
+    hook = FingerprintHook(then=load_other_hook(os.environ), sink=processor.stash_prompt)
+    handle = LiveHandle(
+        settings=settings,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        processor=processor,
+        hook=hook,
+        metrics=cost_metrics,
+        owns_tracer_provider=owns_tp,
+        owns_meter_provider=owns_mp,
+    )
+    for name in settings.instrument:
+        if _instrument(name, tracer_provider, meter_provider, hook):
+            handle.instrumented.append(name)
+    pricer.warm_in_background()
+    return handle
+
+
+def _instrumentor(name: str) -> Any:
+    _, module, cls = INSTRUMENTORS[name]
+    return getattr(importlib.import_module(module), cls)()
+
+
+def _instrument(name: str, tracer_provider: Any, meter_provider: Any, hook: Any) -> bool:
+    """Instrument one SDK if both it and its official instrumentation are installed."""
+    sdk, module, _ = INSTRUMENTORS[name]
+    try:
+        if importlib.util.find_spec(sdk.split(".")[0]) is None:
+            return False
+        if importlib.util.find_spec(module.rsplit(".", 1)[0]) is None:
+            return False
+        instrumentor = _instrumentor(name)
+    except ImportError:
+        return False
+    try:
+        if instrumentor.is_instrumented_by_opentelemetry:
+            return False  # someone (opentelemetry-instrument) already did it
+        instrumentor.instrument(
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            completion_hook=hook,
+            skip_dep_check=False,
+        )
+        return instrumentor.is_instrumented_by_opentelemetry
+    except Exception as exc:  # noqa: BLE001
+        _guard.swallow(f"instrument.{name}", exc)
+        return False
+
+
+class LlmtraceConfigurator:
+    """``opentelemetry_configurator`` entry point for apps run with ``opentelemetry-instrument``.
+
+    With ``OTEL_PYTHON_CONFIGURATOR=llmtrace`` (needed only when another configurator such as
+    opentelemetry-distro's is installed), ``opentelemetry-instrument`` calls this instead of the
+    SDK's configurator: it runs ``init(instrument=())`` - ``opentelemetry-instrument`` loads the
+    instrumentors itself, right after - and points them at llmtrace's completion hook.
+    """
+
+    def configure(self, **kwargs: Any) -> None:
+        try:
+            if not os.environ.get("OTEL_INSTRUMENTATION_GENAI_COMPLETION_HOOK"):
+                os.environ["OTEL_INSTRUMENTATION_GENAI_COMPLETION_HOOK"] = "llmtrace"
+            init(instrument=())
+        except Exception as exc:  # noqa: BLE001
+            _guard.swallow("configurator", exc)

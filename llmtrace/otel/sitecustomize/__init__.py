@@ -1,0 +1,1 @@
+"""Holds the ``sitecustomize`` module ``llmtrace run`` puts first on PYTHONPATH."""

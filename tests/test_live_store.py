@@ -1,0 +1,87 @@
+"""The store exporter writes the same rows ``llmtrace import otlp`` writes for the same spans."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from live.clients import anthropic_client, openai_client
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from llmtrace.importers.otlp import import_otlp
+from llmtrace.pricing import PriceBook, price_calls
+from llmtrace.store import Store
+
+pytest_plugins = ["live.fixtures"]
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+FINGERPRINTS = ("prefix_hashes", "prefix_tokens", "template_fingerprint", "input_fingerprint")
+
+
+@pytest.fixture
+def recorded(provider: Any, tmp_path: Path) -> tuple[pl.DataFrame, list[Any]]:
+    """Calls made under init(exporters='store'); the store rows and the exported spans."""
+    from llmtrace.otel.setup import init
+
+    memory = InMemorySpanExporter()
+    handle = init(
+        exporters="store",
+        store=tmp_path / "live",
+        span_exporters=[memory],
+        service_name="store-test",
+        set_global=False,
+    )
+    assert handle is not None
+    try:
+        client = openai_client(provider)
+        system = {"role": "system", "content": "You are terse."}
+        client.chat.completions.create(
+            model="gpt-4o", messages=[system, {"role": "user", "content": "hi"}]
+        )
+        stream = client.chat.completions.create(
+            model="gpt-4o",
+            messages=[system, {"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        list(stream)
+        claude = anthropic_client(provider, handle.tracer_provider)
+        claude.messages.create(
+            model="claude-sonnet-4-5",
+            max_tokens=2048,
+            messages=[{"role": "user", "content": "hi"}],
+            thinking={"type": "enabled", "budget_tokens": 1024},
+        )
+    finally:
+        handle.shutdown()
+    rows = Store(tmp_path / "live").scan().collect()
+    return rows, list(memory.get_finished_spans())
+
+
+def _imported(spans: list[Any], path: Path) -> pl.DataFrame:
+    path.write_bytes(encode_spans(spans).SerializeToString())
+    result = import_otlp([path])
+    assert result.problems == []
+    return price_calls(result.calls, PriceBook())
+
+
+def test_store_rows_equal_import_of_the_same_spans(
+    recorded: tuple[pl.DataFrame, list[Any]], tmp_path: Path
+) -> None:
+    live_rows, spans = recorded
+    imported = _imported(spans, tmp_path / "spans.pb")
+    assert live_rows.height == 3  # two OpenAI calls, one Anthropic call seen by two spans
+    assert set(live_rows["source"]) == {"live"}
+    assert live_rows["total_cost"].null_count() == 0
+    compare = [c for c in live_rows.columns if c != "source"]
+    left = live_rows.select(compare).sort("span_id")
+    right = imported.select(compare).sort("span_id")
+    assert left.equals(right), (left, right)
+    # fingerprints come from the completion hook (the content itself is never exported)
+    assert live_rows["input_fingerprint"].null_count() == 0
+    openai_rows = live_rows.filter(pl.col("provider") == "openai")
+    assert openai_rows["prompt"].str.starts_with("fp:").all()
+    assert openai_rows["template_fingerprint"].n_unique() == 1
