@@ -1,0 +1,285 @@
+"""Benchmark ``import_otlp``: spans per second on synthetic OTLP JSON lines.
+
+Writes N spans (100 per line, one ExportTraceServiceRequest per line, as the Collector file
+exporter does) to a temporary directory and times ``import_otlp`` over it, reporting the median
+of several runs. The mix imitates real traces: every trace has an HTTP root and an agent span
+(not LLM calls), then LLM spans in the dialects llmtrace reads (OTel GenAI util-genai,
+OpenLLMetry, OpenInference, OpenLIT on Anthropic, Logfire, Langfuse), a third of them carrying
+message content as the content-on-by-default instrumentations do.
+
+Run by hand::
+
+    python bench/bench_import.py --spans 200000 --runs 3
+    python bench/bench_import.py --spans 200000 --parser orjson  # orjson (if installed) for json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+SPANS_PER_LINE = 100
+LINES_PER_FILE = 200
+START_NS = 1_764_201_600_000_000_000  # 2025-11-27T00:00:00Z
+
+SYSTEM_PROMPT = (
+    "You are a support assistant for an online shop. Answer briefly, cite the order number, "
+    "never promise refunds, and escalate to a human when the customer is angry. " * 3
+)
+
+
+def _value(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, int):
+        return {"intValue": str(value)}
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    if isinstance(value, list):
+        return {"arrayValue": {"values": [_value(v) for v in value]}}
+    return {"stringValue": value}
+
+
+def _attributes(values: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"key": k, "value": _value(v)} for k, v in values.items()]
+
+
+def _messages(rng: random.Random, turns: int) -> list[dict[str, str]]:
+    return [
+        {
+            "role": "user" if i % 2 == 0 else "assistant",
+            "content": f"turn {i} " * rng.randint(5, 40),
+        }
+        for i in range(turns)
+    ]
+
+
+def _llm_attributes(rng: random.Random, dialect: str, content: bool) -> tuple[str, dict]:
+    """(scope name, attributes) of one LLM span as ``dialect`` writes it."""
+    inp, out = rng.randint(200, 4000), rng.randint(10, 800)
+    cached = rng.choice([0, 0, 1024, 2048]) if inp > 2048 else 0
+    model = rng.choice(["gpt-4o-mini", "gpt-4o", "claude-sonnet-4-5", "gemini-2.5-flash"])
+    common = {"gen_ai.request.model": model, "gen_ai.response.model": model}
+    history = _messages(rng, rng.randint(1, 6))
+    if dialect == "otel-genai":
+        attrs = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            **common,
+            "gen_ai.response.id": f"chatcmpl-{rng.getrandbits(64):x}",
+            "gen_ai.usage.input_tokens": inp,
+            "gen_ai.usage.output_tokens": out,
+            "gen_ai.response.finish_reasons": ["stop"],
+            "server.address": "api.openai.com",
+            "server.port": 443,
+        }
+        if cached:
+            attrs["gen_ai.usage.cache_read.input_tokens"] = cached
+        if content:
+            attrs["gen_ai.system_instructions"] = json.dumps(
+                [{"type": "text", "content": SYSTEM_PROMPT}]
+            )
+            attrs["gen_ai.input.messages"] = json.dumps(
+                [
+                    {"role": m["role"], "parts": [{"type": "text", "content": m["content"]}]}
+                    for m in history
+                ]
+            )
+        return "opentelemetry.instrumentation.genai.openai", attrs
+    if dialect == "openllmetry":
+        attrs = {
+            "gen_ai.provider.name": "openai",
+            "llm.request.type": "chat",
+            **common,
+            "gen_ai.usage.input_tokens": inp,
+            "gen_ai.usage.output_tokens": out,
+            "gen_ai.usage.total_tokens": inp + out,
+            "gen_ai.usage.cache_read.input_tokens": cached,
+        }
+        if content:
+            attrs["gen_ai.prompt.0.role"] = "system"
+            attrs["gen_ai.prompt.0.content"] = SYSTEM_PROMPT
+            for i, m in enumerate(history, start=1):
+                attrs[f"gen_ai.prompt.{i}.role"] = m["role"]
+                attrs[f"gen_ai.prompt.{i}.content"] = m["content"]
+            attrs["gen_ai.completion.0.role"] = "assistant"
+            attrs["gen_ai.completion.0.content"] = "ok " * 20
+        return "opentelemetry.instrumentation.openai.v1", attrs
+    if dialect == "openinference":
+        attrs = {
+            "openinference.span.kind": "LLM",
+            "llm.provider": "openai",
+            "llm.model_name": model,
+            "llm.token_count.prompt": inp,
+            "llm.token_count.completion": out,
+            "llm.token_count.total": inp + out,
+            "llm.token_count.prompt_details.cache_read": cached,
+        }
+        if content:
+            for i, m in enumerate(history):
+                attrs[f"llm.input_messages.{i}.message.role"] = m["role"]
+                attrs[f"llm.input_messages.{i}.message.content"] = m["content"]
+        return "openinference.instrumentation.openai", attrs
+    if dialect == "openlit":
+        write = rng.choice([0, 1163])
+        return "openlit.otel.tracing", {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": "anthropic",
+            **common,
+            "gen_ai.usage.input_tokens": rng.randint(4, 50),
+            "gen_ai.usage.output_tokens": out,
+            "gen_ai.usage.cache_read.input_tokens": cached,
+            "gen_ai.usage.cache_creation.input_tokens": write,
+            "gen_ai.usage.cost": 0.0123,
+        }
+    if dialect == "logfire":
+        return "pydantic-ai", {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.system": "openai",
+            "gen_ai.provider.name": "openai",
+            **common,
+            "gen_ai.usage.input_tokens": inp,
+            "gen_ai.usage.output_tokens": out,
+            "gen_ai.usage.details.reasoning_tokens": min(out, 64),
+            "operation.cost": 0.0042,
+        }
+    usage = {"input": inp - cached, "output": out, "input_cached_tokens": cached}
+    return "langfuse-sdk", {
+        "langfuse.observation.type": "generation",
+        "langfuse.observation.model.name": model,
+        "langfuse.observation.usage_details": json.dumps(usage),
+        "langfuse.observation.cost_details": json.dumps({"total": 0.001}),
+        "langfuse.observation.prompt.name": "support-answer",
+        "langfuse.observation.prompt.version": 3,
+    }
+
+
+DIALECT_MIX = ("otel-genai", "openllmetry", "openinference", "openlit", "logfire", "langfuse")
+
+
+def _span(trace: str, span: str, parent: str | None, name: str, start: int, attrs: dict) -> dict:
+    return {
+        "traceId": trace,
+        "spanId": span,
+        "parentSpanId": parent or "",
+        "name": name,
+        "kind": 3,
+        "startTimeUnixNano": str(start),
+        "endTimeUnixNano": str(start + 900_000_000),
+        "attributes": _attributes(attrs),
+        "status": {},
+    }
+
+
+def _trace(rng: random.Random, number: int) -> list[tuple[str, dict]]:
+    """(scope, span) pairs of one trace: HTTP root, agent span, 2-6 LLM calls."""
+    trace = f"{rng.getrandbits(128):032x}"
+    root, agent = f"{rng.getrandbits(64):016x}", f"{rng.getrandbits(64):016x}"
+    start = START_NS + number * 1_000_000_000
+    spans = [
+        ("web", _span(trace, root, None, "POST /chat", start, {"http.request.method": "POST"})),
+        (
+            "agent",
+            _span(
+                trace,
+                agent,
+                root,
+                "invoke_agent support",
+                start + 1000,
+                {"gen_ai.operation.name": "invoke_agent", "llmtrace.action": "answer-ticket"},
+            ),
+        ),
+    ]
+    for call in range(rng.randint(2, 6)):
+        dialect = rng.choice(DIALECT_MIX)
+        scope, attrs = _llm_attributes(rng, dialect, content=rng.random() < 1 / 3)
+        span_id = f"{rng.getrandbits(64):016x}"
+        spans.append((scope, _span(trace, span_id, agent, "chat", start + 2000 + call, attrs)))
+    return spans
+
+
+def write_dataset(directory: Path, spans: int, seed: int = 7) -> tuple[int, int]:
+    """Write ``spans`` spans as OTLP JSON lines; returns (spans written, bytes written)."""
+    rng = random.Random(seed)
+    pending: list[tuple[str, dict]] = []
+    written = size = 0
+    trace_number = 0
+    lines: list[str] = []
+    file_number = 0
+
+    def flush_file() -> None:
+        nonlocal lines, file_number, size
+        if lines:
+            path = directory / f"traces-{file_number:04d}.jsonl"
+            path.write_text("".join(lines))
+            size += path.stat().st_size
+            file_number += 1
+            lines = []
+
+    while written < spans:
+        while len(pending) < SPANS_PER_LINE:
+            pending.extend(_trace(rng, trace_number))
+            trace_number += 1
+        batch, pending = pending[:SPANS_PER_LINE], pending[SPANS_PER_LINE:]
+        batch = batch[: spans - written]
+        by_scope: dict[str, list[dict]] = {}
+        for scope, span in batch:
+            by_scope.setdefault(scope, []).append(span)
+        request = {
+            "resourceSpans": [
+                {
+                    "resource": {"attributes": _attributes({"service.name": "support-bot"})},
+                    "scopeSpans": [{"scope": {"name": s}, "spans": v} for s, v in by_scope.items()],
+                }
+            ]
+        }
+        lines.append(json.dumps(request, separators=(",", ":")) + "\n")
+        written += len(batch)
+        if len(lines) >= LINES_PER_FILE:
+            flush_file()
+    flush_file()
+    return written, size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spans", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--parser", choices=("default", "orjson"), default="default")
+    args = parser.parse_args()
+
+    from llmtrace.importers import otlp
+
+    if args.parser == "orjson":
+        import orjson  # not a dependency: only to re-measure the choice of parser
+
+        otlp._loads = orjson.loads
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        count, size = write_dataset(directory, args.spans)
+        times, cpu_times = [], []
+        calls = 0
+        for _ in range(args.runs):
+            began, began_cpu = time.perf_counter(), time.process_time()
+            result = otlp.import_otlp([directory], accuracy_names=())
+            times.append(time.perf_counter() - began)
+            cpu_times.append(time.process_time() - began_cpu)
+            calls = result.calls.height
+            assert not result.problems, result.problems[:3]
+        median, cpu = statistics.median(times), statistics.median(cpu_times)
+        print(
+            f"{count:,} spans ({size / 1e6:.0f} MB, {calls:,} calls), parser "
+            f"{otlp._loads.__module__}: median {median:.2f} s wall of {args.runs} -> "
+            f"{count / median:,.0f} spans/s (CPU {cpu:.2f} s -> {count / cpu:,.0f} spans per "
+            f"CPU-second; runs: {', '.join(f'{t:.2f}' for t in times)})"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""``llmtrace import``: bring LLM calls from telemetry into the store.
+
+A group so every source is a subcommand of one verb: ``import otlp`` (files here) and
+``import langfuse`` (``llmtrace.commands.import_langfuse``, added when present). Each subcommand
+is thin: read options, call the importer, price, append, print the summary.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import click
+import polars as pl
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from llmtrace.commands.common import console, err_console, open_store, store_option
+from llmtrace.config import ConfigError
+from llmtrace.importers import ImportResult
+from llmtrace.record import PRICE_OK
+
+# Below this much input a progress bar only flickers.
+PROGRESS_MIN_BYTES = 8 * 1024 * 1024
+
+# (module in llmtrace.commands, attribute) of other import sources.
+_SOURCES: list[tuple[str, str]] = [("import_langfuse", "langfuse_command")]
+
+
+@click.group("import")
+def import_group() -> None:
+    """Import LLM calls from telemetry files or services into the store.
+
+    \b
+    Example:
+      llmtrace import otlp traces.jsonl && llmtrace costs --by model
+    """
+
+
+def _bar(total: int) -> Progress:
+    return Progress(
+        TextColumn("reading"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=total < PROGRESS_MIN_BYTES,
+    )
+
+
+def _read(paths: tuple[Path, ...], keep_content: bool) -> ImportResult:
+    """Run the importer with a progress bar sized by the bytes on disk."""
+    from llmtrace.importers.otlp import find_inputs, import_otlp
+
+    files = find_inputs(paths)
+    total = sum(f.stat().st_size for f in files if f.is_file())
+    with _bar(total) as bar:
+        task = bar.add_task("otlp", total=total)
+
+        def advance(done: int) -> None:
+            bar.advance(task, done)
+
+        return import_otlp(files, keep_content=keep_content, progress=advance)
+
+
+def _summary(result: ImportResult, priced: pl.DataFrame, added: int, duplicates: int) -> None:
+    console.print(
+        f"Read {result.spans:,} spans from {result.files:,} file(s): "
+        f"{result.llm_spans:,} LLM spans -> {priced.height:,} calls "
+        f"({result.merged:,} duplicate spans merged)"
+    )
+    console.print(f"  imported {added:,} new calls, skipped {duplicates:,} already stored")
+    statuses = dict(priced.group_by("price_status").len().iter_rows()) if priced.height else {}
+    ok = statuses.pop(PRICE_OK, 0)
+    total = priced.get_column("total_cost").sum() if priced.height else 0.0
+    console.print(f"  priced {ok:,} calls: ${total or 0.0:,.4f}")
+    if statuses:
+        reasons = ", ".join(f"{reason} {count:,}" for reason, count in sorted(statuses.items()))
+        console.print(f"  not priced: {reasons} (see `llmtrace prices MODEL`)")
+    if result.scores or result.unmatched_scores:
+        console.print(
+            f"  scores: {result.scores:,} attached, {result.unmatched_scores:,} matched no call"
+        )
+    if result.problems:
+        unreadable = len(result.problems) - result.rejected
+        err_console.print(
+            f"{len(result.problems):,} problem(s) above: {result.rejected:,} spans rejected, "
+            f"{unreadable:,} unreadable files or lines; everything else was imported",
+            style="yellow",
+            highlight=False,
+        )
+
+
+@import_group.command("otlp")
+@click.argument(
+    "paths",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+)
+@store_option
+@click.option(
+    "--keep-content",
+    is_flag=True,
+    help="Also store prompts and completions (default: fingerprints only).",
+)
+@click.option(
+    "--prices",
+    "prices_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Price file with overrides (default: $LLMTRACE_PRICES, else 'prices' in llmtrace.toml).",
+)
+def otlp_command(
+    paths: tuple[Path, ...], store_path: str | None, keep_content: bool, prices_file: Path | None
+) -> None:
+    """Import LLM calls from OTLP trace files: JSON lines, JSON, protobuf, .gz, directories.
+
+    Every span that records a model call (OpenTelemetry GenAI, OpenLLMetry, OpenInference,
+    OpenLIT, Logfire, Langfuse attributes) becomes one call record, priced with llmtrace's
+    prices; a cost the instrumentation reported is kept for comparison. Importing the same
+    files again adds nothing. Bad files, lines or spans are reported as FILE:LINE: span ID:
+    problem, the rest is imported, and the exit code is 1.
+
+    \b
+    Example (the Collector's file exporter writes JSON lines):
+      llmtrace import otlp /var/log/otel/traces.jsonl exports/ && llmtrace costs --by action
+    """
+    from llmtrace.pricing import PriceBook, price_calls
+
+    try:
+        book = PriceBook.load(prices_file)
+        result = _read(paths, keep_content)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    for (
+        problem
+    ) in result.problems:  # one plain line each, never wrapped: editors and grep read them
+        click.echo(str(problem), err=True)
+    priced = price_calls(result.calls, book)
+    appended = open_store(store_path).append(priced)
+    _summary(result, priced, appended.added, appended.duplicates)
+    if result.problems:
+        raise SystemExit(1)
+
+
+for _module, _attr in _SOURCES:
+    try:
+        _command = getattr(importlib.import_module(f"llmtrace.commands.{_module}"), _attr)
+    except ModuleNotFoundError as exc:  # a source still being built is left out, not fatal
+        if exc.name != f"llmtrace.commands.{_module}":
+            raise
+        continue
+    import_group.add_command(_command)
