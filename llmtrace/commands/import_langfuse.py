@@ -1,0 +1,220 @@
+"""``llmtrace import langfuse``: bring a Langfuse project's LLM calls into the store.
+
+Thin on purpose: it reads options, keys and config, shows progress with rich and prints the
+summary; ``llmtrace.importers.langfuse.import_langfuse`` does the work. Registered as the
+``langfuse`` subcommand of the ``import`` group (``llmtrace.commands.importing``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from types import TracebackType
+
+import click
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from llmtrace.commands.common import console, err_console, open_store, store_option, window_options
+from llmtrace.config import ConfigError, load_config
+from llmtrace.importers.langfuse import (
+    AccuracyConfig,
+    ImportReporter,
+    ImportStats,
+    LangfuseImportError,
+    LangfuseSettings,
+    import_langfuse,
+)
+from llmtrace.pricing import PriceBook
+
+
+class RichReporter(ImportReporter):
+    """Progress bar (pages, calls, new rows) and notices printed above it."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TextColumn("[cyan]{task.fields[pages]}[/] pages"),
+            TextColumn("[cyan]{task.fields[calls]}[/] calls"),
+            TextColumn("[green]{task.fields[added]}[/] new"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        )
+        self.task = self.progress.add_task("connecting", pages=0, calls=0, added=0, total=None)
+
+    def __enter__(self) -> RichReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.progress.stop()
+
+    def notice(self, message: str) -> None:
+        self.progress.console.print(f"[yellow]note:[/] {message}", highlight=False)
+
+    def stage(self, description: str) -> None:
+        self.progress.update(self.task, description=description)
+
+    def _show(self, stats: ImportStats) -> None:
+        self.progress.update(
+            self.task, pages=stats.pages, calls=f"{stats.calls:,}", added=f"{stats.added:,}"
+        )
+
+    def fetched(self, stats: ImportStats) -> None:
+        self._show(stats)
+
+    def stored(self, stats: ImportStats) -> None:
+        self._show(stats)
+
+    def waiting(self, seconds: float, reason: str) -> None:
+        self.progress.console.print(f"[yellow]wait:[/] {reason}", highlight=False)
+
+
+def _when(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value else "-"
+
+
+def _summary(stats: ImportStats) -> None:
+    """The closing lines, in the shape ``import otlp`` prints them: what was read, stored,
+    priced and scored, and where the next run starts."""
+    windows = ", ".join(f"{_when(a)} .. {_when(b)}" for a, b in stats.windows) or "nothing new"
+    resumed = ", continuing an interrupted import" if stats.resumed else ""
+    console.print(
+        f"Read {stats.observations:,} observations in {stats.pages:,} pages from Langfuse "
+        f"{stats.host} ({stats.api} API{resumed}; {windows}) -> {stats.calls:,} calls",
+        highlight=False,
+        soft_wrap=True,  # one line, for grep and logs
+    )
+    console.print(
+        f"  imported {stats.added:,} new calls, skipped {stats.duplicates:,} already stored"
+    )
+    ok = stats.price_status.get("ok", 0)
+    console.print(f"  priced {ok:,} calls: ${stats.total_cost:,.4f}")
+    unpriced = {k: v for k, v in stats.price_status.items() if k != "ok"}
+    if unpriced:
+        parts = ", ".join(f"{k} {v:,}" for k, v in sorted(unpriced.items()))
+        console.print(f"  not priced: {parts} (see `llmtrace prices MODEL`)")
+    if stats.reported_cost:
+        console.print(f"  Langfuse's own cost for these calls: ${stats.reported_cost:,.4f}")
+    console.print(
+        f"  scores: {stats.scores:,} read, {stats.calls_with_scores:,} calls scored, "
+        f"{stats.calls_with_accuracy:,} with accuracy"
+    )
+    if stats.watermark:
+        console.print(f"  next run continues from {_when(stats.watermark)}")
+    if stats.rate_limit_waits:
+        console.print(
+            f"  rate limited {stats.rate_limit_waits} times, waited {stats.waited_seconds:,.0f} s"
+        )
+    if stats.usage_mismatch:
+        err_console.print(
+            f"{stats.usage_mismatch:,} calls report a usage total that differs from the token "
+            "buckets llmtrace reads (unknown usage keys, or inclusive counts sent as exclusive)",
+            style="yellow",
+            highlight=False,
+        )
+    if stats.rejected:
+        for problem in stats.problems:  # one plain line each: editors and grep read them
+            click.echo(problem, err=True)
+        more = stats.rejected - len(stats.problems)
+        err_console.print(
+            f"{stats.rejected:,} observations skipped"
+            + (f" ({more:,} more not shown)" if more else "")
+            + "; everything else was imported",
+            style="yellow",
+            highlight=False,
+        )
+
+
+@click.command("langfuse")
+@window_options()
+@click.option(
+    "--host",
+    default=None,
+    metavar="URL",
+    help="Langfuse URL (default: $LANGFUSE_BASE_URL, else $LANGFUSE_HOST, else Langfuse Cloud EU).",
+)
+@store_option
+@click.option(
+    "--keep-content",
+    is_flag=True,
+    help="Also store prompts and completions (default: fingerprints only).",
+)
+@click.option(
+    "--prices",
+    "prices_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Price file with overrides (default: $LLMTRACE_PRICES, else 'prices' in llmtrace.toml).",
+)
+@click.option(
+    "--page-size",
+    type=click.IntRange(1, 1000),
+    default=1000,
+    show_default=True,
+    help="Observations per request (lower it if large prompts make pages time out).",
+)
+def langfuse_command(
+    since: datetime | None,
+    until: datetime | None,
+    host: str | None,
+    store_path: str | None,
+    keep_content: bool,
+    prices_file: str | None,
+    page_size: int,
+) -> None:
+    """Import generations and embeddings from Langfuse, with their scores and prompt versions.
+
+    Keys come from LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY. Each run continues where the
+    last one stopped (the first reads the last 30 days unless --since says otherwise); an
+    interrupted run is finished by running the command again. Calls are priced with
+    llmtrace's prices; Langfuse's own cost is kept for comparison. Observations that cannot be
+    read are reported one per line, the rest is imported, and the exit code is 1.
+
+    \b
+    Example:
+      export LANGFUSE_PUBLIC_KEY=pk-lf-... LANGFUSE_SECRET_KEY=sk-lf-...
+      llmtrace import langfuse --since 7d && llmtrace costs --by prompt
+    """
+    try:
+        settings = LangfuseSettings.from_env(host)
+        accuracy = AccuracyConfig.from_config(load_config())
+        book = PriceBook.load(prices_file)
+    except (LangfuseImportError, ConfigError) as exc:
+        raise click.ClickException(str(exc)) from None
+    store = open_store(store_path)
+    reporter = RichReporter()
+    try:
+        with reporter:
+            stats = import_langfuse(
+                store,
+                settings,
+                since=since,
+                until=until,
+                keep_content=keep_content,
+                book=book,
+                accuracy=accuracy,
+                page_size=page_size,
+                reporter=reporter,
+            )
+    except LangfuseImportError as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False)
+        err_console.print(
+            "Everything read before this is stored and checkpointed; run the same command "
+            "again to continue."
+        )
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        err_console.print(
+            "Interrupted. Everything read so far is stored; run the same command again to "
+            "continue where it stopped."
+        )
+        raise SystemExit(130) from None
+    _summary(stats)
+    if stats.rejected:
+        raise SystemExit(1)
