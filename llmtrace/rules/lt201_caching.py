@@ -1,0 +1,670 @@
+"""LT201 cacheable-prefix-not-cached: a long shared prompt prefix is resent without caching.
+
+How it works (rules/LT201.yaml documents the rule for users):
+
+1. **Prefix groups.** Every call carries ``prefix_hashes``: the hash of each message-boundary
+   prefix (first: system instructions + tools, then each message appended). A call joins the
+   deepest of its first ``max_prefix_depth`` prefixes that is shared by at least ``min_calls``
+   calls and by at least ``deep_prefix_share`` of the calls sharing its system prefix (so a
+   common few-shot block counts, one conversation's own history does not). Groups are keyed
+   by (provider, model, depth, prefix hash).
+2. **Cache replay.** Within a group, calls are ordered by time and the gap to the previous call
+   is compared with the cache lifetime: within it the call would read the prefix, else it
+   writes it. Both Anthropic lifetimes (5 minutes and 1 hour) refresh on every hit, and so does
+   OpenAI's in-memory cache (5-10 min idle; the lower bound is used), so "the entry is alive"
+   is exactly "the previous call of the group came within the TTL". OpenAI caches in 128-token
+   steps, so the cacheable prefix is rounded down. Facts per provider/model: ``caching_model``.
+3. **Counterfactual pricing.** Per cell (group, prompt, service, day, input-size band) the
+   aggregate sums the tokens as they are and as they would be under each replayed lifetime
+   (reads, writes, 1-hour writes). ``decide`` prices both with the run's own pricer
+   (``ctx.price``), so the write premium (1.25x, 2x or none), the read discount (0.5x ... 0.1x),
+   tiers and dated prices all come from the price data, never from fixed multipliers.
+
+Mergeability: the replay needs each prefix's full call sequence, and the group a call joins
+depends on counts over all calls with the same system prefix. Partials are therefore exact only
+when partitions are split by prefix key, i.e. by ``(provider, model, prefix_hashes[0])``; ``merge``
+concatenates partials and re-aggregates by cell. Partitions split by time instead (one per day)
+give one spurious write per prefix and partition boundary and count group sizes per partition:
+a small, conservative error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import polars as pl
+
+from llmtrace.config import ConfigError
+from llmtrace.rules.base import AuditContext, Finding, Severity
+from llmtrace.rules.caching_model import (
+    PROVIDERS,
+    price_rates,
+    provider_fact,
+    regimes_frame,
+    split_cost,
+)
+
+CODE = "LT201"
+NAME = "cacheable-prefix-not-cached"
+
+LONG_TTL_S = 3600.0  # the 1-hour option, replayed for every group; decide keeps it where offered
+# Inter-arrival histogram edges (seconds): bins <=30 s, <=1 min, <=5 min, ..., >2 h.
+GAP_EDGES_S: tuple[int, ...] = (30, 60, 300, 600, 1800, 3600, 7200)
+GAP_LABELS: tuple[str, ...] = (
+    "<=30s",
+    "30s-1m",
+    "1m-5m",
+    "5m-10m",
+    "10m-30m",
+    "30m-1h",
+    "1h-2h",
+    ">2h",
+)
+
+_GROUP = ["provider", "model", "depth", "prefix_hash"]
+_CELL = [*_GROUP, "service", "prompt", "day", "band"]
+_SCENARIOS = ("short", "long")
+_GAP_COLUMNS = [f"gaps_{i}" for i in range(len(GAP_LABELS))]
+_SUMS = [
+    "calls",
+    "input",
+    "read",
+    "write",
+    "write_1h",
+    "prefix",
+    "read_in_prefix",
+    *(f"{name}_{s}" for s in _SCENARIOS for name in ("hits", "read", "write", "write_1h")),
+    *_GAP_COLUMNS,
+]
+_MAXES = ["prefix_tokens_max", "last_call"]
+_NAMES = ["provider", "model", "service", "prompt"]
+_TOKEN_COLUMNS = [
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+]
+_MINS = ["first_call"]
+
+
+@dataclass(frozen=True)
+class Params:
+    """LT201's parameters (defaults in rules/LT201.yaml, overridable in llmtrace.toml)."""
+
+    min_monthly_savings_usd: float = 5.0
+    max_cached_share: float = 0.5
+    min_calls: int = 20
+    max_prefix_depth: int = 4
+    deep_prefix_share: float = 0.5
+    medium_savings_usd: float = 50.0
+    high_savings_usd: float = 500.0
+
+    @classmethod
+    def from_mapping(cls, params: Any) -> Params:
+        """Read known parameters, type-checked; a wrong type is a ConfigError naming it."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in params:
+                continue
+            raw = params[f.name]
+            kind = int if f.type in ("int", int) else float
+            if isinstance(raw, bool) or not isinstance(raw, int | float):
+                raise ConfigError(f"{CODE}: parameter {f.name} must be a number, not {raw!r}")
+            values[f.name] = kind(raw)
+        made = cls(**values)
+        if made.max_prefix_depth < 1 or made.min_calls < 2:
+            raise ConfigError(f"{CODE}: max_prefix_depth must be >= 1 and min_calls >= 2")
+        return made
+
+
+class CachingRule:
+    """The LT201 rule object (module attribute ``RULE``)."""
+
+    code: ClassVar[str] = CODE
+    name: ClassVar[str] = NAME
+    columns: ClassVar[tuple[str, ...]] = (
+        "provider",
+        "model",
+        "service",
+        "prompt",
+        "start_time",
+        "input_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "cache_write_1h_tokens",
+        "prefix_hashes",
+        "prefix_tokens",
+    )
+
+    def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
+        """Per cell: token sums as they are and as each replayed cache lifetime would make them.
+
+        The heavy steps see only numbers: provider/model and service/prompt are hashed to
+        UInt64 keys (``_m``, ``_s``) and their strings are joined back onto the small result,
+        which keeps memory and time down on millions of calls.
+        """
+        params = Params.from_mapping(ctx.params)
+        eligible = _eligible_calls(calls, ctx)
+        names = (
+            eligible.select(*_NAMES, *_name_keys())
+            .group_by("_m", "_s")
+            .agg(pl.col(*_NAMES).first())
+        )
+        # per-call values are summed inside the aggregation, never materialised per call
+        cells = (
+            _replay(_assign_groups(_numeric(eligible, params), params))
+            .group_by("_g", "_m", "_s", "day", "band")
+            .agg(
+                pl.col("depth").first(),
+                pl.col("prefix_hash").first(),
+                *(expr.sum().alias(name) for name, expr in _per_call_sums().items()),
+                pl.col("prefix_raw").max().alias("prefix_tokens_max"),
+                pl.col("start_time").min().alias("first_call"),
+                pl.col("start_time").max().alias("last_call"),
+            )
+        )
+        return cells.join(names, on=["_m", "_s"], how="left").select(
+            *_CELL, *_SUMS, *_MAXES, *_MINS
+        )
+
+    def merge(self, partials: list[pl.DataFrame], ctx: AuditContext) -> pl.DataFrame:
+        """Concatenate partials and re-aggregate by cell (exact when split by prefix key)."""
+        if not partials:
+            return pl.DataFrame()
+        return (
+            pl.concat(partials, how="vertical_relaxed")
+            .group_by(*_CELL)
+            .agg(
+                *(pl.col(c).sum() for c in _SUMS),
+                *(pl.col(c).max() for c in _MAXES),
+                *(pl.col(c).min() for c in _MINS),
+            )
+        )
+
+    def decide(self, aggregates: pl.DataFrame, ctx: AuditContext) -> list[Finding]:
+        """Findings for prefix groups whose simulated caching saves enough per month."""
+        params = Params.from_mapping(ctx.params)
+        table = evaluate(aggregates, ctx)
+        if table.height == 0:
+            return []
+        flagged = table.filter(
+            pl.col("eligible") & (pl.col("monthly_savings_usd") >= params.min_monthly_savings_usd)
+        ).sort("monthly_savings_usd", descending=True)
+        return [_finding(row, ctx, params) for row in flagged.iter_rows(named=True)]
+
+
+RULE = CachingRule()
+
+
+# -- aggregate ---------------------------------------------------------------------------------
+
+
+def _eligible_calls(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
+    """Calls of the current window on a provider whose caching is modelled."""
+    start = pl.col("start_time")
+    return calls.select(*CachingRule.columns).filter(
+        (start >= ctx.since)
+        & (start < ctx.until)
+        & pl.col("provider").is_in(list(PROVIDERS))
+        & pl.col("model").is_not_null()
+        & (pl.col("input_tokens") > 0)
+    )
+
+
+def _name_keys() -> list[pl.Expr]:
+    """UInt64 keys of (provider, model) and (service, prompt)."""
+    return [
+        pl.struct("provider", "model").hash(17).alias("_m"),
+        pl.struct("service", "prompt").hash(29).alias("_s"),
+    ]
+
+
+def _numeric(calls: pl.LazyFrame, params: Params) -> pl.LazyFrame:
+    """The numbers the replay needs: keys, times, tokens, provider facts, the first prefixes."""
+    depths = range(params.max_prefix_depth)
+    hashes, tokens = pl.col("prefix_hashes"), pl.col("prefix_tokens")
+    return calls.select(
+        *_name_keys(),
+        "start_time",
+        # Int32 per call (token counts of one call fit) halves the memory of the widest
+        # steps; every sum widens to Int64 first (Polars wraps Int32 sums silently)
+        *(pl.col(c).cast(pl.Int32, strict=False) for c in _TOKEN_COLUMNS),
+        provider_fact("short_ttl_s").cast(pl.Float32).alias("ttl_s"),
+        provider_fact("step_tokens").cast(pl.Int32).alias("step"),
+        *(hashes.list.get(d, null_on_oob=True).alias(f"_h{d}") for d in depths),
+        *(
+            tokens.list.get(d, null_on_oob=True).cast(pl.Int32, strict=False).alias(f"_p{d}")
+            for d in depths
+        ),
+    )
+
+
+def _assign_groups(calls: pl.LazyFrame, params: Params) -> pl.LazyFrame:
+    """Give each call the deepest prefix shared widely enough (see the module docstring).
+
+    Why not count every (model, prefix hash) pair: deeper hashes are nearly unique per call (each
+    conversation's own messages), and a group-by over ~one key per call is the most expensive
+    step on millions of calls. A deeper prefix worth caching is shared by at least
+    ``deep_prefix_share`` of the calls with the same system prefix, so per system prefix only two
+    candidates are checked at each depth, its smallest and its largest hash: when all calls
+    share the deeper prefix, or all but calls on one side of it, a candidate is that prefix.
+    Missing a deeper prefix only makes the rule report the shallower one (a smaller saving),
+    never a wrong finding. Keys are UInt64 hashes and the windows run after the list columns
+    are dropped: both matter several-fold on millions of calls.
+    """
+    depths = range(params.max_prefix_depth)
+    calls = calls.with_columns((pl.col("_h0") ^ pl.col("_m")).alias("_k0"))
+    deeper = depths[1:]
+    calls = calls.filter(pl.col("_h0").is_not_null()).with_columns(
+        pl.len().over("_k0").alias("_n0"),
+        *(pl.col(f"_h{d}").min().over("_k0").alias(f"_lo{d}") for d in deeper),
+        *(pl.col(f"_h{d}").max().over("_k0").alias(f"_hi{d}") for d in deeper),
+    )
+    calls = calls.filter(pl.col("_n0") >= params.min_calls).with_columns(
+        *((pl.col(f"_h{d}") == pl.col(f"_lo{d}")).alias(f"_islo{d}") for d in deeper),
+        *((pl.col(f"_h{d}") == pl.col(f"_hi{d}")).alias(f"_ishi{d}") for d in deeper),
+    )
+    calls = calls.with_columns(
+        *(pl.col(f"_islo{d}").sum().over("_k0").alias(f"_nlo{d}") for d in deeper),
+        *(pl.col(f"_ishi{d}").sum().over("_k0").alias(f"_nhi{d}") for d in deeper),
+    )
+    floor = pl.max_horizontal(
+        pl.lit(params.min_calls, dtype=pl.Float64),
+        pl.col("_n0").cast(pl.Float64) * params.deep_prefix_share,
+    )
+    shared = {
+        d: (pl.col(f"_islo{d}") & (pl.col(f"_nlo{d}") >= floor))
+        | (pl.col(f"_ishi{d}") & (pl.col(f"_nhi{d}") >= floor))
+        for d in deeper
+    }
+    depth = pl.max_horizontal(
+        pl.lit(0, dtype=pl.Int32),
+        *(pl.when(shared[d]).then(pl.lit(d, dtype=pl.Int32)) for d in deeper),
+    )
+    chosen_hash: Any = pl
+    chosen_tokens: Any = pl
+    for d in depths:
+        chosen_hash = chosen_hash.when(pl.col("depth") == d).then(pl.col(f"_h{d}"))
+        chosen_tokens = chosen_tokens.when(pl.col("depth") == d).then(pl.col(f"_p{d}"))
+    kept = ["_m", "_s", "start_time", "ttl_s", "step", *_TOKEN_COLUMNS]
+    return (
+        calls.with_columns(depth.alias("depth"))
+        .with_columns(
+            chosen_hash.alias("prefix_hash"), chosen_tokens.fill_null(0).alias("prefix_raw")
+        )
+        .with_columns((pl.col("prefix_hash") ^ pl.col("_m")).alias("_g"))
+        .select(*kept, "depth", "prefix_hash", "prefix_raw", "_g")
+    )
+
+
+def _replay(calls: pl.LazyFrame) -> pl.LazyFrame:
+    """Per call: cacheable prefix, clean token counts and the gap to its group's previous call."""
+    inp = pl.col("input_tokens")
+    read = pl.col("cache_read_tokens").fill_null(0).clip(0, inp)
+    gap_us = pl.col("start_time").diff().over("_g", order_by="start_time").dt.total_microseconds()
+    return calls.select(
+        "_g",
+        "_m",
+        "_s",
+        "depth",
+        "prefix_hash",
+        "start_time",
+        "prefix_raw",
+        "ttl_s",
+        (pl.min_horizontal("prefix_raw", inp) // pl.col("step") * pl.col("step")).alias("prefix"),
+        read.alias("read"),
+        pl.col("cache_write_tokens").fill_null(0).alias("write"),
+        pl.col("cache_write_1h_tokens").fill_null(0).alias("write_1h"),
+        inp.alias("input"),
+        (gap_us / 1e6).alias("gap_s"),
+        pl.col("start_time").dt.date().alias("day"),
+        inp.cast(pl.Float64).log(2).floor().cast(pl.Int32).alias("band"),
+    )
+
+
+def _per_call_sums() -> dict[str, pl.Expr]:
+    """Name -> per-call expression summed per cell (see ``_SUMS``)."""
+    gap = pl.col("gap_s")
+    hits = {
+        "short": (gap <= pl.col("ttl_s")).fill_null(False),
+        "long": (gap <= LONG_TTL_S).fill_null(False),
+    }
+    gap_bin = pl.sum_horizontal([(gap > edge).cast(pl.Int32) for edge in GAP_EDGES_S])
+    sums: dict[str, pl.Expr] = {
+        "calls": pl.col("input").is_not_null(),
+        **{name: pl.col(name) for name in ("input", "read", "write", "write_1h", "prefix")},
+        "read_in_prefix": pl.min_horizontal("read", "prefix"),
+    }
+    for scenario, hit in hits.items():
+        sums |= _counterfactual(scenario, hit, one_hour=scenario == "long")
+    for i, name in enumerate(_GAP_COLUMNS):
+        sums[name] = gap.is_not_null() & (gap_bin == i)
+    return {name: expr.cast(pl.Int64) for name, expr in sums.items()}
+
+
+def _counterfactual(scenario: str, hit: pl.Expr, *, one_hour: bool) -> dict[str, pl.Expr]:
+    """Cache tokens of a call if the prefix were cached with this scenario's lifetime.
+
+    A hit reads the prefix (the part already written by the call moves from write to read); a
+    miss writes whatever part of the prefix the call did not already read. Everything the call
+    already cached beyond the prefix stays as it is, so the counterfactual never undoes caching.
+    """
+    read, write, write_1h = pl.col("read"), pl.col("write"), pl.col("write_1h")
+    missing = (pl.col("prefix") - read).clip(lower_bound=0)
+    new_read = pl.when(hit).then(pl.max_horizontal(read, "prefix")).otherwise(read)
+    new_write = (
+        pl.when(hit)
+        .then(write - pl.min_horizontal(write, missing))
+        .otherwise(pl.max_horizontal(write, missing))
+    )
+    new_write = pl.min_horizontal(new_write, pl.col("input") - new_read).clip(lower_bound=0)
+    if one_hour:
+        new_write_1h = pl.min_horizontal(write_1h, new_write) + (new_write - write).clip(
+            lower_bound=0
+        )
+    else:
+        new_write_1h = pl.min_horizontal(write_1h, new_write)
+    return {
+        f"hits_{scenario}": hit.cast(pl.Int64),
+        f"read_{scenario}": new_read,
+        f"write_{scenario}": new_write,
+        f"write_1h_{scenario}": new_write_1h,
+    }
+
+
+# -- decide ------------------------------------------------------------------------------------
+
+
+def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
+    """One row per prefix group with its evidence, savings and whether it may be flagged.
+
+    Public so tests and ``--explain``-style tooling can see why a group was *not* flagged
+    (too rare to pay, already cached, below the minimum length).
+    """
+    params = Params.from_mapping(ctx.params)
+    if aggregates.height == 0:
+        return pl.DataFrame()
+    groups = _groups(aggregates)
+    groups = groups.join(regimes_frame(groups), on=["provider", "model"], how="left")
+    groups = groups.with_columns(
+        (pl.col("prefix") / pl.col("calls")).round(0).cast(pl.Int64).alias("prefix_tokens"),
+        (pl.col("read_in_prefix") / pl.col("prefix")).fill_nan(0.0).alias("cached_share"),
+        pl.col("long_ttl_s").is_not_null().alias("long_offered"),
+    ).with_columns(
+        (
+            pl.col("cache_mode").is_not_null()
+            & (pl.col("calls") >= params.min_calls)
+            & (pl.col("prefix_tokens") >= pl.col("min_cacheable_tokens"))
+            & (pl.col("cached_share") < params.max_cached_share)
+        ).alias("eligible")
+    )
+    groups = groups.with_row_index("gid")
+    costs = _price_groups(aggregates, groups.filter(pl.col("eligible")), ctx)
+    table = groups.join(costs, on="gid", how="left").with_columns(
+        (pl.col("cost_actual") - pl.col("cost_short")).alias("saving_short"),
+        pl.when(pl.col("long_offered"))
+        .then(pl.col("cost_actual") - pl.col("cost_long"))
+        .alias("saving_long"),
+    )
+    best_long = pl.col("saving_long").fill_null(float("-inf")) > pl.col("saving_short")
+    return (
+        table.with_columns(
+            pl.when(best_long).then(pl.lit("1h")).otherwise(pl.lit("short")).alias("best"),
+            pl.max_horizontal("saving_short", "saving_long").alias("saving"),
+        )
+        .with_columns(
+            (pl.col("saving") * ctx.monthly(1.0)).alias("monthly_savings_usd"),
+            (pl.col("cost_actual").is_not_null() & pl.col("cost_short").is_not_null()).alias(
+                "priced"
+            ),
+        )
+        .with_columns((pl.col("eligible") & pl.col("priced")).alias("eligible"))
+    )
+
+
+def _groups(aggregates: pl.DataFrame) -> pl.DataFrame:
+    """Cells summed per prefix group, with the group's dominant prompt and service."""
+    groups = aggregates.group_by(*_GROUP).agg(
+        *(pl.col(c).sum() for c in _SUMS),
+        *(pl.col(c).max() for c in _MAXES),
+        *(pl.col(c).min() for c in _MINS),
+    )
+    top = (
+        aggregates.group_by([*_GROUP, "prompt", "service"])
+        .agg(pl.col("calls").sum().alias("_n"))
+        .sort(["_n", "prompt", "service"], descending=[True, False, False], nulls_last=True)
+        .group_by(*_GROUP, maintain_order=True)
+        .agg(
+            pl.col("prompt").first(),
+            pl.col("service").first(),
+            pl.col("prompt").n_unique().alias("prompts"),
+        )
+    )
+    return groups.join(top, on=_GROUP, how="left", nulls_equal=True)
+
+
+def _price_groups(
+    aggregates: pl.DataFrame, candidates: pl.DataFrame, ctx: AuditContext
+) -> pl.DataFrame:
+    """Cost of each candidate group as it is and under each lifetime, plus its rate multipliers.
+
+    Rates come from ``price_rates`` (the run's pricer on probe records) per cell's provider,
+    model, day and typical input size, so tiers and dated prices apply as to the real calls.
+    The multipliers reported with the break-even rate are the rates at the prefix's own size on
+    the group's last day.
+    """
+    scenarios = {
+        "actual": ("read", "write", "write_1h"),
+        "short": ("read_short", "write_short", "write_1h_short"),
+        "long": ("read_long", "write_long", "write_1h_long"),
+    }
+    schema = {"gid": pl.UInt32, **{f"cost_{s}": pl.Float64 for s in scenarios}}
+    schema |= {name: pl.Float64 for name in ("rate_input", "rate_read", "rate_write")}
+    schema |= {"rate_write_1h": pl.Float64}
+    if candidates.height == 0:
+        return pl.DataFrame(schema=schema)
+    cells = aggregates.join(
+        candidates.select(*_GROUP, "gid"), on=_GROUP, how="inner", nulls_equal=True
+    ).with_columns((pl.col("input") / pl.col("calls")).round(0).cast(pl.Int64).alias("size"))
+    cells = price_rates(cells, ctx.price)
+    costs = (
+        cells.with_columns(
+            split_cost(read=r, write=w, write_1h=w1).alias(f"_{name}")
+            for name, (r, w, w1) in scenarios.items()
+        )
+        .group_by("gid")
+        .agg(
+            # a group with any unpriced cell has no cost: a partial sum would invent savings
+            pl.when(pl.col(f"_{name}").null_count() == 0)
+            .then(pl.col(f"_{name}").sum())
+            .alias(f"cost_{name}")
+            for name in scenarios
+        )
+    )
+    probes = price_rates(
+        candidates.select(
+            "gid",
+            "provider",
+            "model",
+            pl.col("last_call").dt.date().alias("day"),
+            pl.col("prefix_tokens").alias("size"),
+        ),
+        ctx.price,
+    ).select("gid", "rate_input", "rate_read", "rate_write", "rate_write_1h")
+    return costs.join(probes, on="gid", how="left").select(schema.keys()).cast(schema)
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+def break_even_hit_rate(write: float | None, read: float | None) -> float | None:
+    """Share of calls that must hit for caching to pay: (w-1)/(w-r), 0 without write premium.
+
+    ``write`` and ``read`` are the write and read prices relative to uncached input
+    (shared/research/rules-domain.md §1.5).
+    """
+    if write is None or read is None or write <= read:
+        return None
+    return max(0.0, (write - 1.0) / (write - read))
+
+
+def _median_gap_label(row: dict[str, Any]) -> str | None:
+    counts = [row[c] or 0 for c in _GAP_COLUMNS]
+    total = sum(counts)
+    if total == 0:
+        return None
+    running = 0
+    for label, count in zip(GAP_LABELS, counts, strict=True):
+        running += count
+        if running * 2 >= total:
+            return label
+    return GAP_LABELS[-1]
+
+
+def _severity(monthly: float, params: Params) -> Severity:
+    if monthly >= params.high_savings_usd:
+        return "high"
+    if monthly >= params.medium_savings_usd:
+        return "medium"
+    return "low"
+
+
+def _evidence(row: dict[str, Any], ctx: AuditContext) -> dict[str, Any]:
+    """The numbers behind a finding, rounded for reading."""
+    uncached = row["rate_input"]
+    write = _ratio(row["rate_write"], uncached)
+    write_1h = _ratio(row["rate_write_1h"], uncached)
+    read = _ratio(row["rate_read"], uncached)
+    calls = row["calls"]
+    gaps = sum(row[c] or 0 for c in _GAP_COLUMNS)
+    within = sum(row[c] or 0 for c in _GAP_COLUMNS[:3])  # <= 5 min
+    within_hour = sum(row[c] or 0 for c in _GAP_COLUMNS[:6])
+    hours = max(ctx.window_days * 24.0, 1e-9)
+
+    def rounded(value: float | None, digits: int = 4) -> float | None:
+        return None if value is None else round(value, digits)
+
+    return {
+        "provider": row["provider"],
+        "prefix_hash": f"{row['prefix_hash']:016x}",
+        "prefix_depth": row["depth"],
+        "prefix_tokens": row["prefix_tokens"],
+        "min_cacheable_tokens": row["min_cacheable_tokens"],
+        "calls": calls,
+        "calls_per_hour": round(calls / hours, 2),
+        "prompts": row["prompts"],
+        "actual_cached_share": rounded(row["cached_share"]),
+        "cache_mode": row["cache_mode"],
+        "ttl_s": {"short": row["short_ttl_s"], "long": row["long_ttl_s"]},
+        "simulated_hit_rate": rounded(row["hits_short"] / calls),
+        "simulated_hit_rate_1h": rounded(row["hits_long"] / calls) if row["long_offered"] else None,
+        "write_multiplier": rounded(write),
+        "write_1h_multiplier": rounded(write_1h) if row["long_offered"] else None,
+        "read_multiplier": rounded(read),
+        "break_even_hit_rate": rounded(break_even_hit_rate(write, read)),
+        "break_even_hit_rate_1h": rounded(break_even_hit_rate(write_1h, read))
+        if row["long_offered"]
+        else None,
+        "inter_arrival": {
+            "median": _median_gap_label(row),
+            "share_within_short_ttl": rounded(within / gaps) if gaps else None,
+            "share_within_1h": rounded(within_hour / gaps) if gaps else None,
+            "histogram": {label: row[c] for label, c in zip(GAP_LABELS, _GAP_COLUMNS, strict=True)},
+        },
+        "window_input_cost_usd": rounded(row["cost_actual"], 6),
+        "window_input_cost_cached_usd": rounded(row["cost_short"], 6),
+        "window_input_cost_cached_1h_usd": rounded(row["cost_long"], 6)
+        if row["long_offered"]
+        else None,
+        "monthly_savings_5m_usd": rounded(ctx.monthly(row["saving_short"]), 2),
+        "monthly_savings_1h_usd": rounded(ctx.monthly(row["saving_long"]), 2)
+        if row["saving_long"] is not None
+        else None,
+        "recommended_ttl": "1h" if row["best"] == "1h" else f"{int(row['short_ttl_s'] // 60)}m",
+    }
+
+
+def _where(depth: int) -> str:
+    if depth == 0:
+        return "system instructions and tools"
+    return f"system instructions, tools and the first {depth} message{'s' if depth > 1 else ''}"
+
+
+def _fix(row: dict[str, Any]) -> str:
+    """Concrete instructions for the provider's caching API."""
+    where = _where(row["depth"])
+    stable = (
+        "Keep that prefix byte-identical between calls (no timestamps, ids or unsorted JSON "
+        "in it) and put everything that varies after it."
+    )
+    if row["cache_mode"] == "automatic":
+        return (
+            f"The provider caches automatically from {row['min_cacheable_tokens']:,} tokens, but "
+            f"these calls report no cached tokens. Pass "
+            f'`prompt_cache_key="{row["prompt"] or "your-prompt"}"` so requests that share the '
+            f"prefix ({where}) are routed to the same cache, and keep each key under ~15 "
+            f"requests per minute. {stable}"
+        )
+    anchor = (
+        "the last system block"
+        if row["depth"] == 0
+        else f"the last content block of message {row['depth']}"
+    )
+    ttl = ', "ttl": "1h"' if row["best"] == "1h" else ""
+    longer = (
+        " The 1-hour lifetime is recommended: calls are too far apart for 5 minutes but close "
+        "enough for an hour."
+        if row["best"] == "1h"
+        else ""
+    )
+    return (
+        f'Add a cache breakpoint after the shared prefix ({where}): `"cache_control": '
+        f'{{"type": "ephemeral"{ttl}}}` on {anchor} (Anthropic API; `cachePoint` on Bedrock '
+        f"Converse).{longer} {stable}"
+    )
+
+
+def _finding(row: dict[str, Any], ctx: AuditContext, params: Params) -> Finding:
+    evidence = _evidence(row, ctx)
+    monthly = row["monthly_savings_usd"]
+    hit = (
+        evidence["simulated_hit_rate_1h"] if row["best"] == "1h" else evidence["simulated_hit_rate"]
+    )
+    break_even = (
+        evidence["break_even_hit_rate_1h"]
+        if row["best"] == "1h"
+        else evidence["break_even_hit_rate"]
+    )
+    ttl = evidence["recommended_ttl"]
+    message = (
+        f"A {row['prefix_tokens']:,}-token prefix ({_where(row['depth'])}) was sent "
+        f"{row['calls']:,} times with {row['cached_share']:.0%} of it read from cache; with a "
+        f"{ttl} cache {hit:.0%} of the calls would read it (break-even "
+        f"{(break_even or 0.0):.1%}), saving ${monthly:,.2f}/month."
+    )
+    return Finding(
+        rule=CODE,
+        name=NAME,
+        severity=_severity(monthly, params),
+        prompt=row["prompt"],
+        model=row["model"],
+        service=row["service"],
+        window_start=ctx.since,
+        window_end=ctx.until,
+        monthly_savings_usd=monthly,
+        message=message,
+        fix=_fix(row),
+        evidence=evidence,
+        key={
+            "provider": row["provider"],
+            "model": row["model"],
+            "prompt": row["prompt"],
+            "service": row["service"],
+            "prefix_hash": evidence["prefix_hash"],
+            "prefix_depth": row["depth"],
+        },
+    )
