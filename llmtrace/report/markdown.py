@@ -49,11 +49,20 @@ def _table(result: AuditResult, ordered: list[Finding]) -> list[str]:
             escape(f.severity),
             escape(f.prompt),
             escape(f.model),
-            escape(money(f.monthly_savings_usd)),
+            escape(
+                f"({money(f.monthly_savings_usd)})"
+                if f.severity == "info"
+                else money(f.monthly_savings_usd)
+            ),
             escape(f.message),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(f"| | **Total** | | | | **{escape(money(result.total_monthly_savings_usd))}** | |")
+    if any(f.severity == "info" for f in ordered):
+        lines += [
+            "",
+            "In brackets: the potential saving of an inconclusive finding, not in the total.",
+        ]
     return lines
 
 

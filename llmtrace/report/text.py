@@ -43,6 +43,11 @@ def table(result: AuditResult, *, with_message: bool = True) -> Table:
     )
     grid.add_column("#", justify="right")
     grid.add_column("Rule", footer="Total", no_wrap=True)
+    if any(f.severity == "info" for f in result.findings):
+        grid.caption = (
+            "(in brackets: potential saving of an inconclusive finding, not in the total)"
+        )
+        grid.caption_justify = "left"
     grid.add_column("Severity", no_wrap=True)
     grid.add_column("Prompt", overflow="fold")
     grid.add_column("Model", overflow="fold")
@@ -61,7 +66,13 @@ def table(result: AuditResult, *, with_message: bool = True) -> Table:
             Text(finding.severity, style=SEVERITY_STYLE.get(finding.severity, "")),
             Text(finding.prompt or "-"),
             Text(finding.model or "-"),
-            Text(money(finding.monthly_savings_usd)),
+            # an inconclusive finding's saving is potential, not counted in the total
+            Text(
+                f"({money(finding.monthly_savings_usd)})"
+                if finding.severity == "info"
+                else money(finding.monthly_savings_usd),
+                style=SEVERITY_STYLE["info"] if finding.severity == "info" else "",
+            ),
         ]
         grid.add_row(*cells, *([Text(finding.message)] if with_message else []))
     return grid

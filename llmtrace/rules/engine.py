@@ -78,7 +78,10 @@ class AuditResult:
 
     @property
     def total_monthly_savings_usd(self) -> float:
-        return float(sum(f.monthly_savings_usd for f in self.findings))
+        """The saving the findings claim: ``info`` findings (inconclusive: the data cannot tell
+        yet) show their potential saving but do not count, so ``--fail-on-savings`` never fails
+        a nightly job on a question that is still open."""
+        return float(sum(f.monthly_savings_usd for f in self.findings if f.severity != "info"))
 
 
 # -- rule catalogue ------------------------------------------------------------------------------
