@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib
-
 import click
 
 from llmtrace import __version__
-
-# (module in llmtrace.commands, attribute): every command registered here in one place.
-_COMMANDS: list[tuple[str, str]] = [
-    ("demo", "demo"),
-    ("costs", "costs"),
-    ("prices", "prices"),
-    ("importing", "import_group"),
-    ("audit", "audit"),
-    ("rules", "rules"),
-    ("run", "run"),
-]
+from llmtrace.commands.audit import audit
+from llmtrace.commands.costs import costs
+from llmtrace.commands.demo import demo
+from llmtrace.commands.importing import import_group
+from llmtrace.commands.prices import prices
+from llmtrace.commands.rules import rules
+from llmtrace.commands.run import run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -31,13 +25,7 @@ def cli() -> None:
     """
 
 
-for _module, _attr in _COMMANDS:
-    try:
-        _command = getattr(importlib.import_module(f"llmtrace.commands.{_module}"), _attr)
-    except ModuleNotFoundError as exc:  # a command still being built is left out, not fatal
-        if exc.name != f"llmtrace.commands.{_module}":
-            raise
-        continue
+for _command in (demo, costs, prices, import_group, audit, rules, run):
     cli.add_command(_command)
 
 

@@ -205,7 +205,10 @@ RAW_USAGE_PATHS: dict[str, tuple[tuple[str, ...], ...]] = {
     "total": (("total_token_count",), ("total_tokens",)),
 }
 
-# OTel provider names (and other emitters' spellings) -> genai-prices provider ids.
+# OTel provider names (and other emitters' spellings) -> genai-prices provider ids: the one
+# table. Dialects normalise at the edge with it; pricing maps with it too (a record written by
+# hand or by an older version may hold a raw name). Decided here, as data, because genai-prices'
+# own matching gets some wrong (``azure.ai.openai`` would match ``openai``, ``x_ai`` nothing).
 PROVIDER_ALIASES: dict[str, str] = {
     "gcp.gen_ai": "google",
     "gcp.vertex_ai": "google",
@@ -218,13 +221,16 @@ PROVIDER_ALIASES: dict[str, str] = {
     "bedrock": "aws",
     "azure.ai.openai": "azure",
     "azure.ai.inference": "azure",
+    "az.ai.openai": "azure",
     "az.ai.inference": "azure",
     "x_ai": "x-ai",
     "xai": "x-ai",
     "mistral_ai": "mistral",
     "mistralai": "mistral",
+    "moonshot": "moonshotai",
     "moonshot_ai": "moonshotai",
     "together_ai": "together",
+    "fireworks_ai": "fireworks",
 }
 
 # Operations that are model inference; and those that are not even when they carry usage

@@ -131,12 +131,19 @@ def canonical_json(value: Any) -> str:
 
 
 def _maybe_json(value: Any) -> Any:
-    """Parse a JSON-looking string attribute; anything else (or invalid JSON) is returned as is."""
+    """Parse a JSON-looking string attribute; a tuple becomes a list; anything else (or invalid
+    JSON) is returned as is.
+
+    The OpenTelemetry SDK stores sequence attributes as tuples where an OTLP decoder yields
+    lists; both must read (and hash) alike, so the difference ends here.
+    """
     if isinstance(value, str) and value[:1] in ("[", "{"):
         try:
             return json.loads(value)
         except ValueError:
             return value
+    if isinstance(value, tuple):
+        return list(value)
     return value
 
 

@@ -106,6 +106,7 @@ from genai_prices import types as gp_types
 from genai_prices.data_snapshot import DataSnapshot
 
 from llmtrace.config import ConfigError, load_config
+from llmtrace.dialects import PROVIDER_ALIASES, normalize_provider
 from llmtrace.record import (
     CALL_SCHEMA,
     COST_COMPONENTS,
@@ -137,28 +138,6 @@ __all__ = [
 PRICES_ENV = "LLMTRACE_PRICES"
 GENAI_SOURCE = f"genai-prices {genai_prices.__version__}"
 
-# Record provider names (OTel ``gen_ai.provider.name`` / ``gen_ai.system`` values) -> genai-prices
-# provider ids. genai-prices' own provider matching gets some wrong (``azure.ai.openai`` would
-# match ``openai``, ``x_ai`` nothing), so these are decided here, as data.
-PROVIDER_ALIASES: Mapping[str, str] = {
-    "aws.bedrock": "aws",
-    "bedrock": "aws",
-    "gcp.vertex_ai": "google",
-    "gcp.gemini": "google",
-    "gcp.gen_ai": "google",
-    "vertex_ai": "google",
-    "gemini": "google",
-    "azure.ai.openai": "azure",
-    "azure.ai.inference": "azure",
-    "az.ai.openai": "azure",
-    "az.ai.inference": "azure",
-    "x_ai": "x-ai",
-    "xai": "x-ai",
-    "mistral_ai": "mistral",
-    "together_ai": "together",
-    "fireworks_ai": "fireworks",
-    "moonshot": "moonshotai",
-}
 
 # Cost components in record order; "request" is per call, the rest per token.
 COMPONENTS: tuple[str, ...] = (
@@ -592,8 +571,7 @@ class PriceBook:
         """genai-prices provider and model for a recorded pair, or (None, None)."""
         pid = None
         if provider and provider.strip():
-            raw = provider.strip().lower()
-            pid = PROVIDER_ALIASES.get(raw, raw)
+            pid = normalize_provider(provider)  # records are normalised; hand-made may not be
             try:
                 self._snapshot.find_provider(None, pid, None)
             except LookupError:
@@ -618,7 +596,7 @@ class PriceBook:
         names = [*_model_candidates(model), info.id.lower() if info else None]
         providers = [provider.strip().lower() if provider else None]
         if provider:
-            providers.append(PROVIDER_ALIASES.get(providers[0], providers[0]))
+            providers.append(normalize_provider(provider))
         if gp_provider is not None:
             providers.append(gp_provider.id)
         overrides = tuple(o for o in self.overrides if o.matches(names, providers))

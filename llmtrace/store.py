@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import shutil
 import uuid
@@ -36,9 +37,16 @@ DEFAULT_STORE = ".llmtrace"
 STORE_ENV = "LLMTRACE_STORE"
 
 # Within a day file rows are sorted by these, so scans that filter by prompt or model can skip
-# row groups by their statistics.
+# row groups by their statistics (row groups small enough that one holds few prompts).
 _SORT_KEYS = ["prompt", "model", "start_time"]
-_ROW_GROUP_SIZE = 256 * 1024
+_ROW_GROUP_SIZE = 128 * 1024
+# Most rows one compacted file holds. A file is sorted in memory before it is written (~0.5 GB
+# at 1M rows), so this bounds compaction's memory whatever a day holds; a day with more rows is
+# split into files of consecutive (prompt, model, time) ranges, which file statistics prune too.
+COMPACT_ROWS = 1_000_000
+# Compacted files are named so; a day whose files are all compacted is left alone.
+_COMPACTED = "compact-"
+_SPILL = ".compact-spill"
 
 
 def default_store_path() -> Path:
@@ -75,11 +83,17 @@ class Store:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def append(self, calls: pl.DataFrame | pl.LazyFrame) -> AppendResult:
+    def append(
+        self, calls: pl.DataFrame | pl.LazyFrame, *, check_stored: bool = True
+    ) -> AppendResult:
         """Add call records whose (trace_id, span_id) is not stored yet.
 
         Rows without a start time or key cannot be placed or deduplicated and raise
         ``ValueError``; importers reject such spans before they get here.
+        ``check_stored=False`` skips the lookup of stored keys (duplicates within ``calls`` are
+        still dropped): for bulk loads whose keys are new by construction, such as
+        ``demo.generate_chunks``, where reading every stored key of a day on each append would
+        make loading 100M rows quadratic.
         """
         frame = conform(calls).collect()
         if frame.is_empty():
@@ -93,7 +107,7 @@ class Store:
         with self._locked():
             for (day,), part in frame.group_by("day", maintain_order=True):
                 day_dir = self._day_dir(day)
-                stored = self._stored_keys(day_dir)
+                stored = self._stored_keys(day_dir) if check_stored else None
                 if stored is not None:
                     part = part.join(stored, on=list(KEY_FIELDS), how="anti")
                 if part.is_empty():
@@ -127,35 +141,65 @@ class Store:
         _fsync_dir(day_dir)
         return final
 
-    def compact(self) -> int:
-        """Merge each day's files into one sorted file; returns how many days were rewritten.
+    def compact(self, *, max_rows_per_file: int = COMPACT_ROWS) -> int:
+        """Merge each day's files into sorted files; returns how many days were rewritten.
 
-        Live exporters write many small files; one file per day keeps scans fast. A journal
-        names the merged file and the files it replaces before anything is renamed, so a crash
-        at any point leaves a day that reads either as before or as after, never twice.
+        Live exporters and bulk loads write many small files; few large sorted files keep scans
+        fast and let row-group statistics prune by prompt and model. A day becomes one file, or
+        files of at most ``max_rows_per_file`` rows covering consecutive ranges of the sort
+        order, so memory stays bounded on days of millions of calls. A journal names the new
+        files and the files they replace before anything is renamed, so a crash at any point
+        leaves a day that reads either as before or as after, never twice.
         """
+        if max_rows_per_file < 1:
+            raise ValueError("max_rows_per_file must be >= 1")
         rewritten = 0
         with self._locked():
             for day_dir in self._day_dirs():
                 _finish_compaction(day_dir)
                 files = sorted(day_dir.glob("*.parquet"))
-                if len(files) < 2:
+                if not self._needs_compaction(files, max_rows_per_file):
                     continue
-                merged = (
-                    self._scan_files(files)
-                    .unique(subset=list(KEY_FIELDS), keep="first", maintain_order=True)
-                    .collect()
-                )
-                journal = day_dir / _JOURNAL
-                target = day_dir / f"part-{_stamp()}-{uuid.uuid4().hex[:12]}.parquet"
-                _write_text_atomic(
-                    journal,
-                    json.dumps({"target": target.name, "replaces": [f.name for f in files]}),
-                )
-                self._write_atomic(day_dir, merged, final=target)
-                _finish_compaction(day_dir)
+                self._compact_day(day_dir, files, max_rows_per_file)
                 rewritten += 1
         return rewritten
+
+    def _needs_compaction(self, files: list[Path], max_rows: int) -> bool:
+        """Several files, or one too big to read whole; but not a day compacted before."""
+        if not files or all(f.name.startswith(_COMPACTED) for f in files):
+            return False
+        if len(files) > 1:
+            return True
+        return self._scan_files(files).select(pl.len()).collect().item() > max_rows  # footer only
+
+    def _compact_day(self, day_dir: Path, files: list[Path], max_rows: int) -> None:
+        scan = self._scan_files(files)
+        buckets = _range_buckets(scan, max_rows)
+        count = int(buckets["_bucket"].max() or 0) + 1
+        stamp, tag = _stamp(), uuid.uuid4().hex[:12]
+        targets = [day_dir / f"{_COMPACTED}{stamp}-{i:04d}-{tag}.parquet" for i in range(count)]
+        _write_text_atomic(
+            day_dir / _JOURNAL,
+            json.dumps({"targets": [t.name for t in targets], "replaces": [f.name for f in files]}),
+        )
+        unique = {"subset": list(KEY_FIELDS), "keep": "first", "maintain_order": True}
+        if count == 1:
+            self._write_atomic(day_dir, scan.unique(**unique).collect(), final=targets[0])
+        else:
+            # one streaming pass splits the day into its ranges, then each is sorted alone
+            spill = day_dir / _SPILL
+            shutil.rmtree(spill, ignore_errors=True)
+            on = ["prompt", "model", "_minute"]
+            scan.with_columns(_minute_of_start()).join(
+                buckets.lazy(), on=on, how="left", nulls_equal=True
+            ).drop("_minute").sink_parquet(
+                pl.PartitionBy(spill, key="_bucket", include_key=False), mkdir=True
+            )
+            for i, target in enumerate(targets):
+                part = pl.scan_parquet(spill / f"_bucket={i}", hive_partitioning=False)
+                self._write_atomic(day_dir, part.unique(**unique).collect(), final=target)
+            shutil.rmtree(spill, ignore_errors=True)
+        _finish_compaction(day_dir)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -243,28 +287,70 @@ def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
 
 
+def _minute_of_start() -> pl.Expr:
+    return pl.col("start_time").dt.truncate("1m").alias("_minute")
+
+
+def _range_buckets(scan: pl.LazyFrame, max_rows: int) -> pl.DataFrame:
+    """(prompt, model, minute) -> consecutive file number, about ``max_rows`` rows per file.
+
+    Counted on three columns only; cutting at minute granularity keeps each file a range of
+    the sort order (prompt, model, start_time) while never needing a file per prompt.
+    """
+    keys = ["prompt", "model", "_minute"]
+    counts = (
+        scan.select("prompt", "model", _minute_of_start())
+        .group_by(keys)
+        .agg(pl.len().alias("_n"))
+        .sort(keys, nulls_last=True)
+        .collect()
+    )
+    if counts.height == 0:
+        return counts.with_columns(pl.lit(0, dtype=pl.Int64).alias("_bucket")).drop("_n")
+    total = int(counts["_n"].sum())
+    per_file = math.ceil(total / math.ceil(total / max_rows))  # even sizes, not max + remainder
+    before = pl.col("_n").cum_sum() - pl.col("_n")
+    raw = (before // per_file).alias("_raw")
+    return counts.with_columns(raw).select(
+        *keys, (pl.col("_raw").rank("dense") - 1).cast(pl.Int64).alias("_bucket")
+    )
+
+
+def _targets(plan: dict[str, Any]) -> list[str]:
+    """New files of a compaction journal (older journals name a single ``target``)."""
+    return list(plan.get("targets") or [plan["target"]])
+
+
 def _live_files(day_dir: Path) -> list[Path]:
-    """The day's Parquet files, minus those an unfinished compaction already replaced."""
+    """The day's Parquet files as one consistent set while a compaction is unfinished.
+
+    Once every new file is in place the replaced files are hidden; before that the new files
+    written so far are.
+    """
     files = sorted(day_dir.glob("*.parquet"))
     journal = day_dir / _JOURNAL
     if not journal.exists():
         return files
     plan = json.loads(journal.read_text())
-    if (day_dir / plan["target"]).exists():
-        replaced = set(plan["replaces"])
-        return [f for f in files if f.name not in replaced]
-    return files
+    targets = _targets(plan)
+    if all((day_dir / name).exists() for name in targets):
+        hidden = set(plan["replaces"])
+    else:
+        hidden = set(targets)
+    return [f for f in files if f.name not in hidden]
 
 
 def _finish_compaction(day_dir: Path) -> None:
-    """Roll an interrupted compaction forward (merged file present) or back (it is not)."""
+    """Roll an interrupted compaction forward (all new files present) or back (they are not)."""
     journal = day_dir / _JOURNAL
     if not journal.exists():
         return
     plan = json.loads(journal.read_text())
-    if (day_dir / plan["target"]).exists():
-        for name in plan["replaces"]:
-            (day_dir / name).unlink(missing_ok=True)
+    targets = _targets(plan)
+    complete = all((day_dir / name).exists() for name in targets)
+    for name in plan["replaces"] if complete else targets:
+        (day_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(day_dir / _SPILL, ignore_errors=True)
     journal.unlink()
     _fsync_dir(day_dir)
 

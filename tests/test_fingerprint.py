@@ -194,6 +194,23 @@ def test_recorded_fingerprints_are_read_back():
         )
 
 
+def test_tuple_attributes_read_like_lists():
+    """SDK spans hold sequence attributes as tuples, OTLP decoders as lists: same fields."""
+    source = content_fields(otel())
+    hashes = [f"{h:016x}" for h in source["prefix_hashes"]]
+    as_lists = {
+        "llmtrace.prompt.prefix_hashes": hashes,
+        "llmtrace.prompt.prefix_tokens": source["prefix_tokens"],
+    }
+    as_tuples = {key: tuple(value) for key, value in as_lists.items()}
+    assert content_fields(as_tuples) == content_fields(as_lists)
+    assert content_fields(as_tuples)["prefix_hashes"] == source["prefix_hashes"]
+    tools = {"gen_ai.input.messages": "[]", "gen_ai.tool.definitions": [json.dumps(TOOL)] * 2}
+    tuple_tools = {**tools, "gen_ai.tool.definitions": tuple(tools["gen_ai.tool.definitions"])}
+    assert content_fields(tuple_tools) == content_fields(tools)
+    assert content_fields(tools)["template_fingerprint"] is not None
+
+
 roles = st.sampled_from(["user", "assistant", "tool"])
 texts = st.text(max_size=60)
 

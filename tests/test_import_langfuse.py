@@ -18,10 +18,10 @@ from click.testing import CliRunner
 from langfuse_server import LangfuseStub, iter_pages, observation, score
 from polars.testing import assert_frame_equal
 
+from llmtrace.accuracy import AccuracyConfig
 from llmtrace.config import Config, ConfigError
 from llmtrace.costs import summarize
 from llmtrace.importers.langfuse import (
-    AccuracyConfig,
     ImportReporter,
     ImportStats,
     LangfuseImportError,
@@ -33,7 +33,7 @@ from llmtrace.importers.langfuse import (
     retry_wait,
 )
 from llmtrace.pricing import PriceBook, price_calls
-from llmtrace.record import CALL_SCHEMA
+from llmtrace.record import CALL_SCHEMA, TOKEN_FIELDS
 from llmtrace.store import Store
 
 T0 = datetime(2026, 9, 1, 10, tzinfo=UTC)
@@ -197,14 +197,7 @@ def test_exclusive_usage_buckets_become_inclusive_tokens(usage, expected):
     row = observation("o", "t", T0, usage=usage)
     calls, rejected = observations_to_calls([row])
     assert rejected.is_empty()
-    got = calls.select(
-        "input_tokens",
-        "cache_read_tokens",
-        "cache_write_tokens",
-        "cache_write_1h_tokens",
-        "output_tokens",
-        "reasoning_tokens",
-    ).row(0)
+    got = calls.select(TOKEN_FIELDS).row(0)
     assert got == expected
 
 

@@ -85,3 +85,38 @@ def test_store_rows_equal_import_of_the_same_spans(
     openai_rows = live_rows.filter(pl.col("provider") == "openai")
     assert openai_rows["prompt"].str.starts_with("fp:").all()
     assert openai_rows["template_fingerprint"].n_unique() == 1
+
+
+def test_store_exporter_writes_good_spans_and_counts_a_bad_one(tmp_path: Path) -> None:
+    """One span the importer rejects (a negative token count) is counted, not raised, and the
+    rest of the batch is stored, through the importer's own ``calls_from_spans``."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+
+    from llmtrace.otel import _guard
+    from llmtrace.otel.exporters import StoreSpanExporter
+
+    memory = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = tracer_provider.get_tracer("test")
+    usage = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.usage.input_tokens": 100,
+        "gen_ai.usage.output_tokens": 10,
+    }
+    with tracer.start_as_current_span("POST /ask"):
+        with tracer.start_as_current_span("chat", attributes=usage):
+            pass
+        with tracer.start_as_current_span(
+            "chat", attributes={**usage, "gen_ai.usage.output_tokens": -1}
+        ):
+            pass
+    _guard.reset()
+    exporter = StoreSpanExporter(tmp_path / "live", pricer=None)
+    assert exporter.export(memory.get_finished_spans()) is SpanExportResult.SUCCESS
+    rows = Store(tmp_path / "live").scan().collect()
+    assert rows.select("action", "source", "output_tokens").rows() == [("POST /ask", "live", 10)]
+    assert _guard.error_counts() == {"exporter.store.span": 1}

@@ -249,6 +249,24 @@ def test_provider_and_model_names_are_normalised(
     assert row["total_cost"] == pytest.approx(rates.cost(1000, output_tokens=10)["total_cost"])
 
 
+def test_one_provider_alias_table_maps_to_genai_prices_ids(book: PriceBook) -> None:
+    """Dialects normalise at the edge and pricing maps with the same table; a record holding
+    a raw alias (written by hand, or before normalisation) prices like its normalised twin."""
+    from llmtrace import dialects, pricing
+
+    assert pricing.PROVIDER_ALIASES is dialects.PROVIDER_ALIASES
+    known = {provider.id for provider in book._snapshot.providers}
+    assert set(dialects.PROVIDER_ALIASES.values()) <= known
+    assert known.isdisjoint(dialects.PROVIDER_ALIASES)  # an id is never renamed
+    assert dialects.normalize_provider(" AWS.Bedrock ") == "aws"
+    assert dialects.normalize_provider("openai") == "openai"
+    model = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+    raw = one(book, provider="aws.bedrock", model=model, input_tokens=1000, output_tokens=10)
+    normalised = one(book, provider="aws", model=model, input_tokens=1000, output_tokens=10)
+    assert raw["price_status"] == normalised["price_status"] == "ok"
+    assert raw["total_cost"] == normalised["total_cost"]
+
+
 def test_known_provider_is_not_second_guessed(book: PriceBook) -> None:
     # a Bedrock call must not silently get Anthropic's direct (10% cheaper) price
     assert book.rates_for("aws.bedrock", "claude-unknown-9", T2026) is None

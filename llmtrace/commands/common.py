@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
 
+from llmtrace.config import ConfigError
 from llmtrace.store import Store, default_store_path
 from llmtrace.timespec import parse_when
+
+if TYPE_CHECKING:
+    from llmtrace.pricing import PriceBook
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,6 +51,68 @@ def store_option(func: F) -> F:
         default=None,
         help="Store directory (default: $LLMTRACE_STORE, else ./.llmtrace).",
     )(func)
+
+
+def prices_option(func: F) -> F:
+    """``--prices FILE``: a price file with overrides (default: ``$LLMTRACE_PRICES``, else the
+    config's ``prices``); see ``load_price_book``."""
+    return click.option(
+        "--prices",
+        "prices_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Price file with overrides "
+        "(default: $LLMTRACE_PRICES, else 'prices' in llmtrace.toml).",
+    )(func)
+
+
+def keep_content_option(func: F) -> F:
+    """``--keep-content``: importers store prompts and completions, not only fingerprints."""
+    return click.option(
+        "--keep-content",
+        is_flag=True,
+        help="Also store prompts and completions (default: fingerprints only).",
+    )(func)
+
+
+def format_option(choices: Sequence[str]) -> Callable[[F], F]:
+    """``--format``: one of ``choices`` (the first is the default), passed as ``fmt``."""
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(list(choices)),
+        default=choices[0],
+        show_default=True,
+        help="Output format.",
+    )
+
+
+def load_price_book(prices_file: str | Path | None) -> PriceBook:
+    """The price book of ``--prices`` (``PriceBook.load``); a bad price file or config is a
+    one-line CLI error naming the file rather than a traceback."""
+    from llmtrace.pricing import PriceBook
+
+    try:
+        return PriceBook.load(prices_file)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def print_import_totals(
+    added: int, duplicates: int, statuses: Mapping[str, int], total_cost: float | None
+) -> None:
+    """The lines every import prints after reading: stored, skipped, priced, and why not.
+
+    ``statuses`` counts calls by ``price_status``; ``total_cost`` is the priced calls' sum.
+    """
+    from llmtrace.record import PRICE_OK
+
+    console.print(f"  imported {added:,} new calls, skipped {duplicates:,} already stored")
+    console.print(f"  priced {statuses.get(PRICE_OK, 0):,} calls: ${total_cost or 0.0:,.4f}")
+    unpriced = {reason: n for reason, n in statuses.items() if reason != PRICE_OK}
+    if unpriced:
+        reasons = ", ".join(f"{reason} {n:,}" for reason, n in sorted(unpriced.items()))
+        console.print(f"  not priced: {reasons} (see `llmtrace prices MODEL`)")
 
 
 def window_options(default_since: str | None = None) -> Callable[[F], F]:

@@ -12,7 +12,14 @@ import click
 import polars as pl
 from rich.table import Table
 
-from llmtrace.commands.common import console, err_console, open_store, store_option, window_options
+from llmtrace.commands.common import (
+    console,
+    err_console,
+    format_option,
+    open_store,
+    store_option,
+    window_options,
+)
 from llmtrace.costs import (
     GROUP_KEYS,
     check_keys,
@@ -60,14 +67,7 @@ A prices file is TOML (contract-review = 0.10) or CSV (action,price).
     type=click.Choice(GROUP_KEYS),
     help="Group by this field; repeat for several (default: model).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "csv"]),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
+@format_option(["table", "json", "csv"])
 @click.option(
     "--per-action-price",
     "action_prices",

@@ -8,22 +8,32 @@ summary; ``llmtrace.importers.langfuse.import_langfuse`` does the work. Register
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 
 import click
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from llmtrace.commands.common import console, err_console, open_store, store_option, window_options
+from llmtrace.accuracy import AccuracyConfig
+from llmtrace.commands.common import (
+    console,
+    err_console,
+    keep_content_option,
+    load_price_book,
+    open_store,
+    prices_option,
+    print_import_totals,
+    store_option,
+    window_options,
+)
 from llmtrace.config import ConfigError, load_config
 from llmtrace.importers.langfuse import (
-    AccuracyConfig,
     ImportReporter,
     ImportStats,
     LangfuseImportError,
     LangfuseSettings,
     import_langfuse,
 )
-from llmtrace.pricing import PriceBook
 
 
 class RichReporter(ImportReporter):
@@ -90,15 +100,7 @@ def _summary(stats: ImportStats) -> None:
         highlight=False,
         soft_wrap=True,  # one line, for grep and logs
     )
-    console.print(
-        f"  imported {stats.added:,} new calls, skipped {stats.duplicates:,} already stored"
-    )
-    ok = stats.price_status.get("ok", 0)
-    console.print(f"  priced {ok:,} calls: ${stats.total_cost:,.4f}")
-    unpriced = {k: v for k, v in stats.price_status.items() if k != "ok"}
-    if unpriced:
-        parts = ", ".join(f"{k} {v:,}" for k, v in sorted(unpriced.items()))
-        console.print(f"  not priced: {parts} (see `llmtrace prices MODEL`)")
+    print_import_totals(stats.added, stats.duplicates, stats.price_status, stats.total_cost)
     if stats.reported_cost:
         console.print(f"  Langfuse's own cost for these calls: ${stats.reported_cost:,.4f}")
     console.print(
@@ -140,18 +142,8 @@ def _summary(stats: ImportStats) -> None:
     help="Langfuse URL (default: $LANGFUSE_BASE_URL, else $LANGFUSE_HOST, else Langfuse Cloud EU).",
 )
 @store_option
-@click.option(
-    "--keep-content",
-    is_flag=True,
-    help="Also store prompts and completions (default: fingerprints only).",
-)
-@click.option(
-    "--prices",
-    "prices_file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Price file with overrides (default: $LLMTRACE_PRICES, else 'prices' in llmtrace.toml).",
-)
+@keep_content_option
+@prices_option
 @click.option(
     "--page-size",
     type=click.IntRange(1, 1000),
@@ -165,7 +157,7 @@ def langfuse_command(
     host: str | None,
     store_path: str | None,
     keep_content: bool,
-    prices_file: str | None,
+    prices_file: Path | None,
     page_size: int,
 ) -> None:
     """Import generations and embeddings from Langfuse, with their scores and prompt versions.
@@ -184,9 +176,9 @@ def langfuse_command(
     try:
         settings = LangfuseSettings.from_env(host)
         accuracy = AccuracyConfig.from_config(load_config())
-        book = PriceBook.load(prices_file)
     except (LangfuseImportError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
+    book = load_price_book(prices_file)
     store = open_store(store_path)
     reporter = RichReporter()
     try:

@@ -1,13 +1,12 @@
 """``llmtrace import``: bring LLM calls from telemetry into the store.
 
 A group so every source is a subcommand of one verb: ``import otlp`` (files here) and
-``import langfuse`` (``llmtrace.commands.import_langfuse``, added when present). Each subcommand
+``import langfuse`` (``llmtrace.commands.import_langfuse``). Each subcommand
 is thin: read options, call the importer, price, append, print the summary.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import click
@@ -21,16 +20,22 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from llmtrace.commands.common import console, err_console, open_store, store_option
+from llmtrace.commands.common import (
+    console,
+    err_console,
+    keep_content_option,
+    load_price_book,
+    open_store,
+    prices_option,
+    print_import_totals,
+    store_option,
+)
+from llmtrace.commands.import_langfuse import langfuse_command
 from llmtrace.config import ConfigError
 from llmtrace.importers import ImportResult
-from llmtrace.record import PRICE_OK
 
 # Below this much input a progress bar only flickers.
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
-
-# (module in llmtrace.commands, attribute) of other import sources.
-_SOURCES: list[tuple[str, str]] = [("import_langfuse", "langfuse_command")]
 
 
 @click.group("import")
@@ -77,14 +82,9 @@ def _summary(result: ImportResult, priced: pl.DataFrame, added: int, duplicates:
         f"{result.llm_spans:,} LLM spans -> {priced.height:,} calls "
         f"({result.merged:,} duplicate spans merged)"
     )
-    console.print(f"  imported {added:,} new calls, skipped {duplicates:,} already stored")
     statuses = dict(priced.group_by("price_status").len().iter_rows()) if priced.height else {}
-    ok = statuses.pop(PRICE_OK, 0)
     total = priced.get_column("total_cost").sum() if priced.height else 0.0
-    console.print(f"  priced {ok:,} calls: ${total or 0.0:,.4f}")
-    if statuses:
-        reasons = ", ".join(f"{reason} {count:,}" for reason, count in sorted(statuses.items()))
-        console.print(f"  not priced: {reasons} (see `llmtrace prices MODEL`)")
+    print_import_totals(added, duplicates, statuses, total)
     if result.scores or result.unmatched_scores:
         console.print(
             f"  scores: {result.scores:,} attached, {result.unmatched_scores:,} matched no call"
@@ -107,18 +107,8 @@ def _summary(result: ImportResult, priced: pl.DataFrame, added: int, duplicates:
     type=click.Path(exists=True, path_type=Path),
 )
 @store_option
-@click.option(
-    "--keep-content",
-    is_flag=True,
-    help="Also store prompts and completions (default: fingerprints only).",
-)
-@click.option(
-    "--prices",
-    "prices_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Price file with overrides (default: $LLMTRACE_PRICES, else 'prices' in llmtrace.toml).",
-)
+@keep_content_option
+@prices_option
 def otlp_command(
     paths: tuple[Path, ...], store_path: str | None, keep_content: bool, prices_file: Path | None
 ) -> None:
@@ -134,12 +124,12 @@ def otlp_command(
     Example (the Collector's file exporter writes JSON lines):
       llmtrace import otlp /var/log/otel/traces.jsonl exports/ && llmtrace costs --by action
     """
-    from llmtrace.pricing import PriceBook, price_calls
+    from llmtrace.pricing import price_calls
 
+    book = load_price_book(prices_file)
     try:
-        book = PriceBook.load(prices_file)
         result = _read(paths, keep_content)
-    except ConfigError as exc:
+    except ConfigError as exc:  # the config's [accuracy] section
         raise click.ClickException(str(exc)) from None
     for (
         problem
@@ -152,11 +142,4 @@ def otlp_command(
         raise SystemExit(1)
 
 
-for _module, _attr in _SOURCES:
-    try:
-        _command = getattr(importlib.import_module(f"llmtrace.commands.{_module}"), _attr)
-    except ModuleNotFoundError as exc:  # a source still being built is left out, not fatal
-        if exc.name != f"llmtrace.commands.{_module}":
-            raise
-        continue
-    import_group.add_command(_command)
+import_group.add_command(langfuse_command)

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.table import Table
 
-from llmtrace.commands.common import WHEN, console, err_console
-from llmtrace.config import ConfigError
+from llmtrace.commands.common import (
+    WHEN,
+    console,
+    err_console,
+    format_option,
+    load_price_book,
+    prices_option,
+)
 from llmtrace.pricing import COMPONENTS, PER, PriceBook, Rate, Rates
 
 # component -> (label, unit the table quotes it in)
@@ -39,23 +46,10 @@ _LABELS: dict[str, tuple[str, str]] = {
     default=None,
     help="Price in force at this date or date-time (naive = UTC). Default: now.",
 )
-@click.option(
-    "--prices",
-    "prices_file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Price file with overrides (default: $LLMTRACE_PRICES, else 'prices' in llmtrace.toml).",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-    help="Output format.",
-)
+@prices_option
+@format_option(["table", "json"])
 def prices(
-    model: str, provider: str | None, at: datetime | None, prices_file: str | None, fmt: str
+    model: str, provider: str | None, at: datetime | None, prices_file: Path | None, fmt: str
 ) -> None:
     """Show the rates in force for MODEL (USD per million tokens) and where they came from.
 
@@ -69,10 +63,7 @@ def prices(
       llmtrace prices deepseek-chat --at 2026-11-27T02:00Z
       llmtrace prices ft:gpt-4o-mini:acme:1 --provider openai --prices prices.toml
     """
-    try:
-        book = PriceBook.load(prices_file)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    book = load_price_book(prices_file)
     when = at or datetime.now(UTC)
     rates = book.rates_for(provider, model, when)
     if rates is None:

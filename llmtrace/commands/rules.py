@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.table import Table
 
-from llmtrace.commands.common import console, err_console
+from llmtrace.commands.common import console, err_console, format_option
 from llmtrace.config import Config, ConfigError, load_config
 from llmtrace.rules.base import RuleSpec
 from llmtrace.rules.engine import Catalogue, params_table, rule_catalogue
@@ -22,13 +22,18 @@ from llmtrace.rules.engine import Catalogue, params_table, rule_catalogue
 EXIT_CONFIG = 2
 
 
+def exit_config_error(message: object) -> NoReturn:
+    """Print a configuration error and exit with ``EXIT_CONFIG``: CI tells it from findings."""
+    err_console.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    sys.exit(EXIT_CONFIG)
+
+
 def load_config_or_exit(path: str | None) -> Config:
     """The config (``--config FILE`` or the one found); a ConfigError exits with code 2."""
     try:
         return load_config(path)
     except ConfigError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        sys.exit(EXIT_CONFIG)
+        exit_config_error(exc)
 
 
 def _toml_value(value: Any) -> str:
@@ -94,14 +99,7 @@ def _rows(catalogue: Catalogue) -> list[dict[str, Any]]:
 
 
 @click.command("rules")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Output format.",
-)
+@format_option(["text", "json"])
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file.")
 def rules(fmt: str, config_path: str | None) -> None:
     """List the audit rules: code, name, summary, and whether built-in or custom.
@@ -116,8 +114,7 @@ def rules(fmt: str, config_path: str | None) -> None:
     try:
         catalogue = rule_catalogue(config)
     except ConfigError as exc:
-        err_console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
-        sys.exit(EXIT_CONFIG)
+        exit_config_error(exc)
     rows = _rows(catalogue)
     if fmt == "json":
         errors = [e.to_dict() for e in catalogue.errors]

@@ -51,7 +51,4 @@ class ImportResult:
     bytes_read: int = 0
 
 
-# Kept for callers that spell it the way the design notes do.
-ImportError_ = ImportProblem
-
-__all__ = ["ImportError_", "ImportProblem", "ImportResult"]
+__all__ = ["ImportProblem", "ImportResult"]

@@ -31,11 +31,11 @@ conversation_id; userId, environment; level ERROR -> is_error; input/output -> f
 (content kept only with ``keep_content``). Empty strings, which Langfuse sends for unset
 fields, count as missing.
 
-Scores -> accuracy: a score counts when its name is one of ``[accuracy] names`` (config);
-numeric values in 0..1 as they are, booleans as 1/0, categories through
-``[accuracy.categories]``. Observation scores attach to their observation, trace scores to
-every call of the trace; ``accuracy`` is the mean of the counted scores, ``scores`` keeps them
-all.
+Scores -> accuracy, as ``llmtrace.accuracy`` defines it: a score counts when its name is one
+of ``[accuracy] names`` (config); numeric values in 0..1 as they are, booleans as 1/0,
+categories through ``[accuracy.categories]``. Observation scores attach to their observation,
+trace scores to every call of the trace; ``accuracy`` is the mean of the counted scores,
+``scores`` keeps them all.
 
 Incremental and safe
 --------------------
@@ -76,7 +76,7 @@ from langfuse.api import LangfuseAPI
 from langfuse.api.core.api_error import ApiError
 
 from llmtrace import fingerprint
-from llmtrace.config import Config, ConfigError
+from llmtrace.accuracy import AccuracyConfig
 from llmtrace.dialects import USAGE_JSON_BUCKETS
 from llmtrace.pricing import PriceBook, price_calls
 from llmtrace.record import CALL_SCHEMA, SCORE_STRUCT, conform
@@ -85,7 +85,6 @@ from llmtrace.store import Store
 __all__ = [
     "DEFAULT_HOST",
     "OBSERVATION_TYPES",
-    "AccuracyConfig",
     "ImportReporter",
     "ImportStats",
     "LangfuseImportError",
@@ -120,24 +119,6 @@ TRACE_LOOKBACK = timedelta(days=1)
 # A rerun whose --since/--until moved less than this (a relative "7d" re-evaluated) resumes.
 RESUME_TOLERANCE = timedelta(days=1)
 
-# The same default names as the OTLP importer, so both imports score a call alike.
-DEFAULT_ACCURACY_NAMES: tuple[str, ...] = (
-    "accuracy",
-    "correctness",
-    "correct",
-    "is_correct",
-    "exact_match",
-)
-# Categorical score labels -> 0..1; ``[accuracy.categories]`` in the config replaces these.
-DEFAULT_CATEGORIES: Mapping[str, float] = {
-    "correct": 1.0,
-    "partially_correct": 0.5,
-    "incorrect": 0.0,
-    "pass": 1.0,
-    "fail": 0.0,
-    "yes": 1.0,
-    "no": 0.0,
-}
 REPORTED_COST_SOURCE = "langfuse.costDetails"
 _MAX_PROBLEMS = 10
 
@@ -267,41 +248,6 @@ def _backoff(attempt: int, policy: RetryPolicy) -> float:
     """``backoff * 2**attempt`` with +-10 % jitter, at most ``max_backoff``."""
     base = min(policy.backoff * 2**attempt, policy.max_backoff)
     return base * (0.9 + 0.2 * random.random())
-
-
-# -- accuracy ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AccuracyConfig:
-    """Which scores are accuracy, and what each category is worth (0..1)."""
-
-    names: frozenset[str] = frozenset(DEFAULT_ACCURACY_NAMES)
-    categories: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_CATEGORIES))
-
-    @classmethod
-    def from_config(cls, config: Config) -> AccuracyConfig:
-        """``[accuracy] names = [...]`` and ``[accuracy.categories] label = value``.
-
-        Names and labels compare case-insensitively. Raises ``ConfigError`` naming the file.
-        """
-        section = config.section("accuracy")
-        names = section.get("names", list(DEFAULT_ACCURACY_NAMES))
-        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-            raise ConfigError(f"{config.path}: [accuracy] names must be a list of score names")
-        categories = section.get("categories", dict(DEFAULT_CATEGORIES))
-        if not isinstance(categories, dict):
-            raise ConfigError(f"{config.path}: [accuracy.categories] must be a table")
-        for label, value in categories.items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-                raise ConfigError(
-                    f"{config.path}: [accuracy.categories] {label} = {value!r}: "
-                    "expected a number from 0 to 1"
-                )
-        return cls(
-            names=frozenset(n.lower() for n in names),
-            categories={str(k).lower(): float(v) for k, v in categories.items()},
-        )
 
 
 # -- progress and results ---------------------------------------------------------------------
@@ -786,10 +732,10 @@ def _scores_v1(rows: list[dict[str, Any]]) -> pl.DataFrame:
 
 
 def scores_frame(common: pl.DataFrame, accuracy: AccuracyConfig) -> pl.DataFrame:
-    """Scores with the record's score struct and whether each counts as accuracy.
+    """Scores with the record's score struct; a categorical score's value is its category's.
 
     Columns: ``trace_id``, ``observation_id`` (null for trace scores), ``score`` (name, value,
-    label, source), ``acc`` (the 0..1 value when it counts as accuracy, else null).
+    label, source).
     """
     text = pl.col("value_text").str.strip_chars()
     lowered = text.str.to_lowercase()
@@ -815,11 +761,6 @@ def scores_frame(common: pl.DataFrame, accuracy: AccuracyConfig) -> pl.DataFrame
         .when(kind == "BOOLEAN")
         .then(pl.when(value == 1.0).then(pl.lit("true")).when(value == 0.0).then(pl.lit("false")))
     )
-    counts = (
-        pl.col("name").str.to_lowercase().is_in(sorted(accuracy.names))
-        & value.is_not_null()
-        & value.is_between(0.0, 1.0)
-    )
     return (
         common.filter(kind.is_in(SCORE_TYPES))
         .with_columns(value.alias("_value"), label.alias("_label"))
@@ -834,50 +775,33 @@ def scores_frame(common: pl.DataFrame, accuracy: AccuracyConfig) -> pl.DataFrame
             )
             .cast(SCORE_STRUCT)
             .alias("score"),
-            pl.when(counts.fill_null(False)).then(pl.col("_value")).alias("acc"),
         )
     )
 
 
-def _score_groups(scores: pl.DataFrame, key: str, level: pl.Expr) -> pl.DataFrame:
-    return (
-        scores.filter(level)
-        .group_by(key)
-        .agg(
-            pl.col("score").alias(f"_scores_{key}"),
-            pl.col("acc").sum().alias(f"_acc_sum_{key}"),
-            pl.col("acc").count().alias(f"_acc_n_{key}"),
-        )
-    )
+def _score_lists(scores: pl.DataFrame, key: str, level: pl.Expr) -> pl.DataFrame:
+    return scores.filter(level).group_by(key).agg(pl.col("score").alias(f"_scores_{key}"))
 
 
-def attach_scores(calls: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:
+def attach_scores(
+    calls: pl.DataFrame, scores: pl.DataFrame, accuracy: AccuracyConfig
+) -> pl.DataFrame:
     """``scores`` and ``accuracy`` on each call: its observation's scores plus its trace's.
 
-    ``accuracy`` is the mean over both levels of the scores that count; null when none do.
+    ``accuracy`` is ``AccuracyConfig.from_scores`` over both levels; null when none counts.
     """
-    by_obs = _score_groups(scores, "observation_id", pl.col("observation_id").is_not_null())
-    by_trace = _score_groups(scores, "trace_id", pl.col("observation_id").is_null())
+    by_obs = _score_lists(scores, "observation_id", pl.col("observation_id").is_not_null())
+    by_trace = _score_lists(scores, "trace_id", pl.col("observation_id").is_null())
     joined = calls.join(
         by_obs, left_on="span_id", right_on="observation_id", how="left", maintain_order="left"
     ).join(by_trace, on="trace_id", how="left", maintain_order="left")
-    n = pl.col("_acc_n_observation_id").fill_null(0) + pl.col("_acc_n_trace_id").fill_null(0)
-    total = pl.col("_acc_sum_observation_id").fill_null(0) + pl.col("_acc_sum_trace_id").fill_null(
-        0
-    )
     both = pl.concat_list(
         pl.col("_scores_observation_id").fill_null([]), pl.col("_scores_trace_id").fill_null([])
     )
-    return joined.with_columns(
-        pl.when(both.list.len() > 0).then(both).alias("scores"),
-        pl.when(n > 0).then(total / n).alias("accuracy"),
-    ).drop(
-        "_scores_observation_id",
-        "_acc_sum_observation_id",
-        "_acc_n_observation_id",
-        "_scores_trace_id",
-        "_acc_sum_trace_id",
-        "_acc_n_trace_id",
+    return (
+        joined.with_columns(pl.when(both.list.len() > 0).then(both).alias("scores"))
+        .drop("_scores_observation_id", "_scores_trace_id")
+        .with_columns(accuracy.from_scores("scores").alias("accuracy"))
     )
 
 
@@ -887,7 +811,6 @@ def _empty_scores() -> pl.DataFrame:
             "trace_id": pl.String,
             "observation_id": pl.String,
             "score": SCORE_STRUCT,
-            "acc": pl.Float64,
         }
     )
 
@@ -1487,7 +1410,7 @@ def _store_page(
     stats.usage_mismatch += int(calls.get_column("_usage_mismatch").sum())
     if ctx.traces is not None:
         calls = _join_traces(calls, ctx.traces)
-    calls = attach_scores(calls, ctx.scores)
+    calls = attach_scores(calls, ctx.scores, ctx.accuracy)
     calls = _infer_providers(calls, ctx.book)
     priced = price_calls(conform(calls), ctx.book)
     result = ctx.store.append(priced)

@@ -30,11 +30,9 @@ key is the record's key; fields it lacks are taken from the others.
 
 Scores: span events named ``gen_ai.evaluation.result`` score the call they are attached to, else
 the call with their ``gen_ai.response.id``, else the call that is the parent of the span holding
-them. ``accuracy`` is the mean over scores whose name is in the accuracy set (config
-``[accuracy] names``, default ``DEFAULT_ACCURACY_NAMES``, compared case-insensitively): the score
-value when it lies in [0, 1], else its label mapped by ``ACCURACY_LABELS`` (pass, passed, true,
-correct, yes -> 1; partially_correct -> 0.5; fail, failed, false, incorrect, no -> 0; config
-``[accuracy.categories]`` replaces the table); other scores are kept in ``scores`` only.
+them. ``accuracy`` is computed from them as ``llmtrace.accuracy`` defines it (config
+``[accuracy] names`` and ``[accuracy.categories]``): the mean over scores that count of the
+value when it lies in [0, 1], else the label's value; other scores are kept in ``scores`` only.
 """
 
 from __future__ import annotations
@@ -51,7 +49,7 @@ from typing import Any, BinaryIO
 
 import polars as pl
 
-from llmtrace.config import ConfigError, load_config
+from llmtrace.accuracy import AccuracyConfig
 from llmtrace.dialects import SpanError, is_llm_span, map_span
 from llmtrace.importers import ImportProblem, ImportResult
 from llmtrace.record import (
@@ -69,28 +67,6 @@ _loads: Callable[[bytes], Any] = json.loads
 
 INPUT_SUFFIXES: tuple[str, ...] = (".json", ".jsonl", ".ndjson", ".pb", ".binpb", ".protobuf")
 EVALUATION_EVENT = "gen_ai.evaluation.result"
-DEFAULT_ACCURACY_NAMES: tuple[str, ...] = (
-    "accuracy",
-    "correctness",
-    "correct",
-    "is_correct",
-    "exact_match",
-)
-# Score labels -> accuracy, as the Langfuse importer's defaults plus true/false and
-# passed/failed; ``[accuracy.categories]`` in the config replaces the whole table, as there.
-ACCURACY_LABELS: dict[str, float] = {
-    "correct": 1.0,
-    "partially_correct": 0.5,
-    "incorrect": 0.0,
-    "pass": 1.0,
-    "passed": 1.0,
-    "fail": 0.0,
-    "failed": 0.0,
-    "true": 1.0,
-    "false": 0.0,
-    "yes": 1.0,
-    "no": 0.0,
-}
 _STATUS_CODES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
 _MAX_DEPTH = 256  # ancestor hops and merge rounds; deeper chains are cycles or absurd
 _PROGRESS_EVERY = 32  # lines between progress callbacks
@@ -625,8 +601,8 @@ _RAW_SCHEMA = pl.Schema(
 )
 
 
-def _calls_frame(calls: list[dict[str, Any]]) -> pl.DataFrame:
-    """The collected call dicts as one frame, built once."""
+def _calls_frame(calls: list[dict[str, Any]], source: str) -> pl.DataFrame:
+    """The collected call dicts as one frame, built once; ``source`` names where they came from."""
     if not calls:
         return pl.DataFrame(schema=_RAW_SCHEMA)
     names = _RAW_SCHEMA.names()
@@ -644,7 +620,7 @@ def _calls_frame(calls: list[dict[str, Any]]) -> pl.DataFrame:
         .dt.replace_time_zone("UTC")
         .alias("end_time"),
         ((pl.col("end_ns") - pl.col("start_ns")) / 1e6).alias("duration_ms"),
-        pl.lit("otlp").alias("source"),
+        pl.lit(source).alias("source"),
     ).drop("start_ns", "end_ns")
 
 
@@ -769,8 +745,7 @@ def _attach_scores(
     calls: pl.DataFrame,
     members: pl.DataFrame,
     evaluations: list[tuple[Any, ...]],
-    accuracy_names: Iterable[str],
-    accuracy_labels: Mapping[str, float] | None = None,
+    accuracy: AccuracyConfig,
 ) -> tuple[pl.DataFrame, int, int]:
     """Add ``scores`` and ``accuracy``; returns (calls, scores attached, scores unmatched)."""
     if not evaluations:
@@ -811,65 +786,19 @@ def _attach_scores(
         .unique(subset=["_e"], keep="first")
     )
     found = matched.filter(pl.col("_span").is_not_null())
-    names = [n.lower() for n in accuracy_names]
-    label_value = (
-        pl.col("label")
-        .str.to_lowercase()
-        .replace_strict(ACCURACY_LABELS, default=None, return_dtype=pl.Float64)
-    )
-    in_range = pl.col("value").is_between(0.0, 1.0)
-    score_accuracy = (
-        pl.when(pl.col("name").str.to_lowercase().is_in(names))
-        .then(pl.when(in_range).then(pl.col("value")).otherwise(label_value))
-        .alias("_accuracy")
-    )
     per_call = (
         found.sort("_e")
-        .with_columns(score_accuracy)
         .group_by("_trace", "_span", maintain_order=True)
-        .agg(
-            pl.struct("name", "value", "label", pl.lit("otel").alias("source")).alias("_scores"),
-            pl.col("_accuracy").mean().alias("_acc"),
-        )
+        .agg(pl.struct("name", "value", "label", pl.lit("otel").alias("source")).alias("_scores"))
         .rename({"_trace": "trace_id", "_span": "span_id"})
     )
     calls = (
         calls.join(per_call, on=list(KEY_FIELDS), how="left")
-        .with_columns(
-            pl.col("_scores").cast(pl.List(SCORE_STRUCT)).alias("scores"),
-            pl.col("_acc").alias("accuracy"),
-        )
-        .drop("_scores", "_acc")
+        .with_columns(pl.col("_scores").cast(pl.List(SCORE_STRUCT)).alias("scores"))
+        .drop("_scores")
+        .with_columns(accuracy.from_scores("scores").alias("accuracy"))
     )
     return calls, found.height, matched.height - found.height
-
-
-def _accuracy_names() -> tuple[str, ...]:
-    """``[accuracy] names`` from the config, else ``DEFAULT_ACCURACY_NAMES``."""
-    config = load_config()
-    names = config.section("accuracy").get("names")
-    if names is None:
-        return DEFAULT_ACCURACY_NAMES
-    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-        raise ConfigError(f"{config.path}: [accuracy] names must be a list of score names")
-    return tuple(names)
-
-
-def _accuracy_labels() -> dict[str, float]:
-    """``[accuracy.categories]`` (label = 0..1) from the config, else ``ACCURACY_LABELS``."""
-    config = load_config()
-    categories = config.section("accuracy").get("categories")
-    if categories is None:
-        return dict(ACCURACY_LABELS)
-    if not isinstance(categories, dict):
-        raise ConfigError(f"{config.path}: [accuracy.categories] must be a table")
-    for label, value in categories.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-            raise ConfigError(
-                f"{config.path}: [accuracy.categories] {label} = {value!r}: "
-                "expected a number from 0 to 1"
-            )
-    return {str(k).lower(): float(v) for k, v in categories.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -889,11 +818,11 @@ def import_otlp(
 
     ``paths`` are files or directories. ``progress`` is called with the number of bytes read
     from disk as reading advances. ``accuracy_names`` defaults to the config's
-    ``[accuracy] names`` and ``accuracy_labels`` to its ``[accuracy.categories]``. Bad files,
-    lines and spans become ``ImportResult.problems``; the rest is imported.
+    ``[accuracy] names`` and ``accuracy_labels`` to its ``[accuracy.categories]``
+    (``llmtrace.accuracy``). Bad files, lines and spans become ``ImportResult.problems``; the
+    rest is imported.
     """
-    names = tuple(accuracy_names) if accuracy_names is not None else _accuracy_names()
-    labels = dict(accuracy_labels) if accuracy_labels is not None else _accuracy_labels()
+    accuracy = AccuracyConfig.resolve(accuracy_names, accuracy_labels)
     files = find_inputs(paths)
     sink = _Collector(keep_content)
     bytes_read = 0
@@ -905,7 +834,7 @@ def import_otlp(
     finally:
         if collecting:
             gc.enable()
-    result = _finish(sink, names, labels)
+    result = _finish(sink, accuracy, "otlp")
     result.files, result.bytes_read = len(files), bytes_read
     return result
 
@@ -916,15 +845,16 @@ def calls_from_spans(
     keep_content: bool = False,
     accuracy_names: Iterable[str] | None = None,
     accuracy_labels: Mapping[str, float] | None = None,
+    source: str = "otlp",
 ) -> ImportResult:
     """Call records from span mappings already decoded (the shape ``llmtrace.dialects`` reads,
     plus ``events``), with the same merging, actions and scores as a file import.
 
-    For callers that hold spans rather than files (the live exporter). A bad span becomes a
-    problem whose file is ``<spans>`` and whose line is the span's position (1-based).
+    For callers that hold spans rather than files (the live exporter, which passes
+    ``source="live"``). A bad span becomes a problem whose file is ``<spans>`` and whose line is
+    the span's position (1-based).
     """
-    names = tuple(accuracy_names) if accuracy_names is not None else _accuracy_names()
-    labels = dict(accuracy_labels) if accuracy_labels is not None else _accuracy_labels()
+    accuracy = AccuracyConfig.resolve(accuracy_names, accuracy_labels)
     sink = _Collector(keep_content)
     for number, span in enumerate(spans, start=1):
         sink.spans += 1
@@ -933,12 +863,12 @@ def calls_from_spans(
         except (SpanError, _Malformed, AttributeError, KeyError, TypeError, ValueError) as exc:
             sink.rejected += 1
             sink.problem("<spans>", number, span.get("span_id"), str(exc))
-    return _finish(sink, names, labels)
+    return _finish(sink, accuracy, source)
 
 
-def _finish(sink: _Collector, names: tuple[str, ...], labels: dict[str, float]) -> ImportResult:
+def _finish(sink: _Collector, accuracy: AccuracyConfig, source: str) -> ImportResult:
     """The whole-import steps in Polars: one frame, merged calls, actions, scores."""
-    calls = _calls_frame(sink.calls)
+    calls = _calls_frame(sink.calls, source)
     sink.calls = []
     calls, members = _merge_duplicates(calls)
     tree = pl.DataFrame(
@@ -954,7 +884,7 @@ def _finish(sink: _Collector, names: tuple[str, ...], labels: dict[str, float]) 
         sink.roots, schema={"trace_id": pl.String, "_root_name": pl.String}, orient="row"
     )
     calls = _resolve_actions(calls, tree, roots)
-    calls, attached, unmatched = _attach_scores(calls, members, sink.evaluations, names, labels)
+    calls, attached, unmatched = _attach_scores(calls, members, sink.evaluations, accuracy)
     frame = conform(calls).collect()
     return ImportResult(
         calls=frame,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import (
@@ -30,6 +30,9 @@ from opentelemetry.sdk.trace.export import (
 from llmtrace.otel import _guard
 from llmtrace.otel.processor import PRICED_SPAN_ID, span_mapping
 from llmtrace.otel.settings import LiveSettings
+
+if TYPE_CHECKING:
+    import polars as pl
 
 _SIGNAL_PATHS = {"traces": "v1/traces", "metrics": "v1/metrics"}
 
@@ -53,15 +56,22 @@ def _endpoint(settings: LiveSettings, protocol: str, signal: str) -> str | None:
     return f"{base.rstrip('/')}/{_SIGNAL_PATHS[signal]}"
 
 
-def otlp_span_exporter(settings: LiveSettings) -> SpanExporter:
-    """The SDK's OTLP span exporter for the configured protocol."""
-    protocol = _protocol(settings, "traces")
+def _otlp_arguments(settings: LiveSettings, signal: str) -> tuple[str, dict[str, Any]]:
+    """The protocol and the keywords for the SDK's OTLP exporter of ``signal``: only what
+    ``init()`` was given, so the exporter reads the rest from ``OTEL_EXPORTER_OTLP_*``."""
+    protocol = _protocol(settings, signal)
     kwargs: dict[str, Any] = {}
-    endpoint = _endpoint(settings, protocol, "traces")
+    endpoint = _endpoint(settings, protocol, signal)
     if endpoint:
         kwargs["endpoint"] = endpoint
     if settings.otlp_headers:
         kwargs["headers"] = dict(settings.otlp_headers)
+    return protocol, kwargs
+
+
+def otlp_span_exporter(settings: LiveSettings) -> SpanExporter:
+    """The SDK's OTLP span exporter for the configured protocol."""
+    protocol, kwargs = _otlp_arguments(settings, "traces")
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
@@ -75,13 +85,7 @@ def otlp_span_exporter(settings: LiveSettings) -> SpanExporter:
 
 def otlp_metric_exporter(settings: LiveSettings) -> Any:
     """The SDK's OTLP metric exporter for the configured protocol."""
-    protocol = _protocol(settings, "metrics")
-    kwargs: dict[str, Any] = {}
-    endpoint = _endpoint(settings, protocol, "metrics")
-    if endpoint:
-        kwargs["endpoint"] = endpoint
-    if settings.otlp_headers:
-        kwargs["headers"] = dict(settings.otlp_headers)
+    protocol, kwargs = _otlp_arguments(settings, "metrics")
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
@@ -96,7 +100,7 @@ def otlp_metric_exporter(settings: LiveSettings) -> Any:
 class StoreSpanExporter(SpanExporter):
     """Writes the LLM calls of each batch of spans to the local store as priced call records.
 
-    Spans go through the OTLP importer's span->record pipeline (``spans_to_calls``: dialects,
+    Spans go through the OTLP importer's span->record path (``spans_to_calls``: dialects,
     merging of two spans of one call, actions, scores) and ``price_calls``, so the live store and
     ``llmtrace import otlp`` of the same spans hold the same rows (``source`` says ``live``).
 
@@ -177,40 +181,21 @@ def importer_mapping(span: ReadableSpan) -> dict[str, Any]:
     return mapping
 
 
-def spans_to_calls(spans: Sequence[ReadableSpan], *, keep_content: bool = False) -> Any:
+def spans_to_calls(spans: Sequence[ReadableSpan], *, keep_content: bool = False) -> pl.DataFrame:
     """Call records (``CALL_SCHEMA``, not priced, ``source='live'``) for a batch of SDK spans.
 
-    The same steps as ``llmtrace.importers.otlp.import_otlp`` after parsing (fingerprints
-    come from the completion hook's ``llmtrace.prompt.*`` attributes, read by dialects).
+    The OTLP importer's own span->record path (``calls_from_spans``), so both give the same rows
+    (fingerprints come from the completion hook's ``llmtrace.prompt.*`` attributes, read by
+    dialects). A span the importer rejects is counted and logged once, never raised.
     """
-    import polars as pl
+    from llmtrace.importers.otlp import calls_from_spans
 
-    from llmtrace.importers import otlp
-    from llmtrace.record import conform
-
-    sink = otlp._Collector(keep_content)
-    for span in spans:
-        try:
-            sink.add(importer_mapping(span))
-        except (ValueError, otlp.SpanError) as exc:
-            _guard.swallow("exporter.store.span", exc)
-    calls, members = otlp._merge_duplicates(otlp._calls_frame(sink.calls))
-    ids = ("trace_id", "span_id", "parent_span_id", "action")
-    tree = pl.DataFrame(
-        {
-            "trace_id": sink.tree_trace,
-            "span_id": sink.tree_span,
-            "parent_span_id": sink.tree_parent,
-            "action": sink.tree_action,
-        },
-        schema=dict.fromkeys(ids, pl.String),
+    result = calls_from_spans(
+        (importer_mapping(span) for span in spans), keep_content=keep_content, source="live"
     )
-    roots = pl.DataFrame(
-        sink.roots, schema={"trace_id": pl.String, "_root_name": pl.String}, orient="row"
-    )
-    calls = otlp._resolve_actions(calls, tree, roots)
-    calls, _, _ = otlp._attach_scores(calls, members, sink.evaluations, otlp._accuracy_names())
-    return conform(calls.with_columns(pl.lit("live").alias("source"))).collect()
+    for problem in result.problems:
+        _guard.swallow("exporter.store.span", ValueError(str(problem)))
+    return result.calls
 
 
 class ConsoleCostExporter(SpanExporter):

@@ -12,8 +12,8 @@ those as span attributes. The content itself is not put on the span: util-genai 
 spans only when ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` asks for it, which
 llmtrace sets only when the user opts in (``LLMTRACE_CAPTURE_CONTENT`` / ``capture_content``).
 
-Attributes (hashes are unsigned 64-bit, so they travel as 16-hex-digit strings; OTel integers
-are signed):
+Attributes (names defined in ``llmtrace.fingerprint``, which reads them back; hashes are unsigned
+64-bit, so they travel as 16-hex-digit strings; OTel integers are signed):
 
 * ``llmtrace.prompt.prefix_hashes`` - list of hex strings, entry i = template + first i messages
 * ``llmtrace.prompt.prefix_tokens`` - list of ints, estimated tokens of each prefix
@@ -33,13 +33,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import fields, is_dataclass
 from typing import Any
 
+from llmtrace import fingerprint
+from llmtrace.fingerprint import (
+    INPUT_FINGERPRINT_ATTRIBUTE,
+    PREFIX_HASHES_ATTRIBUTE,
+    PREFIX_TOKENS_ATTRIBUTE,
+    TEMPLATE_FINGERPRINT_ATTRIBUTE,
+)
 from llmtrace.otel import _guard
 
-# Read back by llmtrace.fingerprint.recorded_fingerprints (so by the importer and the processor).
-PREFIX_HASHES = "llmtrace.prompt.prefix_hashes"
-PREFIX_TOKENS = "llmtrace.prompt.prefix_tokens"
-TEMPLATE_FINGERPRINT = "llmtrace.prompt.template_fingerprint"
-INPUT_FINGERPRINT = "llmtrace.prompt.input_fingerprint"
 HOOK_NAME = "llmtrace"
 
 
@@ -79,8 +81,6 @@ def fingerprint_attributes(
     friends, then handed to ``llmtrace.fingerprint``: so a span fingerprinted here and one
     whose content was captured give the same hashes.
     """
-    from llmtrace import fingerprint
-
     attrs: dict[str, Any] = {}
     if inputs:
         attrs["gen_ai.input.messages"] = _plain(inputs)
@@ -94,12 +94,12 @@ def fingerprint_attributes(
     if fields.get("prefix_hashes") is None:
         return {}
     out: dict[str, Any] = {
-        PREFIX_HASHES: [f"{h:016x}" for h in fields["prefix_hashes"]],
-        PREFIX_TOKENS: [int(t) for t in fields["prefix_tokens"]],
-        INPUT_FINGERPRINT: fields["input_fingerprint"],
+        PREFIX_HASHES_ATTRIBUTE: [f"{h:016x}" for h in fields["prefix_hashes"]],
+        PREFIX_TOKENS_ATTRIBUTE: [int(t) for t in fields["prefix_tokens"]],
+        INPUT_FINGERPRINT_ATTRIBUTE: fields["input_fingerprint"],
     }
     if fields.get("template_fingerprint"):
-        out[TEMPLATE_FINGERPRINT] = fields["template_fingerprint"]
+        out[TEMPLATE_FINGERPRINT_ATTRIBUTE] = fields["template_fingerprint"]
     return out
 
 

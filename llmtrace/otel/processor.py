@@ -48,8 +48,9 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode
 
 from llmtrace import dialects
+from llmtrace.fingerprint import PREFIX_HASHES_ATTRIBUTE
 from llmtrace.otel import _guard
-from llmtrace.otel.hook import PREFIX_HASHES, fingerprint_attributes
+from llmtrace.otel.hook import fingerprint_attributes
 from llmtrace.record import PRICE_OK, TOKEN_FIELDS
 
 PRICED_SPAN_ID = "llmtrace.priced_span_id"
@@ -106,13 +107,6 @@ def looks_like_llm_at_start(attrs: Mapping[str, Any] | None) -> bool:
     return "llm.request.type" in attrs or "gen_ai.system" in attrs
 
 
-def _plain_attributes(attrs: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Attributes with sequences as lists, as an OTLP decoder yields them (the SDK keeps tuples)."""
-    if not attrs:
-        return {}
-    return {k: list(v) if type(v) is tuple else v for k, v in attrs.items()}
-
-
 def span_mapping(span: ReadableSpan) -> dict[str, Any]:
     """The plain mapping ``llmtrace.dialects.span_to_call`` reads, from an SDK span."""
     context = span.context
@@ -128,7 +122,7 @@ def span_mapping(span: ReadableSpan) -> dict[str, Any]:
         "start_ns": span.start_time,
         "end_ns": span.end_time,
         "status_code": status.value,
-        "attributes": _plain_attributes(span.attributes),
+        "attributes": dict(span.attributes or {}),
         "resource": span.resource.attributes if span.resource is not None else {},
     }
     if status is StatusCode.ERROR and span.events:
@@ -441,13 +435,13 @@ class CostSpanProcessor(SpanProcessor):
             return span
         extra: dict[str, Any] = {}
         prompt = self._prompts.pop(job.span_id, None)
-        if prompt is not None and PREFIX_HASHES not in attrs:
+        if prompt is not None and PREFIX_HASHES_ATTRIBUTE not in attrs:
             extra.update(fingerprint_attributes(*prompt))
         if job.root_name and ACTION not in attrs:
             extra[ACTION] = job.root_name
         mapping = span_mapping(span)
         if extra:
-            mapping["attributes"] = {**mapping["attributes"], **_plain_attributes(extra)}
+            mapping["attributes"] = {**mapping["attributes"], **extra}
         try:
             call = dialects.span_to_call(mapping, keep_content=self._keep_content)
         except dialects.SpanError as exc:

@@ -16,6 +16,8 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import polars as pl
 
+from llmtrace.accuracy import DEFAULT_CATEGORIES, AccuracyConfig
+
 Severity = Literal["info", "low", "medium", "high"]
 SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high")
 
@@ -49,6 +51,9 @@ class AuditContext:
     ``since``/``until`` bound the current window; ``baseline_since``/``baseline_until`` the
     window it is compared with (by default the preceding window of the same length).
     ``params`` are the rule's defaults overlaid with the user's configuration.
+    ``accuracy_scores`` are the score names the config's ``[accuracy] names`` chose (empty:
+    use each call's stored ``accuracy``), ``accuracy_categories`` its label values; together
+    they are ``accuracy`` (``llmtrace.accuracy``), which recomputes accuracy from ``scores``.
     ``price`` prices counterfactual call records exactly like real ones
     (``llmtrace.pricing.price_calls`` bound to the run's price book), so savings use the same
     rates, tiers and cache prices as the costs the user sees.
@@ -61,6 +66,14 @@ class AuditContext:
     params: Mapping[str, Any]
     accuracy_scores: tuple[str, ...]
     price: Callable[[pl.DataFrame | pl.LazyFrame], pl.DataFrame]
+    accuracy_categories: Mapping[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_CATEGORIES)
+    )
+
+    @property
+    def accuracy(self) -> AccuracyConfig:
+        """The accuracy settings of this run, for ``AccuracyConfig.from_scores``."""
+        return AccuracyConfig(frozenset(self.accuracy_scores), self.accuracy_categories)
 
     @property
     def window_days(self) -> float:

@@ -8,7 +8,11 @@
    (an unknown name is a ``ConfigError`` naming the file and the key);
 4. build each rule's lazy ``aggregate`` over the store scan, reading only the columns it needs,
    and collect them together (Polars runs the queries side by side and may share the scan);
-5. ``merge`` (one partition here) and ``decide`` on the small aggregate of each rule.
+   a rule that needs each key's calls together (``partition_key``: LT201, LT301) runs in
+   key-hash parts when the window holds more calls than one part should, so memory stays
+   bounded on 100M calls (``llmtrace.rules.partition``); with ``engine="ray"`` the parts run
+   as Ray tasks instead (``llmtrace.rules.ray_engine``);
+5. ``merge`` the partials and ``decide`` once, on the small aggregate of each rule.
 
 A rule that fails (its module is missing, its query or decision raises) is reported as an error
 for that rule; the other rules still run. Rules see only calls of the current window unless they
@@ -17,18 +21,30 @@ declare ``needs_baseline = True`` (LT101), in which case the baseline window's c
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from llmtrace.accuracy import AccuracyConfig
 from llmtrace.config import Config, ConfigError, load_config
 from llmtrace.record import conform
 from llmtrace.rules.base import AuditContext, Finding, RuleSpec
 from llmtrace.rules.loader import RuleEntry, builtin_logic, builtin_specs, load_custom_rules
+from llmtrace.rules.partition import (
+    PARTITION_ROWS,
+    aggregate_spilled,
+    is_url,
+    part_count,
+    partition_key,
+    scan_location,
+    spill_dir,
+)
 from llmtrace.store import Store
 
 DEFAULT_WINDOW = timedelta(days=7)
@@ -215,16 +231,6 @@ def _check_rules_section(config: Config, catalogue: Catalogue) -> None:
         )
 
 
-def accuracy_names(config: Config) -> tuple[str, ...]:
-    """``[accuracy] names``: score names that count as accuracy (empty: use ``accuracy``)."""
-    names = config.section("accuracy").get("names", [])
-    if isinstance(names, str):
-        names = [names]
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ConfigError(f"{config.path}: [accuracy] names must be a list of score names")
-    return tuple(names)
-
-
 # -- windows and pricing -------------------------------------------------------------------------
 
 
@@ -269,9 +275,11 @@ def _pricer(price_book: Any) -> Callable[[pl.DataFrame | pl.LazyFrame], pl.DataF
 # -- running -------------------------------------------------------------------------------------
 
 
-def _scan(source: Store | pl.LazyFrame, start: datetime, until: datetime) -> pl.LazyFrame:
+def _scan(source: Store | pl.LazyFrame | str, start: datetime, until: datetime) -> pl.LazyFrame:
     if isinstance(source, Store):
         return source.scan(start, until)
+    if isinstance(source, str):  # a store's path or object-store URL
+        return scan_location(source, start, until)
     lazy = conform(source)
     return lazy.filter((pl.col("start_time") >= start) & (pl.col("start_time") < until))
 
@@ -305,7 +313,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def run_audit(
-    source: Store | pl.LazyFrame,
+    source: Store | pl.LazyFrame | str,
     *,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -315,13 +323,22 @@ def run_audit(
     price_book: Any = None,
     progress: Progress | None = None,
     now: datetime | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    rows_per_part: int = PARTITION_ROWS,
 ) -> AuditResult:
     """Run the selected rules over the calls of ``source`` and return the findings.
 
-    ``source`` is a ``Store`` or a LazyFrame of call records. ``select``/``ignore`` given here
+    ``source`` is a ``Store``, a store's path or object-store URL (``s3://bucket/store``), or a
+    LazyFrame of call records. ``select``/``ignore`` given here
     replace the config's ``[rules] select/ignore``. ``price_book`` (a ``PriceBook``) prices
     counterfactual calls; default: the book ``PriceBook.load()`` finds. Configuration problems
     raise ``ConfigError``; problems of single rules are returned in ``errors``.
+
+    ``engine`` runs the aggregate step on this machine (``local``) or as Ray tasks over parts
+    of the store (``ray``, a ``Store`` source only; ``address`` names an existing cluster, else
+    a local one is started). Either way the partials are merged and each rule decides once
+    here, so both give the same findings.
     """
     config = config if config is not None else load_config()
     report = progress or (lambda _message: None)
@@ -337,7 +354,9 @@ def run_audit(
         chosen_ignore = _codes_option(rules_cfg.get("ignore"), f"{config.path}: [rules] ignore")
     codes = select_codes(catalogue.specs, chosen_select, chosen_ignore)
     window = audit_window(since, until, config, now=now)
-    scores = accuracy_names(config)
+    accuracy = AccuracyConfig.from_config(config)
+    # Named scores only when the user named them; otherwise the importers' accuracy stands.
+    scores = tuple(sorted(accuracy.names)) if accuracy.names_configured else ()
     errors = [e for e in catalogue.errors if e.rule not in catalogue.specs or e.rule in codes]
     contexts = {
         code: AuditContext(
@@ -348,47 +367,160 @@ def run_audit(
             params=resolve_params(catalogue.specs[code], config),
             accuracy_scores=scores,
             price=_pricer(price_book),
+            accuracy_categories=accuracy.categories,
         )
         for code in codes
     }
     runnable = [c for c in codes if c in catalogue.entries]
-    needs_baseline = any(
-        getattr(catalogue.entries[c].rule, "needs_baseline", False) for c in runnable
+    job = AggregateJob(
+        source=source,
+        window=window,
+        entries={code: catalogue.entries[code] for code in runnable},
+        contexts=contexts,
+        rows_per_part=rows_per_part,
     )
-    start = window.baseline_since if needs_baseline else window.since
-    scan = _scan(source, min(start, window.since), window.until)
-    current = scan.filter(pl.col("start_time") >= window.since)
+    if engine == "ray":
+        from llmtrace.rules.ray_engine import aggregate_on_ray
 
-    plans: dict[str, pl.LazyFrame] = {}
-    for code in runnable:
-        entry, ctx = catalogue.entries[code], contexts[code]
-        base = scan if getattr(entry.rule, "needs_baseline", False) else current
-        try:
-            plans[code] = entry.rule.aggregate(base.select(_rule_columns(entry, ctx)), ctx)
-        except Exception as exc:
-            errors.append(RuleError(code, f"aggregate failed: {_describe(exc)}"))
-    plans["__count__"] = current.select(pl.len().alias("calls"))
-    report(f"scanning calls for {', '.join(runnable) or 'no rules'}")
-    collected = _collect(plans, errors)
-    counted = collected.pop("__count__", None)
-    calls_scanned = int(counted.item()) if counted is not None else 0
+        partials, calls_scanned = aggregate_on_ray(job, errors, report, address=address)
+    elif engine == "local":
+        partials, calls_scanned = aggregate_locally(job, errors, report)
+    else:
+        raise ConfigError(f"unknown engine {engine!r} (engines: local, ray)")
+    return _decide(job, partials, calls_scanned, errors, report)
 
+
+def _decide(
+    job: AggregateJob,
+    partials: dict[str, list[pl.DataFrame]],
+    calls_scanned: int,
+    errors: list[RuleError],
+    report: Progress,
+) -> AuditResult:
+    """Merge each rule's partials and decide once, whichever engine produced them."""
     findings: list[Finding] = []
     ran: list[str] = []
-    for code, partial in collected.items():
+    for code in job.entries:
+        if code not in partials:
+            continue
         report(f"deciding {code}")
-        entry, ctx = catalogue.entries[code], contexts[code]
+        rule, ctx = job.entries[code].rule, job.contexts[code]
         try:
-            merged = entry.rule.merge([partial], ctx)
-            findings.extend(entry.rule.decide(merged, ctx))
+            merged = rule.merge(partials[code], ctx)
+            findings.extend(rule.decide(merged, ctx))
         except Exception as exc:
             errors.append(RuleError(code, f"decide failed: {_describe(exc)}"))
             continue
         ran.append(code)
-    findings.sort(key=lambda f: (-f.monthly_savings_usd, f.rule, f.prompt or "", f.model or ""))
+    findings.sort(key=_finding_order)
     return AuditResult(
-        findings=findings, rules_run=ran, calls_scanned=calls_scanned, window=window, errors=errors
+        findings=findings,
+        rules_run=ran,
+        calls_scanned=calls_scanned,
+        window=job.window,
+        errors=errors,
     )
+
+
+def _finding_order(finding: Finding) -> tuple[float, str, str, str, str]:
+    """Biggest saving first; ties broken by the finding's key, so the order never depends on
+    how the calls were partitioned or which engine aggregated them."""
+    key = json.dumps(finding.key, sort_keys=True, default=str)
+    return (
+        -finding.monthly_savings_usd,
+        finding.rule,
+        finding.prompt or "",
+        finding.model or "",
+        key,
+    )
+
+
+# -- the aggregate step --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AggregateJob:
+    """What the aggregate step of one audit needs, whichever engine runs it.
+
+    ``entries`` are the rules to run (in report order) and ``contexts`` their parameters and
+    windows; ``rows_per_part`` is how many calls one part of a key-partitioned rule may hold.
+    """
+
+    source: Store | pl.LazyFrame | str
+    window: AuditWindow
+    entries: dict[str, RuleEntry]
+    contexts: dict[str, AuditContext]
+    rows_per_part: int = PARTITION_ROWS
+
+    def needs_baseline(self, code: str) -> bool:
+        return bool(getattr(self.entries[code].rule, "needs_baseline", False))
+
+    def start(self, code: str) -> datetime:
+        """Where the calls a rule reads begin: its baseline window, or the current one."""
+        return self.window.baseline_since if self.needs_baseline(code) else self.window.since
+
+    def columns(self, code: str) -> list[str]:
+        return _rule_columns(self.entries[code], self.contexts[code])
+
+    def key(self, code: str) -> pl.Expr | None:
+        """The rule's partition key (None: any split of its calls merges exactly)."""
+        return partition_key(self.entries[code].rule, self.contexts[code])
+
+    def aggregate(self, code: str, calls: pl.LazyFrame) -> pl.LazyFrame:
+        return self.entries[code].rule.aggregate(calls, self.contexts[code])
+
+
+def aggregate_locally(
+    job: AggregateJob, errors: list[RuleError], report: Progress
+) -> tuple[dict[str, list[pl.DataFrame]], int]:
+    """Each rule's partial aggregates on this machine, and the calls in the current window.
+
+    Rules whose partials merge under any split are collected together in one streaming query
+    (Polars may share the scan). A rule with a partition key, when the window holds more calls
+    than one part should (``rows_per_part``), runs in key-hash parts spilled to disk beside the
+    store (``llmtrace.rules.partition``): memory stays bounded by one part and time linear.
+    """
+    window = job.window
+    start = min([window.since, *(job.start(code) for code in job.entries)])
+    scan = _scan(job.source, start, window.until)
+    current = scan.filter(pl.col("start_time") >= window.since)
+    report("counting calls")
+    calls_scanned = int(current.select(pl.len()).collect().item())
+    parts = part_count(calls_scanned, job.rows_per_part)
+    plans: dict[str, pl.LazyFrame] = {}
+    split: dict[str, tuple[pl.LazyFrame, pl.Expr]] = {}
+    for code in job.entries:
+        base = scan if job.needs_baseline(code) else current
+        try:
+            calls = base.select(job.columns(code))
+            key = job.key(code) if parts > 1 else None
+            if key is not None:
+                split[code] = (calls, key)
+            else:
+                plans[code] = job.aggregate(code, calls)
+        except Exception as exc:
+            errors.append(RuleError(code, f"aggregate failed: {_describe(exc)}"))
+    report(f"scanning calls for {', '.join(plans) or 'no rules'}")
+    partials = {code: [frame] for code, frame in _collect(plans, errors).items()}
+    for code, (calls, key) in split.items():
+        report(f"scanning calls for {code} in {parts} parts")
+        try:
+            with spill_dir(_spill_base(job.source)) as directory:
+                partials[code] = aggregate_spilled(
+                    calls, lambda part, code=code: job.aggregate(code, part), key, parts, directory
+                )
+        except Exception as exc:
+            errors.append(RuleError(code, f"aggregate failed: {_describe(exc)}"))
+    return partials, calls_scanned
+
+
+def _spill_base(source: Store | pl.LazyFrame | str) -> Path | None:
+    """Spill beside the store (its disk has room for it); a frame's spill goes to the temp dir."""
+    if isinstance(source, Store):
+        return source.path / "tmp"
+    if isinstance(source, str) and not is_url(source):
+        return Path(source) / "tmp"
+    return None
 
 
 def rule_catalogue(config: Config | None = None) -> Catalogue:

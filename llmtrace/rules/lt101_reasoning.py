@@ -83,7 +83,7 @@ class ReasoningRule:
             .when((start >= ctx.baseline_since) & (start < ctx.baseline_until))
             .then(pl.lit("baseline"))
         )
-        accuracy = _accuracy_expr(ctx.accuracy_scores)
+        accuracy = _accuracy_expr(ctx)
         priced = pl.col("reasoning_cost").is_not_null()
         return (
             calls.filter(
@@ -170,20 +170,11 @@ class _Params:
         return cls(dict(values))
 
 
-def _accuracy_expr(score_names: tuple[str, ...]) -> pl.Expr:
-    """Accuracy of a call in 0..1: the mean of the named scores if configured, else ``accuracy``."""
+def _accuracy_expr(ctx: AuditContext) -> pl.Expr:
+    """Accuracy of a call in 0..1: from the named scores if configured, else ``accuracy``."""
     stored = pl.col("accuracy")
-    if score_names:
-        named = (
-            pl.col("scores")
-            .list.eval(
-                pl.element()
-                .struct.field("value")
-                .filter(pl.element().struct.field("name").is_in(list(score_names)))
-            )
-            .list.mean()
-        )
-        stored = pl.coalesce(named, stored)
+    if ctx.accuracy_scores:
+        stored = pl.coalesce(ctx.accuracy.from_scores("scores"), stored)
     return stored.clip(0.0, 1.0)
 
 

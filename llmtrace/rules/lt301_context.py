@@ -143,6 +143,13 @@ class ContextRule:
         "output_tokens",
         "prefix_tokens",
     )
+    # A conversation's turns must stay together; single calls merge under any split, so they
+    # are spread by start time (one part for all of them would defeat the split).
+    partition_key: ClassVar[pl.Expr] = (
+        pl.when(pl.col("conversation_id").is_not_null())
+        .then(pl.col("conversation_id").hash(37))
+        .otherwise(pl.col("start_time").hash(41))
+    )
 
     def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
         """Cells of conversation turns and single calls, plus single-call histograms.
