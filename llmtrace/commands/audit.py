@@ -3,7 +3,7 @@
 Made for nightly jobs and CI, like ruff: stable rule codes, ``--select/--ignore``, text, JSON or
 Markdown output, and exit codes a pipeline can act on: 0 ok, 1 when ``--fail-on-savings`` is
 exceeded, 2 for usage or configuration errors (including a rule file or a rule that failed; the
-other rules' findings are still reported).
+other rules' findings are still reported) and when ``--push-metrics`` could not publish.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -28,6 +29,9 @@ from llmtrace.report import FORMATS, render
 from llmtrace.report.text import money, renderable
 from llmtrace.rules.engine import AuditResult, run_audit
 from llmtrace.store import Store
+
+if TYPE_CHECKING:
+    from llmtrace.otel.audit_metrics import PushTarget
 
 EXIT_SAVINGS = 1
 
@@ -52,13 +56,49 @@ def _store_size(store: Store, since: datetime | None, until: datetime | None) ->
     return f"{len(files)} file(s), {size / 1e6:,.1f} MB"
 
 
-def _run(store: Store, **options) -> AuditResult:
+def _run(store: Store | str, **options) -> AuditResult:
     """Run the audit with a spinner on stderr (shown only on a terminal)."""
     with err_console.status("Auditing...", spinner="dots") as status:
-        size = _store_size(store, None, options.get("until"))
+        # an object-store URL (--engine ray) is listed by its workers, not here
+        local = isinstance(store, Store)
+        size = _store_size(store, None, options.get("until")) if local else store
         return run_audit(
             store, progress=lambda stage: status.update(f"Auditing ({size}): {stage}..."), **options
         )
+
+
+def _push_target(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> PushTarget | None:
+    """Check ``--push-metrics TARGET`` before auditing, so a typo fails fast."""
+    if value is None:
+        return None
+    from llmtrace.otel.audit_metrics import parse_target
+
+    try:
+        return parse_target(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def _push(result: AuditResult, target: PushTarget) -> bool:
+    """Publish the run as metrics (``llmtrace.otel.audit_metrics``); False if that failed."""
+    from llmtrace.otel.audit_metrics import PushError, push_audit_metrics
+
+    try:
+        samples = push_audit_metrics(result, target)
+    except PushError as exc:
+        err_console.print(
+            f"error: --push-metrics: {exc}", highlight=False, markup=False, soft_wrap=True
+        )
+        return False
+    err_console.print(
+        f"Pushed {len(samples)} metric sample(s) to {target.describe()}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    return True
 
 
 def _emit(result: AuditResult, fmt: str, output: str | None) -> None:
@@ -102,8 +142,37 @@ def _emit(result: AuditResult, fmt: str, output: str | None) -> None:
     help="Exit 1 when the findings' total monthly saving exceeds USD.",
 )
 @click.option("--prices", type=click.Path(dir_okay=False), help="Price file (TOML) to use.")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where the rules' aggregate step runs: this machine (streaming, in bounded memory), "
+    "or Ray tasks over parts of the store (pip install 'llmtrace[ray]'). Same findings.",
+)
+@click.option(
+    "--address",
+    metavar="ADDR",
+    help="With --engine ray: the Ray cluster to use (auto, HOST:6379 or ray://HOST:10001; "
+    "default: $RAY_ADDRESS, else a local Ray). With Ray, --store may be an object-store URL "
+    "(s3://bucket/store) the workers read.",
+)
 @click.option("--explain", metavar="CODE", help="Print the documentation of rule CODE and exit.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file.")
+@click.option(
+    "--push-metrics",
+    "push_metrics",
+    is_flag=False,
+    flag_value="otlp",
+    default=None,
+    envvar="LLMTRACE_PUSH_METRICS",
+    callback=_push_target,
+    metavar="[otlp|otlp=URL|pushgateway=URL]",
+    help="Also publish each finding's monthly saving and the run's totals as metrics, for the "
+    "Cost audit dashboard and alerts: over OTLP (the default; endpoint, protocol and headers "
+    "from the standard OTEL_EXPORTER_OTLP_* variables, or otlp=URL) or to a Prometheus "
+    "Pushgateway (pushgateway=http://host:9091). Env: LLMTRACE_PUSH_METRICS.",
+)
 def audit(
     since: datetime | None,
     until: datetime | None,
@@ -114,14 +183,18 @@ def audit(
     output: str | None,
     fail_on_savings: float | None,
     prices: str | None,
+    engine: str,
+    address: str | None,
     explain: str | None,
     config_path: str | None,
+    push_metrics: PushTarget | None,
 ) -> None:
     """Find where LLM money is wasted, with the evidence and the monthly saving.
 
     The window defaults to the 7 days up to --until (default: now); rules that compare with a
     baseline use the preceding window of the same length. Exit codes: 0 ok, 1 when
-    --fail-on-savings is exceeded, 2 for usage or configuration errors.
+    --fail-on-savings is exceeded, 2 for usage or configuration errors or a failed
+    --push-metrics.
 
     \b
     Examples:
@@ -129,6 +202,8 @@ def audit(
       llmtrace audit --since 30d --select LT1 --format markdown -o audit.md
       llmtrace audit --format json --fail-on-savings 100     # nightly CI gate
       llmtrace audit --explain LT101                          # what a rule finds and why
+      llmtrace audit --engine ray --address auto --store s3://bucket/llmtrace
+      llmtrace audit --push-metrics pushgateway=http://localhost:9091   # nightly, to Grafana
     """
     config = load_config_or_exit(config_path)
     if explain:
@@ -137,21 +212,27 @@ def audit(
         except ConfigError as exc:
             _fail(str(exc))
         return
+    if address and engine != "ray":
+        _fail("--address needs --engine ray")
+    remote = engine == "ray" and store_path is not None and "://" in store_path
     try:
         result = _run(
-            open_store(store_path),
+            store_path if remote else open_store(store_path),
             since=since,
             until=until,
             config=config,
             select=select,
             ignore=ignore,
             price_book=_price_book(prices),
+            engine=engine,
+            address=address,
         )
     except ConfigError as exc:
         _fail(str(exc))
         return
     _emit(result, fmt, output)
-    if result.errors:
+    pushed = _push(result, push_metrics) if push_metrics is not None else True
+    if result.errors or not pushed:
         sys.exit(EXIT_CONFIG)
     if fail_on_savings is not None and result.total_monthly_savings_usd > fail_on_savings:
         err_console.print(
