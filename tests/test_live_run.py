@@ -1,7 +1,7 @@
 """End to end: ``llmtrace run -- python examples/chat_app.py``, then ``llmtrace costs``.
 
 Also the other ways in: ``opentelemetry-instrument`` with llmtrace's configurator and completion
-hook registered as entry points (through a throwaway dist-info, as an installed wheel would),
+hook found through the entry points pyproject.toml declares,
 and the exit code passing through ``llmtrace run``.
 """
 
@@ -97,29 +97,10 @@ def test_run_passes_exit_code_through(provider: Any, tmp_path: Path) -> None:
     assert missing.returncode == 127
 
 
-ENTRY_POINTS = """\
-[opentelemetry_configurator]
-llmtrace = llmtrace.otel.setup:LlmtraceConfigurator
-
-[opentelemetry_genai_completion_hook]
-llmtrace = llmtrace.otel.hook:completion_hook
-"""
-
-
-def throwaway_dist(root: Path) -> Path:
-    """A dist-info registering llmtrace's entry points, as pyproject.toml will once listed."""
-    info = root / "llmtrace_entrypoints-0.0.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: llmtrace-entrypoints\nVersion: 0.0.0\n"
-    )
-    (info / "entry_points.txt").write_text(ENTRY_POINTS)
-    return root
-
-
 @pytest.mark.skipif(shutil.which("opentelemetry-instrument") is None, reason="no CLI")
 def test_opentelemetry_instrument_with_llmtrace_configurator(provider: Any, tmp_path: Path) -> None:
-    site = throwaway_dist(tmp_path / "site")
+    # llmtrace's configurator and completion hook are found through the entry points that
+    # pyproject.toml declares for the installed package.
     store = tmp_path / "store"
     env = child_env(
         provider,
@@ -128,7 +109,6 @@ def test_opentelemetry_instrument_with_llmtrace_configurator(provider: Any, tmp_
         LLMTRACE_STORE=str(store),
         OTEL_SERVICE_NAME="instrumented-app",
     )
-    env["PYTHONPATH"] = f"{site}:{env['PYTHONPATH']}"
     command = ["opentelemetry-instrument", sys.executable, CHAT_APP, "--only", "openai"]
     result = _run(command, env, tmp_path)
     assert result.returncode == 0, result.stderr
