@@ -1,28 +1,61 @@
-"""Per-call overhead of llmtrace over the bare official OpenTelemetry GenAI instrumentation.
+"""Per-call overhead of llmtrace over the bare official OpenTelemetry GenAI instrumentation,
+with OpenLIT measured side by side in the same run.
 
-    python bench/bench_overhead.py [--rounds 12] [--calls 150]
+    python bench/bench_overhead.py [--rounds 20] [--calls 300] [--processes 2]
+                                   [--openlit-python PATH] [--configs none,official,...]
 
-The real ``openai`` client calls a loopback server (tests/live/loopback.py, run in its own
-process so it does not compete for this process's GIL) with gpt-4o chat completions that report
-cached tokens. Three configurations, interleaved round by round so machine noise hits them
-alike:
+The real ``openai`` client calls a loopback server (tests/live/loopback.py, in its own process)
+with gpt-4o chat completions that report cached tokens. Each configuration runs in its own
+long-lived worker process, set up once like an app (steady state, no per-round set-up), and the
+rounds are interleaved (the order rotates every round) so machine noise hits them alike:
 
-* ``none``      - no instrumentation (for scale: what one loopback call costs);
-* ``official``  - opentelemetry-instrumentation-genai-openai + BatchSpanProcessor + a no-op
-                  exporter, with a MeterProvider (the baseline the target is measured against);
-* ``llmtrace``  - ``llmtrace.init()`` with the same no-op exporter: cost span processor, price
-                  lookup, enriched span copy, completion hook (fingerprints), cost and token
-                  metrics.
+* ``none``           - no instrumentation (for scale: what one loopback call costs);
+* ``official``       - opentelemetry-instrumentation-genai-openai + BatchSpanProcessor + a no-op
+                       exporter, with a MeterProvider (the baseline the target is measured
+                       against);
+* ``llmtrace``       - ``llmtrace.init()`` with the same no-op exporter: cost span processor,
+                       price lookup, enriched span copy, completion hook (fingerprints), cost,
+                       token and action-cost metrics;
+* ``openlit-none``   - no instrumentation, in the OpenLIT virtualenv (openlit 1.45 pins
+                       ``openai<3``, so its client is an older ``openai``: its own baseline);
+* ``openlit``        - ``openlit.init()`` there on the same providers (traces to the no-op
+                       exporter, metrics to an in-memory reader): its openai instrumentation with
+                       its cost attribute and metrics; content capture, events and its
+                       HTTP-client instrumentors off (as in the official configuration); a local
+                       price file (no network).
 
-Reported: the median per-call wall time of each configuration, the difference of those medians,
-and the median (and interquartile range) over rounds of the paired per-round difference
-llmtrace - official (target: <= 50 us). OpenLIT cannot share this environment
-(it pins openai<3); measure it in its own virtualenv with the same script's ``none`` numbers.
+The OpenLIT pair runs when ``--openlit-python`` (default /tmp/openlit-venv/bin/python) exists:
+
+    python -m venv /tmp/openlit-venv
+    /tmp/openlit-venv/bin/pip install openlit==1.45.0 'openai<3' \
+        opentelemetry-{api,sdk,exporter-otlp}==1.45.1 \
+        opentelemetry-{instrumentation,semantic-conventions,util-http}==0.66b1 \
+        opentelemetry-instrumentation-{aiohttp-client,asgi,dbapi,django,falcon}==0.66b1 \
+        opentelemetry-instrumentation-{fastapi,flask,httpx,pyramid,requests}==0.66b1 \
+        opentelemetry-instrumentation-{starlette,tornado,urllib,urllib3,wsgi}==0.66b1
+
+(unpinned, pip backtracks for many minutes over the opentelemetry-instrumentation-* releases
+OpenLIT depends on; one consistent release resolves at once.)
+
+Each configuration runs in ``--processes`` worker processes (2 by default: one process's memory
+layout and core placement shift its times by a few tens of microseconds, two average that out).
+A round is ``--calls`` timed calls per process after ``--warmup`` untimed ones, then a flush
+(llmtrace's worker drains, spans reach the exporter); rounds are long enough (> 2 x llmtrace's
+200 ms batch delay) that the background work of a round lands inside it. Reported per
+configuration: the median and the mean per-call wall time, and the process CPU time per call
+(all threads, flush included). Then the differences: of the medians, the median of the paired
+per-round medians (with IQR), of the means and of CPU per call: official - none,
+llmtrace - official (target: median <= 50 us), openlit - openlit-none.
+
+The median is the app's typical added latency; the mean and CPU include llmtrace's worker,
+which competes with the app for the interpreter lock in bursts (once per batch).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import subprocess
 import sys
@@ -36,6 +69,17 @@ MESSAGES = [
     {"role": "system", "content": "You are a terse assistant for an online shop."},
     {"role": "user", "content": "Which plan includes priority support?"},
 ]
+OPENLIT_PYTHON = Path("/tmp/openlit-venv/bin/python")
+LOCAL = ("none", "official", "llmtrace")
+OPENLIT = ("openlit-none", "openlit")
+# OpenLIT's price file shape (per 1k tokens); only gpt-4o is called. A local file: openlit.init
+# would otherwise fetch its price list over the network.
+OPENLIT_PRICES = {
+    "chat": {"gpt-4o": {"promptPrice": 0.0025, "completionPrice": 0.01}},
+    "embeddings": {},
+    "images": {},
+    "audio": {},
+}
 
 
 class NoopExporter:
@@ -53,22 +97,16 @@ class NoopExporter:
         return True
 
 
-def start_server() -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "live" / "loopback.py")],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    return process, process.stdout.readline().strip()
+# -- configurations (each runs in a worker process) ----------------------------------------------
+
+Flush = Callable[[], None]
 
 
-def setup_none() -> Callable[[], None]:
-    return lambda: None
+def setup_none() -> tuple[Flush, Flush]:
+    return (lambda: None), (lambda: None)
 
 
-def setup_official() -> Callable[[], None]:
-    from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor
+def _sdk_providers() -> tuple[Any, Any]:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from opentelemetry.sdk.trace import TracerProvider
@@ -76,7 +114,13 @@ def setup_official() -> Callable[[], None]:
 
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(BatchSpanProcessor(NoopExporter()))
-    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    return tracer_provider, MeterProvider(metric_readers=[InMemoryMetricReader()])
+
+
+def setup_official() -> tuple[Flush, Flush]:
+    from opentelemetry.instrumentation.genai.openai import OpenAIInstrumentor
+
+    tracer_provider, meter_provider = _sdk_providers()
     OpenAIInstrumentor().instrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
 
     def teardown() -> None:
@@ -84,10 +128,10 @@ def setup_official() -> Callable[[], None]:
         tracer_provider.shutdown()
         meter_provider.shutdown()
 
-    return teardown
+    return tracer_provider.force_flush, teardown
 
 
-def setup_llmtrace() -> Callable[[], None]:
+def setup_llmtrace() -> tuple[Flush, Flush]:
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
     from llmtrace.otel.setup import init
@@ -101,19 +145,61 @@ def setup_llmtrace() -> Callable[[], None]:
     )
     assert handle is not None and handle.instrumented == ["openai"]
     handle.processor._pricer.get()  # price data loaded before timing, as init's thread does
-    return handle.shutdown
+
+    def teardown() -> None:
+        from llmtrace.otel import error_counts
+
+        handle.shutdown()
+        assert error_counts() == {}, error_counts()
+
+    return handle.force_flush, teardown
 
 
-CONFIGS: dict[str, Callable[[], Callable[[], None]]] = {
+def setup_openlit() -> tuple[Flush, Flush]:
+    """OpenLIT's LLM instrumentation on the same providers: OpenLIT reuses the global SDK
+    providers it finds. Its HTTP-client instrumentors (an extra httpx span per call) and events
+    are switched off so that it does what the official instrumentation does; content off."""
+    import tempfile
+
+    import openlit
+    from opentelemetry import metrics, trace
+
+    tracer_provider, meter_provider = _sdk_providers()
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(meter_provider)
+    prices = Path(tempfile.mkdtemp()) / "prices.json"
+    prices.write_text(json.dumps(OPENLIT_PRICES))
+    from opentelemetry._logs import set_logger_provider
+    from opentelemetry.sdk._logs import LoggerProvider
+
+    set_logger_provider(LoggerProvider())  # else OpenLIT makes one that prints to stdout
+    openlit.init(
+        capture_message_content=False,
+        disable_events=True,
+        collect_gpu_stats=False,
+        pricing_json=str(prices),
+        disabled_instrumentors=["httpx", "requests", "urllib", "urllib3", "aiohttp-client"],
+    )
+
+    def teardown() -> None:
+        tracer_provider.shutdown()
+        meter_provider.shutdown()
+
+    return tracer_provider.force_flush, teardown
+
+
+SETUPS: dict[str, Callable[[], tuple[Flush, Flush]]] = {
     "none": setup_none,
     "official": setup_official,
     "llmtrace": setup_llmtrace,
+    "openlit-none": setup_none,
+    "openlit": setup_openlit,
 }
 
 
 def time_calls(client: Any, calls: int) -> list[float]:
-    """Seconds taken by each of ``calls`` chat completions (per-call, so medians shrug off
-    the spikes other processes cause on a shared machine)."""
+    """Seconds taken by each of ``calls`` chat completions (per call, so medians shrug off the
+    spikes other processes cause on a shared machine)."""
     create = client.chat.completions.create
     clock = time.perf_counter
     times = []
@@ -124,51 +210,167 @@ def time_calls(client: Any, calls: int) -> list[float]:
     return times
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--calls", type=int, default=60)
-    parser.add_argument("--warmup", type=int, default=20)
-    args = parser.parse_args()
-
+def worker(config: str, url: str) -> None:
+    """Set ``config`` up once, then run rounds on command: ``run CALLS WARMUP`` / ``quit``."""
     import openai
 
-    process, url = start_server()
-    try:
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-bench", max_retries=0)
-        per_round: dict[str, list[float]] = {name: [] for name in CONFIGS}
-        per_call: dict[str, list[float]] = {name: [] for name in CONFIGS}
-        for _ in range(args.rounds):
-            for name, setup in CONFIGS.items():
-                teardown = setup()
-                try:
-                    time_calls(client, args.warmup)
-                    times = time_calls(client, args.calls)
-                    per_call[name].extend(times)
-                    per_round[name].append(statistics.median(times))
-                finally:
-                    teardown()
-        from llmtrace.otel import error_counts
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-bench", max_retries=0)
+    flush, teardown = SETUPS[config]()
+    time_calls(client, 50)
+    flush()
+    print(json.dumps({"ready": config}), flush=True)
+    for line in sys.stdin:
+        command = line.split()
+        if command[0] == "quit":
+            break
+        calls, warmup = int(command[1]), int(command[2])
+        time_calls(client, warmup)
+        cpu = time.process_time()
+        times = time_calls(client, calls)
+        flush()
+        cpu = time.process_time() - cpu
+        print(json.dumps({"times": times, "cpu": cpu}), flush=True)
+    teardown()
+    print(json.dumps({"done": config}), flush=True)
 
-        assert error_counts() == {}, error_counts()
-    finally:
-        process.terminate()
-        process.wait()
 
-    def us(seconds: float) -> str:
-        return f"{seconds * 1e6:8.1f} us"
+# -- orchestration --------------------------------------------------------------------------------
 
-    print(f"{args.rounds} interleaved rounds x {args.calls} calls (after {args.warmup} warm-up)")
-    for name, values in per_call.items():
-        print(f"  {name:9s} median {us(statistics.median(values))} per call")
-    for a, b in (("official", "none"), ("llmtrace", "official")):
-        diffs = [x - y for x, y in zip(per_round[a], per_round[b], strict=True)]
-        whole = statistics.median(per_call[a]) - statistics.median(per_call[b])
-        quartiles = statistics.quantiles(diffs, n=4)
-        print(
-            f"  {a} - {b}: {us(whole)} (difference of per-call medians); per-round paired "
-            f"median {us(statistics.median(diffs))}, IQR {us(quartiles[0])} .. {us(quartiles[2])}"
+
+class Worker:
+    """One configuration's process and its line protocol."""
+
+    def __init__(self, config: str, python: str, url: str) -> None:
+        env = {**os.environ, "PYTHONPATH": str(REPO)} if config in LOCAL else dict(os.environ)
+        self.config = config
+        self.process = subprocess.Popen(
+            [python, __file__, "--worker", config, "--url", url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
         )
+        self.reply()  # ready
+
+    def reply(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker {self.config} died (exit {self.process.wait()})")
+        return json.loads(line)
+
+    def send(self, text: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(text + "\n")
+        self.process.stdin.flush()
+
+    def round(self, calls: int, warmup: int) -> dict[str, Any]:
+        self.send(f"run {calls} {warmup}")
+        return self.reply()
+
+    def close(self) -> None:
+        try:
+            self.send("quit")
+            self.reply()
+        finally:
+            self.process.wait(30)
+
+
+def start_server() -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "live" / "loopback.py")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    return process, process.stdout.readline().strip()
+
+
+def us(seconds: float) -> str:
+    return f"{seconds * 1e6:8.1f} us"
+
+
+def report(
+    rounds: int, calls: int, per_call: dict[str, list[float]], cpu: dict[str, list[float]],
+    per_round: dict[str, list[float]],
+) -> None:  # fmt: skip
+    print(f"{rounds} interleaved rounds x {calls} calls per configuration and round")
+    print(f"  {'config':13s} {'median':>11s} {'mean':>11s} {'CPU/call':>11s}")
+    for name, values in per_call.items():
+        print(
+            f"  {name:13s} {us(statistics.median(values))} {us(statistics.fmean(values))} "
+            f"{us(sum(cpu[name]) / (rounds * calls))}"
+        )
+    pairs = [("official", "none"), ("llmtrace", "official"), ("openlit", "openlit-none")]
+    for a, b in pairs:
+        if a not in per_call or b not in per_call:
+            continue
+        diffs = [x - y for x, y in zip(per_round[a], per_round[b], strict=True)]
+        q1, _, q3 = statistics.quantiles(diffs, n=4)
+        whole = statistics.median(per_call[a]) - statistics.median(per_call[b])
+        mean = statistics.fmean(per_call[a]) - statistics.fmean(per_call[b])
+        cpu_diff = (sum(cpu[a]) - sum(cpu[b])) / (rounds * calls)
+        print(
+            f"  {a} - {b}: median {us(whole)}, per-round paired median "
+            f"{us(statistics.median(diffs))} (IQR {us(q1)} .. {us(q3)}), mean {us(mean)}, "
+            f"CPU {us(cpu_diff)}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=2,
+        help="worker processes per configuration (each "
+        "process has its own memory layout and core placement: more than one averages that out)",
+    )
+    parser.add_argument("--openlit-python", type=Path, default=OPENLIT_PYTHON)
+    parser.add_argument("--configs", default=",".join(LOCAL + OPENLIT))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.url)
+        return
+
+    configs = [c for c in args.configs.split(",") if c]
+    if any(c in OPENLIT for c in configs) and not args.openlit_python.exists():
+        print(f"no {args.openlit_python}: OpenLIT not measured (see the docstring)")
+        configs = [c for c in configs if c not in OPENLIT]
+    server, url = start_server()
+    workers: list[Worker] = []
+    try:
+        for _ in range(args.processes):
+            for config in configs:
+                python = str(args.openlit_python) if config in OPENLIT else sys.executable
+                workers.append(Worker(config, python, url))
+        per_call: dict[str, list[float]] = {c: [] for c in configs}
+        per_round: dict[str, list[float]] = {c: [] for c in configs}
+        cpu: dict[str, list[float]] = {c: [] for c in configs}
+        for index in range(args.rounds):
+            shift = index % len(workers)
+            this_round: dict[str, list[float]] = {c: [] for c in configs}
+            for w in workers[shift:] + workers[:shift]:  # rotate the order every round
+                result = w.round(args.calls, args.warmup)
+                this_round[w.config].extend(result["times"])
+                cpu[w.config].append(result["cpu"])
+            for config, times in this_round.items():
+                per_call[config].extend(times)
+                per_round[config].append(statistics.median(times))
+        for w in workers:
+            w.close()
+    finally:
+        for w in workers:
+            if w.process.poll() is None:
+                w.process.kill()
+        server.terminate()
+        server.wait()
+    report(args.rounds, args.calls * args.processes, per_call, cpu, per_round)
 
 
 if __name__ == "__main__":

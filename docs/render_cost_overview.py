@@ -5,8 +5,9 @@ queries' results:
 
 1. ``llmtrace.demo.generate`` makes a week of priced calls; Polars turns them into the metrics
    the live side would have exported every ``STEP`` (cumulative, as ``CostMetrics.record`` does
-   per call: cost histogram, cost components, token usage by type), named as the Collector names
-   them (``gen_ai_usage_cost_USD_sum``...).
+   per call: cost histogram, cost components, token usage by type; and as ``record_action`` does
+   per action instance, one demo trace: the sum of its calls' costs, unless one is unpriced),
+   named as the Collector names them (``gen_ai_usage_cost_USD_sum``...).
 2. ``promtool tsdb create-blocks-from openmetrics`` backfills a Prometheus TSDB with them, and
    Debian's ``prometheus`` serves it on a free loopback port.
 3. Every query of ``dashboards/llm-cost-overview.json`` runs through the HTTP API with *All*
@@ -54,7 +55,10 @@ LABELS = {
     "llmtrace_action": "action",
     "deployment_environment_name": "environment",
 }
+# the action-cost histogram's labels (an action instance has no one model or prompt)
+ACTION_LABELS = ("service_name", "llmtrace_action", "deployment_environment_name")
 COST = metric_name("gen_ai.usage.cost", "USD")
+ACTION_COST = metric_name("llmtrace.action.cost", "USD")
 PARTS = metric_name("llmtrace.cost", "USD", counter=True)
 TOKENS = metric_name("gen_ai.client.token.usage", "{token}")
 
@@ -69,16 +73,21 @@ def demo_calls(end: datetime) -> pl.DataFrame:
     return pricing.price_calls(calls, pricing.PriceBook())
 
 
-def _increments() -> list[tuple[str, str, dict[str, str], pl.Expr]]:
-    """(column, metric, extra labels, per-interval aggregate) for every series kind."""
-    cost = pl.col("total_cost")
-    specs: list[tuple[str, str, dict[str, str], pl.Expr]] = []
+def _histogram(metric: str, cost: pl.Expr) -> list[tuple[str, str, dict[str, str], pl.Expr]]:
+    """Bucket, sum and count increments of a USD histogram with the live side's buckets."""
+    specs = []
     for i, bound in enumerate(COST_BUCKETS):
         le = go_float(bound)
-        specs.append((f"b{i}", f"{COST}_bucket", {"le": le}, (cost <= bound).sum()))
-    specs.append(("binf", f"{COST}_bucket", {"le": "+Inf"}, cost.is_not_null().sum()))
-    specs.append(("csum", f"{COST}_sum", {}, cost.sum()))
-    specs.append(("ccount", f"{COST}_count", {}, cost.is_not_null().sum()))
+        specs.append((f"b{i}", f"{metric}_bucket", {"le": le}, (cost <= bound).sum()))
+    specs.append(("binf", f"{metric}_bucket", {"le": "+Inf"}, cost.is_not_null().sum()))
+    specs.append(("csum", f"{metric}_sum", {}, cost.sum()))
+    specs.append(("ccount", f"{metric}_count", {}, cost.is_not_null().sum()))
+    return specs
+
+
+def _increments() -> list[tuple[str, str, dict[str, str], pl.Expr]]:
+    """(column, metric, extra labels, per-interval aggregate) for every per-call series kind."""
+    specs = _histogram(COST, pl.col("total_cost"))
     for field, component in COMPONENTS.items():
         specs.append(
             (f"p_{component}", PARTS, {"llmtrace_cost_component": component}, pl.col(field).sum())
@@ -102,18 +111,34 @@ def _escaped(column: str) -> pl.Expr:
     )
 
 
-def samples(calls: pl.DataFrame, end: datetime) -> pl.DataFrame:
-    """Long frame of (metric, labels text, time, cumulative value), one row per sample."""
-    keys = list(LABELS)
-    step = f"{int(STEP.total_seconds())}s"
-    frame = calls.select(
-        *[pl.col(field).fill_null("").alias(label) for label, field in LABELS.items()],
-        (pl.col("start_time").dt.truncate(step) + STEP).alias("t"),  # exported after the call
-        "total_cost",
-        *COMPONENTS,
-        *TOKEN_TYPES.values(),
-    ).filter(pl.col("t") <= end)
-    specs = _increments()
+def _exported_at(column: str) -> pl.Expr:
+    """The export after ``column``'s time: cumulative values move once per ``STEP``."""
+    return pl.col(column).dt.truncate(f"{int(STEP.total_seconds())}s") + STEP
+
+
+def actions(calls: pl.DataFrame) -> pl.DataFrame:
+    """One row per action instance (a demo trace): its labels, end and cost (null if any call
+    is unpriced, which the live side does not record)."""
+    return (
+        calls.group_by("trace_id")
+        .agg(
+            pl.col("service").first().fill_null("").alias("service_name"),
+            pl.col("action").first().fill_null("").alias("llmtrace_action"),
+            pl.col("environment").first().fill_null("").alias("deployment_environment_name"),
+            pl.col("start_time").max().alias("at"),
+            pl.when(pl.col("total_cost").null_count() == 0)
+            .then(pl.col("total_cost").sum())
+            .alias("action_cost"),
+        )
+        .filter(pl.col("action_cost").is_not_null())
+    )
+
+
+def _cumulative(
+    frame: pl.DataFrame, keys: list[str], specs: list[Any], end: datetime
+) -> pl.DataFrame:
+    """Long frame of (metric, labels text, time, cumulative value) for ``specs`` grouped by
+    ``keys`` and the export time ``t``, one row per sample on the ``STEP`` grid."""
     per_step = frame.group_by([*keys, "t"]).agg([expr.alias(col) for col, _, _, expr in specs])
     first = per_step.group_by(keys).agg(pl.col("t").min().alias("first"))
     grid = pl.DataFrame(
@@ -142,7 +167,31 @@ def samples(calls: pl.DataFrame, end: datetime) -> pl.DataFrame:
                 pl.col(column).cast(pl.Float64).alias("value"),
             )
         )
-    out = pl.concat(rows)
+    return pl.concat(rows)
+
+
+def samples(calls: pl.DataFrame, end: datetime) -> pl.DataFrame:
+    """Long frame of (metric, labels text, time, cumulative value), one row per sample."""
+    per_call = calls.select(
+        *[pl.col(field).fill_null("").alias(label) for label, field in LABELS.items()],
+        _exported_at("start_time").alias("t"),  # exported after the call
+        "total_cost",
+        *COMPONENTS,
+        *TOKEN_TYPES.values(),
+    ).filter(pl.col("t") <= end)
+    per_action = (
+        actions(calls)
+        .with_columns(_exported_at("at").alias("t"))  # exported after the action's last call
+        .filter(pl.col("t") <= end)
+    )
+    out = pl.concat(
+        [
+            _cumulative(per_call, list(LABELS), _increments(), end),
+            _cumulative(
+                per_action, list(ACTION_LABELS), _histogram(ACTION_COST, pl.col("action_cost")), end
+            ),
+        ]
+    )
     # a series exists from its first non-zero value on, as the SDK creates it on first use
     started = pl.col("value").gt(0).cum_sum().over(["metric", "labels"]) > 0
     return out.sort(["metric", "labels", "ts"]).filter(started)
@@ -296,11 +345,11 @@ def draw_table(ax: Any, panel: dict[str, Any], results: list[Any]) -> None:
     header = [rename.get(k, k) for k in key_names] + columns
     sort_column = columns[0]
     ordered = sorted(rows.items(), key=lambda kv: -kv[1].get(sort_column, 0))[:8]
-    unit_of = {c: ("currencyUSD" if c in ("Spend", "p50 per call", "p95 per call") else "short")
-               for c in columns}  # fmt: skip
+    percentile = {c: c.startswith(("p50 ", "p95 ")) for c in columns}
+    unit_of = {c: "currencyUSD" if c == "Spend" or percentile[c] else "short" for c in columns}
     cells = [
         [*(v[:28] for v in key), *(fmt(vals.get(c, float("nan")), unit_of[c],
-                                       4 if c.startswith("p") else None) for c in columns)]
+                                       4 if percentile[c] else None) for c in columns)]
         for key, vals in ordered
     ]  # fmt: skip
     table = ax.table(cellText=cells, colLabels=header, loc="upper center", cellLoc="left")

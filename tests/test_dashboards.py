@@ -233,6 +233,15 @@ def test_every_variable_filters_its_own_label_with_a_regex() -> None:
                     assert filters[name] == label, f"{query.where}: ${name} filters {label}"
 
 
+# An action instance can call several models: its cost histogram has no model label. A query of
+# it applies the model selection by keeping the actions that called a selected model.
+ACTION_METRICS = {f"llmtrace_action_cost_USD_{part}" for part in ("bucket", "sum", "count")}
+_BY_MODEL = re.compile(
+    r"\band on \(llmtrace_action\) sum by \(llmtrace_action\) \((rate|increase)\("
+    r"gen_ai_usage_cost_USD_count\{[^}]*gen_ai_request_model=~\"\$model\"[^}]*\}"
+)
+
+
 def test_every_panel_query_filters_by_every_selection() -> None:
     """A panel that ignores the service, environment or model selection shows wrong numbers."""
     for query in prom_queries():
@@ -244,9 +253,20 @@ def test_every_panel_query_filters_by_every_selection() -> None:
             m == "llmtrace_audit_savings_USD_per_month" for m in dash.metric_names(query.text)
         ):
             wanted = {filters["environment"]}  # run totals carry no service or model
-        for block in re.findall(r"\{([^}]*)\}", query.text):
+        for metric, block in re.findall(r"(\w*)\{([^}]*)\}", query.text):
             labels = {label for label, _, _ in dash.matchers("{" + block + "}")}
-            assert wanted <= labels, f"{query.where}: selector {{{block}}} lacks {wanted - labels}"
+            need = wanted
+            if metric in ACTION_METRICS:
+                need = wanted - {filters["model"]}
+                assert _BY_MODEL.search(query.text), f"{query.where}: no model selection"
+            assert need <= labels, f"{query.where}: selector {{{block}}} lacks {need - labels}"
+
+
+def test_the_action_model_filter_check_can_fail() -> None:
+    query = next(q for q in prom_queries() if "llmtrace_action_cost_USD_bucket" in q.text)
+    assert _BY_MODEL.search(query.text)
+    assert not _BY_MODEL.search(query.text.split(" and on ")[0])
+    assert not _BY_MODEL.search(query.text.replace('gen_ai_request_model=~"$model"', ""))
 
 
 # -- PromQL ------------------------------------------------------------------------------------------
@@ -275,6 +295,7 @@ def known_metric_names() -> set[str]:
     call.update(dict.fromkeys(COMPONENTS, 0.2))
     call.update(dict.fromkeys(TOKEN_TYPES.values(), 10))
     metrics.record(call, scope="unknown")
+    metrics.record_action({"service": "s", "action": "a", "environment": "e"}, 1.0)
     data = [reader.get_metrics_data()]
     provider.shutdown()
     from datetime import UTC, datetime
@@ -311,6 +332,7 @@ def test_known_names_are_the_collector_names_of_llmtrace_instruments() -> None:
         "llmtrace_cost_USD_total",
         "gen_ai_client_token_usage_sum",
         "llmtrace_errors_total",
+        "llmtrace_action_cost_USD_bucket",
     } <= names
     assert {m.prometheus for m in am.AUDIT_METRICS} <= names
     for metric in am.AUDIT_METRICS:  # the Pushgateway path uses the same names

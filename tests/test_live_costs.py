@@ -262,3 +262,161 @@ def test_metric_labels_are_folded_beyond_the_limit() -> None:
         ("other", "checkout"): 2,
         ("other", "other"): 2,
     }
+
+
+# -- cost per action ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def live_env(receiver: Any) -> Any:
+    """``llmtrace.init()`` like ``live``, with an environment (a label of the action cost)."""
+    from llmtrace.otel import _guard
+    from llmtrace.otel.setup import init
+
+    _guard.reset()
+    handle = init(
+        exporters="otlp",
+        otlp_endpoint=receiver.endpoint,
+        service_name="live-test",
+        environment="staging",
+        set_global=False,
+        metric_interval_ms=3_600_000,
+    )
+    assert handle is not None
+    yield handle
+    handle.shutdown()
+
+
+def _remote_parent() -> Any:
+    """A context whose span came from another process (as a propagator would extract it)."""
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    remote = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    return trace.set_span_in_context(NonRecordingSpan(remote))
+
+
+def test_action_cost_is_the_sum_of_its_calls(live_env: Any, provider: Any, receiver: Any) -> None:
+    """One value per local root span: the sum of the calls under it, through OTLP."""
+    tracer = live_env.tracer_provider.get_tracer("app")
+    openai = openai_client(provider)
+    claude = anthropic_client(provider, live_env.tracer_provider)
+    sonnet = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 2048,
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+    }
+    for _ in range(2):  # two instances of one action
+        with tracer.start_as_current_span("checkout"):
+            with tracer.start_as_current_span("load cart"):
+                openai.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+            openai.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+            claude.messages.create(**sonnet)  # two spans, one call: counted once
+    with tracer.start_as_current_span("search"):
+        openai.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    openai.chat.completions.create(model="gpt-4o", messages=MESSAGES)  # its own root
+    with tracer.start_as_current_span("no llm here"):
+        pass
+    with tracer.start_as_current_span("refund", context=_remote_parent()):
+        openai.chat.completions.create(model="gpt-4o", messages=MESSAGES)  # local root is unit
+    live_env.force_flush()
+    assert receiver.wait_for(lambda: bool(receiver.points("llmtrace.action.cost")))
+    points = {p.attributes["llmtrace.action"]: p for p in receiver.points("llmtrace.action.cost")}
+    gpt4o, claude_cost = sum(GPT4O.values()), sum(SONNET.values())
+    expected = {
+        "checkout": (2, 2 * (2 * gpt4o + claude_cost)),
+        "search": (1, gpt4o),
+        "chat gpt-4o": (1, gpt4o),
+        "refund": (1, gpt4o),
+    }
+    assert {a: (p.count, pytest.approx(p.sum, rel=1e-9)) for a, p in points.items()} == expected
+    checkout = points["checkout"]
+    assert checkout.unit == "USD" and checkout.kind == "histogram"
+    from llmtrace.otel.metrics import COST_BUCKETS
+
+    assert checkout.bounds == list(COST_BUCKETS)
+    # both instances cost 2 x 0.002093 + 0.0134 = 0.0176: the (0.01, 0.05] bucket
+    assert checkout.bucket_counts[COST_BUCKETS.index(0.05)] == 2
+    assert checkout.attributes == {
+        "service.name": "live-test",
+        "llmtrace.action": "checkout",
+        "deployment.environment.name": "staging",
+    }
+    processor = live_env.processor
+    assert processor.actions_recorded == 5 and processor.actions_unpriced == 0
+    # per call, the same calls: 7 gpt-4o and 2 Sonnet
+    calls: dict[str, int] = {}
+    for point in receiver.points("gen_ai.usage.cost"):
+        model = point.attributes["gen_ai.request.model"]
+        calls[model] = calls.get(model, 0) + (point.count or 0)
+    assert calls == {"gpt-4o": 7, "claude-sonnet-4-5": 2}
+
+
+def test_action_with_an_unpriced_call_is_not_recorded(
+    live_env: Any, provider: Any, receiver: Any
+) -> None:
+    """An unknown model makes the action's cost unknown: no value rather than a low one."""
+    provider.openai_usage["gpt-nonexistent-9"] = provider.openai_usage["gpt-4o"]
+    tracer = live_env.tracer_provider.get_tracer("app")
+    client = openai_client(provider)
+    with tracer.start_as_current_span("mixed"):
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        client.chat.completions.create(model="gpt-nonexistent-9", messages=MESSAGES)
+    with tracer.start_as_current_span("priced"):
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    live_env.force_flush()
+    assert receiver.wait_for(lambda: bool(receiver.points("llmtrace.action.cost")))
+    actions = {p.attributes["llmtrace.action"] for p in receiver.points("llmtrace.action.cost")}
+    assert actions == {"priced"}
+    assert live_env.processor.actions_unpriced == 1
+
+
+def test_hook_fingerprints_equal_those_of_captured_content(
+    receiver: Any, provider: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hook hashes util-genai's message objects; with content captured the same call's
+    JSON messages must hash to the same prefixes (so live and imported spans agree)."""
+    from llmtrace import fingerprint
+    from llmtrace.otel.setup import init
+
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "SPAN_ONLY")
+    handle = init(
+        exporters="otlp",
+        otlp_endpoint=receiver.endpoint,
+        capture_content=True,
+        set_global=False,
+        metrics=False,
+    )
+    assert handle is not None
+    try:
+        schema = {"type": "object", "properties": {"q": {"type": "string"}}}
+        tools = [
+            {
+                "type": "function",
+                "function": {"name": "lookup", "description": "Find.", "parameters": schema},
+            }
+        ]
+        two_parts = [{"type": "text", "text": "Say"}, {"type": "text", "text": "hi"}]
+        messages = [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": two_parts},
+            {"role": "assistant", "content": "Hello."},
+            {"role": "user", "content": "Again, with ünïcode."},
+        ]
+        openai_client(provider).chat.completions.create(
+            model="gpt-4o", messages=messages, tools=tools
+        )
+        handle.force_flush()
+        (span,) = _llm_spans(receiver, 1)
+    finally:
+        handle.shutdown()
+    attrs = span.attributes
+    assert "gen_ai.input.messages" in attrs  # content was captured
+    content = {k: v for k, v in attrs.items() if not k.startswith("llmtrace.prompt.")}
+    fields = fingerprint.content_fields(content)
+    hooked = attrs["llmtrace.prompt.prefix_hashes"]
+    assert [f"{h:016x}" for h in fields["prefix_hashes"]] == hooked
+    assert len(hooked) == 4  # template (system + tools) + three messages
+    assert fields["prefix_tokens"] == attrs["llmtrace.prompt.prefix_tokens"]
+    assert fields["template_fingerprint"] == attrs["llmtrace.prompt.template_fingerprint"]

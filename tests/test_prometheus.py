@@ -313,7 +313,7 @@ def overview_expectations(stack: Stack, models: set[str]) -> dict[str, Any]:
             "gen_ai_request_model",
             {m: _ratio({m}, "reasoning", "output") for m in reasoning},
         ),
-        "Cost per call by action, p50 and p95": ("llmtrace_action", actions),
+        "Cost per action, p50 and p95": ("llmtrace_action", actions),
         "Cost per action": ("llmtrace_action", actions),
         "Top prompts by spend": ("gen_ai_request_model", models),
         "Cache-hit ratio": _ratio(models, "cache_read", "input"),
@@ -386,6 +386,34 @@ def test_cost_overview_totals_agree(stack: Stack) -> None:
     ]
     table_spend = sum(latest(s) for s in run(stack, actions[0], ALL, at))
     assert table_spend == pytest.approx(spend, rel=1e-9)
+
+
+def test_action_cost_histogram_agrees_with_the_calls(stack: Stack) -> None:
+    """Every call of the stack is its own trace, so each action instance is one call: the
+    action-cost histogram must hold the same values as the per-call one, and the dashboard's
+    per-action percentiles the same numbers as per-call percentiles."""
+    service = f'service_name="{SERVICE}"'
+    for part in ("sum", "count"):
+        actions = stack.prometheus.query(f"sum(llmtrace_action_cost_USD_{part}{{{service}}})")
+        calls = stack.prometheus.query(f"sum(gen_ai_usage_cost_USD_{part}{{{service}}})")
+        assert latest(actions[0]) == pytest.approx(latest(calls[0]), rel=1e-9), part
+    assert (
+        latest(stack.prometheus.query(f"sum(llmtrace_action_cost_USD_count{{{service}}})")[0]) == 6
+    )
+    (p50,) = [
+        q for q in prometheus_queries("llmtrace-cost-overview")
+        if q.panel == "Cost per action" and "histogram_quantile(0.5," in q.text
+    ]  # fmt: skip
+    at = time.time()
+    per_action = by_label(run(stack, p50, ALL, at), "llmtrace_action")
+    per_call = stack.prometheus.query(
+        "histogram_quantile(0.5, sum by (le, llmtrace_action) "
+        f"(increase(gen_ai_usage_cost_USD_bucket{{{service}}}[{RANGE}])))",
+        at,
+    )
+    assert per_action == pytest.approx(by_label(per_call, "llmtrace_action"), rel=1e-9)
+    labels = stack.prometheus.query(f"llmtrace_action_cost_USD_count{{{service}}}")
+    assert {r["metric"]["deployment_environment_name"] for r in labels} == {"test"}
 
 
 def test_cost_overview_filters_exclude_what_is_not_selected(stack: Stack) -> None:

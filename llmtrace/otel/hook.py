@@ -56,15 +56,26 @@ def _plain(items: Sequence[Any] | None) -> list[Any]:
     return [_to_plain(item) for item in items]
 
 
+_SCALARS = (str, int, float, bool, type(None))
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # dataclass -> its field names (fields() is slow)
+
+
 def _to_plain(value: Any) -> Any:
-    if isinstance(value, str | int | float | bool) or value is None:
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    names = _FIELD_NAMES.get(kind)
+    if names is not None:
+        return {name: _to_plain(getattr(value, name)) for name in names}
+    if isinstance(value, str | int | float | bool):
         return value
     if isinstance(value, list | tuple):
         return [_to_plain(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _to_plain(v) for k, v in value.items()}
     if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_plain(getattr(value, f.name)) for f in fields(value)}
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in fields(value))
+        return {name: _to_plain(getattr(value, name)) for name in names}
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()  # as util-genai's span encoder does
     return json.loads(json.dumps(value, default=str))

@@ -13,6 +13,13 @@ normalisation, gets what Grafana's GenAI dashboards already query):
   input, output, cache_read, cache_write, reasoning. Counts are inclusive as in the semantic
   conventions (input includes the cache types, output includes reasoning), so never sum across
   types.
+* ``llmtrace.action.cost`` histogram, unit ``USD``, the same small buckets: one value per
+  completed action instance (a local root span and everything under it, see
+  ``CostSpanProcessor``), the sum of its LLM calls' costs -> ``llmtrace_action_cost_USD_*``.
+  What a user pays per checkout or per answer is the sum over the calls that served it, and its
+  p50/p95 cannot be had from per-call costs. Labels: ``service.name``, ``llmtrace.action`` and
+  ``deployment.environment.name`` only (an action may call several models and prompts), bounded
+  like the others.
 
 **Double counting, decided:** the official GenAI instrumentations (and OpenLIT, OpenLLMetry)
 already record ``gen_ai.client.token.usage`` with types input and output for their spans. For a
@@ -75,6 +82,9 @@ TOKEN_TYPES = {
 # Instrumentation scopes whose own metrics already carry input/output token usage.
 _SCOPES_WITH_TOKEN_METRICS = ("opentelemetry.instrumentation.", "openlit")
 OTHER = "other"
+# The labels an action's cost keeps (of those configured): it has no single model or prompt.
+ACTION_LABELS = ("service", "action")
+ENVIRONMENT = "deployment.environment.name"
 # label -> call-record field, where they differ: the model label is the model *asked for*, as in
 # the official instrumentations' gen_ai.request.model (dated response ids would split series).
 _LABEL_FIELDS = {"model": "request_model"}
@@ -136,9 +146,18 @@ class CostMetrics:
             unit="{error}",
             description="Errors llmtrace swallowed inside the app (see llmtrace.otel logs)",
         )
+        self.action_cost = meter.create_histogram(
+            "llmtrace.action.cost",
+            unit="USD",
+            description="Cost of each action instance (a local root span) in USD: its calls' sum",
+            explicit_bucket_boundaries_advisory=COST_BUCKETS,
+        )
         self._labels = [
             (name, METRIC_LABELS[name], self._folder(settings, name))
             for name in settings.metric_labels
+        ]
+        self._action_labels = [entry for entry in self._labels if entry[0] in ACTION_LABELS] + [
+            ("environment", ENVIRONMENT, self._folder(settings, "environment"))
         ]
 
     @staticmethod
@@ -148,12 +167,12 @@ class CostMetrics:
 
     def attributes(self, call: Mapping[str, Any]) -> dict[str, str]:
         """Bounded metric attributes for a call record (missing values are left out)."""
-        out: dict[str, str] = {}
-        for name, key, fold in self._labels:
-            value = call.get(_LABEL_FIELDS.get(name, name))
-            if value is not None and value != "":
-                out[key] = fold(str(value))
-        return out
+        return _bounded(call, self._labels)
+
+    def record_action(self, call: Mapping[str, Any], cost: float) -> None:
+        """Record one completed action instance: ``cost`` is the sum of its calls' costs and
+        ``call`` one of them (its service, environment and action are the action's)."""
+        self.action_cost.record(float(cost), _bounded(call, self._action_labels))
 
     def record(self, call: Mapping[str, Any], scope: str) -> None:
         """Record one priced call: cost histogram, cost components and token usage."""
@@ -185,6 +204,15 @@ class CostMetrics:
         except Exception as exc:  # noqa: BLE001 - never raise into the SDK's collection thread
             _guard.swallow("metrics:components", exc)
             return []
+
+
+def _bounded(call: Mapping[str, Any], labels: list[tuple[str, str, LabelFolder]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, key, fold in labels:
+        value = call.get(_LABEL_FIELDS.get(name, name))
+        if value is not None and value != "":
+            out[key] = fold(str(value))
+    return out
 
 
 def _observe_errors(options: CallbackOptions) -> Iterable[Observation]:

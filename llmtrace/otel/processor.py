@@ -37,7 +37,7 @@ import json
 import math
 import os
 import threading
-import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -77,14 +77,19 @@ CallSink = Callable[[Mapping[str, Any], str], None]
 
 class _Live:
     """What is known about a span still in progress: its parent, whether it looks like an LLM
-    call, and the name of its trace's local root (the default ``action``)."""
+    call, its trace's local root (span id and name, the default ``action``) and, on a local
+    root's own entry, whether LLM calls ended under it (so its end closes an action)."""
 
-    __slots__ = ("parent", "llm", "root_name")
+    __slots__ = ("parent", "llm", "root_name", "root", "calls")
 
-    def __init__(self, parent: int | None, llm: bool, root_name: str | None) -> None:
+    def __init__(
+        self, parent: int | None, llm: bool, root_name: str | None, root: int | None
+    ) -> None:
         self.parent = parent
         self.llm = llm
         self.root_name = root_name
+        self.root = root
+        self.calls = False
 
 
 def looks_like_llm_at_start(attrs: Mapping[str, Any] | None) -> bool:
@@ -196,9 +201,15 @@ def _utc(value: datetime | None) -> datetime:
 
 
 class _Job:
-    """One LLM span on its way from ``on_end`` (app thread) to the worker."""
+    """One LLM span on its way from ``on_end`` (app thread) to the worker.
 
-    __slots__ = ("span", "span_id", "root_name", "ancestor_id", "llm_at_start")
+    ``root_id`` is the local root whose action the call belongs to (None when unknown or when
+    the root had already ended); ``is_root`` says the LLM span is that root itself, so its own
+    processing closes the action.
+    """
+
+    __slots__ = ("span", "span_id", "root_name", "ancestor_id", "llm_at_start", "root_id",
+                 "is_root")  # fmt: skip
 
     def __init__(
         self,
@@ -207,12 +218,52 @@ class _Job:
         root_name: str | None,
         ancestor_id: int | None,
         llm_at_start: bool,
+        root_id: int | None = None,
+        is_root: bool = False,
     ) -> None:
         self.span = span
         self.span_id = span_id
         self.root_name = root_name
         self.ancestor_id = ancestor_id
         self.llm_at_start = llm_at_start
+        self.root_id = root_id
+        self.is_root = is_root
+
+
+class _ActionEnd:
+    """A local root that is not an LLM call ended with LLM calls under it: close its action.
+
+    Queued behind the jobs of those calls (they ended first), so the worker has priced them all
+    by the time it gets here."""
+
+    __slots__ = ("root_id",)
+
+    def __init__(self, root_id: int) -> None:
+        self.root_id = root_id
+
+
+class _Flush:
+    """``force_flush``'s marker: the worker sets ``done`` when it gets to it (FIFO)."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+class _Action:
+    """The calls of one action instance priced so far (worker only)."""
+
+    __slots__ = ("call", "cost", "calls", "unpriced")
+
+    def __init__(self, call: Mapping[str, Any]) -> None:
+        self.call = call  # the first call: service, environment and action labels
+        self.cost = 0.0
+        self.calls = 0
+        self.unpriced = 0
+
+
+ActionSink = Callable[[Mapping[str, Any], float], None]
 
 
 class CostSpanProcessor(SpanProcessor):
@@ -220,14 +271,31 @@ class CostSpanProcessor(SpanProcessor):
 
     ``pricer`` maps a call record to its cost fields (``PriceBook.price_one`` semantics);
     ``on_call`` (e.g. ``CostMetrics.record``) is called once per priced call with the priced
-    record and the span's instrumentation scope. Both are optional so the processor can be used
-    on its own: ``provider.add_span_processor(CostSpanProcessor([BatchSpanProcessor(exp)]))``.
+    record and the span's instrumentation scope; ``on_action`` (e.g.
+    ``CostMetrics.record_action``) once per completed action instance with its first call and
+    the sum of its calls' costs. All are optional so the processor can be used on its own:
+    ``provider.add_span_processor(CostSpanProcessor([BatchSpanProcessor(exp)]))``.
 
-    Threads: ``on_start`` / ``on_end`` do only dictionary work on the app's thread (tracking,
-    finding the LLM ancestor while it is still in progress). Reading attributes, pricing,
-    fingerprinting, copying and metrics happen on one background worker fed by a bounded queue
-    (``background=False`` does it inline); a full queue falls back to inline work, never to
-    blocking or dropping. ``force_flush`` drains the queue before flushing downstream.
+    **Threads.** The app's thread does only dictionary work: ``on_start`` tracks the span,
+    ``on_end`` finds the LLM ancestor while it is still in progress and appends the span to a
+    bounded deque, with no lock and no wake-up per span (only the first span of a batch sets an
+    event). Reading attributes, pricing, fingerprinting, copying and metrics happen on one
+    background worker that gathers a batch for ``batch_delay_millis`` (sooner when the queue is
+    a quarter full or a flush waits) and works through it in one go: waking a thread per span
+    made the app wait for the interpreter lock on every call (bench/bench_overhead.py), and
+    giving the lock back between spans costs more switches than it saves. A full queue falls
+    back to inline work, never to blocking or dropping; ``background=False`` always works
+    inline. ``force_flush`` waits until the worker has reached everything queued before it,
+    then flushes downstream.
+
+    **Actions.** An action instance is one local root span (a span without a parent in this
+    process: the trace's root, or the entry span of a distributed trace's part that runs here)
+    with everything under it. Its cost is the sum of its LLM calls' costs, closed when the root
+    ends. In a distributed trace each process closes its own part under its own local root, so
+    a request that crosses services gives one action cost per service (labelled with each
+    service), never one sum across processes. An action with an unpriced call has no known cost
+    and is not recorded (``actions_unpriced``); a call that ends after its root has ended is
+    priced and counted per call but not added to any action.
     """
 
     def __init__(
@@ -236,31 +304,50 @@ class CostSpanProcessor(SpanProcessor):
         *,
         pricer: Pricer | None = None,
         on_call: CallSink | None = None,
+        on_action: ActionSink | None = None,
         keep_content: bool = False,
         max_tracked: int = 100_000,
         background: bool = True,
         max_queue_size: int = 4096,
+        batch_delay_millis: float = 200.0,
     ) -> None:
         self._downstream: tuple[SpanProcessor, ...] = (
             (downstream,) if isinstance(downstream, SpanProcessor) else tuple(downstream)
         )
         self._pricer = pricer or default_pricer()
         self._on_call = on_call
+        self._on_action = on_action
         self._keep_content = keep_content
         self._max_tracked = max_tracked
         self._live: dict[int, _Live] = {}
         self._child_calls: dict[int, dict[str, Any]] = {}  # worker only
+        self._actions: dict[int, _Action] = {}  # worker only
         self._prompts: dict[int, tuple[Any, Any, Any]] = {}
         self._background = background
         self._max_queue = max_queue_size
-        self._queue: deque[_Job | None] = deque()
-        self._cond = threading.Condition()
-        self._busy = 0  # jobs queued or being processed
+        self._hurry_at = max(1, max_queue_size // 4)
+        self._delay = batch_delay_millis / 1000
+        self._queue: deque[_Job | _ActionEnd | _Flush] = deque()
+        self._start_lock = threading.Lock()
+        self._wake = threading.Event()  # something is queued
+        self._hurry = threading.Event()  # ... and should not wait for the batch to fill
+        self._armed = False  # the worker has been woken for what is queued
         self._worker: threading.Thread | None = None
-        self._worker_pid = 0
-        self._stopped = False
+        self._stopping = False
         self.calls_priced = 0
         self.calls_deferred = 0
+        self.actions_recorded = 0
+        self.actions_unpriced = 0
+        self.actions_dropped = 0
+        if hasattr(os, "register_at_fork"):
+            reinit = weakref.WeakMethod(self._after_fork)
+
+            def after_in_child() -> None:
+                method = reinit()
+                if method is not None:
+                    method()
+
+            os.register_at_fork(after_in_child=after_in_child)
 
     # -- SpanProcessor ---------------------------------------------------------------------------
 
@@ -284,21 +371,25 @@ class CostSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         try:
-            job = self._prepare(span)
+            item = self._prepare(span)
         except Exception as exc:  # noqa: BLE001
             _guard.swallow("processor.on_end", exc)
-            job = None
-        if job is None:
-            self._forward(span)
-        elif not (self._background and self._enqueue(job)):
-            self._process(job)
+            item = None
+        if item is None or type(item) is _ActionEnd:
+            self._forward(span)  # not an LLM span: downstream as it is, now
+            if item is None:
+                return
+        if not (self._background and self._enqueue(item)):
+            self._run(item)
 
     def shutdown(self) -> None:
         self._drain(30_000)
-        with self._cond:
-            self._stopped = True
-            self._queue.append(None)
-            self._cond.notify_all()
+        self._stopping = True
+        self._hurry.set()
+        self._wake.set()
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(5)
         for processor in self._downstream:
             try:
                 processor.shutdown()
@@ -338,17 +429,18 @@ class CostSpanProcessor(SpanProcessor):
                 _guard.swallow("downstream.on_end", exc)
 
     def _track(self, span: Span) -> None:
-        if len(self._live) >= self._max_tracked:
+        live = self._live
+        if len(live) >= self._max_tracked:
             return
+        span_id = span.context.span_id
         parent = span.parent
-        parent_id = parent.span_id if parent is not None and not parent.is_remote else None
-        if parent_id is None:
-            root_name = span.name
+        if parent is None or parent.is_remote:
+            parent_id, root, root_name = None, span_id, span.name
         else:
-            parent_entry = self._live.get(parent_id)
-            root_name = parent_entry.root_name if parent_entry is not None else None
-        llm = looks_like_llm_at_start(span.attributes)
-        self._live[span.context.span_id] = _Live(parent_id, llm, root_name)
+            parent_id = parent.span_id
+            entry = live.get(parent_id)
+            root, root_name = (entry.root, entry.root_name) if entry is not None else (None, None)
+        live[span_id] = _Live(parent_id, looks_like_llm_at_start(span.attributes), root_name, root)
 
     def _llm_ancestor(self, parent_id: int | None) -> int | None:
         """The nearest in-progress ancestor that looks like an LLM call, if any."""
@@ -363,60 +455,99 @@ class CostSpanProcessor(SpanProcessor):
             parent_id = entry.parent
         return None
 
-    def _prepare(self, span: ReadableSpan) -> _Job | None:
+    def _prepare(self, span: ReadableSpan) -> _Job | _ActionEnd | None:
         """What must be decided while the span's ancestors are still in progress."""
         span_id = span.context.span_id
         live = self._live.pop(span_id, None)
         llm_at_start = live is not None and live.llm
         if not llm_at_start and not dialects.is_llm_span(span.attributes or {}):
             self._prompts.pop(span_id, None)
+            if live is not None and live.calls:
+                return _ActionEnd(span_id)  # a local root with LLM calls under it
             return None
-        ancestor = self._llm_ancestor(live.parent if live is not None else None)
-        return _Job(span, span_id, live.root_name if live else None, ancestor, llm_at_start)
+        if live is None:
+            return _Job(span, span_id, None, None, llm_at_start)
+        root = live.root
+        is_root = root == span_id
+        if root is not None and not is_root:
+            root_entry = self._live.get(root)
+            if root_entry is None:
+                root = None  # the root has ended: this call belongs to no open action
+            else:
+                root_entry.calls = True
+        ancestor = self._llm_ancestor(live.parent)
+        return _Job(span, span_id, live.root_name, ancestor, llm_at_start, root, is_root)
 
-    def _enqueue(self, job: _Job) -> bool:
-        with self._cond:
-            if self._stopped or len(self._queue) >= self._max_queue:
-                return False
-            if self._worker is None or self._worker_pid != os.getpid():
-                self._start_worker()
-            self._queue.append(job)
-            self._busy += 1
-            self._cond.notify()
+    def _enqueue(self, item: _Job | _ActionEnd) -> bool:
+        """Hand ``item`` to the worker; False when it must be done inline (full or stopped)."""
+        queue = self._queue
+        size = len(queue)
+        # an action's end is tiny and must stay behind its calls: it may overfill the queue
+        limit = self._max_queue if type(item) is _Job else 2 * self._max_queue
+        if self._stopping or size >= limit:
+            return False
+        if self._worker is None:
+            self._start_worker()
+        queue.append(item)  # deque.append is atomic: no lock on the app's thread
+        if not self._armed:
+            self._armed = True
+            self._wake.set()
+        elif size >= self._hurry_at and not self._hurry.is_set():
+            self._hurry.set()
         return True
 
     # -- worker ----------------------------------------------------------------------------------
 
     def _start_worker(self) -> None:
-        """Start (or, in a forked child, restart) the worker; called holding the condition."""
-        self._worker_pid = os.getpid()
-        self._worker = threading.Thread(target=self._work, name="llmtrace-costs", daemon=True)
-        self._worker.start()
+        with self._start_lock:
+            if self._worker is None:
+                worker = threading.Thread(target=self._work, name="llmtrace-costs", daemon=True)
+                worker.start()
+                self._worker = worker
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's queue is the parent's; start afresh, lazily."""
+        self._queue.clear()
+        self._start_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._hurry = threading.Event()
+        self._armed = False
+        self._worker = None
 
     def _work(self) -> None:
+        queue = self._queue
         while True:
-            with self._cond:
-                while not self._queue:
-                    self._cond.wait()
-                job = self._queue.popleft()
-            if job is None:
+            self._wake.wait()
+            if not self._stopping:
+                self._hurry.wait(self._delay)  # let a batch gather (the lock is released)
+            self._wake.clear()
+            self._hurry.clear()
+            self._armed = False  # from here on, the next append wakes us again
+            while queue:
+                self._run(queue.popleft())
+            if self._stopping:
                 return
-            try:
-                self._process(job)
-            finally:
-                with self._cond:
-                    self._busy -= 1
-                    self._cond.notify_all()
 
     def _drain(self, timeout_millis: float) -> bool:
-        deadline = time.monotonic() + timeout_millis / 1000
-        with self._cond:
-            while self._busy > 0:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-        return True
+        """Wait until the worker has handled everything queued so far."""
+        worker = self._worker
+        if worker is None or not worker.is_alive() or worker is threading.current_thread():
+            return True
+        marker = _Flush()
+        self._queue.append(marker)
+        self._armed = True
+        self._hurry.set()
+        self._wake.set()
+        return marker.done.wait(max(0.0, timeout_millis / 1000))
+
+    def _run(self, item: _Job | _ActionEnd | _Flush) -> None:
+        kind = type(item)
+        if kind is _Job:
+            self._process(item)  # type: ignore[arg-type]
+        elif kind is _ActionEnd:
+            self._finish_action(item.root_id)  # type: ignore[union-attr]
+        else:
+            item.done.set()  # type: ignore[union-attr]
 
     def _process(self, job: _Job) -> None:
         try:
@@ -425,6 +556,39 @@ class CostSpanProcessor(SpanProcessor):
             _guard.swallow("processor.on_end", exc)
             out = job.span
         self._forward(out)
+        if job.is_root:
+            self._finish_action(job.span_id)
+
+    # -- actions (worker) ------------------------------------------------------------------------
+
+    def _add_to_action(self, root_id: int, call: Mapping[str, Any]) -> None:
+        actions = self._actions
+        action = actions.get(root_id)
+        if action is None:
+            if len(actions) >= self._max_tracked:  # roots that never end: forget the oldest
+                actions.pop(next(iter(actions)))
+                self.actions_dropped += 1
+            action = actions[root_id] = _Action(call)
+        total = call.get("total_cost")
+        if total is None:
+            action.unpriced += 1
+        else:
+            action.cost += total
+            action.calls += 1
+
+    def _finish_action(self, root_id: int) -> None:
+        action = self._actions.pop(root_id, None)
+        if action is None:
+            return
+        if action.unpriced:
+            self.actions_unpriced += 1
+            return
+        self.actions_recorded += 1
+        if self._on_action is not None:
+            try:
+                self._on_action(action.call, action.cost)
+            except Exception as exc:  # noqa: BLE001
+                _guard.swallow("processor.on_action", exc)
 
     def _enrich(self, job: _Job) -> ReadableSpan:
         span = job.span
@@ -446,6 +610,8 @@ class CostSpanProcessor(SpanProcessor):
             call = dialects.span_to_call(mapping, keep_content=self._keep_content)
         except dialects.SpanError as exc:
             _guard.swallow("processor.span_to_call", exc)
+            if job.root_id is not None and job.ancestor_id is None:
+                self._add_to_action(job.root_id, {})  # a call of unknown cost
             return with_attributes(span, {**extra, PRICE_STATUS: "invalid_usage"})
         if job.ancestor_id is not None:
             if job.ancestor_id not in self._child_calls and _has_usage(call):
@@ -460,6 +626,8 @@ class CostSpanProcessor(SpanProcessor):
         extra.update(cost_attributes(costs))
         call.update(costs)
         self.calls_priced += 1
+        if job.root_id is not None:
+            self._add_to_action(job.root_id, call)
         if self._on_call is not None:
             scope = span.instrumentation_scope
             try:

@@ -207,6 +207,7 @@ def _setup(
         downstream,
         pricer=pricer,
         on_call=cost_metrics.record if cost_metrics is not None else None,
+        on_action=cost_metrics.record_action if cost_metrics is not None else None,
         keep_content=settings.capture_content,
         max_queue_size=settings.max_queue_size,
     )
