@@ -423,16 +423,14 @@ def _decide(
 
 
 def _finding_order(finding: Finding) -> tuple[float, str, str, str, str]:
-    """Biggest saving first; ties broken by the finding's key, so the order never depends on
-    how the calls were partitioned or which engine aggregated them."""
+    """Biggest saving first, by the cent; ties broken by the finding's key.
+
+    Cents, not the raw float: partitions (or Ray tasks) sum in another order, which moves a
+    saving in its last bits, and two findings a hair apart must not swap places between runs.
+    """
     key = json.dumps(finding.key, sort_keys=True, default=str)
-    return (
-        -finding.monthly_savings_usd,
-        finding.rule,
-        finding.prompt or "",
-        finding.model or "",
-        key,
-    )
+    cents = -round(finding.monthly_savings_usd, 2)
+    return (cents, finding.rule, finding.prompt or "", finding.model or "", key)
 
 
 # -- the aggregate step --------------------------------------------------------------------------

@@ -1,0 +1,285 @@
+"""Audit at scale (issue 7): key-hash parts, bounded compaction, bulk appends, pruning scans.
+
+The 100M-call figures are measured by bench/ (see bench/README.md); these tests check, on the
+demo workload, the properties those figures rely on: partitioned aggregation gives exactly the
+findings of one pass, compaction bounds file sizes and keeps each file a sorted range, and a
+filtered scan reads only the row groups it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from llmtrace import demo
+from llmtrace.config import Config
+from llmtrace.pricing import PriceBook, price_calls
+from llmtrace.rules import lt101_reasoning, lt201_caching, lt301_context
+from llmtrace.rules.engine import run_audit
+from llmtrace.rules.partition import (
+    aggregate_spilled,
+    filter_part,
+    part_count,
+    part_of,
+    spill_dir,
+)
+from llmtrace.store import Store
+
+END = datetime(2026, 11, 20, tzinfo=UTC)
+SORT = ["prompt", "model", "start_time"]
+
+
+def empty_config(tmp_path: Path) -> Config:
+    return Config(path=tmp_path / "llmtrace.toml", data={})
+
+
+@pytest.fixture(scope="module")
+def priced() -> pl.DataFrame:
+    """The 14-day demo workload (~90k calls, planted cases included), priced."""
+    return price_calls(demo.generate(days=14, end=END, seed=7), PriceBook())
+
+
+@pytest.fixture(scope="module")
+def store(priced: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Store:
+    store = Store(tmp_path_factory.mktemp("scale") / "store")
+    for part in priced.partition_by("day"):
+        store.append(part)
+    return store
+
+
+def findings(result) -> list[dict]:
+    return [f.to_dict() for f in result.findings]
+
+
+# -- key-hash parts ------------------------------------------------------------------------------
+
+
+def test_part_count() -> None:
+    assert part_count(0, 10) == 1
+    assert part_count(10, 10) == 1
+    assert part_count(11, 10) == 2
+    with pytest.raises(ValueError):
+        part_count(5, 0)
+
+
+def test_part_of_is_in_range_and_the_same_in_another_process() -> None:
+    """Ray workers must put a key in the same part as the driver: the hash is seeded."""
+    keys = pl.DataFrame({"k": [f"conv-{i}" for i in range(1000)]})
+    here = keys.select(part_of(pl.col("k"), 7).alias("p"))["p"]
+    assert here.min() >= 0 and here.max() <= 6 and here.n_unique() == 7
+    code = (
+        "import polars as pl; from llmtrace.rules.partition import part_of; "
+        "keys = pl.DataFrame({'k': [f'conv-{i}' for i in range(1000)]}); "
+        "print(keys.select(part_of(pl.col('k'), 7))['k'].to_list())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == here.to_list()
+
+
+def test_filter_parts_cover_every_row_once(priced: pl.DataFrame) -> None:
+    key = lt301_context.RULE.partition_key
+    lazy = priced.lazy().select("span_id", "trace_id", "conversation_id", "start_time")
+    parts = [filter_part(lazy, key, i, 5).collect() for i in range(5)]
+    assert sum(p.height for p in parts) == priced.height
+    conversations = [set(p["conversation_id"].drop_nulls()) for p in parts]
+    for i, ids in enumerate(conversations):  # no conversation is split between parts
+        assert all(not ids & other for other in conversations[i + 1 :])
+    assert min(p.height for p in parts) > priced.height / 10  # single calls spread too
+
+
+@pytest.mark.parametrize("rule", [lt201_caching.RULE, lt301_context.RULE])
+def test_spilled_parts_merge_to_the_one_pass_aggregate(rule, store: Store, tmp_path: Path) -> None:
+    """Each rule's merged partials over 6 spilled parts equal its aggregate over all calls."""
+    from llmtrace.rules.engine import audit_window, resolve_params
+    from llmtrace.rules.loader import builtin_specs
+
+    config = empty_config(tmp_path)
+    window = audit_window(None, END, config)
+    ctx = _context(window, resolve_params(builtin_specs()[rule.code], config))
+    calls = store.scan(window.since, window.until).select(*rule.columns)
+    whole = rule.merge([rule.aggregate(calls, ctx).collect()], ctx)
+    with spill_dir(tmp_path) as directory:
+        partials = aggregate_spilled(
+            calls, lambda part: rule.aggregate(part, ctx), rule.partition_key, 6, directory
+        )
+        assert len(partials) == 6
+    assert not directory.exists()  # the spill is removed
+    merged = rule.merge(partials, ctx)
+    key = [c for c in whole.columns if whole[c].dtype in (pl.String, pl.Date, pl.Int32)]
+    numbers = [c for c in whole.columns if c not in key]
+    a = whole.sort(key, nulls_last=True)
+    b = merged.select(whole.columns).sort(key, nulls_last=True)
+    assert a.select(key).equals(b.select(key))
+    for column in numbers:
+        left, right = a[column], b[column]
+        if left.dtype.is_float():
+            assert ((left - right).abs() <= 1e-9 * (left.abs() + 1)).all(), column
+        else:
+            assert left.equals(right), column
+
+
+def _context(window, params):
+    from llmtrace.rules.base import AuditContext
+
+    return AuditContext(
+        since=window.since,
+        until=window.until,
+        baseline_since=window.baseline_since,
+        baseline_until=window.baseline_until,
+        params=params,
+        accuracy_scores=(),
+        price=lambda calls: price_calls(calls, PriceBook()),
+    )
+
+
+def test_audit_in_parts_finds_exactly_what_one_pass_finds(store: Store, tmp_path: Path) -> None:
+    config = empty_config(tmp_path)
+    one = run_audit(store, until=END, config=config)
+    parts = run_audit(store, until=END, config=config, rows_per_part=8_000)
+    assert not one.errors and not parts.errors
+    assert one.calls_scanned == parts.calls_scanned > 5 * 8_000  # really split
+    assert findings(parts) == findings(one)
+    found = {(f.rule, f.prompt) for f in one.findings}
+    planted = {(p.rule, p.prompt) for p in demo.PLANTED if p.expected == demo.FINDING}
+    assert planted <= found
+    assert not (store.path / "tmp").exists() or not any((store.path / "tmp").iterdir())
+
+
+def test_token_sums_do_not_wrap(tmp_path: Path) -> None:
+    """Polars wraps Int32 sums silently; partial aggregates must sum in Int64."""
+    big = 2**31 - 1
+    calls = pl.DataFrame(
+        {
+            "prompt": ["p"] * 3,
+            "model": ["o3"] * 3,
+            "service": ["s"] * 3,
+            "reasoning_effort": ["high"] * 3,
+            "start_time": [END - timedelta(hours=h) for h in (1, 2, 3)],
+            "reasoning_tokens": [big] * 3,
+        }
+    )
+    from llmtrace.record import conform
+    from llmtrace.rules.engine import audit_window
+
+    window = audit_window(None, END, empty_config(tmp_path))
+    ctx = _context(window, {})
+    lazy = conform(calls).select(lt101_reasoning.RULE.columns)
+    agg = lt101_reasoning.RULE.aggregate(lazy, ctx).collect()
+    assert agg["reasoning_tokens"].sum() == 3 * big
+
+
+# -- the store at scale --------------------------------------------------------------------------
+
+
+def test_bulk_append_skips_the_stored_key_lookup_but_not_in_frame_duplicates(
+    priced: pl.DataFrame, tmp_path: Path
+) -> None:
+    store = Store(tmp_path)
+    part = priced.head(1000)
+    assert store.append(pl.concat([part, part.head(10)]), check_stored=False).added == 1000
+    # without the lookup a second append of the same rows is written again: callers promise
+    # new keys (the demo generator's are new by construction)
+    assert store.append(part.head(5), check_stored=False).added == 5
+    assert store.append(part.head(5)).added == 0
+
+
+def _keys(frame: pl.DataFrame) -> list[tuple]:
+    return list(frame.select(SORT).iter_rows())
+
+
+def test_compaction_splits_big_days_into_sorted_ranges(
+    priced: pl.DataFrame, tmp_path: Path
+) -> None:
+    store = Store(tmp_path)
+    for chunk in priced.head(40_000).iter_slices(5_000):
+        store.append(chunk, check_stored=False)
+    before = store.scan().collect()
+    assert store.compact(max_rows_per_file=1_000) == len(store.days())
+    assert store.compact(max_rows_per_file=1_000) == 0  # already compacted
+    after = store.scan().collect()
+    assert after.height == before.height
+    assert after.select("trace_id", "span_id").n_unique() == before.height
+    by_day: dict[str, list[Path]] = {}
+    for path in store.files():
+        by_day.setdefault(path.parent.name, []).append(path)
+    files = max(by_day.values(), key=len)
+    assert len(files) > 2
+    frames = [pl.read_parquet(f) for f in files]
+    for frame in frames:
+        assert frame.height <= 1_250  # even sizes, cut at minute boundaries
+        assert frame.equals(frame.sort(SORT, nulls_last=True))  # each file sorted
+    for first, second in zip(frames, frames[1:], strict=False):
+        assert _keys(first)[-1] <= _keys(second)[0]  # consecutive ranges of the sort order
+
+
+def test_interrupted_split_compaction_reads_once(priced: pl.DataFrame, tmp_path: Path) -> None:
+    """A crash after some of several new files were written: reads as before, then rolls back;
+    with every new file in place: reads as after, then rolls forward."""
+    store = Store(tmp_path)
+    rows = priced.filter(pl.col("day") == pl.col("day").max()).head(300)
+    store.append(rows.head(150))
+    store.append(rows.tail(150))
+    day_dir = store.files()[0].parent
+    old = sorted(p.name for p in day_dir.glob("*.parquet"))
+    merged = store.scan().collect().sort(SORT)
+    halves = [merged.head(150), merged.tail(150)]
+    names = ["compact-x-0000.parquet", "compact-x-0001.parquet"]
+    journal = day_dir / "compaction.json"
+    journal.write_text(json.dumps({"targets": names, "replaces": old}))
+    halves[0].write_parquet(day_dir / names[0])  # only the first new file made it
+    assert store.scan().collect().height == 300
+    store.compact()  # a writer finishes (here: rolls back) the interrupted compaction first
+    assert not (day_dir / names[0]).exists()
+    assert store.scan().collect().height == 300
+
+    old = sorted(p.name for p in day_dir.glob("*.parquet"))
+    journal.write_text(json.dumps({"targets": names, "replaces": old}))
+    for half, name in zip(halves, names, strict=True):
+        half.write_parquet(day_dir / name)
+    assert store.scan().collect().height == 300
+    assert store.append(rows.head(1)).added == 0  # the keys in the new files are known
+    fresh = rows.head(1).with_columns(pl.lit("f" * 16).alias("span_id"))
+    assert store.append(fresh).added == 1  # a writer rolls the compaction forward first
+    assert not journal.exists()
+    assert set(names) <= {p.name for p in day_dir.glob("*.parquet")}
+    assert not set(old) & {p.name for p in day_dir.glob("*.parquet")}
+    assert store.scan().collect().height == 301
+
+
+def test_filtered_scans_read_only_the_row_groups_they_need(
+    priced: pl.DataFrame,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Files sorted by prompt with small row groups: a prompt filter skips most row groups
+    (Polars reports how many it read when verbose)."""
+    import llmtrace.store as store_module
+
+    # a demo day is ~6,500 calls; real days have 128k-row groups in files of up to 1M rows
+    monkeypatch.setattr(store_module, "_ROW_GROUP_SIZE", 512)
+    store = Store(tmp_path)
+    store.append(priced)
+    capfd.readouterr()
+    with pl.Config(verbose=True):
+        got = store.scan().filter(pl.col("prompt") == "troubleshooter@v3").collect()
+    log = capfd.readouterr().err
+    assert got.height == priced.filter(pl.col("prompt") == "troubleshooter@v3").height
+    counts = [tuple(map(int, m)) for m in re.findall(r"reading (\d+) / (\d+) row groups", log)]
+    assert counts, "Polars did not report row-group pruning"
+    read, total = map(sum, zip(*counts, strict=True))
+    assert read < total / 4
+
+
+def test_generate_chunks_default_is_small(priced: pl.DataFrame) -> None:
+    """The default chunk keeps the generator's memory bounded (~1 GB, bench/README.md)."""
+    assert demo.DEFAULT_CHUNK <= 250_000
+    chunk = next(demo.generate_chunks(30_000, chunk_size=30_000, end=END))
+    assert chunk.height == 30_000 and chunk.schema == priced.drop([]).schema
