@@ -89,11 +89,15 @@ def spill_dir(base: Path | None = None) -> Iterator[Path]:
     """A temporary directory for spilled parts, removed afterwards (also on errors).
 
     Placed under ``base`` (the store's directory) when given, so the spill lands on the disk the
-    store lives on rather than in a /tmp that may be memory-backed.
+    store lives on rather than in a /tmp that may be memory-backed; a store that cannot be
+    written to (a read-only mount, another user's store) spills to the system's temp directory.
     """
-    if base is not None:
-        base.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix="llmtrace-spill-", dir=base))
+    try:
+        if base is not None:
+            base.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix="llmtrace-spill-", dir=base))
+    except OSError:
+        path = Path(tempfile.mkdtemp(prefix="llmtrace-spill-"))
     try:
         yield path
     finally:
