@@ -25,13 +25,16 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from llmtrace.record import CALL_SCHEMA, KEY_FIELDS, conform, empty_calls
+from llmtrace.record import CALL_SCHEMA, KEY_FIELDS, SCORE_STRUCT, conform, empty_calls
+
+if TYPE_CHECKING:
+    from llmtrace.accuracy import AccuracyConfig
 
 DEFAULT_STORE = ".llmtrace"
 STORE_ENV = "LLMTRACE_STORE"
@@ -60,6 +63,27 @@ class AppendResult:
 
     added: int
     duplicates: int
+
+
+@dataclass(frozen=True)
+class ScoreAttachResult:
+    """What one ``attach_scores`` did, counted per score (a trace score can reach many calls).
+
+    ``attached``: scores added to at least one stored call; ``present``: scores every call they
+    match already held; ``unmatched_ids``: the ``score_id`` of each score that matched no stored
+    call (callers tell "belongs to a call imported now" from "belongs to nothing" with it);
+    ``calls`` and ``files``: stored calls that changed and files rewritten.
+    """
+
+    attached: int = 0
+    present: int = 0
+    unmatched_ids: frozenset[str] = frozenset()
+    calls: int = 0
+    files: int = 0
+
+    @property
+    def unmatched(self) -> int:
+        return len(self.unmatched_ids)
 
 
 class Store:
@@ -201,6 +225,112 @@ class Store:
             shutil.rmtree(spill, ignore_errors=True)
         _finish_compaction(day_dir)
 
+    # -- late scores -------------------------------------------------------------------------
+
+    def attach_scores(self, scores: pl.DataFrame, accuracy: AccuracyConfig) -> ScoreAttachResult:
+        """Merge evaluation scores into the stored calls they belong to and recompute accuracy.
+
+        Evaluations often arrive after their call was stored (an LLM judge runs later; Langfuse
+        trace scores are added after the trace), and ``append`` writes a call once, so this is
+        the store's one update path. Columns of ``scores``:
+
+        * ``score`` (the record's score struct) and ``trace_id``;
+        * ``span_id`` (optional): the call; null means every call of the trace (with a null
+          ``trace_id``, the call with this span id in any trace);
+        * ``response_id`` (optional): with no ``span_id``, the calls with this response id in
+          any trace (evaluators often run in a trace of their own);
+        * ``score_id`` (optional): rows sharing one are alternative targets of one score, and
+          only the matching rows of the lowest ``rank`` (optional, default 0) are used; without
+          it every row is a score of its own.
+
+        Idempotent: a call gains a copy of a score (name, value, label, source) only as far as
+        the batch gives it more copies than the call already holds, so running the same batch
+        again adds nothing, while two evaluators' equal verdicts stay two. Efficient: only the
+        key columns are read to find the calls, and only files holding a call that gains a score
+        are rewritten, through the compaction journal, so a crash leaves every call exactly
+        once, either with its old scores or with the new.
+        """
+        rows = _score_rows(scores)
+        if rows.is_empty():
+            return ScoreAttachResult()
+        with self._locked():
+            for day_dir in self._day_dirs():
+                _finish_compaction(day_dir)
+            files = self.files()
+            targets = _score_targets(rows, self._stored_score_keys(rows, files))
+            ids = set(rows.get_column("_sid").unique())
+            matched = set(targets.get_column("_sid").unique())
+            if targets.is_empty():
+                return ScoreAttachResult(unmatched_ids=frozenset(ids - matched))
+            held = self._scan_files(sorted({Path(f) for f in targets["_file"]}))
+            new = _new_scores(targets, held)
+            changed = self._rewrite_scored(new, accuracy)
+        gained = set(new.get_column("_sid").unique())
+        return ScoreAttachResult(
+            attached=len(gained),
+            present=len(matched - gained),
+            unmatched_ids=frozenset(ids - matched),
+            calls=new.select(*KEY_FIELDS).n_unique() if new.height else 0,
+            files=changed,
+        )
+
+    def _stored_score_keys(self, rows: pl.DataFrame, files: list[Path]) -> pl.DataFrame:
+        """Keys (and file) of the stored calls any row could target: key columns only."""
+        columns = ["trace_id", "span_id", "response_id", "_file"]
+        if not files:
+            return pl.DataFrame(schema={c: pl.String for c in columns})
+        spans = rows.get_column("span_id").drop_nulls().unique()
+        traces = rows.filter(pl.col("span_id").is_null() & pl.col("response_id").is_null())
+        responses = rows.get_column("response_id").drop_nulls().unique()
+        wanted = (
+            pl.col("span_id").is_in(spans.implode())
+            | pl.col("trace_id").is_in(traces.get_column("trace_id").drop_nulls().implode())
+            | pl.col("response_id").is_in(responses.implode())
+        )
+        scan = pl.scan_parquet(
+            files,
+            schema=CALL_SCHEMA,
+            hive_partitioning=False,
+            missing_columns="insert",
+            extra_columns="ignore",
+            include_file_paths="_file",
+        )
+        return scan.select(columns).filter(wanted).collect()
+
+    def _rewrite_scored(self, new: pl.DataFrame, accuracy: AccuracyConfig) -> int:
+        """Rewrite each file holding a call in ``new`` with the scores added; returns how many.
+
+        Per day, the compaction journal names the new files and the ones they replace before
+        anything is written, so readers and the next writer see either all old or all new.
+        """
+        fields = list(SCORE_STRUCT.to_schema())
+        additions = (
+            new.sort("_o")
+            .group_by("_file", *KEY_FIELDS, maintain_order=True)
+            .agg(pl.struct(fields).alias("_add"))
+            .with_columns(pl.col("_add").cast(pl.List(SCORE_STRUCT)))
+        )
+        by_day: dict[Path, list[Path]] = {}
+        for name in additions.get_column("_file").unique().sort():
+            path = Path(name)
+            by_day.setdefault(path.parent, []).append(path)
+        for day_dir, olds in by_day.items():
+            prefixes = [_COMPACTED if f.name.startswith(_COMPACTED) else "part-" for f in olds]
+            news = [
+                day_dir / f"{prefix}{_stamp()}-{uuid.uuid4().hex[:12]}.parquet"
+                for prefix in prefixes
+            ]
+            _write_text_atomic(
+                day_dir / _JOURNAL,
+                json.dumps({"targets": [f.name for f in news], "replaces": [f.name for f in olds]}),
+            )
+            for old, target in zip(olds, news, strict=True):
+                adds = additions.filter(pl.col("_file") == str(old)).drop("_file")
+                updated = _with_added_scores(self._scan_files([old]).collect(), adds, accuracy)
+                self._write_atomic(day_dir, updated, final=target)
+            _finish_compaction(day_dir)
+        return sum(len(olds) for olds in by_day.values())
+
     # -- reading -----------------------------------------------------------------------------
 
     def _day_dirs(self) -> list[Path]:
@@ -221,7 +351,8 @@ class Store:
     def files(self, since: datetime | None = None, until: datetime | None = None) -> list[Path]:
         """Parquet files of the days that overlap [since, until)."""
         first = since.astimezone(UTC).date() if since else None
-        last = until.astimezone(UTC).date() if until else None
+        # until is exclusive: a window ending at midnight does not open the next day's files
+        last = (until.astimezone(UTC) - timedelta(microseconds=1)).date() if until else None
         chosen: list[Path] = []
         for day_dir in self._day_dirs():
             day = date.fromisoformat(day_dir.name.removeprefix("day="))
@@ -370,3 +501,114 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# -- late scores: matching and merging, in Polars -------------------------------------------------
+
+_SCORE_FIELDS = list(SCORE_STRUCT.to_schema())
+
+
+def _score_rows(scores: pl.DataFrame) -> pl.DataFrame:
+    """``attach_scores``' input in one shape: ``_o`` (input order), ``_sid``, ``_rank``,
+    ``trace_id``, ``span_id``, ``response_id``, ``score``; rows without a score are dropped."""
+    missing = {"score", "trace_id"} - set(scores.columns)
+    if missing:
+        raise ValueError(f"attach_scores: scores lack the column(s) {sorted(missing)}")
+
+    def optional(name: str, dtype: pl.DataType) -> pl.Expr:
+        if name in scores.columns:
+            return pl.col(name).cast(dtype)
+        return pl.lit(None, dtype=dtype)
+
+    order = pl.col("_o")
+    return (
+        scores.with_row_index("_o")
+        .select(
+            order,
+            pl.coalesce(optional("score_id", pl.String), pl.format("#{}", order)).alias("_sid"),
+            optional("rank", pl.Int64).fill_null(0).alias("_rank"),
+            pl.col("trace_id").cast(pl.String),
+            optional("span_id", pl.String).alias("span_id"),
+            optional("response_id", pl.String).alias("response_id"),
+            pl.col("score").cast(SCORE_STRUCT),
+        )
+        .filter(pl.col("score").is_not_null())
+    )
+
+
+def _score_targets(rows: pl.DataFrame, keys: pl.DataFrame) -> pl.DataFrame:
+    """(score, stored call) pairs: each score's matching rows of its lowest rank, deduplicated.
+
+    Columns ``_sid``, ``_o``, ``score``, ``trace_id``, ``span_id``, ``_file``.
+    """
+    head = ["_sid", "_rank", "_o", "score"]
+    by_span = (
+        rows.filter(pl.col("span_id").is_not_null())
+        .join(keys.drop("response_id"), on="span_id", suffix="_k")
+        .filter(pl.col("trace_id").is_null() | (pl.col("trace_id") == pl.col("trace_id_k")))
+        .select(*head, pl.col("trace_id_k").alias("trace_id"), "span_id", "_file")
+    )
+    by_response = (
+        rows.filter(pl.col("span_id").is_null() & pl.col("response_id").is_not_null())
+        .select(*head, "response_id")
+        .join(keys, on="response_id")
+        .select(*head, "trace_id", "span_id", "_file")
+    )
+    by_trace = (
+        rows.filter(pl.col("span_id").is_null() & pl.col("response_id").is_null())
+        .select(*head, "trace_id")
+        .join(keys.select("trace_id", "span_id", "_file"), on="trace_id")
+    )
+    matches = pl.concat([by_span, by_response, by_trace])
+    best = matches.filter(pl.col("_rank") == pl.col("_rank").min().over("_sid"))
+    return best.unique(["_sid", *KEY_FIELDS], keep="first", maintain_order=True).drop("_rank")
+
+
+def _new_scores(targets: pl.DataFrame, stored: pl.LazyFrame) -> pl.DataFrame:
+    """The targets a call does not hold yet: the k-th equal score of a call is new when the call
+    holds fewer than k of them. Columns of ``targets`` plus the score's fields."""
+    keys = [*KEY_FIELDS, *_SCORE_FIELDS]
+    held = (
+        stored.select(*KEY_FIELDS, "scores")
+        .join(targets.lazy().select(*KEY_FIELDS).unique(), on=list(KEY_FIELDS), how="semi")
+        .explode("scores")
+        .filter(pl.col("scores").is_not_null())
+        .select(*KEY_FIELDS, pl.col("scores").struct.unnest())
+        .group_by(keys)
+        .agg(pl.len().alias("_held"))
+        .collect()
+    )
+    incoming = (
+        targets.sort("_o")
+        .with_columns(pl.col("score").struct.unnest())
+        .with_columns((pl.int_range(pl.len()).over(keys) + 1).alias("_nth"))
+    )
+    return (
+        incoming.join(held, on=keys, how="left", nulls_equal=True)
+        .filter(pl.col("_nth") > pl.col("_held").fill_null(0))
+        .drop("_nth", "_held")
+    )
+
+
+def _with_added_scores(
+    frame: pl.DataFrame, additions: pl.DataFrame, accuracy: AccuracyConfig
+) -> pl.DataFrame:
+    """``frame`` with ``additions._add`` appended to its calls' scores; accuracy recomputed for
+    exactly those calls (the others keep theirs, whatever config computed it)."""
+    gained = pl.col("_add").is_not_null()
+    return (
+        frame.join(additions, on=list(KEY_FIELDS), how="left", maintain_order="left")
+        .with_columns(
+            pl.when(gained)
+            .then(pl.concat_list(pl.col("scores").fill_null([]), pl.col("_add")))
+            .otherwise(pl.col("scores"))
+            .alias("scores")
+        )
+        .with_columns(
+            pl.when(gained)
+            .then(accuracy.from_scores("scores"))
+            .otherwise(pl.col("accuracy"))
+            .alias("accuracy")
+        )
+        .drop("_add")
+    )

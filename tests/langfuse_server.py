@@ -11,6 +11,12 @@ v2 observations carry ``model`` (what the server really sends) instead of the sp
 * ``GET /api/public/v3/scores``: cursor pagination, ``limit`` up to 100, ``fields=subject``.
 * The older page-based reads a self-hosted Langfuse v3 has: ``GET /api/public/observations``,
   ``GET /api/public/traces`` and ``GET /api/public/v2/scores``.
+* Prompts: ``GET /api/public/v2/prompts`` (``PromptMeta`` per name, page-based, ``name`` /
+  ``label`` / ``tag`` filters, ``limit`` up to 100) and ``GET /api/public/v2/prompts/{name}``
+  (``version`` or ``label``, default ``production``; the name URL-encoded, folders included).
+  Like the real server (it returns the stored row) a prompt also carries ``id``,
+  ``createdAt``, ``updatedAt``, ``projectId`` and ``createdBy``, which the spec leaves open.
+  ``prompts_available=False`` answers both with 404, as a server without prompts does.
 * HTTP Basic auth (401 otherwise), and scripted faults: a status with headers (429 with
   Retry-After, 500...) or a dropped connection, on chosen requests of a path.
 
@@ -21,6 +27,7 @@ endpoint. ``io`` values are kept as Python objects: v2 sends them as raw JSON st
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import threading
 from collections import Counter
@@ -29,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 PROJECT_ID = "proj-test"
 
@@ -183,6 +190,42 @@ def score(
     }
 
 
+def prompt(
+    name: str,
+    version: int,
+    template: str | list[dict[str, Any]],
+    *,
+    created: datetime,
+    labels: tuple[str, ...] = (),
+    tags: tuple[str, ...] = (),
+    config: dict[str, Any] | None = None,
+    commit_message: str | None = None,
+) -> dict[str, Any]:
+    """One prompt version in the internal shape: a chat prompt when ``template`` is a list of
+    messages (``{"role", "content"}``, or ``{"name", "type": "placeholder"}``), else text."""
+    chat = isinstance(template, list)
+    messages = [
+        m if m.get("type") == "placeholder" else {**m, "type": "chatmessage"}
+        for m in (template if chat else [])
+    ]
+    return {
+        "id": f"prompt-{name}-{version}",
+        "type": "chat" if chat else "text",
+        "prompt": messages if chat else template,
+        "name": name,
+        "version": version,
+        "config": config or {},
+        "labels": list(labels),
+        "tags": list(tags),
+        "commitMessage": commit_message,
+        "resolutionGraph": None,
+        "createdAt": iso(created),
+        "updatedAt": iso(created),
+        "projectId": PROJECT_ID,
+        "createdBy": "API",
+    }
+
+
 @dataclass
 class Fault:
     """A scripted failure: requests ``first``..``first+times-1`` (1-based) to ``path`` get it."""
@@ -208,6 +251,8 @@ class LangfuseStub:
     v2: bool = True
     observations: list[dict[str, Any]] = field(default_factory=list)
     scores: list[dict[str, Any]] = field(default_factory=list)
+    prompts: list[dict[str, Any]] = field(default_factory=list)
+    prompts_available: bool = True
     faults: list[Fault] = field(default_factory=list)
     requests: list[tuple[str, dict[str, list[str]]]] = field(default_factory=list)
     responses: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -254,7 +299,11 @@ class LangfuseStub:
             "/api/public/traces": self._v1_traces,
             "/api/public/v2/scores": self._v1_scores,
         }
+        if self.prompts_available:
+            routes["/api/public/v2/prompts"] = self._prompts_list
         route = routes.get(path)
+        if self.prompts_available and path.startswith(_PROMPT_PREFIX):
+            route = functools.partial(self._prompt_get, unquote(path[len(_PROMPT_PREFIX) :]))
         if method != "GET" or route is None:
             return 404, {}, {"message": "Not Found", "error": "LangfuseNotFoundError"}
         status, body = route(params)
@@ -337,6 +386,41 @@ class LangfuseStub:
         ]
         return sorted(rows, key=lambda s: (s["timestamp"], s["id"]), reverse=True)
 
+    # -- prompts -----------------------------------------------------------------------------
+
+    def _prompts_list(self, params: dict[str, list[str]]) -> tuple[int, Any]:
+        """``PromptMetaListResponse``: one entry per name over the versions that match."""
+        limit = int(_one(params, "limit") or 10)
+        if not 1 <= limit <= 100:
+            return 400, {"message": "limit must be between 1 and 100"}
+        name, label, tag = _one(params, "name"), _one(params, "label"), _one(params, "tag")
+        names: dict[str, list[dict[str, Any]]] = {}
+        for row in self.prompts:
+            if (
+                (name is None or row["name"] == name)
+                and (label is None or label in row["labels"])
+                and (tag is None or tag in row["tags"])
+            ):
+                names.setdefault(row["name"], []).append(row)
+        metas = [_prompt_meta(rows) for _, rows in sorted(names.items())]
+        rows, meta = self._page(params, metas)
+        return 200, {"data": rows, "meta": meta}
+
+    def _prompt_get(self, name: str, params: dict[str, list[str]]) -> tuple[int, Any]:
+        """``Prompt``: the version asked for, else the one with the label (production)."""
+        version, label = _one(params, "version"), _one(params, "label")
+        if version and label:
+            return 400, {"message": "Cannot specify both version and label"}
+        for row in self.prompts:
+            if row["name"] != name:
+                continue
+            if (version and row["version"] == int(version)) or (
+                not version and (label or "production") in row["labels"]
+            ):
+                return 200, row
+        wanted = f"with version {version}" if version else f"with label '{label or 'production'}'"
+        return 404, {"message": f"Prompt not found: '{name}' {wanted}", "error": "NotFound"}
+
     # -- older page-based reads ---------------------------------------------------------------
 
     def _page(self, params: dict[str, list[str]], rows: list[Any]) -> tuple[list[Any], dict]:
@@ -367,6 +451,23 @@ class LangfuseStub:
     def _v1_scores(self, params: dict[str, list[str]]) -> tuple[int, Any]:
         rows, meta = self._page(params, self._scores_in(params))
         return 200, {"data": [_render_v1_score(s) for s in rows], "meta": meta}
+
+
+_PROMPT_PREFIX = "/api/public/v2/prompts/"
+
+
+def _prompt_meta(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A ``PromptMeta`` of one prompt's versions: labels and tags over all, the newest config."""
+    newest = max(rows, key=lambda r: r["version"])
+    return {
+        "name": newest["name"],
+        "type": newest["type"],
+        "versions": sorted(r["version"] for r in rows),
+        "labels": sorted({label for r in rows for label in r["labels"]}),
+        "tags": sorted({tag for r in rows for tag in r["tags"]}),
+        "lastUpdatedAt": max(r["updatedAt"] for r in rows),
+        "lastConfig": newest["config"],
+    }
 
 
 _DEPR = {

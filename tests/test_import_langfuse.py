@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 import pytest
 from click.testing import CliRunner
-from langfuse_server import LangfuseStub, iter_pages, observation, score
+from langfuse_server import LangfuseStub, iso, iter_pages, observation, prompt, score
 from polars.testing import assert_frame_equal
 
 from llmtrace.accuracy import AccuracyConfig
@@ -30,6 +30,7 @@ from llmtrace.importers.langfuse import (
     checkpoint_name,
     import_langfuse,
     observations_to_calls,
+    prompt_template_fingerprint,
     retry_wait,
 )
 from llmtrace.pricing import PriceBook, price_calls
@@ -311,6 +312,7 @@ def test_responses_are_valid_under_langfuses_openapi_spec(stub, tmp_path):
     spec = yaml.safe_load(SPEC.read_text())
     v2 = spec["components"]["schemas"]["ObservationV2"]["properties"]
     v2["model"] = v2.pop("providedModelName")  # what the server really sends (research notes)
+    stub.prompts = _prompts()
     stub.scores = [
         score("s1", "accuracy", 0.5, trace_id="trace-00", observation_id="obs-00", timestamp=T0),
         score("s2", "correct", True, trace_id="trace-01", timestamp=T0),
@@ -336,6 +338,8 @@ def test_responses_are_valid_under_langfuses_openapi_spec(stub, tmp_path):
     check("legacyObservationsViews", "/api/public/observations")
     check("Traces", "/api/public/traces")
     check("GetScoresResponse", "/api/public/v2/scores")
+    check("PromptMetaListResponse", "/api/public/v2/prompts")
+    check("Prompt", "/api/public/v2/prompts/qa")
 
 
 # -- scores -------------------------------------------------------------------------------------
@@ -404,6 +408,7 @@ def test_scores_of_each_type_attach_to_observations_and_traces(tmp_path, v2, v3_
     assert (label["label"], label["value"], label["source"]) == ("off-topic", None, "langfuse.eval")
     assert stats.scores == 8  # the TEXT score is not read
     assert stats.calls_with_accuracy == 6
+    assert (stats.scores_new_calls, stats.scores_stored_calls, stats.scores_unmatched) == (8, 0, 0)
     assert bool(stub.calls_to("/api/public/v2/scores")) is not v3_scores
 
 
@@ -413,6 +418,177 @@ def test_accuracy_config_errors_name_the_file(tmp_path):
         AccuracyConfig.from_config(Config({"accuracy": {"categories": {"great": 2}}}, path))
     with pytest.raises(ConfigError, match="names must be a list"):
         AccuracyConfig.from_config(Config({"accuracy": {"names": "accuracy"}}, path))
+
+
+@pytest.mark.parametrize("v2", [True, False], ids=["v2", "old-server"])
+def test_a_trace_score_added_after_the_import_reaches_the_stored_calls(tmp_path, v2):
+    stub = LangfuseStub(
+        v2=v2,
+        observations=_generations(),
+        scores=[
+            score("early", "accuracy", 0.9, trace_id="trace-00", observation_id="obs-00",
+                  timestamp=T0 + timedelta(hours=1)),
+            score("nowhere", "accuracy", 1.0, trace_id="trace-zz",
+                  timestamp=T0 + timedelta(hours=1)),
+        ],
+    )  # fmt: skip
+    store = Store(tmp_path / "store")
+    with stub.running() as url:
+        first = _run(url, stub, store)
+        assert (first.scores_new_calls, first.scores_stored_calls, first.scores_unmatched) == (
+            1,
+            0,
+            1,
+        )
+        judged = UNTIL + timedelta(hours=2)  # an evaluation run the next day
+        stub.scores += [
+            score("judge-1", "correct", True, trace_id="trace-01", timestamp=judged),
+            score("judge-2", "accuracy", 0.0, trace_id="trace-02", observation_id="obs-04",
+                  timestamp=judged),
+        ]  # fmt: skip
+        second = _run(url, stub, store, since=None)  # the next run, from the checkpoint
+        files = sorted(store.files())
+        third = _run(url, stub, store, since=None)
+    assert second.added == 0
+    assert (second.scores_stored_calls, second.calls_rescored, second.scores_unmatched) == (2, 3, 0)
+    acc = dict(_stored(store).select("span_id", "accuracy").rows())
+    assert acc["obs-02"] == acc["obs-03"] == 1.0  # the trace score reached both of its calls
+    assert acc["obs-04"] == 0.0 and acc["obs-05"] is None
+    assert acc["obs-00"] == 0.9  # scored by the first import, untouched since
+    assert (third.scores_stored_calls, third.scores_present, third.calls_rescored) == (0, 2, 0)
+    assert sorted(store.files()) == files  # the rerun rewrote nothing
+    assert _stored(store).height == EXPECTED
+
+
+# -- prompts ------------------------------------------------------------------------------------
+
+QA_V2 = [
+    {"role": "system", "content": "You answer questions about {{topic}}."},
+    {"name": "history", "type": "placeholder"},
+    {"role": "user", "content": "{{question}}"},
+]
+QA_V3 = [  # the system message the observations' input starts with
+    {"role": "system", "content": "You answer questions about invoices."},
+    {"role": "user", "content": "{{question}}"},
+]
+
+
+def _prompts() -> list[dict[str, Any]]:
+    return [
+        prompt("qa", 1, "Old instructions.", created=T0 - timedelta(days=30)),
+        prompt("qa", 2, QA_V2, created=T0 - timedelta(days=20)),
+        prompt(
+            "qa",
+            3,
+            QA_V3,
+            created=T0 - timedelta(days=10),
+            labels=("production", "latest"),
+            tags=("billing",),
+            commit_message="invoices only",
+        ),
+        prompt("support/triage", 1, "Sort the ticket.", created=T0, labels=("latest",)),
+    ]
+
+
+def _prompted_stub() -> LangfuseStub:
+    """The usual generations (qa@3, with input) plus calls whose input was not captured."""
+    rows = _generations()
+    for i, (name, version) in enumerate([("qa", 2), ("support/triage", 1), ("gone", 1)]):
+        rows.append(
+            observation(
+                f"noio-{i}",
+                f"trace-noio-{i}",
+                T0 + timedelta(minutes=30 + i),
+                prompt_name=name,
+                prompt_version=version,
+            )
+        )
+    return LangfuseStub(observations=rows, prompts=_prompts())
+
+
+def test_prompt_template_fingerprints_are_the_ones_calls_get():
+    from_input, _ = observations_to_calls([observation("o", "t", T0, input=MESSAGES)])
+    assert prompt_template_fingerprint("chat", QA_V3) == from_input["template_fingerprint"][0]
+    as_system = [{"role": "system", "content": "Sort the ticket."}]
+    text, _ = observations_to_calls([observation("o", "t", T0, input=as_system)])
+    assert (
+        prompt_template_fingerprint("text", "Sort the ticket.") == text["template_fingerprint"][0]
+    )
+    tools = [{"name": "lookup", "description": "find", "parameters": {}}]
+    with_tools, _ = observations_to_calls(
+        [observation("o", "t", T0, input={"messages": MESSAGES, "tools": tools})]
+    )
+    assert (
+        prompt_template_fingerprint("chat", QA_V3, {"tools": tools, "temperature": 0})
+        == with_tools["template_fingerprint"][0]
+    )
+    assert prompt_template_fingerprint("chat", QA_V2) != prompt_template_fingerprint("chat", QA_V3)
+    # a placeholder first: the system part is unknown, as for a call starting with history
+    assert prompt_template_fingerprint("chat", [QA_V2[1], QA_V2[0]]) is None
+
+
+def test_prompts_give_fingerprints_and_ordered_version_metadata(tmp_path):
+    stub = _prompted_stub()
+    notices: list[str] = []
+
+    class Notes(ImportReporter):
+        def notice(self, message: str) -> None:
+            notices.append(message)
+
+    store = Store(tmp_path / "store")
+    with stub.running() as url:
+        stats = _run(url, stub, store, reporter=Notes())
+        assert stats.prompt_versions == 3  # qa 2 and 3, support/triage 1: each read once
+        assert len(stub.calls_to("/api/public/v2/prompts/qa")) == 2
+        assert len(stub.calls_to("/api/public/v2/prompts/support%2Ftriage")) == 1
+        again = _run(url, stub, store)
+        assert again.prompt_versions == 0  # cached in the checkpoint and unchanged
+        assert len(stub.calls_to("/api/public/v2/prompts/qa")) == 2
+        # production moves from version 3 to 2: the versions already recorded are re-read
+        for row in stub.prompts:
+            if row["name"] == "qa" and row["version"] in (2, 3):
+                row["labels"] = ["production"] if row["version"] == 2 else ["latest"]
+                row["updatedAt"] = iso(T0)
+        moved = _run(url, stub, store)
+    calls = _stored(store)
+    fingerprints = dict(calls.select("span_id", "template_fingerprint").rows())
+    assert fingerprints["obs-01"] == prompt_template_fingerprint("chat", QA_V3)  # own input
+    assert fingerprints["noio-0"] == prompt_template_fingerprint("chat", QA_V2)  # from qa@2
+    assert fingerprints["noio-1"] == prompt_template_fingerprint("text", "Sort the ticket.")
+    assert fingerprints["noio-2"] is None  # prompt "gone" is not on the server
+    assert calls.filter(pl.col("span_id") == "noio-0")["prompt"][0] == "qa@2"
+    assert sum("'gone'" in n for n in notices) == 1
+    state_file = next(store.state_dir.glob("langfuse-*.json"))
+    qa = _entry(store, url)["prompts"]["qa"]
+    assert (qa["type"], qa["versions"], qa["tags"]) == ("chat", [1, 2, 3], ["billing"])
+    assert set(qa["by_version"]) == {"2", "3"}  # only versions calls use
+    assert qa["by_version"]["3"]["created_at"] == iso(T0 - timedelta(days=10))
+    assert qa["by_version"]["2"]["created_at"] < qa["by_version"]["3"]["created_at"]
+    assert qa["by_version"]["3"]["commit_message"] == "invoices only"
+    assert moved.prompt_versions == 2
+    assert qa["by_version"]["2"]["labels"] == ["production"]
+    assert qa["by_version"]["3"]["labels"] == ["latest"]
+    assert "invoices" not in state_file.read_text().replace("invoices only", "")  # no content
+
+
+def test_a_server_without_prompts_imports_and_says_so_once(tmp_path):
+    stub = _prompted_stub()
+    stub.prompts_available = False
+    notices: list[str] = []
+
+    class Notes(ImportReporter):
+        def notice(self, message: str) -> None:
+            notices.append(message)
+
+    store = Store(tmp_path / "store")
+    with stub.running() as url:
+        stats = _run(url, stub, store, reporter=Notes())
+    assert stats.added == EXPECTED + 3 and stats.prompt_versions == 0
+    assert sum("prompts are not available" in n for n in notices) == 1
+    assert len(stub.calls_to("/api/public/v2/prompts")) == 1  # not asked again page after page
+    fingerprints = dict(_stored(store).select("span_id", "template_fingerprint").rows())
+    assert fingerprints["noio-0"] is None
+    assert fingerprints["obs-01"] == prompt_template_fingerprint("chat", QA_V3)  # its own input
 
 
 # -- rate limits, server errors, wrong keys ------------------------------------------------------
@@ -681,6 +857,9 @@ def test_command_imports_and_summarises(stub, tmp_path):
         assert "-> 25 calls" in result.output
         assert "imported 25 new calls, skipped 0 already stored" in result.output
         assert "2 with accuracy" in result.output
+        assert "scores: 1 attached to new calls, 0 to stored calls, 0 matched no call" in (
+            result.output
+        )
         again = CliRunner().invoke(cli, [*args, "--host", url], env=env)
         assert "imported 0 new calls, skipped 25 already stored" in again.output
         stub.observations.append({**observation("bad", "t", T0), "startTime": "soon"})

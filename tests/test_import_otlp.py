@@ -270,6 +270,56 @@ def test_evaluation_events_become_scores_and_accuracy(tmp_path):
     assert only_accuracy.calls["accuracy"].to_list() == [1.0]
 
 
+def test_a_score_in_a_later_file_reaches_the_stored_call(tmp_path, monkeypatch):
+    """An LLM judge runs after the call was imported: its evaluations, in a later file, are
+    merged into the stored call (by the judge span's parent, or by response id)."""
+    monkeypatch.chdir(tmp_path)  # default [accuracy]: accuracy and correctness count
+    monkeypatch.delenv("LLMTRACE_CONFIG", raising=False)
+    store = tmp_path / "store"
+    call = span("00000000000000a1", None, "chat", chat(**{"gen_ai.response.id": "r-1"}))
+    calls = write_lines(tmp_path / "calls.jsonl", request(call))
+    judge = span(
+        "00000000000000e1", "00000000000000a1", "judge", {}, events=[evaluation("accuracy", 1.0)]
+    )
+    elsewhere = span(
+        "00000000000000e2", None, "judge", {}, trace=OTHER_TRACE,
+        events=[
+            evaluation("Correctness", label="FAIL", response_id="r-1"),
+            evaluation("accuracy", 1.0, response_id="r-404"),
+        ],
+    )  # fmt: skip
+    later = write_lines(tmp_path / "later.jsonl", request(judge, elsewhere))
+
+    def import_(*paths: Path) -> str:
+        result = CliRunner().invoke(
+            cli, ["import", "otlp", *map(str, paths), "--store", str(store)]
+        )
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    import_(calls)
+    out = import_(later)
+    assert "scores: 0 attached to new calls, 2 to stored calls, 1 matched no call" in out
+    (row,) = Store(store).scan().collect().to_dicts()
+    assert row["scores"] == [
+        {"name": "accuracy", "value": 1.0, "label": None, "source": "otel"},
+        {"name": "Correctness", "value": None, "label": "FAIL", "source": "otel"},
+    ]
+    assert row["accuracy"] == pytest.approx(0.5)
+    files = sorted(Store(store).files())
+    again = import_(calls, later)  # both files again: nothing is added twice
+    assert "imported 0 new calls, skipped 1 already stored" in again
+    assert "0 to stored calls, 1 matched no call, 2 already attached" in again
+    assert sorted(Store(store).files()) == files
+    fresh = span(
+        "00000000000000a2", None, "chat", chat(), trace=OTHER_TRACE,
+        events=[evaluation("accuracy", 0.0)],
+    )  # fmt: skip
+    out = import_(write_lines(tmp_path / "fresh.jsonl", request(fresh)))
+    assert "scores: 1 attached to new calls, 0 to stored calls, 0 matched no call" in out
+    assert Store(store).scan().collect().height == 2
+
+
 def test_accuracy_names_come_from_the_config(tmp_path, monkeypatch):
     call = span("00000000000000a1", None, "chat", chat(), events=[evaluation("exact", 0.0)])
     path = write_lines(tmp_path / "t.jsonl", request(call))

@@ -1,14 +1,17 @@
-"""The store: idempotent atomic appends, day partitions, windowed scans, crash-safe compaction."""
+"""The store: idempotent atomic appends, day partitions, windowed scans, crash-safe compaction,
+and late scores merged into stored calls."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 import pytest
 
-from llmtrace.record import CALL_SCHEMA
+from llmtrace.accuracy import AccuracyConfig
+from llmtrace.record import CALL_SCHEMA, SCORE_STRUCT
 from llmtrace.store import Store
 
 
@@ -109,3 +112,210 @@ def test_state_roundtrip(tmp_path):
     assert store.read_state("langfuse") == {}
     store.write_state("langfuse", {"cursor": "abc", "n": 3})
     assert store.read_state("langfuse") == {"cursor": "abc", "n": 3}
+
+
+# -- late scores: attach_scores ----------------------------------------------------------------
+
+
+def _score(name: str, value: float | None, label: str | None = None, source: str = "judge"):
+    return {"name": name, "value": value, "label": label, "source": source}
+
+
+def _scores(rows: list[dict]) -> pl.DataFrame:
+    """attach_scores input: trace_id, span_id, score, plus whatever optional columns rows set."""
+    columns = {"trace_id", "span_id", "score", *(k for r in rows for k in r)}
+    full = [{c: r.get(c) for c in sorted(columns)} for r in rows]
+    schema = {c: pl.String for c in columns} | {"score": SCORE_STRUCT}
+    if "rank" in columns:
+        schema["rank"] = pl.Int64
+    return pl.DataFrame(full, schema=schema)
+
+
+def _stored_scores(store: Store) -> dict[str, tuple[list | None, float | None]]:
+    rows = store.scan().collect().select("span_id", "scores", "accuracy").rows()
+    return {span: (scores, accuracy) for span, scores, accuracy in rows}
+
+
+ACCURACY = AccuracyConfig(names=frozenset({"accuracy", "correct"}))
+
+
+def test_attach_scores_reaches_calls_by_span_trace_and_response(tmp_path):
+    store = Store(tmp_path)
+    store.append(_calls(9, T0).with_columns(pl.format("r-{}", "span_id").alias("response_id")))
+    result = store.attach_scores(
+        _scores(
+            [
+                {"trace_id": "t0", "span_id": "s1", "score": _score("accuracy", 1.0)},
+                {"trace_id": "t1", "score": _score("correct", None, "fail")},  # whole trace
+                {"trace_id": None, "span_id": "s6", "score": _score("accuracy", 0.5)},
+                {"trace_id": None, "response_id": "r-s7", "score": _score("tone", 4.0)},
+                {"trace_id": "t9", "score": _score("accuracy", 1.0)},  # no such trace
+                {
+                    "trace_id": "t0",
+                    "span_id": "s4",
+                    "score": _score("accuracy", 1.0),
+                },  # wrong trace
+            ]
+        ),
+        ACCURACY,
+    )
+    assert (result.attached, result.present, result.unmatched) == (4, 0, 2)
+    assert result.unmatched_ids == {"#4", "#5"}
+    assert result.calls == 6  # s1, s3..s5, s6, s7
+    got = _stored_scores(store)
+    assert got["s1"] == ([_score("accuracy", 1.0)], 1.0)
+    assert [got[s] for s in ("s3", "s4", "s5")] == [([_score("correct", None, "fail")], 0.0)] * 3
+    assert got["s6"] == ([_score("accuracy", 0.5)], 0.5)
+    assert got["s7"] == ([_score("tone", 4.0)], None)  # kept, but not accuracy
+    assert got["s0"] == (None, None) and got["s8"] == (None, None)
+    assert store.scan().collect().height == 9
+
+
+def test_attach_scores_uses_the_best_ranked_target_of_a_score(tmp_path):
+    store = Store(tmp_path)
+    store.append(_calls(6, T0))
+    verdict = _score("accuracy", 0.0)
+    alternatives = [  # e1: its own span is not stored, its parent s2 is; e2: s4 wins over s5
+        {"score_id": "e1", "rank": 0, "trace_id": "t0", "span_id": "judge", "score": verdict},
+        {"score_id": "e1", "rank": 2, "trace_id": "t0", "span_id": "s2", "score": verdict},
+        {"score_id": "e2", "rank": 0, "trace_id": "t1", "span_id": "s4", "score": verdict},
+        {"score_id": "e2", "rank": 2, "trace_id": "t1", "span_id": "s5", "score": verdict},
+    ]
+    result = store.attach_scores(_scores(alternatives), ACCURACY)
+    assert (result.attached, result.unmatched, result.calls) == (2, 0, 2)
+    got = _stored_scores(store)
+    assert {s for s, (scores, _) in got.items() if scores} == {"s2", "s4"}
+
+
+def test_attach_scores_is_idempotent_and_keeps_equal_scores_of_different_evaluators(tmp_path):
+    store = Store(tmp_path)
+    store.append(_calls(3, T0))
+    same = _score("accuracy", 1.0)
+    two = _scores(
+        [
+            {"score_id": "judge-a", "trace_id": "t0", "span_id": "s0", "score": same},
+            {"score_id": "judge-b", "trace_id": "t0", "span_id": "s0", "score": same},
+            {"score_id": "judge-b", "trace_id": "t0", "span_id": "s0", "score": same},  # read twice
+        ]
+    )
+    assert store.attach_scores(two, ACCURACY).attached == 2
+    files = sorted(store.files())
+    again = store.attach_scores(two, ACCURACY)
+    assert (again.attached, again.present, again.calls, again.files) == (0, 2, 0, 0)
+    assert sorted(store.files()) == files  # nothing was rewritten
+    assert _stored_scores(store)["s0"] == ([same, same], 1.0)
+    third = _scores([{"score_id": "judge-c", "trace_id": "t0", "span_id": "s0", "score": same}])
+    assert store.attach_scores(pl.concat([two, third]), ACCURACY).attached == 1
+    assert len(_stored_scores(store)["s0"][0]) == 3
+
+
+def test_attach_scores_rewrites_only_the_files_of_scored_calls(tmp_path):
+    store = Store(tmp_path)
+    store.append(_calls(12, T0))  # 4 days
+    store.append(_calls(12, T0, prefix="u"))
+    store.compact()
+    before = {p.parent.name: p.name for p in store.files()}
+    result = store.attach_scores(
+        _scores([{"trace_id": "t0", "span_id": "s0", "score": _score("accuracy", 1.0)}]),
+        ACCURACY,
+    )
+    assert (result.calls, result.files) == (1, 1)
+    after = {p.parent.name: p.name for p in store.files()}
+    changed = {day for day in before if before[day] != after[day]}
+    assert changed == {f"day={T0.date().isoformat()}"}
+    assert after[next(iter(changed))].startswith("compact-")  # still a compacted day
+    stored = store.scan().collect()
+    assert stored.height == 24 and stored.select("trace_id", "span_id").n_unique() == 24
+    assert stored.filter(pl.col("scores").is_not_null())["span_id"].to_list() == ["s0"]
+
+
+def _crash_after_new_file(store: Store, scores: pl.DataFrame) -> tuple[Path, list[str]]:
+    """Run attach_scores, then put back the replaced file and the journal: the state a crash
+    between renaming the new file in and removing the old one leaves behind."""
+    day_dir = store.files()[0].parent
+    saved = {p.name: p.read_bytes() for p in day_dir.glob("*.parquet")}
+    store.attach_scores(scores, ACCURACY)
+    new = sorted(p.name for p in day_dir.glob("*.parquet") if p.name not in saved)
+    for name, data in saved.items():
+        (day_dir / name).write_bytes(data)
+    (day_dir / "compaction.json").write_text(
+        json.dumps({"targets": new, "replaces": sorted(saved)})
+    )
+    return day_dir, new
+
+
+def test_a_crash_while_rewriting_leaves_every_call_once(tmp_path):
+    store = Store(tmp_path)
+    store.append(_calls(2, T0))  # one file
+    verdict = _scores([{"trace_id": "t0", "span_id": "s0", "score": _score("accuracy", 1.0)}])
+    day_dir, new = _crash_after_new_file(store, verdict)
+    assert len(list(day_dir.glob("*.parquet"))) == 2  # old and new side by side
+    stored = store.scan().collect()
+    assert sorted(stored["span_id"]) == ["s0", "s1"]  # each once: the journal hides the old
+    assert _stored_scores(store)["s0"] == ([_score("accuracy", 1.0)], 1.0)
+    again = store.attach_scores(verdict, ACCURACY)  # the next writer rolls the rewrite forward
+    assert (again.attached, again.present) == (0, 1)
+    assert sorted(p.name for p in day_dir.glob("*.parquet")) == new
+    assert not (day_dir / "compaction.json").exists()
+    assert store.scan().collect().height == 2
+
+
+def test_a_crash_before_the_new_file_is_in_place_rolls_back(tmp_path):
+    store = Store(tmp_path)
+    store.append(_calls(2, T0))
+    day_dir = store.files()[0].parent
+    old = sorted(p.name for p in day_dir.glob("*.parquet"))
+    (day_dir / ".part-new.parquet.tmp").write_bytes(b"half a file")
+    (day_dir / "compaction.json").write_text(
+        json.dumps({"targets": ["part-new.parquet"], "replaces": old})
+    )
+    assert sorted(store.scan().collect()["span_id"]) == ["s0", "s1"]
+    verdict = _scores([{"trace_id": "t0", "span_id": "s0", "score": _score("accuracy", 1.0)}])
+    assert store.attach_scores(verdict, ACCURACY).attached == 1
+    assert not (day_dir / "compaction.json").exists()
+    assert _stored_scores(store)["s0"] == ([_score("accuracy", 1.0)], 1.0)
+    assert store.scan().collect().height == 2
+
+
+def test_an_interrupted_rewrite_reads_as_before_and_the_next_writer_rolls_it_back(tmp_path):
+    """Interrupt attach_scores for real, between the first and the second new file of a day:
+    the accuracy config it is given raises while the second file is being built."""
+    built: list[int] = []
+
+    class Interrupting(AccuracyConfig):
+        def from_scores(self, scores: str | pl.Expr = "scores") -> pl.Expr:
+            built.append(1)
+            if len(built) == 2:
+                raise KeyboardInterrupt
+            return super().from_scores(scores)
+
+    store = Store(tmp_path)
+    store.append(_calls(1, T0, prefix="a"))
+    store.append(_calls(1, T0, prefix="b"))  # the same day, a second file
+    day_dir = store.files()[0].parent
+    old = sorted(p.name for p in day_dir.glob("*.parquet"))
+    verdicts = _scores(
+        [
+            {"trace_id": "a0", "span_id": "s0", "score": _score("accuracy", 1.0)},
+            {"trace_id": "b0", "span_id": "s0", "score": _score("accuracy", 0.0)},
+        ]
+    )
+    with pytest.raises(KeyboardInterrupt):
+        store.attach_scores(verdicts, Interrupting(names=frozenset({"accuracy"})))
+    assert (day_dir / "compaction.json").exists()
+    assert len(list(day_dir.glob("*.parquet"))) == 3  # both old files and one new one
+    stored = store.scan().collect()
+    assert stored.height == 2 and stored["scores"].null_count() == 2  # as before, once each
+    result = store.attach_scores(verdicts, ACCURACY)
+    assert (result.attached, result.files) == (2, 2)
+    assert not set(old) & {p.name for p in day_dir.glob("*.parquet")}
+    assert sorted(store.scan().collect()["accuracy"]) == [0.0, 1.0]
+
+
+def test_attach_scores_names_missing_columns_and_tolerates_an_empty_store(tmp_path):
+    store = Store(tmp_path)
+    with pytest.raises(ValueError, match=r"lack the column\(s\) \['score'\]"):
+        store.attach_scores(pl.DataFrame({"trace_id": ["t0"]}), ACCURACY)
+    verdict = _scores([{"trace_id": "t0", "span_id": "s0", "score": _score("accuracy", 1.0)}])
+    assert store.attach_scores(verdict, ACCURACY).unmatched_ids == {"#0"}
+    assert not store.calls_dir.exists()

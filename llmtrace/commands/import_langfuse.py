@@ -89,6 +89,21 @@ def _when(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if value else "-"
 
 
+def _scores_summary(stats: ImportStats) -> None:
+    """Where the scores read went: new calls, calls stored by earlier runs, or nowhere."""
+    present = f", {stats.scores_present:,} already attached" if stats.scores_present else ""
+    updated = f" ({stats.calls_rescored:,} calls updated)" if stats.calls_rescored else ""
+    console.print(
+        f"  scores: {stats.scores_new_calls:,} attached to new calls, "
+        f"{stats.scores_stored_calls:,} to stored calls{updated}, "
+        f"{stats.scores_unmatched:,} matched no call{present} ({stats.scores:,} read); "
+        f"{stats.calls_with_scores:,} calls read with scores, "
+        f"{stats.calls_with_accuracy:,} with accuracy",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def _summary(stats: ImportStats) -> None:
     """The closing lines, in the shape ``import otlp`` prints them: what was read, stored,
     priced and scored, and where the next run starts."""
@@ -103,10 +118,14 @@ def _summary(stats: ImportStats) -> None:
     print_import_totals(stats.added, stats.duplicates, stats.price_status, stats.total_cost)
     if stats.reported_cost:
         console.print(f"  Langfuse's own cost for these calls: ${stats.reported_cost:,.4f}")
-    console.print(
-        f"  scores: {stats.scores:,} read, {stats.calls_with_scores:,} calls scored, "
-        f"{stats.calls_with_accuracy:,} with accuracy"
-    )
+    _scores_summary(stats)
+    if stats.prompt_versions:
+        console.print(
+            f"  prompt versions read: {stats.prompt_versions:,} (labels, created time and "
+            "template fingerprint kept in the checkpoint)",
+            highlight=False,
+            soft_wrap=True,
+        )
     if stats.watermark:
         console.print(f"  next run continues from {_when(stats.watermark)}")
     if stats.rate_limit_waits:
@@ -165,8 +184,10 @@ def langfuse_command(
     Keys come from LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY. Each run continues where the
     last one stopped (the first reads the last 30 days unless --since says otherwise); an
     interrupted run is finished by running the command again. Calls are priced with
-    llmtrace's prices; Langfuse's own cost is kept for comparison. Observations that cannot be
-    read are reported one per line, the rest is imported, and the exit code is 1.
+    llmtrace's prices; Langfuse's own cost is kept for comparison. Scores added after a call
+    was imported (LLM-as-judge, trace scores) are merged into the stored call by the next run.
+    Prompt versions' labels and template fingerprints come from Langfuse's prompts. Observations
+    that cannot be read are reported one per line, the rest is imported, and the exit code is 1.
 
     \b
     Example:

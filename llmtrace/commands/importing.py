@@ -8,6 +8,7 @@ is thin: read options, call the importer, price, append, print the summary.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import polars as pl
@@ -32,7 +33,11 @@ from llmtrace.commands.common import (
 )
 from llmtrace.commands.import_langfuse import langfuse_command
 from llmtrace.config import ConfigError
-from llmtrace.importers import ImportResult
+from llmtrace.store import ScoreAttachResult
+
+if TYPE_CHECKING:
+    from llmtrace.importers.otlp import OtlpImportResult
+    from llmtrace.store import Store
 
 # Below this much input a progress bar only flickers.
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
@@ -61,7 +66,7 @@ def _bar(total: int) -> Progress:
     )
 
 
-def _read(paths: tuple[Path, ...], keep_content: bool) -> ImportResult:
+def _read(paths: tuple[Path, ...], keep_content: bool) -> OtlpImportResult:
     """Run the importer with a progress bar sized by the bytes on disk."""
     from llmtrace.importers.otlp import find_inputs, import_otlp
 
@@ -76,7 +81,41 @@ def _read(paths: tuple[Path, ...], keep_content: bool) -> ImportResult:
         return import_otlp(files, keep_content=keep_content, progress=advance)
 
 
-def _summary(result: ImportResult, priced: pl.DataFrame, added: int, duplicates: int) -> None:
+def _attach_late_scores(store: Store, result: OtlpImportResult) -> ScoreAttachResult:
+    """Give calls stored by earlier imports the evaluations this import holds for them.
+
+    Run before the append: a score whose call is in this import and new to the store comes
+    back unmatched and is written with the call; a call already stored gets it here, so an
+    evaluation that arrives in a later file than its call is kept, and a rerun adds nothing.
+    """
+    if result.score_targets.is_empty():
+        return ScoreAttachResult()
+    return store.attach_scores(result.score_targets, result.accuracy)
+
+
+def _scores_line(result: OtlpImportResult, late: ScoreAttachResult) -> str | None:
+    """``scores: N attached to new calls, M to stored calls, K matched no call``."""
+    targets = result.score_targets
+    if targets.is_empty():
+        return None
+    here = set(targets.filter(pl.col("matched")).get_column("score_id"))
+    everywhere = set(targets.get_column("score_id"))
+    new_calls = len(here & late.unmatched_ids)
+    nowhere = len((everywhere - here) & late.unmatched_ids)
+    present = f", {late.present:,} already attached" if late.present else ""
+    return (
+        f"  scores: {new_calls:,} attached to new calls, {late.attached:,} to stored calls, "
+        f"{nowhere:,} matched no call{present}"
+    )
+
+
+def _summary(
+    result: OtlpImportResult,
+    priced: pl.DataFrame,
+    added: int,
+    duplicates: int,
+    late: ScoreAttachResult,
+) -> None:
     console.print(
         f"Read {result.spans:,} spans from {result.files:,} file(s): "
         f"{result.llm_spans:,} LLM spans -> {priced.height:,} calls "
@@ -85,10 +124,9 @@ def _summary(result: ImportResult, priced: pl.DataFrame, added: int, duplicates:
     statuses = dict(priced.group_by("price_status").len().iter_rows()) if priced.height else {}
     total = priced.get_column("total_cost").sum() if priced.height else 0.0
     print_import_totals(added, duplicates, statuses, total)
-    if result.scores or result.unmatched_scores:
-        console.print(
-            f"  scores: {result.scores:,} attached, {result.unmatched_scores:,} matched no call"
-        )
+    line = _scores_line(result, late)
+    if line:
+        console.print(line, highlight=False, soft_wrap=True)
     if result.problems:
         unreadable = len(result.problems) - result.rejected
         err_console.print(
@@ -136,8 +174,10 @@ def otlp_command(
     ) in result.problems:  # one plain line each, never wrapped: editors and grep read them
         click.echo(str(problem), err=True)
     priced = price_calls(result.calls, book)
-    appended = open_store(store_path).append(priced)
-    _summary(result, priced, appended.added, appended.duplicates)
+    store = open_store(store_path)
+    late = _attach_late_scores(store, result)
+    appended = store.append(priced)
+    _summary(result, priced, appended.added, appended.duplicates, late)
     if result.problems:
         raise SystemExit(1)
 

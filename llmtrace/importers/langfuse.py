@@ -11,11 +11,18 @@ What is read, and why this way
   ``/api/public/traces`` instead (the SDK 5 no longer wraps them, so they are plain GETs).
 * **Scores**: ``GET /api/public/v3/scores`` (SDK ``scores.get_many``), else the page-based
   ``/api/public/v2/scores``; numeric, boolean and categorical scores from an hour before the
-  window's start on. They are read *before* the observations because the store is
-  append-only: a call is written once, with its scores. (So a score given after its call was
-  imported is not attached; re-scoring stored calls needs an update path the store lacks.)
-* Prompts: observations already carry ``promptName`` / ``promptVersion``, which is all a call
-  record holds about its prompt, so the prompts endpoint is not read.
+  window's start on, each kept once by its id (page-based reads can repeat a row). They are
+  read *before* the observations so a new call is written once, with its scores. Scores for
+  calls stored by an earlier run (LLM-as-judge runs later; trace scores are added after the
+  trace) are merged into those stored calls first, by ``Store.attach_scores``: the store's one
+  update path, idempotent and crash-safe.
+* **Prompts**: ``GET /api/public/v2/prompts?name=`` (SDK ``prompts.list``) and
+  ``GET /api/public/v2/prompts/{name}?version=`` (``prompts.get``), only for the prompt
+  versions the calls name, each read once and kept in the checkpoint (re-read when the
+  prompt's ``lastUpdatedAt`` moves, e.g. a label moved): the version's labels (production,
+  latest...), created time and tags there order prompt versions; its template gives
+  ``template_fingerprint`` to calls whose own input gave none (io masked or not captured). A
+  server without prompts is said once and the import goes on.
 
 Mapping (Langfuse -> call record, Polars expressions; only fingerprinting is per row)
 ------------------------------------------------------------------------------------
@@ -47,6 +54,10 @@ so whatever stops the process (Ctrl-C, a crash, a dropped connection) the next r
 most the page it was on, and the store's idempotent append skips what was already written:
 every observation is stored exactly once. The next window starts ``OVERLAP`` before the
 watermark so observations ingested late (long calls, batching exporters) are still picked up.
+Scores are merged into stored calls at the start of every window read, resumed ones included,
+and a score a call already holds is not added again, so reruns add nothing. The checkpoint
+also keeps ``prompts``: per prompt its versions, labels, tags and ``lastUpdatedAt``, and per
+version used its labels, created time, commit message and template fingerprint (no text).
 
 Errors: 401/403 stop at once (wrong keys or host); 429 waits for ``Retry-After`` however long
 it is (the SDK would cap it at 60 s, so SDK retries are off and this module retries);
@@ -68,6 +79,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import polars as pl
@@ -94,6 +106,7 @@ __all__ = [
     "checkpoint_name",
     "import_langfuse",
     "observations_to_calls",
+    "prompt_template_fingerprint",
     "retry_wait",
     "scores_frame",
 ]
@@ -107,6 +120,7 @@ V2_FIELDS = "core,basic,model,usage,prompt,metrics,trace_context,io"
 V2_PAGE_SIZE = 1000  # the v2 maximum
 V1_PAGE_SIZE = 100
 SCORES_PAGE_SIZE = 100  # the v3 maximum (more is HTTP 400)
+PROMPTS_PAGE_SIZE = 100  # the prompts list maximum
 SCORE_TYPES = ("NUMERIC", "BOOLEAN", "CATEGORICAL")
 # Re-read this much before the watermark: observations can arrive after a later one was read.
 OVERLAP = timedelta(minutes=15)
@@ -144,7 +158,7 @@ class LangfuseSettings:
 
     host: str
     public_key: str
-    secret_key: str
+    secret_key: str = field(repr=False)  # never in a log line or traceback repr
     timeout: float = 60.0
 
     @classmethod
@@ -271,6 +285,12 @@ class ImportStats:
     scores: int = 0
     calls_with_scores: int = 0
     calls_with_accuracy: int = 0
+    scores_new_calls: int = 0
+    scores_stored_calls: int = 0
+    scores_present: int = 0
+    scores_unmatched: int = 0
+    calls_rescored: int = 0
+    prompt_versions: int = 0
     price_status: Counter[str] = field(default_factory=Counter)
     usage_mismatch: int = 0
     total_cost: float = 0.0
@@ -666,6 +686,7 @@ def observations_to_calls(
 # -- scores -----------------------------------------------------------------------------------
 
 _SCORE_COLUMNS = {
+    "score_id": pl.String,
     "trace_id": pl.String,
     "observation_id": pl.String,
     "name": pl.String,
@@ -682,6 +703,7 @@ def _scores_v3(rows: list[dict[str, Any]], sdk_names: bool) -> pl.DataFrame:
     if sdk_names:
         subject = pl.Struct({"kind": pl.String, "id": pl.String, "trace_id": pl.String})
     schema = {
+        "id": pl.String,
         "name": pl.String,
         "dataType": pl.String,
         "value": pl.String,
@@ -693,6 +715,7 @@ def _scores_v3(rows: list[dict[str, Any]], sdk_names: bool) -> pl.DataFrame:
     kind = pl.col("subject").struct.field("kind")
     sid, stid = pl.col("subject").struct.field("id"), pl.col("subject").struct.field(trace_key)
     return raw.select(
+        pl.col("id").alias("score_id"),
         pl.when(kind == "trace").then(sid).when(kind == "observation").then(stid).alias("trace_id"),
         pl.when(kind == "observation").then(sid).alias("observation_id"),
         pl.col("name"),
@@ -708,6 +731,7 @@ def _scores_v1(rows: list[dict[str, Any]]) -> pl.DataFrame:
     raw = pl.from_dicts(
         rows,
         schema={
+            "id": pl.String,
             "traceId": pl.String,
             "observationId": pl.String,
             "name": pl.String,
@@ -719,6 +743,7 @@ def _scores_v1(rows: list[dict[str, Any]]) -> pl.DataFrame:
         strict=False,
     )
     return raw.select(
+        pl.col("id").alias("score_id"),
         pl.col("traceId").alias("trace_id"),
         _nonblank("observationId").alias("observation_id"),
         pl.col("name"),
@@ -734,8 +759,9 @@ def _scores_v1(rows: list[dict[str, Any]]) -> pl.DataFrame:
 def scores_frame(common: pl.DataFrame, accuracy: AccuracyConfig) -> pl.DataFrame:
     """Scores with the record's score struct; a categorical score's value is its category's.
 
-    Columns: ``trace_id``, ``observation_id`` (null for trace scores), ``score`` (name, value,
-    label, source).
+    Columns: ``score_id`` (Langfuse's id; ``#<row>`` if a row has none), ``trace_id``,
+    ``observation_id`` (null for trace scores), ``score`` (name, value, label, source). A score
+    read twice (page-based reads shift when scores arrive meanwhile) is kept once.
     """
     text = pl.col("value_text").str.strip_chars()
     lowered = text.str.to_lowercase()
@@ -761,10 +787,12 @@ def scores_frame(common: pl.DataFrame, accuracy: AccuracyConfig) -> pl.DataFrame
         .when(kind == "BOOLEAN")
         .then(pl.when(value == 1.0).then(pl.lit("true")).when(value == 0.0).then(pl.lit("false")))
     )
+    row_id = pl.format("#{}", pl.int_range(pl.len()))
     return (
         common.filter(kind.is_in(SCORE_TYPES))
         .with_columns(value.alias("_value"), label.alias("_label"))
         .select(
+            pl.coalesce(_nonblank("score_id"), row_id).alias("score_id"),
             "trace_id",
             "observation_id",
             pl.struct(
@@ -776,6 +804,7 @@ def scores_frame(common: pl.DataFrame, accuracy: AccuracyConfig) -> pl.DataFrame
             .cast(SCORE_STRUCT)
             .alias("score"),
         )
+        .unique("score_id", keep="first", maintain_order=True)
     )
 
 
@@ -808,6 +837,7 @@ def attach_scores(
 def _empty_scores() -> pl.DataFrame:
     return pl.DataFrame(
         schema={
+            "score_id": pl.String,
             "trace_id": pl.String,
             "observation_id": pl.String,
             "score": SCORE_STRUCT,
@@ -836,6 +866,202 @@ def _infer_providers(calls: pl.DataFrame, book: PriceBook) -> pl.DataFrame:
         calls.join(table, on="model", how="left", maintain_order="left")
         .with_columns(pl.coalesce(provider, pl.col("_provider")).alias("provider"))
         .drop("_provider")
+    )
+
+
+# -- prompts ----------------------------------------------------------------------------------
+
+
+def prompt_template_fingerprint(kind: str | None, template: Any, config: Any = None) -> str | None:
+    """A Langfuse prompt version's template fingerprint, computed by ``llmtrace.fingerprint``
+    exactly as for a call's input: leading system messages plus tools.
+
+    A chat prompt's messages are read as a call's input messages are (a placeholder, like any
+    non-system message, ends the system part); a text prompt is read as the system message
+    (where ``compile()`` output usually goes); tools come from ``config.tools`` when the prompt
+    keeps them there. ``{{variables}}`` stay as written, so a call whose system message had
+    them filled in fingerprints differently: that is why a call's own input wins.
+    """
+    tools = config.get("tools") if isinstance(config, Mapping) else None
+    if kind == "text" or isinstance(template, str):
+        messages = [{"role": "system", "content": str(template)}]
+    elif isinstance(template, list):
+        messages = [_template_message(m) for m in template]
+    else:
+        return None
+    value = {"messages": messages, "tools": tools if isinstance(tools, list) else []}
+    prompt = fingerprint.read_prompt({"langfuse.observation.input": value})
+    return fingerprint.fingerprint(prompt)["template_fingerprint"] if prompt else None
+
+
+def _template_message(message: Any) -> dict[str, Any]:
+    """A chat prompt message as an input message; a placeholder (``{name, type}``) becomes a
+    message of its own role, which ends the system part as the messages it stands for do."""
+    if not isinstance(message, Mapping):
+        return {"role": "user", "content": message}
+    if message.get("type") == "placeholder" or "role" not in message:
+        return {"role": "placeholder", "content": str(message.get("name") or "")}
+    return {"role": message.get("role"), "content": message.get("content")}
+
+
+def _apply_prompts(ctx: _Context, calls: pl.DataFrame) -> pl.DataFrame:
+    """Fill ``template_fingerprint`` of calls whose input gave none from their prompt version's
+    template; each version is read from the server once and then kept in the checkpoint."""
+    pairs = (
+        calls.filter(pl.col("prompt_name").is_not_null() & pl.col("prompt_version").is_not_null())
+        .select("prompt_name", "prompt_version")
+        .unique()
+        .sort("prompt_name", "prompt_version")
+    )
+    if pairs.is_empty():
+        return calls
+    known = ctx.entry.setdefault("prompts", {})
+    found = []
+    for name, version in pairs.iter_rows():  # distinct prompt versions: a handful per page
+        _ensure_prompt_version(ctx, name, version)
+        cached = known.get(name, {}).get("by_version", {}).get(version) or {}
+        found.append((name, version, cached.get("template_fingerprint")))
+    table = pl.DataFrame(
+        found,
+        schema={"prompt_name": pl.String, "prompt_version": pl.String, "_prompt_fp": pl.String},
+        orient="row",
+    )
+    return (
+        calls.join(table, on=["prompt_name", "prompt_version"], how="left", maintain_order="left")
+        .with_columns(
+            pl.coalesce("template_fingerprint", "_prompt_fp").alias("template_fingerprint")
+        )
+        .drop("_prompt_fp")
+    )
+
+
+def _ensure_prompt_version(ctx: _Context, name: str, version: str) -> None:
+    """Read a prompt version into the checkpoint unless it is there and still current."""
+    if ctx.prompts_off or (name, version) in ctx.prompt_missing:
+        return
+    meta = _list_prompt(ctx, name)
+    if meta is None:
+        return
+    cached = ctx.entry["prompts"][name]["by_version"].get(version)
+    if cached is not None and cached.get("seen_update") == meta.get("last_updated_at"):
+        return
+    if not version.isdigit() or int(version) not in (meta.get("versions") or []):
+        ctx.prompt_missing.add((name, version))
+        ctx.notice_once(
+            f"prompt:{name}@{version}",
+            f"prompt {name!r} has no version {version} on the server (deleted?): its calls keep "
+            "the fingerprint of their own input",
+        )
+        return
+    _get_prompt_version(ctx, name, version, meta)
+
+
+def _list_prompt(ctx: _Context, name: str) -> dict[str, Any] | None:
+    """The prompt's metadata from the list endpoint, once per run, recorded in the checkpoint;
+    versions already recorded are re-read if the prompt changed since (a label moved)."""
+    if name in ctx.prompt_listed:
+        return ctx.prompt_listed[name]
+    ctx.prompt_listed[name] = None
+    try:
+        meta = _find_prompt_meta(ctx, name)
+    except (_NotFound, _BadRequest, LangfuseImportError, pydantic.ValidationError) as exc:
+        _prompts_unavailable(ctx, exc)
+        return None
+    if meta is None:
+        ctx.notice_once(
+            f"prompt:{name}",
+            f"prompt {name!r} is not among the project's prompts (deleted?): its calls keep "
+            "the fingerprint of their own input",
+        )
+        return None
+    entry = ctx.entry.setdefault("prompts", {}).setdefault(name, {"by_version": {}})
+    entry.update(
+        {
+            "type": meta.get("type"),
+            "versions": sorted(meta.get("versions") or []),
+            "labels": sorted(meta.get("labels") or []),
+            "tags": sorted(meta.get("tags") or []),
+            "last_updated_at": meta.get("last_updated_at"),
+        }
+    )
+    ctx.prompt_listed[name] = meta
+    for version, cached in list(entry["by_version"].items()):
+        if cached.get("seen_update") != meta.get("last_updated_at") and not ctx.prompts_off:
+            _get_prompt_version(ctx, name, version, meta)
+    return meta
+
+
+def _find_prompt_meta(ctx: _Context, name: str) -> dict[str, Any] | None:
+    """``GET /api/public/v2/prompts?name=``, page by page, until the entry named ``name``."""
+    page = 1
+    while True:
+        response = ctx.client.call(
+            "GET /api/public/v2/prompts",
+            lambda page=page: ctx.client.api.prompts.list(
+                name=name, page=page, limit=PROMPTS_PAGE_SIZE, request_options=ctx.client.options
+            ),
+        )
+        body = _sdk_dump(response)
+        for item in body.get("data") or []:
+            if isinstance(item, dict) and item.get("name") == name:
+                return {_snake(k): v for k, v in item.items()}
+        if page >= int(_sdk_dump(body.get("meta")).get("total_pages") or 0):
+            return None
+        page += 1
+
+
+def _sdk_dump(model: Any) -> dict[str, Any]:
+    """An SDK model (or its dump) as JSON values with snake_case top-level keys: the SDK's
+    models dump under the API's camelCase names, their attributes are snake_case."""
+    if isinstance(model, pydantic.BaseModel):
+        model = pydantic.BaseModel.model_dump(model, mode="json")
+    return {_snake(k): v for k, v in model.items()} if isinstance(model, dict) else {}
+
+
+def _get_prompt_version(ctx: _Context, name: str, version: str, meta: dict[str, Any]) -> None:
+    """Read one prompt version; record its labels, times and template fingerprint (never its
+    text) in the checkpoint."""
+    what = f"GET /api/public/v2/prompts/{name}?version={version}"
+    try:
+        prompt = ctx.client.call(
+            what,
+            lambda: ctx.client.api.prompts.get(
+                quote(name, safe=""),  # folder prompts: "a/b" is one path segment
+                version=int(version),
+                request_options=ctx.client.options,
+            ),
+        )
+    except (_NotFound, pydantic.ValidationError) as exc:
+        ctx.prompt_missing.add((name, version))
+        problem = "not found" if isinstance(exc, _NotFound) else "not readable"
+        ctx.notice_once(f"prompt:{name}@{version}", f"{what}: {problem}; skipped")
+        return
+    except (_BadRequest, LangfuseImportError) as exc:
+        _prompts_unavailable(ctx, exc)
+        return
+    data = _sdk_dump(prompt)
+    ctx.entry["prompts"][name]["by_version"][version] = {
+        "labels": sorted(data.get("labels") or []),
+        "created_at": data.get("created_at"),  # not in the spec; the server sends it
+        "updated_at": data.get("updated_at"),
+        "commit_message": data.get("commit_message"),
+        "template_fingerprint": prompt_template_fingerprint(
+            data.get("type"), data.get("prompt"), data.get("config")
+        ),
+        "seen_update": meta.get("last_updated_at"),
+    }
+    ctx.stats.prompt_versions += 1
+
+
+def _prompts_unavailable(ctx: _Context, exc: Exception) -> None:
+    """No prompts from this server in this run; said once, and the import goes on."""
+    ctx.prompts_off = True
+    reason = "no prompts endpoint (HTTP 404)" if isinstance(exc, _NotFound) else str(exc)
+    ctx.notice_once(
+        "prompts",
+        f"prompts are not available from {ctx.client.settings.host} ({reason}): calls keep the "
+        "prompt name and version their observations carry, without the version's labels or "
+        "template fingerprint",
     )
 
 
@@ -992,6 +1218,14 @@ class _Context:
     scores: pl.DataFrame = field(default_factory=_empty_scores)
     traces: pl.DataFrame | None = None
     noticed: set[str] = field(default_factory=set)
+    # ids of the window's scores that matched no stored call, and those of them that then
+    # reached a call read in this run
+    unstored_scores: set[str] = field(default_factory=set)
+    new_call_scores: set[str] = field(default_factory=set)
+    # prompts: names listed in this run (None: not on the server), versions the server lacks
+    prompt_listed: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    prompt_missing: set[tuple[str, str]] = field(default_factory=set)
+    prompts_off: bool = False
 
     def notice_once(self, key: str, message: str) -> None:
         if key not in self.noticed:
@@ -1122,13 +1356,54 @@ def _run_window(ctx: _Context, run: dict[str, Any]) -> None:
         )
     ctx.save()
     ctx.scores = _read_scores(ctx, start, run["api"])
+    _attach_to_stored(ctx)
     ctx.traces = None
     if run["api"] == "v1":
         ctx.traces = _read_traces(ctx, start - TRACE_LOOKBACK, end)
         _pages_v1(ctx, run, start, end)
     else:
         _pages_v2(ctx, run, start, end)
+    ctx.stats.scores_new_calls += len(ctx.new_call_scores)
+    ctx.stats.scores_unmatched += len(ctx.unstored_scores - ctx.new_call_scores)
     _finish(ctx, start, end)
+
+
+def _attach_to_stored(ctx: _Context) -> None:
+    """Merge the window's scores into calls stored by earlier runs (late LLM-as-judge verdicts,
+    trace scores added after the trace) before any page is read.
+
+    Done first, and again whenever the window is re-read, so a crash anywhere leaves nothing
+    behind; scores already held are not added again. Scores matching no stored call are
+    remembered: the pages decide whether they belong to a call read now or to none.
+    """
+    if ctx.scores.is_empty():
+        ctx.unstored_scores, ctx.new_call_scores = set(), set()
+        return
+    ctx.reporter.stage("attaching scores to stored calls")
+    frame = ctx.scores.select(
+        "score_id", "trace_id", pl.col("observation_id").alias("span_id"), "score"
+    )
+    result = ctx.store.attach_scores(frame, ctx.accuracy)
+    ctx.stats.scores_stored_calls += result.attached
+    ctx.stats.scores_present += result.present
+    ctx.stats.calls_rescored += result.calls
+    ctx.unstored_scores, ctx.new_call_scores = set(result.unmatched_ids), set()
+
+
+def _note_new_call_scores(ctx: _Context, calls: pl.DataFrame) -> None:
+    """Which of the scores no stored call held reach the calls of this page: those calls were
+    not stored before this run, so the scores count as attached to new calls."""
+    if not ctx.unstored_scores:
+        return
+    scores = ctx.scores
+    hit = scores.filter(
+        pl.col("observation_id").is_in(calls.get_column("span_id").implode())
+        | (
+            pl.col("observation_id").is_null()
+            & pl.col("trace_id").is_in(calls.get_column("trace_id").implode())
+        )
+    ).get_column("score_id")
+    ctx.new_call_scores.update(set(hit) & ctx.unstored_scores)
 
 
 def _finish(ctx: _Context, start: datetime, end: datetime) -> None:
@@ -1410,7 +1685,9 @@ def _store_page(
     stats.usage_mismatch += int(calls.get_column("_usage_mismatch").sum())
     if ctx.traces is not None:
         calls = _join_traces(calls, ctx.traces)
+    calls = _apply_prompts(ctx, calls)
     calls = attach_scores(calls, ctx.scores, ctx.accuracy)
+    _note_new_call_scores(ctx, calls)
     calls = _infer_providers(calls, ctx.book)
     priced = price_calls(conform(calls), ctx.book)
     result = ctx.store.append(priced)

@@ -33,6 +33,12 @@ the call with their ``gen_ai.response.id``, else the call that is the parent of 
 them. ``accuracy`` is computed from them as ``llmtrace.accuracy`` defines it (config
 ``[accuracy] names`` and ``[accuracy.categories]``): the mean over scores that count of the
 value when it lies in [0, 1], else the label's value; other scores are kept in ``scores`` only.
+
+Late scores: an evaluation often arrives in a later file than its call (an LLM judge runs
+later). ``OtlpImportResult.score_targets`` lists every evaluation with where it may belong, in
+the shape ``Store.attach_scores`` reads: the call it matched here, or else its span, its
+response id and its span's parent, in that order; the command hands it to the store before
+appending, so calls stored by an earlier import get their scores, and a rerun adds nothing.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import gc
 import gzip
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -741,15 +748,85 @@ _EVALUATION_SCHEMA = {
 }
 
 
+_TARGET_SCHEMA = {
+    "score_id": pl.String,
+    "rank": pl.Int64,
+    "trace_id": pl.String,
+    "span_id": pl.String,
+    "response_id": pl.String,
+    "score": SCORE_STRUCT,
+    "matched": pl.Boolean,
+}
+
+
+def empty_score_targets() -> pl.DataFrame:
+    """No evaluations: ``OtlpImportResult.score_targets`` with its columns."""
+    return pl.DataFrame(schema=_TARGET_SCHEMA)
+
+
+@dataclass
+class OtlpImportResult(ImportResult):
+    """An ``ImportResult`` plus what attaching late scores to stored calls needs.
+
+    ``score_targets``: one row per place an evaluation may belong (``Store.attach_scores``
+    columns; ``score_id`` is ``e<n>``, the evaluation's number in this import). An evaluation
+    matched to a call here has one row (``matched``); an unmatched one has a row per
+    candidate, tried by ``rank``: its own span (0), its response id (1), its span's parent (2).
+    ``accuracy``: the settings the scores were read with, for recomputing stored calls.
+    """
+
+    score_targets: pl.DataFrame = field(default_factory=empty_score_targets)
+    accuracy: AccuracyConfig = field(default_factory=AccuracyConfig)
+
+
+def _score_targets(events: pl.DataFrame, matched: pl.DataFrame) -> pl.DataFrame:
+    """Where each evaluation may belong in the store (see ``OtlpImportResult``)."""
+    score = pl.struct("name", "value", "label", pl.lit("otel").alias("source")).cast(SCORE_STRUCT)
+    score_id = pl.format("e{}", "_e")
+    here = matched.filter(pl.col("_span").is_not_null()).select(
+        "_e",
+        score_id.alias("score_id"),
+        pl.lit(0, dtype=pl.Int64).alias("rank"),
+        pl.col("_trace").alias("trace_id"),
+        pl.col("_span").alias("span_id"),
+        pl.lit(None, dtype=pl.String).alias("response_id"),
+        score.alias("score"),
+        pl.lit(True).alias("matched"),
+    )
+    lost = events.join(matched.filter(pl.col("_span").is_null()).select("_e"), on="_e")
+    candidates = [
+        (0, pl.col("trace_id"), pl.col("_holder"), pl.lit(None, dtype=pl.String)),
+        (1, pl.lit(None, dtype=pl.String), pl.lit(None, dtype=pl.String), pl.col("response_id")),
+        (2, pl.col("trace_id"), pl.col("_holder_parent"), pl.lit(None, dtype=pl.String)),
+    ]
+    elsewhere = [
+        lost.select(
+            "_e",
+            score_id.alias("score_id"),
+            pl.lit(rank, dtype=pl.Int64).alias("rank"),
+            trace.alias("trace_id"),
+            span.alias("span_id"),
+            response.alias("response_id"),
+            score.alias("score"),
+            pl.lit(False).alias("matched"),
+        ).filter(pl.col("span_id").is_not_null() | pl.col("response_id").is_not_null())
+        for rank, trace, span, response in candidates
+    ]
+    # in event order: the store appends a call's new scores in the order of its input rows
+    targets = pl.concat([here, *elsewhere]).sort("_e", "rank").drop("_e")
+    return targets.cast(_TARGET_SCHEMA)
+
+
 def _attach_scores(
     calls: pl.DataFrame,
     members: pl.DataFrame,
     evaluations: list[tuple[Any, ...]],
     accuracy: AccuracyConfig,
-) -> tuple[pl.DataFrame, int, int]:
-    """Add ``scores`` and ``accuracy``; returns (calls, scores attached, scores unmatched)."""
+) -> tuple[pl.DataFrame, int, int, pl.DataFrame]:
+    """Add ``scores`` and ``accuracy``; returns (calls, scores attached, scores unmatched,
+    score targets for the store)."""
     if not evaluations:
-        return calls, 0, 0
+        return calls, 0, 0, empty_score_targets()
     events = pl.DataFrame(evaluations, schema=_EVALUATION_SCHEMA, orient="row").with_row_index("_e")
     by_span = events.join(
         members.rename({"_member": "_holder", "span_id": "_by_span"}),
@@ -798,7 +875,8 @@ def _attach_scores(
         .drop("_scores")
         .with_columns(accuracy.from_scores("scores").alias("accuracy"))
     )
-    return calls, found.height, matched.height - found.height
+    targets = _score_targets(events, matched)
+    return calls, found.height, matched.height - found.height, targets
 
 
 # --------------------------------------------------------------------------------------------
@@ -813,7 +891,7 @@ def import_otlp(
     progress: Progress | None = None,
     accuracy_names: Iterable[str] | None = None,
     accuracy_labels: Mapping[str, float] | None = None,
-) -> ImportResult:
+) -> OtlpImportResult:
     """Read OTLP trace files and return their LLM calls as call records (not priced).
 
     ``paths`` are files or directories. ``progress`` is called with the number of bytes read
@@ -846,7 +924,7 @@ def calls_from_spans(
     accuracy_names: Iterable[str] | None = None,
     accuracy_labels: Mapping[str, float] | None = None,
     source: str = "otlp",
-) -> ImportResult:
+) -> OtlpImportResult:
     """Call records from span mappings already decoded (the shape ``llmtrace.dialects`` reads,
     plus ``events``), with the same merging, actions and scores as a file import.
 
@@ -866,7 +944,7 @@ def calls_from_spans(
     return _finish(sink, accuracy, source)
 
 
-def _finish(sink: _Collector, accuracy: AccuracyConfig, source: str) -> ImportResult:
+def _finish(sink: _Collector, accuracy: AccuracyConfig, source: str) -> OtlpImportResult:
     """The whole-import steps in Polars: one frame, merged calls, actions, scores."""
     calls = _calls_frame(sink.calls, source)
     sink.calls = []
@@ -884,9 +962,9 @@ def _finish(sink: _Collector, accuracy: AccuracyConfig, source: str) -> ImportRe
         sink.roots, schema={"trace_id": pl.String, "_root_name": pl.String}, orient="row"
     )
     calls = _resolve_actions(calls, tree, roots)
-    calls, attached, unmatched = _attach_scores(calls, members, sink.evaluations, accuracy)
+    calls, attached, unmatched, targets = _attach_scores(calls, members, sink.evaluations, accuracy)
     frame = conform(calls).collect()
-    return ImportResult(
+    return OtlpImportResult(
         calls=frame,
         problems=sink.problems,
         spans=sink.spans,
@@ -895,4 +973,6 @@ def _finish(sink: _Collector, accuracy: AccuracyConfig, source: str) -> ImportRe
         rejected=sink.rejected,
         scores=attached,
         unmatched_scores=unmatched,
+        score_targets=targets,
+        accuracy=accuracy,
     )
