@@ -9,7 +9,7 @@ applies the statistics and thresholds that turn numbers into findings.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal, Protocol
@@ -142,3 +142,39 @@ class Rule(Protocol):
     def decide(self, aggregates: pl.DataFrame, ctx: AuditContext) -> list[Finding]:
         """Statistics and thresholds on the merged table; returns findings."""
         ...
+
+
+def merge_cells(
+    partials: list[pl.DataFrame],
+    cell: Sequence[str],
+    *,
+    sums: Sequence[str] = (),
+    maxes: Sequence[str] = (),
+    mins: Sequence[str] = (),
+) -> pl.DataFrame:
+    """Merge partial cell tables of several partitions: sums add, maxima and minima combine.
+
+    The ``merge`` of every rule whose partials are plain per-cell sums, maxima and minima
+    (exact when the partitions split the rule's key, approximate at the edges otherwise).
+    """
+    if not partials:
+        return pl.DataFrame()
+    return (
+        pl.concat(partials, how="vertical_relaxed")
+        .group_by(*cell)
+        .agg(
+            *(pl.col(c).sum() for c in sums),
+            *(pl.col(c).max() for c in maxes),
+            *(pl.col(c).min() for c in mins),
+        )
+    )
+
+
+def worth_reporting(table: pl.DataFrame, min_monthly_savings_usd: float) -> pl.DataFrame:
+    """The rows of a rule's evaluated table that become findings: eligible and saving at least
+    the floor, largest saving first."""
+    if table.height == 0:
+        return table
+    return table.filter(
+        pl.col("eligible") & (pl.col("monthly_savings_usd") >= min_monthly_savings_usd)
+    ).sort("monthly_savings_usd", descending=True)

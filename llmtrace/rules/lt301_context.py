@@ -40,7 +40,7 @@ import polars as pl
 
 from llmtrace.config import ConfigError
 from llmtrace.rules import stats
-from llmtrace.rules.base import AuditContext, Finding, Severity
+from llmtrace.rules.base import AuditContext, Finding, Severity, merge_cells, worth_reporting
 from llmtrace.rules.caching_model import price_rates, split_cost
 
 CODE = "LT301"
@@ -178,23 +178,12 @@ class ContextRule:
 
     def merge(self, partials: list[pl.DataFrame], ctx: AuditContext) -> pl.DataFrame:
         """Concatenate partials and re-aggregate by cell (exact when split by conversation)."""
-        if not partials:
-            return pl.DataFrame()
-        return (
-            pl.concat(partials, how="vertical_relaxed")
-            .group_by(*_CELL)
-            .agg(*(pl.col(c).sum() for c in _SUMS), *(pl.col(c).max() for c in _MAXES))
-        )
+        return merge_cells(partials, _CELL, sums=_SUMS, maxes=_MAXES)
 
     def decide(self, aggregates: pl.DataFrame, ctx: AuditContext) -> list[Finding]:
         """Findings for prompts whose trimming or summarising saves enough per month."""
         params = Params.from_mapping(ctx.params)
-        table = evaluate(aggregates, ctx)
-        if table.height == 0:
-            return []
-        flagged = table.filter(
-            pl.col("eligible") & (pl.col("monthly_savings_usd") >= params.min_monthly_savings_usd)
-        ).sort("monthly_savings_usd", descending=True)
+        flagged = worth_reporting(evaluate(aggregates, ctx), params.min_monthly_savings_usd)
         return [_finding(row, ctx, params) for row in flagged.iter_rows(named=True)]
 
 
