@@ -11,14 +11,24 @@ Run by hand::
 
     python bench/bench_import.py --spans 200000 --runs 3
     python bench/bench_import.py --spans 200000 --parser orjson  # orjson (if installed) for json
+
+``--command`` measures the whole ``llmtrace import otlp`` instead (streaming read, pricing and
+appending to a new store, batch by batch), once per size, in a child process whose peak RSS is
+read from ``wait4``; inputs and stores go under ``--tmp`` and are deleted after each size::
+
+    python bench/bench_import.py --command --sizes 1000000 10000000 --tmp /tmp
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -247,12 +257,56 @@ def write_dataset(directory: Path, spans: int, seed: int = 7) -> tuple[int, int]
     return written, size
 
 
+def run_command(directory: Path, store: Path, batch_spans: int | None) -> tuple[float, float, str]:
+    """Run ``llmtrace import otlp`` on ``directory`` in a child: (wall s, peak RSS GB, stdout)."""
+    args = [sys.executable, "-m", "llmtrace.cli", "import", "otlp", str(directory)]
+    args += ["--store", str(store)]
+    if batch_spans:
+        args += ["--batch-spans", str(batch_spans)]
+    began = time.perf_counter()
+    child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out = child.stdout.read().decode() if child.stdout else ""
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - began
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"import failed ({status}): {out}")
+    return wall, usage.ru_maxrss / 1024**2, out  # ru_maxrss is in KiB on Linux
+
+
+def command_sizes(sizes: list[int], tmp: Path, batch_spans: int | None) -> None:
+    """One import per size, each on fresh input and a fresh store, deleted afterwards."""
+    for size in sizes:
+        work = Path(tempfile.mkdtemp(prefix="lt-import-", dir=tmp))
+        try:
+            began = time.perf_counter()
+            (work / "in").mkdir()
+            count, nbytes = write_dataset(work / "in", size)
+            generated = time.perf_counter() - began
+            wall, rss, out = run_command(work / "in", work / "store", batch_spans)
+            summary = " / ".join(line.strip() for line in out.splitlines()[:2])
+            print(
+                f"{count:,} spans ({nbytes / 1e9:.2f} GB JSON, generated in {generated:.0f} s): "
+                f"import {wall:.1f} s -> {count / wall:,.0f} spans/s, peak RSS {rss:.2f} GB "
+                f"[{summary}]",
+                flush=True,
+            )
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--parser", choices=("default", "orjson"), default="default")
+    parser.add_argument("--command", action="store_true", help="time `llmtrace import otlp`")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument("--batch-spans", type=int, default=None, help="the command's option")
     args = parser.parse_args()
+    if args.command:
+        command_sizes(args.sizes, args.tmp, args.batch_spans)
+        return
 
     from llmtrace.importers import otlp
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util.genai.handler import TelemetryHandler
+from polars.testing import assert_frame_equal
 
 from llmtrace.cli import cli
 from llmtrace.importers.otlp import import_otlp
@@ -631,3 +633,133 @@ def test_calls_from_already_decoded_spans():
     assert [str(p) for p in result.problems] == [
         "<spans>:3: span 00000000000000a3: gen_ai.usage.output_tokens: token count -1 is negative"
     ]
+
+
+# -- streaming: bounded batches give the same calls as one whole import -------------------------
+
+
+def stream_batches(path: Path, batch_spans: int) -> list:
+    from llmtrace.importers.otlp import stream_otlp
+
+    batches: list = []
+    stream_otlp([path], batches.append, batch_spans=batch_spans, accuracy_names=("accuracy",))
+    return batches
+
+
+def test_a_root_after_many_batches_still_names_the_action(tmp_path):
+    """Children of one trace sit in many lines read as many batches; its root comes last. The
+    calls are held back until then, while other (closed) traces are stored batch by batch."""
+    lines = []
+    for n in range(20):  # an open trace's LLM calls under a middle span, one line each
+        lines.append(request(span(f"00000000000001{n:02x}", "00000000000000b1", attrs=chat(n + 1))))
+        other = f"{n + 1:032x}"  # a closed trace per line: its root arrives with it
+        lines.append(
+            request(
+                span(f"00000000000002{n:02x}", "00000000000000a9", attrs=chat(), trace=other),
+                span("00000000000000a9", None, "GET /other", trace=other),
+            )
+        )
+    lines.append(request(span("00000000000000b1", "00000000000000a1", "step")))
+    lines.append(request(span("00000000000000a1", None, "POST /late-root")))
+    path = write_lines(tmp_path / "t.jsonl", *lines)
+    batches = stream_batches(path, batch_spans=1)
+    assert len(batches) == len(lines) + 1  # one per line, then the end of the import
+    early = pl.concat([b.calls for b in batches[:-2]])
+    assert early.height == 20 and set(early["action"]) == {"GET /other"}
+    held = batches[-2].calls  # the root's batch finishes the 20 held calls
+    assert held.height == 20 and set(held["action"]) == {"POST /late-root"}
+    whole = run(path)
+    assert_same_calls(pl.concat([b.calls for b in batches]), whole.calls)
+
+
+def test_a_twin_span_in_a_later_batch_is_still_one_call(tmp_path):
+    outer = span(
+        "00000000000000a1",
+        "00000000000000f1",
+        "openai.chat",
+        chat(1149, 12, **{"gen_ai.response.id": "chatcmpl-1"}),
+    )
+    inner = span(
+        "00000000000000a2",
+        "00000000000000a1",
+        "chat gpt-4o-mini",
+        chat(1149, 12, **{"gen_ai.response.id": "chatcmpl-1", "gen_ai.conversation.id": "c-1"}),
+    )
+    filler = [request(span(f"{n:016x}", None, "x", trace=f"{n:032x}")) for n in range(1, 6)]
+    root = span("00000000000000f1", None, "POST /ask")
+    path = write_lines(tmp_path / "t.jsonl", request(inner), *filler, request(outer), request(root))
+    batches = stream_batches(path, batch_spans=1)
+    calls = pl.concat([b.calls for b in batches])
+    assert sum(b.llm_spans for b in batches) == 2 and sum(b.merged for b in batches) == 1
+    (row,) = calls.to_dicts()
+    # the key of the tie's smallest span id; the conversation id from the other span
+    assert (row["span_id"], row["conversation_id"]) == ("00000000000000a1", "c-1")
+    assert row["action"] == "POST /ask"
+    assert_same_calls(calls, run(path).calls)
+
+
+def assert_same_calls(left: pl.DataFrame, right: pl.DataFrame) -> None:
+    keys = ["trace_id", "span_id"]
+    assert left.sort(keys).to_dicts() == right.sort(keys).to_dicts()
+
+
+def scores_sum(match: re.Match) -> str:
+    return f"scores: {int(match[1]) + int(match[2])} attached"
+
+
+def mixed_traces(tmp_path: Path) -> Path:
+    """Traces as exporters write them, and not: children before roots across files, roots
+    before late children, twins, an orphan, and evaluations before and after their call."""
+    out = tmp_path / "in"
+    out.mkdir()
+    shutil.copytree(FIXTURES, out / "fixtures")
+    docs = []
+    for n in range(12):
+        trace = f"{n + 1:032x}"
+        agent = span(f"{n + 1:014x}b1", f"{n + 1:014x}a1", "agent", {"llmtrace.action": "act"}, trace=trace)  # fmt: skip
+        call = span(f"{n + 1:014x}c1", f"{n + 1:014x}b1", attrs=chat(10 + n, **{"gen_ai.response.id": f"r-{n}"}), trace=trace)  # fmt: skip
+        twin = span(f"{n + 1:014x}c2", f"{n + 1:014x}c1", attrs=chat(10 + n), trace=trace)
+        root = span(f"{n + 1:014x}a1", None, f"GET /{n % 3}", trace=trace)
+        late = span(f"{n + 1:014x}c3", f"{n + 1:014x}b1", attrs=chat(99), trace=trace)
+        judge = span(
+            f"{n + 1:014x}e1", None, "judge", {}, trace=f"{n + 100:032x}",
+            events=[evaluation("accuracy", n / 12, response_id=f"r-{n}")],
+        )  # fmt: skip
+        if n % 2:
+            docs += [request(judge), request(twin, call), request(agent), request(root)]
+        else:
+            docs += [request(call), request(twin, agent), request(root), request(late), request(judge)]  # fmt: skip
+    docs.append(request(span("00000000000000c9", "00000000000000ff", attrs=chat(), trace=OTHER_TRACE)))  # fmt: skip
+    write_lines(out / "a.jsonl", *docs[: len(docs) // 2])
+    write_lines(out / "b.jsonl", *docs[len(docs) // 2 :])
+    return out
+
+
+@pytest.mark.parametrize("small", [1, 3])
+def test_batch_size_one_and_large_give_identical_stores(tmp_path, monkeypatch, small):
+    monkeypatch.chdir(tmp_path)  # default [accuracy]
+    monkeypatch.delenv("LLMTRACE_CONFIG", raising=False)
+    inputs = mixed_traces(tmp_path)
+    outputs, stores = [], []
+    for size in (small, 100_000):
+        store = tmp_path / f"store-{size}"
+        args = ["import", "otlp", str(inputs), "--store", str(store), "--batch-spans", str(size)]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        outputs.append(result.stdout)
+        stores.append(Store(store).scan().collect().sort("trace_id", "span_id"))
+    # the same summary, except that a score reaching a call stored by an earlier batch of this
+    # import counts as attached "to stored calls" (the store cannot tell which import wrote it)
+    summaries = [
+        re.sub(r"scores: (\d+) attached to new calls, (\d+)", scores_sum, o) for o in outputs
+    ]
+    assert summaries[0] == summaries[1]
+    assert "scores: 15 attached to stored calls, 0 matched no call" in summaries[0]  # 12 + 3
+    # costs may differ in the last bit (the pricing of a batch is vectorised over its rows)
+    assert_frame_equal(stores[0], stores[1], rel_tol=1e-12, abs_tol=0)
+    calls = stores[0]
+    assert calls.height == 4 + 12 + 6 + 1  # fixtures, calls (twins merged), late ones, orphan
+    assert calls.filter(pl.col("trace_id").str.starts_with("0000")).get_column(
+        "action"
+    ).unique().to_list() == ["act"]
+    assert calls["accuracy"].drop_nulls().len() == 12 + 2  # and the fixtures' two scored calls

@@ -15,13 +15,15 @@ rejected span, its span id.
 
 Pipeline: parse each span into a plain mapping, keep LLM spans as call records via
 ``llmtrace.dialects.map_span`` and every span minimally (ids, parent, ``llmtrace.action``, root
-names) to resolve actions; then, over the whole import at once in Polars: merge spans that
-describe one call, resolve each call's action through its ancestors, attach evaluation scores.
-Nothing is priced here; the command prices.
+names) to resolve actions; then, per batch of spans in Polars: merge spans that describe one
+call, resolve each call's action through its ancestors, attach evaluation scores. Nothing is
+priced here; the command prices and stores each batch (``stream_otlp``), so memory is bounded
+by the batch size plus the traces still open, not by the input.
 
 Actions: ``llmtrace.action`` on the call or its nearest ancestor, else the name of the trace's
-root span, else the call's service. Resolved after every file is read, because children are
-often exported (and so written) before their root.
+root span, else the call's service. Children are often exported (and so written) before their
+root, even in an earlier file, so a trace's calls are held back until its root has been read
+(or the import ends) and only then finished: see ``stream_otlp`` for the policy.
 
 One call = one record: spans of one trace with the same ``gen_ai.response.id``, and an LLM span
 whose parent LLM span reports the same input and output tokens, are one call. The span with the
@@ -320,8 +322,18 @@ def _proto_messages(data: bytes) -> list[bytes]:
 class _Collector:
     """Accumulates calls, the span tree and evaluations across all files of one import."""
 
-    def __init__(self, keep_content: bool) -> None:
+    def __init__(
+        self,
+        keep_content: bool,
+        batch_spans: int | None = None,
+        on_full: Callable[[], None] | None = None,
+    ) -> None:
         self.keep_content = keep_content
+        self.batch_spans = batch_spans
+        self.on_full = on_full
+        self._reset()
+
+    def _reset(self) -> None:
         self.calls: list[dict[str, Any]] = []
         self.tree_trace: list[str] = []
         self.tree_span: list[str] = []
@@ -361,6 +373,20 @@ class _Collector:
             self.llm_spans += 1
         self.evaluations.extend(evaluations)
 
+    def take(self) -> _Collector:
+        """Hand over what was collected since the last take and start an empty batch."""
+        batch = _Collector(self.keep_content)
+        batch.__dict__.update(
+            {k: v for k, v in self.__dict__.items() if k not in ("batch_spans", "on_full")}
+        )
+        self._reset()
+        return batch
+
+    def _check_full(self) -> None:
+        """Called between requests (never inside one): a request's spans stay in one batch."""
+        if self.on_full is not None and self.batch_spans and self.spans >= self.batch_spans:
+            self.on_full()
+
     def add_request(self, doc: Any, file: str, line: int | None) -> None:
         """Every span of one OTLP JSON request; bad spans become problems, the rest is kept."""
         for raw, (scope, resource) in _json_request_spans(doc):
@@ -372,6 +398,7 @@ class _Collector:
                 self._reject(file, line, raw, str(exc))
             except (AttributeError, KeyError, TypeError, ValueError) as exc:
                 self._reject(file, line, raw, f"malformed span ({type(exc).__name__}: {exc})")
+        self._check_full()
 
     def add_proto(self, request: Any, file: str, line: int | None) -> None:
         """Every span of one protobuf ExportTraceServiceRequest."""
@@ -386,6 +413,7 @@ class _Collector:
                     except (SpanError, _Malformed, ValueError) as exc:
                         self.rejected += 1
                         self.problem(file, line, raw.span_id.hex() or None, str(exc))
+        self._check_full()
 
     def _reject(self, file: str, line: int | None, raw: Any, message: str) -> None:
         self.rejected += 1
@@ -610,14 +638,15 @@ _RAW_SCHEMA = pl.Schema(
 
 def _calls_frame(calls: list[dict[str, Any]], source: str) -> pl.DataFrame:
     """The collected call dicts as one frame, built once; ``source`` names where they came from."""
-    if not calls:
-        return pl.DataFrame(schema=_RAW_SCHEMA)
     names = _RAW_SCHEMA.names()
-    try:  # one C-level pass per row, then a transpose: twice as fast as a .get per field
-        rows = map(itemgetter(*names), calls)
-        columns = dict(zip(names, map(list, zip(*rows, strict=True)), strict=True))
-    except KeyError:  # a producer that left fields out (they are optional)
-        columns = {name: [c.get(name) for c in calls] for name in names}
+    if not calls:  # the same columns as a full batch, so held and new calls concatenate
+        columns: dict[str, list[Any]] = {name: [] for name in names}
+    else:
+        try:  # one C-level pass per row, then a transpose: twice as fast as a .get per field
+            rows = map(itemgetter(*names), calls)
+            columns = dict(zip(names, map(list, zip(*rows, strict=True)), strict=True))
+        except KeyError:  # a producer that left fields out (they are optional)
+            columns = {name: [c.get(name) for c in calls] for name in names}
     frame = pl.DataFrame(columns, schema=_RAW_SCHEMA)
     return frame.with_columns(
         pl.from_epoch(pl.col("start_ns") // 1000, time_unit="us")
@@ -708,13 +737,11 @@ def _merge_duplicates(calls: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return pl.concat([singles, merged.drop("_label")]), members
 
 
-def _resolve_actions(calls: pl.DataFrame, tree: pl.DataFrame, roots: pl.DataFrame) -> pl.DataFrame:
-    """Fill ``action``: own attribute, nearest ancestor's, root span name, then service."""
-    tree = tree.unique(subset=list(KEY_FIELDS), keep="first")
+def _walk_actions(walk: pl.DataFrame, tree: pl.DataFrame) -> pl.DataFrame:
+    """Climb ``walk`` (KEY_FIELDS, ``action``, ``_ancestor``) through ``tree`` until each row
+    has the nearest ancestor's ``action`` or runs out of ancestors; returns KEY_FIELDS, action."""
+    tree = tree.unique(subset=list(KEY_FIELDS), keep="first", maintain_order=True)
     ancestors = tree.rename({"span_id": "_ancestor", "parent_span_id": "_next", "action": "_found"})
-    walk = calls.select(
-        *KEY_FIELDS, pl.col("parent_span_id").alias("_ancestor"), "action"
-    ).with_columns(pl.when(pl.col("action").is_null()).then(pl.col("_ancestor")).alias("_ancestor"))
     for _ in range(_MAX_DEPTH):
         if walk.filter(pl.col("_ancestor").is_not_null()).is_empty():
             break
@@ -723,7 +750,16 @@ def _resolve_actions(calls: pl.DataFrame, tree: pl.DataFrame, roots: pl.DataFram
             pl.coalesce("action", "_found").alias("action"),
             pl.when(pl.col("_found").is_null()).then(pl.col("_next")).alias("_ancestor"),
         )
-    root_names = roots.unique(subset=["trace_id"], keep="first")
+    return walk.select(*KEY_FIELDS, "action")
+
+
+def _resolve_actions(calls: pl.DataFrame, tree: pl.DataFrame, roots: pl.DataFrame) -> pl.DataFrame:
+    """Fill ``action``: own attribute, nearest ancestor's, root span name, then service."""
+    walk = calls.select(
+        *KEY_FIELDS, pl.col("parent_span_id").alias("_ancestor"), "action"
+    ).with_columns(pl.when(pl.col("action").is_null()).then(pl.col("_ancestor")).alias("_ancestor"))
+    walk = _walk_actions(walk, tree)
+    root_names = roots.unique(subset=["trace_id"], keep="first", maintain_order=True)
     resolved = walk.select(*KEY_FIELDS, pl.col("action").alias("_resolved")).join(
         calls.select(*KEY_FIELDS, "service"), on=list(KEY_FIELDS)
     )
@@ -734,6 +770,27 @@ def _resolve_actions(calls: pl.DataFrame, tree: pl.DataFrame, roots: pl.DataFram
         calls.join(resolved, on=list(KEY_FIELDS), how="left")
         .with_columns(pl.col("_resolved").alias("action"))
         .drop("_resolved")
+    )
+
+
+def _inherited_actions(
+    nodes: pl.DataFrame, tree: pl.DataFrame, roots: pl.DataFrame
+) -> pl.DataFrame:
+    """What each of ``nodes`` (spans of closed traces) passes to a descendant that arrives
+    late: its own ``llmtrace.action``, else its nearest ancestor's in ``tree``, else the root's
+    name. Shaped as tree rows without a parent, so a later walk stops there with this action."""
+    walk = nodes.select(*KEY_FIELDS, pl.lit(None, dtype=pl.String).alias("action")).with_columns(
+        pl.col("span_id").alias("_ancestor")
+    )
+    root_names = roots.unique(subset=["trace_id"], keep="first", maintain_order=True)
+    return (
+        _walk_actions(walk, tree)
+        .join(root_names, on="trace_id", how="left")
+        .select(
+            *KEY_FIELDS,
+            pl.lit(None, dtype=pl.String).alias("parent_span_id"),
+            pl.coalesce("action", "_root_name").alias("action"),
+        )
     )
 
 
@@ -779,10 +836,11 @@ class OtlpImportResult(ImportResult):
     accuracy: AccuracyConfig = field(default_factory=AccuracyConfig)
 
 
-def _score_targets(events: pl.DataFrame, matched: pl.DataFrame) -> pl.DataFrame:
-    """Where each evaluation may belong in the store (see ``OtlpImportResult``)."""
+def _score_targets(events: pl.DataFrame, matched: pl.DataFrame, first: int) -> pl.DataFrame:
+    """Where each evaluation may belong in the store (see ``OtlpImportResult``); evaluations
+    are numbered from ``first`` so ids stay unique across the batches of one import."""
     score = pl.struct("name", "value", "label", pl.lit("otel").alias("source")).cast(SCORE_STRUCT)
-    score_id = pl.format("e{}", "_e")
+    score_id = pl.format("e{}", pl.col("_e") + first)
     here = matched.filter(pl.col("_span").is_not_null()).select(
         "_e",
         score_id.alias("score_id"),
@@ -817,17 +875,22 @@ def _score_targets(events: pl.DataFrame, matched: pl.DataFrame) -> pl.DataFrame:
     return targets.cast(_TARGET_SCHEMA)
 
 
+def _evaluations_frame(evaluations: list[tuple[Any, ...]]) -> pl.DataFrame:
+    return pl.DataFrame(evaluations, schema=_EVALUATION_SCHEMA, orient="row")
+
+
 def _attach_scores(
     calls: pl.DataFrame,
     members: pl.DataFrame,
-    evaluations: list[tuple[Any, ...]],
+    evaluations: pl.DataFrame,
     accuracy: AccuracyConfig,
+    first: int = 0,
 ) -> tuple[pl.DataFrame, int, int, pl.DataFrame]:
     """Add ``scores`` and ``accuracy``; returns (calls, scores attached, scores unmatched,
     score targets for the store)."""
-    if not evaluations:
+    if evaluations.is_empty():
         return calls, 0, 0, empty_score_targets()
-    events = pl.DataFrame(evaluations, schema=_EVALUATION_SCHEMA, orient="row").with_row_index("_e")
+    events = evaluations.with_row_index("_e")
     by_span = events.join(
         members.rename({"_member": "_holder", "span_id": "_by_span"}),
         on=["trace_id", "_holder"],
@@ -875,13 +938,191 @@ def _attach_scores(
         .drop("_scores")
         .with_columns(accuracy.from_scores("scores").alias("accuracy"))
     )
-    targets = _score_targets(events, matched)
+    targets = _score_targets(events, matched, first)
     return calls, found.height, matched.height - found.height, targets
 
 
 # --------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------
+
+
+_TREE_SCHEMA = {n: pl.String for n in ("trace_id", "span_id", "parent_span_id", "action")}
+_ROOTS_SCHEMA = {"trace_id": pl.String, "_root_name": pl.String}
+
+
+class _Stream:
+    """Turns batches of collected spans into batches of finished call records.
+
+    The policy (see ``stream_otlp``): a trace is closed once its local root (a span without a
+    parent) has been read. A batch finishes the calls of every trace closed so far and holds
+    back the rest: their calls, tree spans and evaluations, until a later batch brings the
+    root or the import ends. For closed traces it keeps only a compact table, one row per
+    span, of the action that span passes to a late descendant (``_inherited_actions``), and
+    the root names, both trimmed to the last ``retain`` rows so memory stays bounded.
+    """
+
+    def __init__(self, accuracy: AccuracyConfig, source: str, retain: int) -> None:
+        self.accuracy, self.source, self.retain = accuracy, source, retain
+        self.calls = _calls_frame([], source)
+        self.tree = pl.DataFrame(schema=_TREE_SCHEMA)
+        self.evaluations = pl.DataFrame(schema=_EVALUATION_SCHEMA)
+        self.closed_nodes = pl.DataFrame(schema=_TREE_SCHEMA)
+        self.closed_roots = pl.DataFrame(schema=_ROOTS_SCHEMA)
+        self.numbered = 0  # evaluations numbered so far: score ids stay unique across batches
+
+    def step(self, sink: _Collector, *, final: bool) -> OtlpImportResult:
+        """Finish the closed traces' calls among those held and those in ``sink``."""
+        calls = pl.concat([self.calls, _calls_frame(sink.calls, self.source)])
+        tree = pl.concat([self.tree, pl.DataFrame(_tree_columns(sink), schema=_TREE_SCHEMA)])
+        evaluations = pl.concat([self.evaluations, _evaluations_frame(sink.evaluations)])
+        roots = pl.DataFrame(sink.roots, schema=_ROOTS_SCHEMA, orient="row")
+        known_roots = pl.concat([roots, self.closed_roots])
+        if final:
+            ready_calls, ready_tree, ready_evals = calls, tree, evaluations
+            self.calls, self.tree = calls.clear(), tree.clear()
+            self.evaluations = evaluations.clear()
+        else:
+            # probe the (up to ``retain``) known roots with this batch's traces, not the reverse:
+            # per batch the cost is one scan of the roots, and the splits below hash only these
+            candidates = tree.select("trace_id").unique()
+            closed = known_roots.join(candidates, on="trace_id", how="semi").select("trace_id")
+            ready_calls, self.calls = _split(calls, closed)
+            ready_tree, self.tree = _split(tree, closed)
+            ready_evals, self.evaluations = _split(evaluations, closed)
+        ready = ready_tree.select("trace_id").unique()
+        context_roots = known_roots.join(ready, on="trace_id", how="semi")
+        context_tree = pl.concat(
+            [ready_tree, self.closed_nodes.join(ready, on="trace_id", how="semi")]
+        )
+        merged, members = _merge_duplicates(ready_calls)
+        merged = _resolve_actions(merged, context_tree, context_roots)
+        merged, attached, unmatched, targets = _attach_scores(
+            merged, members, ready_evals, self.accuracy, self.numbered
+        )
+        self.numbered += ready_evals.height
+        if not final:
+            self._remember(_inherited_actions(ready_tree, context_tree, context_roots), roots)
+        frame = conform(merged).collect()
+        return OtlpImportResult(
+            calls=frame,
+            problems=sink.problems,
+            spans=sink.spans,
+            llm_spans=sink.llm_spans,
+            merged=ready_calls.height - frame.height,
+            rejected=sink.rejected,
+            scores=attached,
+            unmatched_scores=unmatched,
+            score_targets=targets,
+            accuracy=self.accuracy,
+        )
+
+    def _remember(self, nodes: pl.DataFrame, roots: pl.DataFrame) -> None:
+        """Keep the compact table of closed traces, newest last, at most ``retain`` rows."""
+        self.closed_nodes = pl.concat([self.closed_nodes, nodes]).tail(self.retain)
+        self.closed_roots = pl.concat([self.closed_roots, roots]).tail(self.retain)
+
+
+def _tree_columns(sink: _Collector) -> dict[str, list[Any]]:
+    return {
+        "trace_id": sink.tree_trace,
+        "span_id": sink.tree_span,
+        "parent_span_id": sink.tree_parent,
+        "action": sink.tree_action,
+    }
+
+
+def _split(frame: pl.DataFrame, traces: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows of ``traces``, the other rows), each in input order."""
+    inside = pl.col("trace_id").is_in(traces.get_column("trace_id").implode())
+    return frame.filter(inside), frame.filter(~inside)
+
+
+def _totals(batches: list[OtlpImportResult], accuracy: AccuracyConfig) -> OtlpImportResult:
+    """One result from the batches of one import: calls and score targets concatenated."""
+    total = OtlpImportResult(accuracy=accuracy)
+    for batch in batches:
+        _add_counts(total, batch)
+    if batches:
+        total.calls = pl.concat([b.calls for b in batches])
+        total.score_targets = pl.concat([b.score_targets for b in batches])
+    return total
+
+
+def _add_counts(total: OtlpImportResult, batch: OtlpImportResult) -> None:
+    total.problems.extend(batch.problems)
+    total.spans += batch.spans
+    total.llm_spans += batch.llm_spans
+    total.merged += batch.merged
+    total.rejected += batch.rejected
+    total.scores += batch.scores
+    total.unmatched_scores += batch.unmatched_scores
+
+
+DEFAULT_BATCH_SPANS = 100_000
+"""Spans read before a batch is finished: the whole import peaked at 0.7-0.8 GB RSS on OTLP
+JSON at 1M and 10M spans (bench/README.md)."""
+RETAIN_CLOSED_SPANS = 1_000_000
+"""Spans of closed traces whose inherited action is kept for late descendants (~0.1 GB)."""
+
+BatchSink = Callable[[OtlpImportResult], None]
+
+
+def stream_otlp(
+    paths: Iterable[str | Path],
+    on_batch: BatchSink,
+    *,
+    batch_spans: int | None = DEFAULT_BATCH_SPANS,
+    keep_content: bool = False,
+    progress: Progress | None = None,
+    accuracy_names: Iterable[str] | None = None,
+    accuracy_labels: Mapping[str, float] | None = None,
+    retain_spans: int = RETAIN_CLOSED_SPANS,
+) -> OtlpImportResult:
+    """Read OTLP trace files in batches of about ``batch_spans`` spans, handing each batch of
+    finished call records to ``on_batch`` (priced and appended by the command), so memory is
+    bounded by the batch size plus the open traces, not by the input. Returns the totals
+    (counts, problems, files, bytes; ``calls`` and ``score_targets`` empty).
+
+    Batches end between OTLP requests (lines), so one request's spans are never split.
+    ``batch_spans=None`` reads everything as one batch.
+
+    Whole-import guarantees, and the policy that keeps them while streaming: a trace is
+    *closed* once its local root has been read (exporters write a parent when it ends, after
+    its children, so the root is normally the last span of its trace). Until then its calls,
+    other spans and evaluations are held back, so actions resolve through every ancestor and
+    spans of one call merge wherever they sit in the input. When the import ends, the traces
+    still open (no root exported) are finished as a whole import would finish them. A span
+    of a trace read after its root (a late child) is finished in its own batch: its action
+    comes from the compact table of closed traces (``retain_spans`` most recent spans), but it
+    is not merged with a twin already handed on. Evaluations that match no call of their
+    batch go to ``Store.attach_scores`` through ``score_targets``, as for late files.
+    """
+    accuracy = AccuracyConfig.resolve(accuracy_names, accuracy_labels)
+    files = find_inputs(paths)
+    stream = _Stream(accuracy, "otlp", retain_spans)
+    total = OtlpImportResult(accuracy=accuracy)
+
+    def flush(final: bool = False) -> None:
+        batch = stream.step(sink.take(), final=final)
+        _add_counts(total, batch)
+        on_batch(batch)
+        del batch
+        gc.collect()  # the GC is off while reading: free any cycles once per batch, not per dict
+
+    sink = _Collector(keep_content, batch_spans, flush)
+    bytes_read = 0
+    collecting = gc.isenabled()
+    gc.disable()  # millions of small dicts: the cyclic GC would rescan them for nothing
+    try:
+        for path in files:
+            bytes_read += _read_file(path, sink, progress)
+        flush(final=True)
+    finally:
+        if collecting:
+            gc.enable()
+    total.files, total.bytes_read = len(files), bytes_read
+    return total
 
 
 def import_otlp(
@@ -891,6 +1132,7 @@ def import_otlp(
     progress: Progress | None = None,
     accuracy_names: Iterable[str] | None = None,
     accuracy_labels: Mapping[str, float] | None = None,
+    batch_spans: int | None = None,
 ) -> OtlpImportResult:
     """Read OTLP trace files and return their LLM calls as call records (not priced).
 
@@ -898,22 +1140,21 @@ def import_otlp(
     from disk as reading advances. ``accuracy_names`` defaults to the config's
     ``[accuracy] names`` and ``accuracy_labels`` to its ``[accuracy.categories]``
     (``llmtrace.accuracy``). Bad files, lines and spans become ``ImportResult.problems``; the
-    rest is imported.
+    rest is imported. Holds every call in memory: large imports use ``stream_otlp``
+    (``batch_spans`` here is that function's, for comparing the two).
     """
-    accuracy = AccuracyConfig.resolve(accuracy_names, accuracy_labels)
-    files = find_inputs(paths)
-    sink = _Collector(keep_content)
-    bytes_read = 0
-    collecting = gc.isenabled()
-    gc.disable()  # millions of small dicts: the cyclic GC would rescan them for nothing
-    try:
-        for path in files:
-            bytes_read += _read_file(path, sink, progress)
-    finally:
-        if collecting:
-            gc.enable()
-    result = _finish(sink, accuracy, "otlp")
-    result.files, result.bytes_read = len(files), bytes_read
+    batches: list[OtlpImportResult] = []
+    totals = stream_otlp(
+        paths,
+        batches.append,
+        batch_spans=batch_spans,
+        keep_content=keep_content,
+        progress=progress,
+        accuracy_names=accuracy_names,
+        accuracy_labels=accuracy_labels,
+    )
+    result = _totals(batches, totals.accuracy)
+    result.files, result.bytes_read = totals.files, totals.bytes_read
     return result
 
 
@@ -941,38 +1182,4 @@ def calls_from_spans(
         except (SpanError, _Malformed, AttributeError, KeyError, TypeError, ValueError) as exc:
             sink.rejected += 1
             sink.problem("<spans>", number, span.get("span_id"), str(exc))
-    return _finish(sink, accuracy, source)
-
-
-def _finish(sink: _Collector, accuracy: AccuracyConfig, source: str) -> OtlpImportResult:
-    """The whole-import steps in Polars: one frame, merged calls, actions, scores."""
-    calls = _calls_frame(sink.calls, source)
-    sink.calls = []
-    calls, members = _merge_duplicates(calls)
-    tree = pl.DataFrame(
-        {
-            "trace_id": sink.tree_trace,
-            "span_id": sink.tree_span,
-            "parent_span_id": sink.tree_parent,
-            "action": sink.tree_action,
-        },
-        schema={n: pl.String for n in ("trace_id", "span_id", "parent_span_id", "action")},
-    )
-    roots = pl.DataFrame(
-        sink.roots, schema={"trace_id": pl.String, "_root_name": pl.String}, orient="row"
-    )
-    calls = _resolve_actions(calls, tree, roots)
-    calls, attached, unmatched, targets = _attach_scores(calls, members, sink.evaluations, accuracy)
-    frame = conform(calls).collect()
-    return OtlpImportResult(
-        calls=frame,
-        problems=sink.problems,
-        spans=sink.spans,
-        llm_spans=sink.llm_spans,
-        merged=sink.llm_spans - frame.height,
-        rejected=sink.rejected,
-        scores=attached,
-        unmatched_scores=unmatched,
-        score_targets=targets,
-        accuracy=accuracy,
-    )
+    return _Stream(accuracy, source, 0).step(sink, final=True)
