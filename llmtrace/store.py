@@ -24,7 +24,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,10 +59,15 @@ def default_store_path() -> Path:
 
 @dataclass(frozen=True)
 class AppendResult:
-    """What one append did: rows written, and rows skipped because their key was stored."""
+    """What one append did: rows written, and rows skipped because their key was stored.
+
+    ``keys``: the (trace_id, span_id) of the rows written, so an importer can tell which of
+    its calls are new without reading the store again (``None`` when nothing was passed).
+    """
 
     added: int
     duplicates: int
+    keys: pl.DataFrame | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -121,13 +126,14 @@ class Store:
         """
         frame = conform(calls).collect()
         if frame.is_empty():
-            return AppendResult(0, 0)
+            return AppendResult(0, 0, frame.select(KEY_FIELDS))
         bad = frame.filter(pl.any_horizontal(pl.col(*KEY_FIELDS, "start_time").is_null())).height
         if bad:
             raise ValueError(f"{bad} call record(s) lack trace_id, span_id or start_time")
         incoming = frame.height
         frame = frame.unique(subset=list(KEY_FIELDS), keep="first", maintain_order=True)
         added = 0
+        written: list[pl.DataFrame] = [frame.select(KEY_FIELDS).clear()]
         with self._locked():
             for (day,), part in frame.group_by("day", maintain_order=True):
                 day_dir = self._day_dir(day)
@@ -139,7 +145,10 @@ class Store:
                 _finish_compaction(day_dir)
                 self._write_atomic(day_dir, part)
                 added += part.height
-        return AppendResult(added=added, duplicates=incoming - added)
+                written.append(part.select(KEY_FIELDS))
+        return AppendResult(
+            added=added, duplicates=incoming - added, keys=pl.concat(written, rechunk=False)
+        )
 
     def _day_dir(self, day: date) -> Path:
         return self.calls_dir / f"day={day.isoformat()}"
@@ -242,6 +251,10 @@ class Store:
         * ``score_id`` (optional): rows sharing one are alternative targets of one score, and
           only the matching rows of the lowest ``rank`` (optional, default 0) are used; without
           it every row is a score of its own.
+        * ``batch`` (optional, default 0): rows of several batches attached in one call act as
+          if each batch were attached after the one before: a call gains a copy of a score only
+          as far as one batch gives more copies than it holds (an importer that streams defers
+          its scores to one call at the end, so it reads the store's keys once, not per batch).
 
         Idempotent: a call gains a copy of a score (name, value, label, source) only as far as
         the batch gives it more copies than the call already holds, so running the same batch
@@ -510,7 +523,7 @@ _SCORE_FIELDS = list(SCORE_STRUCT.to_schema())
 
 def _score_rows(scores: pl.DataFrame) -> pl.DataFrame:
     """``attach_scores``' input in one shape: ``_o`` (input order), ``_sid``, ``_rank``,
-    ``trace_id``, ``span_id``, ``response_id``, ``score``; rows without a score are dropped."""
+    ``_batch``, ``trace_id``, ``span_id``, ``response_id``, ``score``; rows without a score are dropped."""
     missing = {"score", "trace_id"} - set(scores.columns)
     if missing:
         raise ValueError(f"attach_scores: scores lack the column(s) {sorted(missing)}")
@@ -527,6 +540,7 @@ def _score_rows(scores: pl.DataFrame) -> pl.DataFrame:
             order,
             pl.coalesce(optional("score_id", pl.String), pl.format("#{}", order)).alias("_sid"),
             optional("rank", pl.Int64).fill_null(0).alias("_rank"),
+            optional("batch", pl.Int64).fill_null(0).alias("_batch"),
             pl.col("trace_id").cast(pl.String),
             optional("span_id", pl.String).alias("span_id"),
             optional("response_id", pl.String).alias("response_id"),
@@ -539,9 +553,9 @@ def _score_rows(scores: pl.DataFrame) -> pl.DataFrame:
 def _score_targets(rows: pl.DataFrame, keys: pl.DataFrame) -> pl.DataFrame:
     """(score, stored call) pairs: each score's matching rows of its lowest rank, deduplicated.
 
-    Columns ``_sid``, ``_o``, ``score``, ``trace_id``, ``span_id``, ``_file``.
+    Columns ``_sid``, ``_o``, ``_batch``, ``score``, ``trace_id``, ``span_id``, ``_file``.
     """
-    head = ["_sid", "_rank", "_o", "score"]
+    head = ["_sid", "_rank", "_o", "_batch", "score"]
     by_span = (
         rows.filter(pl.col("span_id").is_not_null())
         .join(keys.drop("response_id"), on="span_id", suffix="_k")
@@ -565,8 +579,10 @@ def _score_targets(rows: pl.DataFrame, keys: pl.DataFrame) -> pl.DataFrame:
 
 
 def _new_scores(targets: pl.DataFrame, stored: pl.LazyFrame) -> pl.DataFrame:
-    """The targets a call does not hold yet: the k-th equal score of a call is new when the call
-    holds fewer than k of them. Columns of ``targets`` plus the score's fields."""
+    """The targets a call does not hold yet: the k-th equal score of a call in one batch is new
+    when the call holds fewer than k of them and no earlier batch gave a k-th copy already (as
+    if the batches were attached one after another). Columns of ``targets`` plus the score's
+    fields."""
     keys = [*KEY_FIELDS, *_SCORE_FIELDS]
     held = (
         stored.select(*KEY_FIELDS, "scores")
@@ -581,11 +597,12 @@ def _new_scores(targets: pl.DataFrame, stored: pl.LazyFrame) -> pl.DataFrame:
     incoming = (
         targets.sort("_o")
         .with_columns(pl.col("score").struct.unnest())
-        .with_columns((pl.int_range(pl.len()).over(keys) + 1).alias("_nth"))
+        .with_columns((pl.int_range(pl.len()).over(*keys, "_batch") + 1).alias("_nth"))
     )
     return (
-        incoming.join(held, on=keys, how="left", nulls_equal=True)
+        incoming.join(held, on=keys, how="left", nulls_equal=True, maintain_order="left")
         .filter(pl.col("_nth") > pl.col("_held").fill_null(0))
+        .unique([*keys, "_nth"], keep="first", maintain_order=True)
         .drop("_nth", "_held")
     )
 

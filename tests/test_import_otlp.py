@@ -763,3 +763,62 @@ def test_batch_size_one_and_large_give_identical_stores(tmp_path, monkeypatch, s
         "action"
     ).unique().to_list() == ["act"]
     assert calls["accuracy"].drop_nulls().len() == 12 + 2  # and the fixtures' two scored calls
+
+
+def test_scores_in_every_batch_read_the_stores_keys_a_bounded_number_of_times(
+    tmp_path, monkeypatch
+):
+    """Evaluations in each of many batches: the stored calls' keys are looked up at most twice
+    per import (not once per batch, which made imports into a big store quadratic), and the
+    store ends as a one-batch import leaves it."""
+    monkeypatch.chdir(tmp_path)  # default [accuracy]
+    monkeypatch.delenv("LLMTRACE_CONFIG", raising=False)
+    n = 12
+    old = [span(f"{i + 1:016x}", None, "chat", chat(**{"gen_ai.response.id": f"old-{i}"}), trace=f"{i + 1:032x}") for i in range(n)]  # fmt: skip
+    earlier = write_lines(tmp_path / "earlier.jsonl", *(request(s) for s in old))
+    docs = []
+    for i in range(n):
+        trace = f"{i + 500:032x}"
+        own = evaluation("accuracy", i / n)  # on its own call, new to the store
+        docs.append(request(span(f"{i + 500:016x}", None, "chat", chat(**{"gen_ai.response.id": f"new-{i}"}), trace=trace, events=[own])))  # fmt: skip
+        judge = [evaluation("correctness", 1.0, response_id=f"old-{i}")]  # a call stored before
+        if i + 1 < n:  # a call of the next batch; and one of the batch before
+            judge.append(evaluation("relevance", 0.5, response_id=f"new-{i + 1}"))
+        if i:
+            judge.append(evaluation("relevance", 0.25, response_id=f"new-{i - 1}"))
+        docs.append(request(span(f"{i + 900:016x}", None, "judge", {}, trace=f"{i + 900:032x}", events=judge)))  # fmt: skip
+    later = write_lines(tmp_path / "later.jsonl", *docs)
+    lookups: list[int] = []
+    real = Store._stored_score_keys
+
+    def counting(self, rows, files):
+        lookups.append(len(files))
+        return real(self, rows, files)
+
+    monkeypatch.setattr(Store, "_stored_score_keys", counting)
+    outputs, stores = [], []
+    for size in (1, 100_000):
+        store = tmp_path / f"store-{size}"
+        for path in (earlier, later):
+            args = ["import", "otlp", str(path), "--store", str(store), "--batch-spans", str(size)]
+            result = CliRunner().invoke(cli, args)
+            assert result.exit_code == 0, result.output
+        outputs.append(result.stdout)
+        stores.append(Store(store).scan().collect().sort("trace_id", "span_id"))
+        if size == 1:
+            assert 1 <= len(lookups) <= 2, lookups  # 2 * n batches, each with evaluations
+    # a call's scores are in the order they reached it: its own, the judge of the batch after
+    # (a stored call then), the judge of the batch before (placed at the end), as batch-by-batch
+    scored = stores[0].filter(pl.col("span_id") == f"{5 + 500:016x}")["scores"].item()
+    assert [s["value"] for s in scored] == [5 / n, 0.25, 0.5]
+    fields = [pl.element().struct.field(f) for f in ("value", "name")]
+    in_order = pl.col("scores").list.eval(pl.element().sort_by(*fields))
+    ordered = [s.with_columns(in_order) for s in stores]
+    assert_frame_equal(ordered[0], ordered[1], rel_tol=1e-12, abs_tol=0)
+    summaries = [
+        re.sub(r"scores: (\d+) attached to new calls, (\d+)", scores_sum, o) for o in outputs
+    ]
+    assert summaries[0] == summaries[1]
+    assert f"scores: {n + n + 2 * (n - 1)} attached" in summaries[0]
+    again = CliRunner().invoke(cli, ["import", "otlp", str(later), "--store", str(store)])
+    assert f"0 matched no call, {n + n + 2 * (n - 1)} already attached" in again.stdout

@@ -319,3 +319,21 @@ def test_attach_scores_names_missing_columns_and_tolerates_an_empty_store(tmp_pa
     verdict = _scores([{"trace_id": "t0", "span_id": "s0", "score": _score("accuracy", 1.0)}])
     assert store.attach_scores(verdict, ACCURACY).unmatched_ids == {"#0"}
     assert not store.calls_dir.exists()
+
+
+def test_attach_scores_of_several_batches_act_as_one_after_another(tmp_path):
+    """Rows of batches 1 and 2 in one call: equal scores within a batch stay two, but a later
+    batch's copy of a score the call already gained from an earlier batch is present."""
+    store = Store(tmp_path)
+    store.append(_calls(2, T0))
+    same = _score("accuracy", 1.0)
+    rows = [
+        {"score_id": "a", "trace_id": "t0", "span_id": "s0", "score": same, "batch": "1"},
+        {"score_id": "b", "trace_id": "t0", "span_id": "s0", "score": same, "batch": "2"},
+        {"score_id": "c", "trace_id": "t0", "span_id": "s1", "score": same, "batch": "3"},
+        {"score_id": "d", "trace_id": "t0", "span_id": "s1", "score": same, "batch": "3"},
+    ]
+    result = store.attach_scores(_scores(rows), ACCURACY)
+    assert (result.attached, result.present) == (3, 1)
+    assert _stored_scores(store)["s0"][0] == [same]
+    assert _stored_scores(store)["s1"][0] == [same, same]

@@ -35,6 +35,7 @@ from llmtrace.commands.common import (
 )
 from llmtrace.commands.import_langfuse import langfuse_command
 from llmtrace.config import ConfigError
+from llmtrace.record import KEY_FIELDS
 from llmtrace.store import ScoreAttachResult
 
 if TYPE_CHECKING:
@@ -85,18 +86,25 @@ class _Tally:
     stored_call_scores: int = 0
     present_scores: int = 0
     any_scores: bool = False
-    # evaluations that matched nothing when their batch was stored: their call may come later
-    unplaced: list[pl.DataFrame] = field(default_factory=list)
+    # evaluations not written with a call new in their batch, attached in one call at the end
+    # (``_place_pending_scores``): one read of the store's keys per import, not per batch
+    pending: pl.DataFrame | None = None
+    batches: int = 0
 
 
 def _store_batch(store: Store, book: PriceBook, batch: OtlpImportResult, tally: _Tally) -> None:
-    """Report, price, score and append one batch; only counts stay behind."""
+    """Report, price, append one batch and set its evaluations aside; only counts stay behind.
+
+    An evaluation matched to a call of this batch that is new to the store was written with the
+    call. Every other one (its call was stored before, or is not in this batch) waits for
+    ``_place_pending_scores``; ``_mark_late`` notes the candidates that only now reach the
+    store, so the end can attach each score where a batch-by-batch attachment would have.
+    """
     from llmtrace.pricing import price_calls
 
     for problem in batch.problems:  # one plain line each, never wrapped: editors and grep read them
         click.echo(str(problem), err=True)
     priced = price_calls(batch.calls, book)
-    late = _attach_late_scores(store, batch)
     appended = store.append(priced)
     tally.calls += priced.height
     tally.added += appended.added
@@ -104,26 +112,69 @@ def _store_batch(store: Store, book: PriceBook, batch: OtlpImportResult, tally: 
     if priced.height:
         tally.statuses.update(dict(priced.group_by("price_status").len().iter_rows()))
         tally.total_cost += priced.get_column("total_cost").sum() or 0.0
+    tally.batches += 1
+    new_keys = appended.keys if appended.keys is not None else priced.select(KEY_FIELDS).clear()
+    new_calls = priced.join(new_keys, on=list(KEY_FIELDS), how="semi")
+    if tally.pending is not None:
+        tally.pending = _mark_late(tally.pending, new_calls)
     targets = batch.score_targets
     if targets.is_empty():
         return
     tally.any_scores = True
-    here = set(targets.filter(pl.col("matched")).get_column("score_id"))
-    elsewhere = (set(targets.get_column("score_id")) - here) & late.unmatched_ids
-    tally.new_call_scores += len(here & late.unmatched_ids)
-    tally.stored_call_scores += late.attached
-    tally.present_scores += late.present
-    if elsewhere:
-        tally.unplaced.append(targets.filter(pl.col("score_id").is_in(list(elsewhere))))
+    written = targets.filter(pl.col("matched")).join(new_keys, on=list(KEY_FIELDS), how="semi")
+    tally.new_call_scores += written.get_column("score_id").n_unique()
+    rest = targets.join(written.select("score_id"), on="score_id", how="anti")
+    if rest.height:
+        rest = rest.with_columns(
+            pl.lit(tally.batches, dtype=pl.Int64).alias("batch"), pl.lit(False).alias("late")
+        )
+        rest = _mark_late(rest, new_calls)
+        pending = [rest] if tally.pending is None else [tally.pending, rest]
+        tally.pending = pl.concat(pending, rechunk=False)
 
 
-def _place_leftover_scores(store: Store, accuracy: AccuracyConfig, tally: _Tally) -> int:
-    """Try the evaluations that matched nothing once more, after every batch is stored: their
-    call may have been in a later batch (a judge's trace read before the call's). Returns how
-    many still match no call."""
-    if not tally.unplaced:
+def _mark_late(rows: pl.DataFrame, new_calls: pl.DataFrame) -> pl.DataFrame:
+    """Flag the evaluation candidates (``rows``) a call of ``new_calls`` (just stored) matches:
+    attached batch by batch, a score never saw a call stored after its own batch, so the end
+    tries those candidates only for scores no earlier candidate placed. Matched rows are
+    skipped: their call was stored before their batch."""
+    if new_calls.is_empty() or rows.is_empty():
+        return rows
+    pair = pl.concat_str("trace_id", "span_id", separator="/")
+    spans, responses = new_calls.get_column("span_id"), new_calls.get_column("response_id")
+    hit = (
+        pl.when(pl.col("span_id").is_not_null() & pl.col("trace_id").is_not_null())
+        .then(pair.is_in(new_calls.select(pair).to_series().implode()))
+        .when(pl.col("span_id").is_not_null())
+        .then(pl.col("span_id").is_in(spans.implode()))
+        .when(pl.col("response_id").is_not_null())
+        .then(pl.col("response_id").is_in(responses.drop_nulls().implode()))
+        .otherwise(pl.col("trace_id").is_in(new_calls.get_column("trace_id").implode()))
+    )
+    late = pl.col("late") | (~pl.col("matched") & hit.fill_null(False))
+    return rows.with_columns(late.alias("late"))
+
+
+def _place_pending_scores(store: Store, accuracy: AccuracyConfig, tally: _Tally) -> int:
+    """Attach the evaluations set aside by ``_store_batch``; returns how many match no call.
+
+    Two store calls, whatever the number of batches: first every candidate a batch-by-batch
+    attachment would have seen (a call stored before the score's batch; counted as "stored
+    calls"), then, for the scores that matched nothing there, every candidate (their call came
+    in a later batch, as when a judge's trace is read before the call's: "new calls").
+    """
+    if tally.pending is None:
         return 0
-    late = store.attach_scores(pl.concat(tally.unplaced), accuracy)
+    rows = tally.pending
+    early = rows.filter(~pl.col("late"))
+    first = store.attach_scores(early, accuracy) if early.height else ScoreAttachResult()
+    tally.stored_call_scores += first.attached
+    tally.present_scores += first.present
+    placed = set(early.get_column("score_id")) - first.unmatched_ids
+    retry = rows.filter(~pl.col("matched") & ~pl.col("score_id").is_in(list(placed)))
+    if retry.is_empty():
+        return 0
+    late = store.attach_scores(retry.drop("batch"), accuracy)
     tally.new_call_scores += late.attached
     tally.present_scores += late.present
     return len(late.unmatched_ids)
@@ -152,19 +203,6 @@ def _summary(result: OtlpImportResult, tally: _Tally, nowhere: int) -> None:
             style="yellow",
             highlight=False,
         )
-
-
-def _attach_late_scores(store: Store, result: OtlpImportResult) -> ScoreAttachResult:
-    """Give calls stored by earlier imports (or earlier batches) the evaluations this batch
-    holds for them.
-
-    Run before the append: a score whose call is in this batch and new to the store comes
-    back unmatched and is written with the call; a call already stored gets it here, so an
-    evaluation that arrives in a later file than its call is kept, and a rerun adds nothing.
-    """
-    if result.score_targets.is_empty():
-        return ScoreAttachResult()
-    return store.attach_scores(result.score_targets, result.accuracy)
 
 
 @import_group.command("otlp")
@@ -226,7 +264,7 @@ def otlp_command(
             )
     except ConfigError as exc:  # the config's [accuracy] section
         raise click.ClickException(str(exc)) from None
-    nowhere = _place_leftover_scores(store, result.accuracy, tally)
+    nowhere = _place_pending_scores(store, result.accuracy, tally)
     _summary(result, tally, nowhere)
     if result.problems:
         raise SystemExit(1)

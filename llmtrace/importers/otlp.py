@@ -39,8 +39,9 @@ value when it lies in [0, 1], else the label's value; other scores are kept in `
 Late scores: an evaluation often arrives in a later file than its call (an LLM judge runs
 later). ``OtlpImportResult.score_targets`` lists every evaluation with where it may belong, in
 the shape ``Store.attach_scores`` reads: the call it matched here, or else its span, its
-response id and its span's parent, in that order; the command hands it to the store before
-appending, so calls stored by an earlier import get their scores, and a rerun adds nothing.
+response id and its span's parent, in that order; the command hands the ones not written with
+a new call to the store once, after the last batch (as if batch by batch), so calls stored by an
+earlier import get their scores, and a rerun adds nothing.
 """
 
 from __future__ import annotations
