@@ -154,15 +154,18 @@ def test_bad_environment_falls_back_and_bad_keyword_raises() -> None:
         {
             "LLMTRACE_EXPORTERS": "store,carrier-pigeon",
             "LLMTRACE_METRIC_MAX_VALUES": "many",
+            "LLMTRACE_BATCH_DELAY_MS": "-5",
             "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
         }
     )
     assert settings.exporters == ("store",)
     assert settings.metric_max_values == 50
+    assert settings.batch_delay_ms == 200.0
     assert settings.otlp_protocol == "grpc"
     assert set(_guard.error_counts()) == {
         "settings:LLMTRACE_EXPORTERS",
         "settings:LLMTRACE_METRIC_MAX_VALUES",
+        "settings:LLMTRACE_BATCH_DELAY_MS",
     }
     with pytest.raises(ValueError, match="exporters"):
         resolve({}, exporters="store,carrier-pigeon")
@@ -181,6 +184,7 @@ def test_settings_from_environment_and_keywords_agree() -> None:
             "LLMTRACE_METRIC_ALLOW": "prompt=checkout|search",
             "LLMTRACE_CAPTURE_CONTENT": "true",
             "LLMTRACE_INSTRUMENT": "openai",
+            "LLMTRACE_BATCH_DELAY_MS": "20",
         }
     )
     from_kwargs = resolve(
@@ -191,6 +195,7 @@ def test_settings_from_environment_and_keywords_agree() -> None:
         metric_allow={"prompt": ["checkout", "search"]},
         capture_content=True,
         instrument=["openai"],
+        batch_delay_ms=20,
     )
     assert from_env == from_kwargs
     assert from_env.metric_allow == {"prompt": frozenset({"checkout", "search"})}
@@ -199,3 +204,13 @@ def test_settings_from_environment_and_keywords_agree() -> None:
         "store",
         "otlp",
     )
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    """A variable a user cannot find does not exist for them: the README's settings table names
+    every ``LLMTRACE_*`` / ``OTEL_*`` variable ``init()`` reads."""
+    from llmtrace.otel.settings import ENV_VARS
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    missing = [name for name in ENV_VARS if f"`{name}`" not in readme]
+    assert missing == []

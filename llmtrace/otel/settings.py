@@ -59,6 +59,9 @@ class LiveSettings:
     instrument: tuple[str, ...] = INSTRUMENTABLE  # LLMTRACE_INSTRUMENT=openai,anthropic | none
     prices: Path | None = None  # LLMTRACE_PRICES: a price-override file for pricing
     max_queue_size: int = 2048  # LLMTRACE_MAX_QUEUE_SIZE: bound of each export queue
+    # LLMTRACE_BATCH_DELAY_MS: how long the pricing worker lets spans gather before it prices
+    # them as one batch; longer = less CPU per span, later costs (exporters batch on their own)
+    batch_delay_ms: float = 200.0
     set_global: bool = True  # install the providers as the process-wide ones
 
     def label_keys(self) -> tuple[str, ...]:
@@ -148,6 +151,13 @@ def _headers(value: str | Mapping[str, str]) -> dict[str, str]:
     return headers
 
 
+def _delay_ms(value: str | float) -> float:
+    number = float(value)
+    if not 0 <= number <= 60_000:
+        raise ValueError(f"expected milliseconds from 0 to 60000, got {value!r}")
+    return number
+
+
 def _positive_int(value: str | int) -> int:
     number = int(value)
     if number <= 0:
@@ -178,6 +188,7 @@ _SOURCES: dict[str, tuple[tuple[str, ...], Any]] = {
     "instrument": (("LLMTRACE_INSTRUMENT",), _instrument),
     "prices": (("LLMTRACE_PRICES",), Path),
     "max_queue_size": (("LLMTRACE_MAX_QUEUE_SIZE",), _positive_int),
+    "batch_delay_ms": (("LLMTRACE_BATCH_DELAY_MS",), _delay_ms),
     "set_global": ((), bool),
 }
 

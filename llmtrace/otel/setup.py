@@ -210,6 +210,7 @@ def _setup(
         on_action=cost_metrics.record_action if cost_metrics is not None else None,
         keep_content=settings.capture_content,
         max_queue_size=settings.max_queue_size,
+        batch_delay_millis=settings.batch_delay_ms,
     )
     tracer_provider.add_span_processor(processor)
 
