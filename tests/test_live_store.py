@@ -120,3 +120,38 @@ def test_store_exporter_writes_good_spans_and_counts_a_bad_one(tmp_path: Path) -
     rows = Store(tmp_path / "live").scan().collect()
     assert rows.select("action", "source", "output_tokens").rows() == [("POST /ask", "live", 10)]
     assert _guard.error_counts() == {"exporter.store.span": 1}
+
+
+@pytest.mark.parametrize("capture", [False, True])
+def test_store_keeps_content_only_when_capture_is_asked(
+    provider: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capture: bool
+) -> None:
+    """``LLMTRACE_CAPTURE_CONTENT`` is the live side's ``--keep-content``: the messages reach
+    the store with it and never without it (fingerprints either way)."""
+    from llmtrace.otel.setup import init
+
+    # init(capture_content=True) sets this for the instrumentation: restore it afterwards
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "")
+    monkeypatch.delenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT")
+    handle = init(
+        exporters="store",
+        store=tmp_path / "live",
+        capture_content=capture,
+        service_name="content-test",
+        set_global=False,
+        metrics=False,
+    )
+    assert handle is not None
+    try:
+        openai_client(provider).chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "secret order 4711"}]
+        )
+    finally:
+        handle.shutdown()
+    (row,) = Store(tmp_path / "live").scan().collect().to_dicts()
+    assert row["input_fingerprint"] is not None
+    if capture:
+        assert "secret order 4711" in row["input_content"]
+        assert row["output_content"] is not None
+    else:
+        assert row["input_content"] is None and row["output_content"] is None

@@ -108,13 +108,24 @@ class StoreSpanExporter(SpanExporter):
     (``llmtrace.priced_span_id``) whose target is not in the batch yet is held back until the
     target arrives (bounded; flushed as-is at shutdown), so a batch boundary between the two
     cannot turn one call into two rows.
+
+    ``keep_content`` stores the messages spans carry (``LLMTRACE_CAPTURE_CONTENT``), as
+    ``import otlp --keep-content`` does; without it only their fingerprints are stored.
     """
 
-    def __init__(self, path: Any = None, *, pricer: Any = None, max_pending: int = 10_000) -> None:
+    def __init__(
+        self,
+        path: Any = None,
+        *,
+        pricer: Any = None,
+        max_pending: int = 10_000,
+        keep_content: bool = False,
+    ) -> None:
         from llmtrace.store import Store
 
         self.store = Store(path)
         self._pricer = pricer
+        self._keep_content = keep_content
         self._pending: dict[str, list[ReadableSpan]] = {}
         self._pending_count = 0
         self._max_pending = max_pending
@@ -145,7 +156,7 @@ class StoreSpanExporter(SpanExporter):
     def _write(self, spans: Sequence[ReadableSpan]) -> None:
         from llmtrace.pricing import price_calls
 
-        calls = spans_to_calls(spans)
+        calls = spans_to_calls(spans, keep_content=self._keep_content)
         if calls.height:
             priced = price_calls(calls, self._book())
             self.rows_written += self.store.append(priced).added
@@ -254,7 +265,9 @@ def _span_exporter(name: str, settings: LiveSettings, pricer: Any) -> SpanExport
     if name == "otlp":
         return otlp_span_exporter(settings)
     if name == "store":
-        return StoreSpanExporter(settings.store, pricer=pricer)
+        return StoreSpanExporter(
+            settings.store, pricer=pricer, keep_content=settings.capture_content
+        )
     if name == "console":
         return ConsoleCostExporter()
     raise ValueError(f"unknown exporter {name!r}")
