@@ -698,6 +698,42 @@ def test_a_twin_span_in_a_later_batch_is_still_one_call(tmp_path):
     assert_same_calls(calls, run(path).calls)
 
 
+@pytest.mark.parametrize("same_key", [False, True])
+def test_a_late_twin_after_its_root_is_not_a_second_call(tmp_path, monkeypatch, same_key):
+    """The twin of a call arrives after the trace's root, so the call was stored by an earlier
+    batch: the late span is merged into the stored call (no second call, no double cost) and
+    its evaluation reaches that call. A late re-export of the same span is the store's
+    duplicate, as before."""
+    monkeypatch.chdir(tmp_path)  # default [accuracy]
+    monkeypatch.delenv("LLMTRACE_CONFIG", raising=False)
+    outer = span("00000000000000a1", "00000000000000f1", "openai.chat",
+                 chat(1149, 12, **{"gen_ai.response.id": "chatcmpl-1"}))  # fmt: skip
+    root = span("00000000000000f1", None, "POST /ask")
+    twin_id = "00000000000000a1" if same_key else "00000000000000a2"
+    late = span(twin_id, "00000000000000a1", "chat gpt-4o-mini", chat(1149, 12),
+                events=[evaluation("accuracy", 0.75)])  # fmt: skip
+    filler = [request(span(f"{n:016x}", None, "x", trace=f"{n:032x}")) for n in range(1, 4)]
+    path = write_lines(tmp_path / "t.jsonl", request(outer), request(root), *filler, request(late))
+    batches = stream_batches(path, batch_spans=1)
+    calls = pl.concat([b.calls for b in batches])
+    assert calls["span_id"].to_list() == ["00000000000000a1"] * (2 if same_key else 1)
+    assert sum(b.merged for b in batches) == (0 if same_key else 1)
+    args = ["import", "otlp", str(path), "--store", str(tmp_path / "s"), "--batch-spans", "1"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    (row,) = Store(tmp_path / "s").scan().collect().to_dicts()
+    assert (row["span_id"], row["action"], row["accuracy"]) == (
+        "00000000000000a1",
+        "POST /ask",
+        0.75,
+    )
+    assert row["input_tokens"] == 1149 and row["total_cost"] == pytest.approx(
+        1149 * 0.15e-6 + 12 * 0.6e-6
+    )
+    whole = run(path).calls  # one whole import: the same single call
+    assert whole["span_id"].to_list() == ["00000000000000a1"]
+
+
 def assert_same_calls(left: pl.DataFrame, right: pl.DataFrame) -> None:
     keys = ["trace_id", "span_id"]
     assert left.sort(keys).to_dicts() == right.sort(keys).to_dicts()

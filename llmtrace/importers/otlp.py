@@ -711,19 +711,41 @@ def _merge_labels(calls: pl.DataFrame) -> pl.DataFrame:
     return labels
 
 
-def _merge_duplicates(calls: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Collapse spans that describe one call; returns (calls, member key -> kept span id)."""
+def _merge_duplicates(
+    calls: pl.DataFrame, handed_on: pl.DataFrame | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Collapse spans that describe one call; returns (calls, member key -> kept span id).
+
+    ``handed_on``: calls of the same traces finished by earlier batches (``_TWIN_SCHEMA``), so
+    already stored. A late span that is their twin is merged into them: it is dropped, and its
+    evaluations go to the stored call through ``members``; a stored call is never emitted again.
+    """
     calls = calls.unique(subset=list(KEY_FIELDS), keep="first", maintain_order=True)
+    stored = pl.lit(False).alias("_stored")
+    if handed_on is not None and handed_on.height:
+        # a re-exported span (same key) is left to the store, which counts it as stored
+        earlier = handed_on.join(calls, on=list(KEY_FIELDS), how="anti")
+        calls = pl.concat(
+            [calls.with_columns(stored), earlier.with_columns(pl.lit(True).alias("_stored"))],
+            how="diagonal_relaxed",
+        )
+    else:
+        calls = calls.with_columns(stored)
     calls = calls.with_row_index("_node")
     labels = _merge_labels(calls)
     detail = pl.sum_horizontal(pl.col(*TOKEN_FIELDS).is_not_null().cast(pl.Int32))
     grouped = calls.join(labels, on="_node", how="inner").with_columns(detail.alias("_detail"))
     singles = calls.join(labels, on="_node", how="anti").drop("_node")
-    members = calls.select("trace_id", pl.col("span_id").alias("_member"), "span_id")
+    members = calls.filter(~pl.col("_stored")).select(
+        "trace_id", pl.col("span_id").alias("_member"), "span_id"
+    )
     if grouped.is_empty():
-        return singles, members
-    grouped = grouped.sort(["_label", "_detail", "span_id"], descending=[False, True, False])
-    winner_columns = {*KEY_FIELDS, *TOKEN_FIELDS, "dialect", "parent_span_id"}
+        return singles.filter(~pl.col("_stored")).drop("_stored"), members
+    # the stored call wins its group (it cannot be replaced); then the most detailed span
+    grouped = grouped.sort(
+        ["_label", "_stored", "_detail", "span_id"], descending=[False, True, True, False]
+    )
+    winner_columns = {*KEY_FIELDS, *TOKEN_FIELDS, "dialect", "parent_span_id", "_stored"}
     merged = grouped.group_by("_label", maintain_order=True).agg(
         [
             pl.col(c).first() if c in winner_columns else pl.col(c).drop_nulls().first()
@@ -731,11 +753,14 @@ def _merge_duplicates(calls: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         ]
     )
     winners = grouped.group_by("_label").agg(pl.col("span_id").first().alias("_winner"))
-    remap = grouped.join(winners, on="_label").select(
-        "trace_id", pl.col("span_id").alias("_member"), pl.col("_winner").alias("span_id")
+    remap = (
+        grouped.filter(~pl.col("_stored"))
+        .join(winners, on="_label")
+        .select("trace_id", pl.col("span_id").alias("_member"), pl.col("_winner").alias("span_id"))
     )
     members = pl.concat([members.join(remap, on=["trace_id", "_member"], how="anti"), remap])
-    return pl.concat([singles, merged.drop("_label")]), members
+    emitted = pl.concat([singles, merged.drop("_label")]).filter(~pl.col("_stored"))
+    return emitted.drop("_stored"), members
 
 
 def _walk_actions(walk: pl.DataFrame, tree: pl.DataFrame) -> pl.DataFrame:
@@ -950,6 +975,15 @@ def _attach_scores(
 
 _TREE_SCHEMA = {n: pl.String for n in ("trace_id", "span_id", "parent_span_id", "action")}
 _ROOTS_SCHEMA = {"trace_id": pl.String, "_root_name": pl.String}
+# what a late twin is matched by (``_merge_labels``), kept for calls already handed on
+_TWIN_SCHEMA = {
+    "trace_id": pl.String,
+    "span_id": pl.String,
+    "parent_span_id": pl.String,
+    "response_id": pl.String,
+    "input_tokens": _RAW_SCHEMA["input_tokens"],
+    "output_tokens": _RAW_SCHEMA["output_tokens"],
+}
 
 
 class _Stream:
@@ -958,9 +992,11 @@ class _Stream:
     The policy (see ``stream_otlp``): a trace is closed once its local root (a span without a
     parent) has been read. A batch finishes the calls of every trace closed so far and holds
     back the rest: their calls, tree spans and evaluations, until a later batch brings the
-    root or the import ends. For closed traces it keeps only a compact table, one row per
-    span, of the action that span passes to a late descendant (``_inherited_actions``), and
-    the root names, both trimmed to the last ``retain`` rows so memory stays bounded.
+    root or the import ends. For closed traces it keeps only compact tables: one row per
+    span, of the action that span passes to a late descendant (``_inherited_actions``), the
+    root names, and the match columns of the calls handed on (so a late twin of one merges
+    into it instead of counting the call twice), each trimmed to the last ``retain`` rows so
+    memory stays bounded.
     """
 
     def __init__(self, accuracy: AccuracyConfig, source: str, retain: int) -> None:
@@ -970,6 +1006,7 @@ class _Stream:
         self.evaluations = pl.DataFrame(schema=_EVALUATION_SCHEMA)
         self.closed_nodes = pl.DataFrame(schema=_TREE_SCHEMA)
         self.closed_roots = pl.DataFrame(schema=_ROOTS_SCHEMA)
+        self.closed_calls = pl.DataFrame(schema=_TWIN_SCHEMA)
         self.numbered = 0  # evaluations numbered so far: score ids stay unique across batches
 
     def step(self, sink: _Collector, *, final: bool) -> OtlpImportResult:
@@ -996,14 +1033,16 @@ class _Stream:
         context_tree = pl.concat(
             [ready_tree, self.closed_nodes.join(ready, on="trace_id", how="semi")]
         )
-        merged, members = _merge_duplicates(ready_calls)
+        handed_on = self.closed_calls.join(ready, on="trace_id", how="semi")
+        merged, members = _merge_duplicates(ready_calls, handed_on)
         merged = _resolve_actions(merged, context_tree, context_roots)
         merged, attached, unmatched, targets = _attach_scores(
             merged, members, ready_evals, self.accuracy, self.numbered
         )
         self.numbered += ready_evals.height
         if not final:
-            self._remember(_inherited_actions(ready_tree, context_tree, context_roots), roots)
+            nodes = _inherited_actions(ready_tree, context_tree, context_roots)
+            self._remember(nodes, roots, merged.select(list(_TWIN_SCHEMA)))
         frame = conform(merged).collect()
         return OtlpImportResult(
             calls=frame,
@@ -1018,10 +1057,11 @@ class _Stream:
             accuracy=self.accuracy,
         )
 
-    def _remember(self, nodes: pl.DataFrame, roots: pl.DataFrame) -> None:
-        """Keep the compact table of closed traces, newest last, at most ``retain`` rows."""
+    def _remember(self, nodes: pl.DataFrame, roots: pl.DataFrame, calls: pl.DataFrame) -> None:
+        """Keep the compact tables of closed traces, newest last, at most ``retain`` rows."""
         self.closed_nodes = pl.concat([self.closed_nodes, nodes]).tail(self.retain)
         self.closed_roots = pl.concat([self.closed_roots, roots]).tail(self.retain)
+        self.closed_calls = pl.concat([self.closed_calls, calls]).tail(self.retain)
 
 
 def _tree_columns(sink: _Collector) -> dict[str, list[Any]]:
@@ -1095,8 +1135,9 @@ def stream_otlp(
     spans of one call merge wherever they sit in the input. When the import ends, the traces
     still open (no root exported) are finished as a whole import would finish them. A span
     of a trace read after its root (a late child) is finished in its own batch: its action
-    comes from the compact table of closed traces (``retain_spans`` most recent spans), but it
-    is not merged with a twin already handed on. Evaluations that match no call of their
+    comes from the compact table of closed traces (``retain_spans`` most recent spans), and
+    when it is the twin of a call handed on earlier it merges into that call (the stored call
+    is kept as it is; the late span adds nothing but its evaluations). Evaluations that match no call of their
     batch go to ``Store.attach_scores`` through ``score_targets``, as for late files.
     """
     accuracy = AccuracyConfig.resolve(accuracy_names, accuracy_labels)
