@@ -22,7 +22,9 @@ read from ``wait4``; inputs and stores go under ``--tmp`` and are deleted after 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import multiprocessing
 import os
 import random
 import shutil
@@ -214,80 +216,118 @@ def _trace(rng: random.Random, number: int) -> list[tuple[str, dict]]:
     return spans
 
 
-def write_dataset(directory: Path, spans: int, seed: int = 7) -> tuple[int, int]:
-    """Write ``spans`` spans as OTLP JSON lines; returns (spans written, bytes written)."""
-    rng = random.Random(seed)
+SPANS_PER_FILE = SPANS_PER_LINE * LINES_PER_FILE
+
+
+def _request(batch: list[tuple[str, dict]]) -> str:
+    """One ExportTraceServiceRequest line holding ``batch`` grouped by scope."""
+    by_scope: dict[str, list[dict]] = {}
+    for scope, span in batch:
+        by_scope.setdefault(scope, []).append(span)
+    request = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": _attributes({"service.name": "support-bot"})},
+                "scopeSpans": [{"scope": {"name": s}, "spans": v} for s, v in by_scope.items()],
+            }
+        ]
+    }
+    return json.dumps(request, separators=(",", ":")) + "\n"
+
+
+def _write_file(job: tuple[Path, int, int, int, bool]) -> tuple[int, int]:
+    """Write file number ``index`` of a dataset: ``spans`` spans of whole traces, seeded by
+    (seed, index) and timed from trace number ``index * SPANS_PER_FILE`` on, so files can be
+    written in any order, by any process, and the dataset is the same. (spans, bytes)."""
+    directory, index, spans, seed, compress = job
+    rng = random.Random(seed * 1_000_003 + index)
+    first_trace = index * SPANS_PER_FILE  # a trace has >= 4 spans: numbers never collide
     pending: list[tuple[str, dict]] = []
-    written = size = 0
-    trace_number = 0
-    lines: list[str] = []
-    file_number = 0
-
-    def flush_file() -> None:
-        nonlocal lines, file_number, size
-        if lines:
-            path = directory / f"traces-{file_number:04d}.jsonl"
-            path.write_text("".join(lines))
-            size += path.stat().st_size
-            file_number += 1
-            lines = []
-
-    while written < spans:
-        while len(pending) < SPANS_PER_LINE:
-            pending.extend(_trace(rng, trace_number))
-            trace_number += 1
-        batch, pending = pending[:SPANS_PER_LINE], pending[SPANS_PER_LINE:]
-        batch = batch[: spans - written]
-        by_scope: dict[str, list[dict]] = {}
-        for scope, span in batch:
-            by_scope.setdefault(scope, []).append(span)
-        request = {
-            "resourceSpans": [
-                {
-                    "resource": {"attributes": _attributes({"service.name": "support-bot"})},
-                    "scopeSpans": [{"scope": {"name": s}, "spans": v} for s, v in by_scope.items()],
-                }
-            ]
-        }
-        lines.append(json.dumps(request, separators=(",", ":")) + "\n")
-        written += len(batch)
-        if len(lines) >= LINES_PER_FILE:
-            flush_file()
-    flush_file()
-    return written, size
+    trace = 0
+    while len(pending) < spans:
+        pending.extend(_trace(rng, first_trace + trace))
+        trace += 1
+    pending = pending[:spans]
+    text = "".join(
+        _request(pending[at : at + SPANS_PER_LINE]) for at in range(0, spans, SPANS_PER_LINE)
+    )
+    data = text.encode()
+    if compress:  # level 1: ~0.09 of the size at ~400 MB/s; reading it costs the importer little
+        path = directory / f"traces-{index:05d}.jsonl.gz"
+        path.write_bytes(gzip.compress(data, compresslevel=1, mtime=0))
+    else:
+        path = directory / f"traces-{index:05d}.jsonl"
+        path.write_bytes(data)
+    return spans, path.stat().st_size
 
 
-def run_command(directory: Path, store: Path, batch_spans: int | None) -> tuple[float, float, str]:
-    """Run ``llmtrace import otlp`` on ``directory`` in a child: (wall s, peak RSS GB, stdout)."""
+def write_dataset(
+    directory: Path, spans: int, seed: int = 7, *, jobs: int = 1, compress: bool = False
+) -> tuple[int, int]:
+    """Write ``spans`` spans as OTLP JSON lines (``.jsonl.gz`` with ``compress``) in files of
+    ``SPANS_PER_FILE``, using ``jobs`` processes; returns (spans written, bytes written).
+    The same arguments give the same files whatever ``jobs`` is."""
+    sizes = [SPANS_PER_FILE] * (spans // SPANS_PER_FILE)
+    if spans % SPANS_PER_FILE:
+        sizes.append(spans % SPANS_PER_FILE)
+    work = [(directory, i, n, seed, compress) for i, n in enumerate(sizes)]
+    if jobs > 1:
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            results = pool.imap_unordered(_write_file, work, chunksize=4)
+            written = [r for r in results]
+    else:
+        written = [_write_file(job) for job in work]
+    return sum(n for n, _ in written), sum(b for _, b in written)
+
+
+def run_command(directory: Path, store: Path, batch_spans: int | None) -> dict[str, Any]:
+    """Run ``llmtrace import otlp`` on ``directory`` in a child: wall and CPU seconds, peak RSS
+    (GB, from ``wait4``) and the first lines it printed."""
     args = [sys.executable, "-m", "llmtrace.cli", "import", "otlp", str(directory)]
     args += ["--store", str(store)]
     if batch_spans:
         args += ["--batch-spans", str(batch_spans)]
     began = time.perf_counter()
-    child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "COLUMNS": "240"}  # one summary line each, not wrapped
+    child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     out = child.stdout.read().decode() if child.stdout else ""
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - began
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"import failed ({status}): {out}")
-    return wall, usage.ru_maxrss / 1024**2, out  # ru_maxrss is in KiB on Linux
+    return {
+        "wall": wall,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "rss_gb": usage.ru_maxrss / 1024**2,  # ru_maxrss is in KiB on Linux
+        "summary": " / ".join(line.strip() for line in out.splitlines()[:2]),
+    }
 
 
-def command_sizes(sizes: list[int], tmp: Path, batch_spans: int | None) -> None:
+def _tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def command_sizes(
+    sizes: list[int], tmp: Path, batch_spans: int | None, *, jobs: int, compress: bool
+) -> None:
     """One import per size, each on fresh input and a fresh store, deleted afterwards."""
+    kind = "JSON lines, gzip level 1" if compress else "JSON lines"
     for size in sizes:
         work = Path(tempfile.mkdtemp(prefix="lt-import-", dir=tmp))
         try:
             began = time.perf_counter()
             (work / "in").mkdir()
-            count, nbytes = write_dataset(work / "in", size)
+            count, nbytes = write_dataset(work / "in", size, jobs=jobs, compress=compress)
             generated = time.perf_counter() - began
-            wall, rss, out = run_command(work / "in", work / "store", batch_spans)
-            summary = " / ".join(line.strip() for line in out.splitlines()[:2])
+            load = os.getloadavg()[0]
+            run = run_command(work / "in", work / "store", batch_spans)
+            wall = run["wall"]
             print(
-                f"{count:,} spans ({nbytes / 1e9:.2f} GB JSON, generated in {generated:.0f} s): "
-                f"import {wall:.1f} s -> {count / wall:,.0f} spans/s, peak RSS {rss:.2f} GB "
-                f"[{summary}]",
+                f"{count:,} spans ({nbytes / 1e9:.2f} GB {kind}, generated in {generated:.0f} s): "
+                f"import {wall:.1f} s -> {count / wall:,.0f} spans/s (CPU {run['cpu']:.0f} s -> "
+                f"{count / run['cpu']:,.0f} spans per CPU-second), peak RSS {run['rss_gb']:.2f} GB, "
+                f"store {_tree_bytes(work / 'store') / 1e9:.2f} GB, load before {load:.1f} "
+                f"[{run['summary']}]",
                 flush=True,
             )
         finally:
@@ -303,9 +343,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--batch-spans", type=int, default=None, help="the command's option")
+    parser.add_argument("--jobs", type=int, default=1, help="processes writing the input")
+    parser.add_argument("--gzip", action="store_true", help="write .jsonl.gz (level 1) inputs")
     args = parser.parse_args()
     if args.command:
-        command_sizes(args.sizes, args.tmp, args.batch_spans)
+        command_sizes(args.sizes, args.tmp, args.batch_spans, jobs=args.jobs, compress=args.gzip)
         return
 
     from llmtrace.importers import otlp
@@ -316,7 +358,7 @@ def main() -> None:
         otlp._loads = orjson.loads
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        count, size = write_dataset(directory, args.spans)
+        count, size = write_dataset(directory, args.spans, jobs=args.jobs, compress=args.gzip)
         times, cpu_times = [], []
         calls = 0
         for _ in range(args.runs):
