@@ -736,7 +736,11 @@ def _with_accuracy(calls: pl.DataFrame) -> pl.DataFrame:
     target = pl.when(pl.col("_after")).then(pl.col("_acc_b")).otherwise(pl.col("_acc_a"))
     label = pl.when(pl.col("_correct")).then(pl.lit("correct")).otherwise(pl.lit("incorrect"))
     score = pl.struct(
-        name=pl.lit("accuracy"), value=pl.col("accuracy"), label=label, source=pl.lit("demo")
+        name=pl.lit("accuracy"),
+        value=pl.col("accuracy"),
+        label=label,
+        source=pl.lit("demo"),
+        id=pl.lit(None, dtype=pl.String),  # demo scores have no source id
     )
     return (
         calls.with_columns(

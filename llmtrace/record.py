@@ -48,7 +48,9 @@ Cost
     ``reported_cost_source`` (the attribute it came from).
 Quality
     ``accuracy`` (mean of the scores that count as accuracy, 0..1), ``scores`` (every score:
-    name, value, label, source).
+    name, value, label, source, id). ``id`` is the source's own score id (Langfuse's), null
+    where the source has none (OTLP evaluation events): a score with an id can be edited at its
+    source, and the store then replaces the held version instead of adding a copy.
 Fingerprints (no content)
     ``prefix_hashes`` (hash of every message-boundary prefix: system instructions and tools
     first, then each message), ``prefix_tokens`` (estimated tokens of each of those prefixes),
@@ -64,8 +66,16 @@ import polars as pl
 
 UTC_TIME = pl.Datetime("us", "UTC")
 
+# ``id`` comes last: store files written before it existed hold the first four fields only,
+# and scans insert the missing one as null (see ``llmtrace.store.SCAN_CAST``).
 SCORE_STRUCT = pl.Struct(
-    {"name": pl.String, "value": pl.Float64, "label": pl.String, "source": pl.String}
+    {
+        "name": pl.String,
+        "value": pl.Float64,
+        "label": pl.String,
+        "source": pl.String,
+        "id": pl.String,
+    }
 )
 
 TOKEN_FIELDS: tuple[str, ...] = (

@@ -50,6 +50,10 @@ COMPACT_ROWS = 1_000_000
 # Compacted files are named so; a day whose files are all compacted is left alone.
 _COMPACTED = "compact-"
 _SPILL = ".compact-spill"
+# Every read of store files casts with these: files written before the score struct gained a
+# field (``id``) read with that field null, so an old store needs no migration step. Use it for
+# any other reader of store files (e.g. a scan by URL) too.
+SCAN_CAST = pl.ScanCastOptions(missing_struct_fields="insert")
 
 
 def default_store_path() -> Path:
@@ -74,10 +78,12 @@ class AppendResult:
 class ScoreAttachResult:
     """What one ``attach_scores`` did, counted per score (a trace score can reach many calls).
 
-    ``attached``: scores added to at least one stored call; ``present``: scores every call they
-    match already held; ``unmatched_ids``: the ``score_id`` of each score that matched no stored
-    call (callers tell "belongs to a call imported now" from "belongs to nothing" with it);
-    ``calls`` and ``files``: stored calls that changed and files rewritten.
+    ``attached``: scores added to at least one stored call (and replacing none); ``replaced``:
+    scores with a source id that replaced a different version held under the same (id,
+    source) on at least one call (the score was edited at its source); ``present``: scores
+    every call they match already held; ``unmatched_ids``: the ``score_id`` of each score that
+    matched no stored call (callers tell "belongs to a call imported now" from "belongs to
+    nothing" with it); ``calls`` and ``files``: stored calls that changed and files rewritten.
     """
 
     attached: int = 0
@@ -85,6 +91,7 @@ class ScoreAttachResult:
     unmatched_ids: frozenset[str] = frozenset()
     calls: int = 0
     files: int = 0
+    replaced: int = 0
 
     @property
     def unmatched(self) -> int:
@@ -158,7 +165,7 @@ class Store:
         files = _live_files(day_dir) if day_dir.is_dir() else []
         if not files:
             return None
-        return pl.scan_parquet(files, hive_partitioning=False).select(KEY_FIELDS).collect()
+        return Store._scan_files(files).select(KEY_FIELDS).collect()
 
     @staticmethod
     def _write_atomic(day_dir: Path, part: pl.DataFrame, final: Path | None = None) -> Path:
@@ -256,12 +263,18 @@ class Store:
           as far as one batch gives more copies than it holds (an importer that streams defers
           its scores to one call at the end, so it reads the store's keys once, not per batch).
 
-        Idempotent: a call gains a copy of a score (name, value, label, source) only as far as
-        the batch gives it more copies than the call already holds, so running the same batch
-        again adds nothing, while two evaluators' equal verdicts stay two. Efficient: only the
-        key columns are read to find the calls, and only files holding a call that gains a score
-        are rewritten, through the compaction journal, so a crash leaves every call exactly
-        once, either with its old scores or with the new.
+        Idempotent: a score without an ``id`` (an OTel evaluation event) is a copy: a call gains
+        one (name, value, label, source) only as far as the batch gives it more copies than the
+        call already holds, so running the same batch again adds nothing, while two evaluators'
+        equal verdicts stay two. A score with an ``id`` (Langfuse's) is one score that its
+        source can edit: a call holds one version per (id, source), so an equal one is present,
+        a different one replaces the held version (the last of a batch, of the latest batch,
+        wins), and a call's accuracy follows the edit. A held copy without id that equals an
+        incoming score with one (a store written before scores had ids) becomes that score
+        instead of gaining a second copy; it counts as present. Efficient: only the key columns
+        are read to find the calls, and only files holding a call whose scores change are
+        rewritten, through the compaction journal, so a crash leaves every call exactly once,
+        either with its old scores or with the new.
         """
         rows = _score_rows(scores)
         if rows.is_empty():
@@ -276,15 +289,17 @@ class Store:
             if targets.is_empty():
                 return ScoreAttachResult(unmatched_ids=frozenset(ids - matched))
             held = self._scan_files(sorted({Path(f) for f in targets["_file"]}))
-            new = _new_scores(targets, held)
-            changed = self._rewrite_scored(new, accuracy)
-        gained = set(new.get_column("_sid").unique())
+            new, drops = _new_scores(targets, held)
+            changed = self._rewrite_scored(new, drops, accuracy)
+        replaced = _sids(new, _REPLACE)
+        gained = _sids(new, _NEW) - replaced
         return ScoreAttachResult(
             attached=len(gained),
-            present=len(matched - gained),
+            present=len(matched - gained - replaced),
             unmatched_ids=frozenset(ids - matched),
             calls=new.select(*KEY_FIELDS).n_unique() if new.height else 0,
             files=changed,
+            replaced=len(replaced),
         )
 
     def _stored_score_keys(self, rows: pl.DataFrame, files: list[Path]) -> pl.DataFrame:
@@ -307,11 +322,15 @@ class Store:
             missing_columns="insert",
             extra_columns="ignore",
             include_file_paths="_file",
+            cast_options=SCAN_CAST,
         )
         return scan.select(columns).filter(wanted).collect()
 
-    def _rewrite_scored(self, new: pl.DataFrame, accuracy: AccuracyConfig) -> int:
-        """Rewrite each file holding a call in ``new`` with the scores added; returns how many.
+    def _rewrite_scored(
+        self, new: pl.DataFrame, drops: pl.DataFrame, accuracy: AccuracyConfig
+    ) -> int:
+        """Rewrite each file holding a call in ``new`` with the scores added and the held scores
+        at ``drops`` (key, ``_pos``: position in the call's list) removed; returns how many.
 
         Per day, the compaction journal names the new files and the ones they replace before
         anything is written, so readers and the next writer see either all old or all new.
@@ -339,7 +358,9 @@ class Store:
             )
             for old, target in zip(olds, news, strict=True):
                 adds = additions.filter(pl.col("_file") == str(old)).drop("_file")
-                updated = _with_added_scores(self._scan_files([old]).collect(), adds, accuracy)
+                updated = _with_added_scores(
+                    self._scan_files([old]).collect(), adds, drops, accuracy
+                )
                 self._write_atomic(day_dir, updated, final=target)
             _finish_compaction(day_dir)
         return sum(len(olds) for olds in by_day.values())
@@ -382,6 +403,7 @@ class Store:
             hive_partitioning=False,
             missing_columns="insert",
             extra_columns="ignore",
+            cast_options=SCAN_CAST,
         )
 
     def scan(self, since: datetime | None = None, until: datetime | None = None) -> pl.LazyFrame:
@@ -578,54 +600,153 @@ def _score_targets(rows: pl.DataFrame, keys: pl.DataFrame) -> pl.DataFrame:
     return best.unique(["_sid", *KEY_FIELDS], keep="first", maintain_order=True).drop("_rank")
 
 
-def _new_scores(targets: pl.DataFrame, stored: pl.LazyFrame) -> pl.DataFrame:
-    """The targets a call does not hold yet: the k-th equal score of a call in one batch is new
-    when the call holds fewer than k of them and no earlier batch gave a k-th copy already (as
-    if the batches were attached one after another). Columns of ``targets`` plus the score's
-    fields."""
-    keys = [*KEY_FIELDS, *_SCORE_FIELDS]
-    held = (
+_NEW, _REPLACE, _ADOPT = "new", "replace", "adopt"
+# a score's identity when its source gave it an id: one version per call
+_IDENTITY = [*KEY_FIELDS, "id", "source"]
+_VERSION = ["name", "value", "label"]
+
+
+def _sids(new: pl.DataFrame, kind: str) -> set[str]:
+    return set(new.filter(pl.col("_kind") == kind).get_column("_sid").unique())
+
+
+def _held_scores(stored: pl.LazyFrame, targets: pl.DataFrame) -> pl.DataFrame:
+    """The scores the targeted calls hold, one row each with its position ``_pos`` in the
+    call's list (what a replacement removes) and the score's fields."""
+    return (
         stored.select(*KEY_FIELDS, "scores")
         .join(targets.lazy().select(*KEY_FIELDS).unique(), on=list(KEY_FIELDS), how="semi")
-        .explode("scores")
+        .filter(pl.col("scores").list.len() > 0)
+        .with_columns(pl.int_ranges(pl.col("scores").list.len()).alias("_pos"))
+        .explode("scores", "_pos")
         .filter(pl.col("scores").is_not_null())
-        .select(*KEY_FIELDS, pl.col("scores").struct.unnest())
-        .group_by(keys)
-        .agg(pl.len().alias("_held"))
+        .select(*KEY_FIELDS, "_pos", pl.col("scores").struct.unnest())
         .collect()
     )
-    incoming = (
-        targets.sort("_o")
-        .with_columns(pl.col("score").struct.unnest())
-        .with_columns((pl.int_range(pl.len()).over(*keys, "_batch") + 1).alias("_nth"))
-    )
+
+
+def _new_scores(targets: pl.DataFrame, stored: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """What changes: (scores to add, held scores to remove).
+
+    The first frame has the columns of ``targets``, the score's fields and ``_kind``: ``new``
+    (added), ``replace`` (an edited version of a held score with the same id) or ``adopt`` (a
+    held copy without id that equals it takes its id). The second names the removed held
+    scores by key and ``_pos``. Scores without id follow the copy rule, scores with one the
+    version rule (see ``Store.attach_scores``)."""
+    held = _held_scores(stored, targets)
+    incoming = targets.sort("_o").with_columns(pl.col("score").struct.unnest())
+    columns = [*incoming.columns, "_kind"]
+    copies = _new_copies(incoming.filter(pl.col("id").is_null()), held).select(columns)
+    versions, drops = _new_versions(incoming.filter(pl.col("id").is_not_null()), held)
+    return pl.concat([copies, versions.select(columns)]), drops
+
+
+def _new_copies(incoming: pl.DataFrame, held: pl.DataFrame) -> pl.DataFrame:
+    """Scores without id a call does not hold yet: the k-th equal score of a call in one batch
+    is new when the call holds fewer than k of them and no earlier batch gave a k-th copy
+    already (as if the batches were attached one after another)."""
+    keys = [*KEY_FIELDS, *_SCORE_FIELDS]
+    counts = held.group_by(keys).agg(pl.len().alias("_held"))
+    nth = (pl.int_range(pl.len()).over(*keys, "_batch") + 1).alias("_nth")
     return (
-        incoming.join(held, on=keys, how="left", nulls_equal=True, maintain_order="left")
+        incoming.with_columns(nth)
+        .join(counts, on=keys, how="left", nulls_equal=True, maintain_order="left")
         .filter(pl.col("_nth") > pl.col("_held").fill_null(0))
         .unique([*keys, "_nth"], keep="first", maintain_order=True)
         .drop("_nth", "_held")
+        .with_columns(pl.lit(_NEW).alias("_kind"))
     )
 
 
+def _new_versions(incoming: pl.DataFrame, held: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Scores with an id: per call and (id, source) the latest incoming version (last batch,
+    then last row) is present when the call holds exactly it, replaces whatever the call holds
+    under that id otherwise, and else adopts an equal held copy without id or is new."""
+    latest = incoming.sort("_batch", "_o").unique(_IDENTITY, keep="last", maintain_order=True)
+    pairs = latest.select(*_IDENTITY, *_VERSION).join(
+        held.filter(pl.col("id").is_not_null()), on=_IDENTITY, suffix="_h"
+    )
+    equal = pl.all_horizontal(pl.col(f).eq_missing(pl.col(f"{f}_h")) for f in _VERSION)
+    tally = pairs.group_by(_IDENTITY).agg(pl.len().alias("_n"), equal.sum().alias("_eq"))
+    rated = latest.join(tally, on=_IDENTITY, how="left", maintain_order="left").with_columns(
+        pl.col("_n", "_eq").fill_null(0)
+    )
+    present = (pl.col("_n") == 1) & (pl.col("_eq") == 1)
+    replace = rated.filter((pl.col("_n") > 0) & ~present)
+    removed = pairs.join(replace.select(_IDENTITY), on=_IDENTITY, how="semi")
+    fresh, adopted = _adopt(rated.filter(pl.col("_n") == 0), held)
+    versions = pl.concat(
+        [
+            replace.with_columns(pl.lit(_REPLACE).alias("_kind")),
+            fresh.with_columns(
+                pl.when(pl.col("_pos").is_null())
+                .then(pl.lit(_NEW))
+                .otherwise(pl.lit(_ADOPT))
+                .alias("_kind")
+            ),
+        ],
+        how="diagonal",
+    ).sort("_o")
+    drops = pl.concat([removed.select(*KEY_FIELDS, "_pos"), adopted])
+    return versions, drops
+
+
+def _adopt(fresh: pl.DataFrame, held: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Pair each score with an id that a call does not hold with an equal held copy without id
+    (the k-th such score with the k-th copy), which it replaces: a store written before scores
+    had ids then keeps one score, not the old copy and the new. Returns ``fresh`` with the
+    paired copy's ``_pos`` (null: none) and the (key, ``_pos``) of the copies removed."""
+    same = [*KEY_FIELDS, "source", *_VERSION]
+    kth = pl.int_range(pl.len()).over(same).alias("_k")
+    copies = held.filter(pl.col("id").is_null()).sort("_pos").select(*same, "_pos", kth)
+    paired = (
+        fresh.sort("_o")
+        .with_columns(kth)
+        .join(copies, on=[*same, "_k"], how="left", nulls_equal=True, maintain_order="left")
+    )
+    drops = paired.filter(pl.col("_pos").is_not_null()).select(*KEY_FIELDS, "_pos")
+    return paired.drop("_k"), drops
+
+
 def _with_added_scores(
-    frame: pl.DataFrame, additions: pl.DataFrame, accuracy: AccuracyConfig
+    frame: pl.DataFrame, additions: pl.DataFrame, drops: pl.DataFrame, accuracy: AccuracyConfig
 ) -> pl.DataFrame:
-    """``frame`` with ``additions._add`` appended to its calls' scores; accuracy recomputed for
-    exactly those calls (the others keep theirs, whatever config computed it)."""
-    gained = pl.col("_add").is_not_null()
+    """``frame`` with the held scores at ``drops`` removed from its calls and ``additions._add``
+    appended; accuracy recomputed for exactly those calls (the others keep theirs, whatever
+    config computed it)."""
+    key = list(KEY_FIELDS)
+    order = [pl.col("_part").cast(pl.Int64), pl.col("_ord").cast(pl.Int64)]
+    kept = (
+        frame.select(*key, "scores")
+        .join(additions.select(key), on=key, how="semi")
+        .filter(pl.col("scores").list.len() > 0)
+        .with_columns(pl.int_ranges(pl.col("scores").list.len()).alias("_pos"))
+        .explode("scores", "_pos")
+        .join(drops, on=[*key, "_pos"], how="anti")
+        .select(*key, pl.lit(0).alias("_part"), pl.col("_pos").alias("_ord"), "scores")
+    )
+    added = (
+        additions.select(*key, pl.col("_add").alias("scores"))
+        .with_columns(pl.int_ranges(pl.col("scores").list.len()).alias("_ord"))
+        .explode("scores", "_ord")
+        .select(*key, pl.lit(1).alias("_part"), "_ord", "scores")
+    )
+    merged = (
+        pl.concat([kept.with_columns(order), added.with_columns(order)])
+        .group_by(key)
+        .agg(pl.col("scores").sort_by("_part", "_ord").alias("_new"))
+    )
+    changed = pl.col("_new").is_not_null()
     return (
-        frame.join(additions, on=list(KEY_FIELDS), how="left", maintain_order="left")
+        frame.join(merged, on=key, how="left", maintain_order="left")
         .with_columns(
-            pl.when(gained)
-            .then(pl.concat_list(pl.col("scores").fill_null([]), pl.col("_add")))
-            .otherwise(pl.col("scores"))
-            .alias("scores")
+            pl.when(changed).then(pl.col("_new")).otherwise(pl.col("scores")).alias("scores")
         )
         .with_columns(
-            pl.when(gained)
+            pl.when(changed)
             .then(accuracy.from_scores("scores"))
             .otherwise(pl.col("accuracy"))
             .alias("accuracy")
         )
-        .drop("_add")
+        .drop("_new")
     )

@@ -272,6 +272,19 @@ class LangfuseStub:
         self.faults.append(fault)
         return fault
 
+    def edit_score(
+        self, id: str, value: float | bool | str, *, at: datetime, timestamp: datetime | None = None
+    ) -> None:
+        """What ``create_score(id=...)`` (an upsert) or an annotator's correction does to a
+        stored score: the value changes, ``updatedAt`` moves to ``at``; the score's
+        ``timestamp`` (what ``fromTimestamp`` filters on) stays unless ``timestamp`` is given."""
+        with self._lock:
+            (row,) = [s for s in self.scores if s["id"] == id]
+            row["value"] = value
+            row["updatedAt"] = iso(at)
+            if timestamp is not None:
+                row["timestamp"] = iso(timestamp)
+
     def calls_to(self, path: str) -> list[dict[str, list[str]]]:
         """Query parameters of every request made to ``path`` so far."""
         return [params for p, params in self.requests if p == path]

@@ -32,6 +32,7 @@ from llmtrace.importers.langfuse import (
     observations_to_calls,
     prompt_template_fingerprint,
     retry_wait,
+    scores_frame,
 )
 from llmtrace.pricing import PriceBook, price_calls
 from llmtrace.record import CALL_SCHEMA, TOKEN_FIELDS
@@ -460,6 +461,117 @@ def test_a_trace_score_added_after_the_import_reaches_the_stored_calls(tmp_path,
     assert _stored(store).height == EXPECTED
 
 
+def _scores_of(store: Store, span_id: str) -> tuple[list[dict[str, Any]], float | None]:
+    row = _stored(store).filter(pl.col("span_id") == span_id).row(0, named=True)
+    return row["scores"], row["accuracy"]
+
+
+@pytest.mark.parametrize("v2", [True, False], ids=["v2", "old-server"])
+def test_a_score_edited_at_langfuse_replaces_the_stored_version_on_a_rerun(tmp_path, v2):
+    """An annotator corrects two verdicts after the import. The normal incremental run does not
+    see the edits (the score timestamps are older than its look-back and the API filters scores
+    by timestamp only); a rerun over their window does, and replaces the stored versions."""
+    judged = T0 + timedelta(hours=1)
+    stub = LangfuseStub(
+        v2=v2,
+        observations=_generations(),
+        scores=[
+            score("e1", "accuracy", 0.9, trace_id="trace-00", observation_id="obs-00",
+                  timestamp=judged),
+            score("t1", "correct", True, trace_id="trace-01", timestamp=judged),
+        ],
+    )  # fmt: skip
+    accuracy = _accuracy_config(tmp_path)
+    store = Store(tmp_path / "store")
+    with stub.running() as url:
+        first = _run(url, stub, store, accuracy=accuracy)
+        assert (first.scores_new_calls, first.scores_replaced) == (2, 0)
+        edited = UNTIL + timedelta(days=3)
+        stub.edit_score("e1", 0.2, at=edited)
+        stub.edit_score("t1", False, at=edited)
+        incremental = _run(url, stub, store, accuracy=accuracy, since=None)
+        assert (incremental.scores, incremental.scores_replaced) == (0, 0)
+        assert _scores_of(store, "obs-00")[1] == 0.9  # not re-read: still the old verdict
+        rerun = _run(url, stub, store, accuracy=accuracy)  # the same --since again
+        files = sorted(store.files())
+        again = _run(url, stub, store, accuracy=accuracy)
+    assert (rerun.added, rerun.scores_replaced, rerun.scores_stored_calls) == (0, 2, 0)
+    assert (rerun.calls_rescored, rerun.scores_present) == (3, 0)
+    held, acc = _scores_of(store, "obs-00")
+    assert [(s["id"], s["name"], s["value"]) for s in held] == [("e1", "accuracy", 0.2)]
+    assert acc == pytest.approx(0.2)
+    for span in ("obs-02", "obs-03"):  # the trace score reached both calls, edited on both
+        held, acc = _scores_of(store, span)
+        assert [(s["id"], s["value"], s["label"]) for s in held] == [("t1", 0.0, "false")]
+        assert acc == 0.0
+    assert (again.scores_replaced, again.scores_present, again.calls_rescored) == (0, 2, 0)
+    assert sorted(store.files()) == files  # the rerun after the edit rewrote nothing
+    assert _stored(store).height == EXPECTED
+
+
+def test_an_edit_within_the_look_back_reaches_the_next_incremental_run(tmp_path):
+    """A score timestamped within the incremental look-back (an hour before the window, which
+    starts 15 minutes before the watermark) is read again, so its edit replaces the old one."""
+    recent = UNTIL - timedelta(minutes=30)
+    stub = LangfuseStub(
+        observations=_generations(),
+        scores=[score("r1", "accuracy", 1.0, trace_id="trace-11", observation_id="obs-22",
+                      timestamp=recent)],
+    )  # fmt: skip
+    store = Store(tmp_path / "store")
+    with stub.running() as url:
+        _run(url, stub, store)
+        assert _scores_of(store, "obs-22")[1] == 1.0
+        stub.edit_score("r1", 0.0, at=UNTIL + timedelta(minutes=5))
+        nxt = _run(url, stub, store, since=None)
+    assert (nxt.scores, nxt.scores_replaced, nxt.calls_rescored) == (1, 1, 1)
+    held, acc = _scores_of(store, "obs-22")
+    assert [(s["id"], s["value"]) for s in held] == [("r1", 0.0)] and acc == 0.0
+
+
+def _command(stub, tmp_path) -> tuple[dict[str, str], list[str]]:
+    """The keys and the arguments of one day's ``import langfuse`` into ``tmp_path/store``."""
+    env = {"LANGFUSE_PUBLIC_KEY": stub.public_key, "LANGFUSE_SECRET_KEY": stub.secret_key}
+    args = ["import", "langfuse", "--since", "2026-09-01", "--until", "2026-09-02"]
+    return env, [*args, "--store", str(tmp_path / "store")]
+
+
+def test_the_command_says_how_many_scores_were_updated(stub, tmp_path):
+    from llmtrace.cli import cli
+
+    stub.scores = [score("n1", "accuracy", 1, trace_id="trace-00", timestamp=T0)]
+    env, args = _command(stub, tmp_path)
+    with stub.running() as url:
+        first = CliRunner().invoke(cli, [*args, "--host", url], env=env)
+        assert first.exit_code == 0, first.output
+        assert "updated," not in first.output
+        stub.edit_score("n1", 0, at=T0 + timedelta(days=1))
+        second = CliRunner().invoke(cli, [*args, "--host", url], env=env)
+    assert second.exit_code == 0, second.output
+    assert "0 matched no call, 1 updated (1 read)" in second.output
+    acc = _stored(Store(tmp_path / "store")).filter(pl.col("trace_id") == "trace-00")["accuracy"]
+    assert acc.to_list() == [0.0, 0.0]
+
+
+def test_new_calls_get_one_score_per_langfuse_id():
+    """Page-based reads can repeat a score; a call written with its scores holds it once, with
+    its id (a row without id gets none in the struct, and stays a copy)."""
+    common = pl.DataFrame(
+        {
+            "score_id": ["a", "a", None],
+            "trace_id": ["t"] * 3,
+            "observation_id": [None] * 3,
+            "name": ["accuracy"] * 3,
+            "data_type": ["NUMERIC"] * 3,
+            "value_text": ["1", "0", "0.5"],
+            "source": ["ANNOTATION"] * 3,
+        }
+    )
+    frame = scores_frame(common, AccuracyConfig())
+    assert frame["score_id"].to_list() == ["a", "#2"]
+    assert [(s["id"], s["value"]) for s in frame["score"]] == [("a", 1.0), (None, 0.5)]
+
+
 # -- prompts ------------------------------------------------------------------------------------
 
 QA_V2 = [
@@ -847,9 +959,7 @@ def test_command_imports_and_summarises(stub, tmp_path):
 
     (tmp_path / "llmtrace.toml").write_text('[accuracy]\nnames = ["accuracy"]\n')
     stub.scores = [score("n1", "accuracy", 1, trace_id="trace-00", timestamp=T0)]
-    env = {"LANGFUSE_PUBLIC_KEY": stub.public_key, "LANGFUSE_SECRET_KEY": stub.secret_key}
-    args = ["import", "langfuse", "--since", "2026-09-01", "--until", "2026-09-02"]
-    args += ["--store", str(tmp_path / "store")]
+    env, args = _command(stub, tmp_path)
     with stub.running() as url:
         result = CliRunner().invoke(cli, [*args, "--host", url], env=env)
         assert result.exit_code == 0, result.output

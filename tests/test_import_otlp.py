@@ -262,9 +262,9 @@ def test_evaluation_events_become_scores_and_accuracy(tmp_path):
     result = run(write_lines(tmp_path / "t.jsonl", request(call), request(judge, unmatched)))
     (row,) = result.calls.to_dicts()
     assert row["scores"] == [
-        {"name": "accuracy", "value": 1.0, "label": None, "source": "otel"},
-        {"name": "helpfulness", "value": 4.0, "label": None, "source": "otel"},
-        {"name": "Correctness", "value": None, "label": "FAIL", "source": "otel"},
+        {"name": "accuracy", "value": 1.0, "label": None, "source": "otel", "id": None},
+        {"name": "helpfulness", "value": 4.0, "label": None, "source": "otel", "id": None},
+        {"name": "Correctness", "value": None, "label": "FAIL", "source": "otel", "id": None},
     ]
     assert row["accuracy"] == pytest.approx(0.5)  # accuracy 1.0 and Correctness fail -> 0
     assert (result.scores, result.unmatched_scores) == (3, 1)
@@ -304,8 +304,8 @@ def test_a_score_in_a_later_file_reaches_the_stored_call(tmp_path, monkeypatch):
     assert "scores: 0 attached to new calls, 2 to stored calls, 1 matched no call" in out
     (row,) = Store(store).scan().collect().to_dicts()
     assert row["scores"] == [
-        {"name": "accuracy", "value": 1.0, "label": None, "source": "otel"},
-        {"name": "Correctness", "value": None, "label": "FAIL", "source": "otel"},
+        {"name": "accuracy", "value": 1.0, "label": None, "source": "otel", "id": None},
+        {"name": "Correctness", "value": None, "label": "FAIL", "source": "otel", "id": None},
     ]
     assert row["accuracy"] == pytest.approx(0.5)
     files = sorted(Store(store).files())

@@ -117,8 +117,14 @@ def test_state_roundtrip(tmp_path):
 # -- late scores: attach_scores ----------------------------------------------------------------
 
 
-def _score(name: str, value: float | None, label: str | None = None, source: str = "judge"):
-    return {"name": name, "value": value, "label": label, "source": source}
+def _score(
+    name: str,
+    value: float | None,
+    label: str | None = None,
+    source: str = "judge",
+    id: str | None = None,
+):
+    return {"name": name, "value": value, "label": label, "source": source, "id": id}
 
 
 def _scores(rows: list[dict]) -> pl.DataFrame:
@@ -337,3 +343,86 @@ def test_attach_scores_of_several_batches_act_as_one_after_another(tmp_path):
     assert (result.attached, result.present) == (3, 1)
     assert _stored_scores(store)["s0"][0] == [same]
     assert _stored_scores(store)["s1"][0] == [same, same]
+
+
+# -- scores with a source id: an edit replaces the held version ----------------------------------
+
+LF = "langfuse.annotation"
+
+
+def test_an_edited_score_replaces_the_version_a_call_holds(tmp_path):
+    store = Store(tmp_path)
+    store.append(_calls(3, T0))  # trace t0: s0, s1, s2
+    copy = _score("accuracy", 1.0)  # no id: an OTel evaluation, counted as a copy
+    first = _scores(
+        [
+            {"trace_id": "t0", "span_id": "s0", "score": copy},
+            {"score_id": "L1", "trace_id": "t0", "span_id": "s0",
+             "score": _score("accuracy", 1.0, source=LF, id="L1")},
+            {"score_id": "L2", "trace_id": "t0",
+             "score": _score("correct", 1.0, "true", source=LF, id="L2")},
+        ]
+    )  # fmt: skip
+    assert store.attach_scores(first, ACCURACY).attached == 3
+    assert _stored_scores(store)["s0"][1] == 1.0
+    edited = _scores(
+        [
+            {"score_id": "L1", "trace_id": "t0", "span_id": "s0",
+             "score": _score("accuracy", 0.0, source=LF, id="L1")},
+            {"score_id": "L2", "trace_id": "t0",
+             "score": _score("correct", 0.0, "false", source=LF, id="L2")},
+        ]
+    )  # fmt: skip
+    result = store.attach_scores(edited, ACCURACY)
+    assert (result.attached, result.replaced, result.present, result.calls) == (0, 2, 0, 3)
+    got = _stored_scores(store)
+    assert got["s0"] == (
+        [
+            copy,
+            _score("accuracy", 0.0, source=LF, id="L1"),
+            _score("correct", 0.0, "false", source=LF, id="L2"),
+        ],
+        pytest.approx(1 / 3),  # the copy's 1.0 and both edited verdicts' 0.0
+    )
+    assert got["s1"] == got["s2"] == ([_score("correct", 0.0, "false", source=LF, id="L2")], 0.0)
+    files = sorted(store.files())
+    again = store.attach_scores(edited, ACCURACY)
+    assert (again.attached, again.replaced, again.present, again.files) == (0, 0, 2, 0)
+    assert sorted(store.files()) == files  # nothing rewritten
+    assert _stored_scores(store) == got
+
+
+def test_the_latest_version_of_a_score_wins_and_ids_are_per_source(tmp_path):
+    store = Store(tmp_path)
+    store.append(_calls(2, T0))
+    rows = [  # one import read the score, then its edit (batches 1 and 2); another source's id
+        {"score_id": "L1", "trace_id": "t0", "span_id": "s0", "batch": "1",
+         "score": _score("accuracy", 1.0, source=LF, id="L1")},
+        {"score_id": "L1b", "trace_id": "t0", "span_id": "s0", "batch": "2",
+         "score": _score("accuracy", 0.5, source=LF, id="L1")},
+        {"score_id": "X1", "trace_id": "t0", "span_id": "s0", "batch": "1",
+         "score": _score("accuracy", 1.0, source="other", id="L1")},
+    ]  # fmt: skip
+    result = store.attach_scores(_scores(rows), ACCURACY)
+    assert (result.attached, result.replaced, result.present) == (2, 0, 1)
+    assert _stored_scores(store)["s0"] == (
+        [
+            _score("accuracy", 0.5, source=LF, id="L1"),
+            _score("accuracy", 1.0, source="other", id="L1"),
+        ],
+        0.75,
+    )
+
+
+def test_a_copy_without_id_is_never_replaced_by_an_unrelated_copy(tmp_path):
+    """Scores without id keep the copy rule even when a held score with an id looks the same."""
+    store = Store(tmp_path)
+    store.append(_calls(1, T0))
+    with_id = _score("accuracy", 1.0, source=LF, id="L1")
+    store.attach_scores(_scores([{"trace_id": "t0", "span_id": "s0", "score": with_id}]), ACCURACY)
+    plain = _score("accuracy", 1.0, source=LF)
+    result = store.attach_scores(
+        _scores([{"trace_id": "t0", "span_id": "s0", "score": plain}]), ACCURACY
+    )
+    assert (result.attached, result.replaced) == (1, 0)
+    assert _stored_scores(store)["s0"][0] == [with_id, plain]

@@ -92,6 +92,7 @@ def _when(value: datetime | None) -> str:
 def _scores_summary(stats: ImportStats) -> None:
     """Where the scores read went: new calls, calls stored by earlier runs, or nowhere."""
     present = f", {stats.scores_present:,} already attached" if stats.scores_present else ""
+    present += f", {stats.scores_replaced:,} updated" if stats.scores_replaced else ""
     updated = f" ({stats.calls_rescored:,} calls updated)" if stats.calls_rescored else ""
     console.print(
         f"  scores: {stats.scores_new_calls:,} attached to new calls, "

@@ -85,6 +85,7 @@ class _Tally:
     new_call_scores: int = 0
     stored_call_scores: int = 0
     present_scores: int = 0
+    replaced_scores: int = 0  # scores with a source id whose held version they replaced
     any_scores: bool = False
     # evaluations not written with a call new in their batch, attached in one call at the end
     # (``_place_pending_scores``): one read of the store's keys per import, not per batch
@@ -170,6 +171,7 @@ def _place_pending_scores(store: Store, accuracy: AccuracyConfig, tally: _Tally)
     first = store.attach_scores(early, accuracy) if early.height else ScoreAttachResult()
     tally.stored_call_scores += first.attached
     tally.present_scores += first.present
+    tally.replaced_scores += first.replaced
     placed = set(early.get_column("score_id")) - first.unmatched_ids
     retry = rows.filter(~pl.col("matched") & ~pl.col("score_id").is_in(list(placed)))
     if retry.is_empty():
@@ -177,6 +179,7 @@ def _place_pending_scores(store: Store, accuracy: AccuracyConfig, tally: _Tally)
     late = store.attach_scores(retry.drop("batch"), accuracy)
     tally.new_call_scores += late.attached
     tally.present_scores += late.present
+    tally.replaced_scores += late.replaced
     return len(late.unmatched_ids)
 
 
@@ -190,6 +193,7 @@ def _summary(result: OtlpImportResult, tally: _Tally, nowhere: int) -> None:
     print_import_totals(tally.added, tally.duplicates, dict(tally.statuses), total)
     if tally.any_scores:
         present = f", {tally.present_scores:,} already attached" if tally.present_scores else ""
+        present += f", {tally.replaced_scores:,} updated" if tally.replaced_scores else ""
         line = (
             f"  scores: {tally.new_call_scores:,} attached to new calls, "
             f"{tally.stored_call_scores:,} to stored calls, {nowhere:,} matched no call{present}"

@@ -55,7 +55,12 @@ most the page it was on, and the store's idempotent append skips what was alread
 every observation is stored exactly once. The next window starts ``OVERLAP`` before the
 watermark so observations ingested late (long calls, batching exporters) are still picked up.
 Scores are merged into stored calls at the start of every window read, resumed ones included,
-and a score a call already holds is not added again, so reruns add nothing. The checkpoint
+and a score a call already holds is not added again, so reruns add nothing. A score edited at
+Langfuse (an annotator's correction, ``create_score(id=...)``) keeps its id, and the version read
+replaces the one a call holds. Both score endpoints filter by the score's ``timestamp`` only
+(no ``updatedAt`` filter), so an incremental run re-reads scores timestamped from an hour before
+its window on: an edit of an older score is picked up by a rerun over its window (``--since``),
+not by the next incremental run. The checkpoint
 also keeps ``prompts``: per prompt its versions, labels, tags and ``lastUpdatedAt``, and per
 version used its labels, created time, commit message and template fingerprint (no text).
 
@@ -289,6 +294,8 @@ class ImportStats:
     scores_stored_calls: int = 0
     scores_present: int = 0
     scores_unmatched: int = 0
+    # scores edited at Langfuse since a stored call got them: the new version replaced the old
+    scores_replaced: int = 0
     calls_rescored: int = 0
     prompt_versions: int = 0
     price_status: Counter[str] = field(default_factory=Counter)
@@ -760,8 +767,10 @@ def scores_frame(common: pl.DataFrame, accuracy: AccuracyConfig) -> pl.DataFrame
     """Scores with the record's score struct; a categorical score's value is its category's.
 
     Columns: ``score_id`` (Langfuse's id; ``#<row>`` if a row has none), ``trace_id``,
-    ``observation_id`` (null for trace scores), ``score`` (name, value, label, source). A score
-    read twice (page-based reads shift when scores arrive meanwhile) is kept once.
+    ``observation_id`` (null for trace scores), ``score`` (name, value, label, source, id: the
+    Langfuse id, so ``Store.attach_scores`` replaces a stored version that was edited since). A
+    score read twice (page-based reads shift when scores arrive meanwhile) is kept once, so a
+    new call also holds one score per id.
     """
     text = pl.col("value_text").str.strip_chars()
     lowered = text.str.to_lowercase()
@@ -800,6 +809,7 @@ def scores_frame(common: pl.DataFrame, accuracy: AccuracyConfig) -> pl.DataFrame
                 pl.col("_value").alias("value"),
                 pl.col("_label").alias("label"),
                 pl.format("langfuse.{}", pl.col("source").str.to_lowercase()).alias("source"),
+                _nonblank("score_id").alias("id"),  # an edit at Langfuse replaces, not adds
             )
             .cast(SCORE_STRUCT)
             .alias("score"),
@@ -1373,7 +1383,8 @@ def _attach_to_stored(ctx: _Context) -> None:
     trace scores added after the trace) before any page is read.
 
     Done first, and again whenever the window is re-read, so a crash anywhere leaves nothing
-    behind; scores already held are not added again. Scores matching no stored call are
+    behind; scores already held are not added again, and a score edited at Langfuse since
+    replaces the version a call holds (same id). Scores matching no stored call are
     remembered: the pages decide whether they belong to a call read now or to none.
     """
     if ctx.scores.is_empty():
@@ -1386,6 +1397,7 @@ def _attach_to_stored(ctx: _Context) -> None:
     result = ctx.store.attach_scores(frame, ctx.accuracy)
     ctx.stats.scores_stored_calls += result.attached
     ctx.stats.scores_present += result.present
+    ctx.stats.scores_replaced += result.replaced
     ctx.stats.calls_rescored += result.calls
     ctx.unstored_scores, ctx.new_call_scores = set(result.unmatched_ids), set()
 

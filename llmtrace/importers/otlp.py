@@ -865,7 +865,13 @@ class OtlpImportResult(ImportResult):
 def _score_targets(events: pl.DataFrame, matched: pl.DataFrame, first: int) -> pl.DataFrame:
     """Where each evaluation may belong in the store (see ``OtlpImportResult``); evaluations
     are numbered from ``first`` so ids stay unique across the batches of one import."""
-    score = pl.struct("name", "value", "label", pl.lit("otel").alias("source")).cast(SCORE_STRUCT)
+    score = pl.struct(
+        "name",
+        "value",
+        "label",
+        pl.lit("otel").alias("source"),
+        pl.lit(None, pl.String).alias("id"),
+    ).cast(SCORE_STRUCT)  # no id: an OTel evaluation event is never edited, so copies add up
     score_id = pl.format("e{}", pl.col("_e") + first)
     here = matched.filter(pl.col("_span").is_not_null()).select(
         "_e",
@@ -955,7 +961,15 @@ def _attach_scores(
     per_call = (
         found.sort("_e")
         .group_by("_trace", "_span", maintain_order=True)
-        .agg(pl.struct("name", "value", "label", pl.lit("otel").alias("source")).alias("_scores"))
+        .agg(
+            pl.struct(
+                "name",
+                "value",
+                "label",
+                pl.lit("otel").alias("source"),
+                pl.lit(None, pl.String).alias("id"),
+            ).alias("_scores")
+        )
         .rename({"_trace": "trace_id", "_span": "span_id"})
     )
     calls = (

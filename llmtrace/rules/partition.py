@@ -161,9 +161,9 @@ def scan_location(
     by their statistics. Credentials come from ``storage_options`` or the environment, as for
     ``pl.scan_parquet``.
     """
-    if not is_url(location):
-        from llmtrace.store import Store
+    from llmtrace.store import SCAN_CAST, Store
 
+    if not is_url(location):
         return Store(location).scan(since, until)
     lazy = pl.scan_parquet(
         f"{location.rstrip('/')}/calls/**/*.parquet",
@@ -171,6 +171,7 @@ def scan_location(
         hive_partitioning=False,
         missing_columns="insert",
         extra_columns="ignore",
+        cast_options=SCAN_CAST,  # files written before a score struct field was added
         storage_options=storage_options,
     )
     start = pl.col("start_time")
