@@ -509,6 +509,24 @@ def test_a_score_edited_at_langfuse_replaces_the_stored_version_on_a_rerun(tmp_p
     assert _stored(store).height == EXPECTED
 
 
+def test_scores_since_picks_up_an_edit_of_an_older_score_in_an_incremental_run(tmp_path):
+    """``--scores-since`` re-reads scores further back than the observations' window, so the
+    nightly incremental run sees an annotator's correction of an older score."""
+    stub = LangfuseStub(
+        observations=_generations(),
+        scores=[score("e1", "accuracy", 0.9, trace_id="trace-00", observation_id="obs-00",
+                      timestamp=T0 + timedelta(hours=1))],
+    )  # fmt: skip
+    store = Store(tmp_path / "store")
+    with stub.running() as url:
+        _run(url, stub, store)
+        stub.edit_score("e1", 0.2, at=UNTIL + timedelta(days=3))
+        nxt = _run(url, stub, store, since=None, scores_since=T0 - timedelta(days=1))
+    assert (nxt.scores, nxt.scores_replaced, nxt.calls_rescored, nxt.added) == (1, 1, 1, 0)
+    held, acc = _scores_of(store, "obs-00")
+    assert [(s["id"], s["value"]) for s in held] == [("e1", 0.2)] and acc == pytest.approx(0.2)
+
+
 def test_an_edit_within_the_look_back_reaches_the_next_incremental_run(tmp_path):
     """A score timestamped within the incremental look-back (an hour before the window, which
     starts 15 minutes before the watermark) is read again, so its edit replaces the old one."""
@@ -551,6 +569,26 @@ def test_the_command_says_how_many_scores_were_updated(stub, tmp_path):
     assert "0 matched no call, 1 updated (1 read)" in second.output
     acc = _stored(Store(tmp_path / "store")).filter(pl.col("trace_id") == "trace-00")["accuracy"]
     assert acc.to_list() == [0.0, 0.0]
+
+
+def test_the_command_rereads_older_scores_with_scores_since(stub, tmp_path):
+    from llmtrace.cli import cli
+
+    stub.scores = [score("n1", "accuracy", 1, trace_id="trace-00", timestamp=T0)]
+    env, args = _command(stub, tmp_path)
+    later = ["--since", "2026-09-02", "--until", "2026-09-03", "--store", str(tmp_path / "store")]
+    with stub.running() as url:
+        assert CliRunner().invoke(cli, [*args, "--host", url], env=env).exit_code == 0
+        stub.edit_score("n1", 0, at=T0 + timedelta(days=1))
+        plain = CliRunner().invoke(cli, ["import", "langfuse", *later, "--host", url], env=env)
+        assert "updated" not in plain.output  # the next day's window does not see the edit
+        rescored = CliRunner().invoke(
+            cli,
+            ["import", "langfuse", *later, "--scores-since", "2026-08-31", "--host", url],
+            env=env,
+        )
+    assert rescored.exit_code == 0, rescored.output
+    assert "1 updated" in rescored.output
 
 
 def test_new_calls_get_one_score_per_langfuse_id():

@@ -16,6 +16,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from llmtrace.accuracy import AccuracyConfig
 from llmtrace.commands.common import (
+    WHEN,
     console,
     err_console,
     keep_content_option,
@@ -171,6 +172,14 @@ def _summary(stats: ImportStats) -> None:
     show_default=True,
     help="Observations per request (lower it if large prompts make pages time out).",
 )
+@click.option(
+    "--scores-since",
+    type=WHEN,
+    default=None,
+    metavar="WHEN",
+    help="Also re-read scores from WHEN (e.g. 30d), before the window: edits of older scores "
+    "in Langfuse (corrected annotations) then replace the stored version.",
+)
 def langfuse_command(
     since: datetime | None,
     until: datetime | None,
@@ -179,6 +188,7 @@ def langfuse_command(
     keep_content: bool,
     prices_file: Path | None,
     page_size: int,
+    scores_since: datetime | None,
 ) -> None:
     """Import generations and embeddings from Langfuse, with their scores and prompt versions.
 
@@ -194,6 +204,7 @@ def langfuse_command(
     Example:
       export LANGFUSE_PUBLIC_KEY=pk-lf-... LANGFUSE_SECRET_KEY=sk-lf-...
       llmtrace import langfuse --since 7d && llmtrace costs --by prompt
+      llmtrace import langfuse --scores-since 30d   # nightly: also pick up corrected scores
     """
     try:
         settings = LangfuseSettings.from_env(host)
@@ -215,6 +226,7 @@ def langfuse_command(
                 accuracy=accuracy,
                 page_size=page_size,
                 reporter=reporter,
+                scores_since=scores_since,
             )
     except LangfuseImportError as exc:
         err_console.print(f"[red]error:[/] {exc}", highlight=False)

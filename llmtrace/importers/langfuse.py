@@ -59,8 +59,9 @@ and a score a call already holds is not added again, so reruns add nothing. A sc
 Langfuse (an annotator's correction, ``create_score(id=...)``) keeps its id, and the version read
 replaces the one a call holds. Both score endpoints filter by the score's ``timestamp`` only
 (no ``updatedAt`` filter), so an incremental run re-reads scores timestamped from an hour before
-its window on: an edit of an older score is picked up by a rerun over its window (``--since``),
-not by the next incremental run. The checkpoint
+its window on: an edit of an older score is picked up by a rerun over its window (``--since``)
+or by ``--scores-since`` (scores re-read further back than the observations), not by a plain
+incremental run. The checkpoint
 also keeps ``prompts``: per prompt its versions, labels, tags and ``lastUpdatedAt``, and per
 version used its labels, created time, commit message and template fingerprint (no text).
 
@@ -1236,6 +1237,8 @@ class _Context:
     prompt_listed: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     prompt_missing: set[tuple[str, str]] = field(default_factory=set)
     prompts_off: bool = False
+    # re-read scores from here even when the window starts later (edits of older scores)
+    scores_since: datetime | None = None
 
     def notice_once(self, key: str, message: str) -> None:
         if key not in self.noticed:
@@ -1263,12 +1266,16 @@ def import_langfuse(
     retry: RetryPolicy | None = None,
     reporter: ImportReporter | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    scores_since: datetime | None = None,
 ) -> ImportStats:
     """Import Langfuse generations and embeddings into ``store``; returns what was done.
 
     ``since``/``until`` bound the observations' start times; without ``since`` the import goes
     on from the checkpoint (or reads the last 30 days the first time), without ``until`` up to
-    now. An unfinished earlier import is finished first. Raises ``LangfuseImportError`` with a
+    now. An unfinished earlier import is finished first. ``scores_since`` re-reads scores
+    timestamped from then on even when the window starts later: Langfuse filters scores by
+    their timestamp only, so this is how an edit of an older score (an annotator's correction)
+    reaches the stored call. Raises ``LangfuseImportError`` with a
     message for the user; everything stored up to then stays stored and checkpointed.
     """
     reporter = reporter or ImportReporter()
@@ -1288,6 +1295,7 @@ def import_langfuse(
         state_name=name,
         project=project,
         state=store.read_state(name),
+        scores_since=scores_since,
     )
     try:
         for window in _windows(ctx, since, until):
@@ -1456,9 +1464,12 @@ def _probe(ctx: _Context, start: datetime, end: datetime) -> str:
 
 
 def _read_scores(ctx: _Context, start: datetime, api: str) -> pl.DataFrame:
-    """Every numeric, boolean and categorical score from ``start - SCORE_SLACK`` on."""
+    """Every numeric, boolean and categorical score from ``start - SCORE_SLACK`` on (or from
+    ``ctx.scores_since`` when that is earlier)."""
     ctx.reporter.stage("reading scores")
     since = start - SCORE_SLACK
+    if ctx.scores_since is not None and ctx.scores_since < since:
+        since = ctx.scores_since
     frames: list[pl.DataFrame] = []
     if api == "v2":
         try:
