@@ -1,7 +1,7 @@
 """``llmtrace audit``: run the rules over the store and report where money is wasted.
 
-Made for nightly jobs and CI, like ruff: stable rule codes, ``--select/--ignore``, text, JSON or
-Markdown output, and exit codes a pipeline can act on: 0 ok, 1 when ``--fail-on-savings`` is
+Made for nightly jobs and CI, like ruff: stable rule codes, ``--select/--ignore``, text, JSON,
+Markdown or HTML output, and exit codes a pipeline can act on: 0 ok, 1 when ``--fail-on-savings`` is
 exceeded, 2 for usage or configuration errors (including a rule file or a rule that failed; the
 other rules' findings are still reported) and when ``--push-metrics`` could not publish.
 """
@@ -201,6 +201,7 @@ def audit(
       llmtrace demo && llmtrace audit
       llmtrace audit --since 30d --select LT1 --format markdown -o audit.md
       llmtrace audit --format json --fail-on-savings 100     # nightly CI gate
+      llmtrace audit --format html -o audit.html             # a page with charts
       llmtrace audit --explain LT101                          # what a rule finds and why
       llmtrace audit --engine ray --address auto --store s3://bucket/llmtrace
       llmtrace audit --push-metrics pushgateway=http://localhost:9091   # nightly, to Grafana

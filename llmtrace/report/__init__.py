@@ -1,4 +1,4 @@
-"""Renderers of an audit result: ``text`` (a rich table), ``json`` and ``markdown``.
+"""Renderers of an audit result: ``text`` (a rich table), ``json``, ``markdown`` and ``html``.
 
 Each renderer is a function ``render(result) -> str`` so the CLI can print it or write it to a
 file, and tests can read it; the text renderer also offers the rich table for a terminal.
@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from llmtrace.rules.engine import AuditResult
 
-FORMATS: tuple[str, ...] = ("text", "json", "markdown")
+FORMATS: tuple[str, ...] = ("text", "json", "markdown", "html")
 
 
 def render(result: AuditResult, fmt: str) -> str:
@@ -32,4 +32,8 @@ def renderer(fmt: str) -> Callable[[AuditResult], str]:
         from llmtrace.report.markdown import render as markdown
 
         return markdown
+    if fmt == "html":
+        from llmtrace.report.html import render as as_html
+
+        return as_html
     raise ValueError(f"unknown report format {fmt!r} (formats: {', '.join(FORMATS)})")
