@@ -343,3 +343,28 @@ def test_markup_in_evidence_keys_values_and_arm_names() -> None:
     assert "<svg onload" not in page and "<i>" not in page
     assert len(parsed.find("svg")) == 2  # savings + LT101; the unknown rule gets a table only
     assert "".join(parsed.text).count(EVIL) >= 10
+
+
+def test_the_chart_shows_the_largest_findings_and_the_table_all() -> None:
+    """Hundreds of findings would make the chart a wall of slivers: it keeps the largest
+    ``CHART_MAX_FINDINGS``, says how many more there are, and the table still lists all."""
+    from llmtrace.report.html import CHART_MAX_FINDINGS
+
+    since = datetime(2026, 11, 13, tzinfo=UTC)
+    until = since + timedelta(days=7)
+    count = CHART_MAX_FINDINGS + 12
+    findings = [
+        Finding(rule="Z1", name="custom", severity="low", prompt=f"p{i}", model="m",
+                service="s", window_start=since, window_end=until,
+                monthly_savings_usd=float(i + 1), message="m", fix="f")
+        for i in range(count)
+    ]  # fmt: skip
+    window = AuditWindow(since, until, since - timedelta(days=7), since)
+    page = render(AuditResult(findings, ["Z1"], 10, window, []), "html")
+    parsed = assert_inert(page)
+    bars = parsed.find("rect", "bar")
+    assert len(bars) == CHART_MAX_FINDINGS
+    assert "The 12 smaller finding(s) are in the table." in page
+    assert all(f'id="finding-{i}"' in page for i in range(1, count + 1))
+    shown = {t for t in parsed.text if t.startswith("Z1 p")}
+    assert f"Z1 p{count - 1}" in shown and "Z1 p0" not in shown  # the largest, not the first

@@ -26,6 +26,8 @@ from llmtrace.rules.lt201_caching import GAP_EDGES_S, GAP_LABELS
 
 SEVERITY_COLOUR = {"high": "#c62828", "medium": "#e08a00", "low": "#00838f", "info": "#9e9e9e"}
 OTHER_COLOUR = "#5c6bc0"
+# Bars in the savings chart: past this the page would be a wall of slivers; the table lists all.
+CHART_MAX_FINDINGS = 30
 # Upper edge (seconds) of each of LT201's inter-arrival buckets, by label.
 GAP_UPPER_S: dict[str, float] = dict(zip(GAP_LABELS, (*GAP_EDGES_S, math.inf), strict=True))
 
@@ -487,9 +489,12 @@ def render(result: AuditResult) -> str:
     findings = ordered(result)
     body = [_header(result, findings)]
     if findings:
+        rest = len(findings) - CHART_MAX_FINDINGS
+        more = f" The {rest:,} smaller finding(s) are in the table." if rest > 0 else ""
         body.append(
-            f"<figure>{savings_chart(findings)}<figcaption>Monthly saving per finding, coloured "
-            "by severity (high red, medium amber, low teal, info grey).</figcaption></figure>"
+            f"<figure>{savings_chart(findings[:CHART_MAX_FINDINGS])}<figcaption>Monthly saving "
+            "per finding, coloured by severity (high red, medium amber, low teal, info grey)."
+            f"{more}</figcaption></figure>"
         )
         body.append(_summary_table(result, findings))
         body += [_section(i, f) for i, f in enumerate(findings, 1)]
