@@ -214,3 +214,21 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     missing = [name for name in ENV_VARS if f"`{name}`" not in readme]
     assert missing == []
+
+
+def test_batch_delay_reaches_the_pricing_worker(tmp_path: Path) -> None:
+    from llmtrace.otel.setup import init
+
+    handle = init(
+        exporters="store",
+        store=tmp_path,
+        instrument="none",
+        metrics=False,
+        set_global=False,
+        batch_delay_ms=50,
+    )
+    assert handle is not None
+    try:
+        assert handle.processor._delay == 0.05  # the worker waits this long for a batch
+    finally:
+        handle.shutdown()
