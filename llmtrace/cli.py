@@ -10,6 +10,7 @@ from llmtrace.commands.costs import costs
 from llmtrace.commands.demo import demo
 from llmtrace.commands.importing import import_group
 from llmtrace.commands.prices import prices
+from llmtrace.commands.reconcile import reconcile
 from llmtrace.commands.rules import rules
 from llmtrace.commands.run import run
 
@@ -25,7 +26,7 @@ def cli() -> None:
     """
 
 
-for _command in (demo, costs, prices, import_group, audit, rules, run):
+for _command in (demo, costs, prices, import_group, audit, rules, run, reconcile):
     cli.add_command(_command)
 
 
