@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmtrace.errors import LlmtraceError
+
 CONFIG_ENV = "LLMTRACE_CONFIG"
 
 
-class ConfigError(ValueError):
-    """A configuration file that cannot be read; the message names the file and the problem."""
+class ConfigError(LlmtraceError, ValueError):
+    """A configuration file that cannot be read; the message names the file and the problem.
+    Exit 2 from the CLI (``llmtrace.errors``)."""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from llmtrace.cli import cli
 from llmtrace.commands.audit import audit
 from llmtrace.commands.rules import rules
 from llmtrace.config import CONFIG_ENV, Config
@@ -40,7 +41,8 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def run(command, *args: str):
-    return CliRunner().invoke(command, list(args), catch_exceptions=False)
+    """Through the ``llmtrace`` group, as a user runs it (its exit codes and error lines)."""
+    return CliRunner().invoke(cli, [command.name, *args], catch_exceptions=False)
 
 
 def lt101(store: Path, *args: str):

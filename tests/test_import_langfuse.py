@@ -1018,10 +1018,11 @@ def test_command_imports_and_summarises(stub, tmp_path):
         )
     assert partial.exit_code == 1, partial.output
     assert "(observation bad): startTime soon is not a time; skipped" in partial.output
-    assert wrong.exit_code == 1
+    assert wrong.exit_code == 2  # wrong or missing keys are configuration errors: exit 2
     assert "rejected the API keys (HTTP 401)" in wrong.output
     missing = CliRunner().invoke(cli, args, env={"LANGFUSE_PUBLIC_KEY": ""})
-    assert missing.exit_code == 1
+    assert missing.exit_code == 2
+    assert "Traceback" not in missing.output and len(missing.output.strip().splitlines()) == 1
     assert "LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY" in missing.output
 
 

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from genai_prices import Usage, calc_price
 
+from llmtrace.cli import cli
 from llmtrace.commands.prices import prices as prices_command
 from llmtrace.config import ConfigError
 from llmtrace.pricing import PRICES_ENV, PriceBook, Rates, price_calls
@@ -566,7 +567,7 @@ def test_price_file_is_found_by_argument_env_then_config(
 
 
 def invoke(*args: str):
-    return CliRunner().invoke(prices_command, list(args), catch_exceptions=False)
+    return CliRunner().invoke(cli, [prices_command.name, *args], catch_exceptions=False)
 
 
 def test_prices_command_table() -> None:
@@ -606,7 +607,7 @@ def test_prices_command_unknown_model_exits_1(tmp_path: Path) -> None:
     bad = tmp_path / "p.toml"
     bad.write_text("[[price]]\nmodel = 1\n")
     failed = invoke("gpt-4o", "--prices", str(bad))
-    assert failed.exit_code == 1 and "entry 1" in failed.output
+    assert failed.exit_code == 2 and "entry 1" in failed.output  # a config error, not 1
 
 
 def test_prices_command_is_registered_with_help_example() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
@@ -19,12 +19,14 @@ from llmtrace.commands.common import (
     console,
     err_console,
     open_store,
+    output_option,
     store_option,
     window_options,
 )
 from llmtrace.commands.rules import EXIT_CONFIG, load_config_or_exit
 from llmtrace.commands.rules import explain as explain_rule
 from llmtrace.config import ConfigError
+from llmtrace.errors import UsageError
 from llmtrace.report import FORMATS, render
 from llmtrace.report.text import money, renderable
 from llmtrace.rules.engine import AuditResult, run_audit
@@ -36,9 +38,9 @@ if TYPE_CHECKING:
 EXIT_SAVINGS = 1
 
 
-def _fail(message: str) -> None:
-    err_console.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
-    sys.exit(EXIT_CONFIG)
+def _fail(message: str) -> NoReturn:
+    """A usage or configuration error: one line, exit 2 (``llmtrace.cli``)."""
+    raise UsageError(message)
 
 
 def _price_book(path: str | None):
@@ -134,7 +136,7 @@ def _emit(result: AuditResult, fmt: str, output: str | None) -> None:
     show_default=True,
     help="Report format.",
 )
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the report to FILE.")
+@output_option
 @click.option(
     "--fail-on-savings",
     type=click.FloatRange(min=0),

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
 
-from llmtrace.config import ConfigError
-from llmtrace.store import Store, default_store_path
+from llmtrace.errors import UsageError
 from llmtrace.timespec import parse_when
 
 if TYPE_CHECKING:
     from llmtrace.pricing import PriceBook
+    from llmtrace.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -88,14 +89,11 @@ def format_option(choices: Sequence[str]) -> Callable[[F], F]:
 
 
 def load_price_book(prices_file: str | Path | None) -> PriceBook:
-    """The price book of ``--prices`` (``PriceBook.load``); a bad price file or config is a
-    one-line CLI error naming the file rather than a traceback."""
+    """The price book of ``--prices`` (``PriceBook.load``); a bad price file or config raises
+    ``ConfigError``, which ``llmtrace.cli`` reports in one line naming the file (exit 2)."""
     from llmtrace.pricing import PriceBook
 
-    try:
-        return PriceBook.load(prices_file)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    return PriceBook.load(prices_file)
 
 
 def print_import_totals(
@@ -138,4 +136,40 @@ def window_options(default_since: str | None = None) -> Callable[[F], F]:
 
 def open_store(store_path: str | None) -> Store:
     """The store named by ``--store``, else the default one."""
+    from llmtrace.store import Store, default_store_path
+
     return Store(store_path if store_path else default_store_path())
+
+
+def check_output_path(
+    ctx: click.Context | None, param: click.Parameter | None, value: str | None
+) -> str | None:
+    """Callback for ``-o/--output FILE``: fail before the work when FILE cannot be written
+    (its folder is missing or not writable, or FILE is a folder): exit 2, one line."""
+    if value is None or value == "-":
+        return value
+    path = Path(value).expanduser()
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise click.BadParameter(f"{value} is a directory", ctx, param)
+    if not folder.is_dir():
+        raise click.BadParameter(f"folder {str(folder)!r} does not exist", ctx, param)
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise click.BadParameter(f"{value} is not writable", ctx, param)
+    return value
+
+
+def output_option(func: F) -> F:
+    """``-o/--output FILE``: write the report to FILE (checked before any work)."""
+    return click.option(
+        "--output",
+        "-o",
+        type=click.Path(dir_okay=False),
+        callback=check_output_path,
+        help="Write the report to FILE.",
+    )(func)
+
+
+def fail(message: str) -> NoReturn:
+    """Stop with a usage or configuration error: one line on stderr, exit 2."""
+    raise UsageError(message)

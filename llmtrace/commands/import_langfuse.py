@@ -27,7 +27,7 @@ from llmtrace.commands.common import (
     store_option,
     window_options,
 )
-from llmtrace.config import ConfigError, load_config
+from llmtrace.config import load_config
 from llmtrace.importers.langfuse import (
     ImportReporter,
     ImportStats,
@@ -206,11 +206,8 @@ def langfuse_command(
       llmtrace import langfuse --since 7d && llmtrace costs --by prompt
       llmtrace import langfuse --scores-since 30d   # nightly: also pick up corrected scores
     """
-    try:
-        settings = LangfuseSettings.from_env(host)
-        accuracy = AccuracyConfig.from_config(load_config())
-    except (LangfuseImportError, ConfigError) as exc:
-        raise click.ClickException(str(exc)) from None
+    settings = LangfuseSettings.from_env(host)  # missing keys: exit 2 (llmtrace.cli)
+    accuracy = AccuracyConfig.from_config(load_config())
     book = load_price_book(prices_file)
     store = open_store(store_path)
     reporter = RichReporter()
@@ -234,7 +231,7 @@ def langfuse_command(
             "Everything read before this is stored and checkpointed; run the same command "
             "again to continue."
         )
-        raise SystemExit(1) from None
+        raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         err_console.print(
             "Interrupted. Everything read so far is stored; run the same command again to "

@@ -1,8 +1,7 @@
-"""``llmtrace import``: bring LLM calls from telemetry into the store.
+"""``llmtrace import otlp``: bring LLM calls from OTLP trace files into the store.
 
-A group so every source is a subcommand of one verb: ``import otlp`` (files here) and
-``import langfuse`` (``llmtrace.commands.import_langfuse``). Each subcommand
-is thin: read options, call the importer, price, append, print the summary.
+A subcommand of the ``import`` group (``llmtrace.commands.import_group``), thin like every
+importer command: read options, call the importer, price, append, print the summary.
 """
 
 from __future__ import annotations
@@ -33,8 +32,6 @@ from llmtrace.commands.common import (
     print_import_totals,
     store_option,
 )
-from llmtrace.commands.import_langfuse import langfuse_command
-from llmtrace.config import ConfigError
 from llmtrace.record import KEY_FIELDS
 from llmtrace.store import ScoreAttachResult
 
@@ -48,16 +45,6 @@ if TYPE_CHECKING:
 DEFAULT_BATCH_SPANS = 100_000
 # Below this much input a progress bar only flickers.
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
-
-
-@click.group("import")
-def import_group() -> None:
-    """Import LLM calls from telemetry files or services into the store.
-
-    \b
-    Example:
-      llmtrace import otlp traces.jsonl && llmtrace costs --by model
-    """
 
 
 def _bar(total: int) -> Progress:
@@ -209,7 +196,7 @@ def _summary(result: OtlpImportResult, tally: _Tally, nowhere: int) -> None:
         )
 
 
-@import_group.command("otlp")
+@click.command("otlp")
 @click.argument(
     "paths",
     nargs=-1,
@@ -256,22 +243,16 @@ def otlp_command(
     tally = _Tally()
     files = find_inputs(paths)
     size = sum(f.stat().st_size for f in files if f.is_file())
-    try:
-        with _bar(size) as bar:
-            task = bar.add_task("otlp", total=size)
-            result = stream_otlp(
-                files,
-                lambda batch: _store_batch(store, book, batch, tally),
-                batch_spans=batch_spans,
-                keep_content=keep_content,
-                progress=lambda done: bar.advance(task, done),
-            )
-    except ConfigError as exc:  # the config's [accuracy] section
-        raise click.ClickException(str(exc)) from None
+    with _bar(size) as bar:
+        task = bar.add_task("otlp", total=size)
+        result = stream_otlp(
+            files,
+            lambda batch: _store_batch(store, book, batch, tally),
+            batch_spans=batch_spans,
+            keep_content=keep_content,
+            progress=lambda done: bar.advance(task, done),
+        )
     nowhere = _place_pending_scores(store, result.accuracy, tally)
     _summary(result, tally, nowhere)
     if result.problems:
         raise SystemExit(1)
-
-
-import_group.add_command(langfuse_command)

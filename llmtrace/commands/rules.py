@@ -16,16 +16,17 @@ from rich.table import Table
 
 from llmtrace.commands.common import console, err_console, format_option
 from llmtrace.config import Config, ConfigError, load_config
+from llmtrace.errors import EXIT_USAGE, UsageError
 from llmtrace.rules.base import RuleSpec
 from llmtrace.rules.engine import Catalogue, params_table, rule_catalogue
 
-EXIT_CONFIG = 2
+EXIT_CONFIG = EXIT_USAGE
 
 
 def exit_config_error(message: object) -> NoReturn:
-    """Print a configuration error and exit with ``EXIT_CONFIG``: CI tells it from findings."""
-    err_console.print(f"[red]error:[/red] {message}", markup=True, highlight=False)
-    sys.exit(EXIT_CONFIG)
+    """Stop with a configuration error: one line, exit ``EXIT_CONFIG`` (``llmtrace.cli``), so
+    CI tells it from findings."""
+    raise UsageError(str(message))
 
 
 def load_config_or_exit(path: str | None) -> Config:
@@ -99,18 +100,30 @@ def _rows(catalogue: Catalogue) -> list[dict[str, Any]]:
 
 
 @click.command("rules")
+@click.argument("code", required=False)
 @format_option(["text", "json"])
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file.")
-def rules(fmt: str, config_path: str | None) -> None:
-    """List the audit rules: code, name, summary, and whether built-in or custom.
+def rules(code: str | None, fmt: str, config_path: str | None) -> None:
+    """List the audit rules, or show one rule's page (llmtrace rules LT201).
+
+    Without CODE: code, name, summary, and whether built-in or custom. With CODE: what the
+    rule finds, why it costs money, how to fix it, and its parameters (the page
+    ``llmtrace audit --explain CODE`` prints).
 
     \b
     Examples:
       llmtrace rules
       llmtrace rules --format json
-      llmtrace audit --explain LT101     # one rule's documentation
+      llmtrace rules LT101               # one rule's documentation
     """
     config = load_config_or_exit(config_path)
+    if code is not None:
+        try:
+            page = explain(code, config)
+        except ConfigError as exc:
+            exit_config_error(exc)
+        click.echo(page)
+        return
     try:
         catalogue = rule_catalogue(config)
     except ConfigError as exc:

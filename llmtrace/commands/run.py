@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from llmtrace.commands.common import err_console
+from llmtrace.errors import UsageError
 
 
 def sitecustomize_dir() -> Path:
@@ -52,6 +53,25 @@ def child_environment(
     return env
 
 
+def _check_exporters(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Refuse an unknown exporter name here (exit 2), not inside the app where only its log
+    would say so."""
+    if value is None:
+        return None
+    from llmtrace.otel.settings import EXPORTER_NAMES
+
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = sorted(set(names) - EXPORTER_NAMES)
+    if unknown or not names:
+        raise click.BadParameter(
+            f"unknown exporter(s) {', '.join(unknown) or repr(value)}; "
+            f"choose from {', '.join(sorted(EXPORTER_NAMES))}",
+            ctx,
+            param,
+        )
+    return ",".join(names)
+
+
 @click.command(
     "run",
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
@@ -59,6 +79,7 @@ def child_environment(
 @click.option(
     "--exporters",
     default=None,
+    callback=_check_exporters,
     help="Where spans go: any of otlp,store,console (default: $LLMTRACE_EXPORTERS, else store, "
     "plus otlp when OTEL_EXPORTER_OTLP_ENDPOINT is set).",
 )
@@ -92,8 +113,8 @@ def run(
     """
     executable = shutil.which(command[0])
     if executable is None:
-        err_console.print(f"llmtrace run: command not found: {command[0]}")
-        sys.exit(127)
+        err_console.print(f"llmtrace: error: command not found: {command[0]}")
+        sys.exit(127)  # as a shell says it: the command, not llmtrace, is missing
     env = child_environment(
         dict(os.environ),
         exporters=exporters,
@@ -101,6 +122,11 @@ def run(
         service_name=service_name,
         capture_content=capture_content,
     )
+    from llmtrace.otel.settings import environment_problems
+
+    problems = environment_problems(env)
+    if problems:
+        raise UsageError("; ".join(problems))
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(executable, [command[0], *command[1:]], env)

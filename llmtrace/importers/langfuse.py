@@ -96,6 +96,7 @@ from langfuse.api.core.api_error import ApiError
 from llmtrace import fingerprint
 from llmtrace.accuracy import AccuracyConfig
 from llmtrace.dialects import USAGE_JSON_BUCKETS
+from llmtrace.errors import EXIT_FINDINGS, EXIT_USAGE, LlmtraceError
 from llmtrace.pricing import PriceBook, price_calls
 from llmtrace.record import CALL_SCHEMA, SCORE_STRUCT, conform
 from llmtrace.store import Store
@@ -143,8 +144,11 @@ REPORTED_COST_SOURCE = "langfuse.costDetails"
 _MAX_PROBLEMS = 10
 
 
-class LangfuseImportError(Exception):
-    """An import that cannot go on; the message says why and what to do."""
+class LangfuseImportError(LlmtraceError):
+    """An import that cannot go on; the message says why and what to do. Exit 1 (the run
+    failed) unless raised with ``exit_code=EXIT_USAGE`` (keys, host, timeout: configuration)."""
+
+    exit_code = EXIT_FINDINGS
 
 
 class _NotFound(Exception):
@@ -184,16 +188,21 @@ class LangfuseSettings:
         if missing:
             raise LangfuseImportError(
                 f"{' and '.join(missing)} not set: export the project's API keys "
-                "(Langfuse > Project settings > API keys)"
+                "(Langfuse > Project settings > API keys)",
+                exit_code=EXIT_USAGE,
             )
         chosen = host or env.get("LANGFUSE_BASE_URL") or env.get("LANGFUSE_HOST") or DEFAULT_HOST
         if not re.match(r"^https?://[^/\s]+", chosen):
-            raise LangfuseImportError(f"Langfuse host {chosen!r} is not an http(s) URL")
+            raise LangfuseImportError(
+                f"Langfuse host {chosen!r} is not an http(s) URL", exit_code=EXIT_USAGE
+            )
         timeout = env.get("LANGFUSE_TIMEOUT")
         try:
             seconds = float(timeout) if timeout else 60.0
         except ValueError:
-            raise LangfuseImportError(f"LANGFUSE_TIMEOUT={timeout!r} is not a number") from None
+            raise LangfuseImportError(
+                f"LANGFUSE_TIMEOUT={timeout!r} is not a number", exit_code=EXIT_USAGE
+            ) from None
         return cls(chosen.rstrip("/"), str(public), str(secret), seconds)
 
 
@@ -1124,7 +1133,9 @@ class _Client:
             except ApiError as exc:
                 status = exc.status_code or 0
                 if status in (401, 403):
-                    raise LangfuseImportError(self._auth_message(status)) from None
+                    raise LangfuseImportError(
+                        self._auth_message(status), exit_code=EXIT_USAGE
+                    ) from None
                 if status == 404:
                     raise _NotFound(f"{what}: HTTP 404: {_message(exc.body)}") from None
                 if status == 400:

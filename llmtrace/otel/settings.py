@@ -233,3 +233,21 @@ def resolve(environ: Mapping[str, str] | None = None, **kwargs: Any) -> LiveSett
     if "exporters" not in values and (settings.otlp_endpoint or endpoint_env):
         settings = replace(settings, exporters=("store", "otlp"))
     return settings
+
+
+def environment_problems(environ: Mapping[str, str]) -> list[str]:
+    """Each ``LLMTRACE_*`` / ``OTEL_*`` setting in ``environ`` that ``resolve`` would skip as
+    invalid, as ``VAR='value': why``. ``llmtrace run`` refuses to start the app with these (a
+    live ``init()`` only logs them, because it must never break the app)."""
+    problems: list[str] = []
+    for variables, parse in _SOURCES.values():
+        for variable in variables:
+            raw = environ.get(variable)
+            if raw is None or raw.strip() == "":
+                continue
+            try:
+                parse(raw)
+            except (TypeError, ValueError) as exc:
+                problems.append(f"{variable}={raw!r}: {exc}")
+            break
+    return problems
