@@ -121,15 +121,25 @@ class StoreSpanExporter(SpanExporter):
         max_pending: int = 10_000,
         keep_content: bool = False,
     ) -> None:
-        from llmtrace.store import Store
-
-        self.store = Store(path)
+        # The store (and polars with it) is opened on the first export, on the exporter's
+        # thread, not while the app starts; the variable is read now, as Store() would.
+        self._path = path if path is not None else (os.environ.get("LLMTRACE_STORE") or None)
+        self._store: Any = None
         self._pricer = pricer
         self._keep_content = keep_content
         self._pending: dict[str, list[ReadableSpan]] = {}
         self._pending_count = 0
         self._max_pending = max_pending
         self.rows_written = 0
+
+    @property
+    def store(self) -> Any:
+        """The ``Store`` written to (opened on first use)."""
+        if self._store is None:
+            from llmtrace.store import Store
+
+            self._store = Store(self._path)
+        return self._store
 
     def _book(self) -> Any:
         if self._pricer is not None and hasattr(self._pricer, "get"):

@@ -51,7 +51,18 @@ from llmtrace import dialects
 from llmtrace.fingerprint import PREFIX_HASHES_ATTRIBUTE
 from llmtrace.otel import _guard
 from llmtrace.otel.hook import fingerprint_attributes
-from llmtrace.record import PRICE_OK, TOKEN_FIELDS
+
+# The record's price status and token fields (llmtrace.record), repeated here so the live side
+# never imports polars while the app starts; tests/test_startup.py checks they agree.
+PRICE_OK = "ok"
+TOKEN_FIELDS: tuple[str, ...] = (
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
 
 PRICED_SPAN_ID = "llmtrace.priced_span_id"
 PRICE_STATUS = "llmtrace.price.status"

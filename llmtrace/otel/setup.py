@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -232,10 +233,51 @@ def _setup(
         owns_meter_provider=owns_mp,
     )
     for name in settings.instrument:
-        if _instrument(name, tracer_provider, meter_provider, hook):
-            handle.instrumented.append(name)
+        _instrument_when_imported(handle, name)
     pricer.warm_in_background()
     return handle
+
+
+def _instrument_when_imported(handle: LiveHandle, name: str) -> None:
+    """Instrument SDK ``name`` now if the app has imported it, else when it does.
+
+    Importing an SDK and its instrumentation costs seconds (anthropic's types alone ~1 s): an
+    app that never uses an installed SDK must not pay for it at ``init()``. A post-import hook
+    (wrapt's, as OpenTelemetry's own instrumentations use) instruments it on first import.
+    """
+    sdk = INSTRUMENTORS[name][0]
+
+    def instrument() -> None:
+        if name not in handle.instrumented and _instrument(
+            name, handle.tracer_provider, handle.meter_provider, handle.hook
+        ):
+            handle.instrumented.append(name)
+
+    def on_import(_module: Any) -> None:
+        with _lock:
+            if _handle is handle:  # not shut down (or replaced) meanwhile
+                instrument()
+
+    if sdk in sys.modules:
+        instrument()
+        return
+    try:
+        if importlib.util.find_spec(sdk.split(".")[0]) is None:
+            return
+        from wrapt.importer import register_post_import_hook
+    except (ImportError, ValueError):
+        return
+    register_post_import_hook(_guard_hook(name, on_import), sdk)
+
+
+def _guard_hook(name: str, hook: Any) -> Any:
+    def guarded(module: Any) -> None:
+        try:
+            hook(module)
+        except Exception as exc:  # noqa: BLE001 - runs inside the app's import statement
+            _guard.swallow(f"instrument.{name}", exc)
+
+    return guarded
 
 
 def _instrumentor(name: str) -> Any:

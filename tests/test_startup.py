@@ -1,0 +1,57 @@
+"""Start-up stays cheap: the CLI and ``llmtrace.init()`` import only what they use.
+
+Not timed (timings belong in bench/bench_startup.py); these check which modules get imported,
+which is what the timings follow from.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from llmtrace import record
+from llmtrace.otel import processor
+
+
+def imported_after(code: str, tmp_path: Path, *modules: str) -> list[str]:
+    probe = f"{code}; import sys; print(','.join(m for m in {modules!r} if m in sys.modules))"
+    env = {"LLMTRACE_STORE": str(tmp_path / "store"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env
+    )
+    return [m for m in done.stdout.strip().split(",") if m]
+
+
+# init() starts loading the price data (genai-prices, and polars with llmtrace.pricing) on a
+# background thread, off the app's path; the probes switch that off to see what init() itself
+# imports, deterministically.
+NO_WARM = (
+    "from llmtrace.otel.processor import LazyPriceBook; "
+    "LazyPriceBook.warm_in_background = lambda self: None"
+)
+
+
+def test_init_imports_neither_polars_nor_an_sdk_the_app_does_not_use(tmp_path: Path) -> None:
+    heavy = ("polars", "anthropic", "openai", "langfuse", "llmtrace.store", "genai_prices")
+    code = f"{NO_WARM}; import llmtrace; llmtrace.init()"
+    assert imported_after(code, tmp_path, *heavy) == []
+
+
+def test_an_sdk_imported_after_init_is_instrumented_then(tmp_path: Path) -> None:
+    code = (
+        f"{NO_WARM}; import llmtrace; handle = llmtrace.init(); "
+        "assert handle.instrumented == []; "
+        "import openai; assert handle.instrumented == ['openai'], handle.instrumented"
+    )
+    assert imported_after(code, tmp_path, "polars", "anthropic") == []
+
+
+def test_an_sdk_imported_before_init_is_instrumented_at_once(tmp_path: Path) -> None:
+    code = "import openai, llmtrace; assert llmtrace.init().instrumented == ['openai']"
+    assert imported_after(code, tmp_path, "anthropic") == []
+
+
+def test_the_live_side_copies_of_record_constants_agree() -> None:
+    assert processor.TOKEN_FIELDS == record.TOKEN_FIELDS
+    assert processor.PRICE_OK == record.PRICE_OK
