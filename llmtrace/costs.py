@@ -20,11 +20,61 @@ import io
 import math
 import tomllib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
-GROUP_KEYS: tuple[str, ...] = ("model", "provider", "prompt", "action", "service", "day")
+from llmtrace.record import CALL_SCHEMA
+
+
+@dataclass(frozen=True)
+class GroupKey:
+    """A ``--by`` key: the call-record field it reads, and how it buckets time if it is a time
+    key (time keys sort by time, the others by cost)."""
+
+    name: str
+    field: str
+    truncate: str | None = None  # a Polars duration: the field's time truncated to it
+    time: bool = False
+    help: str = ""
+
+    def expr(self) -> pl.Expr:
+        column = pl.col(self.field)
+        if self.truncate is not None:
+            column = column.dt.truncate(self.truncate)
+        return column.alias(self.name)
+
+
+# Every --by key, one line each; a key whose field the call record lacks is left out
+# (``service_tier`` appears when the record carries it). Order: how --help lists them.
+GROUP_KEY_TABLE: dict[str, GroupKey] = {
+    key.name: key
+    for key in (
+        GroupKey("model", "model"),
+        GroupKey("provider", "provider"),
+        GroupKey("prompt", "prompt"),
+        GroupKey("action", "action"),
+        GroupKey("service", "service"),
+        GroupKey("environment", "environment"),
+        GroupKey("user", "user_id"),
+        GroupKey("conversation", "conversation_id"),
+        GroupKey("service_tier", "service_tier"),
+        GroupKey("hour", "start_time", truncate="1h", time=True),
+        GroupKey("day", "day", time=True),
+        GroupKey("week", "day", truncate="1w", time=True),
+        GroupKey("month", "day", truncate="1mo", time=True),
+    )
+    if key.field in CALL_SCHEMA
+}
+GROUP_KEYS: tuple[str, ...] = tuple(GROUP_KEY_TABLE)
+TIME_KEYS: frozenset[str] = frozenset(k.name for k in GROUP_KEY_TABLE.values() if k.time)
+# --sort: a figure (largest first) or one of the --by keys (ascending)
+SORT_FIGURES: dict[str, tuple[str, ...]] = {
+    "cost": ("total_cost",),
+    "calls": ("calls",),
+    "tokens": ("input_tokens", "output_tokens"),
+}
 
 SUMMARY_TOKENS: tuple[str, ...] = (
     "input_tokens",
@@ -66,7 +116,9 @@ _PER_ACTION_MONEY = frozenset(PER_ACTION_FIELDS[4:])  # every field from token_c
 
 
 def check_keys(by: Sequence[str]) -> list[str]:
-    """The group keys in order, duplicates dropped; an unknown key is a ``ValueError``."""
+    """The group keys in order (``a,b`` splits), duplicates dropped; an unknown key is a
+    ``ValueError``."""
+    by = [part.strip() for key in by for part in key.split(",") if part.strip()]
     unknown = [key for key in by if key not in GROUP_KEYS]
     if unknown:
         raise ValueError(
@@ -90,22 +142,58 @@ def _summary_aggs() -> list[pl.Expr]:
     ]
 
 
-def summarize(calls: pl.LazyFrame, by: Sequence[str]) -> pl.DataFrame:
-    """Calls, tokens and costs per group of ``by`` (any of ``GROUP_KEYS``), costliest first.
+def summarize(calls: pl.LazyFrame, by: Sequence[str], sort: str | None = None) -> pl.DataFrame:
+    """Calls, tokens and costs per group of ``by`` (any of ``GROUP_KEYS``).
 
     With no keys, one row for everything. Token sums are Int64, cost sums Float64; a group
-    without a single priced call has null costs. Ties in cost sort by the keys, so the order is
-    stable.
+    without a single priced call has null costs. Order (``sort_order``): time keys by time,
+    then the costliest first, ties by the keys, so the order is stable; ``sort`` puts a
+    figure (``cost``, ``calls``, ``tokens``: largest first) or one of ``by`` first.
     """
     keys = check_keys(by)
     if not keys:
         return calls.select(_summary_aggs()).collect()
-    return (
-        calls.group_by(keys)
-        .agg(_summary_aggs())
-        .sort(["total_cost", *keys], descending=[True, *[False] * len(keys)], nulls_last=True)
-        .collect()
-    )
+    grouped = calls.group_by([GROUP_KEY_TABLE[k].expr() for k in keys]).agg(_summary_aggs())
+    columns, descending = sort_order(keys, sort)
+    if "_tokens" in columns:
+        grouped = grouped.with_columns(
+            (pl.col("input_tokens") + pl.col("output_tokens")).alias("_tokens")
+        )
+    ordered = grouped.sort(columns, descending=descending, nulls_last=True)
+    return ordered.drop("_tokens", strict=False).collect()
+
+
+def check_sort(keys: Sequence[str], sort: str | None) -> str | None:
+    """``sort`` if it names a figure or one of ``keys``; else a ``ValueError`` that lists them."""
+    if sort is None or sort in SORT_FIGURES or sort in keys:
+        return sort
+    choices = [*SORT_FIGURES, *keys]
+    raise ValueError(f"cannot sort by {sort!r}: choose from {', '.join(choices)}")
+
+
+def sort_order(keys: Sequence[str], sort: str | None = None) -> tuple[list[str], list[bool]]:
+    """Sort columns and directions: ``sort`` first, then time keys ascending, then the cost
+    (largest first), then the other keys ascending."""
+    check_sort(keys, sort)
+    columns: list[str] = []
+    descending: list[bool] = []
+
+    def add(column: str, desc: bool) -> None:
+        if column not in columns:
+            columns.append(column)
+            descending.append(desc)
+
+    if sort in SORT_FIGURES:
+        add("total_cost" if sort == "cost" else "calls" if sort == "calls" else "_tokens", True)
+    elif sort is not None:
+        add(sort, False)
+    for key in keys:
+        if key in TIME_KEYS:
+            add(key, False)
+    add("total_cost", True)
+    for key in keys:
+        add(key, False)
+    return columns, descending
 
 
 def total_row(summary: pl.DataFrame) -> dict[str, int | float | None]:

@@ -18,6 +18,7 @@ import click
 from llmtrace.commands.common import (
     console,
     err_console,
+    filter_options,
     open_store,
     output_option,
     store_option,
@@ -27,6 +28,7 @@ from llmtrace.commands.rules import EXIT_CONFIG, load_config_or_exit
 from llmtrace.commands.rules import explain as explain_rule
 from llmtrace.config import ConfigError
 from llmtrace.errors import UsageError
+from llmtrace.filters import filtered_store
 from llmtrace.report import FORMATS, render
 from llmtrace.report.text import money, renderable
 from llmtrace.rules.engine import AuditResult, run_audit
@@ -126,6 +128,7 @@ def _emit(result: AuditResult, fmt: str, output: str | None) -> None:
 @click.command("audit")
 @window_options()
 @store_option
+@filter_options
 @click.option("--select", help="Rule codes or prefixes to run, comma-separated (LT1,LT201).")
 @click.option("--ignore", help="Rule codes or prefixes to skip, comma-separated.")
 @click.option(
@@ -190,6 +193,7 @@ def audit(
     explain: str | None,
     config_path: str | None,
     push_metrics: PushTarget | None,
+    filters: dict[str, tuple[str, ...]],
 ) -> None:
     """Find where LLM money is wasted, with the evidence and the monthly saving.
 
@@ -202,6 +206,7 @@ def audit(
     Examples:
       llmtrace demo && llmtrace audit
       llmtrace audit --since 30d --select LT1 --format markdown -o audit.md
+      llmtrace audit --service 'chat-*' --environment production
       llmtrace audit --format json --fail-on-savings 100     # nightly CI gate
       llmtrace audit --format html -o audit.html             # a page with charts
       llmtrace audit --explain LT101                          # what a rule finds and why
@@ -217,10 +222,12 @@ def audit(
         return
     if address and engine != "ray":
         _fail("--address needs --engine ray")
+    if filters and engine == "ray":
+        _fail("--service/--model/--provider/--prompt/--action/--environment need --engine local")
     remote = engine == "ray" and store_path is not None and "://" in store_path
     try:
         result = _run(
-            store_path if remote else open_store(store_path),
+            store_path if remote else filtered_store(open_store(store_path), filters),
             since=since,
             until=until,
             config=config,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -173,3 +174,26 @@ def output_option(func: F) -> F:
 def fail(message: str) -> NoReturn:
     """Stop with a usage or configuration error: one line on stderr, exit 2."""
     raise UsageError(message)
+
+
+def filter_options(func: F) -> F:
+    """``--service --model --provider --prompt --action --environment`` (globs; repeat or
+    comma-separate for several), passed to the command as one ``filters`` mapping
+    (``llmtrace.filters``: one table for every command that filters)."""
+    from llmtrace.filters import FILTERS, split_values
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        chosen = {name: split_values(kwargs.pop(f"filter_{name}") or ()) for name in FILTERS}
+        return func(*args, filters={k: v for k, v in chosen.items() if v}, **kwargs)
+
+    decorated: Any = wrapper
+    for name, (_field, what) in reversed(FILTERS.items()):
+        decorated = click.option(
+            f"--{name}",
+            f"filter_{name}",
+            multiple=True,
+            metavar="GLOB",
+            help=f"Only calls whose {what} matches GLOB (e.g. 'chat-*'; repeatable).",
+        )(decorated)
+    return decorated

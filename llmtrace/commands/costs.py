@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
@@ -15,6 +15,7 @@ from rich.table import Table
 from llmtrace.commands.common import (
     console,
     err_console,
+    filter_options,
     format_option,
     open_store,
     store_option,
@@ -23,6 +24,7 @@ from llmtrace.commands.common import (
 from llmtrace.costs import (
     GROUP_KEYS,
     check_keys,
+    check_sort,
     format_usd,
     load_action_prices,
     parse_action_price,
@@ -31,13 +33,17 @@ from llmtrace.costs import (
     total_row,
     unpriced_reasons,
 )
+from llmtrace.filters import apply as apply_filters
+from llmtrace.filters import describe as describe_filters
 from llmtrace.store import Store
 
 _EPILOG = """\b
 Examples:
   llmtrace costs                                  spend per model, last 30 days
-  llmtrace costs --by prompt --by model --since 7d
-  llmtrace costs --by day --format csv > spend.csv
+  llmtrace costs --by prompt,model --since 7d
+  llmtrace costs --by day --format csv > spend.csv   rows in date order
+  llmtrace costs --by user --service 'chat-*' --sort calls
+  llmtrace costs --by environment,model --model 'gpt-4o*'
   llmtrace costs --per-action-price contract-review=0.10
   llmtrace costs --per-action-prices prices.toml --format json
 
@@ -58,15 +64,33 @@ A prices file is TOML (contract-review = 0.10) or CSV (action,price).
 """
 
 
+def _check_by(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[str]:
+    try:
+        return check_keys(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
 @click.command("costs", epilog=_EPILOG)
 @window_options(default_since="30d")
 @click.option(
     "--by",
     "by",
     multiple=True,
-    type=click.Choice(GROUP_KEYS),
-    help="Group by this field; repeat for several (default: model).",
+    callback=_check_by,
+    metavar="KEY[,KEY...]",
+    help=f"Group by these keys, comma-separated or repeated (default: model). Keys: "
+    f"{', '.join(GROUP_KEYS)}.",
 )
+@click.option(
+    "--sort",
+    "sort",
+    default=None,
+    metavar="KEY",
+    help="Order rows by cost, calls or tokens (largest first) or by one of the --by keys. "
+    "Default: time keys (hour, day, week, month) by time, then by cost.",
+)
+@filter_options
 @format_option(["table", "json", "csv"])
 @click.option(
     "--per-action-price",
@@ -86,7 +110,9 @@ A prices file is TOML (contract-review = 0.10) or CSV (action,price).
 def costs(
     since: datetime | None,
     until: datetime | None,
-    by: tuple[str, ...],
+    by: list[str],
+    sort: str | None,
+    filters: dict[str, tuple[str, ...]],
     fmt: str,
     action_prices: tuple[str, ...],
     prices_file: str | None,
@@ -99,17 +125,25 @@ def costs(
     with what a per-action plan would bill.
     """
     prices = _action_prices(action_prices, prices_file)
+    keys = by or ["model"]
+    try:
+        check_sort(keys, sort)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--sort") from None
     store = open_store(store_path)
-    calls = store.scan(since, until)
+    calls = apply_filters(store.scan(since, until), filters)
+    window = _window_text(since, until)
+    if filters:
+        window += f" ({describe_filters(filters)})"
     if calls.select(pl.len()).collect().item() == 0:
-        _explain_empty(store, since, until, fmt)
+        _explain_empty(store, since, until, fmt, filters)
         return
     if prices is not None:
         if by:
             err_console.print("--by is ignored with per-action prices (rows are actions).")
-        _show_per_action(calls, prices, fmt, _window_text(since, until))
+        _show_per_action(calls, prices, fmt, window)
     else:
-        _show_summary(calls, check_keys(by or ("model",)), fmt, _window_text(since, until))
+        _show_summary(calls, keys, sort, fmt, window)
 
 
 def _action_prices(flags: Sequence[str], path: str | None) -> dict[str, float] | None:
@@ -138,19 +172,33 @@ def _window_text(since: datetime | None, until: datetime | None) -> str:
     return f"{show(since, 'the beginning')} to {show(until, 'now')}"
 
 
-def _explain_empty(store: Store, since: datetime | None, until: datetime | None, fmt: str) -> None:
-    """No calls: say why and what to run, and still print a valid empty JSON/CSV."""
-    if store.days():
+def _explain_empty(
+    store: Store,
+    since: datetime | None,
+    until: datetime | None,
+    fmt: str,
+    filters: dict[str, tuple[str, ...]] | None = None,
+) -> None:
+    """No calls: say why and what to run (the dates the store holds, so the hint is a window
+    that has calls), and still print a valid empty JSON/CSV."""
+    days = store.days()
+    if days:
+        first, last = min(days), max(days)
+        held = f"{first}" if first == last else f"{first} to {last}"
+        matching = f" matching {describe_filters(filters)}" if filters else ""
         message = (
-            f"No calls from {_window_text(since, until)} in {store.path}. "
-            "Widen the window, e.g. --since 90d."
+            f"No calls{matching} from {_window_text(since, until)} in {store.path}, "
+            f"which holds calls from {held} (UTC). "
+            f"Try --since {first} --until {last + timedelta(days=1)}."
         )
+        if filters:
+            message += " Or loosen the filters."
     else:
         message = (
             f"The store at {store.path} holds no calls yet. Run `llmtrace demo` for a realistic "
             "demo workload, or `llmtrace import otlp FILE` to load your own traces."
         )
-    err_console.print(message)
+    err_console.print(message, markup=False, highlight=False)
     if fmt == "json":
         click.echo("[]")
 
@@ -158,8 +206,10 @@ def _explain_empty(store: Store, since: datetime | None, until: datetime | None,
 # -- summary ------------------------------------------------------------------------------------
 
 
-def _show_summary(calls: pl.LazyFrame, keys: list[str], fmt: str, window: str) -> None:
-    summary = summarize(calls, keys)
+def _show_summary(
+    calls: pl.LazyFrame, keys: list[str], sort: str | None, fmt: str, window: str
+) -> None:
+    summary = summarize(calls, keys, sort)
     if fmt == "json":
         click.echo(_json(summary))
         return
@@ -322,6 +372,20 @@ def _show_per_action(calls: pl.LazyFrame, prices: dict[str, float], fmt: str, wi
     if result.is_empty():
         return
     _print_table(_per_action_table(result, window))
+    estimated = result.filter(pl.col("unpriced_instances") > 0)
+    if estimated.height:
+        console.print(
+            "* Per-token total includes instances with unpriced calls, estimated at the mean "
+            "priced instance ("
+            + "; ".join(
+                f"{r['action']}: {r['unpriced_instances']:,} estimated, priced instances "
+                f"{format_usd(r['token_cost'])}"
+                for r in estimated.iter_rows(named=True)
+            )
+            + "), so Per-action total - Per-token total = Difference.",
+            markup=False,
+            highlight=False,
+        )
     for row in result.iter_rows(named=True):
         console.print(_verdict(row))
 
@@ -340,7 +404,7 @@ def _per_action_table(result: pl.DataFrame, window: str) -> tuple[Table, list[st
             [f"{r['instances']:,}" + ("*" if r["unpriced_instances"] else "") for r in rows],
             0,
         ),
-        _Column("Per-token\ntotal", money("token_cost"), 0),
+        _Column("Per-token\ntotal", [_per_token_cell(r) for r in rows], 0),
         _Column("Mean", money("mean_cost"), 3),
         _Column("p50", money("p50_cost"), 6),
         _Column("p95", money("p95_cost"), 4),
@@ -355,12 +419,24 @@ def _per_action_table(result: pl.DataFrame, window: str) -> tuple[Table, list[st
     return _fit_table(title, columns, console.width, total_row=False)
 
 
+def _per_token_total(row: dict[str, Any]) -> float | None:
+    """The per-token side the difference compares with: the priced instances' cost, plus the
+    mean for instances with unpriced calls (``per_action``'s ``difference``)."""
+    if row["difference"] is None or row["action_plan_cost"] is None:
+        return row["token_cost"]
+    return row["action_plan_cost"] - row["difference"]
+
+
+def _per_token_cell(row: dict[str, Any]) -> str:
+    return format_usd(_per_token_total(row)) + ("*" if row["unpriced_instances"] else "")
+
+
 def _verdict(row: dict[str, Any]) -> str:
     """One sentence per priced action: which plan is cheaper, by how much, and the break-even."""
     difference = row["difference"]
     if difference is None:
         return f"{row['action']}: per-token cost unknown (every instance has unpriced calls)."
-    per_token = row["action_plan_cost"] - difference
+    per_token = _per_token_total(row)
     estimated = ""
     if row["unpriced_instances"]:
         estimated = (
