@@ -25,6 +25,7 @@ Conventions the planted cases rely on (at ``scale >= 1``):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Iterator
@@ -74,6 +75,47 @@ class Planted:
 
 
 # fmt: off
+def _rightsizing_planted() -> list[Planted]:
+    """LT401 cases: one prompt on two models each (see ``_rightsizing_workloads``)."""
+    return [
+        Planted("LT401", "support-bot", "route-intent", "intent-router@v3", "gpt-4o", FINDING,
+                "A/B split gpt-4o (2/3) vs gpt-4o-mini (1/3), both 95% accurate on every call "
+                "labelled: the Newcombe bound of the difference is within 2 pp"),
+        Planted("LT401", "legal-api", "classify-clause", "clause-classifier@v2",
+                "claude-sonnet-4-5", NO_FINDING,
+                "split Sonnet 4.5 / Haiku 4.5, all labelled, but Haiku is 12 pp less accurate "
+                "(0.92 vs 0.80): no switch"),
+        Planted("LT401", "docs-search", "summarize-email", "email-summary@v1", "gpt-4o",
+                INCONCLUSIVE,
+                "split gpt-4o / gpt-4o-mini, equal accuracy but only ~3% of calls labelled "
+                "(about 10 per model a week): inconclusive, names the labels needed"),
+    ]
+
+
+def _batch_planted() -> list[Planted]:
+    """LT501 cases (see ``_batch_workloads``)."""
+    return [
+        Planted("LT501", "catalog-etl", "enrich-products", "product-enricher@v1", "gpt-4o",
+                FINDING,
+                "a nightly job: single calls every 10-14 s between 02:00 and 03:00 UTC, no "
+                "conversation, at standard rates to OpenAI (Batch API at half price)"),
+        Planted("LT501", "team-assistant", "standup", "standup-bot@v2", "gpt-4o", NO_FINDING,
+                "a burst at 09:00 UTC every day, but people chat with it (3-6-turn "
+                "conversations): interactive"),
+    ]
+
+
+def _duplicate_planted() -> list[Planted]:
+    """LT502 cases (see ``_duplicate_workloads``)."""
+    return [
+        Planted("LT502", "docs-search", "faq", "faq-answer@v3", "gpt-4o", FINDING,
+                "40 popular questions asked by different users all day: the same request "
+                "comes back from another session within minutes"),
+        Planted("LT502", "docs-search", "daily-brief", "daily-brief@v1", "gpt-4o", NO_FINDING,
+                "one identical request, but every ~2.5 h: beyond the 60-minute cache window"),
+    ]
+
+
 PLANTED: list[Planted] = [
     Planted("LT101", "legal-api", "contract-review", "clause-risk@v5", "o3", FINDING,
             "effort medium->high in the last 7 days: reasoning/call x1.8, accuracy 0.86 both "
@@ -109,6 +151,9 @@ PLANTED: list[Planted] = [
     Planted("LT301", "support-bot", "account-assistant", "account-assistant@v5", "gpt-4o-mini",
             NO_FINDING,
             "10-30-turn conversations with a rolling summary: input ~7k tokens but flat per turn"),
+    *_rightsizing_planted(),
+    *_batch_planted(),
+    *_duplicate_planted(),
 ]
 # fmt: on
 
@@ -152,7 +197,9 @@ class Step:
     rolling summary of ``state_tokens`` keeps the input constant). ``cache``: ``none``,
     ``openai`` (automatic), ``anthropic`` (breakpoints; ``system_ttl_s`` for the system block)
     or ``google`` (implicit). ``reasoning_growth`` multiplies reasoning tokens after the switch,
-    where ``effort`` changes from its first to its second value.
+    where ``effort`` changes from its first to its second value. ``shared_inputs``: a single
+    call's user message is one of this many fixed requests (an FAQ), so identical inputs recur
+    across users (0: every input is unique).
     """
 
     prompt_name: str
@@ -172,6 +219,7 @@ class Step:
     labelled: float = 0.0
     accuracy: tuple[float, float] = (0.0, 0.0)
     error_rate: float = 0.01
+    shared_inputs: int = 0
 
     @property
     def prompt(self) -> str:
@@ -206,7 +254,66 @@ def _s(name: str, version: str, provider: str, model: str, system: int, **kw) ->
     return Step(name, version, provider, model, system, **kw)
 
 
-# Calls per day at scale 1: about 6,500, i.e. ~90k over 14 days. Token shapes are
+# fmt: off
+def _rightsizing_workloads() -> tuple[Workload, ...]:
+    """LT401: one prompt served by two models (an A/B split), accuracy labelled.
+
+    Same service, action and prompt on two workloads, one per model; labels are exact per week
+    (``_with_accuracy``), so the accuracy difference is what the spec says.
+    """
+    return (
+        Workload("support-bot", "route-intent", per_day=300, peak_utc=14, steps=(
+            _s("intent-router", "v3", "openai", "gpt-4o", 900, user_tokens=(1500, 0.4),
+               output_tokens=(12, 0.3), labelled=1.0, accuracy=(0.95, 0.95)),)),
+        Workload("support-bot", "route-intent", per_day=150, peak_utc=14, steps=(
+            _s("intent-router", "v3", "openai", "gpt-4o-mini", 900, user_tokens=(1500, 0.4),
+               output_tokens=(12, 0.3), labelled=1.0, accuracy=(0.95, 0.95)),)),
+        Workload("legal-api", "classify-clause", per_day=60, peak_utc=13, steps=(
+            _s("clause-classifier", "v2", "anthropic", "claude-sonnet-4-5", 700,
+               user_tokens=(2500, 0.4), output_tokens=(20, 0.3), labelled=1.0,
+               accuracy=(0.92, 0.92)),)),
+        Workload("legal-api", "classify-clause", per_day=60, peak_utc=13, steps=(
+            _s("clause-classifier", "v2", "anthropic", "claude-haiku-4-5", 700,
+               user_tokens=(2500, 0.4), output_tokens=(20, 0.3), labelled=1.0,
+               accuracy=(0.80, 0.80)),)),
+        Workload("docs-search", "summarize-email", per_day=60, peak_utc=16, steps=(
+            _s("email-summary", "v1", "openai", "gpt-4o", 600, user_tokens=(3000, 0.4),
+               output_tokens=(300, 0.4), labelled=0.03, accuracy=(0.90, 0.90)),)),
+        Workload("docs-search", "summarize-email", per_day=30, peak_utc=16, steps=(
+            _s("email-summary", "v1", "openai", "gpt-4o-mini", 600, user_tokens=(3000, 0.4),
+               output_tokens=(300, 0.4), labelled=0.05, accuracy=(0.90, 0.90)),)),
+    )
+
+
+def _batch_workloads() -> tuple[Workload, ...]:
+    """LT501: a nightly job nobody waits for, and a daily burst of real conversations."""
+    return (
+        Workload("catalog-etl", "enrich-products", gap_s=(10.0, 14.0), active_hours=(2, 3),
+                 steps=(
+            _s("product-enricher", "v1", "openai", "gpt-4o", 700, user_tokens=(1800, 0.4),
+               output_tokens=(400, 0.4)),)),
+        Workload("team-assistant", "standup", gap_s=(120.0, 240.0), active_hours=(9, 10),
+                 turns=(3, 6), steps=(
+            _s("standup-bot", "v2", "openai", "gpt-4o", 700, user_tokens=(200, 0.5),
+               output_tokens=(250, 0.4), context="replay"),)),
+    )
+
+
+def _duplicate_workloads() -> tuple[Workload, ...]:
+    """LT502: an FAQ bot answering the same questions for many users, and a request that
+    repeats too rarely to cache."""
+    return (
+        Workload("docs-search", "faq", per_day=200, peak_utc=16, steps=(
+            _s("faq-answer", "v3", "openai", "gpt-4o", 800, user_tokens=(60, 0.3),
+               output_tokens=(250, 0.3), shared_inputs=40),)),
+        Workload("docs-search", "daily-brief", gap_s=(8400.0, 9600.0), steps=(
+            _s("daily-brief", "v1", "openai", "gpt-4o", 800, user_tokens=(3000, 0.2),
+               output_tokens=(500, 0.3), shared_inputs=1),)),
+    )
+# fmt: on
+
+
+# Calls per day at scale 1: about 7,700, i.e. ~108k over 14 days. Token shapes are
 # (median, sigma) of lognormals; "system" is the system prompt's token count.
 # fmt: off
 WORKLOADS: tuple[Workload, ...] = (
@@ -273,6 +380,9 @@ WORKLOADS: tuple[Workload, ...] = (
         _s("account-assistant", "v5", "openai", "gpt-4o-mini", 2000, user_tokens=(80, 0.5),
            output_tokens=(220, 0.4), cache="openai", context="flat",
            state_tokens=(4800, 0.1)),)),
+    *_rightsizing_workloads(),
+    *_batch_workloads(),
+    *_duplicate_workloads(),
 )
 # fmt: on
 
@@ -298,7 +408,7 @@ def generate(*, days: int = 14, end: datetime, seed: int = 7, scale: float = 1.0
 
     Deterministic in (days, end, seed, scale): the same arguments give the same frame, ids
     included, so writing it to a store twice adds nothing. ``scale`` multiplies traffic
-    (about 90k calls at 1.0); the planted cases hold their stated properties at ``scale >= 1``.
+    (about 108k calls at 1.0); the planted cases hold their stated properties at ``scale >= 1``.
     """
     return _generate(days=days, end=end, seed=seed, scale=scale, chunk=0)
 
@@ -490,7 +600,11 @@ def _step_calls(
     system_hash = system_of_stream[shape.stream]
     call_key = shape.key_base + np.arange(n, dtype=np.uint64)
 
+    if step.shared_inputs:
+        question, user = _shared_questions(step, n, rng)
     context = _context(step, shape, user, visible, call_key, system_hash, rng, win)
+    if step.shared_inputs:
+        context = _with_shared_inputs(step, context, question, system_hash)
     errors = rng.random(n) < step.error_rate
     error_names = dict(enumerate(_ERROR_TYPES[step.provider]))
     error_type = pl.Series(rng.integers(0, len(error_names), n)).replace_strict(
@@ -622,6 +736,33 @@ def _context(
         hashes=_fixed_lists(hashes, pl.UInt64),
         lengths=_fixed_lists(lengths, pl.Int64),
         last_hash=hashes[-1],
+    )
+
+
+# -- planted request shapes ---------------------------------------------------------------------
+
+
+def _shared_questions(
+    step: Step, n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which of the step's ``shared_inputs`` fixed requests each call sends (popular ones more
+    often, 1/rank), and that request's user tokens (the same for every call sending it)."""
+    k = step.shared_inputs
+    weights = 1.0 / np.arange(1, k + 1)
+    question = rng.choice(k, size=n, p=weights / weights.sum())
+    pool_rng = np.random.default_rng(_stable_hash(f"questions:{step.prompt}"))
+    return question, _lognormal(pool_rng, step.user_tokens, k)[question]
+
+
+def _with_shared_inputs(
+    step: Step, context: _Context, question: np.ndarray, system_hash: np.ndarray
+) -> _Context:
+    """A single call's fingerprints when its user message is a fixed request: the same request
+    gives the same message hash and ``input_fingerprint`` for every user who sends it."""
+    asked = _mix(question.astype(np.uint64) ^ np.uint64(_stable_hash(f"ask:{step.prompt}")))
+    message = _mix(system_hash ^ asked)
+    return dataclasses.replace(
+        context, hashes=_fixed_lists([system_hash, message], pl.UInt64), last_hash=message
     )
 
 

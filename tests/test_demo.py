@@ -56,7 +56,7 @@ def _newcombe_upper(a: pl.DataFrame, b: pl.DataFrame, z: float = 1.645) -> float
 def test_frame_has_the_call_schema_and_unique_keys(calls: pl.DataFrame) -> None:
     validate(calls)
     assert calls.schema == CALL_SCHEMA
-    assert 60_000 <= calls.height <= 100_000
+    assert 60_000 <= calls.height <= 125_000
     assert calls.select(pl.struct(*KEY_FIELDS).n_unique()).item() == calls.height
     assert calls["span_id"].n_unique() == calls.height
     assert calls["trace_id"].str.contains(r"^[0-9a-f]{32}$").all()
@@ -155,7 +155,8 @@ def test_labels_are_scores_and_accuracy(calls: pl.DataFrame) -> None:
 
 
 def test_planted_list_matches_the_data(calls: pl.DataFrame) -> None:
-    assert {p.rule for p in demo.PLANTED} == {"LT101", "LT201", "LT301"}
+    rules = {"LT101", "LT201", "LT301", "LT401", "LT501", "LT502"}
+    assert {p.rule for p in demo.PLANTED} == rules
     for case in demo.PLANTED:
         rows = calls.filter(
             (pl.col("prompt") == case.prompt)
@@ -166,7 +167,7 @@ def test_planted_list_matches_the_data(calls: pl.DataFrame) -> None:
         assert rows.height > 100, case
         assert case.expected in {demo.FINDING, demo.NO_FINDING, demo.INCONCLUSIVE, demo.UNVERIFIED}
     positives = {p.rule for p in demo.PLANTED if p.expected == demo.FINDING}
-    assert positives == {"LT101", "LT201", "LT301"}
+    assert positives == rules
 
 
 def test_lt101_positive_reasoning_up_accuracy_flat_and_bounded(calls: pl.DataFrame) -> None:

@@ -59,7 +59,11 @@ def test_ray_findings_are_identical_to_local(cluster, store: Store, config: Conf
     # small parts: LT201/LT301 run as 6 key-hash tasks, LT101 as one task per day
     remote = run_audit(store, until=END, config=config, engine="ray", rows_per_part=8_000)
     assert not local.errors and not remote.errors
-    assert remote.rules_run == local.rules_run == ["LT101", "LT201", "LT301"]
+    assert (
+        remote.rules_run
+        == local.rules_run
+        == ["LT101", "LT201", "LT301", "LT401", "LT501", "LT502"]
+    )
     assert remote.calls_scanned == local.calls_scanned
     assert dicts(remote) == dicts(local)
     found = {(f.rule, f.prompt) for f in remote.findings}

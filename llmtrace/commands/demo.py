@@ -40,7 +40,7 @@ def current_hour() -> datetime:
     type=click.FloatRange(min=0, min_open=True),
     default=1.0,
     show_default=True,
-    help="Traffic multiplier (1.0: about 6,500 calls a day).",
+    help="Traffic multiplier (1.0: about 7,700 calls a day).",
 )
 @click.option(
     "--end",

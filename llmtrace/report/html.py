@@ -391,6 +391,58 @@ def growth_chart(evidence: Mapping[str, Any]) -> str | None:
     return svg(x0 + w + 30, y0 + h + 44, label + ". Not measured points.", parts)
 
 
+def _usd(value: float) -> str:
+    return money(value) if value >= 0.01 or value <= 0 else f"${value:.5f}"
+
+
+def rightsizing_chart(evidence: Mapping[str, Any]) -> str | None:
+    """LT401: cost per call and accuracy of the two models on the prompt."""
+    cost_e, cost_c = evidence.get("cost_per_call_expensive"), evidence.get("cost_per_call_cheaper")
+    if cost_e is None or cost_c is None:
+        return None
+    e, c = _short(str(evidence["expensive_model"]), 12), _short(str(evidence["cheaper_model"]), 12)
+    parts = [text(60, 14, "cost per call (USD)", extra=' font-weight="bold"')]
+    parts += vbars(
+        (60, 24),
+        120,
+        max(cost_e, cost_c) * 1.1 or 1.0,
+        [(e, cost_e, OTHER_COLOUR), (c, cost_c, "#4c9f70")],
+        _usd,
+    )
+    acc_e, acc_c = evidence.get("accuracy_expensive"), evidence.get("accuracy_cheaper")
+    accuracy = "accuracy: " + " vs ".join(
+        f"{name} {'no labels' if acc is None else _share(acc)}"
+        for name, acc in ((e, acc_e), (c, acc_c))
+    )
+    parts.append(text(60, 200, accuracy))
+    label = f"LT401 cost per call: {e} {_usd(cost_e)}, {c} {_usd(cost_c)}; {accuracy}"
+    return svg(260, 215, label, parts)
+
+
+def batch_chart(evidence: Mapping[str, Any]) -> str | None:
+    """LT501: the traffic's cost at standard rates and at the batch rates."""
+    cost, saving = evidence.get("cost_in_window_usd"), evidence.get("saving_in_window_usd")
+    if cost is None or saving is None:
+        return None
+    bars = [("standard", cost, OTHER_COLOUR), ("batch", cost - saving, "#4c9f70")]
+    parts = [text(60, 14, "cost in the window (USD)", extra=' font-weight="bold"')]
+    parts += vbars((60, 24), 120, cost * 1.1 or 1.0, bars, _usd)
+    label = f"LT501 cost in the window: standard {_usd(cost)}, batch {_usd(cost - saving)}"
+    return svg(260, 190, label, parts)
+
+
+def duplicates_chart(evidence: Mapping[str, Any]) -> str | None:
+    """LT502: repeats of the most repeated requests (by fingerprint, never content)."""
+    top = evidence.get("top_repeated_requests") or []
+    if not top:
+        return None
+    bars = [(str(r["fingerprint"])[:8], float(r["repeats"]), OTHER_COLOUR) for r in top]
+    parts = [text(60, 14, "repeats per request (fingerprint)", extra=' font-weight="bold"')]
+    parts += vbars((60, 24), 120, max(b[1] for b in bars) * 1.1, bars, _tokens)
+    label = "LT502 repeats of the top requests: " + ", ".join(f"{n} {v:,.0f}" for n, v, _ in bars)
+    return svg(80 + 70 * len(bars), 190, label, parts)
+
+
 EVIDENCE_CHARTS: dict[str, tuple[Callable[[Mapping[str, Any]], str | None], str]] = {
     "LT101": (reasoning_chart, "Arms compared; error bar: the confidence interval of the gain."),
     "LT201": (gaps_chart, "Gaps between calls that share the prefix; dashed: cache lifetimes."),
@@ -399,6 +451,9 @@ EVIDENCE_CHARTS: dict[str, tuple[Callable[[Mapping[str, Any]], str | None], str]
         "A model of the fit, not measured points: the evidence has the growth per turn but not "
         "the first turn's size, so real inputs are larger by that much.",
     ),
+    "LT401": (rightsizing_chart, "The two models on this prompt: cost per call and accuracy."),
+    "LT501": (batch_chart, "The same calls at standard and at the price data's batch rates."),
+    "LT502": (duplicates_chart, "Cross-session repeats of the most repeated requests."),
 }
 
 

@@ -32,6 +32,9 @@ BUILTIN_MODULES: dict[str, str] = {
     "LT101": "llmtrace.rules.lt101_reasoning",
     "LT201": "llmtrace.rules.lt201_caching",
     "LT301": "llmtrace.rules.lt301_context",
+    "LT401": "llmtrace.rules.lt401_rightsizing",
+    "LT501": "llmtrace.rules.lt501_batch",
+    "LT502": "llmtrace.rules.lt502_duplicates",
 }
 
 CODE_PATTERN = re.compile(r"^[A-Z]{1,4}[0-9]{1,4}$")

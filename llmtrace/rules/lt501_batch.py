@@ -1,0 +1,348 @@
+"""LT501 batch-eligible-traffic: calls nobody waits for, sent at standard rates.
+
+OpenAI, Anthropic and Google sell the same models through a Batch API (results within 24 h) at
+about half the price, and OpenAI also as a ``flex`` tier. Traffic that no user waits for pays the
+interactive price for nothing. Which traffic that is, is decided per (provider, model, service,
+action, prompt):
+
+* **declared**: the service or action is listed in ``offline_services`` / ``offline_actions``
+  (``[rules.LT501]`` in llmtrace.toml): the user says so;
+* **by shape**, both of: *no conversation* (at most ``max_conversation_share`` of the calls belong
+  to one) and *scheduled bursts* (at least ``min_burst_share`` of the calls fall in the busiest
+  ``burst_hours`` hours of the UTC day; interactive traffic follows the users' day instead). Long
+  durations are shown as supporting evidence; the call record has no streaming flag yet, so
+  streaming cannot be checked and the evidence says so.
+
+Saving: the key's actual cost components (input, cache reads, cache writes, output) scaled by the
+price data's batch rate over its standard rate for the model at the end of the window
+(genai-prices ``price_context={"processing": "batch"}``; the user's price file applies to both).
+Where the price data has no batch rate for the model (genai-prices models batch only from
+2026-10-14), the finding is *unverified* (severity info, not counted) and names the price-file
+entry to add; the rule never assumes a discount.
+
+Mergeability: plain per-key sums plus 24 per-hour call counts, all merging by addition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import polars as pl
+
+from llmtrace.config import ConfigError
+from llmtrace.rules.base import AuditContext, Finding, Severity, merge_cells
+
+CODE = "LT501"
+NAME = "batch-eligible-traffic"
+
+_CELL = ["provider", "model", "service", "action", "prompt"]
+_HOURS = [f"h{h:02d}" for h in range(24)]
+_COMPONENTS = ("input", "cache_read", "cache_write", "output")
+_SUMS = [
+    "calls",
+    "conversation_calls",
+    "priced_calls",
+    "duration_sum_ms",
+    "long_calls",
+    "cost",
+    *(f"{c}_cost" for c in _COMPONENTS),
+    *_HOURS,
+]
+VERIFIED = "priced"
+UNVERIFIED = "unverified"
+
+
+@dataclass(frozen=True)
+class Params:
+    """LT501's parameters (defaults in rules/LT501.yaml, overridable in llmtrace.toml)."""
+
+    offline_services: tuple[str, ...] = ()
+    offline_actions: tuple[str, ...] = ()
+    batch_providers: tuple[str, ...] = ("openai", "anthropic", "google")
+    max_conversation_share: float = 0.05
+    burst_hours: int = 2
+    min_burst_share: float = 0.8
+    long_duration_s: float = 20.0
+    min_calls: int = 200
+    min_monthly_savings_usd: float = 5.0
+    medium_savings_usd: float = 50.0
+    high_savings_usd: float = 500.0
+
+    @classmethod
+    def from_mapping(cls, params: Any) -> Params:
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in params:
+                continue
+            raw = params[f.name]
+            if f.name in ("offline_services", "offline_actions", "batch_providers"):
+                items = raw.split(",") if isinstance(raw, str) else raw
+                if not isinstance(items, list | tuple) or not all(
+                    isinstance(i, str) for i in items
+                ):
+                    raise ConfigError(f"{CODE}: parameter {f.name} must be a list of names")
+                values[f.name] = tuple(i.strip() for i in items if i.strip())
+                continue
+            if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
+                raise ConfigError(f"{CODE}: parameter {f.name} must be a number >= 0")
+            values[f.name] = int(raw) if f.type in ("int", int) else float(raw)
+        made = cls(**values)
+        if not 1 <= made.burst_hours <= 24:
+            raise ConfigError(f"{CODE}: burst_hours must be between 1 and 24")
+        return made
+
+
+class BatchRule:
+    """The LT501 rule object (module attribute ``RULE``)."""
+
+    code: ClassVar[str] = CODE
+    name: ClassVar[str] = NAME
+    columns: ClassVar[tuple[str, ...]] = (
+        *_CELL,
+        "conversation_id",
+        "start_time",
+        "duration_ms",
+        "is_error",
+        "total_cost",
+        "input_cost",
+        "cache_read_cost",
+        "cache_write_cost",
+        "output_cost",
+        "reasoning_cost",
+    )
+
+    def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
+        """Per key: calls, conversation calls, durations, cost components, calls per UTC hour."""
+        params = Params.from_mapping(ctx.params)
+        start = pl.col("start_time")
+        hour = start.dt.hour()
+        return (
+            calls.filter(
+                (start >= ctx.since)
+                & (start < ctx.until)
+                & pl.col("model").is_not_null()
+                & ~pl.col("is_error").fill_null(False)
+            )
+            .group_by(_CELL)
+            .agg(
+                pl.len().alias("calls"),
+                pl.col("conversation_id").is_not_null().sum().alias("conversation_calls"),
+                pl.col("total_cost").is_not_null().sum().alias("priced_calls"),
+                pl.col("duration_ms").fill_null(0.0).sum().alias("duration_sum_ms"),
+                (pl.col("duration_ms") >= params.long_duration_s * 1000.0)
+                .sum()
+                .alias("long_calls"),
+                pl.col("total_cost").sum().alias("cost"),
+                pl.col("input_cost").sum().alias("input_cost"),
+                pl.col("cache_read_cost").sum().alias("cache_read_cost"),
+                pl.col("cache_write_cost").sum().alias("cache_write_cost"),
+                (pl.col("output_cost").fill_null(0.0) + pl.col("reasoning_cost").fill_null(0.0))
+                .filter(pl.col("total_cost").is_not_null())
+                .sum()
+                .alias("output_cost"),
+                *((hour == h).sum().alias(name) for h, name in enumerate(_HOURS)),
+            )
+        )
+
+    def merge(self, partials: list[pl.DataFrame], ctx: AuditContext) -> pl.DataFrame:
+        return merge_cells(partials, _CELL, sums=_SUMS)
+
+    def decide(self, aggregates: pl.DataFrame, ctx: AuditContext) -> list[Finding]:
+        params = Params.from_mapping(ctx.params)
+        table = evaluate(aggregates, ctx, params)
+        if table.height == 0:
+            return []
+        chosen = table.filter(
+            pl.col("eligible") & (pl.col("potential_monthly_usd") >= params.min_monthly_savings_usd)
+        ).sort("potential_monthly_usd", descending=True)
+        return [_finding(row, ctx, params) for row in chosen.iter_rows(named=True)]
+
+
+RULE = BatchRule()
+
+
+# -- batch rates from the price data -------------------------------------------------------------
+
+
+def _base(value: Any) -> float | None:
+    if value is None:
+        return None
+    base = getattr(value, "base", value)
+    return float(base) if isinstance(base, Decimal | int | float) else None
+
+
+def batch_ratios(pairs: pl.DataFrame, at: datetime) -> pl.DataFrame:
+    """Batch rate / standard rate per component for each (provider, model) in ``pairs``.
+
+    From the price data (genai-prices plus the user's price file, as ``PriceBook.load`` finds
+    it); null ratios where the data has no batch price for the model at ``at``. One lookup per
+    distinct model: a handful, not one per call.
+    """
+    from llmtrace.pricing import PriceBook
+
+    book = PriceBook.load()
+    rows = []
+    for provider, model in pairs.select("provider", "model").unique().iter_rows():
+        ratios: dict[str, float | None] = dict.fromkeys(_COMPONENTS)
+        _, info = book._find(provider, model)  # the book's own resolution of names
+        if info is not None:
+            standard = info.get_prices(at)
+            batch = info.get_prices(at, {"processing": "batch"})
+            if batch is not standard and batch != standard:
+                for component, field_name in (
+                    ("input", "input_mtok"),
+                    ("cache_read", "cache_read_mtok"),
+                    ("cache_write", "cache_write_mtok"),
+                    ("output", "output_mtok"),
+                ):
+                    std = _base(getattr(standard, field_name, None))
+                    bat = _base(getattr(batch, field_name, None))
+                    if component == "cache_write" and std is None:
+                        continue  # no separate write rate: writes are priced as input
+                    if std and bat is not None:
+                        ratios[component] = bat / std
+                if ratios["cache_write"] is None:
+                    ratios["cache_write"] = ratios["input"]
+        rows.append(
+            {"provider": provider, "model": model, **{f"r_{k}": v for k, v in ratios.items()}}
+        )
+    schema = {
+        "provider": pl.String,
+        "model": pl.String,
+        **{f"r_{c}": pl.Float64 for c in _COMPONENTS},
+    }
+    return pl.DataFrame(rows, schema=schema)
+
+
+# -- decide --------------------------------------------------------------------------------------
+
+
+def evaluate(aggregates: pl.DataFrame, ctx: AuditContext, params: Params) -> pl.DataFrame:
+    """Shape signals, eligibility, and the batch saving (or why it cannot be priced)."""
+    if aggregates.height == 0:
+        return pl.DataFrame()
+    counts = pl.concat_list(_HOURS).list.sort(descending=True)
+    busiest = counts.list.head(params.burst_hours).list.sum()
+    table = aggregates.filter(pl.col("provider").is_in(list(params.batch_providers))).with_columns(
+        (pl.col("conversation_calls") / pl.col("calls")).alias("conversation_share"),
+        (busiest / pl.col("calls")).alias("burst_share"),
+        pl.concat_list(_HOURS).list.arg_max().alias("peak_hour"),
+        (pl.col("duration_sum_ms") / pl.col("calls") / 1000.0).alias("mean_duration_s"),
+        (pl.col("long_calls") / pl.col("calls")).alias("long_share"),
+        (
+            pl.col("service").is_in(list(params.offline_services))
+            | pl.col("action").is_in(list(params.offline_actions))
+        ).alias("declared"),
+    )
+    if table.height == 0:
+        return pl.DataFrame()
+    shaped = (pl.col("conversation_share") <= params.max_conversation_share) & (
+        pl.col("burst_share") >= params.min_burst_share
+    )
+    table = table.with_columns(
+        shaped.alias("shape"),
+        ((pl.col("declared") | shaped) & (pl.col("calls") >= params.min_calls)).alias("eligible"),
+    )
+    end = ctx.until - timedelta(microseconds=1)
+    table = table.join(batch_ratios(table, end), on=["provider", "model"], how="left")
+    batch_cost = pl.sum_horizontal(
+        pl.col(f"{c}_cost").fill_null(0.0) * pl.col(f"r_{c}") for c in _COMPONENTS
+    )
+    priced = pl.all_horizontal(pl.col(f"r_{c}").is_not_null() for c in _COMPONENTS)
+    saving = pl.col("cost") - batch_cost
+    scale = ctx.monthly(1.0)
+    return table.with_columns(
+        pl.when(priced).then(pl.lit(VERIFIED)).otherwise(pl.lit(UNVERIFIED)).alias("pricing"),
+        pl.when(priced).then(saving).alias("saving_in_window"),
+        pl.when(priced).then(saving * scale).otherwise(0.0).alias("monthly_savings_usd"),
+        # what an unverified finding could be worth: for ranking and the floor only, never
+        # reported as a saving
+        pl.when(priced)
+        .then(saving * scale)
+        .otherwise(pl.col("cost") * scale)
+        .alias("potential_monthly_usd"),
+    )
+
+
+def _severity(row: dict[str, Any], params: Params) -> Severity:
+    if row["pricing"] != VERIFIED:
+        return "info"
+    monthly = row["monthly_savings_usd"]
+    if monthly >= params.high_savings_usd:
+        return "high"
+    if monthly >= params.medium_savings_usd:
+        return "medium"
+    return "low"
+
+
+def _why(row: dict[str, Any], params: Params) -> str:
+    if row["declared"]:
+        return "declared offline in the configuration"
+    return (
+        f"{row['burst_share']:.0%} of the calls fall in the {params.burst_hours} busiest UTC "
+        f"hours (peak {row['peak_hour']:02d}:00), {row['conversation_share']:.0%} belong to a "
+        "conversation"
+    )
+
+
+def _finding(row: dict[str, Any], ctx: AuditContext, params: Params) -> Finding:
+    monthly = float(row["monthly_savings_usd"])
+    head = (
+        f"{row['calls']:,} calls that nobody waits for ({_why(row, params)}; mean duration "
+        f"{row['mean_duration_s']:.1f} s) are sent at standard rates to {row['provider']}"
+    )
+    entry = (
+        f'[[price]] provider = "{row["provider"]}"  model = "{row["model"]}"  '
+        'service_tier = "batch"  input_mtok = ...  output_mtok = ...'
+    )
+    if row["pricing"] == VERIFIED:
+        message = (
+            f"{head}, which sells {row['model']} through its Batch API at the price data's batch "
+            f"rates: ${monthly:,.2f}/month saved."
+        )
+    else:
+        message = (
+            f"{head}; the price data has no batch rate for {row['model']}, so the saving is "
+            f"unverified (add the batch price to your price file: {entry})."
+        )
+    fix = (
+        f"Send these calls through {row['provider']}'s Batch API (results within 24 h)"
+        + (" or the flex service tier" if row["provider"] == "openai" else "")
+        + "; keep the interactive path for calls a user waits on."
+    )
+    evidence = {
+        "why_not_interactive": _why(row, params),
+        "declared_offline": bool(row["declared"]),
+        "conversation_share": row["conversation_share"],
+        "burst_share": row["burst_share"],
+        "burst_hours": params.burst_hours,
+        "peak_hour_utc": row["peak_hour"],
+        "mean_duration_s": row["mean_duration_s"],
+        "long_call_share": row["long_share"],
+        "streaming": "unknown (the call record has no streaming flag)",
+        "calls": int(row["calls"]),
+        "cost_in_window_usd": row["cost"],
+        "batch_rate_ratio": {c: row[f"r_{c}"] for c in _COMPONENTS},
+        "pricing": row["pricing"],
+        "saving_in_window_usd": row["saving_in_window"],
+    }
+    if row["pricing"] != VERIFIED:
+        evidence["price_file_entry"] = entry
+    return Finding(
+        rule=CODE,
+        name=NAME,
+        severity=_severity(row, params),
+        prompt=row["prompt"],
+        model=row["model"],
+        service=row["service"],
+        window_start=ctx.since,
+        window_end=ctx.until,
+        monthly_savings_usd=monthly,
+        message=message,
+        fix=fix,
+        evidence=evidence,
+        key={c: row[c] for c in _CELL},
+    )

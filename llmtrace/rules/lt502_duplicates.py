@@ -1,0 +1,212 @@
+"""LT502 duplicate-requests: the same request sent again by another user or session, soon after.
+
+A request is identified by ``(provider, model, input_fingerprint, reasoning_effort)`` (the hash of
+the whole input plus the one generation parameter the call record keeps). A call is a *repeat*
+when an identical request was sent within ``window_minutes`` before it **from another session**
+(conversation, else trace): a response cache keyed on the request, with that lifetime, would have
+answered it without a model call. Repeats inside one session (a stuck agent loop, a retry storm)
+are LT503's; keeping LT502 to cross-session repeats means the two rules never count a call twice.
+
+Saving = the repeats' cost (a cache hit costs next to nothing), scaled to a month. Evidence: the
+repeated fingerprints (never content), how many sessions and users sent each, and their cost.
+
+Mergeability: a request's calls must be together to find repeats, so the rule partitions by the
+input fingerprint (``partition_key``); per-fingerprint partial sums are then exact and merge by
+addition. Only fingerprints that repeat leave ``aggregate``, so the partial table stays small
+however many unique requests there are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import polars as pl
+
+from llmtrace.config import ConfigError
+from llmtrace.rules.base import AuditContext, Finding, Severity, merge_cells, worth_reporting
+
+CODE = "LT502"
+NAME = "duplicate-requests"
+
+_KEY = ["provider", "model", "service", "prompt"]
+_CELL = [*_KEY, "input_fingerprint", "params"]
+_SUMS = ["calls", "repeats", "repeat_cost", "repeat_unpriced", "sessions", "users"]
+_TOP = 5
+
+
+@dataclass(frozen=True)
+class Params:
+    """LT502's parameters (defaults in rules/LT502.yaml, overridable in llmtrace.toml)."""
+
+    window_minutes: float = 60.0
+    min_repeats: int = 20
+    min_monthly_savings_usd: float = 5.0
+    medium_savings_usd: float = 50.0
+    high_savings_usd: float = 500.0
+
+    @classmethod
+    def from_mapping(cls, params: Any) -> Params:
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in params:
+                raw = params[f.name]
+                if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
+                    raise ConfigError(f"{CODE}: parameter {f.name} must be a number >= 0")
+                values[f.name] = int(raw) if f.type in ("int", int) else float(raw)
+        return cls(**values)
+
+
+class DuplicateRequestsRule:
+    """The LT502 rule object (module attribute ``RULE``)."""
+
+    code: ClassVar[str] = CODE
+    name: ClassVar[str] = NAME
+    columns: ClassVar[tuple[str, ...]] = (
+        *_KEY,
+        "input_fingerprint",
+        "reasoning_effort",
+        "conversation_id",
+        "trace_id",
+        "user_id",
+        "start_time",
+        "is_error",
+        "total_cost",
+    )
+    partition_key: ClassVar[pl.Expr] = pl.col("input_fingerprint").hash(53)
+
+    def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
+        """Per repeated request: calls, cross-session repeats and their cost."""
+        params = Params.from_mapping(ctx.params)
+        start = pl.col("start_time")
+        base = calls.filter(
+            (start >= ctx.since)
+            & (start < ctx.until)
+            & pl.col("input_fingerprint").is_not_null()
+            & pl.col("model").is_not_null()
+            & ~pl.col("is_error").fill_null(False)
+        ).with_columns(
+            pl.col("reasoning_effort").fill_null("").alias("params"),
+            pl.coalesce("conversation_id", "trace_id").alias("session"),
+        )
+        base = base.with_columns(pl.coalesce("user_id", "session").alias("requester"))
+        base = base.with_columns(pl.struct(*_CELL).hash(59).alias("_k")).sort("_k", "start_time")
+        same = pl.col("_k") == pl.col("_k").shift(1)
+        gap_s = (start - start.shift(1)).dt.total_microseconds() / 1e6
+        repeat = (
+            same
+            & (gap_s <= params.window_minutes * 60.0)
+            & (pl.col("session") != pl.col("session").shift(1))
+        ).fill_null(False)
+        flagged = base.with_columns(repeat.alias("_repeat"))
+        return (
+            flagged.group_by("_k")
+            .agg(
+                *(pl.col(c).first() for c in _CELL),
+                pl.len().alias("calls"),
+                pl.col("_repeat").sum().alias("repeats"),
+                pl.col("total_cost").filter(pl.col("_repeat")).sum().alias("repeat_cost"),
+                (pl.col("_repeat") & pl.col("total_cost").is_null()).sum().alias("repeat_unpriced"),
+                pl.col("session").n_unique().alias("sessions"),
+                pl.col("requester").n_unique().alias("users"),
+            )
+            .filter(pl.col("repeats") > 0)
+            .drop("_k")
+        )
+
+    def merge(self, partials: list[pl.DataFrame], ctx: AuditContext) -> pl.DataFrame:
+        """Sums per request (exact: partitions split by fingerprint)."""
+        return merge_cells(partials, _CELL, sums=_SUMS)
+
+    def decide(self, aggregates: pl.DataFrame, ctx: AuditContext) -> list[Finding]:
+        """A finding per prompt whose repeats cost enough; the top repeated requests as evidence."""
+        params = Params.from_mapping(ctx.params)
+        table = evaluate(aggregates, ctx, params)
+        flagged = worth_reporting(table, params.min_monthly_savings_usd)
+        return [_finding(row, ctx, params) for row in flagged.iter_rows(named=True)]
+
+
+RULE = DuplicateRequestsRule()
+
+
+def evaluate(aggregates: pl.DataFrame, ctx: AuditContext, params: Params) -> pl.DataFrame:
+    """One row per prompt key: repeats, their cost and monthly saving, the top requests."""
+    if aggregates.height == 0:
+        return pl.DataFrame()
+    top = pl.struct(
+        pl.col("input_fingerprint").alias("fingerprint"),
+        "params",
+        "calls",
+        "repeats",
+        "sessions",
+        "users",
+        pl.col("repeat_cost").round(6).alias("repeat_cost_usd"),
+    )
+    per_key = (
+        aggregates.sort("repeat_cost", "repeats", descending=True)
+        .group_by(_KEY)
+        .agg(
+            pl.col("calls").sum(),
+            pl.col("repeats").sum(),
+            pl.col("repeat_cost").sum(),
+            pl.col("repeat_unpriced").sum(),
+            pl.len().alias("requests_repeated"),
+            top.head(_TOP).alias("top"),
+        )
+    )
+    scale = ctx.monthly(1.0)
+    return per_key.with_columns(
+        (pl.col("repeat_cost") * scale).alias("monthly_savings_usd"),
+        (pl.col("repeats") >= params.min_repeats).alias("eligible"),
+    )
+
+
+def _severity(monthly: float, params: Params) -> Severity:
+    if monthly >= params.high_savings_usd:
+        return "high"
+    if monthly >= params.medium_savings_usd:
+        return "medium"
+    return "low"
+
+
+def _finding(row: dict[str, Any], ctx: AuditContext, params: Params) -> Finding:
+    monthly = float(row["monthly_savings_usd"])
+    share = row["repeats"] / row["calls"] if row["calls"] else 0.0
+    top = row["top"][0]
+    message = (
+        f"{row['repeats']:,} of {row['calls']:,} calls to repeated requests repeat an identical "
+        f"request sent from another session within {params.window_minutes:g} minutes "
+        f"({row['requests_repeated']:,} distinct requests; the top one was sent "
+        f"{top['calls']:,} times by {top['users']:,} users). A response cache would have "
+        f"answered them: ${monthly:,.2f}/month."
+    )
+    evidence = {
+        "window_minutes": params.window_minutes,
+        "calls_of_repeated_requests": int(row["calls"]),
+        "repeats": int(row["repeats"]),
+        "repeat_share": round(share, 4),
+        "repeat_cost_usd_in_window": round(float(row["repeat_cost"]), 6),
+        "unpriced_repeats": int(row["repeat_unpriced"]),
+        "requests_repeated": int(row["requests_repeated"]),
+        "top_repeated_requests": row["top"],
+    }
+    return Finding(
+        rule=CODE,
+        name=NAME,
+        severity=_severity(monthly, params),
+        prompt=row["prompt"],
+        model=row["model"],
+        service=row["service"],
+        window_start=ctx.since,
+        window_end=ctx.until,
+        monthly_savings_usd=monthly,
+        message=message,
+        fix=(
+            "Cache responses keyed on (model, full input, parameters) with a lifetime of about "
+            f"{params.window_minutes:g} minutes, in front of the model call (a proxy cache such "
+            "as Helicone's or LiteLLM's, or your own key-value store); skip it for sampled "
+            "answers that must differ."
+        ),
+        evidence=evidence,
+        key={k: row[k] for k in _KEY},
+    )
