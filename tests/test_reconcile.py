@@ -65,6 +65,7 @@ def test_zero_drift_on_the_demo(tmp_path, calls, provider) -> None:
     report = json.loads(result.stdout)
     assert report["ok"] and report["rows"]
     assert {row["cause"] for row in report["rows"]} == {MATCH}
+    assert {row["tiers"] for row in report["rows"]} == {""}  # "default"/"standard" are no tier
     totals = report["totals"]
     ours = calls.filter(pl.col("provider") == provider)["total_cost"].sum()
     assert totals["llmtrace_cost_usd"] == pytest.approx(ours, rel=1e-12)
@@ -118,7 +119,7 @@ def test_tier_or_discount_is_named_and_a_price_file_closes_it(tmp_path, calls) -
         assert result.exit_code == 1, result.output
         rows = json.loads(result.stdout)["rows"]
         assert {r["cause"] for r in rows} == {PRICE_GAP}
-        assert all("batch" in r["detail"] and "0.5x" in r["detail"] for r in rows)
+        assert all("tier(s) batch;" in r["detail"] and "0.5x" in r["detail"] for r in rows)
         prices = tmp_path / "prices.toml"
         prices.write_text(
             '[[price]]\nprovider = "anthropic"\nmodel = "claude-*"\nmultiplier = 0.5\n'

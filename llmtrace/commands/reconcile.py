@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 import polars as pl
+from rich import box
 from rich.table import Table
 
 from llmtrace.commands.common import (
@@ -30,6 +31,15 @@ from llmtrace.costs import format_usd
 EXIT_DRIFT = 1
 EXIT_CONFIG = 2
 _DETAILS = 10  # rows whose cause is explained below the table
+_SHORT = {
+    "match": "ok",
+    "uninstrumented traffic": "uninstrumented",
+    "calls seen twice": "seen twice",
+    "unpriced model": "unpriced",
+    "tier or discount not in the price data": "tier/discount",
+    "not in the provider's report": "not billed",
+    "provider line item without a model": "no model",
+}
 
 _EPILOG = """\b
 Examples:
@@ -151,32 +161,30 @@ def _pct(value: float | None) -> str:
 def _table(result) -> None:  # noqa: ANN001 - a Reconciliation
     """Rows with a gap first show their cause; matching rows stay terse."""
     title = (
-        f"{result.provider}: llmtrace vs the provider's bill, "
+        f"{result.provider}: llmtrace vs the provider's bill ('billed'), "
         f"{result.since.date()} to {result.until.date()} (max drift {result.max_drift:.1%})"
     )
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
     for name, justify in (
         ("Day", "left"),
         ("Model", "left"),
-        ("Calls (llmtrace/billed)", "right"),
-        ("Tokens llmtrace", "right"),
-        ("Tokens billed", "right"),
-        ("Cost llmtrace", "right"),
-        ("Cost billed", "right"),
+        ("Calls", "right"),
+        ("billed", "right"),
+        ("Tokens", "right"),
+        ("billed", "right"),
+        ("Cost", "right"),
+        ("billed", "right"),
         ("Drift", "right"),
         ("Cause", "left"),
     ):
-        table.add_column(name, justify=justify, overflow="fold")
+        table.add_column(name, justify=justify, no_wrap=True)
     for row in result.rows.iter_rows(named=True):
-        billed_calls = row["provider_requests"]
-        calls = f"{row['llmtrace_calls']:,}/" + (
-            "—" if billed_calls is None else f"{billed_calls:,}"
-        )
-        cause = row["cause"] if row["cause"] != "match" else "ok"
+        cause = _SHORT.get(row["cause"], row["cause"])
         table.add_row(
             str(row["day"]),
             row["model_key"] or "(no model)",
-            calls,
+            _tokens(row["llmtrace_calls"]),
+            _tokens(row["provider_requests"]),
             _tokens(row["llmtrace_tokens"]),
             _tokens(row["provider_tokens"]),
             format_usd(row["llmtrace_cost_usd"]),

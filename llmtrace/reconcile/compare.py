@@ -41,6 +41,9 @@ PRICE_GAP = "tier or discount not in the price data"
 NOT_BILLED = "not in the provider's report"
 NOT_PER_MODEL = "provider line item without a model"
 
+# Tier names that mean "the standard price" in the reports (OpenAI says default, Anthropic standard).
+_STANDARD_TIERS = ("standard", "default")
+
 
 def model_key(model: pl.Expr) -> pl.Expr:
     """The name both sides are joined on: ``openai/GPT-4o-2024-08-06`` → ``gpt-4o``."""
@@ -103,10 +106,10 @@ def provider_side(usage: pl.DataFrame, cost: pl.DataFrame) -> pl.DataFrame:
             pl.col("cache_write_tokens").sum().alias("provider_cache_write_tokens"),
             pl.col("output_tokens").sum().alias("provider_output_tokens"),
             pl.col("service_tier")
-            .filter(pl.col("service_tier").is_not_null() & (pl.col("service_tier") != "default"))
+            .filter(~pl.col("service_tier").fill_null("standard").is_in(_STANDARD_TIERS))
             .unique()
             .sort()
-            .str.join(", ")
+            .str.join(",")
             .alias("provider_tiers"),
         )
         .with_columns(
@@ -123,10 +126,10 @@ def provider_side(usage: pl.DataFrame, cost: pl.DataFrame) -> pl.DataFrame:
         .agg(
             pl.col("cost_usd").sum().alias("provider_cost_usd"),
             pl.col("service_tier")
-            .filter(pl.col("service_tier").is_not_null() & (pl.col("service_tier") != "standard"))
+            .filter(~pl.col("service_tier").fill_null("standard").is_in(_STANDARD_TIERS))
             .unique()
             .sort()
-            .str.join(", ")
+            .str.join(",")
             .alias("cost_tiers"),
         )
     )
@@ -164,10 +167,17 @@ def compare(store: pl.DataFrame, billed: pl.DataFrame, max_drift: float) -> pl.D
     tokens_differ = pl.col("token_drift").abs() > TOKEN_TOLERANCE
     more_calls = p_req.is_not_null() & (l_calls > p_req)
     fewer_calls = p_req.is_not_null() & (l_calls < p_req)
-    tiers = pl.concat_str(
-        [pl.col("provider_tiers").fill_null(""), pl.col("cost_tiers").fill_null("")],
-        separator=",",
-    ).str.strip_chars(",")
+    tiers = (
+        pl.concat_str(
+            [pl.col("provider_tiers").fill_null(""), pl.col("cost_tiers").fill_null("")],
+            separator=",",
+        )
+        .str.split(",")
+        .list.eval(pl.element().str.strip_chars().filter(pl.element().str.strip_chars() != ""))
+        .list.unique()
+        .list.sort()
+        .list.join(", ")
+    )
     cost_differs = (pl.col("cost_drift").abs() > TOKEN_TOLERANCE) | pl.col(
         "provider_cost_usd"
     ).is_null()

@@ -251,6 +251,12 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext, params: Params) -> pl.
     )
 
 
+def _round(value: float | None, digits: int) -> float | None:
+    """Evidence numbers rounded: sums of floats differ in the last bits with summation order
+    (parts, partitions), and the report must not."""
+    return None if value is None else round(float(value), digits)
+
+
 def _severity(verdict: str, monthly: float, params: Params) -> Severity:
     if verdict != NON_INFERIOR:
         return "info"
@@ -302,19 +308,19 @@ def _finding(row: dict[str, Any], ctx: AuditContext, params: Params) -> Finding:
         "cheaper_model": c,
         "calls_expensive": int(row["calls_e"]),
         "calls_cheaper": int(row["calls_c"]),
-        "cost_per_call_expensive": row["cpc_e"],
-        "cost_per_call_cheaper": row["cpc_c"],
+        "cost_per_call_expensive": _round(row["cpc_e"], 8),
+        "cost_per_call_cheaper": _round(row["cpc_c"], 8),
         "labelled_expensive": int(row["labelled_e"]),
         "labelled_cheaper": int(row["labelled_c"]),
-        "accuracy_expensive": row["acc_e"],
-        "accuracy_cheaper": row["acc_c"],
-        "accuracy_difference": row["delta"],
-        "difference_lower_95": row["delta_lower"],
+        "accuracy_expensive": _round(row["acc_e"], 6),
+        "accuracy_cheaper": _round(row["acc_c"], 6),
+        "accuracy_difference": _round(row["delta"], 6),
+        "difference_lower_95": _round(row["delta_lower"], 6),
         "margin_pp": params.margin_pp,
-        "p_noninferiority": row["p"],
-        "q": row["q"],
+        "p_noninferiority": _round(row["p"], 8),
+        "q": _round(row["q"], 8),
         "needed_labels_per_model": row["needed_per_arm"],
-        "saving_in_window_usd": row["saving_in_window"],
+        "saving_in_window_usd": _round(row["saving_in_window"], 6),
         "verdict": row["verdict"],
     }
     return Finding(

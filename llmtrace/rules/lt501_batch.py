@@ -267,6 +267,12 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext, params: Params) -> pl.
     )
 
 
+def _round(value: float | None, digits: int) -> float | None:
+    """Evidence numbers rounded: sums of floats differ in the last bits with summation order
+    (parts, partitions), and the report must not."""
+    return None if value is None else round(float(value), digits)
+
+
 def _severity(row: dict[str, Any], params: Params) -> Severity:
     if row["pricing"] != VERIFIED:
         return "info"
@@ -316,18 +322,18 @@ def _finding(row: dict[str, Any], ctx: AuditContext, params: Params) -> Finding:
     evidence = {
         "why_not_interactive": _why(row, params),
         "declared_offline": bool(row["declared"]),
-        "conversation_share": row["conversation_share"],
-        "burst_share": row["burst_share"],
+        "conversation_share": _round(row["conversation_share"], 4),
+        "burst_share": _round(row["burst_share"], 4),
         "burst_hours": params.burst_hours,
         "peak_hour_utc": row["peak_hour"],
-        "mean_duration_s": row["mean_duration_s"],
-        "long_call_share": row["long_share"],
+        "mean_duration_s": _round(row["mean_duration_s"], 2),
+        "long_call_share": _round(row["long_share"], 4),
         "streaming": "unknown (the call record has no streaming flag)",
         "calls": int(row["calls"]),
-        "cost_in_window_usd": row["cost"],
-        "batch_rate_ratio": {c: row[f"r_{c}"] for c in _COMPONENTS},
+        "cost_in_window_usd": _round(row["cost"], 6),
+        "batch_rate_ratio": {c: _round(row[f"r_{c}"], 4) for c in _COMPONENTS},
         "pricing": row["pricing"],
-        "saving_in_window_usd": row["saving_in_window"],
+        "saving_in_window_usd": _round(row["saving_in_window"], 6),
     }
     if row["pricing"] != VERIFIED:
         evidence["price_file_entry"] = entry
