@@ -61,8 +61,14 @@ def test_sort_option(store: Path) -> None:
     assert bad.exit_code == 2 and "choose from cost, calls, tokens, model" in bad.output
 
 
+def _rounded(rows: list[dict]) -> list[dict]:
+    """Float sums differ in the last bits with Polars' parallel summation order."""
+    return [{k: round(v, 9) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
+
+
 def test_comma_and_repeated_by_are_the_same(store: Path) -> None:
-    assert costs(store, "--by", "prompt,model") == costs(store, "--by", "prompt", "--by", "model")
+    one = costs(store, "--by", "prompt,model")
+    assert _rounded(one) == _rounded(costs(store, "--by", "prompt", "--by", "model"))
     assert list(costs(store, "--by", "service, action")[0])[:2] == ["service", "action"]
 
 

@@ -2,7 +2,8 @@
 
 Thin: parse options, call ``llmtrace.reconcile``, render a table or JSON. Exit codes: 0 every
 day and model within ``--max-drift``, 1 some row drifts more, 2 configuration errors (no admin
-key, a key the provider refuses, an unreachable provider, a bad option).
+key, a key the provider refuses, an unreachable provider, a bad option), raised as
+``UsageError`` for ``llmtrace.cli`` to report in one line.
 """
 
 from __future__ import annotations
@@ -27,9 +28,8 @@ from llmtrace.commands.common import (
     window_options,
 )
 from llmtrace.costs import format_usd
+from llmtrace.errors import EXIT_FINDINGS, UsageError
 
-EXIT_DRIFT = 1
-EXIT_CONFIG = 2
 _DETAILS = 10  # rows whose cause is explained below the table
 _SHORT = {
     "match": "ok",
@@ -64,11 +64,6 @@ def _drift_share(ctx: click.Context, param: click.Parameter, value: str) -> floa
     if not 0 <= share < 10:
         raise click.BadParameter(f"{value!r} must be between 0% and 1000%", ctx, param)
     return share
-
-
-def _fail(message: object) -> None:
-    err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
-    sys.exit(EXIT_CONFIG)
 
 
 @click.command("reconcile", epilog=_EPILOG)
@@ -113,7 +108,7 @@ def reconcile(
     (uninstrumented traffic, calls seen twice, unpriced models, a tier or discount missing from
     the price data). The window is whole UTC days (default: the last 7).
     """
-    from llmtrace.reconcile import MissingKeyError, ProviderError
+    from llmtrace.reconcile import ProviderError
     from llmtrace.reconcile import reconcile as run_reconcile
 
     store = open_store(store_path)
@@ -129,13 +124,13 @@ def reconcile(
                 base_url=base_url,
                 book=book,
             )
-    except (MissingKeyError, ValueError) as exc:
-        _fail(exc)
-        return
+    except ValueError as exc:  # an empty window
+        raise UsageError(str(exc)) from None
     except ProviderError as exc:
-        hint = f" (is {provider.upper()}_ADMIN_KEY an organization admin key?)" if exc.auth else ""
-        _fail(f"{exc}{hint}")
-        return
+        if not exc.auth:
+            raise
+        hint = f" (is {provider.upper()}_ADMIN_KEY an organization admin key?)"
+        raise UsageError(f"{exc}{hint}") from None
     if fmt == "json":
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
     else:
@@ -147,7 +142,7 @@ def reconcile(
             markup=False,
             highlight=False,
         )
-        sys.exit(EXIT_DRIFT)
+        sys.exit(EXIT_FINDINGS)
 
 
 def _tokens(value: int | None) -> str:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from llmtrace.errors import UsageError
 from llmtrace.reconcile.compare import Reconciliation, compare, provider_side, store_side
 from llmtrace.reconcile.providers import (
     BASE_URL_VARIABLES,
@@ -47,8 +48,8 @@ __all__ = [
 DEFAULT_DAYS = 7
 
 
-class MissingKeyError(Exception):
-    """No admin key in the environment: a configuration error."""
+class MissingKeyError(UsageError):
+    """No admin key in the environment: a configuration error (exit 2)."""
 
 
 def key_for(provider: str, environ: dict[str, str] | None = None) -> str:

@@ -31,6 +31,8 @@ from typing import Any
 import httpx
 import polars as pl
 
+from llmtrace.errors import UsageError
+
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -63,9 +65,9 @@ COST_SCHEMA = pl.Schema(
 )
 
 
-class ProviderError(Exception):
-    """The provider could not be read: refused key, bad answer, network. The message is safe
-    to print (the key is redacted)."""
+class ProviderError(UsageError):
+    """The provider could not be read: refused key, bad answer, network (exit 2: nothing was
+    compared). The message is safe to print (the key is redacted)."""
 
     def __init__(self, message: str, *, auth: bool = False) -> None:
         super().__init__(message)
