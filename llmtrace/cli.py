@@ -45,6 +45,10 @@ COMMANDS: dict[str, Entry] = {
         "llmtrace.commands.rules:rules",
         "List the audit rules, or show one rule's page (llmtrace rules LT201).",
     ),
+    "reprice": Entry(
+        "llmtrace.commands.reprice:reprice",
+        "Price stored calls again with the current price data plus your overrides.",
+    ),
     "reconcile": Entry(
         "llmtrace.commands.reconcile:reconcile",
         "Compare the store's tokens and dollars with the provider's usage and cost reports.",

@@ -110,6 +110,7 @@ from llmtrace.dialects import PROVIDER_ALIASES, normalize_provider
 from llmtrace.record import (
     CALL_SCHEMA,
     COST_COMPONENTS,
+    COST_FIELDS,
     PRICE_INVALID_USAGE,
     PRICE_NO_MODEL,
     PRICE_NO_USAGE,
@@ -122,6 +123,7 @@ __all__ = [
     "COMPONENTS",
     "GENAI_SOURCE",
     "PER",
+    "PRICED_FIELDS",
     "PRICES_ENV",
     "PROVIDER_ALIASES",
     "PriceBook",
@@ -136,6 +138,9 @@ __all__ = [
 ]
 
 PRICES_ENV = "LLMTRACE_PRICES"
+# The record fields ``price_calls`` writes; everything else passes through unchanged, which is
+# what lets ``llmtrace reprice`` re-run pricing over stored calls.
+PRICED_FIELDS: tuple[str, ...] = (*COST_FIELDS, "price_status", "price_source")
 GENAI_SOURCE = f"genai-prices {genai_prices.__version__}"
 
 
@@ -551,6 +556,7 @@ class PriceBook:
         self._snapshot = DataSnapshot(providers=providers, from_auto_update=False)
         self.overrides: tuple[Override, ...] = tuple(overrides)
         self.source = GENAI_SOURCE
+        self.overrides_label = overrides_label
         if overrides_label:
             self.source += f" + overrides {overrides_label}"
         self._models: dict[tuple[str | None, str], _Model | None] = {}
@@ -676,8 +682,19 @@ class PriceBook:
             period=period,
             overrides=tuple(o.describe() for o in active),
             fallbacks=fallbacks,
-            source=self.source,
+            source=self._source(active),
         )
+
+    def _source(self, applied: list[Override]) -> str:
+        """``price_source`` of calls priced with ``applied`` entries: the price data, plus the
+        file (name and hash) and entry numbers when any entry changed the price, e.g.
+        ``genai-prices 0.2.5 + prices.toml@1a2b3c4d#1#3``."""
+        if not applied:
+            return GENAI_SOURCE
+        numbers = "#".join(o.label.rsplit("#", 1)[-1] for o in applied)
+        if self.overrides_label is None:
+            return f"{GENAI_SOURCE} + {applied[0].label.rsplit('#', 1)[0]}#{numbers}"
+        return f"{GENAI_SOURCE} + {self.overrides_label}#{numbers}"
 
     # pricing ---------------------------------------------------------------------------------
 
@@ -722,6 +739,7 @@ class PriceBook:
             return result
         result.update(rates.cost(inp, cr, cw, cw1h, out, rs))
         result["price_status"] = PRICE_OK
+        result["price_source"] = rates.source
         return result
 
 
@@ -822,7 +840,10 @@ def price_calls(calls: pl.DataFrame | pl.LazyFrame, book: PriceBook | None = Non
         .with_columns(pl.lit(rates[name]).gather(pl.col("_row")) for name in COMPONENTS)
         .with_columns(
             *(expr.alias(name) for name, expr in _cost_exprs()),
-            pl.lit(book.source, dtype=pl.String).alias("price_source"),
+            pl.when(ok)
+            .then(pl.lit(rates[_SOURCE]).gather(pl.col("_rid")))
+            .otherwise(pl.lit(book.source, dtype=pl.String))
+            .alias("price_source"),
         )
         .with_columns(_total_expr())
         .select(CALL_SCHEMA.names())
@@ -879,6 +900,7 @@ _NULL_CODE = 2**31 - 1  # categorical codes are UInt32 counters, far below this 
 _BANDS = 64  # key slots per day for time-of-day bands (genai-prices uses 7 edges today)
 _PAIR = 2**32  # key slots per pair: days x bands
 _NO_MODEL = -1  # rid of keys whose model is blank: no_model rather than unknown_model
+_SOURCE = "_source"  # the per-rid price_source in _price_keys' price table
 
 
 def _nonempty(name: str) -> pl.Expr:
@@ -952,6 +974,7 @@ def _price_keys(
             probes += [probes[-1]] * (levels + 1 - len(probes))
             values += [rates.component(name).price_at(x) for x in probes]
         prices[name] = pl.Series(f"_{name}", values, dtype=pl.Float64)
+    prices[_SOURCE] = pl.Series(_SOURCE, [r.source for r in distinct], dtype=pl.String)
     return rids, thresholds, prices
 
 

@@ -43,7 +43,10 @@ Usage
 Cost
     ``input_cost``, ``cache_read_cost``, ``cache_write_cost``, ``output_cost``,
     ``reasoning_cost``, ``request_cost``, ``total_cost``, ``price_status``, ``price_source``
-    (price data and version, e.g. ``genai-prices 0.2.3`` or ``genai-prices 0.2.3 + prices.toml``),
+    (price data and version, plus the price-file entries that changed this call's price:
+    ``genai-prices 0.2.5``, ``genai-prices 0.2.5 + prices.toml@1a2b3c4d#1`` -- file name, the
+    first 8 hex digits of its sha256, entry numbers; an unpriced call names the data consulted,
+    ``genai-prices 0.2.5 + overrides prices.toml@1a2b3c4d``; ``llmtrace reprice`` rewrites it),
     ``reported_cost`` (a cost the source already carried, kept only for cross-checking) and
     ``reported_cost_source`` (the attribute it came from).
 Quality

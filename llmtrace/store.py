@@ -23,7 +23,7 @@ import math
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -96,6 +96,14 @@ class ScoreAttachResult:
     @property
     def unmatched(self) -> int:
         return len(self.unmatched_ids)
+
+
+@dataclass(frozen=True)
+class RewriteResult:
+    """What one ``Store.rewrite`` did: files read, and files replaced because calls changed."""
+
+    files: int = 0
+    rewritten: int = 0
 
 
 class Store:
@@ -346,24 +354,72 @@ class Store:
         for name in additions.get_column("_file").unique().sort():
             path = Path(name)
             by_day.setdefault(path.parent, []).append(path)
+
+        def build(old: Path) -> pl.DataFrame:
+            adds = additions.filter(pl.col("_file") == str(old)).drop("_file")
+            return _with_added_scores(self._scan_files([old]).collect(), adds, drops, accuracy)
+
         for day_dir, olds in by_day.items():
-            prefixes = [_COMPACTED if f.name.startswith(_COMPACTED) else "part-" for f in olds]
-            news = [
-                day_dir / f"{prefix}{_stamp()}-{uuid.uuid4().hex[:12]}.parquet"
-                for prefix in prefixes
-            ]
-            _write_text_atomic(
-                day_dir / _JOURNAL,
-                json.dumps({"targets": [f.name for f in news], "replaces": [f.name for f in olds]}),
-            )
-            for old, target in zip(olds, news, strict=True):
-                adds = additions.filter(pl.col("_file") == str(old)).drop("_file")
-                updated = _with_added_scores(
-                    self._scan_files([old]).collect(), adds, drops, accuracy
-                )
-                self._write_atomic(day_dir, updated, final=target)
-            _finish_compaction(day_dir)
+            self._replace_files(day_dir, olds, build)
         return sum(len(olds) for olds in by_day.values())
+
+    def _replace_files(
+        self, day_dir: Path, olds: list[Path], build: Callable[[Path], pl.DataFrame]
+    ) -> list[Path]:
+        """Replace files of one day by ``build(old)`` each, through the compaction journal.
+
+        The one way the store changes stored rows (late scores, repricing): the journal names
+        the new files and the ones they replace before anything is written, so readers and the
+        next writer see either all old or all new, and a crash leaves every call exactly once.
+        The caller holds the lock. Returns the new files.
+        """
+        prefixes = [_COMPACTED if f.name.startswith(_COMPACTED) else "part-" for f in olds]
+        news = [
+            day_dir / f"{prefix}{_stamp()}-{uuid.uuid4().hex[:12]}.parquet" for prefix in prefixes
+        ]
+        _write_text_atomic(
+            day_dir / _JOURNAL,
+            json.dumps({"targets": [f.name for f in news], "replaces": [f.name for f in olds]}),
+        )
+        for old, target in zip(olds, news, strict=True):
+            self._write_atomic(day_dir, build(old), final=target)
+        _finish_compaction(day_dir)
+        return news
+
+    def rewrite(
+        self,
+        transform: Callable[[pl.DataFrame], pl.DataFrame | None],
+        since: datetime | None = None,
+        until: datetime | None = None,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> RewriteResult:
+        """Rewrite stored calls file by file: ``transform`` gets a file's calls and returns
+        the file's new contents, or None when nothing in it changes (the file is left alone).
+
+        For updates of stored fields that every call may need (``llmtrace reprice``). Only the
+        files of the days overlapping [since, until) are read; ``transform`` sees whole files
+        and must leave calls outside the window as they are. Each file is replaced through the
+        journal (``_replace_files``), one at a time under the writer lock, so memory stays at one
+        file and appends can run between days; a crash leaves every call exactly once, some
+        files rewritten and the rest not, and running the same rewrite again finishes the job
+        when ``transform`` is idempotent. ``progress(done, total)`` is called after each file.
+        """
+        day_dirs = {f.parent for f in self.files(since, until)}
+        total = sum(len(_live_files(d)) for d in day_dirs)
+        done = rewritten = 0
+        for day_dir in sorted(day_dirs):
+            with self._locked():
+                _finish_compaction(day_dir)
+                for path in sorted(day_dir.glob("*.parquet")):
+                    updated = transform(self._scan_files([path]).collect())
+                    if updated is not None:
+                        self._replace_files(day_dir, [path], lambda _old, new=updated: new)
+                        rewritten += 1
+                    done += 1
+                    if progress is not None:
+                        progress(done, max(total, done))
+        return RewriteResult(files=done, rewritten=rewritten)
 
     # -- reading -----------------------------------------------------------------------------
 

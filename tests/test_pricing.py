@@ -504,7 +504,14 @@ def test_source_names_the_file_and_its_hash(price_file: Path) -> None:
     book = PriceBook.load(price_file)
     digest = hashlib.sha256(price_file.read_bytes()).hexdigest()[:8]
     assert book.source == f"{SOURCE} + overrides prices.toml@{digest}"
-    assert one(book, input_tokens=1)["price_source"] == book.source
+    # each call names the entries that priced it; calls no entry touched keep the list source
+    assert one(book, input_tokens=1)["price_source"] == f"{SOURCE} + prices.toml@{digest}#1"
+    o3 = one(book, provider="openai", model="o3", input_tokens=1)
+    assert o3["price_source"] == f"{SOURCE} + prices.toml@{digest}#2"
+    assert one(book, provider="openai", model="gpt-4o", input_tokens=1)["price_source"] == SOURCE
+    assert one(book, model="no-such-model", input_tokens=1)["price_source"] == book.source
+    single = book.price_one("openai", "o3", T2026, input_tokens=1)
+    assert single["price_source"] == f"{SOURCE} + prices.toml@{digest}#2"
 
 
 @pytest.mark.parametrize(
@@ -596,7 +603,7 @@ def test_prices_command_shows_override(price_file: Path) -> None:
     assert data["rates"]["input"]["base"] == pytest.approx(2.4)
     assert data["rates"]["input"]["tiers"][0]["price"] == pytest.approx(4.8)
     assert data["overrides"][0].startswith("prices.toml#1")
-    assert "overrides prices.toml@" in data["source"]
+    assert re.search(r"\+ prices.toml@[0-9a-f]{8}#1$", data["source"])
 
 
 def test_prices_command_unknown_model_exits_1(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import click
@@ -17,6 +18,7 @@ from llmtrace.commands.common import (
     err_console,
     filter_options,
     format_option,
+    load_price_book,
     open_store,
     store_option,
     window_options,
@@ -46,6 +48,7 @@ Examples:
   llmtrace costs --by environment,model --model 'gpt-4o*'
   llmtrace costs --per-action-price contract-review=0.10
   llmtrace costs --per-action-prices prices.toml --format json
+  llmtrace costs --prices negotiated.toml         what-if: priced now, nothing written
 
 \b
 JSON/CSV fields (summary): the --by keys, then
@@ -106,6 +109,14 @@ def _check_by(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
     default=None,
     help="Per-action prices from a TOML (ACTION = USD) or CSV (action,price) file.",
 )
+@click.option(
+    "--prices",
+    "what_if_prices",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="What-if: price the calls now with this price file instead of the stored costs "
+    "(nothing is written; `llmtrace reprice` stores them).",
+)
 @store_option
 def costs(
     since: datetime | None,
@@ -116,6 +127,7 @@ def costs(
     fmt: str,
     action_prices: tuple[str, ...],
     prices_file: str | None,
+    what_if_prices: Path | None,
     store_path: str | None,
 ) -> None:
     """What the calls in the store cost, grouped as you ask.
@@ -130,6 +142,7 @@ def costs(
         check_sort(keys, sort)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--sort") from None
+    book = load_price_book(what_if_prices) if what_if_prices is not None else None
     store = open_store(store_path)
     calls = apply_filters(store.scan(since, until), filters)
     window = _window_text(since, until)
@@ -138,6 +151,14 @@ def costs(
     if calls.select(pl.len()).collect().item() == 0:
         _explain_empty(store, since, until, fmt, filters)
         return
+    if book is not None:
+        from llmtrace.reprice import what_if
+
+        calls = what_if(calls, book)
+        if fmt == "table":
+            console.print(
+                f"What-if prices: {book.source} (nothing written)", markup=False, soft_wrap=True
+            )
     if prices is not None:
         if by:
             err_console.print("--by is ignored with per-action prices (rows are actions).")
