@@ -222,6 +222,36 @@ def unpriced_reasons(calls: pl.LazyFrame, *, examples: int = 3) -> pl.DataFrame:
     )
 
 
+def tier_price_hints(calls: pl.LazyFrame, *, limit: int = 3) -> list[str]:
+    """For calls unpriced because their service tier has no price: the price-file entry that
+    would price them, one per (provider, model, tier), most calls first. A tier is never priced
+    at standard rates, so the user has to say what it costs; the value is left for them."""
+    from llmtrace.record import PRICE_UNPRICED_TIER
+
+    rows = (
+        calls.filter(pl.col("price_status").str.starts_with(PRICE_UNPRICED_TIER + ":"))
+        .group_by(
+            "provider", "model", pl.col("price_status").str.split(":").list.last().alias("tier")
+        )
+        .agg(pl.len().alias("n"))
+        .sort(["n", "provider", "model", "tier"], descending=[True, False, False, False])
+        .head(limit)
+        .collect()
+    )
+    hints = []
+    for provider, model, tier, _ in rows.iter_rows():
+        lines = ["[[price]]"]
+        if provider:
+            lines.append(f'provider = "{provider}"')
+        lines += [
+            f'model = "{model}"',
+            f'service_tier = "{tier}"',
+            "multiplier = ...  # share of the standard price; or input_mtok and output_mtok",
+        ]
+        hints.append("\n".join(lines))
+    return hints
+
+
 def per_action(calls: pl.LazyFrame, prices: Mapping[str, float]) -> pl.DataFrame:
     """Cost per action: what each action costs per token, and what a per-action plan would bill.
 

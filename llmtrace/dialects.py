@@ -18,7 +18,7 @@ The knowledge is in data tables below, not in branches:
 * ``USAGE_JSON_BUCKETS`` -- Langfuse ``usage_details`` keys (exclusive buckets) per record field;
   ``RAW_USAGE_PATHS`` -- counts read from Logfire's raw provider usage object.
 * ``OPERATION_SOURCES``, ``COST_ATTRIBUTES``, ``PROVIDER_ALIASES`` -- operation, reported cost and
-  genai-prices provider ids.
+  genai-prices provider ids; ``SERVICE_TIER_VALUES`` -- service-tier spellings.
 
 Counting rules (the call record is inclusive: input includes cache reads and writes, output
 includes reasoning; see ``llmtrace/record.py``):
@@ -137,7 +137,35 @@ COMMON_FIELDS: dict[str, tuple[str, ...]] = {
     ),
     "service": ("service.name",),
     "action": ("llmtrace.action",),
+    # The tier that served the call decides its price; the requested one only stands in when
+    # no response tier was recorded. openai.*: official genai-openai 1.3b0 and OpenLLMetry
+    # (0.53, 0.62); gen_ai.openai.*: semconv <= 1.36 names (openai-v2); anthropic.*: the
+    # anthropic SDK's own spans and OpenLLMetry's anthropic.chat; Langfuse metadata. OpenInference
+    # and the official genai-anthropic set none. Values are read through SERVICE_TIER_VALUES.
+    "service_tier": (
+        "openai.response.service_tier",
+        "gen_ai.openai.response.service_tier",
+        "anthropic.response.service_tier",
+        "langfuse.observation.metadata.service_tier",
+        "openai.request.service_tier",
+        "gen_ai.openai.request.service_tier",
+        "anthropic.request.service_tier",
+    ),
 }
+
+# Service-tier spellings -> the record's ``service_tier``: "standard" for the list price under
+# any name (OpenAI "default", Anthropic "standard"/"standard_only"); None for a request that
+# leaves the choice to the provider ("auto": the tier served is not known from it); every other
+# value lowered as given ("flex", "priority", "scale", "batch", ...). Langfuse keeps the tier in
+# the observation's model parameters (its OpenAI integration), read here from the JSON attribute.
+SERVICE_TIER_VALUES: dict[str, str | None] = {
+    "default": "standard",
+    "standard": "standard",
+    "standard_only": "standard",
+    "on_demand": "standard",
+    "auto": None,
+}
+LANGFUSE_MODEL_PARAMETERS = "langfuse.observation.model.parameters"
 
 # Where the operation comes from, with the value translations to semconv operation names.
 OPERATION_SOURCES: tuple[tuple[str, Mapping[str, str] | None], ...] = (
@@ -498,6 +526,31 @@ def detect_dialect(attrs: Mapping[str, Any], scope: str | None = None) -> Dialec
     return SEMCONV
 
 
+def normalize_service_tier(value: Any) -> str | None:
+    """The record's ``service_tier`` for an emitted value (see ``SERVICE_TIER_VALUES``)."""
+    if value is None or not isinstance(value, str | int | float) or isinstance(value, bool):
+        return None
+    text = str(value).strip().lower()
+    if not text:
+        return None
+    return SERVICE_TIER_VALUES.get(text, text)
+
+
+def _service_tier(found: Found, attrs: Mapping[str, Any]) -> str | None:
+    """The call's tier: the best-ranked attribute, else Langfuse's model parameters."""
+    tier = _found(found, "service_tier")
+    if tier is None:
+        raw = attrs.get(LANGFUSE_MODEL_PARAMETERS)
+        if isinstance(raw, str) and "service_tier" in raw:
+            try:
+                params = json.loads(raw)
+            except ValueError:
+                params = None
+            if isinstance(params, dict):
+                tier = params.get("service_tier")
+    return normalize_service_tier(tier)
+
+
 def normalize_provider(value: Any) -> str | None:
     """A genai-prices provider id where the emitter's spelling is known, else the value lowered."""
     if value is None or value == "":
@@ -778,6 +831,7 @@ def map_span(span: Mapping[str, Any], *, keep_content: bool = False) -> dict[str
         "conversation_id": _text(_found(found, "conversation_id")),
         "user_id": _text(_found(found, "user_id")),
         "reasoning_effort": _text(_found(found, "reasoning_effort")),
+        "service_tier": _service_tier(found, attrs),
         "start_ns": span.get("start_ns"),
         "end_ns": span.get("end_ns"),
         "is_error": is_error,

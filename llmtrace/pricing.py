@@ -8,7 +8,7 @@ process) and never starts ``UpdatePrices`` (network inside someone else's progra
 Two ways in, one set of numbers:
 
 * ``price_calls(frame)`` prices a whole frame. It finds the distinct price keys -- provider,
-  model, UTC day and the time-of-day band the call started in (deepseek-chat has an off-peak
+  model, service tier, UTC day and the time-of-day band the call started in (deepseek-chat has an off-peak
   band, so a (model, day) key is not enough) -- resolves each key once, turns the result into a
   small rates table (Float64 prices; tiers as threshold columns plus one price per tier level)
   and joins it to the calls. The arithmetic is Polars expressions; there is no Python loop per
@@ -23,10 +23,16 @@ the rest of the output. A tier applies to *all* tokens of a unit once the call's
 tokens exceed its start (genai-prices' "cliff" model). The total equals genai-prices'
 ``calc_price`` for the same call.
 
-Limits, on purpose: genai-prices' request variants (batch, flex, priority) are not applied, as the
-call record has no service tier; a call without ``start_time`` is priced at the current time;
-a recorded provider genai-prices knows is trusted (a Bedrock call never falls back to Anthropic's
-direct price), an unknown one is ignored and the provider guessed from the model name.
+Service tiers: a call's ``service_tier`` (``flex``, ``priority``, ``batch``...; null or
+``standard`` is the list price) selects the tier's price: a price-file entry for the tier, else
+genai-prices' price variant for it in force at the call's time (``TIER_CONTEXTS``: OpenAI/Google
+``service_tier``, batch as ``processing``). A tier nothing prices is never priced at standard
+rates: the call is unpriced with ``price_status`` ``unpriced_tier:<tier>``. ``tier_rates`` is
+the lookup for other uses (what a call would cost on batch or flex).
+
+Limits, on purpose: a call without ``start_time`` is priced at the current time; a recorded
+provider genai-prices knows is trusted (a Bedrock call never falls back to Anthropic's direct
+price), an unknown one is ignored and the provider guessed from the model name.
 
 Price file (TOML)
 -----------------
@@ -77,6 +83,12 @@ Multipliers (numbers >= 0)
     fallbacks, tiers included.
 ``note``
     Free text, shown by ``llmtrace prices``.
+``service_tier``
+    The tier the entry prices (``"flex"``, ``"priority"``, ``"batch"``...): it applies only to
+    calls on that tier, and its absolute rates are the tier's price, or its multipliers scale
+    the *standard* price in force (``multiplier = 0.5``: half the list price), replacing
+    genai-prices' own price for the tier. Without it an entry prices the standard tier, and
+    its multipliers (a negotiated discount) also apply on top of every tier's price.
 
 How entries combine: among the entries in force for a call, the *first* one with absolute rates
 sets the base price; *every* matching multiplier then applies (they multiply). An error in the
@@ -106,7 +118,7 @@ from genai_prices import types as gp_types
 from genai_prices.data_snapshot import DataSnapshot
 
 from llmtrace.config import ConfigError, load_config
-from llmtrace.dialects import PROVIDER_ALIASES, normalize_provider
+from llmtrace.dialects import PROVIDER_ALIASES, normalize_provider, normalize_service_tier
 from llmtrace.record import (
     CALL_SCHEMA,
     COST_COMPONENTS,
@@ -116,6 +128,7 @@ from llmtrace.record import (
     PRICE_NO_USAGE,
     PRICE_OK,
     PRICE_UNKNOWN_MODEL,
+    PRICE_UNPRICED_TIER,
     conform,
 )
 
@@ -135,6 +148,8 @@ __all__ = [
     "normalise_model",
     "price_calls",
     "price_one",
+    "standard_tier",
+    "tier_rates",
 ]
 
 PRICES_ENV = "LLMTRACE_PRICES"
@@ -337,6 +352,7 @@ class Override:
     rates: Mapping[str, Rate] | None = None  # absolute rates as given (before fallbacks)
     multipliers: Mapping[str, float] = field(default_factory=dict)
     note: str | None = None
+    service_tier: str | None = None  # the tier this entry prices; None: the standard price
 
     def matches(self, models: Iterable[str], providers: Iterable[str | None]) -> bool:
         """Whether the globs match any of the names a call's model and provider go by."""
@@ -354,7 +370,7 @@ class Override:
 
     def describe(self) -> str:
         """A short label for tables: ``prices.toml#2 (reasoning x1.5, since 2026-01-01)``."""
-        parts = []
+        parts = [f"{self.service_tier} tier"] if self.service_tier else []
         if self.rates is not None:
             parts.append("custom rates")
         parts += [
@@ -369,7 +385,16 @@ class Override:
         return f"{self.label} ({', '.join(parts)})"
 
 
-_ENTRY_FIELDS = {"model", "provider", "since", "until", "note", *PRICE_KEYS, *MULTIPLIER_KEYS}
+_ENTRY_FIELDS = {
+    "model",
+    "provider",
+    "since",
+    "until",
+    "note",
+    "service_tier",
+    *PRICE_KEYS,
+    *MULTIPLIER_KEYS,
+}
 
 
 def load_overrides(path: Path) -> tuple[list[Override], str]:
@@ -415,6 +440,12 @@ def _parse_entry(path: Path, index: int, entry: dict[str, Any]) -> Override:
     note = entry.get("note")
     if note is not None and not isinstance(note, str):
         raise fail("note", "must be a string")
+    tier = entry.get("service_tier")
+    if tier is not None and (not isinstance(tier, str) or not tier.strip()):
+        raise fail("service_tier", 'must be a tier name such as "flex" or "batch"')
+    tier = None if tier is None else normalize_service_tier(tier)
+    if tier == "standard":
+        tier = None  # the list price: the same as an entry without a tier
     multipliers = {}
     for key in MULTIPLIER_KEYS:
         if key in entry:
@@ -438,6 +469,7 @@ def _parse_entry(path: Path, index: int, entry: dict[str, Any]) -> Override:
         rates=rates,
         multipliers=multipliers,
         note=note,
+        service_tier=tier,
     )
 
 
@@ -611,6 +643,8 @@ class PriceBook:
             constraints = _constraints(info)
             dates = _constraint_dates(info) if info is not None else set()
             dates |= {d for o in overrides for d in (o.since, o.until) if d is not None}
+            if info is not None and gp_provider is not None:
+                dates |= _variant_dates(info)
             tods = set()
             for c in constraints:
                 if isinstance(c, gp_types.TimeOfDateConstraint):
@@ -636,10 +670,14 @@ class PriceBook:
         resolved = self._model(provider, model)
         return resolved.tod_bounds if resolved else ()
 
-    def rates_for(self, provider: str | None, model: str, at: datetime) -> Rates | None:
-        """The rates in force for ``model`` at ``at`` (naive = UTC); None if it has no price.
+    def rates_for(
+        self, provider: str | None, model: str, at: datetime, service_tier: str | None = None
+    ) -> Rates | None:
+        """The rates in force for ``model`` at ``at`` (naive = UTC) on ``service_tier``; None
+        if it has no price (for a non-standard tier: no price *for that tier*, see
+        ``tier_rates``).
 
-        Cached by (provider, model, date range, time-of-day band): everything the price
+        Cached by (provider, model, date range, time-of-day band, tier): everything the price
         depends on, so the warm path is two dict lookups and two bisects.
         """
         resolved = self._models.get((provider, model), _MISSING)
@@ -653,37 +691,83 @@ class PriceBook:
         tod_band = (
             bisect.bisect_right(resolved.tod_bounds, _tod_us(at)) if resolved.tod_bounds else 0
         )
-        key = (provider, model, date_band, tod_band)
+        tier = standard_tier(service_tier)
+        key = (provider, model, date_band, tod_band, tier)
         rates = self._rates.get(key, _MISSING)
         if rates is _MISSING:
-            rates = self._rates[key] = self._rates_at(resolved, at)
+            rates = self._rates[key] = self._rates_at(resolved, at, tier)
         return rates
 
-    def _rates_at(self, resolved: _Model, at: datetime) -> Rates | None:
+    def tier_rates(
+        self, provider: str | None, model: str, at: datetime, service_tier: str
+    ) -> Rates | None:
+        """The rates of ``service_tier`` (``batch``, ``flex``, ``priority``...) for a model at a
+        time, or None when nothing prices that tier: never the standard rates in its place.
+
+        From the price file's entries for the tier (absolute rates, or multipliers of the
+        standard price), else genai-prices' price variants for the tier in force at ``at``
+        (OpenAI ``service_tier`` flex/priority from 2026-10-12; batch as ``processing`` for
+        Anthropic, OpenAI, Google, Mistral, Groq and xAI from 2026-10-14). For ``standard``
+        (or None) these are the standard rates. The one lookup for "what would this call cost
+        on another tier" (batch-eligible traffic, reconciliation with the bill).
+        """
+        return self.rates_for(provider, model, at, service_tier)
+
+    def _rates_at(self, resolved: _Model, at: datetime, tier: str | None = None) -> Rates | None:
         active = [o for o in resolved.overrides if o.active(at.date())]
-        absolute = next((o for o in active if o.rates is not None), None)
-        if absolute is not None:
-            rates, fallbacks = _complete(absolute.rates or {})
-            period = f"custom rates from {absolute.label}"
-        elif resolved.info is not None:
-            price = resolved.info.get_prices(at)
-            rates, fallbacks = _rates_from_model_price(price)
-            period = _describe_period(resolved.info, price, at)
+        plain = [o for o in active if o.service_tier is None]
+        tiered = [o for o in active if tier is not None and o.service_tier == tier]
+        standard = self._standard_base(resolved, plain, at)
+        if tier is None:
+            if standard is None:
+                return None
+            rates, fallbacks, period, base_entry = standard
         else:
-            return None
-        for override in active:
+            absolute = next((o for o in tiered if o.rates is not None), None)
+            variant = _variant_price(resolved, at, tier)
+            if absolute is not None:
+                rates, fallbacks = _complete(absolute.rates or {})
+                period, base_entry = f"{tier}: custom rates from {absolute.label}", absolute
+            elif tiered and standard is not None:  # multipliers of the standard price
+                rates, fallbacks, period, base_entry = standard
+                period = f"{tier}: standard price ({period}) x the tier's multipliers"
+            elif variant is not None and not any(o.rates is not None for o in plain):
+                price, since = variant
+                rates, fallbacks = _rates_from_model_price(price)
+                period = f"{tier} price" + (f" from {since}" if since else "")
+                base_entry = None
+            else:
+                return None
+        multiplied = [o for o in (*plain, *tiered) if o.multipliers]
+        for override in multiplied:
             for key, factor in override.multipliers.items():
                 for name in MULTIPLIER_KEYS[key]:
                     rates[name] = rates[name].scaled(factor)
+        applied = [o for o in active if o is base_entry or o in multiplied]
         return Rates(
             **rates,
             provider_id=resolved.provider.id if resolved.provider else None,
             model_id=resolved.info.id if resolved.info else None,
             period=period,
-            overrides=tuple(o.describe() for o in active),
+            overrides=tuple(o.describe() for o in applied),
             fallbacks=fallbacks,
-            source=self._source(active),
+            source=self._source(applied),
         )
+
+    def _standard_base(
+        self, resolved: _Model, plain: list[Override], at: datetime
+    ) -> tuple[dict[str, Rate], tuple, str, Override | None] | None:
+        """The standard price before multipliers: the first entry without a tier that has
+        absolute rates, else genai-prices' price in force; None when neither exists."""
+        absolute = next((o for o in plain if o.rates is not None), None)
+        if absolute is not None:
+            rates, fallbacks = _complete(absolute.rates or {})
+            return rates, fallbacks, f"custom rates from {absolute.label}", absolute
+        if resolved.info is None:
+            return None
+        price = resolved.info.get_prices(at)
+        rates, fallbacks = _rates_from_model_price(price)
+        return rates, fallbacks, _describe_period(resolved.info, price, at), None
 
     def _source(self, applied: list[Override]) -> str:
         """``price_source`` of calls priced with ``applied`` entries: the price data, plus the
@@ -710,6 +794,7 @@ class PriceBook:
         cache_write_1h_tokens: int | None = None,
         output_tokens: int | None = None,
         reasoning_tokens: int | None = None,
+        service_tier: str | None = None,
     ) -> dict[str, Any]:
         """Cost fields of one call (``input_cost`` ... ``total_cost``, ``price_status``,
         ``price_source``), from the same rates and rules as ``price_calls``."""
@@ -733,18 +818,70 @@ class PriceBook:
         if min(inp, cr, cw, cw1h, out, rs) < 0 or cr + cw > inp or cw1h > cw or rs > out:
             result["price_status"] = PRICE_INVALID_USAGE
             return result
-        rates = self.rates_for(provider, model, at)
+        rates = self.rates_for(provider, model, at, service_tier)
         if rates is None:
-            result["price_status"] = PRICE_UNKNOWN_MODEL
+            result["price_status"] = self._unpriced_status(provider, model, at, service_tier)
             return result
         result.update(rates.cost(inp, cr, cw, cw1h, out, rs))
         result["price_status"] = PRICE_OK
         result["price_source"] = rates.source
         return result
 
+    def _unpriced_status(
+        self, provider: str | None, model: str, at: datetime, service_tier: str | None
+    ) -> str:
+        """Why a call with usage has no rates: its tier has no price, or its model none."""
+        tier = standard_tier(service_tier)
+        if tier is not None and self.rates_for(provider, model, at) is not None:
+            return f"{PRICE_UNPRICED_TIER}:{tier}"
+        return PRICE_UNKNOWN_MODEL
+
 
 _MISSING: Any = object()
 _COST_NAMES = (*COST_COMPONENTS, "total_cost")
+
+
+def standard_tier(service_tier: str | None) -> str | None:
+    """None for the standard (list-price) tier under any spelling, else the normalised tier."""
+    tier = normalize_service_tier(service_tier)
+    return None if tier == "standard" else tier
+
+
+# genai-prices' price_context per tier: OpenAI and Google name theirs ``service_tier``; batch is
+# ``processing`` for every provider. A tier not listed here is looked up as ``service_tier``.
+TIER_CONTEXTS: Mapping[str, Mapping[str, str]] = {"batch": {"processing": "batch"}}
+
+
+def _tier_context(tier: str) -> Mapping[str, str]:
+    return TIER_CONTEXTS.get(tier, {"service_tier": tier})
+
+
+def _variant_price(
+    resolved: _Model, at: datetime, tier: str
+) -> tuple[gp_types.ModelPrice, date | None] | None:
+    """genai-prices' price of ``tier`` in force at ``at`` and the date its variant started, or
+    None when no variant of the model prices it then. As ``calc_price`` does, variants count
+    only for a model of the provider itself (not one it falls back to, e.g. Azure to OpenAI)."""
+    info, provider = resolved.info, resolved.provider
+    if info is None or provider is None or not any(info is m for m in provider.models):
+        return None
+    context = _tier_context(tier)
+    for variant in info.price_variants or ():
+        if variant.constraint is not None and not variant.constraint.active(at):
+            continue
+        if all(context.get(key) == value for key, value in variant.when.items()):
+            since = getattr(variant.constraint, "start_date", None)
+            return info.get_prices(at, context), since
+    return None
+
+
+def _variant_dates(info: gp_types.ModelInfo) -> set[date]:
+    """Start dates of the model's price variants: the tier price can change on them."""
+    return {
+        v.constraint.start_date
+        for v in info.price_variants or ()
+        if isinstance(v.constraint, gp_types.StartDateConstraint)
+    }
 
 
 def _describe_period(info: gp_types.ModelInfo, price: gp_types.ModelPrice, at: datetime) -> str:
@@ -798,6 +935,19 @@ def default_book() -> PriceBook:
     return PriceBook.load()
 
 
+def tier_rates(
+    provider: str | None,
+    model: str,
+    at: datetime,
+    service_tier: str,
+    *,
+    book: PriceBook | None = None,
+) -> Rates | None:
+    """``PriceBook.tier_rates`` on ``book`` or the default book: the rates of a service tier
+    (``batch``, ``flex``, ``priority``...), or None when nothing prices that tier."""
+    return (book or default_book()).tier_rates(provider, model, at, service_tier)
+
+
 def price_one(
     provider: str | None, model: str | None, at: datetime, *, book: PriceBook | None = None, **usage
 ) -> dict[str, Any]:
@@ -820,13 +970,13 @@ _TOKENS = {
 def price_calls(calls: pl.DataFrame | pl.LazyFrame, book: PriceBook | None = None) -> pl.DataFrame:
     """Call records with every cost field, ``price_status`` and ``price_source`` filled.
 
-    Vectorized: each distinct price key (provider, model, UTC day, time-of-day band) is priced
-    once in Python. Per row there is only integer work: one Int64 key, a lookup of the key's
+    Vectorized: each distinct price key (provider, model, tier, UTC day, time-of-day band) is
+    priced once in Python. Per row there is only integer work: one Int64 key, a lookup of the key's
     rate-table index, the tier level, a gather of the seven rates, and the cost expressions.
     """
     book = book or default_book()
     frame = conform(calls).collect()
-    keyed, unique, rids, thresholds, rates = _resolve_keys(frame, book)
+    keyed, unique, (rids, statuses, thresholds, rates) = _resolve_keys(frame, book)
     rid = pl.col("_key").replace_strict(unique, rids, return_dtype=pl.Int64)
     # rows that are not priced get no rate-table row, so their costs come out null
     ok = pl.col("price_status") == PRICE_OK
@@ -835,14 +985,14 @@ def price_calls(calls: pl.DataFrame | pl.LazyFrame, book: PriceBook | None = Non
         pl.concat([frame, keyed], how="horizontal")
         .lazy()
         .with_columns(rid.alias("_rid"))
-        .with_columns(_status_expr())
+        .with_columns(_status_expr(statuses))
         .with_columns(row.alias("_row"))
         .with_columns(pl.lit(rates[name]).gather(pl.col("_row")) for name in COMPONENTS)
         .with_columns(
             *(expr.alias(name) for name, expr in _cost_exprs()),
-            pl.when(ok)
-            .then(pl.lit(rates[_SOURCE]).gather(pl.col("_rid")))
-            .otherwise(pl.lit(book.source, dtype=pl.String))
+            pl.lit(rates[_SOURCE])
+            .gather(pl.when(ok).then(pl.col("_rid")))  # null, not a negative (from-end) index
+            .fill_null(pl.lit(book.source, dtype=pl.String))
             .alias("price_source"),
         )
         .with_columns(_total_expr())
@@ -851,9 +1001,7 @@ def price_calls(calls: pl.DataFrame | pl.LazyFrame, book: PriceBook | None = Non
     )
 
 
-def _resolve_keys(
-    frame: pl.DataFrame, book: PriceBook
-) -> tuple[pl.DataFrame, pl.Series, list[int | None], list[pl.Series], dict[str, pl.Series]]:
+def _resolve_keys(frame: pl.DataFrame, book: PriceBook) -> tuple[pl.DataFrame, pl.Series, tuple]:
     """Per row a price key (``_key``) and total input (``_in``); the distinct keys, each
     resolved once (see ``_price_keys``)."""
     model = pl.coalesce(_nonempty("model"), _nonempty("request_model"))
@@ -867,6 +1015,7 @@ def _resolve_keys(
         (start.dt.epoch("us") // _DAY_US).alias("_day"),
         (start.dt.epoch("us") % _DAY_US).alias("_tod"),
         pl.col(_TOKENS["in"]).fill_null(0).alias("_in"),
+        pl.col("service_tier").alias("_t"),
     )
     pairs = keyed.group_by("_k").agg(pl.first("_p"), pl.first("_m")).rows()
     banded = {(i, b) for i, (_, p, m) in enumerate(pairs) if m for b in book.tod_bounds(p, m)}
@@ -875,12 +1024,25 @@ def _resolve_keys(
     pair_index = pl.col("_k").replace_strict(
         [k for k, _, _ in pairs], range(len(pairs)), return_dtype=pl.Int64
     )
-    # pair index | day offset | band, packed in one Int64 so dedup and lookup are integer ops
-    key = pair_index * _PAIR + (pl.col("_day") - first_day) * _BANDS
+    tiers, tier_index = _tier_index(frame)
+    # (pair, tier) | day offset | band, packed in one Int64 so dedup and lookup are integer ops
+    key = (pair_index * len(tiers) + tier_index) * _PAIR + (pl.col("_day") - first_day) * _BANDS
     key = key + _band_expr(bounds, {i for i, _ in banded}, pair_index)
     keyed = keyed.select(key.alias("_key"), "_in")
     unique = keyed["_key"].unique()
-    return keyed, unique, *_price_keys(book, unique, pairs, first_day, bounds)
+    return keyed, unique, _price_keys(book, unique, pairs, tiers, first_day, bounds)
+
+
+def _tier_index(frame: pl.DataFrame) -> tuple[list[str | None], pl.Expr]:
+    """The distinct service tiers (index 0: standard, under any spelling or none) and each
+    row's index into them; normalised once per distinct value, not per row."""
+    raw = frame.get_column("service_tier").drop_nulls().unique().to_list()
+    normal = {value: standard_tier(value) for value in raw}
+    tiers: list[str | None] = [None, *sorted({t for t in normal.values() if t is not None})]
+    if len(tiers) == 1:
+        return tiers, pl.lit(0, dtype=pl.Int64)
+    index = [tiers.index(normal[value]) for value in raw]
+    return tiers, pl.col("_t").replace_strict(raw, index, default=0, return_dtype=pl.Int64)
 
 
 def _pair_code(provider: pl.Expr, model: pl.Expr) -> pl.Expr:
@@ -935,30 +1097,46 @@ def _price_keys(
     book: PriceBook,
     keys: pl.Series,
     pairs: list[tuple[int, str | None, str | None]],
+    tiers: list[str | None],
     first_day: int,
     bounds: list[int],
-) -> tuple[list[int | None], list[pl.Series], dict[str, pl.Series]]:
+) -> tuple[list[int | None], dict[int, str], list[pl.Series], dict[str, pl.Series]]:
     """Resolve each distinct key once.
 
-    Returns per key its rid (None: no price; ``_NO_MODEL``: blank model), per tier level a
-    Series of thresholds indexed by rid, and per component a Series of quoted prices with
-    ``levels + 1`` entries per rid: entry ``rid * (levels + 1) + level`` is the price for a
-    call whose input exceeds ``level`` thresholds.
+    Returns per key its rid (None: unknown model; ``_NO_MODEL``: blank model; another negative
+    rid: an unpriced status, given by the second result, e.g. ``unpriced_tier:flex``), per tier
+    level a Series of thresholds indexed by rid, and per component a Series of quoted prices
+    with ``levels + 1`` entries per rid: entry ``rid * (levels + 1) + level`` is the price for
+    a call whose input exceeds ``level`` thresholds.
     """
     # The book hands out one cached Rates object per price period, so identity dedups them
     # without hashing every nested tuple.
     found: dict[int, tuple[int, Rates]] = {}
     rids: list[int | None] = []
+    statuses: dict[int, str] = {}
     for key in keys:
-        pair, rest = divmod(key, _PAIR)
+        combined, rest = divmod(key, _PAIR)
+        pair, tier = divmod(combined, len(tiers))
         day, band = divmod(rest, _BANDS)
         _, provider, model = pairs[pair]
         if model is None or not model.strip():
             rids.append(_NO_MODEL)
             continue
         offset = (first_day + day) * _DAY_US + (bounds[band - 1] if band else 0)
-        rates = book.rates_for(provider, model, _EPOCH + timedelta(microseconds=offset))
-        rids.append(None if rates is None else found.setdefault(id(rates), (len(found), rates))[0])
+        at = _EPOCH + timedelta(microseconds=offset)
+        rates = book.rates_for(provider, model, at, tiers[tier])
+        if rates is None:
+            status = book._unpriced_status(provider, model, at, tiers[tier])
+            if status == PRICE_UNKNOWN_MODEL:
+                rids.append(None)
+            else:
+                code = next((c for c, s in statuses.items() if s == status), None)
+                if code is None:
+                    code = _NO_MODEL - 1 - len(statuses)
+                    statuses[code] = status
+                rids.append(code)
+            continue
+        rids.append(found.setdefault(id(rates), (len(found), rates))[0])
     distinct = [rates for _, rates in found.values()]
     starts = [_thresholds(r) for r in distinct]
     levels = max(map(len, starts), default=0)
@@ -975,7 +1153,7 @@ def _price_keys(
             values += [rates.component(name).price_at(x) for x in probes]
         prices[name] = pl.Series(f"_{name}", values, dtype=pl.Float64)
     prices[_SOURCE] = pl.Series(_SOURCE, [r.source for r in distinct], dtype=pl.String)
-    return rids, thresholds, prices
+    return rids, statuses, thresholds, prices
 
 
 def _thresholds(rates: Rates) -> list[int]:
@@ -1007,8 +1185,9 @@ def _total_expr() -> pl.Expr:
     return _total(c).alias("total_cost")
 
 
-def _status_expr() -> pl.Expr:
-    """Why a call is or is not priced; the same rules, in the same order, as ``price_one``."""
+def _status_expr(statuses: Mapping[int, str]) -> pl.Expr:
+    """Why a call is or is not priced; the same rules, in the same order, as ``price_one``.
+    ``statuses``: the unpriced statuses of special (negative) rids."""
     t = {k: pl.col(v).fill_null(0) for k, v in _TOKENS.items()}
     no_usage = pl.all_horizontal([pl.col(v).is_null() for v in _TOKENS.values()])
     invalid = (
@@ -1026,6 +1205,8 @@ def _status_expr() -> pl.Expr:
         .then(pl.lit(PRICE_INVALID_USAGE))
         .when(pl.col("_rid").is_null())
         .then(pl.lit(PRICE_UNKNOWN_MODEL))
+        .when(pl.col("_rid") < _NO_MODEL)
+        .then(pl.col("_rid").replace_strict(statuses, default=None, return_dtype=pl.String))
         .otherwise(pl.lit(PRICE_OK))
         .alias("price_status")
     )

@@ -61,6 +61,14 @@ Fingerprints (no content)
     known), ``input_fingerprint`` (hash of the whole input).
 Content (only with ``--keep-content``)
     ``input_content``, ``output_content`` (JSON strings).
+Pricing context (appended: older store files read these as null)
+    ``service_tier``: the provider's service tier that served the call, as the price depends on
+    it: ``standard`` (list price; OpenAI ``default``, Anthropic ``standard``), ``flex``,
+    ``priority``, ``scale``, ``batch``, ... (``llmtrace.dialects.SERVICE_TIER_VALUES``); null
+    when the source does not say, priced as standard. A call on another tier is never priced
+    at standard rates: without a price for its tier (genai-prices' variants or a price-file
+    entry with ``service_tier``) its costs are null and ``price_status`` is
+    ``unpriced_tier:<tier>``.
 """
 
 from __future__ import annotations
@@ -152,6 +160,8 @@ CALL_SCHEMA: pl.Schema = pl.Schema(
         # content, only when the user asks for it
         "input_content": pl.String,
         "output_content": pl.String,
+        # pricing context (appended)
+        "service_tier": pl.String,
     }
 )
 
@@ -164,6 +174,9 @@ PRICE_NO_MODEL = "no_model"
 PRICE_NO_USAGE = "no_usage"
 PRICE_INVALID_USAGE = "invalid_usage"
 PRICE_NOT_PRICED = "not_priced"  # not yet run through pricing
+# A call on a non-standard service tier that has no price for that tier; the status is this
+# prefix and the tier: "unpriced_tier:flex".
+PRICE_UNPRICED_TIER = "unpriced_tier"
 
 
 def empty_calls() -> pl.DataFrame:

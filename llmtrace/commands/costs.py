@@ -32,6 +32,7 @@ from llmtrace.costs import (
     parse_action_price,
     per_action,
     summarize,
+    tier_price_hints,
     total_row,
     unpriced_reasons,
 )
@@ -240,6 +241,7 @@ def _show_summary(
     reasons = unpriced_reasons(calls)
     _print_table(_summary_table(summary, keys, window))
     _print_unpriced(reasons)
+    _print_tier_hints(calls)
 
 
 @dataclass
@@ -373,6 +375,23 @@ def _print_unpriced(reasons: pl.DataFrame) -> None:
         examples = f" (e.g. {', '.join(models)})" if models else ""
         console.print(f"    {status}: {calls:,}{examples}")
     console.print("  Run `llmtrace prices` to see or override the prices in use.")
+
+
+def _print_tier_hints(calls: pl.LazyFrame) -> None:
+    """Calls on a service tier without a price: the price-file entries that would price them."""
+    hints = tier_price_hints(calls)
+    if not hints:
+        return
+    console.print(
+        "  Calls on a service tier without a price are never priced at standard rates. "
+        "Give the tier its price in your price file, then run `llmtrace reprice`:",
+        markup=False,
+        soft_wrap=True,
+    )
+    for hint in hints:
+        console.print("", markup=False)
+        for line in hint.splitlines():
+            console.print(f"    {line}", markup=False, soft_wrap=True)
 
 
 # -- per action ---------------------------------------------------------------------------------

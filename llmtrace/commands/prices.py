@@ -46,10 +46,20 @@ _LABELS: dict[str, tuple[str, str]] = {
     default=None,
     help="Price in force at this date or date-time (naive = UTC). Default: now.",
 )
+@click.option(
+    "--service-tier",
+    default=None,
+    help="Rates of this service tier (flex, priority, batch...) instead of the standard ones.",
+)
 @prices_option
 @format_option(["table", "json"])
 def prices(
-    model: str, provider: str | None, at: datetime | None, prices_file: Path | None, fmt: str
+    model: str,
+    provider: str | None,
+    at: datetime | None,
+    service_tier: str | None,
+    prices_file: Path | None,
+    fmt: str,
 ) -> None:
     """Show the rates in force for MODEL (USD per million tokens) and where they came from.
 
@@ -61,11 +71,14 @@ def prices(
       llmtrace prices claude-sonnet-4-5
       llmtrace prices o3 --at 2025-05-01 --format json
       llmtrace prices deepseek-chat --at 2026-11-27T02:00Z
+      llmtrace prices o3 --service-tier flex
       llmtrace prices ft:gpt-4o-mini:acme:1 --provider openai --prices prices.toml
     """
     book = load_price_book(prices_file)
     when = at or datetime.now(UTC)
-    rates = book.rates_for(provider, model, when)
+    rates = book.rates_for(provider, model, when, service_tier)
+    if rates is None and book.rates_for(provider, model, when) is not None:
+        _no_tier_price(model, provider, service_tier or "")
     if rates is None:
         _unknown(book, model, provider)
     if fmt == "json":
@@ -85,6 +98,18 @@ def _unknown(book: PriceBook, model: str, provider: str | None) -> None:
         f"llmtrace: no price for model {model!r} (provider: {provider or 'any'}) in "
         f"{book.source}.{near}\nGive it rates in a price file, e.g.\n"
         f'  [[price]]\n  model = "{model}"\n  input_mtok = 1.0\n  output_mtok = 2.0',
+        markup=False,
+    )
+    raise click.exceptions.Exit(1)
+
+
+def _no_tier_price(model: str, provider: str | None, tier: str) -> None:
+    err_console.print(
+        f"llmtrace: no {tier} price for model {model!r} (provider: {provider or 'any'}); calls "
+        "on that tier stay unpriced rather than priced at standard rates.\nGive the tier a "
+        f'price in a price file, e.g.\n  [[price]]\n  model = "{model}"\n'
+        f'  service_tier = "{tier}"\n'
+        "  multiplier = ...  # share of the standard price; or input_mtok and output_mtok",
         markup=False,
     )
     raise click.exceptions.Exit(1)

@@ -95,7 +95,7 @@ from langfuse.api.core.api_error import ApiError
 
 from llmtrace import fingerprint
 from llmtrace.accuracy import AccuracyConfig
-from llmtrace.dialects import USAGE_JSON_BUCKETS
+from llmtrace.dialects import SERVICE_TIER_VALUES, USAGE_JSON_BUCKETS
 from llmtrace.errors import EXIT_FINDINGS, EXIT_USAGE, LlmtraceError
 from llmtrace.pricing import PriceBook, price_calls
 from llmtrace.record import CALL_SCHEMA, SCORE_STRUCT, conform
@@ -359,7 +359,14 @@ _RAW_SCHEMA: dict[str, Any] = {
     "userId": pl.String,
     "sessionId": pl.String,
     "model": pl.String,
-    "modelParameters": pl.Struct({"reasoning_effort": pl.String, "reasoningEffort": pl.String}),
+    "modelParameters": pl.Struct(
+        {
+            "reasoning_effort": pl.String,
+            "reasoningEffort": pl.String,
+            "service_tier": pl.String,  # Langfuse's OpenAI integration puts the tier here
+            "serviceTier": pl.String,
+        }
+    ),
     "usageDetails": None,
     "costDetails": None,
     "promptName": pl.String,
@@ -676,6 +683,7 @@ def observations_to_calls(
         pl.coalesce(effort.field("reasoning_effort"), effort.field("reasoningEffort")).alias(
             "reasoning_effort"
         ),
+        _service_tier(pl.coalesce(effort.field("service_tier"), effort.field("serviceTier"))),
         start.alias("start_time"),
         end.alias("end_time"),
         pl.coalesce(
@@ -863,6 +871,14 @@ def _empty_scores() -> pl.DataFrame:
             "score": SCORE_STRUCT,
         }
     )
+
+
+def _service_tier(raw: pl.Expr) -> pl.Expr:
+    """The record's ``service_tier`` from the tier Langfuse recorded (``SERVICE_TIER_VALUES``)."""
+    text = raw.str.strip_chars().str.to_lowercase()
+    known = list(SERVICE_TIER_VALUES)
+    mapped = text.replace_strict(known, list(SERVICE_TIER_VALUES.values()), default=text)
+    return pl.when(text.str.len_bytes() > 0).then(mapped).alias("service_tier")
 
 
 # -- providers --------------------------------------------------------------------------------

@@ -632,6 +632,8 @@ class CostSpanProcessor(SpanProcessor):
             return with_attributes(span, extra)
         if adopted is not None and not _has_usage(call):
             _adopt_usage(call, adopted)
+        if adopted is not None and call.get("service_tier") is None:
+            call["service_tier"] = adopted.get("service_tier")  # often only the SDK's span says
         call["start_time"] = _utc(call.get("start_time"))
         costs = self._pricer(call)
         extra.update(cost_attributes(costs))
@@ -694,6 +696,7 @@ class LazyPriceBook:
             call.get("model"),
             call["start_time"],
             **{field: call.get(field) for field in TOKEN_FIELDS},
+            service_tier=call.get("service_tier"),
         )
 
 

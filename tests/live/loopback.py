@@ -65,6 +65,12 @@ DEFAULT_OPENAI = "gpt-4o"
 DEFAULT_ANTHROPIC = "claude-sonnet-4-5"
 
 
+def _served_tier(body: dict[str, Any]) -> str:
+    """The tier OpenAI answers with: the one requested, "default" for none or "auto"."""
+    requested = body.get("service_tier")
+    return "default" if requested in (None, "auto") else str(requested)
+
+
 class LoopbackProvider:
     """A threaded HTTP server on 127.0.0.1 speaking enough of both APIs for the SDKs.
 
@@ -134,7 +140,7 @@ class LoopbackProvider:
                 }
             ],
             "usage": self.openai_usage_for(model),
-            "service_tier": "default",
+            "service_tier": _served_tier(body),
             "system_fingerprint": "fp_loopback",
         }
 
@@ -146,7 +152,7 @@ class LoopbackProvider:
             "object": "chat.completion.chunk",
             "created": int(time.time()),
             "model": OPENAI_RESPONSE_MODEL.get(model, model),
-            "service_tier": "default",
+            "service_tier": _served_tier(body),
             "system_fingerprint": "fp_loopback",
         }
         pieces = ["Hello", " from", " the loopback."]
