@@ -155,7 +155,13 @@ __all__ = [
 PRICES_ENV = "LLMTRACE_PRICES"
 # The record fields ``price_calls`` writes; everything else passes through unchanged, which is
 # what lets ``llmtrace reprice`` re-run pricing over stored calls.
-PRICED_FIELDS: tuple[str, ...] = (*COST_FIELDS, "price_status", "price_source")
+PRICED_FIELDS: tuple[str, ...] = (
+    *COST_FIELDS,
+    "price_status",
+    "price_source",
+    "provider",
+    "provider_assumed",
+)
 GENAI_SOURCE = f"genai-prices {genai_prices.__version__}"
 
 
@@ -563,6 +569,7 @@ class _Model:
     overrides: tuple[Override, ...]
     date_bounds: tuple[date, ...]
     tod_bounds: tuple[int, ...]  # microseconds of the UTC day where a price band starts or ends
+    assumed: str | None = None  # the provider id assumed from the model (none was recorded)
 
 
 def _constraints(info: gp_types.ModelInfo | None) -> list[Any]:
@@ -605,8 +612,9 @@ class PriceBook:
 
     # resolution ------------------------------------------------------------------------------
 
-    def _find(self, provider: str | None, model: str) -> tuple[Any, Any]:
-        """genai-prices provider and model for a recorded pair, or (None, None)."""
+    def _find(self, provider: str | None, model: str) -> tuple[Any, Any, bool]:
+        """genai-prices provider and model for a recorded pair, or (None, None), and whether
+        the provider was assumed (none recorded, or one genai-prices does not know)."""
         pid = None
         if provider and provider.strip():
             pid = normalize_provider(provider)  # records are normalised; hand-made may not be
@@ -616,21 +624,47 @@ class PriceBook:
                 pid = None  # a provider genai-prices does not know: guess from the model name
         for name in _model_candidates(model):
             try:
-                return self._snapshot.find_provider_model(name, None, pid, None)
+                return (*self._snapshot.find_provider_model(name, None, pid, None), pid is None)
             except LookupError:
                 continue
-        if pid is None and "/" in model:  # "anthropic/claude-..." with no provider recorded
+        if pid is not None:
+            return None, None, False
+        if "/" in model:  # "anthropic/claude-..." with no provider recorded
             try:
-                return self._snapshot.find_provider_model(model.strip(), None, "litellm", None)
+                return (
+                    *self._snapshot.find_provider_model(model.strip(), None, "litellm", None),
+                    True,
+                )
             except LookupError:
                 pass
+        return (*self._first_party(model), True)
+
+    def _first_party(self, model: str) -> tuple[Any, Any]:
+        """The model's own provider when genai-prices' guess from the name found none.
+
+        genai-prices guesses a provider from the model name by each provider's ``model_match``
+        (``gpt-*`` is OpenAI's); names outside those patterns (``text-embedding-3-small``) it
+        does not place. Then every provider that lists the model is a candidate, and resellers
+        say whom they resell: a candidate named in another candidate's
+        ``fallback_model_providers`` (Azure lists OpenAI) is the first party. A single
+        candidate is taken as it is; several resellers and no first party (an open-weights
+        model on five hosts at five prices) stay unresolved rather than priced by a guess.
+        """
+        for name in _model_candidates(model):
+            known = [(p, m) for p in self._snapshot.providers if (m := p.find_model(name))]
+            if not known:
+                continue
+            ids = {p.id for p, _ in known}
+            resold = {f for p, _ in known for f in p.fallback_model_providers or () if f in ids}
+            chosen = [(p, m) for p, m in known if p.id in resold] if resold else known
+            return chosen[0] if len(chosen) == 1 else (None, None)
         return None, None
 
     def _model(self, provider: str | None, model: str) -> _Model | None:
         key = (provider, model)
         if key in self._models:
             return self._models[key]
-        gp_provider, info = self._find(provider, model)
+        gp_provider, info, assumed = self._find(provider, model)
         names = [*_model_candidates(model), info.id.lower() if info else None]
         providers = [provider.strip().lower() if provider else None]
         if provider:
@@ -650,7 +684,12 @@ class PriceBook:
                 if isinstance(c, gp_types.TimeOfDateConstraint):
                     tods |= {_tod_us(_utc_time(c.start_time)), _tod_us(_utc_time(c.end_time))}
             resolved = _Model(
-                gp_provider, info, overrides, tuple(sorted(dates)), tuple(sorted(tods))
+                gp_provider,
+                info,
+                overrides,
+                tuple(sorted(dates)),
+                tuple(sorted(tods)),
+                gp_provider.id if assumed and gp_provider is not None else None,
             )
         self._models[key] = resolved
         return resolved
@@ -664,6 +703,12 @@ class PriceBook:
         """genai-prices providers that know ``model`` (a hint when no provider was given)."""
         names = _model_candidates(model)
         return [p.id for p in self._snapshot.providers if any(p.find_model(n) for n in names)]
+
+    def assumed_provider(self, provider: str | None, model: str) -> str | None:
+        """The genai-prices provider id assumed for ``model`` when ``provider`` is missing or
+        unknown to genai-prices; None when the recorded provider was used or none was found."""
+        resolved = self._model(provider, model)
+        return resolved.assumed if resolved else None
 
     def tod_bounds(self, provider: str | None, model: str) -> tuple[int, ...]:
         """Microseconds of the UTC day where this model's time-of-day price bands change."""
@@ -751,7 +796,8 @@ class PriceBook:
             period=period,
             overrides=tuple(o.describe() for o in applied),
             fallbacks=fallbacks,
-            source=self._source(applied),
+            source=self._source(applied)
+            + (f" (provider {resolved.assumed} assumed)" if resolved.assumed else ""),
         )
 
     def _standard_base(
@@ -976,7 +1022,7 @@ def price_calls(calls: pl.DataFrame | pl.LazyFrame, book: PriceBook | None = Non
     """
     book = book or default_book()
     frame = conform(calls).collect()
-    keyed, unique, (rids, statuses, thresholds, rates) = _resolve_keys(frame, book)
+    keyed, unique, (rids, statuses, thresholds, rates), assumed = _resolve_keys(frame, book)
     rid = pl.col("_key").replace_strict(unique, rids, return_dtype=pl.Int64)
     # rows that are not priced get no rate-table row, so their costs come out null
     ok = pl.col("price_status") == PRICE_OK
@@ -994,6 +1040,12 @@ def price_calls(calls: pl.DataFrame | pl.LazyFrame, book: PriceBook | None = Non
             .gather(pl.when(ok).then(pl.col("_rid")))  # null, not a negative (from-end) index
             .fill_null(pl.lit(book.source, dtype=pl.String))
             .alias("price_source"),
+            pl.coalesce(_lookup_provider(), pl.lit(assumed).gather(pl.col("_pair"))).alias(
+                "provider"
+            ),
+            (
+                _lookup_provider().is_null() & pl.lit(assumed).gather(pl.col("_pair")).is_not_null()
+            ).alias("provider_assumed"),
         )
         .with_columns(_total_expr())
         .select(CALL_SCHEMA.names())
@@ -1001,17 +1053,27 @@ def price_calls(calls: pl.DataFrame | pl.LazyFrame, book: PriceBook | None = Non
     )
 
 
-def _resolve_keys(frame: pl.DataFrame, book: PriceBook) -> tuple[pl.DataFrame, pl.Series, tuple]:
-    """Per row a price key (``_key``) and total input (``_in``); the distinct keys, each
-    resolved once (see ``_price_keys``)."""
+def _lookup_provider() -> pl.Expr:
+    """The provider a call is priced under: as recorded, or none where pricing assumed it
+    before (``provider_assumed``), so a reprice assumes it again from today's data."""
+    assumed = pl.col("provider_assumed").fill_null(False)
+    return pl.when(~assumed).then(pl.col("provider"))
+
+
+def _resolve_keys(
+    frame: pl.DataFrame, book: PriceBook
+) -> tuple[pl.DataFrame, pl.Series, tuple, pl.Series]:
+    """Per row a price key (``_key``), total input (``_in``) and (provider, model) pair index
+    (``_pair``); the distinct keys, each resolved once (see ``_price_keys``); and per pair the
+    provider assumed from the model where none was recorded."""
     model = pl.coalesce(_nonempty("model"), _nonempty("request_model"))
     start = pl.col("start_time").fill_null(
         pl.lit(datetime.now(UTC), dtype=CALL_SCHEMA["start_time"])
     )
     keyed = frame.select(
-        pl.col("provider").alias("_p"),
+        _lookup_provider().alias("_p"),
         model.alias("_m"),
-        _pair_code(pl.col("provider"), model).alias("_k"),
+        _pair_code(_lookup_provider(), model).alias("_k"),
         (start.dt.epoch("us") // _DAY_US).alias("_day"),
         (start.dt.epoch("us") % _DAY_US).alias("_tod"),
         pl.col(_TOKENS["in"]).fill_null(0).alias("_in"),
@@ -1028,9 +1090,14 @@ def _resolve_keys(frame: pl.DataFrame, book: PriceBook) -> tuple[pl.DataFrame, p
     # (pair, tier) | day offset | band, packed in one Int64 so dedup and lookup are integer ops
     key = (pair_index * len(tiers) + tier_index) * _PAIR + (pl.col("_day") - first_day) * _BANDS
     key = key + _band_expr(bounds, {i for i, _ in banded}, pair_index)
-    keyed = keyed.select(key.alias("_key"), "_in")
+    keyed = keyed.select(key.alias("_key"), "_in", pair_index.alias("_pair"))
     unique = keyed["_key"].unique()
-    return keyed, unique, _price_keys(book, unique, pairs, tiers, first_day, bounds)
+    assumed = pl.Series(
+        "_assumed",
+        [book.assumed_provider(p, m) if m and m.strip() else None for _, p, m in pairs],
+        dtype=pl.String,
+    )
+    return keyed, unique, _price_keys(book, unique, pairs, tiers, first_day, bounds), assumed
 
 
 def _tier_index(frame: pl.DataFrame) -> tuple[list[str | None], pl.Expr]:

@@ -69,6 +69,12 @@ Pricing context (appended: older store files read these as null)
     at standard rates: without a price for its tier (genai-prices' variants or a price-file
     entry with ``service_tier``) its costs are null and ``price_status`` is
     ``unpriced_tier:<tier>``.
+    ``provider_assumed``: true when no provider was recorded and pricing filled ``provider``
+    with the one genai-prices places the model under, preferring the model's first party
+    (``text-embedding-3-small`` from Langfuse, which records no provider: ``openai``). Such a
+    call's ``price_source`` also says so: ``genai-prices 0.2.5 (provider openai assumed)``,
+    as does a call whose recorded provider genai-prices does not know. ``llmtrace reprice``
+    assumes the provider again from the current price data.
 """
 
 from __future__ import annotations
@@ -162,6 +168,7 @@ CALL_SCHEMA: pl.Schema = pl.Schema(
         "output_content": pl.String,
         # pricing context (appended)
         "service_tier": pl.String,
+        "provider_assumed": pl.Boolean,
     }
 )
 

@@ -1180,3 +1180,72 @@ def test_audit_findings_match_an_otlp_import_of_the_same_calls(tmp_path):
     assert _rounded([f.to_dict() for f in findings[0]]) == _rounded(
         [f.to_dict() for f in findings[1]]
     )
+
+
+def test_calls_without_provider_are_priced_under_the_models_first_party_and_tiers_kept(
+    tmp_path,
+):
+    """Langfuse records no provider: an embedding model genai-prices cannot place by name
+    (``text-embedding-3-small``, listed by Azure and OpenAI) is priced under OpenAI, its
+    first party, and the record says the provider was assumed. Langfuse's OpenAI integration
+    keeps the service tier in the model parameters: flex is priced at flex rates."""
+    from genai_prices import Usage, calc_price
+
+    at = datetime(2026, 11, 20, 10, tzinfo=UTC)
+    rows = [
+        observation(
+            f"emb-{i}",
+            "trace-emb",
+            at + timedelta(seconds=i),
+            type="EMBEDDING",
+            model="text-embedding-3-small",
+            usage={"input": 400 + i},
+        )
+        for i in range(100)
+    ]
+    rows.append(
+        observation(
+            "flex-1",
+            "trace-flex",
+            at,
+            model="o3",
+            usage={"input": 1000, "output": 200},
+            model_parameters={"service_tier": "flex", "reasoning_effort": "low"},
+        )
+    )
+    stub = LangfuseStub(observations=rows)
+    store = Store(tmp_path / "store")
+    with stub.running() as url:
+        _run(url, stub, store, since=at - timedelta(hours=1), until=at + timedelta(hours=1))
+    calls = _stored(store)
+    embeddings = calls.filter(pl.col("operation") == "embeddings")
+    assert embeddings.height == 100
+    assert set(embeddings["price_status"]) == {"ok"}
+    assert set(embeddings["provider"]) == {"openai"} and embeddings["provider_assumed"].all()
+    assert set(embeddings["price_source"]) == {
+        f"genai-prices {genai_prices_version()} (provider openai assumed)"
+    }
+    for row in embeddings.iter_rows(named=True):
+        usage = Usage(input_tokens=row["input_tokens"])
+        want = calc_price(usage, "text-embedding-3-small", provider_id="openai")
+        assert row["total_cost"] == pytest.approx(float(want.total_price), rel=1e-12)
+    flex = calls.filter(pl.col("span_id") == "flex-1").row(0, named=True)
+    assert (flex["service_tier"], flex["reasoning_effort"], flex["price_status"]) == (
+        "flex",
+        "low",
+        "ok",
+    )
+    want = calc_price(
+        Usage(input_tokens=1000, output_tokens=200),
+        "o3",
+        provider_id="openai",
+        genai_request_timestamp=at,
+        price_context={"service_tier": "flex"},
+    )
+    assert flex["total_cost"] == pytest.approx(float(want.total_price), rel=1e-12)
+
+
+def genai_prices_version() -> str:
+    import genai_prices
+
+    return genai_prices.__version__

@@ -603,7 +603,9 @@ def test_prices_command_shows_override(price_file: Path) -> None:
     assert data["rates"]["input"]["base"] == pytest.approx(2.4)
     assert data["rates"]["input"]["tiers"][0]["price"] == pytest.approx(4.8)
     assert data["overrides"][0].startswith("prices.toml#1")
-    assert re.search(r"\+ prices.toml@[0-9a-f]{8}#1$", data["source"])
+    assert re.search(
+        r"\+ prices.toml@[0-9a-f]{8}#1 \(provider anthropic assumed\)$", data["source"]
+    )
 
 
 def test_prices_command_unknown_model_exits_1(tmp_path: Path) -> None:
@@ -632,3 +634,66 @@ def test_rates_is_a_cached_value(book: PriceBook) -> None:
     again = book.rates_for("openai", "gpt-4o", T2026 + timedelta(days=30))
     assert isinstance(first, Rates) and first is again
     assert re.fullmatch(r"genai-prices \d+\.\d+\.\d+", first.source)
+
+
+# -- calls without a provider ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "provider_id"),
+    [
+        ("text-embedding-3-small", "openai"),  # listed by azure and openai: azure resells openai
+        ("text-embedding-ada-002", "openai"),
+        ("gpt-4o", "openai"),  # genai-prices' own guess from the name
+        ("claude-sonnet-4-5", "anthropic"),  # not google, which resells it
+        ("llama-3.1-8b-instant", "groq"),  # only one provider lists it
+    ],
+)
+def test_a_missing_provider_is_the_models_first_party(
+    book: PriceBook, model: str, provider_id: str
+) -> None:
+    row = one(book, provider=None, model=model, input_tokens=1_000, output_tokens=10)
+    assert (row["provider"], row["provider_assumed"], row["price_status"]) == (
+        provider_id,
+        True,
+        "ok",
+    )
+    assert row["price_source"] == f"{SOURCE} (provider {provider_id} assumed)"
+    assert row["total_cost"] == pytest.approx(
+        reference(provider_id, model, T2026, input_tokens=1_000, output_tokens=10), rel=1e-12
+    )
+    single = book.price_one(None, model, T2026, input_tokens=1_000, output_tokens=10)
+    assert single["total_cost"] == pytest.approx(row["total_cost"], rel=1e-12)
+    assert single["price_source"] == row["price_source"]
+
+
+def test_a_recorded_provider_is_kept_and_resellers_without_a_first_party_stay_unpriced(
+    book: PriceBook,
+) -> None:
+    azure = one(book, provider="azure", model="text-embedding-3-small", input_tokens=1_000)
+    assert (azure["provider"], azure["provider_assumed"], azure["price_source"]) == (
+        "azure",
+        False,
+        SOURCE,
+    )
+    proxy = one(book, provider="my-proxy", model="gpt-4o", input_tokens=1_000)
+    assert (proxy["provider"], proxy["provider_assumed"]) == ("my-proxy", False)
+    assert proxy["price_source"] == f"{SOURCE} (provider openai assumed)"
+    # an open-weights model hosted by several resellers at several prices: no guess
+    hosted = one(book, provider=None, model="meta-llama/llama-3.3-70b-instruct", input_tokens=1)
+    assert (hosted["price_status"], hosted["provider"], hosted["provider_assumed"]) == (
+        "unknown_model",
+        None,
+        False,
+    )
+
+
+def test_pricing_again_assumes_the_provider_again(book: PriceBook) -> None:
+    first = price_calls(
+        calls({"provider": None, "model": "text-embedding-3-small", "input_tokens": 5}), book
+    )
+    again = price_calls(first, book)
+    assert again.equals(first)
+    # a stored call whose assumed provider no longer fits its model is re-assumed, not kept
+    moved = first.with_columns(pl.lit("anthropic").alias("provider"))
+    assert price_calls(moved, book).equals(first)

@@ -881,30 +881,6 @@ def _service_tier(raw: pl.Expr) -> pl.Expr:
     return pl.when(text.str.len_bytes() > 0).then(mapped).alias("service_tier")
 
 
-# -- providers --------------------------------------------------------------------------------
-
-
-def _infer_providers(calls: pl.DataFrame, book: PriceBook) -> pl.DataFrame:
-    """Fill ``provider`` with the genai-prices provider of each distinct model (Langfuse does not
-    record the provider); each model is looked up once, then joined."""
-    models = (
-        calls.filter(pl.col("model").is_not_null())
-        .group_by("model")
-        .agg(pl.col("start_time").min())
-    )
-    found = []
-    for model, at in models.iter_rows():
-        rates = book.rates_for(None, model, at or datetime.now(UTC))
-        found.append(rates.provider_id if rates else None)
-    table = models.select("model").with_columns(pl.Series("_provider", found, dtype=pl.String))
-    provider = pl.col("provider") if "provider" in calls.columns else pl.lit(None, pl.String)
-    return (
-        calls.join(table, on="model", how="left", maintain_order="left")
-        .with_columns(pl.coalesce(provider, pl.col("_provider")).alias("provider"))
-        .drop("_provider")
-    )
-
-
 # -- prompts ----------------------------------------------------------------------------------
 
 
@@ -1738,8 +1714,7 @@ def _store_page(
     calls = _apply_prompts(ctx, calls)
     calls = attach_scores(calls, ctx.scores, ctx.accuracy)
     _note_new_call_scores(ctx, calls)
-    calls = _infer_providers(calls, ctx.book)
-    priced = price_calls(conform(calls), ctx.book)
+    priced = price_calls(conform(calls), ctx.book)  # which also assumes each model's provider
     result = ctx.store.append(priced)
     _count(stats, priced, result.added, result.duplicates)
 

@@ -626,7 +626,7 @@ def _read_proto(data: bytes, name: str, sink: _Collector) -> None:
 _NOT_FROM_SPANS = frozenset(
     {"start_time", "end_time", "duration_ms", "day", "source", "accuracy", "scores"}
     | set(COST_FIELDS)
-    | {"price_status", "price_source"}
+    | {"price_status", "price_source", "provider_assumed"}
 )
 _RAW_SCHEMA = pl.Schema(
     {
