@@ -612,9 +612,14 @@ class PriceBook:
 
     # resolution ------------------------------------------------------------------------------
 
-    def _find(self, provider: str | None, model: str) -> tuple[Any, Any, bool]:
-        """genai-prices provider and model for a recorded pair, or (None, None), and whether
-        the provider was assumed (none recorded, or one genai-prices does not know)."""
+    def _find(self, provider: str | None, model: str) -> tuple[Any, Any]:
+        """genai-prices provider and model for a recorded pair, or (None, None)."""
+        found_provider, info, _ = self._resolve(provider, model)
+        return found_provider, info
+
+    def _resolve(self, provider: str | None, model: str) -> tuple[Any, Any, bool]:
+        """``_find``, and whether the provider was assumed (none recorded, or one genai-prices
+        does not know)."""
         pid = None
         if provider and provider.strip():
             pid = normalize_provider(provider)  # records are normalised; hand-made may not be
@@ -664,7 +669,7 @@ class PriceBook:
         key = (provider, model)
         if key in self._models:
             return self._models[key]
-        gp_provider, info, assumed = self._find(provider, model)
+        gp_provider, info, assumed = self._resolve(provider, model)
         names = [*_model_candidates(model), info.id.lower() if info else None]
         providers = [provider.strip().lower() if provider else None]
         if provider:
