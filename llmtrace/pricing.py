@@ -8,8 +8,9 @@ process) and never starts ``UpdatePrices`` (network inside someone else's progra
 Two ways in, one set of numbers:
 
 * ``price_calls(frame)`` prices a whole frame. It finds the distinct price keys -- provider,
-  model, service tier, UTC day and the time-of-day band the call started in (deepseek-chat has an off-peak
-  band, so a (model, day) key is not enough) -- resolves each key once, turns the result into a
+  model, service tier, UTC day and the time-of-day band the call started in (deepseek-chat has
+  an off-peak band, so a (model, day) key is not enough) -- resolves each key once, turns the
+  result into a
   small rates table (Float64 prices; tiers as threshold columns plus one price per tier level)
   and joins it to the calls. The arithmetic is Polars expressions; there is no Python loop per
   call.
@@ -34,78 +35,16 @@ Limits, on purpose: a call without ``start_time`` is priced at the current time;
 provider genai-prices knows is trusted (a Bedrock call never falls back to Anthropic's direct
 price), an unknown one is ignored and the provider guessed from the model name.
 
-Price file (TOML)
------------------
-Found in this order: the ``path`` argument (``--prices FILE``), ``$LLMTRACE_PRICES``, the
-top-level ``prices = "file.toml"`` key of llmtrace.toml (relative to that file), else none.
-It is a list of ``[[price]]`` entries::
-
-    [[price]]                      # a negotiated discount on everything Anthropic from a date
-    provider = "anthropic"
-    model = "claude-*"
-    multiplier = 0.8
-    since = 2026-01-01             # TOML date or "2026-01-01"; inclusive
-    until = "2027-01-01"           # exclusive; both optional, compared with the call's UTC date
-
-    [[price]]                      # a reasoning premium
-    model = "o3*"
-    reasoning_multiplier = 1.5     # multiplies the reasoning rate (defaults to the output rate)
-
-    [[price]]                      # a custom / fine-tuned model with absolute rates, USD per 1M
-    provider = "openai"
-    model = "ft:gpt-4o-mini:acme*"
-    input_mtok = 0.30
-    cache_read_mtok = 0.15
-    output_mtok = 1.20
-    note = "fine-tune, billed like gpt-4o-mini x2"
-
-Fields of an entry:
-
-``model`` (required), ``provider`` (optional)
-    Case-insensitive globs (``*``, ``?``, ``[...]``). ``model`` is tried against the model name
-    as recorded, the name without ``provider/`` or ``models/`` prefixes, and the genai-prices
-    model id (so ``o3`` also matches ``o3-2025-04-16``). ``provider`` is tried against the
-    recorded provider (``aws.bedrock``) and the genai-prices provider id (``aws``).
-``since``, ``until``
-    The entry's effective dates: ``since <= call date < until``.
-Absolute rates, USD per million tokens (``requests_kcount``: USD per 1,000 requests)
-    ``input_mtok`` and ``output_mtok`` (both required once any rate is given: a forgotten rate
-    must not silently price at 0), ``cache_read_mtok``, ``cache_write_mtok``,
-    ``cache_write_1h_mtok``, ``output_reasoning_mtok``, ``requests_kcount``. A value is a number
-    or a tiered price ``{ base = 3.0, tiers = [{ start = 200000, price = 6.0 }] }``. The entry
-    replaces the genai-prices price of the models it matches (or prices a model genai-prices does
-    not know). Missing cache rates fall back to the input rate, the 1-hour write rate to the
-    write rate and the reasoning rate to the output rate, as in genai-prices.
-Multipliers (numbers >= 0)
-    ``multiplier`` (every rate), ``input_multiplier`` (uncached input), ``cache_read_multiplier``,
-    ``cache_write_multiplier`` (5-minute and 1-hour writes), ``output_multiplier`` (non-reasoning
-    output), ``reasoning_multiplier``, ``request_multiplier``. They scale the rates in force after
-    fallbacks, tiers included.
-``note``
-    Free text, shown by ``llmtrace prices``.
-``service_tier``
-    The tier the entry prices (``"flex"``, ``"priority"``, ``"batch"``...): it applies only to
-    calls on that tier, and its absolute rates are the tier's price, or its multipliers scale
-    the *standard* price in force (``multiplier = 0.5``: half the list price), replacing
-    genai-prices' own price for the tier. Without it an entry prices the standard tier, and
-    its multipliers (a negotiated discount) also apply on top of every tier's price.
-
-How entries combine: among the entries in force for a call, the *first* one with absolute rates
-sets the base price; *every* matching multiplier then applies (they multiply). An error in the
-file raises ``ConfigError`` naming the file, the entry number (1-based) and the field.
+The user's price file (format, fields, how entries combine) is read by ``llmtrace.price_file``;
+``Rate`` / ``Rates`` and the cost formula live in ``llmtrace.rates``.
 """
 
 from __future__ import annotations
 
 import bisect
 import difflib
-import fnmatch
-import hashlib
-import math
-import os
-import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from functools import cache
@@ -117,8 +56,18 @@ import polars as pl
 from genai_prices import types as gp_types
 from genai_prices.data_snapshot import DataSnapshot
 
-from llmtrace.config import ConfigError, load_config
 from llmtrace.dialects import PROVIDER_ALIASES, normalize_provider, normalize_service_tier
+from llmtrace.price_file import PRICES_ENV, Override, find_price_file, load_overrides
+from llmtrace.rates import (
+    COMPONENTS,
+    MULTIPLIER_KEYS,
+    PER,
+    PRICE_KEYS,
+    Rate,
+    Rates,
+    complete_rates,
+    sum_costs,
+)
 from llmtrace.record import (
     CALL_SCHEMA,
     COST_COMPONENTS,
@@ -152,7 +101,6 @@ __all__ = [
     "tier_rates",
 ]
 
-PRICES_ENV = "LLMTRACE_PRICES"
 # The record fields ``price_calls`` writes; everything else passes through unchanged, which is
 # what lets ``llmtrace reprice`` re-run pricing over stored calls.
 PRICED_FIELDS: tuple[str, ...] = (
@@ -165,145 +113,8 @@ PRICED_FIELDS: tuple[str, ...] = (
 GENAI_SOURCE = f"genai-prices {genai_prices.__version__}"
 
 
-# Cost components in record order; "request" is per call, the rest per token.
-COMPONENTS: tuple[str, ...] = (
-    "input",
-    "cache_read",
-    "cache_write",
-    "cache_write_1h",
-    "output",
-    "reasoning",
-    "request",
-)
-# How many units a quoted price is for: tokens per million, requests per thousand.
-PER: Mapping[str, int] = {name: 1_000_000 for name in COMPONENTS} | {"request": 1_000}
-# Price-file / genai-prices price keys -> component.
-PRICE_KEYS: Mapping[str, str] = {
-    "input_mtok": "input",
-    "cache_read_mtok": "cache_read",
-    "cache_write_mtok": "cache_write",
-    "cache_write_1h_mtok": "cache_write_1h",
-    "output_mtok": "output",
-    "output_reasoning_mtok": "reasoning",
-    "requests_kcount": "request",
-}
-MULTIPLIER_KEYS: Mapping[str, tuple[str, ...]] = {
-    "multiplier": COMPONENTS,
-    "input_multiplier": ("input",),
-    "cache_read_multiplier": ("cache_read",),
-    "cache_write_multiplier": ("cache_write", "cache_write_1h"),
-    "output_multiplier": ("output",),
-    "reasoning_multiplier": ("reasoning",),
-    "request_multiplier": ("request",),
-}
-# A component without its own price is billed like this one (genai-prices' unit hierarchy:
-# a child unit without a price stays inside its parent's leaf).
-FALLBACK: Mapping[str, str] = {
-    "cache_read": "input",
-    "cache_write": "input",
-    "cache_write_1h": "cache_write",
-    "reasoning": "output",
-}
 _DAY_US = 86_400_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-# -- rates ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Rate:
-    """One component's price in USD per ``PER[component]`` units, with cliff tiers.
-
-    ``tiers`` holds ``(start, price)`` pairs in ascending ``start``: once the call's total input
-    tokens exceed ``start``, that price applies to every unit of the component.
-    """
-
-    base: float
-    tiers: tuple[tuple[int, float], ...] = ()
-
-    def price_at(self, input_tokens: int) -> float:
-        """The quoted price in force for a call with ``input_tokens`` total input tokens."""
-        if not self.tiers:
-            return self.base
-        for start, price in reversed(self.tiers):
-            if input_tokens > start:
-                return price
-        return self.base
-
-    def scaled(self, factor: float) -> Rate:
-        """This rate times ``factor`` (a discount or premium), tiers included."""
-        return Rate(self.base * factor, tuple((s, p * factor) for s, p in self.tiers))
-
-
-@dataclass(frozen=True, slots=True)
-class Rates:
-    """Everything needed to price calls of one model in one price period.
-
-    ``provider_id`` / ``model_id`` are the genai-prices ids matched (``model_id`` is None for a
-    model priced only by the user's file), ``period`` says which dated or time-of-day price it
-    is, ``overrides`` which price-file entries changed it and ``fallbacks`` which components
-    have no price of their own and are billed like another.
-    """
-
-    input: Rate
-    cache_read: Rate
-    cache_write: Rate
-    cache_write_1h: Rate
-    output: Rate
-    reasoning: Rate
-    request: Rate
-    provider_id: str | None = None
-    model_id: str | None = None
-    period: str = "always"
-    overrides: tuple[str, ...] = ()
-    fallbacks: tuple[tuple[str, str], ...] = ()
-    source: str = GENAI_SOURCE
-
-    def component(self, name: str) -> Rate:
-        """The rate of a component by name (``input``, ``cache_read``, ... ``request``)."""
-        return getattr(self, name)
-
-    def cost(
-        self,
-        input_tokens: int = 0,
-        cache_read_tokens: int = 0,
-        cache_write_tokens: int = 0,
-        cache_write_1h_tokens: int = 0,
-        output_tokens: int = 0,
-        reasoning_tokens: int = 0,
-    ) -> dict[str, float]:
-        """Disjoint costs of one call with valid usage; the same formula as ``price_calls``."""
-
-        inp = input_tokens
-        token, request = 1_000_000, PER["request"]  # written out: this is the live hot path
-        costs = {
-            "input_cost": (inp - cache_read_tokens - cache_write_tokens)
-            * self.input.price_at(inp)
-            / token,
-            "cache_read_cost": cache_read_tokens * self.cache_read.price_at(inp) / token,
-            "cache_write_cost": (cache_write_tokens - cache_write_1h_tokens)
-            * self.cache_write.price_at(inp)
-            / token
-            + cache_write_1h_tokens * self.cache_write_1h.price_at(inp) / token,
-            "output_cost": (output_tokens - reasoning_tokens) * self.output.price_at(inp) / token,
-            "reasoning_cost": reasoning_tokens * self.reasoning.price_at(inp) / token,
-            "request_cost": 1 * self.request.price_at(inp) / request,
-        }
-        costs["total_cost"] = _total(costs)
-        return costs
-
-
-def _total(costs: Mapping[str, float]) -> float:
-    """Sum of the components in a fixed order, so both pricing paths round identically."""
-    return (
-        costs["input_cost"]
-        + costs["cache_read_cost"]
-        + costs["cache_write_cost"]
-        + costs["output_cost"]
-        + costs["reasoning_cost"]
-        + costs["request_cost"]
-    )
 
 
 def _rate_from_genai(value: Decimal | gp_types.TieredPrices | None) -> Rate | None:
@@ -319,208 +130,13 @@ def _start(tier: gp_types.Tier) -> int:
     return tier.start
 
 
-def _complete(given: Mapping[str, Rate]) -> tuple[dict[str, Rate], tuple[tuple[str, str], ...]]:
-    """Fill components without a price the way genai-prices bills them (see ``FALLBACK``)."""
-    rates: dict[str, Rate] = {}
-    fallbacks: list[tuple[str, str]] = []
-    for name in COMPONENTS:
-        if name in given:
-            rates[name] = given[name]
-        elif name in FALLBACK:
-            rates[name] = rates[FALLBACK[name]]
-            fallbacks.append((name, FALLBACK[name]))
-        else:  # no input/output/request price: the data says this unit is free
-            rates[name] = Rate(0.0)
-    return rates, tuple(fallbacks)
-
-
 def _rates_from_model_price(price: gp_types.ModelPrice) -> tuple[dict[str, Rate], tuple]:
     given = {}
     for key, name in PRICE_KEYS.items():
         rate = _rate_from_genai(getattr(price, key, None))
         if rate is not None:
             given[name] = rate
-    return _complete(given)
-
-
-# -- the user's price file --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Override:
-    """One ``[[price]]`` entry of the user's price file."""
-
-    label: str
-    model: str
-    provider: str | None = None
-    since: date | None = None
-    until: date | None = None
-    rates: Mapping[str, Rate] | None = None  # absolute rates as given (before fallbacks)
-    multipliers: Mapping[str, float] = field(default_factory=dict)
-    note: str | None = None
-    service_tier: str | None = None  # the tier this entry prices; None: the standard price
-
-    def matches(self, models: Iterable[str], providers: Iterable[str | None]) -> bool:
-        """Whether the globs match any of the names a call's model and provider go by."""
-        if not any(fnmatch.fnmatchcase(m, self.model) for m in models if m):
-            return False
-        if self.provider is None:
-            return True
-        return any(fnmatch.fnmatchcase(p, self.provider) for p in providers if p)
-
-    def active(self, day: date) -> bool:
-        """Whether the entry is in force on ``day`` (since inclusive, until exclusive)."""
-        return (self.since is None or day >= self.since) and (
-            self.until is None or day < self.until
-        )
-
-    def describe(self) -> str:
-        """A short label for tables: ``prices.toml#2 (reasoning x1.5, since 2026-01-01)``."""
-        parts = [f"{self.service_tier} tier"] if self.service_tier else []
-        if self.rates is not None:
-            parts.append("custom rates")
-        parts += [
-            f"{key.removesuffix('_multiplier')} x{v:g}" for key, v in self.multipliers.items()
-        ]
-        if self.since:
-            parts.append(f"since {self.since}")
-        if self.until:
-            parts.append(f"until {self.until}")
-        if self.note:
-            parts.append(self.note)
-        return f"{self.label} ({', '.join(parts)})"
-
-
-_ENTRY_FIELDS = {
-    "model",
-    "provider",
-    "since",
-    "until",
-    "note",
-    "service_tier",
-    *PRICE_KEYS,
-    *MULTIPLIER_KEYS,
-}
-
-
-def load_overrides(path: Path) -> tuple[list[Override], str]:
-    """Read a price file; returns its entries and a label ``name@sha256[:8]``.
-
-    Raises ``ConfigError`` naming the file, entry and field for anything it cannot use, so a
-    typo (``multipler``) fails loudly instead of silently leaving prices unchanged.
-    """
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read price file: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    extra = sorted(set(data) - {"price"})
-    if extra:
-        raise ConfigError(f"{path}: unknown top-level key {extra[0]!r}; expected [[price]] entries")
-    entries = data.get("price", [])
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise ConfigError(f"{path}: 'price' must be an array of tables ([[price]])")
-    overrides = [_parse_entry(path, i, entry) for i, entry in enumerate(entries, start=1)]
-    return overrides, f"{path.name}@{hashlib.sha256(raw).hexdigest()[:8]}"
-
-
-def _parse_entry(path: Path, index: int, entry: dict[str, Any]) -> Override:
-    def fail(name: str, problem: str) -> ConfigError:
-        return ConfigError(f"{path}: [[price]] entry {index}: field {name!r}: {problem}")
-
-    unknown = sorted(set(entry) - _ENTRY_FIELDS)
-    if unknown:
-        raise fail(unknown[0], f"unknown field; expected one of {', '.join(sorted(_ENTRY_FIELDS))}")
-    model = entry.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise fail("model", "required: a model name or glob such as 'claude-*'")
-    provider = entry.get("provider")
-    if provider is not None and (not isinstance(provider, str) or not provider.strip()):
-        raise fail("provider", "must be a provider name or glob")
-    since, until = _entry_date(entry, "since", fail), _entry_date(entry, "until", fail)
-    if since and until and until <= since:
-        raise fail("until", f"{until} is not after since = {since}")
-    note = entry.get("note")
-    if note is not None and not isinstance(note, str):
-        raise fail("note", "must be a string")
-    tier = entry.get("service_tier")
-    if tier is not None and (not isinstance(tier, str) or not tier.strip()):
-        raise fail("service_tier", 'must be a tier name such as "flex" or "batch"')
-    tier = None if tier is None else normalize_service_tier(tier)
-    if tier == "standard":
-        tier = None  # the list price: the same as an entry without a tier
-    multipliers = {}
-    for key in MULTIPLIER_KEYS:
-        if key in entry:
-            multipliers[key] = _number(entry[key], lambda p, k=key: fail(k, p))
-    given = {PRICE_KEYS[k]: _entry_rate(entry[k], k, fail) for k in PRICE_KEYS if k in entry}
-    if given:
-        for required in ("input_mtok", "output_mtok"):
-            if required not in entry:
-                raise fail(required, "required when an entry gives absolute rates (0 if free)")
-    if not given and not multipliers:
-        raise fail(
-            "multiplier", "the entry changes nothing: give rates (input_mtok...) or a multiplier"
-        )
-    rates = given or None
-    return Override(
-        label=f"{path.name}#{index}",
-        model=model.strip().lower(),
-        provider=provider.strip().lower() if provider else None,
-        since=since,
-        until=until,
-        rates=rates,
-        multipliers=multipliers,
-        note=note,
-        service_tier=tier,
-    )
-
-
-def _entry_date(entry: dict[str, Any], name: str, fail: Any) -> date | None:
-    value = entry.get(name)
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        raise fail(name, "use a date (2026-01-01), not a date-time")
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value.strip())
-        except ValueError:
-            pass
-    raise fail(name, f"{value!r} is not a date such as 2026-01-01")
-
-
-def _number(value: Any, fail: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise fail(f"{value!r} is not a number")
-    if not math.isfinite(value) or value < 0:
-        raise fail(f"{value!r} must be a finite number >= 0")
-    return float(value)
-
-
-def _entry_rate(value: Any, key: str, fail: Any) -> Rate:
-    if not isinstance(value, dict):
-        return Rate(_number(value, lambda p: fail(key, p)))
-    extra = sorted(set(value) - {"base", "tiers"})
-    if extra or "base" not in value:
-        raise fail(
-            key, "a tiered price is { base = 3.0, tiers = [{ start = 200000, price = 6.0 }] }"
-        )
-    base = _number(value["base"], lambda p: fail(key, f"base: {p}"))
-    tiers = []
-    for tier in value.get("tiers", []):
-        if not isinstance(tier, dict) or set(tier) != {"start", "price"}:
-            raise fail(key, "each tier is { start = <input tokens>, price = <USD per 1M> }")
-        start = tier["start"]
-        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-            raise fail(key, f"tier start {start!r} must be a whole number of tokens >= 0")
-        tiers.append((start, _number(tier["price"], lambda p: fail(key, f"tier price: {p}"))))
-    return Rate(base, tuple(sorted(tiers)))
+    return complete_rates(given)
 
 
 # -- provider and model names -----------------------------------------------------------------
@@ -604,7 +220,7 @@ class PriceBook:
     @classmethod
     def load(cls, path: Path | str | None = None) -> PriceBook:
         """The book with the price file from ``path``, ``$LLMTRACE_PRICES`` or the config."""
-        chosen = _price_file(path)
+        chosen = find_price_file(path)
         if chosen is None:
             return cls()
         overrides, label = load_overrides(chosen)
@@ -776,7 +392,7 @@ class PriceBook:
             absolute = next((o for o in tiered if o.rates is not None), None)
             variant = _variant_price(resolved, at, tier)
             if absolute is not None:
-                rates, fallbacks = _complete(absolute.rates or {})
+                rates, fallbacks = complete_rates(absolute.rates or {})
                 period, base_entry = f"{tier}: custom rates from {absolute.label}", absolute
             elif tiered and standard is not None:  # multipliers of the standard price
                 rates, fallbacks, period, base_entry = standard
@@ -812,7 +428,7 @@ class PriceBook:
         absolute rates, else genai-prices' price in force; None when neither exists."""
         absolute = next((o for o in plain if o.rates is not None), None)
         if absolute is not None:
-            rates, fallbacks = _complete(absolute.rates or {})
+            rates, fallbacks = complete_rates(absolute.rates or {})
             return rates, fallbacks, f"custom rates from {absolute.label}", absolute
         if resolved.info is None:
             return None
@@ -963,21 +579,6 @@ def _constraint_dates(info: gp_types.ModelInfo) -> set[date]:
 def _window(constraint: gp_types.TimeOfDateConstraint) -> str:
     start, end = _utc_time(constraint.start_time), _utc_time(constraint.end_time)
     return f"{start:%H:%M}-{end:%H:%M} UTC"
-
-
-def _price_file(path: Path | str | None) -> Path | None:
-    if path is not None:
-        return Path(path).expanduser()
-    env = os.environ.get(PRICES_ENV)
-    if env:
-        return Path(env).expanduser()
-    config = load_config()
-    value = config.data.get("prices")
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(f"{config.path}: 'prices' must be a file name such as \"prices.toml\"")
-    return config.resolve_path(value)
 
 
 @cache
@@ -1254,7 +855,7 @@ def _cost_exprs() -> list[tuple[str, pl.Expr]]:
 
 def _total_expr() -> pl.Expr:
     c = {name: pl.col(name) for name in COST_COMPONENTS}
-    return _total(c).alias("total_cost")
+    return sum_costs(c).alias("total_cost")
 
 
 def _status_expr(statuses: Mapping[int, str]) -> pl.Expr:
