@@ -36,6 +36,7 @@ from llmtrace.store import Store
 
 if TYPE_CHECKING:
     from llmtrace.otel.audit_metrics import PushTarget
+    from llmtrace.report.context import ReportContext
 
 EXIT_SAVINGS = 1
 
@@ -105,9 +106,23 @@ def _push(result: AuditResult, target: PushTarget) -> bool:
     return True
 
 
-def _emit(result: AuditResult, fmt: str, output: str | None) -> None:
+def _context(
+    store: Store | None, result: AuditResult, filters: dict[str, tuple[str, ...]]
+) -> ReportContext:
+    """Footer facts and each finding's key spend, for the Markdown and HTML reports."""
+    from llmtrace.filters import describe
+    from llmtrace.report.context import build_context
+
+    calls = store.scan(result.window.baseline_since, result.window.until) if store else None
+    where = str(store.path) if store is not None else None
+    return build_context(calls, result, store=where, filters=describe(filters))
+
+
+def _emit(
+    result: AuditResult, fmt: str, output: str | None, context: ReportContext | None = None
+) -> None:
     if output:
-        Path(output).write_text(render(result, fmt), encoding="utf-8")
+        Path(output).write_text(render(result, fmt, context), encoding="utf-8")
         err_console.print(
             f"Wrote {len(result.findings)} finding(s), "
             f"{money(result.total_monthly_savings_usd)}/month, to {output}",
@@ -117,7 +132,7 @@ def _emit(result: AuditResult, fmt: str, output: str | None) -> None:
     elif fmt == "text":
         console.print(renderable(result, console.width))
     else:
-        click.echo(render(result, fmt), nl=False)
+        click.echo(render(result, fmt, context), nl=False)
     if result.errors and (output or fmt != "text"):
         for error in result.errors:
             err_console.print(
@@ -225,9 +240,10 @@ def audit(
     if filters and engine == "ray":
         _fail("--service/--model/--provider/--prompt/--action/--environment need --engine local")
     remote = engine == "ray" and store_path is not None and "://" in store_path
+    store = None if remote else filtered_store(open_store(store_path), filters)
     try:
         result = _run(
-            store_path if remote else filtered_store(open_store(store_path), filters),
+            store_path if remote else store,
             since=since,
             until=until,
             config=config,
@@ -240,7 +256,8 @@ def audit(
     except ConfigError as exc:
         _fail(str(exc))
         return
-    _emit(result, fmt, output)
+    context = _context(store, result, filters) if fmt in ("markdown", "html") else None
+    _emit(result, fmt, output, context)
     pushed = _push(result, push_metrics) if push_metrics is not None else True
     if result.errors or not pushed:
         sys.exit(EXIT_CONFIG)

@@ -7,18 +7,25 @@ file, and tests can read it; the text renderer also offers the rich table for a 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from llmtrace.rules.engine import AuditResult
+
+if TYPE_CHECKING:
+    from llmtrace.report.context import ReportContext
 
 FORMATS: tuple[str, ...] = ("text", "json", "markdown", "html")
 
 
-def render(result: AuditResult, fmt: str) -> str:
-    """The audit in one of ``FORMATS``."""
+def render(result: AuditResult, fmt: str, context: ReportContext | None = None) -> str:
+    """The audit in one of ``FORMATS``; ``context`` (``llmtrace.report.context``) adds the
+    footer and each finding's share of its key's spend where the format shows them."""
+    if context is not None and fmt in ("markdown", "html"):
+        return renderer(fmt)(result, context)  # type: ignore[call-arg]
     return renderer(fmt)(result)
 
 
-def renderer(fmt: str) -> Callable[[AuditResult], str]:
+def renderer(fmt: str) -> Callable[..., str]:
     """The render function of a format (ValueError for an unknown one)."""
     if fmt == "text":
         from llmtrace.report.text import render as text

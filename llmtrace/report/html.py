@@ -19,6 +19,8 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from llmtrace.report.context import KeySpend, ReportContext, share_text
+from llmtrace.report.evidence import clean_timestamps, code_spans, evidence_rows, when
 from llmtrace.report.text import money, ordered
 from llmtrace.rules.base import Finding
 from llmtrace.rules.engine import AuditResult
@@ -44,6 +46,10 @@ tfoot td{font-weight:bold}.evidence th{font-weight:normal;color:#555}
 .total{font-size:1.15em}.errors{color:#c62828}.fix,.message{white-space:pre-line}
 figure{margin:1rem 0}figcaption{color:#555;font-size:.9em}svg{max-width:100%;height:auto}
 svg text{font-family:inherit;font-size:12px;fill:#212121}
+code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em;background:#f3f3f3;
+padding:0 .2rem;border-radius:.2rem}.trend{margin:.3rem 0}svg.spark{vertical-align:middle}
+footer{margin-top:2.5rem;border-top:1px solid #ddd;color:#555;font-size:.9em}
+footer ul{list-style:none;padding:0}
 @media print{body{margin:0;max-width:none}section{break-inside:avoid}}
 """
 
@@ -497,24 +503,86 @@ def _summary_table(result: AuditResult, findings: list[Finding]) -> str:
     return f"<table>{table}</table>{note}"
 
 
-def _section(index: int, f: Finding) -> str:
+def with_code(text: str | None) -> str:
+    """Escaped text whose backtick spans become ``<code>``: fix texts show code as code."""
+    if text is None:
+        return "-"
+    return "".join(
+        f"<code>{esc(piece)}</code>" if is_code else esc(piece)
+        for piece, is_code in code_spans(text)
+    )
+
+
+def sparkline(spend: KeySpend, label: str) -> str:
+    """The key's spend per day over the baseline and current windows as small bars (the
+    current window darker), so a reader sees whether the waste is new, growing or steady."""
+    days = spend.days
+    if not days:
+        return ""
+    top = max((v for _, v in days), default=0.0)
+    step = max(3.0, min(12.0, 240.0 / len(days)))
+    width, height = step * len(days) + 2, 40.0
+    parts = [line(1, height - 1, width - 1, height - 1, 'stroke="#bbb"')]
+    for i, (day, value) in enumerate(days):
+        h = (height - 4) * value / top if top > 0 else 0.0
+        colour = "#3949ab" if day >= spend.window_start else "#9fa8da"
+        title = f"{day:%Y-%m-%d}: {money(value)}"
+        parts.append(rect(1 + i * step, height - 1 - h, step * 0.8, h, colour, title, "spark-bar"))
+    first, last = days[0][0], days[-1][0]
+    aria = (
+        f"{label}: spend per day from {first:%Y-%m-%d} to {last:%Y-%m-%d}, "
+        f"up to {money(top)} a day; {money(spend.window_spend)} in the audit window"
+    )
+    picture = svg(int(width), int(height), aria, parts).replace("<svg ", '<svg class="spark" ', 1)
+    return (
+        f'<p class="trend">{picture} <span class="info">spend per day of this key, '
+        f"{first:%Y-%m-%d} to {last:%Y-%m-%d} (darker: the audit window)</span></p>"
+    )
+
+
+def _section(index: int, f: Finding, context: ReportContext | None = None) -> str:
     key = ", ".join(f"{k}={fmt(v)}" for k, v in f.key.items()) or "-"
     evidence = "".join(
-        f'<tr><th scope="row">{esc(k)}</th><td>{esc(fmt(v))}</td></tr>'
-        for k, v in f.evidence.items()
+        f'<tr><th scope="row">{esc(label)}</th><td class="num">{esc(value)}</td></tr>'
+        for label, value in evidence_rows(f.evidence)
     )
+    spend = context.key_spend(f) if context is not None else None
+    share = ""
+    if spend is not None:
+        of_spend = share_text(spend.share(f.monthly_savings_usd))
+        share = f" ({esc(of_spend)}, {esc(money(spend.monthly_spend))} per month)"
+    trend = sparkline(spend, f"{f.rule} {f.prompt or '-'}") if spend is not None else ""
     return (
         f'<section class="finding" id="finding-{index}">'
         f"<h2>{index}. {esc(f.rule)} {esc(f.name)}: {esc(f.prompt)}</h2>"
         f'<p><span class="sev {severity_class(f.severity)}">{esc(f.severity)}</span> '
-        f"service {esc(f.service)}; model {esc(f.model)}; window {esc(f.window_start.isoformat())} "
-        f"to {esc(f.window_end.isoformat())}; estimated saving "
-        f"<strong>{esc(saving_text(f))} per month</strong></p>"
-        f'<p class="message">{esc(f.message)}</p>'
-        f'<p class="fix"><strong>Fix:</strong> {esc(f.fix)}</p>'
-        f"<p><strong>Key:</strong> {esc(key)}</p>{_figure(f)}"
+        f"service {esc(f.service)}; model {esc(f.model)}; window {esc(when(f.window_start))} "
+        f"to {esc(when(f.window_end))}; estimated saving "
+        f"<strong>{esc(saving_text(f))} per month</strong>{share}</p>{trend}"
+        f'<p class="message">{esc(clean_timestamps(f.message))}</p>'
+        f'<p class="fix"><strong>Fix:</strong> {with_code(f.fix)}</p>'
+        f"<p><strong>Key:</strong> {esc(key)}. Rule page: "
+        f"<code>llmtrace audit --explain {esc(f.rule)}</code></p>{_figure(f)}"
         f'<table class="evidence"><caption>Evidence</caption>{evidence}</table></section>'
     )
+
+
+def _footer(result: AuditResult, context: ReportContext | None) -> str:
+    """Version, generation time, store, window and price data: what produced this page."""
+    if context is None:
+        return ""
+    w = result.window
+    items = [
+        ("Generated by", f"llmtrace {context.version}"),
+        ("Generated at", when(context.generated_at)),
+        ("Store", context.store or "-"),
+        ("Window", f"{when(w.since)} to {when(w.until)} (baseline from {when(w.baseline_since)})"),
+        ("Price data", ", ".join(context.price_sources) or "no priced calls in the window"),
+    ]
+    if context.filters:
+        items.insert(4, ("Filters", context.filters))
+    rows = "".join(f"<li>{esc(k)}: {esc(v)}</li>" for k, v in items)
+    return f'<footer><ul class="meta">{rows}</ul></footer>'
 
 
 def _header(result: AuditResult, findings: list[Finding]) -> str:
@@ -522,8 +590,8 @@ def _header(result: AuditResult, findings: list[Finding]) -> str:
     rules = ", ".join(result.rules_run) or "none"
     parts = [
         "<header><h1>llmtrace audit</h1>",
-        f"<p>Window {esc(w.since.isoformat())} to {esc(w.until.isoformat())} (baseline from "
-        f"{esc(w.baseline_since.isoformat())}); {result.calls_scanned:,} calls scanned; "
+        f"<p>Window {esc(when(w.since))} to {esc(when(w.until))} (baseline from "
+        f"{esc(when(w.baseline_since))}); {result.calls_scanned:,} calls scanned; "
         f"rules run: {esc(rules)}.</p>",
     ]
     if findings:
@@ -539,8 +607,9 @@ def _header(result: AuditResult, findings: list[Finding]) -> str:
     return "".join(parts) + "</header>"
 
 
-def render(result: AuditResult) -> str:
-    """The whole report as one HTML5 document."""
+def render(result: AuditResult, context: ReportContext | None = None) -> str:
+    """The whole report as one HTML5 document (with ``context``: shares of spend, spend
+    sparklines and the footer)."""
     findings = ordered(result)
     body = [_header(result, findings)]
     if findings:
@@ -552,7 +621,8 @@ def render(result: AuditResult) -> str:
             f"{more}</figcaption></figure>"
         )
         body.append(_summary_table(result, findings))
-        body += [_section(i, f) for i, f in enumerate(findings, 1)]
+        body += [_section(i, f, context) for i, f in enumerate(findings, 1)]
+    body.append(_footer(result, context))
     title = f"llmtrace audit {result.window.since:%Y-%m-%d} to {result.window.until:%Y-%m-%d}"
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -14,6 +14,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from llmtrace.report.evidence import first_sentence, plain
 from llmtrace.rules.base import Finding
 from llmtrace.rules.engine import AuditResult
 
@@ -74,8 +75,18 @@ def table(result: AuditResult, *, with_message: bool = True) -> Table:
                 style=SEVERITY_STYLE["info"] if finding.severity == "info" else "",
             ),
         ]
-        grid.add_row(*cells, *([Text(finding.message)] if with_message else []))
+        grid.add_row(*cells, *([Text(advice(finding))] if with_message else []))
     return grid
+
+
+def advice(finding: Finding) -> str:
+    """The message, then what to do in one line and where the rule's page is."""
+    fix = plain(first_sentence(finding.fix)) if finding.fix else ""
+    lines = [finding.message]
+    if fix:
+        lines.append(f"Fix: {fix}")
+    lines.append(f"More: llmtrace audit --explain {finding.rule}")
+    return "\n".join(lines)
 
 
 def ordered(result: AuditResult) -> list[Finding]:
@@ -92,7 +103,8 @@ def renderable(result: AuditResult, width: int = WIDE) -> Group:
         parts.append(table(result, with_message=wide))
         if not wide:
             for index, finding in enumerate(ordered(result), 1):
-                parts.append(Text(f"{index}. {finding.rule} {finding.message}"))
+                body = advice(finding).replace("\n", "\n   ")
+                parts.append(Text(f"{index}. {finding.rule} {body}"))
     else:
         parts.append(Text(_nothing(result)))
     for error in result.errors:
@@ -107,7 +119,7 @@ def _nothing(result: AuditResult) -> str:
     )
 
 
-def render(result: AuditResult, width: int = 160) -> str:
+def render(result: AuditResult, width: int = 160, context: object = None) -> str:
     """The report as plain text (no colour codes)."""
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, no_color=True, highlight=False, soft_wrap=False)
