@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from datetime import UTC, datetime, timedelta
 
 import click
@@ -91,12 +92,24 @@ def demo(
             added += result.added
             duplicates += result.duplicates
             progress.advance(task)
-    _summary(priced, store, days, end, seed, added, duplicates)
+    flag = store_flag(store_path)
+    _summary(priced, store, days, end, seed, added, duplicates, flag)
     if added and earlier_demo:
         err_console.print(
             f"Note: the store already held {earlier_demo:,} demo calls of another seed or end; "
-            "it now holds both. Run `llmtrace demo --fresh` to start over."
+            f"it now holds both. Run `llmtrace demo --fresh{flag}` to start over.",
+            markup=False,
         )
+
+
+def store_flag(store_path: str | None) -> str:
+    """`` --store DIR`` for the hints, when the user named a store (else the default one)."""
+    return f" --store {shlex.quote(store_path)}" if store_path else ""
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """``1 day``, ``14 days``, ``1 near-miss``, ``2 near-misses``."""
+    return f"{count:,} {word if count == 1 else (words or word + 's')}"
 
 
 def _demo_calls(store: Store) -> int:
@@ -112,12 +125,13 @@ def _summary(
     seed: int,
     added: int,
     duplicates: int,
+    flag: str = "",
 ) -> None:
     """Calls, window, spend, what is planted, and what to run next."""
     start = end - timedelta(days=days)
     stamp = "%Y-%m-%d %H:%M"
     console.print(
-        f"Demo workload: {priced.height:,} calls over {days} days "
+        f"Demo workload: {plural(priced.height, 'call')} over {plural(days, 'day')} "
         f"({start.astimezone(UTC):{stamp}} to {end.astimezone(UTC):{stamp}} UTC), seed {seed}."
     )
     if added == 0 and duplicates:
@@ -126,7 +140,9 @@ def _summary(
             "Use --fresh to rebuild it."
         )
     else:
-        console.print(f"Added {added:,} calls to {store.path} ({duplicates:,} already there).")
+        console.print(
+            f"Added {plural(added, 'call')} to {store.path} ({duplicates:,} already there)."
+        )
     spend = priced["total_cost"].sum()
     unpriced = priced.filter(pl.col("total_cost").is_null())
     line = f"Spend: {format_usd(spend)}"
@@ -135,8 +151,14 @@ def _summary(
         line += f" ({unpriced.height:,} failed or unpriced calls not counted: {reasons})"
     console.print(line + ".")
     findings = sorted({p.rule for p in PLANTED if p.expected == FINDING})
+    near = sum(p.expected != FINDING for p in PLANTED)
     console.print(
         f"Planted for the audit: {', '.join(findings)} findings and "
-        f"{sum(p.expected != FINDING for p in PLANTED)} near-misses (llmtrace.demo.PLANTED)."
+        f"{plural(near, 'near-miss', 'near-misses')} (llmtrace.demo.PLANTED).",
+        markup=False,
     )
-    console.print("Next:\n  llmtrace costs --by model\n  llmtrace audit")
+    console.print(  # never wrapped: the lines are meant to be copied
+        f"Next:\n  llmtrace costs --by model{flag}\n  llmtrace audit{flag}",
+        markup=False,
+        soft_wrap=True,
+    )

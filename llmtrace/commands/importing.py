@@ -186,6 +186,15 @@ def _summary(result: OtlpImportResult, tally: _Tally, nowhere: int) -> None:
             f"{tally.stored_call_scores:,} to stored calls, {nowhere:,} matched no call{present}"
         )
         console.print(line, highlight=False, soft_wrap=True)
+    if result.spans == 0 and not result.problems:
+        err_console.print(
+            f"warning: no spans in the {result.files:,} file(s) read: are they empty, or not "
+            "OTLP traces? (The Collector's file exporter writes JSON lines of "
+            "resourceSpans.)",
+            style="yellow",
+            highlight=False,
+            markup=False,
+        )
     if result.problems:
         unreadable = len(result.problems) - result.rejected
         err_console.print(

@@ -21,7 +21,9 @@ from llmtrace.commands.common import (
     err_console,
     format_option,
     load_price_book,
+    open_store,
     prices_option,
+    store_option,
 )
 from llmtrace.pricing import COMPONENTS, PER, PriceBook, Rate, Rates
 
@@ -38,8 +40,9 @@ _LABELS: dict[str, tuple[str, str]] = {
 
 
 @click.command("prices")
-@click.argument("model")
+@click.argument("model", required=False)
 @click.option("--provider", default=None, help="Provider as recorded (openai, aws.bedrock, ...).")
+@store_option
 @click.option(
     "--at",
     type=WHEN,
@@ -54,8 +57,9 @@ _LABELS: dict[str, tuple[str, str]] = {
 @prices_option
 @format_option(["table", "json"])
 def prices(
-    model: str,
+    model: str | None,
     provider: str | None,
+    store_path: str | None,
     at: datetime | None,
     service_tier: str | None,
     prices_file: Path | None,
@@ -63,11 +67,14 @@ def prices(
 ) -> None:
     """Show the rates in force for MODEL (USD per million tokens) and where they came from.
 
+    Without MODEL: every model in the store, with its calls and main rates.
+
     Tiers apply to all tokens of a call once its total input exceeds the tier start. Exits 1 when
     no price is known for MODEL.
 
     \b
     Examples:
+      llmtrace prices                      # every model in the store
       llmtrace prices claude-sonnet-4-5
       llmtrace prices o3 --at 2025-05-01 --format json
       llmtrace prices deepseek-chat --at 2026-11-27T02:00Z
@@ -76,6 +83,9 @@ def prices(
     """
     book = load_price_book(prices_file)
     when = at or datetime.now(UTC)
+    if model is None:
+        _store_models(book, store_path, provider, when, fmt)
+        return
     rates = book.rates_for(provider, model, when, service_tier)
     if rates is None and book.rates_for(provider, model, when) is not None:
         _no_tier_price(model, provider, service_tier or "")
@@ -175,3 +185,64 @@ def _as_json(model: str, provider: str | None, when: datetime, rates: Rates) -> 
         "source": rates.source,
         "rates": {name: rate_json(name) for name in COMPONENTS},
     }
+
+
+# the rates the store listing shows, per 1M tokens
+_LISTED = ("input", "cache_read", "output")
+
+
+def _store_models(
+    book: PriceBook, store_path: str | None, provider: str | None, when: datetime, fmt: str
+) -> None:
+    """Every (provider, model) in the store, most calls first, with its main rates at ``when``:
+    what the costs footnote's "run llmtrace prices" leads to."""
+    import polars as pl
+
+    store = open_store(store_path)
+    calls = store.scan()
+    if provider is not None:
+        calls = calls.filter(pl.col("provider") == provider)
+    models = (
+        calls.group_by("provider", "model")
+        .agg(pl.len().alias("calls"))
+        .sort(["calls", "provider", "model"], descending=[True, False, False], nulls_last=True)
+        .collect()
+    )
+    rows = []
+    for row in models.iter_rows(named=True):
+        rates = book.rates_for(row["provider"], row["model"], when) if row["model"] else None
+        listed = (
+            {name: _quoted(name, rates.component(name).base) for name in _LISTED}
+            if rates is not None
+            else None
+        )
+        rows.append({**row, "rates": listed})
+    if fmt == "json":
+        click.echo(json.dumps({"at": when.isoformat(), "source": book.source, "models": rows}))
+        return
+    if not rows:
+        err_console.print(
+            f"The store at {store.path} holds no calls yet; name a model "
+            "(llmtrace prices gpt-4o) or run `llmtrace demo`.",
+            markup=False,
+        )
+        return
+    table = Table(title=f"Models in {store.path}, USD per 1M tokens at {when:%Y-%m-%d %H:%M} UTC")
+    table.title_justify = "left"
+    for header, justify in (
+        ("Provider", "left"),
+        ("Model", "left"),
+        ("Calls", "right"),
+        ("Input", "right"),
+        ("Cache read", "right"),
+        ("Output", "right"),
+    ):
+        table.add_column(header, justify=justify)  # type: ignore[arg-type]
+    for row in rows:
+        rates = row["rates"]
+        cells = (
+            [_money(rates[name]) for name in _LISTED] if rates is not None else ["no price", "", ""]
+        )
+        table.add_row(row["provider"] or "-", row["model"] or "-", f"{row['calls']:,}", *cells)
+    console.print(table)
+    console.print(f"source: {book.source}. Details: llmtrace prices MODEL", markup=False)
