@@ -4,7 +4,7 @@ with OpenLIT measured side by side in the same run.
     python bench/bench_overhead.py [--rounds 20] [--calls 300] [--processes 2]
                                    [--openlit-python PATH] [--configs none,official,...]
 
-The real ``openai`` client calls a loopback server (tests/live/loopback.py, in its own process)
+The real ``openai`` client calls a loopback server (llmtrace/loopback.py, in its own process)
 with gpt-4o chat completions that report cached tokens. Each configuration runs in its own
 long-lived worker process, set up once like an app (steady state, no per-round set-up), and the
 rounds are interleaved (the order rotates every round) so machine noise hits them alike:
@@ -278,7 +278,7 @@ class Worker:
 
 def start_server() -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "live" / "loopback.py")],
+        [sys.executable, "-m", "llmtrace.loopback"],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import click
 import polars as pl
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from llmtrace.commands.common import WHEN, console, err_console, open_store, store_option
 from llmtrace.costs import format_usd
@@ -20,6 +21,7 @@ Examples:
   llmtrace costs --by model
   llmtrace audit
   llmtrace demo --fresh --days 30 --scale 2 --seed 42
+  llmtrace demo --live                live pricing of a real app, offline
 """
 
 
@@ -50,6 +52,12 @@ def current_hour() -> datetime:
     help="End of the generated window (exclusive). Default: the current UTC hour.",
 )
 @click.option("--fresh", is_flag=True, help="Empty the store first (calls and checkpoints).")
+@click.option(
+    "--live",
+    is_flag=True,
+    help="Instead: run examples/chat_app.py under `llmtrace run` against a local stand-in for "
+    "the OpenAI and Anthropic APIs (no keys, no network) and show its priced calls.",
+)
 def demo(
     store_path: str | None,
     days: int,
@@ -57,6 +65,7 @@ def demo(
     scale: float,
     end: datetime | None,
     fresh: bool,
+    live: bool,
 ) -> None:
     """Generate a realistic demo workload, price it and add it to the store.
 
@@ -67,6 +76,9 @@ def demo(
     """
     from llmtrace.pricing import price_calls
 
+    if live:
+        _live(store_path, fresh)
+        return
     end = end or current_hour()
     store = open_store(store_path)
     if fresh:
@@ -159,6 +171,59 @@ def _summary(
     )
     console.print(  # never wrapped: the lines are meant to be copied
         f"Next:\n  llmtrace costs --by model{flag}\n  llmtrace audit{flag}",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def _live(store_path: str | None, fresh: bool) -> None:
+    """``demo --live``: the example app's calls, priced live, shown as the store holds them."""
+    from llmtrace.demo_live import SERVICE, run_live_demo
+
+    store = open_store(store_path)
+    if fresh:
+        store.clear()
+    err_console.print(
+        "Starting a local stand-in for the OpenAI and Anthropic APIs and running\n"
+        "  llmtrace run -- python examples/chat_app.py\nagainst it (no keys, no network)...",
+        markup=False,
+        highlight=False,
+    )
+    code, started = run_live_demo(store.path)
+    if code != 0:
+        raise click.ClickException(f"the example app exited with code {code}")
+    calls = (
+        store.scan(since=started)
+        .filter((pl.col("service") == SERVICE) & (pl.col("source") == "live"))
+        .sort("start_time")
+        .collect()
+    )
+    if calls.is_empty():
+        raise click.ClickException(f"the app ran but no live calls reached {store.path}")
+    table = Table(title=f"The app's LLM calls, priced live ({store.path})", title_justify="left")
+    for header in ("Provider", "Model", "Input", "Cached", "Output", "Reasoning", "Cost"):
+        table.add_column(header, justify="left" if header in ("Provider", "Model") else "right")
+    for row in calls.iter_rows(named=True):
+        table.add_row(
+            row["provider"] or "-",
+            row["request_model"] or row["model"] or "-",
+            f"{row['input_tokens'] or 0:,}",
+            f"{row['cache_read_tokens'] or 0:,}",
+            f"{row['output_tokens'] or 0:,}",
+            f"{row['reasoning_tokens'] or 0:,}",
+            format_usd(row["total_cost"]),
+        )
+    console.print(table)
+    total = calls["total_cost"].sum()
+    console.print(
+        f"{plural(calls.height, 'call')}, {format_usd(total)} in all; tokens are inclusive "
+        "(Input counts Cached, Output counts Reasoning).",
+        markup=False,
+    )
+    flag = store_flag(store_path)
+    console.print(
+        f"Next:\n  llmtrace costs --service {SERVICE} --since 1h --by model{flag}\n"
+        "  llmtrace run -- python your_app.py    # the same, with your app and keys",
         markup=False,
         soft_wrap=True,
     )

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from live.loopback import LoopbackProvider
+from llmtrace.loopback import LoopbackProvider
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from live.loopback import LoopbackProvider
 from live.receiver import OtlpReceiver
+from llmtrace.loopback import LoopbackProvider
 
 
 @pytest.fixture(scope="session")
