@@ -70,6 +70,8 @@ BAD_USAGE = {
     "rules unknown code": ["rules", "LT999"],
     "rules config missing": ["rules", "--config", "/nonexistent/llmtrace.toml"],
     "run unknown exporter": ["run", "--exporters", "bogus", "--", "true"],
+    "reconcile no admin key": ["reconcile", "openai"],
+    "reconcile unknown provider": ["reconcile", "bedrock"],
     "demo bad --days": ["demo", "--days", "0"],
     "demo store is a file": ["demo", "--store", "{file}"],
     "unknown command": ["bogus"],
@@ -83,7 +85,12 @@ def test_usage_and_config_errors_exit_2_in_one_line(case: str, tmp_path: Path, s
     args = [a.format(tmp=tmp_path, file=file) for a in BAD_USAGE[case]]
     if args[0] not in ("import", "run", "bogus") and "--store" not in args and args[0] != "rules":
         args += ["--store", str(store)]
-    env = {"LANGFUSE_PUBLIC_KEY": None, "LANGFUSE_SECRET_KEY": None}
+    env = {
+        "LANGFUSE_PUBLIC_KEY": None,
+        "LANGFUSE_SECRET_KEY": None,
+        "OPENAI_ADMIN_KEY": None,
+        "ANTHROPIC_ADMIN_KEY": None,
+    }
     if case == "import langfuse bad host":
         env = {"LANGFUSE_PUBLIC_KEY": "pk-lf-x", "LANGFUSE_SECRET_KEY": "sk-lf-x"}
     result = invoke(*args, env=env)

@@ -9,6 +9,7 @@ day × key table, small whatever the store's size), and passed to the renderers.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -69,7 +70,7 @@ def build_context(
     baseline and current windows are taken here), None for none."""
     from llmtrace import __version__
 
-    generated = (now or datetime.now(UTC)).replace(microsecond=0)
+    generated = (now or _now()).replace(microsecond=0)
     if calls is None:
         return ReportContext(__version__, generated, store, (), filters)
     window = result.window
@@ -89,6 +90,15 @@ def build_context(
     sources = tuple(current.get_column("price_source").to_list())
     spend = {finding_id(f): _key_spend(daily, f, result) for f in result.findings}
     return ReportContext(__version__, generated, store, sources, filters, spend)
+
+
+def _now() -> datetime:
+    """Now, or ``SOURCE_DATE_EPOCH`` (the reproducible-builds convention) when set, so a
+    rendered example report does not change on every run (docs/render_readme.py)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch.isdigit():
+        return datetime.fromtimestamp(int(epoch), UTC)
+    return datetime.now(UTC)
 
 
 def _key_spend(daily: pl.DataFrame, finding: Finding, result: AuditResult) -> KeySpend:
