@@ -1,9 +1,10 @@
 """A loopback LLM provider: answers OpenAI and Anthropic requests in their real response shapes.
 
 ``llmtrace demo --live`` starts one so a user without API keys sees live pricing offline
-(``llmtrace.demo_live``), and the live tests drive the real ``openai`` and ``anthropic`` SDKs (and through them the official
-OpenTelemetry instrumentations and the Anthropic SDK's own spans) against this server, so the
-usage numbers that reach llmtrace come through every real parsing layer. Usage per model is a
+(``llmtrace.demo_live``), and the live tests drive the real ``openai`` and ``anthropic`` SDKs
+(and through them the official OpenTelemetry instrumentations and the Anthropic SDK's own
+spans) against this server, so the usage numbers that reach llmtrace come through every real
+parsing layer. Usage per model is a
 table the test can change; the shapes (including ``prompt_tokens_details.cached_tokens``,
 ``completion_tokens_details.reasoning_tokens``, Anthropic ``cache_creation_input_tokens``,
 ``cache_read_input_tokens``, ``cache_creation.ephemeral_*`` and
