@@ -22,8 +22,8 @@ Fields
 Identity
     ``trace_id``, ``span_id`` (hex strings; together the idempotency key of the store),
     ``parent_span_id``, ``response_id`` (provider's response id, used to merge two spans of one
-    call), ``source`` (``otlp``, ``langfuse``, ``live``, ``demo``), ``dialect`` (which
-    instrumentation's attribute names the call was read with).
+    call), ``source`` (``otlp``, ``langfuse``, ``live``, ``demo``, ``claude-code``, ``codex``),
+    ``dialect`` (which instrumentation's attribute names the call was read with).
 Where and what
     ``service``, ``environment``, ``provider`` (genai-prices provider id where known),
     ``model`` (response model, else request model), ``request_model``, ``operation``
@@ -75,6 +75,16 @@ Pricing context (appended: older store files read these as null)
     call's ``price_source`` also says so: ``genai-prices 0.2.5 (provider openai assumed)``,
     as does a call whose recorded provider genai-prices does not know. ``llmtrace reprice``
     assumes the provider again from the current price data.
+Agents (appended last, so older store files read with them null)
+    ``agent`` (the innermost agent the call ran in: ``gen_ai.agent.name`` of the nearest
+    ``invoke_agent`` span above it, or the coding agent and subagent of a transcript, e.g.
+    ``claude-code`` / ``claude-code:subagent``), ``tool`` (the tool whose result the call
+    consumed: ``gen_ai.tool.name`` of the ``execute_tool`` span of the same agent run that ended
+    just before it, or the tool result a transcript's request answered), ``step_fingerprint``
+    (hash of what the call newly consumed -- the user's prompt, or the tool call and its result
+    -- never the whole input; equal values within one conversation mean an agent repeated a
+    step: LT503's stuck-loop signal where every request's whole input differs because history
+    grows).
 """
 
 from __future__ import annotations
@@ -169,6 +179,10 @@ CALL_SCHEMA: pl.Schema = pl.Schema(
         # pricing context (appended)
         "service_tier": pl.String,
         "provider_assumed": pl.Boolean,
+        # agents
+        "agent": pl.String,
+        "tool": pl.String,
+        "step_fingerprint": pl.String,
     }
 )
 

@@ -18,6 +18,14 @@ IMPORTERS: dict[str, Entry] = {
         "llmtrace.commands.import_langfuse:langfuse_command",
         "Import generations and embeddings from Langfuse, with their scores and prompt versions.",
     ),
+    "claude-code": Entry(
+        "llmtrace.commands.import_agents:claude_code_command",
+        "Import Claude Code sessions (~/.claude/projects): one call per model request.",
+    ),
+    "codex": Entry(
+        "llmtrace.commands.import_agents:codex_command",
+        "Import OpenAI Codex CLI rollouts (~/.codex/sessions): one call per model request.",
+    ),
 }
 
 
