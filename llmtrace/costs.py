@@ -60,6 +60,8 @@ GROUP_KEY_TABLE: dict[str, GroupKey] = {
         GroupKey("user", "user_id"),
         GroupKey("conversation", "conversation_id"),
         GroupKey("service_tier", "service_tier"),
+        GroupKey("agent", "agent"),
+        GroupKey("tool", "tool"),
         GroupKey("hour", "start_time", truncate="1h", time=True),
         GroupKey("day", "day", time=True),
         GroupKey("week", "day", truncate="1w", time=True),

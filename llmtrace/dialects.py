@@ -271,6 +271,16 @@ NON_INFERENCE_OPERATIONS = frozenset(
 )
 # Aggregating spans that predate gen_ai.operation.name (pydantic-ai "agent run").
 AGGREGATE_MARKERS: tuple[str, ...] = ("gen_ai.agent.name", "agent_name")
+# Agent trees: the agent a span runs (any span carrying one; the innermost ancestor wins) and
+# the tool an execute_tool span runs, by instrumentation (semconv, pydantic-ai, OpenInference).
+AGENT_NAME_ATTRIBUTES: tuple[str, ...] = ("gen_ai.agent.name", "agent_name")
+AGENT_OPERATIONS = frozenset({"invoke_agent", "create_agent"})
+TOOL_NAME_ATTRIBUTES: tuple[str, ...] = ("gen_ai.tool.name", "tool.name", "tool_name")
+# Markers of a tool-execution span besides gen_ai.operation.name = execute_tool.
+TOOL_SPAN_MARKERS: tuple[tuple[str, str], ...] = (
+    ("openinference.span.kind", "TOOL"),
+    ("traceloop.span.kind", "tool"),
+)
 
 
 @dataclass(frozen=True)
@@ -759,6 +769,25 @@ def _reported_cost(found: Found, attrs: Mapping[str, Any]) -> tuple[float | None
 # --------------------------------------------------------------------------------------------
 # Span -> call record
 # --------------------------------------------------------------------------------------------
+
+
+def agent_and_tool(attrs: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(agent, tool) a span declares. The agent only on an agent span: ``invoke_agent`` /
+    ``create_agent``, or a span naming an agent without any operation (pydantic-ai's "agent
+    run"); other spans' ``gen_ai.agent.name`` is not trusted (openai-agents' instrumentation
+    puts a placeholder, "OpenAI Agent", on every chat and tool span). The tool only on a
+    tool-execution span (``execute_tool`` or a dialect's tool span kind)."""
+    operation = attrs.get("gen_ai.operation.name")
+    agent = None
+    if operation in AGENT_OPERATIONS or operation is None:
+        agent = _text(_first(attrs, AGENT_NAME_ATTRIBUTES))
+    is_tool = operation == "execute_tool" or any(
+        attrs.get(name) == value for name, value in TOOL_SPAN_MARKERS
+    )
+    tool = _text(_first(attrs, TOOL_NAME_ATTRIBUTES)) if is_tool else None
+    if is_tool and tool is None:
+        tool = _text(attrs.get("traceloop.entity.name"))
+    return agent, tool
 
 
 def _operation(attrs: Mapping[str, Any]) -> str | None:

@@ -60,7 +60,7 @@ from typing import Any, BinaryIO
 import polars as pl
 
 from llmtrace.accuracy import AccuracyConfig
-from llmtrace.dialects import SpanError, is_llm_span, map_span
+from llmtrace.dialects import SpanError, agent_and_tool, is_llm_span, map_span
 from llmtrace.importers import ImportProblem, ImportResult
 from llmtrace.record import (
     CALL_SCHEMA,
@@ -340,6 +340,9 @@ class _Collector:
         self.tree_span: list[str] = []
         self.tree_parent: list[str | None] = []
         self.tree_action: list[str | None] = []
+        self.tree_agent: list[str | None] = []
+        self.tree_tool: list[str | None] = []
+        self.tree_end: list[int | None] = []
         self.roots: list[tuple[str, str]] = []
         self.evaluations: list[tuple[Any, ...]] = []
         self.problems: list[ImportProblem] = []
@@ -362,6 +365,10 @@ class _Collector:
         self.tree_span.append(span["span_id"])
         self.tree_parent.append(span["parent_span_id"])
         self.tree_action.append(None if action is None else str(action))
+        agent, tool = agent_and_tool(attrs)
+        self.tree_agent.append(agent)
+        self.tree_tool.append(tool)
+        self.tree_end.append(span["end_ns"] if tool is not None else None)
         if span["parent_span_id"] is None:
             self.roots.append((span["trace_id"], span["name"]))
         evaluations = [
@@ -625,6 +632,7 @@ def _read_proto(data: bytes, name: str, sink: _Collector) -> None:
 # Filled later (times from nanoseconds, scores) or by pricing; conform() supplies the defaults.
 _NOT_FROM_SPANS = frozenset(
     {"start_time", "end_time", "duration_ms", "day", "source", "accuracy", "scores"}
+    | {"agent", "tool", "step_fingerprint"}  # from the span tree, after merging
     | set(COST_FIELDS)
     | {"price_status", "price_source", "provider_assumed"}
 )
@@ -763,20 +771,90 @@ def _merge_duplicates(
     return emitted.drop("_stored"), members
 
 
-def _walk_actions(walk: pl.DataFrame, tree: pl.DataFrame) -> pl.DataFrame:
-    """Climb ``walk`` (KEY_FIELDS, ``action``, ``_ancestor``) through ``tree`` until each row
-    has the nearest ancestor's ``action`` or runs out of ancestors; returns KEY_FIELDS, action."""
+def _walk_actions(walk: pl.DataFrame, tree: pl.DataFrame, column: str = "action") -> pl.DataFrame:
+    """Climb ``walk`` (KEY_FIELDS, ``column``, ``_ancestor``) through ``tree`` until each row
+    has the nearest ancestor's ``column`` or runs out of ancestors; returns KEY_FIELDS and
+    ``column`` (``action``, or ``agent`` for the innermost agent)."""
+    tree = tree.select("trace_id", "span_id", "parent_span_id", column)
     tree = tree.unique(subset=list(KEY_FIELDS), keep="first", maintain_order=True)
-    ancestors = tree.rename({"span_id": "_ancestor", "parent_span_id": "_next", "action": "_found"})
+    ancestors = tree.rename({"span_id": "_ancestor", "parent_span_id": "_next", column: "_found"})
     for _ in range(_MAX_DEPTH):
         if walk.filter(pl.col("_ancestor").is_not_null()).is_empty():
             break
         walk = walk.join(ancestors, on=["trace_id", "_ancestor"], how="left").select(
             *KEY_FIELDS,
-            pl.coalesce("action", "_found").alias("action"),
+            pl.coalesce(column, "_found").alias(column),
             pl.when(pl.col("_found").is_null()).then(pl.col("_next")).alias("_ancestor"),
         )
-    return walk.select(*KEY_FIELDS, "action")
+    return walk.select(*KEY_FIELDS, column)
+
+
+def _resolve_agents(calls: pl.DataFrame, tree: pl.DataFrame) -> pl.DataFrame:
+    """Fill ``agent`` and ``tool`` from the span tree.
+
+    ``agent``: the name on the innermost agent span (``invoke_agent``) above the call.
+    ``tool``: the last ``execute_tool`` span of the same agent invocation (the whole trace
+    without one) that ended before the call started and after the invocation's previous call
+    started: the tool whose result the call consumed. Tool spans are matched within the
+    invocation, not among siblings: openai-agents puts each model call and the tools it asks
+    for under a turn span of their own, so the call that reads a result is the tool's cousin.
+    """
+    marked = tree.with_columns(
+        pl.when(pl.col("agent").is_not_null()).then(pl.col("span_id")).alias("_agent_span")
+    )
+
+    def innermost(frame: pl.DataFrame, start: str) -> pl.DataFrame:
+        walk = frame.select(
+            *KEY_FIELDS,
+            pl.lit(None, dtype=pl.String).alias("_agent_span"),
+            pl.col(start).alias("_ancestor"),
+        )
+        found = _walk_actions(walk, marked, "_agent_span")
+        names = marked.filter(pl.col("_agent_span").is_not_null()).select(
+            "trace_id", pl.col("span_id").alias("_agent_span"), "agent"
+        )
+        names = names.unique(["trace_id", "_agent_span"], keep="first")
+        return found.join(names, on=["trace_id", "_agent_span"], how="left")
+
+    agents = innermost(calls, "span_id")
+    tool_spans = marked.filter(pl.col("tool").is_not_null() & pl.col("tool_end").is_not_null())
+    tools = (
+        innermost(tool_spans, "parent_span_id")
+        .join(tool_spans.select(*KEY_FIELDS, "tool", "tool_end"), on=list(KEY_FIELDS))
+        .select(
+            "trace_id",
+            pl.col("_agent_span").fill_null("").alias("_run"),
+            pl.from_epoch(pl.col("tool_end") // 1000, time_unit="us")
+            .dt.replace_time_zone("UTC")
+            .alias("_tool_end"),
+            "tool",
+        )
+        .sort("_tool_end")
+    )
+    runs = (
+        calls.select(*KEY_FIELDS, "start_time")
+        .join(agents, on=list(KEY_FIELDS), how="left")
+        .with_columns(pl.col("_agent_span").fill_null("").alias("_run"))
+        .sort("start_time")
+        .with_columns(pl.col("start_time").shift(1).over("trace_id", "_run").alias("_prev"))
+    )
+    consumed = (
+        runs.join_asof(
+            tools,
+            left_on="start_time",
+            right_on="_tool_end",
+            by=["trace_id", "_run"],
+            strategy="backward",
+            check_sortedness=False,  # both sorted above
+        )
+        .filter(pl.col("_prev").is_null() | (pl.col("_tool_end") >= pl.col("_prev")))
+        .select(*KEY_FIELDS, "tool")
+    )
+    return (
+        calls.drop("agent", "tool", strict=False)
+        .join(agents.select(*KEY_FIELDS, "agent"), on=list(KEY_FIELDS), how="left")
+        .join(consumed, on=list(KEY_FIELDS), how="left")
+    )
 
 
 def _resolve_actions(calls: pl.DataFrame, tree: pl.DataFrame, roots: pl.DataFrame) -> pl.DataFrame:
@@ -816,6 +894,9 @@ def _inherited_actions(
             *KEY_FIELDS,
             pl.lit(None, dtype=pl.String).alias("parent_span_id"),
             pl.coalesce("action", "_root_name").alias("action"),
+            pl.lit(None, dtype=pl.String).alias("agent"),
+            pl.lit(None, dtype=pl.String).alias("tool"),
+            pl.lit(None, dtype=pl.Int64).alias("tool_end"),
         )
     )
 
@@ -987,7 +1068,10 @@ def _attach_scores(
 # --------------------------------------------------------------------------------------------
 
 
-_TREE_SCHEMA = {n: pl.String for n in ("trace_id", "span_id", "parent_span_id", "action")}
+_TREE_SCHEMA = {
+    **{n: pl.String for n in ("trace_id", "span_id", "parent_span_id", "action", "agent", "tool")},
+    "tool_end": pl.Int64,
+}
 _ROOTS_SCHEMA = {"trace_id": pl.String, "_root_name": pl.String}
 # what a late twin is matched by (``_merge_labels``), kept for calls already handed on
 _TWIN_SCHEMA = {
@@ -1050,6 +1134,7 @@ class _Stream:
         handed_on = self.closed_calls.join(ready, on="trace_id", how="semi")
         merged, members = _merge_duplicates(ready_calls, handed_on)
         merged = _resolve_actions(merged, context_tree, context_roots)
+        merged = _resolve_agents(merged, context_tree)
         merged, attached, unmatched, targets = _attach_scores(
             merged, members, ready_evals, self.accuracy, self.numbered
         )
@@ -1084,6 +1169,9 @@ def _tree_columns(sink: _Collector) -> dict[str, list[Any]]:
         "span_id": sink.tree_span,
         "parent_span_id": sink.tree_parent,
         "action": sink.tree_action,
+        "agent": sink.tree_agent,
+        "tool": sink.tree_tool,
+        "tool_end": sink.tree_end,
     }
 
 

@@ -1,0 +1,133 @@
+"""Agent trees: the agent and tool context of each call, from real GenAI semconv agent spans.
+
+The spans come from the official OpenTelemetry GenAI utility (``opentelemetry-util-genai``'s
+``TelemetryHandler``: ``invoke_agent``, ``execute_tool`` and ``chat`` spans in the semconv
+shape, as the official agent instrumentations emit them), exported as OTLP protobuf, then
+imported and grouped with ``costs --by agent / tool / conversation``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+from click.testing import CliRunner
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.util.genai.handler import TelemetryHandler
+
+from llmtrace.cli import cli
+from llmtrace.importers.otlp import import_otlp
+
+
+def _agent_run(handler: TelemetryHandler, conversation: str) -> None:
+    """triage agent: a call, a tool, a call that reads the tool's result, then a nested writer
+    agent with one call."""
+    with handler.invoke_local_agent(
+        agent_name="triage", request_model="gpt-4o-mini", conversation_id=conversation
+    ):
+        with handler.inference("openai", request_model="gpt-4o-mini") as first:
+            first.input_tokens, first.output_tokens = 500, 20
+        with handler.tool("get_weather", agent_name="triage"):
+            pass
+        with handler.inference("openai", request_model="gpt-4o-mini") as second:
+            second.input_tokens, second.output_tokens = 600, 30
+        with handler.inference("openai", request_model="gpt-4o-mini") as third:
+            third.input_tokens, third.output_tokens = 650, 10
+        with (
+            handler.invoke_local_agent(agent_name="writer", request_model="gpt-4o"),
+            handler.inference("openai", request_model="gpt-4o") as nested,
+        ):
+            nested.input_tokens, nested.output_tokens = 900, 300
+
+
+def _spans(runs: int = 2):
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "helpdesk"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    handler = TelemetryHandler(tracer_provider=provider)
+    for i in range(runs):
+        _agent_run(handler, f"conv-{i}")
+    return exporter.get_finished_spans()
+
+
+def test_calls_carry_innermost_agent_and_consumed_tool(tmp_path):
+    path = tmp_path / "agents.pb"
+    path.write_bytes(encode_spans(_spans(1)).SerializeToString())
+    result = import_otlp([path])
+    assert result.problems == []
+    calls = result.calls.sort("start_time").select("agent", "tool", "input_tokens", "action")
+    assert calls.rows() == [
+        ("triage", None, 500, "invoke_agent triage"),
+        ("triage", "get_weather", 600, "invoke_agent triage"),
+        ("triage", None, 650, "invoke_agent triage"),  # the tool's result was read already
+        ("writer", None, 900, "invoke_agent triage"),
+    ]
+
+
+def test_costs_by_agent_tool_and_conversation(tmp_path):
+    path = tmp_path / "agents.pb"
+    path.write_bytes(encode_spans(_spans(2)).SerializeToString())
+    store = str(tmp_path / "store")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["import", "otlp", str(path), "--store", store]).exit_code == 0
+
+    def rows(*by: str) -> list[dict]:
+        args = ["costs", "--store", store, "--since", "1d", "--format", "json"]
+        for key in by:
+            args += ["--by", key]
+        outcome = runner.invoke(cli, args)
+        assert outcome.exit_code == 0, outcome.output
+        return json.loads(outcome.stdout)
+
+    by_agent = {r["agent"]: r for r in rows("agent")}
+    assert set(by_agent) == {"triage", "writer"}
+    assert by_agent["writer"]["calls"] == 2 and by_agent["triage"]["calls"] == 6
+    writer = 2 * (900 * 2.5 + 300 * 10.0) / 1e6  # gpt-4o list prices
+    assert abs(by_agent["writer"]["total_cost"] - writer) < 1e-9
+    by_tool = {r["tool"]: r["calls"] for r in rows("tool")}
+    assert by_tool == {"get_weather": 2, None: 6}
+    by_conversation = {r["conversation"]: r["calls"] for r in rows("conversation")}
+    assert by_conversation == {"conv-0": 4, "conv-1": 4}
+    # an agent invocation is the action: cost per run, p50/p95, against a per-action price
+    outcome = runner.invoke(
+        cli,
+        [
+            "costs",
+            "--store",
+            store,
+            "--since",
+            "1d",
+            "--format",
+            "json",
+            "--per-action-price",
+            "invoke_agent triage=0.01",
+        ],
+    )
+    (action,) = json.loads(outcome.stdout)
+    assert action["instances"] == 2 and action["calls"] == 8
+    total = pl.Series([r["total_cost"] for r in rows("conversation")]).sum()
+    assert abs(action["token_cost"] - total) < 1e-12
+    assert action["p50_cost"] == action["p95_cost"]  # two identical runs
+
+
+def test_recorded_openai_agents_trace(tmp_path):
+    """Spans recorded from a real run: openai-agents 0.24 with the OpenTelemetry contrib
+    instrumentation (opentelemetry-instrumentation-openai-agents-v2 0.1.0), an agent with a
+    function tool, two runs against a loopback Chat Completions server. That instrumentation
+    puts a placeholder ``gen_ai.agent.name`` ("OpenAI Agent") on every chat and tool span and
+    the tool span beside, not before, the call that reads its result: the agent must come
+    from the ``invoke_agent`` span and the tool from the same invocation."""
+    fixture = Path(__file__).parent / "fixtures" / "otlp-agents" / "openai-agents-v2.json"
+    result = import_otlp([fixture])
+    assert result.problems == []
+    calls = result.calls.sort("start_time")
+    assert calls.height == 4
+    assert set(calls["agent"]) == {"triage"}
+    assert calls["tool"].to_list() == [None, "get_weather", None, "get_weather"]
+    assert set(calls["action"]) == {"Agent workflow"}  # the run's root span: the action
+    assert calls["trace_id"].n_unique() == 2
