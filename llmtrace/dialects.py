@@ -275,6 +275,9 @@ AGGREGATE_MARKERS: tuple[str, ...] = ("gen_ai.agent.name", "agent_name")
 # the tool an execute_tool span runs, by instrumentation (semconv, pydantic-ai, OpenInference).
 AGENT_NAME_ATTRIBUTES: tuple[str, ...] = ("gen_ai.agent.name", "agent_name")
 AGENT_OPERATIONS = frozenset({"invoke_agent", "create_agent"})
+# What llmtrace's live processor writes on an LLM span: the agent and the consumed tool.
+AGENT_ATTRIBUTE = "llmtrace.agent"
+TOOL_ATTRIBUTE = "llmtrace.tool"
 TOOL_NAME_ATTRIBUTES: tuple[str, ...] = ("gen_ai.tool.name", "tool.name", "tool_name")
 # Markers of a tool-execution span besides gen_ai.operation.name = execute_tool.
 TOOL_SPAN_MARKERS: tuple[tuple[str, str], ...] = (
@@ -861,6 +864,9 @@ def map_span(span: Mapping[str, Any], *, keep_content: bool = False) -> dict[str
         "user_id": _text(_found(found, "user_id")),
         "reasoning_effort": _text(_found(found, "reasoning_effort")),
         "service_tier": _service_tier(found, attrs),
+        # set by llmtrace's live processor from the span's ancestry (else the importer's tree)
+        "agent": _text(attrs.get(AGENT_ATTRIBUTE)),
+        "tool": _text(attrs.get(TOOL_ATTRIBUTE)),
         "start_ns": span.get("start_ns"),
         "end_ns": span.get("end_ns"),
         "is_error": is_error,

@@ -131,3 +131,58 @@ def test_recorded_openai_agents_trace(tmp_path):
     assert calls["tool"].to_list() == [None, "get_weather", None, "get_weather"]
     assert set(calls["action"]) == {"Agent workflow"}  # the run's root span: the action
     assert calls["trace_id"].n_unique() == 2
+
+
+def test_live_processor_labels_calls_with_agent_and_tool():
+    """The live side: the cost processor reads the ancestry while spans are in progress, so
+    priced spans carry llmtrace.agent / llmtrace.tool and the cost metrics the bounded
+    gen_ai.agent.name label; the store exporter's records get both."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from llmtrace.otel.exporters import spans_to_calls
+    from llmtrace.otel.metrics import CostMetrics
+    from llmtrace.otel.processor import CostSpanProcessor, LazyPriceBook
+    from llmtrace.otel.settings import resolve
+
+    exporter = InMemorySpanExporter()
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    metrics = CostMetrics(meters, resolve({}))
+    processor = CostSpanProcessor(
+        [SimpleSpanProcessor(exporter)],
+        pricer=LazyPriceBook(),
+        on_call=metrics.record,
+        on_action=metrics.record_action,
+        background=False,
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    _agent_run(TelemetryHandler(tracer_provider=provider), "conv-live")
+    provider.shutdown()
+    priced = sorted(
+        (s for s in exporter.get_finished_spans() if "gen_ai.usage.cost" in s.attributes),
+        key=lambda s: s.start_time,
+    )
+    assert [
+        (s.attributes.get("llmtrace.agent"), s.attributes.get("llmtrace.tool")) for s in priced
+    ] == [
+        ("triage", None),
+        ("triage", "get_weather"),
+        ("triage", None),
+        ("writer", None),
+    ]
+    data = reader.get_metrics_data()
+    agents = {
+        dict(point.attributes).get("gen_ai.agent.name")
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "gen_ai.usage.cost"
+        for point in m.data.data_points
+    }
+    assert agents == {"triage", "writer"}
+    calls = spans_to_calls(exporter.get_finished_spans()).sort("start_time")
+    assert calls["agent"].to_list() == ["triage", "triage", "triage", "writer"]
+    assert calls["tool"].to_list() == [None, "get_weather", None, None]
+    meters.shutdown()

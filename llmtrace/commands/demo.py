@@ -106,6 +106,8 @@ def demo(
             progress.advance(task)
     flag = store_flag(store_path)
     _summary(priced, store, days, end, seed, added, duplicates, flag)
+    _agent_workload(store, days, end, seed)
+    _next_steps(flag)
     if added and earlier_demo:
         err_console.print(
             f"Note: the store already held {earlier_demo:,} demo calls of another seed or end; "
@@ -122,6 +124,28 @@ def store_flag(store_path: str | None) -> str:
 def plural(count: int, word: str, words: str | None = None) -> str:
     """``1 day``, ``14 days``, ``1 near-miss``, ``2 near-misses``."""
     return f"{count:,} {word if count == 1 else (words or word + 's')}"
+
+
+def _agent_workload(store: Store, days: int, end: datetime, seed: int) -> None:
+    """The coding-agent part: Claude Code and Codex transcripts written under the store and
+    imported the way a user's own are (``llmtrace.demo_agents``)."""
+    from llmtrace.demo_agents import LOOP_SESSION, write_transcripts
+    from llmtrace.importers.agent_transcripts import import_transcripts, transcript_files
+    from llmtrace.pricing import default_book
+
+    root = store.path / "demo-transcripts"
+    folders = write_transcripts(root, end=end, days=days, seed=seed)
+    requests = cost = 0.0
+    for source, folder in folders.items():
+        files = transcript_files(source, [folder])
+        result = import_transcripts(source, files, store, default_book(), settle_seconds=0)
+        requests += result.requests
+        cost += result.total_cost
+    console.print(
+        f"Coding agents: {int(requests):,} model requests ({format_usd(cost)} newly added) from "
+        f"Claude Code and Codex transcripts in {root}; planted: a stuck loop in session "
+        f"{LOOP_SESSION} (LT503) and a near-miss."
+    )
 
 
 def _demo_calls(store: Store) -> int:
@@ -169,8 +193,12 @@ def _summary(
         f"{plural(near, 'near-miss', 'near-misses')} (llmtrace.demo.PLANTED).",
         markup=False,
     )
+
+
+def _next_steps(flag: str) -> None:
     console.print(  # never wrapped: the lines are meant to be copied
-        f"Next:\n  llmtrace costs --by model{flag}\n  llmtrace audit{flag}",
+        f"Next:\n  llmtrace costs --by model{flag}\n"
+        f"  llmtrace costs --by conversation --by agent{flag}\n  llmtrace audit{flag}",
         markup=False,
         soft_wrap=True,
     )

@@ -632,7 +632,7 @@ def _read_proto(data: bytes, name: str, sink: _Collector) -> None:
 # Filled later (times from nanoseconds, scores) or by pricing; conform() supplies the defaults.
 _NOT_FROM_SPANS = frozenset(
     {"start_time", "end_time", "duration_ms", "day", "source", "accuracy", "scores"}
-    | {"agent", "tool", "step_fingerprint"}  # from the span tree, after merging
+    | {"step_fingerprint"}
     | set(COST_FIELDS)
     | {"price_status", "price_source", "provider_assumed"}
 )
@@ -850,10 +850,16 @@ def _resolve_agents(calls: pl.DataFrame, tree: pl.DataFrame) -> pl.DataFrame:
         .filter(pl.col("_prev").is_null() | (pl.col("_tool_end") >= pl.col("_prev")))
         .select(*KEY_FIELDS, "tool")
     )
+    tree_found = agents.select(*KEY_FIELDS, pl.col("agent").alias("_agent")).join(
+        consumed.rename({"tool": "_tool"}), on=list(KEY_FIELDS), how="left"
+    )
     return (
-        calls.drop("agent", "tool", strict=False)
-        .join(agents.select(*KEY_FIELDS, "agent"), on=list(KEY_FIELDS), how="left")
-        .join(consumed, on=list(KEY_FIELDS), how="left")
+        calls.join(tree_found, on=list(KEY_FIELDS), how="left")
+        .with_columns(  # what the live processor recorded on the span comes first
+            pl.coalesce("agent", "_agent").alias("agent"),
+            pl.coalesce("tool", "_tool").alias("tool"),
+        )
+        .drop("_agent", "_tool")
     )
 
 

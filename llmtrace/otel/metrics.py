@@ -29,7 +29,8 @@ record no metrics (the ``anthropic`` SDK's own spans, OpenInference, unknown sco
 therefore appears once per token type. The cost instruments are llmtrace's alone.
 
 Labels: ``gen_ai.request.model``, ``gen_ai.provider.name``, ``gen_ai.operation.name``,
-``service.name``, ``llmtrace.prompt``, ``llmtrace.action`` (configurable). Cardinality is
+``service.name``, ``llmtrace.prompt``, ``llmtrace.action``, ``gen_ai.agent.name`` (the innermost
+agent of the call: its ``invoke_agent`` ancestor; configurable). Cardinality is
 bounded per label: an allow-list keeps only the listed values, otherwise the first
 ``metric_max_values`` distinct values are kept; every other value is folded into ``other``.
 """
@@ -83,7 +84,7 @@ TOKEN_TYPES = {
 _SCOPES_WITH_TOKEN_METRICS = ("opentelemetry.instrumentation.", "openlit")
 OTHER = "other"
 # The labels an action's cost keeps (of those configured): it has no single model or prompt.
-ACTION_LABELS = ("service", "action")
+ACTION_LABELS = ("service", "action", "agent")
 ENVIRONMENT = "deployment.environment.name"
 # label -> call-record field, where they differ: the model label is the model *asked for*, as in
 # the official instrumentations' gen_ai.request.model (dated response ids would split series).

@@ -68,6 +68,9 @@ PRICED_SPAN_ID = "llmtrace.priced_span_id"
 PRICE_STATUS = "llmtrace.price.status"
 PRICE_SOURCE = "llmtrace.price.source"
 ACTION = "llmtrace.action"
+AGENT_ATTRIBUTE = dialects.AGENT_ATTRIBUTE
+TOOL_ATTRIBUTE = dialects.TOOL_ATTRIBUTE
+AGENT_NAMES = dialects.AGENT_NAME_ATTRIBUTES
 TOTAL_COST = "gen_ai.usage.cost"
 LANGFUSE_COST_DETAILS = "langfuse.observation.cost_details"
 # call-record cost field -> (llmtrace.cost.* attribute, Langfuse cost_details key)
@@ -91,16 +94,24 @@ class _Live:
     call, its trace's local root (span id and name, the default ``action``) and, on a local
     root's own entry, whether LLM calls ended under it (so its end closes an action)."""
 
-    __slots__ = ("parent", "llm", "root_name", "root", "calls")
+    __slots__ = ("parent", "llm", "root_name", "root", "calls", "agent", "run")
 
     def __init__(
-        self, parent: int | None, llm: bool, root_name: str | None, root: int | None
+        self,
+        parent: int | None,
+        llm: bool,
+        root_name: str | None,
+        root: int | None,
+        agent: str | None = None,
+        run: int | None = None,
     ) -> None:
         self.parent = parent
         self.llm = llm
         self.root_name = root_name
         self.root = root
         self.calls = False
+        self.agent = agent  # the innermost agent (an invoke_agent span) this span runs in
+        self.run = run  # that agent span's id (else the local root's): where tools are matched
 
 
 def looks_like_llm_at_start(attrs: Mapping[str, Any] | None) -> bool:
@@ -220,7 +231,7 @@ class _Job:
     """
 
     __slots__ = ("span", "span_id", "root_name", "ancestor_id", "llm_at_start", "root_id",
-                 "is_root")  # fmt: skip
+                 "is_root", "agent", "tool")  # fmt: skip
 
     def __init__(
         self,
@@ -239,6 +250,8 @@ class _Job:
         self.llm_at_start = llm_at_start
         self.root_id = root_id
         self.is_root = is_root
+        self.agent: str | None = None
+        self.tool: str | None = None
 
 
 class _ActionEnd:
@@ -331,6 +344,9 @@ class CostSpanProcessor(SpanProcessor):
         self._keep_content = keep_content
         self._max_tracked = max_tracked
         self._live: dict[int, _Live] = {}
+        # per agent run (its invoke_agent span, else the local root): the tool that ended last
+        # and whose result no call has read yet (app thread only, like ``_live``)
+        self._tools: dict[int, str] = {}
         self._child_calls: dict[int, dict[str, Any]] = {}  # worker only
         self._actions: dict[int, _Action] = {}  # worker only
         self._prompts: dict[int, tuple[Any, Any, Any]] = {}
@@ -445,13 +461,24 @@ class CostSpanProcessor(SpanProcessor):
             return
         span_id = span.context.span_id
         parent = span.parent
+        agent = run = None
         if parent is None or parent.is_remote:
             parent_id, root, root_name = None, span_id, span.name
+            run = span_id
         else:
             parent_id = parent.span_id
             entry = live.get(parent_id)
             root, root_name = (entry.root, entry.root_name) if entry is not None else (None, None)
-        live[span_id] = _Live(parent_id, looks_like_llm_at_start(span.attributes), root_name, root)
+            if entry is not None:
+                agent, run = entry.agent, entry.run
+        attrs = span.attributes
+        if attrs and (AGENT_NAMES[0] in attrs or AGENT_NAMES[1] in attrs):
+            own, _ = dialects.agent_and_tool(attrs)
+            if own is not None:
+                agent, run = own, span_id
+        live[span_id] = _Live(
+            parent_id, looks_like_llm_at_start(attrs), root_name, root, agent, run
+        )
 
     def _llm_ancestor(self, parent_id: int | None) -> int | None:
         """The nearest in-progress ancestor that looks like an LLM call, if any."""
@@ -470,9 +497,14 @@ class CostSpanProcessor(SpanProcessor):
         """What must be decided while the span's ancestors are still in progress."""
         span_id = span.context.span_id
         live = self._live.pop(span_id, None)
+        self._tools.pop(span_id, None)  # an agent run that ended: its unread tool goes too
         llm_at_start = live is not None and live.llm
         if not llm_at_start and not dialects.is_llm_span(span.attributes or {}):
             self._prompts.pop(span_id, None)
+            if live is not None and live.run is not None:
+                _, tool = dialects.agent_and_tool(span.attributes or {})
+                if tool is not None:  # the next call of this agent run consumes its result
+                    self._tools[live.run] = tool
             if live is not None and live.calls:
                 return _ActionEnd(span_id)  # a local root with LLM calls under it
             return None
@@ -487,7 +519,11 @@ class CostSpanProcessor(SpanProcessor):
             else:
                 root_entry.calls = True
         ancestor = self._llm_ancestor(live.parent)
-        return _Job(span, span_id, live.root_name, ancestor, llm_at_start, root, is_root)
+        job = _Job(span, span_id, live.root_name, ancestor, llm_at_start, root, is_root)
+        job.agent = live.agent
+        if live.run is not None and ancestor is None:
+            job.tool = self._tools.pop(live.run, None)
+        return job
 
     def _enqueue(self, item: _Job | _ActionEnd) -> bool:
         """Hand ``item`` to the worker; False when it must be done inline (full or stopped)."""
@@ -614,6 +650,10 @@ class CostSpanProcessor(SpanProcessor):
             extra.update(fingerprint_attributes(*prompt))
         if job.root_name and ACTION not in attrs:
             extra[ACTION] = job.root_name
+        if job.agent is not None and AGENT_ATTRIBUTE not in attrs:
+            extra[AGENT_ATTRIBUTE] = job.agent
+        if job.tool is not None and TOOL_ATTRIBUTE not in attrs:
+            extra[TOOL_ATTRIBUTE] = job.tool
         mapping = span_mapping(span)
         if extra:
             mapping["attributes"] = {**mapping["attributes"], **extra}

@@ -31,8 +31,9 @@ METRIC_LABELS: dict[str, str] = {
     "service": "service.name",
     "prompt": "llmtrace.prompt",
     "action": "llmtrace.action",
+    "agent": "gen_ai.agent.name",
 }
-DEFAULT_METRIC_LABELS = ("model", "provider", "operation", "service", "prompt", "action")
+DEFAULT_METRIC_LABELS = ("model", "provider", "operation", "service", "prompt", "action", "agent")
 # SDKs llmtrace instruments with the official OpenTelemetry GenAI instrumentations.
 INSTRUMENTABLE = ("openai", "anthropic", "google_genai")
 

@@ -35,6 +35,7 @@ BUILTIN_MODULES: dict[str, str] = {
     "LT401": "llmtrace.rules.lt401_rightsizing",
     "LT501": "llmtrace.rules.lt501_batch",
     "LT502": "llmtrace.rules.lt502_duplicates",
+    "LT503": "llmtrace.rules.lt503_agent_loops",
 }
 
 CODE_PATTERN = re.compile(r"^[A-Z]{1,4}[0-9]{1,4}$")

@@ -1,0 +1,252 @@
+"""LT503 agent-loop-waste: an agent repeating itself, and failed calls that were still billed.
+
+Two signals, both per conversation (an agent session), both priced with the calls' own costs
+(rules/LT503.yaml documents the rule for users):
+
+* **Repeated requests.** Calls of one conversation with the same input: the same
+  ``input_fingerprint`` (the whole request sent again: a retry storm, or a framework re-running
+  a step), or -- for agents whose input grows every request, so no two inputs are equal --
+  the same ``step_fingerprint`` after the same tool (the agent ran the same tool call and read
+  the same result again: a stuck loop). A group of ``min_repeats`` or more such calls is a
+  loop; every call after the group's first is waste.
+* **Billed failures.** Calls that failed (``is_error``) and still carry usage, so they cost
+  money (``total_cost > 0``) and gave nothing. Failures without usage cost nothing and are
+  not counted.
+
+This is distinct from LT502 (duplicate requests *across* sessions, which a response cache
+would answer): LT503 looks inside one session, where a cache does not help and the fix is in
+the agent's loop.
+
+Aggregation: per (conversation, repeat key) the calls, their cost and the first call's cost
+need the conversation's calls together, so the rule's ``partition_key`` is the conversation;
+``aggregate`` reduces to one row per conversation (exact under that split) and ``merge``
+adds rows up. ``decide`` groups the conversations by service and reports a service whose
+monthly waste reaches ``min_monthly_savings_usd``, with its worst sessions as evidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import polars as pl
+
+from llmtrace.config import ConfigError
+from llmtrace.rules.base import AuditContext, Finding, Severity, merge_cells
+
+CODE = "LT503"
+NAME = "agent-loop-waste"
+
+_CELL = ["service", "conversation_id"]
+_SUMS = [
+    "calls",
+    "cost",
+    "loops",
+    "repeated_calls",
+    "repeated_cost",
+    "failed_calls",
+    "failed_cost",
+]
+_MAXES = ["max_repeats", "last_seen"]
+
+
+@dataclass(frozen=True)
+class Params:
+    """LT503's parameters (rules/LT503.yaml), overridable in the config."""
+
+    min_repeats: int = 3
+    min_monthly_savings_usd: float = 1.0
+    worst_sessions: int = 5
+    medium_savings_usd: float = 50.0
+    high_savings_usd: float = 500.0
+
+    @classmethod
+    def from_mapping(cls, params: Any) -> Params:
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for name, value in dict(params or {}).items():
+            if name not in known:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{CODE}: parameter {name} must be a number, got {value!r}")
+            values[name] = int(value) if known[name].type == "int" else float(value)
+        result = cls(**values)
+        if result.min_repeats < 2:
+            raise ConfigError(f"{CODE}: min_repeats must be at least 2")
+        return result
+
+
+class AgentLoopRule:
+    """Repeated requests within a session, and billed failures (see the module docstring)."""
+
+    code: ClassVar[str] = CODE
+    columns: ClassVar[tuple[str, ...]] = (
+        "service",
+        "conversation_id",
+        "start_time",
+        "model",
+        "input_fingerprint",
+        "step_fingerprint",
+        "tool",
+        "is_error",
+        "total_cost",
+    )
+    partition_key: ClassVar[pl.Expr] = pl.col("conversation_id").hash(53)
+
+    def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
+        """One row per conversation: its calls and cost, loops and their waste, billed
+        failures."""
+        params = Params.from_mapping(ctx.params)
+        cost = pl.col("total_cost").fill_null(0.0)
+        base = calls.filter(pl.col("conversation_id").is_not_null()).with_columns(
+            pl.coalesce(
+                pl.concat_str(pl.lit("in:"), "input_fingerprint"),
+                pl.when(pl.col("tool").is_not_null()).then(
+                    pl.concat_str(pl.lit("step:"), "model", pl.lit("/"), "step_fingerprint")
+                ),
+            ).alias("_repeat"),
+            cost.alias("_cost"),
+        )
+        per_session = base.group_by(_CELL).agg(
+            pl.len().cast(pl.Int64).alias("calls"),
+            pl.col("_cost").sum().alias("cost"),
+            (pl.col("is_error").fill_null(False) & (pl.col("_cost") > 0))
+            .sum()
+            .cast(pl.Int64)
+            .alias("failed_calls"),
+            pl.col("_cost").filter(pl.col("is_error").fill_null(False)).sum().alias("failed_cost"),
+            pl.col("start_time").max().alias("last_seen"),
+        )
+        groups = (
+            base.filter(pl.col("_repeat").is_not_null())
+            .sort("start_time")
+            .group_by(*_CELL, "_repeat")
+            .agg(
+                pl.len().cast(pl.Int64).alias("_n"),
+                (pl.col("_cost").sum() - pl.col("_cost").first()).alias("_waste"),
+            )
+            .filter(pl.col("_n") >= params.min_repeats)
+            .group_by(_CELL)
+            .agg(
+                pl.len().cast(pl.Int64).alias("loops"),
+                (pl.col("_n") - 1).sum().cast(pl.Int64).alias("repeated_calls"),
+                pl.col("_waste").sum().alias("repeated_cost"),
+                pl.col("_n").max().cast(pl.Int64).alias("max_repeats"),
+            )
+        )
+        return (
+            per_session.join(groups, on=_CELL, how="left", nulls_equal=True)
+            .with_columns(
+                pl.col("loops", "repeated_calls", "max_repeats").fill_null(0),
+                pl.col("repeated_cost").fill_null(0.0),
+            )
+            .filter((pl.col("loops") > 0) | (pl.col("failed_calls") > 0))
+            .select(*_CELL, *_SUMS, *_MAXES)
+        )
+
+    def merge(self, partials: list[pl.DataFrame], ctx: AuditContext) -> pl.DataFrame:
+        """Concatenate and add up (exact: each conversation is in one partition)."""
+        return merge_cells(partials, _CELL, sums=_SUMS, maxes=_MAXES)
+
+    def decide(self, aggregates: pl.DataFrame, ctx: AuditContext) -> list[Finding]:
+        """One finding per service whose loops and billed failures waste enough a month."""
+        params = Params.from_mapping(ctx.params)
+        if aggregates.is_empty():
+            return []
+        sessions = aggregates.with_columns(
+            (pl.col("repeated_cost") + pl.col("failed_cost")).alias("waste")
+        ).filter(pl.col("waste") > 0)
+        findings = []
+        for (service,), group in sessions.group_by("service", maintain_order=True):
+            waste = float(group["waste"].sum())
+            monthly = ctx.monthly(waste)
+            if monthly < params.min_monthly_savings_usd:
+                continue
+            findings.append(_finding(service, group, waste, monthly, ctx, params))
+        return sorted(findings, key=lambda f: -f.monthly_savings_usd)
+
+
+RULE = AgentLoopRule()
+
+
+def _severity(monthly: float, params: Params) -> Severity:
+    if monthly >= params.high_savings_usd:
+        return "high"
+    if monthly >= params.medium_savings_usd:
+        return "medium"
+    return "low"
+
+
+def _finding(
+    service: str | None,
+    group: pl.DataFrame,
+    waste: float,
+    monthly: float,
+    ctx: AuditContext,
+    params: Params,
+) -> Finding:
+    worst = group.sort("waste", descending=True).head(params.worst_sessions)
+    loops = int(group["loops"].sum())
+    repeated = int(group["repeated_calls"].sum())
+    failed = int(group["failed_calls"].sum())
+    total = float(group["cost"].sum())
+    parts = []
+    if loops:
+        parts.append(
+            f"{loops:,} loop(s) in {int((group['loops'] > 0).sum()):,} session(s) repeated "
+            f"{repeated:,} request(s) with an input already sent "
+            f"(${float(group['repeated_cost'].sum()):,.2f})"
+        )
+    if failed:
+        parts.append(
+            f"{failed:,} failed call(s) were billed (${float(group['failed_cost'].sum()):,.2f})"
+        )
+    top = worst.row(0, named=True)
+    message = (
+        "; ".join(parts)
+        + f": {waste / total:.0%} of these sessions' ${total:,.2f} spend in the window. "
+        f"Worst session {top['conversation_id']}: ${top['waste']:,.2f} wasted"
+        + (f", one step repeated {top['max_repeats']}x" if top["max_repeats"] else "")
+        + f". Stopping loops saves ${monthly:,.2f}/month."
+    )
+    evidence = {
+        "sessions_affected": group.height,
+        "loops": loops,
+        "repeated_calls": repeated,
+        "repeated_cost_usd": round(float(group["repeated_cost"].sum()), 6),
+        "billed_failures": failed,
+        "billed_failure_cost_usd": round(float(group["failed_cost"].sum()), 6),
+        "sessions_cost_usd": round(total, 6),
+        "min_repeats": params.min_repeats,
+        "worst_sessions": [
+            {
+                "conversation_id": row["conversation_id"],
+                "waste_usd": round(row["waste"], 6),
+                "repeated_calls": row["repeated_calls"],
+                "max_repeats": row["max_repeats"],
+                "billed_failures": row["failed_calls"],
+                "cost_usd": round(row["cost"], 6),
+            }
+            for row in worst.iter_rows(named=True)
+        ],
+    }
+    return Finding(
+        rule=CODE,
+        name=NAME,
+        severity=_severity(monthly, params),
+        prompt=None,
+        model=None,
+        service=service,
+        window_start=ctx.since,
+        window_end=ctx.until,
+        monthly_savings_usd=monthly,
+        message=message,
+        fix=(
+            "Cap repeats in the agent loop: stop (or escalate to the user) when the same tool "
+            "call returns the same result twice, bound retries with exponential backoff and a "
+            "retry budget per session, and do not retry errors that will fail again "
+            "(context too long, invalid request)."
+        ),
+        evidence=evidence,
+        key={"service": service},
+    )
