@@ -331,8 +331,14 @@ def test_demo_command_twice_adds_nothing(tmp_path) -> None:
     first = runner.invoke(cli, args)
     assert first.exit_code == 0, first.output
     count = Store(store).scan().select(pl.len()).collect().item()
+    generated = Store(store).scan().filter(pl.col("source") == "demo").select(pl.len())
     assert count > 1000
-    assert f"Added {count:,} calls" in first.output
+    assert f"Added {generated.collect().item():,} calls" in first.output
+    # the coding-agent part: transcripts written under the store, imported as a user's are
+    agents = Store(store).scan().filter(pl.col("source").is_in(["claude-code", "codex"]))
+    assert agents.select(pl.col("conversation_id").n_unique()).collect().item() > 5
+    assert (store / "demo-transcripts" / "claude-code" / "projects").is_dir()
+    assert "Coding agents:" in first.output
     assert "llmtrace costs --by model" in first.output and "llmtrace audit" in first.output
     assert "Spend: $" in first.output
     priced = Store(store).scan().select((pl.col("price_status") == "ok").mean()).collect().item()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import shutil
 from datetime import UTC, datetime, timedelta
 
 import click
@@ -83,6 +84,7 @@ def demo(
     store = open_store(store_path)
     if fresh:
         store.clear()
+        shutil.rmtree(store.path / TRANSCRIPTS, ignore_errors=True)
     earlier_demo = 0 if fresh else _demo_calls(store)
     with Progress(
         TextColumn("{task.description}"),
@@ -126,6 +128,10 @@ def plural(count: int, word: str, words: str | None = None) -> str:
     return f"{count:,} {word if count == 1 else (words or word + 's')}"
 
 
+# Where the demo writes its coding-agent transcripts, inside the store (removed by --fresh).
+TRANSCRIPTS = "demo-transcripts"
+
+
 def _agent_workload(store: Store, days: int, end: datetime, seed: int) -> None:
     """The coding-agent part: Claude Code and Codex transcripts written under the store and
     imported the way a user's own are (``llmtrace.demo_agents``)."""
@@ -133,7 +139,7 @@ def _agent_workload(store: Store, days: int, end: datetime, seed: int) -> None:
     from llmtrace.importers.agent_transcripts import import_transcripts, transcript_files
     from llmtrace.pricing import default_book
 
-    root = store.path / "demo-transcripts"
+    root = store.path / TRANSCRIPTS
     folders = write_transcripts(root, end=end, days=days, seed=seed)
     requests = cost = 0.0
     for source, folder in folders.items():
