@@ -71,6 +71,7 @@ ACTION = "llmtrace.action"
 AGENT_ATTRIBUTE = dialects.AGENT_ATTRIBUTE
 TOOL_ATTRIBUTE = dialects.TOOL_ATTRIBUTE
 AGENT_NAMES = dialects.AGENT_NAME_ATTRIBUTES
+_TOOL_MARKER_NAMES = tuple(name for name, _ in dialects.TOOL_SPAN_MARKERS)
 TOTAL_COST = "gen_ai.usage.cost"
 LANGFUSE_COST_DETAILS = "langfuse.observation.cost_details"
 # call-record cost field -> (llmtrace.cost.* attribute, Langfuse cost_details key)
@@ -112,6 +113,13 @@ class _Live:
         self.calls = False
         self.agent = agent  # the innermost agent (an invoke_agent span) this span runs in
         self.run = run  # that agent span's id (else the local root's): where tools are matched
+
+
+def _maybe_tool(attrs: Mapping[str, Any]) -> bool:
+    """A cheap first look (app thread, every span end): could this be a tool span?"""
+    return attrs.get("gen_ai.operation.name") == "execute_tool" or any(
+        name in attrs for name in _TOOL_MARKER_NAMES
+    )
 
 
 def looks_like_llm_at_start(attrs: Mapping[str, Any] | None) -> bool:
@@ -501,8 +509,9 @@ class CostSpanProcessor(SpanProcessor):
         llm_at_start = live is not None and live.llm
         if not llm_at_start and not dialects.is_llm_span(span.attributes or {}):
             self._prompts.pop(span_id, None)
-            if live is not None and live.run is not None:
-                _, tool = dialects.agent_and_tool(span.attributes or {})
+            attrs = span.attributes
+            if live is not None and live.run is not None and attrs and _maybe_tool(attrs):
+                _, tool = dialects.agent_and_tool(attrs)
                 if tool is not None:  # the next call of this agent run consumes its result
                     self._tools[live.run] = tool
             if live is not None and live.calls:
