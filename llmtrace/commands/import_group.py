@@ -20,11 +20,11 @@ IMPORTERS: dict[str, Entry] = {
     ),
     "claude-code": Entry(
         "llmtrace.commands.import_agents:claude_code_command",
-        "Import Claude Code sessions (~/.claude/projects): one call per model request.",
+        "Import Claude Code sessions (default ~/.claude/projects): one call per model request.",
     ),
     "codex": Entry(
         "llmtrace.commands.import_agents:codex_command",
-        "Import OpenAI Codex CLI rollouts (~/.codex/sessions): one call per model request.",
+        "Import OpenAI Codex CLI rollouts (default ~/.codex/sessions): one call per request.",
     ),
 }
 
