@@ -62,7 +62,7 @@ def test_ray_findings_are_identical_to_local(cluster, store: Store, config: Conf
     assert (
         remote.rules_run
         == local.rules_run
-        == ["LT101", "LT201", "LT301", "LT401", "LT501", "LT502"]
+        == ["LT101", "LT201", "LT301", "LT401", "LT501", "LT502", "LT503"]
     )
     assert remote.calls_scanned == local.calls_scanned
     assert dicts(remote) == dicts(local)

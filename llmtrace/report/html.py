@@ -449,6 +449,42 @@ def duplicates_chart(evidence: Mapping[str, Any]) -> str | None:
     return svg(80 + 70 * len(bars), 190, label, parts)
 
 
+def loop_chart(evidence: Mapping[str, Any]) -> str | None:
+    """LT503: the worst sessions' spend, split into waste (repeats, billed failures) and rest."""
+    sessions = [s for s in evidence.get("worst_sessions") or [] if isinstance(s, Mapping)]
+    costs = [(number(s.get("cost_usd")), number(s.get("waste_usd"))) for s in sessions]
+    if not costs or any(c is None or w is None for c, w in costs):
+        return None
+    top = _ticks(max(max(c for c, _ in costs), 0.01))[-1]  # type: ignore[type-var]
+    x0, y0, height = 70, 30, 150
+    base = y0 + height
+    parts = [line(x0, y0, x0, base), line(x0, base, x0 + 70 * len(costs), base)]
+    for tick in _ticks(top):
+        if tick <= top:
+            y = base - height * tick / top
+            parts += [line(x0 - 4, y, x0, y), text(x0 - 6, y + 4, fmt_usd(tick), anchor="end")]
+    label = "Spend of the worst sessions (USD), wasted part in red:"
+    for i, ((cost, waste), session) in enumerate(zip(costs, sessions, strict=True)):
+        assert cost is not None and waste is not None
+        x = x0 + 15 + 70 * i
+        whole = height * min(cost, top) / top
+        lost = height * min(waste, cost, top) / top
+        name = _short(str(session.get("conversation_id") or "?"), 10)
+        parts.append(rect(x, base - whole, 40, whole - lost, "#9e9e9e", f"{name}: {fmt_usd(cost)}"))
+        parts.append(rect(x, base - lost, 40, lost, "#c62828", f"{name}: {fmt_usd(waste)} wasted"))
+        parts.append(text(x + 20, base + 16, name, anchor="middle"))
+        parts.append(
+            text(x + 20, base + 31, fmt_usd(waste), anchor="middle", extra=' font-weight="bold"')
+        )
+        label += f" {name} {fmt_usd(waste)} of {fmt_usd(cost)};"
+    parts.append(text(8, 16, "session spend (USD); red: repeats and billed failures"))
+    return svg(max(360, x0 + 70 * len(costs) + 30), 225, label.rstrip(";") + ".", parts)
+
+
+def fmt_usd(value: float) -> str:
+    return f"${value:,.2f}" if value >= 1 else f"${value:,.3f}"
+
+
 EVIDENCE_CHARTS: dict[str, tuple[Callable[[Mapping[str, Any]], str | None], str]] = {
     "LT101": (reasoning_chart, "Arms compared; error bar: the confidence interval of the gain."),
     "LT201": (gaps_chart, "Gaps between calls that share the prefix; dashed: cache lifetimes."),
@@ -460,6 +496,7 @@ EVIDENCE_CHARTS: dict[str, tuple[Callable[[Mapping[str, Any]], str | None], str]
     "LT401": (rightsizing_chart, "The two models on this prompt: cost per call and accuracy."),
     "LT501": (batch_chart, "The same calls at standard and at the price data's batch rates."),
     "LT502": (duplicates_chart, "Cross-session repeats of the most repeated requests."),
+    "LT503": (loop_chart, "The worst sessions' spend; red: repeated requests and billed failures."),
 }
 
 
