@@ -194,6 +194,7 @@ def test_claude_code_request_shapes(claude_copy: Path, tmp_path: Path):
     assert a["cache_write_tokens"] == a["cache_write_1h_tokens"] == 9907
     assert a["agent"] == "claude-code" and a["service"] == "shop"
     assert a["action"] == "claude-code turn"
+    assert a["service_tier"] == "standard"  # Anthropic's usage.service_tier, kept
     b = calls.filter(pl.col("response_id") == "msg_B").row(0, named=True)
     assert b["tool"] == "Bash" and b["cache_write_1h_tokens"] == 0
     c = calls.filter(pl.col("response_id") == "msg_C").row(0, named=True)

@@ -48,6 +48,7 @@ from typing import Any
 
 import polars as pl
 
+from llmtrace.dialects import normalize_service_tier
 from llmtrace.importers import ImportProblem
 from llmtrace.importers.transcript_files import FileRead, count, fingerprint, hex_id
 
@@ -205,7 +206,7 @@ def parse(read: FileRead) -> tuple[list[dict[str, Any]], list[dict[str, Any]], l
                 "write_1h": write_1h,
                 "output": tokens["output_tokens"],
                 "thinking": thinking,
-                "service_tier": tier if isinstance(tier, str) else None,
+                "service_tier": normalize_service_tier(tier),
                 "sidechain": sidechain or "subagents" in read.path.parts,
                 "is_error": bool(obj.get("isApiErrorMessage")),
                 "tool": tool,
