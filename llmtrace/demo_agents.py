@@ -22,7 +22,9 @@ What is in them (deterministic for a seed and end time):
 from __future__ import annotations
 
 import json
+import os
 import random
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -229,7 +231,15 @@ def _usage(*, raw: int, write: int, read: int, output: int, write_1h: int = 0) -
 
 
 def _write(path: Path, lines: list[dict[str, Any]]) -> None:
+    """Write a transcript and date it like the agent would have: last modified at its last
+    entry (never later than two minutes ago), so an import does not take a finished demo
+    session for one still being written (``import_transcripts``' settle period)."""
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    stamps = [line["timestamp"] for line in lines if isinstance(line.get("timestamp"), str)]
+    if stamps:
+        last = datetime.fromisoformat(max(stamps).replace("Z", "+00:00")).timestamp()
+        when = min(last, time.time() - 120)
+        os.utime(path, (when, when))
 
 
 def _turn(s: _Session, prompt: str) -> None:
