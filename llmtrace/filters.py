@@ -18,14 +18,14 @@ if TYPE_CHECKING:
 
     from llmtrace.store import Store
 
-# option name (without --) -> (call-record field, what it matches, for --help)
-FILTERS: dict[str, tuple[str, str]] = {
-    "service": ("service", "service.name"),
-    "model": ("model", "model"),
-    "provider": ("provider", "provider"),
-    "prompt": ("prompt", "prompt (name:version or template fingerprint)"),
-    "action": ("action", "action"),
-    "environment": ("environment", "deployment environment"),
+# option name (without --) -> (call-record field, what it matches, an example; for --help)
+FILTERS: dict[str, tuple[str, str, str]] = {
+    "service": ("service", "service.name", "chat-*"),
+    "model": ("model", "model", "gpt-4o*"),
+    "provider": ("provider", "provider", "anthropic"),
+    "prompt": ("prompt", "prompt (name@version or template fingerprint)", "checkout@*"),
+    "action": ("action", "action", "contract-*"),
+    "environment": ("environment", "deployment environment", "prod*"),
 }
 
 

@@ -142,6 +142,23 @@ def open_store(store_path: str | None) -> Store:
     return Store(store_path if store_path else default_store_path())
 
 
+def store_range_hint(store: Store) -> str:
+    """``which holds calls from 2026-11-06 to 2026-11-19 (UTC). Try --since 2026-11-06 --until
+    2026-11-20.``: what an empty window's message says, so the hint is a window that has calls
+    (not the same --since again). '' for an empty store."""
+    from datetime import timedelta
+
+    days = store.days()
+    if not days:
+        return ""
+    first, last = min(days), max(days)
+    held = f"{first}" if first == last else f"{first} to {last}"
+    return (
+        f"which holds calls from {held} (UTC). "
+        f"Try --since {first} --until {last + timedelta(days=1)}."
+    )
+
+
 def check_output_path(
     ctx: click.Context | None, param: click.Parameter | None, value: str | None
 ) -> str | None:
@@ -188,12 +205,12 @@ def filter_options(func: F) -> F:
         return func(*args, filters={k: v for k, v in chosen.items() if v}, **kwargs)
 
     decorated: Any = wrapper
-    for name, (_field, what) in reversed(FILTERS.items()):
+    for name, (_field, what, example) in reversed(FILTERS.items()):
         decorated = click.option(
             f"--{name}",
             f"filter_{name}",
             multiple=True,
             metavar="GLOB",
-            help=f"Only calls whose {what} matches GLOB (e.g. 'chat-*'; repeatable).",
+            help=f"Only calls whose {what} matches GLOB (e.g. '{example}'; repeatable).",
         )(decorated)
     return decorated

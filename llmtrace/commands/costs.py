@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from llmtrace.commands.common import (
     load_price_book,
     open_store,
     store_option,
+    store_range_hint,
     window_options,
 )
 from llmtrace.costs import (
@@ -203,16 +204,10 @@ def _explain_empty(
 ) -> None:
     """No calls: say why and what to run (the dates the store holds, so the hint is a window
     that has calls), and still print a valid empty JSON/CSV."""
-    days = store.days()
-    if days:
-        first, last = min(days), max(days)
-        held = f"{first}" if first == last else f"{first} to {last}"
+    held = store_range_hint(store)
+    if held:
         matching = f" matching {describe_filters(filters)}" if filters else ""
-        message = (
-            f"No calls{matching} from {_window_text(since, until)} in {store.path}, "
-            f"which holds calls from {held} (UTC). "
-            f"Try --since {first} --until {last + timedelta(days=1)}."
-        )
+        message = f"No calls{matching} from {_window_text(since, until)} in {store.path}, {held}"
         if filters:
             message += " Or loosen the filters."
     else:

@@ -106,6 +106,9 @@ def run(
 ) -> None:
     """Run COMMAND with every LLM call priced: llmtrace run -- python app.py
 
+    The exit code is COMMAND's own; 127 when COMMAND is not found (as a shell says it), 2 for a
+    bad option or LLMTRACE_*/OTEL_* setting, refused before COMMAND starts.
+
     \b
     Example:
       llmtrace run --exporters store,console -- python app.py
