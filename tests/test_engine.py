@@ -44,12 +44,15 @@ doc:
 """
 
 
-def error_calls(prompt: str, n: int, cost: float, *, is_error: bool = True) -> pl.DataFrame:
+def error_calls(
+    prompt: str, n: int, cost: float, *, is_error: bool = True, every_h: float = 2.4
+) -> pl.DataFrame:
+    """n calls ``every_h`` hours apart from SINCE (2.4 h: 70 calls span the 7-day window)."""
     return pl.DataFrame(
         {
             "trace_id": [f"{prompt}-{is_error}-{i}" for i in range(n)],
             "span_id": ["01"] * n,
-            "start_time": [SINCE + timedelta(hours=i % 150) for i in range(n)],
+            "start_time": [SINCE + timedelta(hours=(i * every_h) % 167) for i in range(n)],
             "prompt": [prompt] * n,
             "model": ["gpt-4o"] * n,
             "service": ["api"] * n,
@@ -62,8 +65,9 @@ def error_calls(prompt: str, n: int, cost: float, *, is_error: bool = True) -> p
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     store = Store(tmp_path / "store")
-    store.append(error_calls("checkout", 70, 0.10))  # $7 in the window: $30/month
-    store.append(error_calls("search", 5, 0.01))  # $0.05: $0.21/month, below the $1 floor
+    store.append(error_calls("checkout", 70, 0.10))  # $7 over the 7 days: $30/month
+    # $0.05 over 6 days with calls: $0.25/month, below the $1 floor
+    store.append(error_calls("search", 5, 0.01, every_h=36))
     store.append(error_calls("checkout", 50, 0.50, is_error=False))  # not errors
     return store
 
@@ -99,7 +103,9 @@ def test_custom_rule_finds_expensive_errors(tmp_path: Path, store: Store) -> Non
     assert finding.monthly_savings_usd == pytest.approx(7.0 * 30 / 7)
     assert finding.message == "70 failed calls cost $7.00 in the window"
     assert finding.fix.startswith("Validate inputs")
-    assert finding.evidence == {"calls": 70, "window_saving_usd": pytest.approx(7.0)}
+    assert finding.evidence["calls"] == 70
+    assert finding.evidence["window_saving_usd"] == pytest.approx(7.0)
+    assert finding.evidence["run_rate_basis"]["days_with_data"] == 7
     assert result.calls_scanned == 125
 
 

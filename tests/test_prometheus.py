@@ -583,9 +583,25 @@ def test_every_variable_query_lists_the_expected_values(stack: Stack) -> None:
 # -- --push-metrics without a backend -------------------------------------------------------------
 
 
+def _small_store(path: Path) -> Path:
+    """A store with two calls from an hour ago (an audit of an empty store is an error)."""
+    import polars as pl
+
+    from llmtrace.store import Store
+
+    at = datetime.now(UTC) - timedelta(hours=1)
+    Store(path).append(
+        pl.DataFrame(
+            {"trace_id": ["t1", "t2"], "span_id": ["s", "s"], "start_time": [at, at]},
+            schema_overrides={"start_time": pl.Datetime("us", "UTC")},
+        )
+    )
+    return path
+
+
 def test_push_metrics_to_nowhere_fails_with_exit_2(tmp_path: Path) -> None:
     """An unreachable Pushgateway: the report is still written, the run exits 2 and says why."""
-    store = tmp_path / "empty-store"
+    store = _small_store(tmp_path / "small-store")
     port = servers.free_port()
     result = CliRunner().invoke(
         audit,
@@ -602,7 +618,12 @@ def test_push_metrics_over_otlp_to_nowhere_fails_with_exit_2(tmp_path: Path) -> 
     port = servers.free_port()
     result = CliRunner().invoke(
         audit,
-        ["--store", str(tmp_path / "s"), "--push-metrics", f"otlp=http://127.0.0.1:{port}"],
+        [
+            "--store",
+            str(_small_store(tmp_path / "s")),
+            "--push-metrics",
+            f"otlp=http://127.0.0.1:{port}",
+        ],
         env={**CLEAN_ENV, "OTEL_EXPORTER_OTLP_TIMEOUT": "1"},
     )
     assert result.exit_code == 2, result.output

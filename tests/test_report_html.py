@@ -240,20 +240,12 @@ def test_stdout_and_exit_codes_as_other_formats(demo_store: Path, reports) -> No
 
 def test_no_findings_page(demo_store: Path, tmp_path: Path) -> None:
     out = tmp_path / "empty.html"
-    result = run(
-        audit,
-        "--store",
-        str(demo_store),
-        "--until",
-        "2020-01-01",
-        "--format",
-        "html",
-        "-o",
-        str(out),
-    )
+    # an hour of calls and the one rule that needs a baseline, which that hour lacks
+    window = ["--since", "2026-11-19 12:00", "--until", "2026-11-19 13:00", "--select", "LT101"]
+    result = run(audit, "--store", str(demo_store), *window, "--format", "html", "-o", str(out))
     assert result.exit_code == 0
     page = out.read_text()
-    assert "No findings in 0 calls" in page
+    assert "No findings in " in page
     parsed = Page(page)
     assert parsed.errors == [] and not parsed.find("svg") and not parsed.find("table")
 

@@ -261,6 +261,11 @@ def audit(
     pushed = _push(result, push_metrics) if push_metrics is not None else True
     if result.errors or not pushed:
         sys.exit(EXIT_CONFIG)
+    if fail_on_savings is not None and result.coverage.judged == 0:
+        _fail(
+            f"--fail-on-savings: the audit read {result.calls_scanned:,} calls but could judge "
+            "none of them (see the report's coverage), so it cannot pass"
+        )
     if fail_on_savings is not None and result.total_monthly_savings_usd > fail_on_savings:
         err_console.print(
             f"Total saving {money(result.total_monthly_savings_usd)}/month exceeds "

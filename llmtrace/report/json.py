@@ -1,7 +1,7 @@
 """JSON report: one object a CI job or a dashboard can read without parsing text.
 
 Shape: ``{"findings": [...], "total_monthly_savings_usd", "window", "rules", "errors",
-"calls_scanned"}`` with each finding as ``Finding.to_dict()``. Non-finite numbers (an infinite
+"calls_scanned", "coverage"}`` with each finding as ``Finding.to_dict()``. Non-finite numbers (an infinite
 ratio when the baseline had no reasoning) become ``null`` so the output is strict JSON.
 """
 
@@ -35,6 +35,7 @@ def as_dict(result: AuditResult) -> dict[str, Any]:
             "rules": list(result.rules_run),
             "errors": [error.to_dict() for error in result.errors],
             "calls_scanned": result.calls_scanned,
+            "coverage": result.coverage.to_dict(),
         }
     )
 

@@ -107,6 +107,7 @@ def renderable(result: AuditResult, width: int = WIDE) -> Group:
                 parts.append(Text(f"{index}. {finding.rule} {body}"))
     else:
         parts.append(Text(_nothing(result)))
+    parts.append(Text(coverage_line(result)))
     for error in result.errors:
         parts.append(Text(f"error: {error.rule}: {error.message}", style="red"))
     return Group(*parts)
@@ -117,6 +118,28 @@ def _nothing(result: AuditResult) -> str:
         f"No findings in {result.calls_scanned:,} calls "
         f"(rules: {', '.join(result.rules_run) or 'none'})."
     )
+
+
+def coverage_line(result: AuditResult, listed: int = 4) -> str:
+    """What the audit could and could not judge: "N prompts checked, no waste found; K prompts
+    not judged (too few calls: a, b; no baseline: c)". The full list is in the JSON report."""
+    cover = result.coverage
+    line = f"{cover.no_waste:,} prompts checked, no waste found"
+    if cover.flagged:
+        line += f"; {cover.flagged:,} with findings"
+    if not cover.not_judged:
+        return line + "; every prompt could be judged."
+    by_reason: dict[str, list[str]] = {}
+    for entry in cover.not_judged:
+        by_reason.setdefault(", ".join(entry["reasons"]), []).append(
+            f"{entry['prompt'] or '-'} ({entry['model'] or '-'})"
+        )
+    details = "; ".join(
+        f"{reason}: {', '.join(names[:listed])}"
+        + (f" and {len(names) - listed:,} more" if len(names) > listed else "")
+        for reason, names in sorted(by_reason.items())
+    )
+    return f"{line}; {len(cover.not_judged):,} prompts not judged ({details})."
 
 
 def render(result: AuditResult, width: int = 160, context: object = None) -> str:

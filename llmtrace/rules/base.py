@@ -143,6 +143,32 @@ class Rule(Protocol):
         """Statistics and thresholds on the merged table; returns findings."""
         ...
 
+    # Optional: ``coverage(aggregates, ctx, census, findings) -> pl.DataFrame`` with one row per
+    # (prompt, model, service) the rule applies to and a ``reason`` (null: judged; else why not:
+    # "too few calls", "no baseline", "no labels", ...). ``census`` has, per key of the window,
+    # ``calls``, ``provider``, ``fingerprinted``, ``in_conversations``, ``with_reasoning``,
+    # ``with_input``, ``first_call``, ``last_call``. The audit summary tells "checked, no waste"
+    # from "not judged" with it.
+
+
+COVERAGE_SCHEMA: dict[str, pl.DataType] = {
+    "prompt": pl.String(),
+    "model": pl.String(),
+    "service": pl.String(),
+    "reason": pl.String(),
+}
+
+
+def coverage_rows(census: pl.DataFrame, applies: pl.Expr, reason: pl.Expr) -> pl.DataFrame:
+    """Coverage rows for the census keys where ``applies``, with ``reason`` (null: judged)."""
+    if census.height == 0:
+        return pl.DataFrame(schema=COVERAGE_SCHEMA)
+    return (
+        census.filter(applies)
+        .select("prompt", "model", "service", reason.cast(pl.String).alias("reason"))
+        .cast(COVERAGE_SCHEMA)  # type: ignore[arg-type]
+    )
+
 
 def merge_cells(
     partials: list[pl.DataFrame],

@@ -2,7 +2,8 @@
 
 A team knows waste patterns no built-in rule covers ("failed calls that still cost money").
 Such a rule is a filter (``where``), a group key (``group_by``) and an additive saving
-(``saving``, USD over the window, scaled to a month), all in the SQL that ``pl.sql_expr``
+(``saving``, USD over the window, scaled to a month at the run-rate of the group's days with
+data, ``llmtrace.rules.runrate``), all in the SQL that ``pl.sql_expr``
 understands, so it runs inside the same lazy scan as the built-in rules::
 
     code: X100
@@ -36,6 +37,7 @@ import polars as pl
 
 from llmtrace.config import ConfigError
 from llmtrace.record import CALL_SCHEMA, empty_calls
+from llmtrace.rules import runrate
 from llmtrace.rules.base import AuditContext, Finding, RuleSpec
 from llmtrace.rules.loader import parse_spec, read_yaml
 
@@ -98,6 +100,8 @@ class CustomRule:
             .agg(
                 pl.len().cast(pl.Int64).alias("calls"),
                 self.saving.cast(pl.Float64).alias("saving"),
+                pl.col("start_time").min().alias("first_call"),
+                pl.col("start_time").max().alias("last_call"),
             )
         )
 
@@ -108,15 +112,24 @@ class CustomRule:
         return (
             pl.concat(partials)
             .group_by(list(self.group_by))
-            .agg(pl.col("calls").sum(), pl.col("saving").sum())
+            .agg(
+                pl.col("calls").sum(),
+                pl.col("saving").sum(),
+                pl.col("first_call").min(),
+                pl.col("last_call").max(),
+            )
         )
 
     def decide(self, aggregates: pl.DataFrame, ctx: AuditContext) -> list[Finding]:
         """One finding per group whose monthly saving reaches ``min_monthly_savings_usd``."""
         floor = float(ctx.params.get("min_monthly_savings_usd", 0.0))
-        scale = 30.0 / ctx.window_days if ctx.window_days > 0 else 0.0
         kept = (
-            aggregates.with_columns((pl.col("saving").fill_null(0.0) * scale).alias("monthly"))
+            aggregates.with_columns(
+                runrate.basis_days("first_call", "last_call", ctx.window_days).alias("basis_days")
+            )
+            .with_columns(
+                runrate.monthly(pl.col("saving").fill_null(0.0), "basis_days").alias("monthly")
+            )
             .filter(pl.col("monthly") >= floor, pl.col("calls") > 0)
             .sort("monthly", descending=True)
         )
@@ -138,7 +151,13 @@ class CustomRule:
             monthly_savings_usd=float(row["monthly"]),
             message=self.message.format(**values),
             fix=self.fix,
-            evidence={"calls": row["calls"], "window_saving_usd": values["saving"]},
+            evidence={
+                "calls": row["calls"],
+                "window_saving_usd": values["saving"],
+                "run_rate_basis": runrate.basis_evidence(
+                    row["first_call"], row["last_call"], row["basis_days"], row["calls"]
+                ),
+            },
             key=key,
         )
 
@@ -202,7 +221,7 @@ def load_custom_rule(path: Path) -> tuple[RuleSpec, CustomRule]:
     message = data.get("message", "{calls} calls, ${saving:.2f} in the window")
     if not isinstance(message, str):
         raise ConfigError(f"{source}: field 'message' must be a string")
-    columns = {*group_by, *where.meta.root_names(), *saving.meta.root_names()}
+    columns = {*group_by, *where.meta.root_names(), *saving.meta.root_names(), "start_time"}
     rule = CustomRule(
         code=spec.code,
         name=spec.name,

@@ -82,6 +82,45 @@ class AuditWindow:
         }
 
 
+class NothingToAudit(ConfigError):
+    """The audit would read no calls: a missing store, an empty one, or a window without calls.
+
+    A ``ConfigError`` (exit 2 on the command line): an audit of nothing must never pass a
+    nightly ``--fail-on-savings`` gate, and the message names the store and the dates it holds.
+    """
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What the audit could judge: per rule and over all rules, by (prompt, model, service).
+
+    ``judged``: keys at least one rule could judge (enough calls, a baseline, labels where the
+    verdict needs them); ``flagged``: those of them with a finding; ``not_judged``: keys no rule
+    could judge, each with the reasons the rules gave (too few calls, no baseline, no labels,
+    no fingerprints...). ``by_rule`` holds the same counts and lists for each rule.
+    """
+
+    judged: int = 0
+    flagged: int = 0
+    not_judged: list[dict[str, Any]] = field(default_factory=list)
+    by_rule: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def no_waste(self) -> int:
+        """Keys checked with no finding."""
+        return self.judged - self.flagged
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompts_judged": self.judged,
+            "prompts_with_findings": self.flagged,
+            "prompts_checked_no_waste": self.no_waste,
+            "prompts_not_judged": len(self.not_judged),
+            "not_judged": self.not_judged,
+            "by_rule": self.by_rule,
+        }
+
+
 @dataclass
 class AuditResult:
     """What an audit found, which rules ran, over which calls, and what went wrong."""
@@ -91,6 +130,7 @@ class AuditResult:
     calls_scanned: int
     window: AuditWindow
     errors: list[RuleError] = field(default_factory=list)
+    coverage: Coverage = field(default_factory=Coverage)
 
     @property
     def total_monthly_savings_usd(self) -> float:
@@ -354,6 +394,7 @@ def run_audit(
         chosen_ignore = _codes_option(rules_cfg.get("ignore"), f"{config.path}: [rules] ignore")
     codes = select_codes(catalogue.specs, chosen_select, chosen_ignore)
     window = audit_window(since, until, config, now=now)
+    _check_source(source)
     accuracy = AccuracyConfig.from_config(config)
     # Named scores only when the user named them; otherwise the importers' accuracy stands.
     scores = tuple(sorted(accuracy.names)) if accuracy.names_configured else ()
@@ -387,7 +428,12 @@ def run_audit(
         partials, calls_scanned = aggregate_locally(job, errors, report)
     else:
         raise ConfigError(f"unknown engine {engine!r} (engines: local, ray)")
-    return _decide(job, partials, calls_scanned, errors, report)
+    if calls_scanned == 0:
+        raise NothingToAudit(_empty_window_message(source, window))
+    census = partials.pop(CENSUS, None)
+    if census is None:
+        census = [census_aggregate(_scan(source, window.since, window.until)).collect()]
+    return _decide(job, partials, calls_scanned, errors, report, pl.concat(census))
 
 
 def _decide(
@@ -396,10 +442,12 @@ def _decide(
     calls_scanned: int,
     errors: list[RuleError],
     report: Progress,
+    census: pl.DataFrame | None = None,
 ) -> AuditResult:
     """Merge each rule's partials and decide once, whichever engine produced them."""
     findings: list[Finding] = []
     ran: list[str] = []
+    statuses: dict[str, pl.DataFrame] = {}
     for code in job.entries:
         if code not in partials:
             continue
@@ -407,11 +455,18 @@ def _decide(
         rule, ctx = job.entries[code].rule, job.contexts[code]
         try:
             merged = rule.merge(partials[code], ctx)
-            findings.extend(rule.decide(merged, ctx))
+            found = rule.decide(merged, ctx)
+            findings.extend(found)
         except Exception as exc:
             errors.append(RuleError(code, f"decide failed: {_describe(exc)}"))
             continue
         ran.append(code)
+        cover = getattr(rule, "coverage", None)
+        if callable(cover) and census is not None:
+            try:
+                statuses[code] = cover(merged, ctx, census, found)
+            except Exception as exc:
+                errors.append(RuleError(code, f"coverage failed: {_describe(exc)}"))
     findings.sort(key=_finding_order)
     return AuditResult(
         findings=findings,
@@ -419,7 +474,117 @@ def _decide(
         calls_scanned=calls_scanned,
         window=job.window,
         errors=errors,
+        coverage=_coverage(statuses, findings),
     )
+
+
+# -- what the audit could judge ------------------------------------------------------------------
+
+CENSUS = "__census__"
+KEY = ["prompt", "model", "service"]
+_CENSUS_COLUMNS = [
+    *KEY,
+    "provider",
+    "start_time",
+    "prefix_hashes",
+    "conversation_id",
+    "reasoning_tokens",
+    "input_tokens",
+]
+
+
+def census_aggregate(calls: pl.LazyFrame) -> pl.LazyFrame:
+    """Per (prompt, model, service) of the current window: calls and what the rules need of
+    them (fingerprints, conversations, reasoning counts), so each rule can say which keys it
+    could not judge and why. Computed in the same scan as the rules' aggregates."""
+    return (
+        calls.select(_CENSUS_COLUMNS)
+        .group_by(KEY)
+        .agg(
+            pl.len().cast(pl.Int64).alias("calls"),
+            pl.col("provider").max(),
+            (pl.col("prefix_hashes").list.len() > 0).sum().cast(pl.Int64).alias("fingerprinted"),
+            pl.col("conversation_id").is_not_null().sum().cast(pl.Int64).alias("in_conversations"),
+            (pl.col("reasoning_tokens").fill_null(0) > 0)
+            .sum()
+            .cast(pl.Int64)
+            .alias("with_reasoning"),
+            (pl.col("input_tokens").fill_null(0) > 0).sum().cast(pl.Int64).alias("with_input"),
+            pl.col("start_time").min().alias("first_call"),
+            pl.col("start_time").max().alias("last_call"),
+        )
+    )
+
+
+def _coverage(statuses: dict[str, pl.DataFrame], findings: list[Finding]) -> Coverage:
+    """Per rule and overall: keys judged, flagged, and not judged with reasons.
+
+    A rule's ``coverage(merged, ctx, census, findings)`` returns one row per key it applies to
+    (``prompt``, ``model``, ``service``, ``reason``: null when judged). A key counts as judged
+    overall when any rule judged it, as not judged only when none could.
+    """
+    flagged_keys = {(f.prompt, f.model, f.service) for f in findings}
+    judged: set[tuple[Any, ...]] = set()
+    reasons: dict[tuple[Any, ...], set[str]] = {}
+    by_rule: dict[str, dict[str, Any]] = {}
+    for code, table in statuses.items():
+        rule_flagged = {(f.prompt, f.model, f.service) for f in findings if f.rule == code}
+        ok = table.filter(pl.col("reason").is_null()).select(KEY).unique().rows()
+        missing = table.filter(pl.col("reason").is_not_null()).sort(KEY, nulls_last=True)
+        judged.update(ok)
+        for *key, reason in missing.select(*KEY, "reason").iter_rows():
+            reasons.setdefault(tuple(key), set()).add(reason)
+        by_rule[code] = {
+            "judged": len(ok),
+            "with_findings": len(rule_flagged & set(ok)),
+            "no_waste": len(set(ok) - rule_flagged),
+            "not_judged": [
+                {"prompt": p, "model": m, "service": s, "reason": r}
+                for p, m, s, r in missing.select(*KEY, "reason").iter_rows()
+            ],
+        }
+    not_judged = [
+        {"prompt": k[0], "model": k[1], "service": k[2], "reasons": sorted(r)}
+        for k, r in sorted(reasons.items(), key=lambda item: tuple(str(v) for v in item[0]))
+        if k not in judged
+    ]
+    return Coverage(
+        judged=len(judged),
+        flagged=len(judged & flagged_keys),
+        not_judged=not_judged,
+        by_rule=by_rule,
+    )
+
+
+def _check_source(source: Store | pl.LazyFrame | str) -> None:
+    """A store that does not exist or holds no calls is an error, not an audit of nothing."""
+    if isinstance(source, str) and not is_url(source):
+        source = Store(source)
+    if not isinstance(source, Store):
+        return
+    if not source.path.exists():
+        raise NothingToAudit(f"no store at {source.path} (check --store or $LLMTRACE_STORE)")
+    if not source.days():
+        raise NothingToAudit(
+            f"the store {source.path} holds no calls "
+            "(import some with `llmtrace import`, or try `llmtrace demo`)"
+        )
+
+
+def _empty_window_message(source: Store | pl.LazyFrame | str, window: AuditWindow) -> str:
+    """No calls in the window: say which dates the store does hold."""
+    span = f"{window.since:%Y-%m-%d %H:%M} to {window.until:%Y-%m-%d %H:%M} UTC"
+    if isinstance(source, str) and not is_url(source):
+        source = Store(source)
+    if isinstance(source, Store):
+        days = source.days()
+        held = f"{days[0]:%Y-%m-%d} to {days[-1]:%Y-%m-%d}" if days else "nothing"
+        return (
+            f"no calls in the window {span}; the store {source.path} holds calls from {held} "
+            f"(choose the window with --since/--until)"
+        )
+    where = source if isinstance(source, str) else "the calls given"
+    return f"no calls in the window {span} in {where}"
 
 
 def _finding_order(finding: Finding) -> tuple[float, str, str, str, str]:
@@ -499,6 +664,7 @@ def aggregate_locally(
         except Exception as exc:
             errors.append(RuleError(code, f"aggregate failed: {_describe(exc)}"))
     report(f"scanning calls for {', '.join(plans) or 'no rules'}")
+    plans[CENSUS] = census_aggregate(current)
     partials = {code: [frame] for code, frame in _collect(plans, errors).items()}
     for code, (calls, key) in split.items():
         report(f"scanning calls for {code} in {parts} parts")

@@ -25,8 +25,8 @@ from typing import Any, ClassVar
 
 import polars as pl
 
-from llmtrace.rules import stats
-from llmtrace.rules.base import AuditContext, Finding, Severity
+from llmtrace.rules import runrate, stats
+from llmtrace.rules.base import COVERAGE_SCHEMA, AuditContext, Finding, Severity
 
 CODE = "LT101"
 NAME = "reasoning-without-accuracy-gain"
@@ -104,6 +104,7 @@ class ReasoningRule:
                 pl.col("reasoning_cost").sum().alias("reasoning_cost"),
                 pl.col("reasoning_tokens").filter(priced).sum().alias("priced_reasoning_tokens"),
                 start.min().alias("first_seen"),
+                start.max().alias("last_seen"),
                 pl.col("prompt_name").max(),
                 pl.col("prompt_version").max(),
                 pl.col("provider").max(),
@@ -120,6 +121,7 @@ class ReasoningRule:
             .agg(
                 *[pl.col(c).sum() for c in _SUMS],
                 pl.col("first_seen").min(),
+                pl.col("last_seen").max(),
                 pl.col("prompt_name").max(),
                 pl.col("prompt_version").max(),
                 pl.col("provider").max(),
@@ -139,6 +141,43 @@ class ReasoningRule:
         table = _verdicts(table, params, ctx)
         flagged = _one_per_key(table.filter(pl.col("verdict").is_not_null()))
         return [_finding(row, params, ctx) for row in flagged.iter_rows(named=True)]
+
+    def coverage(
+        self,
+        aggregates: pl.DataFrame,
+        ctx: AuditContext,
+        census: pl.DataFrame,
+        findings: list[Finding],
+    ) -> pl.DataFrame:
+        """Keys with reasoning: judged when some comparison had enough calls in both arms;
+        else "no baseline" (nothing to compare with) or "too few calls"; a finding without
+        labels is "no labels", an inconclusive one "too few labels"."""
+        params = _Params.from_mapping(ctx.params)
+        key = ["prompt", "model", "service"]
+        arms = _arms(aggregates, params.compare) if aggregates.height else pl.DataFrame()
+        tested = set()
+        compared = set()
+        if arms.height:
+            tests = _tests(arms, params)
+            compared = set(tests.filter(pl.col("calls_a") > 0).select(key).unique().rows())
+            tested = set(tests.filter(pl.col("p").is_not_null()).select(key).unique().rows())
+        by_verdict = {(f.prompt, f.model, f.service): f.evidence.get("verdict") for f in findings}
+        label_reason = {"unverified": "no labels", "inconclusive": "too few labels"}
+        rows = []
+        for prompt, model, service in (
+            census.filter(pl.col("with_reasoning") > 0).select(key).iter_rows()
+        ):
+            k = (prompt, model, service)
+            if k in by_verdict and by_verdict[k] in label_reason:
+                reason = label_reason[by_verdict[k]]
+            elif k in tested:
+                reason = None
+            elif k in compared:
+                reason = "too few calls"
+            else:
+                reason = "no baseline"
+            rows.append({"prompt": prompt, "model": model, "service": service, "reason": reason})
+        return pl.DataFrame(rows, schema=COVERAGE_SCHEMA)
 
 
 RULE = ReasoningRule()
@@ -194,6 +233,8 @@ def _arm_rows(frame: pl.DataFrame, comparison: str, arm_a: pl.Expr, arm_b: pl.Ex
         "bin",
         *_SUMS,
         pl.when(pl.col("period") == "current").then(pl.col("calls")).otherwise(0).alias("current"),
+        pl.when(pl.col("period") == "current").then(pl.col("first_seen")).alias("_first_now"),
+        pl.when(pl.col("period") == "current").then(pl.col("last_seen")).alias("_last_now"),
         "provider",
     )
 
@@ -327,6 +368,8 @@ def _tests(arms: pl.DataFrame, params: _Params) -> pl.DataFrame:
     sums = arms.group_by(_TEST).agg(
         *[_side_sum(c, side) for c in _SUMS for side in ("a", "b")],
         pl.col("current").filter(pl.col("side") == "b").sum().alias("current_b"),
+        pl.col("_first_now").filter(pl.col("side") == "b").min().alias("since_b"),
+        pl.col("_last_now").filter(pl.col("side") == "b").max().alias("until_b"),
         pl.col("provider").max(),
     )
     table = sums.join(mwu, on=_TEST, how="left", nulls_equal=True)
@@ -401,7 +444,12 @@ def _verdicts(table: pl.DataFrame, params: _Params, ctx: AuditContext) -> pl.Dat
         .then(float("inf"))
         .otherwise(1.0)
     )
-    monthly_calls = pl.col("current_b") * (30.0 / ctx.window_days if ctx.window_days > 0 else 0.0)
+    # run-rate since the change: arm B's calls over the days from its first to its last call in
+    # the current window (a version or effort switched on mid-window is not diluted)
+    table = table.with_columns(
+        runrate.basis_days("since_b", "until_b", ctx.window_days).alias("basis_days")
+    )
+    monthly_calls = runrate.monthly("current_b", "basis_days")
     extra = (pl.col("mean_b") - pl.col("mean_a")).clip(lower_bound=0.0)
     lower, upper = stats.newcombe_bounds(
         pl.col("correct_b"), pl.col("labelled_b"), pl.col("correct_a"), pl.col("labelled_a"), z
@@ -459,15 +507,19 @@ def _labels_needed(params: _Params) -> pl.Expr:
 
 # -- findings ------------------------------------------------------------------------------------
 
-_VERDICT_RANK = {"waste": 0, "unverified": 1, "inconclusive": 2}
+# The most informative verdict wins: waste (labels bound the gain below delta) says more than
+# inconclusive (labels exist, too few to bound it), which says more than unverified (no labels).
+_VERDICT_RANK = {"waste": 0, "inconclusive": 1, "unverified": 2}
 
 
 def _one_per_key(flagged: pl.DataFrame) -> pl.DataFrame:
     """One finding per (prompt, model, service), so the total does not count a saving twice.
 
     An effort change inside the window shows up both as window-vs-baseline and as
-    effort-vs-effort; both estimate the same extra tokens. The strongest verdict wins (then the
-    larger saving); the other comparisons are listed in ``also``.
+    effort-vs-effort; both estimate the same extra tokens. The most informative verdict wins
+    (waste > inconclusive > unverified, then the larger saving), so a comparison without labels
+    never hides one whose labels could be counted; the other comparisons are listed in
+    ``also``.
     """
     key = ["prompt", "model", "service"]
     ranked = flagged.with_columns(
@@ -589,6 +641,9 @@ def _evidence(row: dict[str, Any], params: _Params) -> dict[str, Any]:
         "extra_reasoning_tokens_per_call": row["extra_per_call"],
         "monthly_calls": row["monthly_calls"],
         "reasoning_usd_per_million_tokens": None if row["rate"] is None else row["rate"] * 1e6,
+        "run_rate_basis": runrate.basis_evidence(
+            row["since_b"], row["until_b"], row["basis_days"], row["current_b"]
+        ),
     }
     if row["verdict"] == "inconclusive":
         evidence["labelled_needed_per_arm"] = row["needed"]

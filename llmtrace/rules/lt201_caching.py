@@ -36,7 +36,15 @@ from typing import Any, ClassVar
 import polars as pl
 
 from llmtrace.config import ConfigError
-from llmtrace.rules.base import AuditContext, Finding, Severity, merge_cells, worth_reporting
+from llmtrace.rules import runrate
+from llmtrace.rules.base import (
+    AuditContext,
+    Finding,
+    Severity,
+    coverage_rows,
+    merge_cells,
+    worth_reporting,
+)
 from llmtrace.rules.caching_model import (
     PROVIDERS,
     price_rates,
@@ -180,6 +188,37 @@ class CachingRule:
         params = Params.from_mapping(ctx.params)
         flagged = worth_reporting(evaluate(aggregates, ctx), params.min_monthly_savings_usd)
         return [_finding(row, ctx, params) for row in flagged.iter_rows(named=True)]
+
+    def coverage(
+        self,
+        aggregates: pl.DataFrame,
+        ctx: AuditContext,
+        census: pl.DataFrame,
+        findings: list[Finding],
+    ) -> pl.DataFrame:
+        """Keys on a provider whose caching is modelled: judged when their calls belong to a
+        prefix shared by ``min_calls`` calls; else "no fingerprints" or "too few calls"."""
+        seen = (
+            aggregates.select("prompt", "model", "service").unique()
+            if aggregates.height
+            else pl.DataFrame(
+                schema={"prompt": pl.String, "model": pl.String, "service": pl.String}
+            )
+        )
+        marked = census.join(
+            seen.with_columns(pl.lit(True).alias("_seen")),
+            on=["prompt", "model", "service"],
+            how="left",
+            nulls_equal=True,
+        )
+        reason = (
+            pl.when(pl.col("fingerprinted") == 0)
+            .then(pl.lit("no fingerprints"))
+            .when(pl.col("_seen").is_null())
+            .then(pl.lit("too few calls"))
+        )
+        applies = pl.col("provider").is_in(list(PROVIDERS)) & (pl.col("with_input") > 0)
+        return coverage_rows(marked, applies, reason)
 
 
 RULE = CachingRule()
@@ -402,7 +441,10 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
             pl.max_horizontal("saving_short", "saving_long").alias("saving"),
         )
         .with_columns(
-            (pl.col("saving") * ctx.monthly(1.0)).alias("monthly_savings_usd"),
+            runrate.basis_days("first_call", "last_call", ctx.window_days).alias("basis_days")
+        )
+        .with_columns(
+            runrate.monthly("saving", "basis_days").alias("monthly_savings_usd"),
             (pl.col("cost_actual").is_not_null() & pl.col("cost_short").is_not_null()).alias(
                 "priced"
             ),
@@ -531,7 +573,8 @@ def _evidence(row: dict[str, Any], ctx: AuditContext) -> dict[str, Any]:
     gaps = sum(row[c] or 0 for c in _GAP_COLUMNS)
     within = sum(row[c] or 0 for c in _GAP_COLUMNS[:3])  # <= 5 min
     within_hour = sum(row[c] or 0 for c in _GAP_COLUMNS[:6])
-    hours = max(ctx.window_days * 24.0, 1e-9)
+    days = row["basis_days"]
+    hours = max(days * 24.0, 1e-9)
 
     def rounded(value: float | None, digits: int = 4) -> float | None:
         return None if value is None else round(value, digits)
@@ -568,11 +611,12 @@ def _evidence(row: dict[str, Any], ctx: AuditContext) -> dict[str, Any]:
         "window_input_cost_cached_1h_usd": rounded(row["cost_long"], 6)
         if row["long_offered"]
         else None,
-        "monthly_savings_5m_usd": rounded(ctx.monthly(row["saving_short"]), 2),
-        "monthly_savings_1h_usd": rounded(ctx.monthly(row["saving_long"]), 2)
+        "monthly_savings_5m_usd": rounded(runrate.monthly_value(row["saving_short"], days), 2),
+        "monthly_savings_1h_usd": rounded(runrate.monthly_value(row["saving_long"], days), 2)
         if row["saving_long"] is not None
         else None,
         "recommended_ttl": "1h" if row["best"] == "1h" else f"{int(row['short_ttl_s'] // 60)}m",
+        "run_rate_basis": runrate.basis_evidence(row["first_call"], row["last_call"], days, calls),
     }
 
 

@@ -39,8 +39,15 @@ from typing import Any, ClassVar
 import polars as pl
 
 from llmtrace.config import ConfigError
-from llmtrace.rules import stats
-from llmtrace.rules.base import AuditContext, Finding, Severity, merge_cells, worth_reporting
+from llmtrace.rules import runrate, stats
+from llmtrace.rules.base import (
+    AuditContext,
+    Finding,
+    Severity,
+    coverage_rows,
+    merge_cells,
+    worth_reporting,
+)
 from llmtrace.rules.caching_model import price_rates, split_cost
 
 CODE = "LT301"
@@ -70,7 +77,8 @@ _SUMS = [
     "hist_input",
     "hist_output",
 ]
-_MAXES = ["input_max"]
+_MAXES = ["input_max", "last_call"]
+_MINS = ["first_call"]
 # the numeric columns the heavy steps work on (``_k``: hashed prompt key, ``_c``: conversation)
 _NARROW = [
     "_k",
@@ -173,18 +181,52 @@ class ContextRule:
         return (
             pl.concat(parts, how="diagonal_relaxed")
             .join(keys, on="_k", how="left")
-            .select(*_CELL, *_SUMS, *_MAXES)
+            .select(*_CELL, *_SUMS, *_MAXES, *_MINS)
         )
 
     def merge(self, partials: list[pl.DataFrame], ctx: AuditContext) -> pl.DataFrame:
         """Concatenate partials and re-aggregate by cell (exact when split by conversation)."""
-        return merge_cells(partials, _CELL, sums=_SUMS, maxes=_MAXES)
+        return merge_cells(partials, _CELL, sums=_SUMS, maxes=_MAXES, mins=_MINS)
 
     def decide(self, aggregates: pl.DataFrame, ctx: AuditContext) -> list[Finding]:
         """Findings for prompts whose trimming or summarising saves enough per month."""
         params = Params.from_mapping(ctx.params)
         flagged = worth_reporting(evaluate(aggregates, ctx), params.min_monthly_savings_usd)
         return [_finding(row, ctx, params) for row in flagged.iter_rows(named=True)]
+
+    def coverage(
+        self,
+        aggregates: pl.DataFrame,
+        ctx: AuditContext,
+        census: pl.DataFrame,
+        findings: list[Finding],
+    ) -> pl.DataFrame:
+        """Keys with input: judged when they have conversations (whose growth is measured) or
+        at least ``min_calls`` single calls (whose sizes are); else "too few calls"."""
+        params = Params.from_mapping(ctx.params)
+        key = ["prompt", "model", "service"]
+        empty = pl.DataFrame(schema={k: pl.String for k in key})
+        judged = (
+            aggregates.filter(
+                ((pl.col("kind") == "conv") & (pl.col("conversations") > 0))
+                | ((pl.col("kind") == "single") & (pl.col("calls") > 0))
+            )
+            .group_by("kind", *key)
+            .agg(pl.col("calls").sum(), pl.col("conversations").sum())
+            .filter((pl.col("kind") == "conv") | (pl.col("calls") >= params.min_calls))
+            .select(key)
+            .unique()
+            if aggregates.height
+            else empty
+        )
+        marked = census.join(
+            judged.with_columns(pl.lit(True).alias("_judged")),
+            on=key,
+            how="left",
+            nulls_equal=True,
+        )
+        reason = pl.when(pl.col("_judged").is_null()).then(pl.lit("too few calls"))
+        return coverage_rows(marked, pl.col("with_input") > 0, reason)
 
 
 RULE = ContextRule()
@@ -296,12 +338,19 @@ def _conversation_cells(conv: pl.LazyFrame, params: Params) -> pl.LazyFrame:
         "output_per_turn_sum": pl.col("output_per_turn") * flagged_last,
         "input_max": pl.col("input") * q,
     }
+    flagged_time = pl.when(pl.col("qualifies")).then(pl.col("start_time"))
     return (
-        conv.select(*_CELL_KEY, *(expr.alias(name) for name, expr in values.items()))
+        conv.select(
+            *_CELL_KEY,
+            *(expr.alias(name) for name, expr in values.items()),
+            flagged_time.alias("_t"),
+        )
         .group_by(*_CELL_KEY)
         .agg(
             *(pl.col(name).sum() for name in values if name != "input_max"),
             pl.col("input_max").max(),
+            pl.col("_t").min().alias("first_call"),
+            pl.col("_t").max().alias("last_call"),
         )
         .with_columns(pl.lit("conv").alias("kind"), pl.lit(None, dtype=pl.Int32).alias("bin"))
     )
@@ -424,6 +473,8 @@ def _single_cells(single: pl.LazyFrame, params: Params) -> pl.LazyFrame:
             zero.alias("summary_call_output"),
             pl.col("output").sum(),
             pl.col("input").max().alias("input_max"),
+            pl.col("start_time").min().alias("first_call"),
+            pl.col("start_time").max().alias("last_call"),
         )
         .with_columns(pl.lit("single").alias("kind"), pl.lit(None, dtype=pl.Int32).alias("bin"))
     )
@@ -455,7 +506,8 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
     cells = aggregates.filter(pl.col("kind").is_in(["conv", "single"]))
     keys = cells.group_by("kind", *_KEY).agg(
         *(pl.col(c).sum() for c in _SUMS if not c.startswith("hist_")),
-        pl.col("input_max").max(),
+        pl.col("input_max", "last_call").max(),
+        pl.col("first_call").min(),
     )
     quantiles = _quantiles(aggregates)
     keys = keys.join(quantiles, on=_KEY, how="left", nulls_equal=True)
@@ -474,11 +526,11 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
     saving_summary = pl.when(pl.col("kind") == "conv").then(
         pl.col("cost_actual") - pl.col("cost_summary") - pl.col("cost_summary_calls")
     )
-    factor = ctx.monthly(1.0)
     return (
         table.with_columns(
-            saving_budget.alias("saving_budget"), saving_summary.alias("saving_summary")
+            runrate.basis_days("first_call", "last_call", ctx.window_days).alias("basis_days")
         )
+        .with_columns(saving_budget.alias("saving_budget"), saving_summary.alias("saving_summary"))
         .with_columns(
             pl.when(pl.col("saving_summary").fill_null(float("-inf")) > pl.col("saving_budget"))
             .then(pl.lit("summary"))
@@ -487,7 +539,7 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
             pl.max_horizontal("saving_budget", "saving_summary").alias("saving"),
         )
         .with_columns(
-            (pl.col("saving") * factor).alias("monthly_savings_usd"),
+            runrate.monthly("saving", "basis_days").alias("monthly_savings_usd"),
             (pl.col("eligible") & pl.col("cost_actual").is_not_null()).alias("eligible"),
         )
     )
@@ -610,7 +662,7 @@ def _rounded(value: float | None, digits: int = 2) -> float | None:
 
 def _evidence(row: dict[str, Any], ctx: AuditContext, params: Params) -> dict[str, Any]:
     """The numbers behind a finding."""
-    factor = ctx.monthly(1.0)
+    factor = runrate.monthly_value(1.0, row["basis_days"])
     evidence: dict[str, Any] = {
         "check": "growing_conversation" if row["kind"] == "conv" else "oversized_input",
         "provider": row["provider"],
@@ -626,6 +678,9 @@ def _evidence(row: dict[str, Any], ctx: AuditContext, params: Params) -> dict[st
         if row["saving_budget"] is not None
         else None,
         "recommended": "summarize" if row["best"] == "summary" else "budget",
+        "run_rate_basis": runrate.basis_evidence(
+            row["first_call"], row["last_call"], row["basis_days"], row["calls"]
+        ),
     }
     if row["kind"] == "conv":
         flagged = row["flagged"]
