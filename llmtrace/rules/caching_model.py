@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 
@@ -351,3 +351,36 @@ def split_cost(
     if output is not None:
         cost = cost + pl.col(output).cast(pl.Float64).fill_null(0.0) * pl.col("rate_output")
     return cost
+
+
+# --- per-call facts as expressions (rules that replay each call, e.g. LT202) ------------------
+
+
+def normalised_model_expr(model: pl.Expr | None = None) -> pl.Expr:
+    """``normalise_model`` as a Polars expression (vectorised over calls): everything up to the
+    last provider marker dropped, Claude dots as dashes."""
+    name = (model if model is not None else pl.col("model")).str.strip_chars().str.to_lowercase()
+    name = name.str.replace(r"^.*(?:anthropic\.|anthropic/|openai/|azure/|models/)", "")
+    return (
+        pl.when(name.str.starts_with("claude"))
+        .then(name.str.replace_all(".", "-", literal=True))
+        .otherwise(name)
+    )
+
+
+def min_tokens_expr(name: pl.Expr | None = None) -> pl.Expr:
+    """Per call: the minimum cacheable prefix of its (provider, model), as ``regime_for`` gives
+    it (longest matching model prefix; unknown Claude models 4,096); null when not modelled.
+
+    ``name``: the normalised model (a column computed once with ``normalised_model_expr``; by
+    default computed here, which is slower on many calls).
+    """
+    name = name if name is not None else normalised_model_expr()
+    provider = pl.col("provider")
+    expr: Any = pl
+    for row in sorted(MODELS, key=lambda m: len(m.model_prefix), reverse=True):
+        expr = expr.when((provider == row.provider) & name.str.starts_with(row.model_prefix)).then(
+            pl.lit(row.min_tokens, dtype=pl.Int64)
+        )
+    explicit = [p for p, facts in PROVIDERS.items() if facts.mode == "explicit"]
+    return expr.when(provider.is_in(explicit)).then(pl.lit(_CLAUDE_DEFAULT_MIN, dtype=pl.Int64))

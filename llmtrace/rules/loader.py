@@ -31,6 +31,7 @@ RULEPACK = "llmtrace._rulepack"
 BUILTIN_MODULES: dict[str, str] = {
     "LT101": "llmtrace.rules.lt101_reasoning",
     "LT201": "llmtrace.rules.lt201_caching",
+    "LT202": "llmtrace.rules.lt202_history",
     "LT301": "llmtrace.rules.lt301_context",
     "LT401": "llmtrace.rules.lt401_rightsizing",
     "LT501": "llmtrace.rules.lt501_batch",

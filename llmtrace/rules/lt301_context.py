@@ -48,7 +48,16 @@ from llmtrace.rules.base import (
     merge_cells,
     worth_reporting,
 )
-from llmtrace.rules.caching_model import price_rates, split_cost
+from llmtrace.rules.caching_model import (
+    PROVIDERS,
+    min_tokens_expr,
+    normalised_model_expr,
+    price_rates,
+    split_cost,
+)
+from llmtrace.rules.lt202_history import replay_turns
+
+_EXPLICIT = [p for p, facts in PROVIDERS.items() if facts.mode == "explicit"]
 
 CODE = "LT301"
 NAME = "growing-conversation-context"
@@ -94,6 +103,11 @@ _NARROW = [
     "p0",
 ]
 _CELL_KEY = ["_k", "day", "band"]
+# what LT202's replay needs besides _NARROW
+_REPLAY = ["prefix_hashes", "minimum", "explicit"]
+# cells of conversations re-costed as if their history were cached (LT202's 5-minute
+# breakpoint on the last message): trimming is priced on top of that caching
+ON_TOP = "conv_cached"
 
 
 @dataclass(frozen=True)
@@ -150,6 +164,7 @@ class ContextRule:
         "cache_write_1h_tokens",
         "output_tokens",
         "prefix_tokens",
+        "prefix_hashes",
     )
     # A conversation's turns must stay together; single calls merge under any split, so they
     # are spread by start time (one part for all of them would defeat the split).
@@ -171,10 +186,13 @@ class ContextRule:
         base = _base(calls, ctx)
         keys = base.group_by("_k").agg(pl.col(*_KEY).first())
         narrow = base.select(*_NARROW)
-        conv = narrow.filter(pl.col("_c").is_not_null())
+        conv = base.filter(pl.col("_c").is_not_null()).select(*_NARROW, *_REPLAY)
         single = narrow.filter(pl.col("_c").is_null())
         parts = [
-            _conversation_cells(conv, params),
+            _conversation_cells(conv.select(_NARROW), params),
+            _conversation_cells(_cached_history(conv), params).with_columns(
+                pl.lit(ON_TOP).alias("kind")
+            ),
             _single_cells(single, params),
             _histograms(single),
         ]
@@ -256,6 +274,8 @@ def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
             inp.cast(pl.Float64).log(2).floor().cast(pl.Int32).alias("band"),
             pl.struct(*_KEY).hash(31).alias("_k"),
             pl.col("conversation_id").hash(37).alias("_c"),
+            min_tokens_expr(normalised_model_expr()).alias("minimum"),
+            pl.col("provider").is_in(_EXPLICIT).alias("explicit"),
         )
         .with_columns(
             pl.min_horizontal(pl.col("cache_write_1h_tokens").fill_null(0), "write")
@@ -264,6 +284,22 @@ def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
             pl.when(pl.col("conversation_id").is_not_null()).then(pl.col("_c")).alias("_c"),
         )
     )
+
+
+def _cached_history(conv: pl.LazyFrame) -> pl.LazyFrame:
+    """Turns of conversations that cache nothing, re-split as LT202's replay of a 5-minute
+    breakpoint on the last message would bill them (``lt202_history.replay_turns``);
+    conversations that already cache, and providers whose caching is not modelled, keep their
+    real split. ``evaluate`` uses these cells as the baseline when caching is cheaper, so a
+    trimming saving never includes what caching alone would save (LT202's)."""
+    turns = replay_turns(conv.rename({"input": "L"})).rename({"L": "input"})
+    uncached = ((pl.col("read") + pl.col("write")) == 0).all().over("_c")
+    replace = uncached & pl.col("minimum").is_not_null()
+    return turns.with_columns(
+        pl.when(replace).then(pl.col("cf_read_short")).otherwise(pl.col("read")).alias("read"),
+        pl.when(replace).then(pl.col("cf_write_short")).otherwise(pl.col("write")).alias("write"),
+        pl.when(replace).then(0).otherwise(pl.col("write_1h")).alias("write_1h"),
+    ).select(_NARROW)
 
 
 def _conversation_turns(conv: pl.LazyFrame, params: Params) -> pl.LazyFrame:
@@ -503,7 +539,7 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
     params = Params.from_mapping(ctx.params)
     if aggregates.height == 0:
         return pl.DataFrame()
-    cells = aggregates.filter(pl.col("kind").is_in(["conv", "single"]))
+    cells = aggregates.filter(pl.col("kind").is_in(["conv", ON_TOP, "single"]))
     keys = cells.group_by("kind", *_KEY).agg(
         *(pl.col(c).sum() for c in _SUMS if not c.startswith("hist_")),
         pl.col("input_max", "last_call").max(),
@@ -511,7 +547,7 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
     )
     quantiles = _quantiles(aggregates)
     keys = keys.join(quantiles, on=_KEY, how="left", nulls_equal=True)
-    conv_ok = (pl.col("kind") == "conv") & (pl.col("flagged") > 0)
+    conv_ok = pl.col("kind").is_in(["conv", ON_TOP]) & (pl.col("flagged") > 0)
     single_ok = (
         (pl.col("kind") == "single")
         & (pl.col("calls") >= params.min_calls)
@@ -521,7 +557,7 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
     )
     keys = keys.with_columns((conv_ok | single_ok).alias("eligible"))
     costs = _price(cells, keys.filter(pl.col("eligible")), ctx)
-    table = keys.join(costs, on=["kind", *_KEY], how="left", nulls_equal=True)
+    table = _cheaper_baseline(keys.join(costs, on=["kind", *_KEY], how="left", nulls_equal=True))
     saving_budget = pl.col("cost_actual") - pl.col("cost_budget")
     saving_summary = pl.when(pl.col("kind") == "conv").then(
         pl.col("cost_actual") - pl.col("cost_summary") - pl.col("cost_summary_calls")
@@ -543,6 +579,24 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
             (pl.col("eligible") & pl.col("cost_actual").is_not_null()).alias("eligible"),
         )
     )
+
+
+def _cheaper_baseline(table: pl.DataFrame) -> pl.DataFrame:
+    """Per conversation key, the cheaper of "as billed" and "history cached" (``ON_TOP``) as
+    the baseline the trimming policies are priced against; ``on_top_of_caching`` says which."""
+    is_conv = pl.col("kind").is_in(["conv", ON_TOP])
+    conv = table.filter(is_conv).with_columns((pl.col("kind") == ON_TOP).alias("on_top_of_caching"))
+    conv = (
+        conv.sort(
+            [*_KEY, "cost_actual", "on_top_of_caching"],
+            nulls_last=True,
+            descending=[False] * len(_KEY) + [False, False],
+        )
+        .unique(subset=_KEY, keep="first", maintain_order=True)
+        .with_columns(pl.lit("conv").alias("kind"))
+    )
+    single = table.filter(~is_conv).with_columns(pl.lit(False).alias("on_top_of_caching"))
+    return pl.concat([conv, single], how="vertical_relaxed")
 
 
 def _quantiles(aggregates: pl.DataFrame) -> pl.DataFrame:
@@ -678,6 +732,10 @@ def _evidence(row: dict[str, Any], ctx: AuditContext, params: Params) -> dict[st
         if row["saving_budget"] is not None
         else None,
         "recommended": "summarize" if row["best"] == "summary" else "budget",
+        "baseline": "history cached with a breakpoint on the last message (LT202's saving "
+        "not included)"
+        if row.get("on_top_of_caching")
+        else "as billed",
         "run_rate_basis": runrate.basis_evidence(
             row["first_call"], row["last_call"], row["basis_days"], row["calls"]
         ),
@@ -729,7 +787,12 @@ def _message(row: dict[str, Any], evidence: dict[str, Any], params: Params) -> s
             f"~{evidence['growth_tokens_per_turn']:,.0f} tokens per turn "
             f"(r²={evidence['fit_r2']:.2f}, {evidence['output_tokens_per_turn']:,.0f} output "
             f"tokens per turn) up to {row['input_max']:,} tokens; {cached:.0%} of the input is "
-            f"already cache reads. {policy[0].upper()}{policy[1:]} saves ${monthly:,.2f}/month."
+            f"already cache reads. {policy[0].upper()}{policy[1:]} saves ${monthly:,.2f}/month"
+            + (
+                " on top of caching the history (LT202), which is not counted here."
+                if row.get("on_top_of_caching")
+                else "."
+            )
         )
     return (
         f"Typical input is ~{row['p50_input']:,.0f} tokens (p50) for ~{row['p90_output']:,.0f} "

@@ -1,0 +1,544 @@
+"""LT202 conversation-history-not-cached: conversations resend their history without caching it.
+
+Chat apps and agent loops send, on every turn, the whole conversation so far. Each turn's prompt
+starts with the previous turn's prompt, so a cache entry written at the end of one turn is read
+by the next. LT201 cannot see this (each conversation's history is its own prefix, shared by no
+other conversation); LT202 replays each conversation with the provider's real mechanics
+(rules/LT202.yaml documents the rule for users):
+
+* **Anthropic / Bedrock** (explicit): one breakpoint on the last message of every request. A
+  turn reads the previous turn's whole prompt when that prompt is an exact prefix of its own
+  (same message-boundary hash), was long enough to be written at all (the model's minimum
+  cacheable length), and the previous turn came within the lifetime (5 minutes, refreshed by
+  that very read, or 1 hour where offered); it writes everything after that, at the write
+  premium, when its prompt reaches the minimum. Replayed for both lifetimes; the better wins.
+* **OpenAI / Azure** (automatic): a turn reads the previous prompt rounded down to 128-token
+  steps when it is at least 1,024 tokens and came within ~5 minutes; writes cost what the price
+  data says (nothing extra before GPT-5.6). Nothing to switch on but routing
+  (``prompt_cache_key``), which is what the fix says.
+* Gemini's implicit caching is not replayed: hits are not guaranteed and nothing can be switched
+  on (see caching_model). No prefix other than the conversation's own previous prompt is read.
+
+Only the history after the system prefix (``prefix_tokens[0]``) is replayed and priced: the
+system prefix shared across conversations is LT201's, so the two never count one token twice.
+A turn that already reads at least as much history as the replay would keeps its real split,
+so the replay never undoes caching an app already does. LT301 (trimming) prices its policies
+on top of this caching, so LT202 + LT301 add up.
+
+Costs: per cell (prompt key, day, input-size band) the aggregate sums the history tokens as
+billed and as each option would bill them; ``decide`` prices both with the run's own pricer
+(``price_rates`` + ``split_cost``: write premium, read discount, tiers and dated prices from the
+price data), and scales to a month at the key's run-rate (``runrate``).
+
+Mergeability: the replay needs a conversation's turns together, so partials are exact when
+partitions are split by ``conversation_id`` (``partition_key``); ``merge`` re-aggregates cells.
+Vectorised: one sort by (conversation, time), then shifted columns; no Python per call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import polars as pl
+
+from llmtrace.config import ConfigError
+from llmtrace.rules import runrate
+from llmtrace.rules.base import (
+    AuditContext,
+    Finding,
+    Severity,
+    coverage_rows,
+    merge_cells,
+    worth_reporting,
+)
+from llmtrace.rules.caching_model import (
+    PROVIDERS,
+    min_tokens_expr,
+    normalised_model_expr,
+    price_rates,
+    regimes_frame,
+    split_cost,
+)
+
+CODE = "LT202"
+NAME = "conversation-history-not-cached"
+
+SHORT_TTL_S = 300.0
+LONG_TTL_S = 3600.0
+
+_KEY = ["provider", "model", "service", "prompt"]
+_CELL = [*_KEY, "day", "band"]
+_OPTIONS = ("short", "long")
+_SUMS = [
+    "calls",
+    "turns_after_first",
+    "resent",
+    "conversations",
+    "history",
+    "read",
+    "write",
+    "write_1h",
+    *(f"{name}_{o}" for o in _OPTIONS for name in ("hits", "read", "write", "write_1h")),
+    "input",
+]
+_MAXES = ["last_call", "input_max"]
+_MINS = ["first_call"]
+_EXPLICIT = [p for p, facts in PROVIDERS.items() if facts.mode == "explicit"]
+
+
+@dataclass(frozen=True)
+class Params:
+    """LT202's parameters (defaults in rules/LT202.yaml, overridable in llmtrace.toml)."""
+
+    min_monthly_savings_usd: float = 5.0
+    max_cached_share: float = 0.5
+    min_conversations: int = 5
+    min_resent_calls: int = 20
+    medium_savings_usd: float = 50.0
+    high_savings_usd: float = 500.0
+
+    @classmethod
+    def from_mapping(cls, params: Any) -> Params:
+        """Read known parameters, type-checked; a wrong type is a ConfigError naming it."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in params:
+                continue
+            raw = params[f.name]
+            if isinstance(raw, bool) or not isinstance(raw, int | float):
+                raise ConfigError(f"{CODE}: parameter {f.name} must be a number, not {raw!r}")
+            values[f.name] = int(raw) if f.type in ("int", int) else float(raw)
+        return cls(**values)
+
+
+class HistoryRule:
+    """The LT202 rule object (module attribute ``RULE``)."""
+
+    code: ClassVar[str] = CODE
+    name: ClassVar[str] = NAME
+    columns: ClassVar[tuple[str, ...]] = (
+        "provider",
+        "model",
+        "service",
+        "prompt",
+        "conversation_id",
+        "start_time",
+        "input_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "cache_write_1h_tokens",
+        "prefix_hashes",
+        "prefix_tokens",
+    )
+    # a conversation's turns must stay together; calls without one are dropped, so they may all
+    # land in one part
+    partition_key: ClassVar[pl.Expr] = pl.col("conversation_id").hash(37)
+
+    def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
+        """Per cell: history tokens as billed and as each replayed option would bill them."""
+        base = _base(calls, ctx)
+        names = base.group_by("_k").agg(pl.col(*_KEY).first())
+        turns = replay_turns(base.select(_NARROW))
+        per_turn = _per_turn_sums(turns)
+        cells = (
+            turns.select(
+                "_k",
+                "day",
+                "band",
+                "start_time",
+                "L",
+                *(expr.alias(name) for name, expr in per_turn.items()),
+            )
+            .group_by("_k", "day", "band")
+            .agg(
+                *(pl.col(name).sum() for name in per_turn),
+                pl.col("L").sum().alias("input"),
+                pl.col("L").max().alias("input_max"),
+                pl.col("start_time").min().alias("first_call"),
+                pl.col("start_time").max().alias("last_call"),
+            )
+        )
+        return cells.join(names, on="_k", how="left").select(*_CELL, *_SUMS, *_MAXES, *_MINS)
+
+    def merge(self, partials: list[pl.DataFrame], ctx: AuditContext) -> pl.DataFrame:
+        """Concatenate partials and re-aggregate by cell (exact when split by conversation)."""
+        return merge_cells(partials, _CELL, sums=_SUMS, maxes=_MAXES, mins=_MINS)
+
+    def decide(self, aggregates: pl.DataFrame, ctx: AuditContext) -> list[Finding]:
+        """Findings for prompts whose conversations would save enough by caching history."""
+        params = Params.from_mapping(ctx.params)
+        flagged = worth_reporting(evaluate(aggregates, ctx), params.min_monthly_savings_usd)
+        return [_finding(row, ctx, params) for row in flagged.iter_rows(named=True)]
+
+    def coverage(
+        self,
+        aggregates: pl.DataFrame,
+        ctx: AuditContext,
+        census: pl.DataFrame,
+        findings: list[Finding],
+    ) -> pl.DataFrame:
+        """Keys with conversations on a provider whose caching is modelled: judged with enough
+        conversations and resent turns; else "too few calls" or "no fingerprints"."""
+        params = Params.from_mapping(ctx.params)
+        key = ["prompt", "model", "service"]
+        if aggregates.height:
+            judged = (
+                aggregates.group_by(key)
+                .agg(pl.col("conversations", "resent", "turns_after_first").sum())
+                .filter(
+                    (pl.col("conversations") >= params.min_conversations)
+                    & (pl.col("turns_after_first") >= params.min_resent_calls)
+                )
+                .select(key)
+            )
+        else:
+            judged = pl.DataFrame(schema={k: pl.String for k in key})
+        marked = census.join(
+            judged.with_columns(pl.lit(True).alias("_judged")), on=key, how="left", nulls_equal=True
+        )
+        reason = (
+            pl.when(pl.col("fingerprinted") == 0)
+            .then(pl.lit("no fingerprints"))
+            .when(pl.col("_judged").is_null())
+            .then(pl.lit("too few calls"))
+        )
+        applies = pl.col("provider").is_in(list(PROVIDERS)) & (pl.col("in_conversations") > 0)
+        return coverage_rows(marked, applies, reason)
+
+
+RULE = HistoryRule()
+
+
+# -- aggregate ---------------------------------------------------------------------------------
+
+_NARROW = [
+    "_k",
+    "_c",
+    "start_time",
+    "day",
+    "band",
+    "L",
+    "read",
+    "write",
+    "write_1h",
+    "p0",
+    "prefix_hashes",
+    "minimum",
+    "explicit",
+]
+
+
+def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
+    """Current-window conversation calls on a modelled provider, with clean token columns."""
+    start = pl.col("start_time")
+    inp = pl.col("input_tokens").cast(pl.Int64)
+    read = pl.col("cache_read_tokens").fill_null(0).cast(pl.Int64).clip(0, inp)
+    write = pl.min_horizontal(pl.col("cache_write_tokens").fill_null(0), inp - read).clip(0)
+    return (
+        calls.select(*HistoryRule.columns)
+        .filter(
+            (start >= ctx.since)
+            & (start < ctx.until)
+            & (pl.col("input_tokens") > 0)
+            & pl.col("conversation_id").is_not_null()
+            & pl.col("model").is_not_null()
+            & pl.col("provider").is_in(list(PROVIDERS))
+        )
+        .with_columns(
+            inp.alias("L"),
+            read.alias("read"),
+            write.alias("write"),
+            pl.col("prefix_tokens").list.first().fill_null(0).clip(0, inp).alias("p0"),
+            start.dt.date().alias("day"),
+            inp.cast(pl.Float64).log(2).floor().cast(pl.Int32).alias("band"),
+            pl.struct(*_KEY).hash(43).alias("_k"),
+            pl.col("conversation_id").hash(37).alias("_c"),
+            normalised_model_expr().alias("_norm"),
+            pl.col("provider").is_in(_EXPLICIT).alias("explicit"),
+        )
+        .with_columns(min_tokens_expr(pl.col("_norm")).alias("minimum"))
+        .with_columns(
+            pl.min_horizontal(pl.col("cache_write_1h_tokens").fill_null(0), "write")
+            .clip(0)
+            .alias("write_1h")
+        )
+    )
+
+
+def replay_turns(turns: pl.LazyFrame) -> pl.LazyFrame:
+    """Turns sorted by conversation and time, with what caching the history would read.
+
+    Needs ``_c`` (conversation key), ``start_time``, ``L`` (input tokens), ``prefix_hashes``,
+    ``minimum`` (cacheable length) and ``explicit`` (breakpoints vs automatic). Adds
+    ``first`` (first turn), ``resent`` (the previous prompt is an exact prefix of this one),
+    ``gap_s`` and, per lifetime option, ``cf_read_<o>`` / ``cf_write_<o>``: the whole prompt's
+    tokens read from / written to the cache with a breakpoint on the last message (automatic
+    providers: what their prefix cache reads, in 128-token steps; no long option). Also used by
+    LT301 to price trimming on top of caching.
+    """
+    turns = turns.sort("_c", "start_time")
+    same = (pl.col("_c") == pl.col("_c").shift(1)).fill_null(False)
+    hashes = pl.col("prefix_hashes")
+    turns = turns.with_columns(
+        (~same).alias("first"),
+        pl.when(same).then(pl.col("L").shift(1)).alias("prev_L"),
+        pl.when(same).then(hashes.list.len().shift(1)).alias("_prev_n"),
+        pl.when(same).then(hashes.list.last().shift(1)).alias("_prev_last"),
+        pl.when(same)
+        .then((pl.col("start_time") - pl.col("start_time").shift(1)).dt.total_microseconds())
+        .alias("_gap_us"),
+    )
+    at = hashes.list.get((pl.col("_prev_n") - 1).clip(lower_bound=0), null_on_oob=True)
+    resent = (
+        (pl.col("_prev_n") > 0) & (at == pl.col("_prev_last")) & (pl.col("prev_L") <= pl.col("L"))
+    ).fill_null(False)
+    turns = turns.with_columns(
+        resent.alias("resent"), (pl.col("_gap_us") / 1e6).alias("gap_s")
+    ).drop("_prev_n", "_prev_last", "_gap_us")
+    prev, length, minimum = pl.col("prev_L"), pl.col("L"), pl.col("minimum")
+    writes = (length >= minimum).fill_null(False)
+    out = []
+    for option, ttl in (("short", SHORT_TTL_S), ("long", LONG_TTL_S)):
+        alive = pl.col("resent") & (pl.col("gap_s") <= ttl) & (prev >= minimum)
+        if option == "short":
+            hit = alive.fill_null(False)
+        else:
+            hit = (alive & pl.col("explicit")).fill_null(False)
+        explicit_read = prev
+        automatic_read = prev // 128 * 128
+        read = pl.when(hit).then(
+            pl.when(pl.col("explicit")).then(explicit_read).otherwise(automatic_read)
+        )
+        read = read.otherwise(0).fill_null(0)
+        out += [
+            hit.alias(f"hit_{option}"),
+            read.alias(f"cf_read_{option}"),
+            pl.when(writes).then(length - read).otherwise(0).alias(f"cf_write_{option}"),
+        ]
+    return turns.with_columns(out)
+
+
+def _region(read: pl.Expr, write: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """Read and written tokens of the history after the system prefix ``p0`` (cache order:
+    reads first, then writes, then uncached input)."""
+    p0 = pl.col("p0")
+    region_read = (read - p0).clip(lower_bound=0)
+    region_write = (read + write - p0).clip(lower_bound=0) - region_read
+    return region_read, region_write
+
+
+def _per_turn_sums(turns: pl.LazyFrame) -> dict[str, pl.Expr]:
+    """Name -> per-turn value summed per cell (see ``_SUMS``)."""
+    a_read, a_write = _region(pl.col("read"), pl.col("write"))
+    _, a_write_1h = _region(pl.col("read"), pl.col("write_1h"))
+    sums: dict[str, pl.Expr] = {
+        "calls": pl.lit(1, dtype=pl.Int64),
+        "turns_after_first": (~pl.col("first")).cast(pl.Int64),
+        "resent": pl.col("resent").cast(pl.Int64),
+        "conversations": pl.col("first").cast(pl.Int64),
+        "history": pl.col("L") - pl.col("p0"),
+        "read": a_read,
+        "write": a_write,
+        "write_1h": pl.min_horizontal(a_write_1h, a_write),
+    }
+    for option in _OPTIONS:
+        c_read, c_write = _region(pl.col(f"cf_read_{option}"), pl.col(f"cf_write_{option}"))
+        keep = a_read >= c_read  # the app already reads as much: its own split stands
+        sums[f"hits_{option}"] = pl.col(f"hit_{option}").cast(pl.Int64)
+        sums[f"read_{option}"] = pl.when(keep).then(a_read).otherwise(c_read)
+        sums[f"write_{option}"] = pl.when(keep).then(a_write).otherwise(c_write)
+        one_hour = c_write if option == "long" else pl.lit(0, dtype=pl.Int64)
+        sums[f"write_1h_{option}"] = pl.when(keep).then(sums["write_1h"]).otherwise(one_hour)
+    return {name: expr.cast(pl.Int64) for name, expr in sums.items()}
+
+
+# -- decide ------------------------------------------------------------------------------------
+
+
+def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
+    """One row per prompt key with evidence, option costs and whether it may be flagged."""
+    params = Params.from_mapping(ctx.params)
+    if aggregates.height == 0:
+        return pl.DataFrame()
+    keys = aggregates.group_by(_KEY).agg(
+        *(pl.col(c).sum() for c in _SUMS),
+        *(pl.col(c).max() for c in _MAXES),
+        *(pl.col(c).min() for c in _MINS),
+    )
+    keys = keys.join(regimes_frame(keys), on=["provider", "model"], how="left", nulls_equal=True)
+    keys = keys.with_columns(
+        (pl.col("read") / pl.col("history")).fill_nan(0.0).alias("cached_share"),
+        (pl.col("long_ttl_s").is_not_null() & (pl.col("cache_mode") == "explicit")).alias(
+            "long_offered"
+        ),
+    ).with_columns(
+        (
+            pl.col("cache_mode").is_not_null()
+            & (pl.col("conversations") >= params.min_conversations)
+            & (pl.col("resent") >= params.min_resent_calls)
+            & (pl.col("cached_share") < params.max_cached_share)
+        ).alias("eligible")
+    )
+    costs = _price(aggregates, keys.filter(pl.col("eligible")), ctx)
+    table = keys.join(costs, on=_KEY, how="left", nulls_equal=True).with_columns(
+        (pl.col("cost_actual") - pl.col("cost_short")).alias("saving_short"),
+        pl.when(pl.col("long_offered"))
+        .then(pl.col("cost_actual") - pl.col("cost_long"))
+        .alias("saving_long"),
+    )
+    best_long = pl.col("saving_long").fill_null(float("-inf")) > pl.col("saving_short")
+    return (
+        table.with_columns(
+            pl.when(best_long).then(pl.lit("1h")).otherwise(pl.lit("5m")).alias("best"),
+            pl.max_horizontal("saving_short", "saving_long").alias("saving"),
+            runrate.basis_days("first_call", "last_call", ctx.window_days).alias("basis_days"),
+        )
+        .with_columns(
+            runrate.monthly("saving", "basis_days").alias("monthly_savings_usd"),
+            (pl.col("eligible") & pl.col("cost_actual").is_not_null()).alias("eligible"),
+        )
+        .with_columns(pl.col("eligible") & (pl.col("saving") > 0))
+    )
+
+
+def _price(aggregates: pl.DataFrame, eligible: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
+    """History cost of the eligible keys as billed and under each option."""
+    options = {
+        "actual": ("read", "write", "write_1h"),
+        "short": ("read_short", "write_short", "write_1h_short"),
+        "long": ("read_long", "write_long", "write_1h_long"),
+    }
+    schema = {**{k: pl.String for k in _KEY}, **{f"cost_{o}": pl.Float64 for o in options}}
+    if eligible.height == 0:
+        return pl.DataFrame(schema=schema)
+    cells = aggregates.join(eligible.select(_KEY), on=_KEY, how="semi", nulls_equal=True)
+    cells = cells.with_columns(
+        (pl.col("input") / pl.col("calls").clip(lower_bound=1))
+        .round(0)
+        .cast(pl.Int64)
+        .alias("size"),
+        pl.lit(0, dtype=pl.Int64).alias("_zero"),
+    )
+    priced = price_rates(cells, ctx.price).with_columns(
+        split_cost(calls="_zero", input="history", read=r, write=w, write_1h=w1).alias(f"_{name}")
+        for name, (r, w, w1) in options.items()
+    )
+    return (
+        priced.group_by(_KEY)
+        .agg(
+            # an unpriced cell leaves the key without a cost: a partial sum would invent savings
+            pl.when(pl.col(f"_{name}").null_count() == 0)
+            .then(pl.col(f"_{name}").sum())
+            .alias(f"cost_{name}")
+            for name in options
+        )
+        .select(schema.keys())
+        .cast(schema)  # type: ignore[arg-type]
+    )
+
+
+def _severity(monthly: float, params: Params) -> Severity:
+    if monthly >= params.high_savings_usd:
+        return "high"
+    if monthly >= params.medium_savings_usd:
+        return "medium"
+    return "low"
+
+
+def _rounded(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _evidence(row: dict[str, Any]) -> dict[str, Any]:
+    days = row["basis_days"]
+    hits = row["hits_long"] if row["best"] == "1h" else row["hits_short"]
+    after_first = row["turns_after_first"] or 0
+    return {
+        "provider": row["provider"],
+        "cache_mode": row["cache_mode"],
+        "conversations": row["conversations"],
+        "calls": row["calls"],
+        "turns_resending_history": row["resent"],
+        "history_tokens": row["history"],
+        "history_tokens_per_call": round(row["history"] / row["calls"], 1)
+        if row["calls"]
+        else None,
+        "max_input_tokens": row["input_max"],
+        "min_cacheable_tokens": row["min_cacheable_tokens"],
+        "actual_cached_share_of_history": _rounded(row["cached_share"]),
+        "simulated_hit_rate": _rounded(hits / after_first) if after_first else None,
+        "window_history_cost_usd": _rounded(row["cost_actual"], 6),
+        "window_history_cost_cached_5m_usd": _rounded(row["cost_short"], 6),
+        "window_history_cost_cached_1h_usd": _rounded(row["cost_long"], 6)
+        if row["long_offered"]
+        else None,
+        "monthly_savings_5m_usd": _rounded(runrate.monthly_value(row["saving_short"], days), 2),
+        "monthly_savings_1h_usd": _rounded(runrate.monthly_value(row["saving_long"], days), 2)
+        if row["saving_long"] is not None
+        else None,
+        "recommended_ttl": row["best"],
+        "scope": "history after the system prefix (the system prefix is LT201's)",
+        "run_rate_basis": runrate.basis_evidence(
+            row["first_call"], row["last_call"], days, row["calls"]
+        ),
+    }
+
+
+def _fix(row: dict[str, Any]) -> str:
+    if row["cache_mode"] == "automatic":
+        return (
+            "The provider caches prefixes of 1,024+ tokens automatically, but these turns read "
+            "almost none of their history from cache. Pass the conversation id as "
+            '`prompt_cache_key` (e.g. `prompt_cache_key=f"conv-{conversation_id}"`) so a '
+            "conversation's turns reach the same cache, and never edit earlier messages: append "
+            "only."
+        )
+    ttl = ', "ttl": "1h"' if row["best"] == "1h" else ""
+    return (
+        "Put a cache breakpoint on the last message of every request: "
+        f'`"cache_control": {{"type": "ephemeral"{ttl}}}` on the last content block of the '
+        "last message (Anthropic: or one top-level `cache_control` for automatic caching; "
+        "Bedrock: a `cachePoint` block after it). Each turn then reads the previous turn's "
+        "prompt from the cache and writes only what is new. Append messages only; never edit "
+        "or reorder earlier turns, or the cache is lost. Up to 4 breakpoints: keep one on the "
+        "system prompt too (LT201)."
+    )
+
+
+def _finding(row: dict[str, Any], ctx: AuditContext, params: Params) -> Finding:
+    evidence = _evidence(row)
+    monthly = row["monthly_savings_usd"]
+    hit = evidence["simulated_hit_rate"] or 0.0
+    option = (
+        "automatic prefix caching routed per conversation"
+        if row["cache_mode"] == "automatic"
+        else f"a cache breakpoint on the last message ({row['best']} lifetime)"
+    )
+    message = (
+        f"{row['conversations']:,} conversations resend their history "
+        f"(~{evidence['history_tokens_per_call'] or 0:,.0f} tokens per call after the system "
+        f"prompt, {row['calls']:,} calls) with {row['cached_share']:.0%} of it read from cache; "
+        f"with {option} {hit:.0%} of the later turns would read the previous prompt, saving "
+        f"${monthly:,.2f}/month without dropping anything."
+    )
+    return Finding(
+        rule=CODE,
+        name=NAME,
+        severity=_severity(monthly, params),
+        prompt=row["prompt"],
+        model=row["model"],
+        service=row["service"],
+        window_start=ctx.since,
+        window_end=ctx.until,
+        monthly_savings_usd=monthly,
+        message=message,
+        fix=_fix(row),
+        evidence=evidence,
+        key={
+            "provider": row["provider"],
+            "model": row["model"],
+            "prompt": row["prompt"],
+            "service": row["service"],
+        },
+    )
