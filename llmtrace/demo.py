@@ -386,6 +386,61 @@ WORKLOADS: tuple[Workload, ...] = (
 )
 # fmt: on
 
+
+def _cache_history_cases() -> tuple[tuple[Workload, ...], list[Planted]]:
+    """LT202 and LT203 cases: a chat that resends its history uncached, and a prompt that pays
+    the cache-write premium for a prefix nobody reads, each with a near-miss."""
+    # fmt: off
+    workloads = (
+        # LT202 positive: a help-desk chat, 3-8 turns a minute or two apart, whole history
+        # resent, no cache_control anywhere (system prompt below the 1,024 minimum: not LT201's)
+        Workload("support-bot", "helpdesk-chat", per_day=90, turns=(3, 8),
+                 turn_gap_s=(25.0, 150.0), peak_utc=15, steps=(
+            _s("helpdesk-chat", "v2", "anthropic", "claude-sonnet-4-5", 700,
+               user_tokens=(380, 0.5), output_tokens=(420, 0.4), context="replay"),)),
+        # LT202 near-miss: the same shape on Haiku 4.5, whose prompts stay below its
+        # 4,096-token minimum: nothing could be cached
+        Workload("support-bot", "faq-chat", per_day=40, turns=(2, 5), turn_gap_s=(20.0, 90.0),
+                 peak_utc=15, steps=(
+            _s("faq-chat", "v1", "anthropic", "claude-haiku-4-5", 600, user_tokens=(150, 0.4),
+               output_tokens=(200, 0.4), context="replay"),)),
+        # LT203 positive: a 12k-token prefix written with the 1-hour TTL (2x input) every
+        # 65-110 minutes: every entry expires unread
+        Workload("legal-api", "risk-brief", gap_s=(3900.0, 6600.0), steps=(
+            _s("risk-brief", "v3", "anthropic", "claude-sonnet-4-5", 12000,
+               user_tokens=(1500, 0.4), output_tokens=(600, 0.4), cache="anthropic",
+               system_ttl_s=3600.0),)),
+        # LT203 near-miss: 5-minute writes of a 3,000-token prefix read 1-4 minutes later
+        Workload("legal-api", "clause-lookup", gap_s=(60.0, 240.0), active_hours=(9, 17),
+                 steps=(
+            _s("clause-lookup", "v1", "anthropic", "claude-sonnet-4-5", 3000,
+               user_tokens=(300, 0.4), output_tokens=(150, 0.4), cache="anthropic",
+               system_ttl_s=300.0),)),
+    )
+    planted = [
+        Planted("LT202", "support-bot", "helpdesk-chat", "helpdesk-chat@v2", "claude-sonnet-4-5",
+                FINDING,
+                "3-8-turn chats, turns 25-150 s apart, resending the whole history (~800 "
+                "tokens/turn) with no caching: a breakpoint on the last message reads it"),
+        Planted("LT202", "support-bot", "faq-chat", "faq-chat@v1", "claude-haiku-4-5",
+                NO_FINDING,
+                "uncached history, but every prompt is below Haiku 4.5's 4,096-token minimum"),
+        Planted("LT203", "legal-api", "risk-brief", "risk-brief@v3", "claude-sonnet-4-5",
+                FINDING,
+                "12,000-token prefix written with the 1-hour TTL every 65-110 min: never read, "
+                "the 2x write premium is wasted"),
+        Planted("LT203", "legal-api", "clause-lookup", "clause-lookup@v1", "claude-sonnet-4-5",
+                NO_FINDING,
+                "5-minute writes of a 3,000-token prefix, read by the next call 1-4 min later"),
+    ]
+    # fmt: on
+    return workloads, planted
+
+
+_HISTORY_WORKLOADS, _HISTORY_PLANTED = _cache_history_cases()
+WORKLOADS = (*WORKLOADS, *_HISTORY_WORKLOADS)
+PLANTED.extend(_HISTORY_PLANTED)
+
 # -- public API -------------------------------------------------------------------------------
 
 _US = 1_000_000

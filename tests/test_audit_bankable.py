@@ -16,8 +16,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from llmtrace.commands.audit import audit
-from llmtrace.commands.demo import demo as demo_command
+from llmtrace.cli import cli
 from llmtrace.config import CONFIG_ENV
 from llmtrace.rules import runrate
 from llmtrace.rules.lt101_reasoning import _one_per_key
@@ -46,7 +45,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def run(*args: str):
-    return CliRunner().invoke(audit, list(args), catch_exceptions=False)
+    return CliRunner().invoke(cli, ["audit", *args], catch_exceptions=False)
 
 
 def savings(store: Path, *args: str) -> dict[tuple[str, str], float]:
@@ -81,13 +80,13 @@ def test_monthly_savings_agree_across_windows(demo_store: Path) -> None:
 def test_one_day_store_with_the_default_window_finds_the_caching_case(tmp_path: Path) -> None:
     """`llmtrace demo --days 1 && llmtrace audit`: one day of calls runs at a daily rate."""
     store = tmp_path / "one-day"
-    made = CliRunner().invoke(demo_command, ["--store", str(store), "--days", "1"])
+    made = CliRunner().invoke(cli, ["demo", "--store", str(store), "--days", "1"])
     assert made.exit_code == 0, made.output
     found = savings(store)
     assert ("LT201", "playbook-qa@v2") in found
     # the same case over 14 days of data in a 7-day window: the same run-rate within noise
     fourteen = tmp_path / "fourteen"
-    CliRunner().invoke(demo_command, ["--store", str(fourteen), "--days", "14"])
+    CliRunner().invoke(cli, ["demo", "--store", str(fourteen), "--days", "14"])
     week = savings(fourteen)[("LT201", "playbook-qa@v2")]
     assert found[("LT201", "playbook-qa@v2")] == pytest.approx(week, rel=0.1)
 
@@ -190,7 +189,10 @@ def test_report_tells_checked_from_not_judged(demo_store: Path, tmp_path: Path) 
     assert entry["prompt"] == "rare@v1"
     assert entry["reasons"] == ["no fingerprints", "too few calls"]
     assert cover["prompts_checked_no_waste"] >= 8
-    assert cover["prompts_with_findings"] == 5
+    planted = {
+        (p.prompt, p.model, p.service) for p in demo.PLANTED if p.expected != demo.NO_FINDING
+    }
+    assert cover["prompts_with_findings"] == len(planted)
     assert {"LT101", "LT201", "LT301"} <= set(cover["by_rule"])
     # the store's first day: nothing before it to compare with
     no_baseline = run("--store", str(store), "--since", "2026-11-06", "--until", "2026-11-07",
@@ -204,3 +206,37 @@ def test_report_tells_checked_from_not_judged(demo_store: Path, tmp_path: Path) 
     assert "rare@v1" in text
     assert reasons["clause-risk@v5"] == "no baseline"
     assert set(reasons.values()) == {"no baseline"}
+
+
+# -- the demo's LT202 and LT203 plants -------------------------------------------------------------
+
+
+def test_demo_audit_finds_exactly_the_planted_cases(demo_store: Path) -> None:
+    """Every planted finding found, no near-miss flagged, nothing else (all rules)."""
+    result = run("--store", str(demo_store), "--until", "2026-11-20", "--format", "json")
+    found = {(f["rule"], f["prompt"], f["model"]) for f in json.loads(result.stdout)["findings"]}
+    planted = {(p.rule, p.prompt, p.model) for p in demo.PLANTED if p.expected != demo.NO_FINDING}
+    misses = {(p.rule, p.prompt, p.model) for p in demo.PLANTED if p.expected == demo.NO_FINDING}
+    assert found == planted
+    assert not found & misses
+    assert {"LT202", "LT203"} <= {rule for rule, _, _ in found}
+
+
+def test_demo_history_caching_priced_like_an_independent_replay(demo_store: Path) -> None:
+    from test_lt202 import independent_saving
+
+    since = END - timedelta(days=7)
+    result = run("--store", str(demo_store), "--until", "2026-11-20", "--select", "LT202",
+                 "--format", "json")  # fmt: skip
+    [finding] = json.loads(result.stdout)["findings"]
+    calls = (
+        Store(demo_store)
+        .scan(since, END)
+        .filter(pl.col("prompt") == "helpdesk-chat@v2", pl.col("input_tokens").is_not_null())
+        .collect()
+    )
+    days = finding["evidence"]["run_rate_basis"]["days_with_data"]
+    truth = independent_saving(calls, "claude-sonnet-4-5", 300.0, 1024) * 30 / days
+    assert truth > 20
+    assert 1 / 1.5 < finding["monthly_savings_usd"] / truth < 1.5
+    assert finding["monthly_savings_usd"] == pytest.approx(truth, rel=0.1)

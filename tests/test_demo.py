@@ -56,7 +56,7 @@ def _newcombe_upper(a: pl.DataFrame, b: pl.DataFrame, z: float = 1.645) -> float
 def test_frame_has_the_call_schema_and_unique_keys(calls: pl.DataFrame) -> None:
     validate(calls)
     assert calls.schema == CALL_SCHEMA
-    assert 60_000 <= calls.height <= 125_000
+    assert 60_000 <= calls.height <= 140_000
     assert calls.select(pl.struct(*KEY_FIELDS).n_unique()).item() == calls.height
     assert calls["span_id"].n_unique() == calls.height
     assert calls["trace_id"].str.contains(r"^[0-9a-f]{32}$").all()
@@ -155,7 +155,7 @@ def test_labels_are_scores_and_accuracy(calls: pl.DataFrame) -> None:
 
 
 def test_planted_list_matches_the_data(calls: pl.DataFrame) -> None:
-    rules = {"LT101", "LT201", "LT301", "LT401", "LT501", "LT502"}
+    rules = {"LT101", "LT201", "LT202", "LT203", "LT301", "LT401", "LT501", "LT502"}
     assert {p.rule for p in demo.PLANTED} == rules
     for case in demo.PLANTED:
         rows = calls.filter(
@@ -292,7 +292,8 @@ def test_lt301_near_miss_flat_and_background_short(calls: pl.DataFrame) -> None:
         pl.col("input_tokens").mean().alias("mean"),
     )
     assert per["n"].min() >= 9 and (per["cv"] < 0.02).all() and per["mean"].min() > 5000
-    planted = {p.prompt for p in demo.PLANTED if p.rule == "LT301"}
+    # LT202's planted chats are short too (3-8 turns) but resend their history uncached
+    planted = {p.prompt for p in demo.PLANTED if p.rule in ("LT301", "LT202")}
     background = calls.filter(
         pl.col("conversation_id").is_not_null() & ~pl.col("prompt").is_in(list(planted))
     )

@@ -32,6 +32,7 @@ BUILTIN_MODULES: dict[str, str] = {
     "LT101": "llmtrace.rules.lt101_reasoning",
     "LT201": "llmtrace.rules.lt201_caching",
     "LT202": "llmtrace.rules.lt202_history",
+    "LT203": "llmtrace.rules.lt203_unread_writes",
     "LT301": "llmtrace.rules.lt301_context",
     "LT401": "llmtrace.rules.lt401_rightsizing",
     "LT501": "llmtrace.rules.lt501_batch",
