@@ -189,6 +189,59 @@ def test_shared_few_shot_block_is_found_at_its_message_depth() -> None:
     assert finding.monthly_savings_usd == pytest.approx(per_day * 30, rel=1e-9)
 
 
+def deep_calls(n: int, shared: int, *, branch: Any = None, prompt: str = "deep@v1") -> pl.DataFrame:
+    """n calls a minute apart: a 300-token system prompt, ``shared`` fixed 200-token messages,
+    then each call's own question. ``branch(i)`` may replace call i's first message hash."""
+    hashes, tokens = [], []
+    for i in range(n):
+        chain = [7, *(100 + d for d in range(shared)), 10**9 + i]
+        if branch is not None:
+            chain[1] = branch(i)
+        hashes.append(chain)
+        tokens.append([300 + 200 * d for d in range(shared + 1)] + [300 + 200 * shared + 400])
+    frame = pl.DataFrame(
+        {
+            "trace_id": [f"{prompt}-{i}" for i in range(n)],
+            "span_id": ["01"] * n,
+            "provider": ["anthropic"] * n,
+            "model": ["claude-sonnet-4-5"] * n,
+            "service": ["svc"] * n,
+            "prompt": [prompt] * n,
+            "start_time": [SINCE + timedelta(seconds=60 * i) for i in range(n)],
+            "input_tokens": [t[-1] for t in tokens],
+            "output_tokens": [100] * n,
+            "prefix_hashes": hashes,
+            "prefix_tokens": tokens,
+        },
+        schema_overrides={"prefix_hashes": pl.List(pl.UInt64)},
+    )
+    return price_calls(frame, BOOK)
+
+
+def test_a_deep_shared_prefix_is_found_at_any_depth() -> None:
+    """30 fixed example messages (6,300 tokens) before each question: found at depth 30, where
+    the old search stopped at depth 3."""
+    [finding], _ = run(deep_calls(1440, 30), context())
+    assert finding.evidence["prefix_depth"] == 30
+    assert finding.evidence["prefix_tokens"] == 300 + 200 * 30
+
+
+def test_a_shared_prefix_that_is_neither_the_smallest_nor_largest_hash_is_found() -> None:
+    """60% of calls share the examples; the rest start with their own message, some with
+    hashes below the shared one, some above: the most common branch is still found."""
+
+    def branch(i: int) -> int:
+        if i % 5 == 0:
+            return 1 + i  # below 100
+        if i % 5 == 1:
+            return 10**12 + i  # above
+        return 100
+
+    [finding], table = run(deep_calls(1440, 12, branch=branch), context())
+    assert finding.evidence["prefix_depth"] == 12
+    assert finding.evidence["calls"] == 1440 * 3 // 5
+
+
 # -- near-misses ---------------------------------------------------------------------------------
 
 

@@ -8,7 +8,9 @@ the rest when the prompt reaches the minimum), each call priced with genai-price
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -208,3 +210,126 @@ def test_openai_automatic_caching_is_routed_not_written() -> None:
     _, [finding] = run(frame, context())
     assert finding.evidence["cache_mode"] == "automatic"
     assert "prompt_cache_key" in finding.fix
+
+
+def test_lt301_prices_trimming_on_top_of_caching_and_they_add_up() -> None:
+    """Long uncached chats: LT202 prices caching, LT301 trimming against the cached chats."""
+    from llmtrace.config import Config
+    from llmtrace.rules.engine import run_audit
+
+    frame = conversations(150, turns=(14, 24), user=500, output=600, gap_s=(20.0, 120.0))
+    result = run_audit(
+        conform(frame.lazy()), since=SINCE, until=UNTIL, config=Config(), select="LT202,LT301",
+        price_book=BOOK,
+    )  # fmt: skip
+    by_rule = {f.rule: f for f in result.findings}
+    assert set(by_rule) == {"LT202", "LT301"}
+    trim = by_rule["LT301"]
+    assert trim.evidence["baseline"].startswith("history cached")
+    assert "on top of caching the history (LT202)" in trim.message
+    # both savings together never exceed what the history costs as billed
+    billed = price_calls(frame, BOOK)
+    history_share = 1 - (frame["prefix_tokens"].list.first().sum() / frame["input_tokens"].sum())
+    monthly_input = billed["input_cost"].sum() * 30 / 7
+    assert by_rule["LT202"].monthly_savings_usd + trim.monthly_savings_usd < monthly_input
+    assert by_rule["LT202"].monthly_savings_usd < monthly_input * history_share
+
+
+# -- a real multi-turn trace ----------------------------------------------------------------------
+
+MOONCAKE = Path(__file__).parent / "fixtures" / "mooncake" / "conversation_trace_sample.jsonl"
+BLOCK = 512
+
+
+def mooncake_calls(start: datetime) -> pl.DataFrame:
+    """The Mooncake sample as call records priced as Claude Sonnet 4.5.
+
+    Fingerprints per full 512-token block (chained ids of the blocks so far): a later turn
+    starts with an earlier turn's prompt when it repeats all of that prompt's full blocks (its
+    partial last block grows with the next message, so its id changes). Conversation = the
+    requests sharing their first two block ids (block 0 is one shared system block).
+    """
+    rows = []
+    for i, line in enumerate(MOONCAKE.read_text().splitlines()):
+        request = json.loads(line)
+        ids, length = request["hash_ids"], request["input_length"]
+        full = max(1, length // BLOCK)
+        chain = [hash(tuple(ids[: k + 1])) & (2**63 - 1) for k in range(min(full, len(ids)))]
+        tokens = [min(BLOCK * (k + 1), length) for k in range(len(chain))]
+        tokens[-1] = length
+        rows.append(
+            {
+                "trace_id": f"mooncake-{i}",
+                "span_id": "01",
+                "provider": "anthropic",
+                "model": "claude-sonnet-4-5",
+                "service": "mooncake-chat",
+                "prompt": "chat",
+                "conversation_id": f"conv-{ids[1] if len(ids) > 1 else f'single-{i}'}",
+                "start_time": start + timedelta(milliseconds=request["timestamp"]),
+                "input_tokens": length,
+                "output_tokens": request["output_length"],
+                "prefix_hashes": chain,
+                "prefix_tokens": tokens,
+            }
+        )
+    frame = pl.DataFrame(rows, schema_overrides={"start_time": pl.Datetime("us", "UTC")})
+    return frame.with_columns(pl.col("prefix_hashes").cast(pl.List(pl.UInt64)))
+
+
+def test_real_mooncake_conversations_priced_like_an_independent_replay() -> None:
+    """1,223 real requests (a tenth of the conversations of one hour of a chat service): LT202
+    prices caching the history within a few percent of a plain replay of the same mechanics.
+
+    On this trace a breakpoint on the last message saves little: most conversations have one
+    turn in the hour, and every turn pays the write premium. Measured on the whole trace
+    (12,031 requests) as Claude Sonnet 4.5: history $414.26 per hour of trace as billed,
+    $403.60 with the 5-minute breakpoint (saving $10.66/hour), $577.35 with 1-hour writes. The
+    $23-$88/hour of block-level replays that read any earlier block are an upper range.
+    """
+    frame = mooncake_calls(UNTIL - timedelta(hours=2))
+    assert frame.height == 1223 and frame["conversation_id"].n_unique() == 708
+    table, [finding] = run(frame, context())
+    assert finding.prompt == "chat"
+    # the independent replay, on the raw block ids: a turn reads the previous prompt of its
+    # conversation when it repeats all of that prompt's full blocks within 5 minutes
+    saving = cost_cached = 0.0
+    previous: dict[str, tuple[list[int], int, datetime]] = {}
+    for line, row in zip(
+        MOONCAKE.read_text().splitlines(), frame.iter_rows(named=True), strict=True
+    ):
+        ids, length, at = json.loads(line)["hash_ids"], row["input_tokens"], row["start_time"]
+        conv = row["conversation_id"]
+        read = 0
+        if conv in previous:
+            ids_before, length_before, at_before = previous[conv]
+            full = max(1, length_before // BLOCK)
+            if (
+                ids[:full] == ids_before[:full]
+                and length_before <= length
+                and (at - at_before).total_seconds() <= 300
+                and length_before >= 1024
+            ):
+                read = length_before
+        write = length - read if length >= 1024 else 0
+        system = row["prefix_tokens"][0]
+        hist_read = max(read - system, 0)
+        hist_write = max(read + write - system, 0) - hist_read
+        actual = calc_price(Usage(input_tokens=length), model_ref="claude-sonnet-4-5")
+        cached = calc_price(
+            Usage(input_tokens=length, cache_read_tokens=hist_read, cache_write_tokens=hist_write),
+            model_ref="claude-sonnet-4-5",
+        )
+        saving += float(actual.total_price - cached.total_price)
+        # the history's part of the cached call: minus the system block, billed as before
+        block = calc_price(Usage(input_tokens=system), model_ref="claude-sonnet-4-5")
+        cost_cached += float(cached.total_price - block.total_price)
+        previous[conv] = (ids, length, at)
+    [row] = table.iter_rows(named=True)
+    assert row["cost_short"] == pytest.approx(cost_cached, rel=0.01)
+    assert row["saving_long"] < 0  # 1-hour writes (2x) never pay here
+    # one hour of data: the run-rate basis is one day (the floor), for both
+    assert finding.evidence["run_rate_basis"]["days_with_data"] == 1
+    truth = saving * 30
+    assert truth > 50
+    assert 1 / 1.5 < finding.monthly_savings_usd / truth < 1.5

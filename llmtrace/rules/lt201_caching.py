@@ -4,10 +4,12 @@ How it works (rules/LT201.yaml documents the rule for users):
 
 1. **Prefix groups.** Every call carries ``prefix_hashes``: the hash of each message-boundary
    prefix (first: system instructions + tools, then each message appended). A call joins the
-   deepest of its first ``max_prefix_depth`` prefixes that is shared by at least ``min_calls``
-   calls and by at least ``deep_prefix_share`` of the calls sharing its system prefix (so a
-   common few-shot block counts, one conversation's own history does not). Groups are keyed
-   by (provider, model, depth, prefix hash).
+   deepest of its first ``max_prefix_depth`` prefixes (default 64: in practice any depth) that
+   is shared by at least ``min_calls`` calls and by at least ``deep_prefix_share`` of the calls
+   sharing its system prefix (so a common few-shot block counts, one conversation's own history
+   does not: that is LT202's). Found depth by depth along each system prefix's "spine" of
+   widely shared prefixes, in O(N x (D_s + 1)) time for N calls and a spine D_s messages deep
+   (``_assign_groups``). Groups are keyed by (provider, model, depth, prefix hash).
 2. **Cache replay.** Within a group, calls are ordered by time and the gap to the previous call
    is compared with the cache lifetime: within it the call would read the prefix, else it
    writes it. Both Anthropic lifetimes (5 minutes and 1 hour) refresh on every hit, and so does
@@ -103,7 +105,7 @@ class Params:
     min_monthly_savings_usd: float = 5.0
     max_cached_share: float = 0.5
     min_calls: int = 20
-    max_prefix_depth: int = 4
+    max_prefix_depth: int = 64
     deep_prefix_share: float = 0.5
     medium_savings_usd: float = 50.0
     high_savings_usd: float = 500.0
@@ -248,9 +250,7 @@ def _name_keys() -> list[pl.Expr]:
 
 
 def _numeric(calls: pl.LazyFrame, params: Params) -> pl.LazyFrame:
-    """The numbers the replay needs: keys, times, tokens, provider facts, the first prefixes."""
-    depths = range(params.max_prefix_depth)
-    hashes, tokens = pl.col("prefix_hashes"), pl.col("prefix_tokens")
+    """The numbers the replay needs: keys, times, tokens, provider facts, the prefix lists."""
     return calls.select(
         *_name_keys(),
         "start_time",
@@ -259,66 +259,92 @@ def _numeric(calls: pl.LazyFrame, params: Params) -> pl.LazyFrame:
         *(pl.col(c).cast(pl.Int32, strict=False) for c in _TOKEN_COLUMNS),
         provider_fact("short_ttl_s").cast(pl.Float32).alias("ttl_s"),
         provider_fact("step_tokens").cast(pl.Int32).alias("step"),
-        *(hashes.list.get(d, null_on_oob=True).alias(f"_h{d}") for d in depths),
-        *(
-            tokens.list.get(d, null_on_oob=True).cast(pl.Int32, strict=False).alias(f"_p{d}")
-            for d in depths
-        ),
+        pl.col("prefix_hashes").list.head(params.max_prefix_depth).alias("_hs"),
+        pl.col("prefix_tokens")
+        .list.head(params.max_prefix_depth)
+        .cast(pl.List(pl.Int32), strict=False)
+        .alias("_ps"),
+    ).with_columns(pl.col("_hs").list.first().alias("_h0"))
+
+
+def _spine(calls: pl.DataFrame, params: Params) -> pl.DataFrame:
+    """Per system prefix (``_k0``): the chain of deeper prefixes shared widely enough.
+
+    A prefix at depth d is shared widely when at least ``max(min_calls, deep_prefix_share x
+    calls of its system prefix)`` calls have it. Prefixes nest, so a widely shared prefix at depth
+    d+1 extends the one at depth d, and with ``deep_prefix_share >= 0.5`` at most one prefix per
+    depth can qualify: the qualifying prefixes form one chain (the spine), found depth by depth
+    among the calls still on it (the most common hash at the next depth, kept if it qualifies).
+    The search stops at the first depth where no system prefix extends its spine.
+    """
+    floor = pl.max_horizontal(
+        pl.lit(float(params.min_calls)), pl.col("_n0").cast(pl.Float64) * params.deep_prefix_share
     )
+    on = calls.select("_k0", "_n0", "_hs")
+    rows: list[pl.DataFrame] = []
+    for depth in range(1, params.max_prefix_depth):
+        head = pl.col("_hs").list.get(depth, null_on_oob=True)
+        counts = (
+            on.select("_k0", "_n0", head.alias("_h"))
+            .filter(pl.col("_h").is_not_null())
+            .group_by("_k0", "_h")
+            .agg(pl.len().alias("_n"), pl.col("_n0").first())
+        )
+        winners = (
+            counts.filter(pl.col("_n").cast(pl.Float64) >= floor)
+            .sort(["_k0", "_n", "_h"], descending=[False, True, False])
+            .unique(subset="_k0", keep="first", maintain_order=True)
+            .select("_k0", "_h")
+        )
+        if winners.height == 0:
+            break
+        rows.append(winners.with_columns(pl.lit(depth, dtype=pl.Int32).alias("depth")))
+        on = on.join(winners, on="_k0", how="inner").filter(head == pl.col("_h")).drop("_h")
+    schema = {"_k0": pl.UInt64, "_h": pl.UInt64, "depth": pl.Int32}
+    return pl.concat(rows) if rows else pl.DataFrame(schema=schema)
 
 
 def _assign_groups(calls: pl.LazyFrame, params: Params) -> pl.LazyFrame:
     """Give each call the deepest prefix shared widely enough (see the module docstring).
 
-    Why not count every (model, prefix hash) pair: deeper hashes are nearly unique per call (each
-    conversation's own messages), and a group-by over ~one key per call is the most expensive
-    step on millions of calls. A deeper prefix worth caching is shared by at least
-    ``deep_prefix_share`` of the calls with the same system prefix, so per system prefix only two
-    candidates are checked at each depth, its smallest and its largest hash: when all calls
-    share the deeper prefix, or all but calls on one side of it, a candidate is that prefix.
-    Missing a deeper prefix only makes the rule report the shallower one (a smaller saving),
-    never a wrong finding. Keys are UInt64 hashes and the windows run after the list columns
-    are dropped: both matter several-fold on millions of calls.
+    Time and memory: one pass over the calls with a system prefix used by ``min_calls`` calls,
+    then per depth d one group-by over the calls still on their system prefix's spine at d, so
+    O(N x (D_s + 1)) for N calls and a spine D_s messages deep (D_s <= ``max_prefix_depth``;
+    usually 0-2: few-shot blocks), plus a sort per depth of the distinct (system prefix, hash)
+    pairs found there. Each call's depth is then the length of the common start of its prefix
+    list and its spine: D_s vectorised comparisons. Memory is the calls' prefix lists (at most
+    ``max_prefix_depth`` hashes each) for one partition. Missing a deeper prefix (only possible
+    with ``deep_prefix_share`` < 0.5, where two branches may qualify at one depth and the more
+    common one is kept) only makes the rule report a shallower prefix, never a wrong finding.
     """
-    depths = range(params.max_prefix_depth)
     calls = calls.with_columns((pl.col("_h0") ^ pl.col("_m")).alias("_k0"))
-    deeper = depths[1:]
     calls = calls.filter(pl.col("_h0").is_not_null()).with_columns(
-        pl.len().over("_k0").alias("_n0"),
-        *(pl.col(f"_h{d}").min().over("_k0").alias(f"_lo{d}") for d in deeper),
-        *(pl.col(f"_h{d}").max().over("_k0").alias(f"_hi{d}") for d in deeper),
+        pl.len().over("_k0").alias("_n0")
     )
-    calls = calls.filter(pl.col("_n0") >= params.min_calls).with_columns(
-        *((pl.col(f"_h{d}") == pl.col(f"_lo{d}")).alias(f"_islo{d}") for d in deeper),
-        *((pl.col(f"_h{d}") == pl.col(f"_hi{d}")).alias(f"_ishi{d}") for d in deeper),
-    )
-    calls = calls.with_columns(
-        *(pl.col(f"_islo{d}").sum().over("_k0").alias(f"_nlo{d}") for d in deeper),
-        *(pl.col(f"_ishi{d}").sum().over("_k0").alias(f"_nhi{d}") for d in deeper),
-    )
-    floor = pl.max_horizontal(
-        pl.lit(params.min_calls, dtype=pl.Float64),
-        pl.col("_n0").cast(pl.Float64) * params.deep_prefix_share,
-    )
-    shared = {
-        d: (pl.col(f"_islo{d}") & (pl.col(f"_nlo{d}") >= floor))
-        | (pl.col(f"_ishi{d}") & (pl.col(f"_nhi{d}") >= floor))
-        for d in deeper
-    }
-    depth = pl.max_horizontal(
-        pl.lit(0, dtype=pl.Int32),
-        *(pl.when(shared[d]).then(pl.lit(d, dtype=pl.Int32)) for d in deeper),
-    )
-    chosen_hash: Any = pl
-    chosen_tokens: Any = pl
-    for d in depths:
-        chosen_hash = chosen_hash.when(pl.col("depth") == d).then(pl.col(f"_h{d}"))
-        chosen_tokens = chosen_tokens.when(pl.col("depth") == d).then(pl.col(f"_p{d}"))
+    calls = calls.filter(pl.col("_n0") >= params.min_calls).collect()
+    spine = _spine(calls, params)
+    depths = sorted(set(spine["depth"].to_list())) if spine.height else []
+    depth = pl.lit(0, dtype=pl.Int32)
+    if depths:
+        wide = spine.pivot(on="depth", index="_k0", values="_h")
+        wide = wide.rename({str(d): f"_s{d}" for d in depths})
+        calls = calls.join(wide, on="_k0", how="left")
+        running = pl.lit(True)
+        for d in depths:
+            running = running & (
+                pl.col("_hs").list.get(d, null_on_oob=True) == pl.col(f"_s{d}")
+            ).fill_null(False)
+            depth = depth + running.cast(pl.Int32)
     kept = ["_m", "_s", "start_time", "ttl_s", "step", *_TOKEN_COLUMNS]
     return (
-        calls.with_columns(depth.alias("depth"))
+        calls.lazy()
+        .with_columns(depth.alias("depth"))
         .with_columns(
-            chosen_hash.alias("prefix_hash"), chosen_tokens.fill_null(0).alias("prefix_raw")
+            pl.col("_hs").list.get(pl.col("depth")).alias("prefix_hash"),
+            pl.col("_ps")
+            .list.get(pl.col("depth"), null_on_oob=True)
+            .fill_null(0)
+            .alias("prefix_raw"),
         )
         .with_columns((pl.col("prefix_hash") ^ pl.col("_m")).alias("_g"))
         .select(*kept, "depth", "prefix_hash", "prefix_raw", "_g")

@@ -344,7 +344,9 @@ def _per_turn_sums(turns: pl.LazyFrame) -> dict[str, pl.Expr]:
     }
     for option in _OPTIONS:
         c_read, c_write = _region(pl.col(f"cf_read_{option}"), pl.col(f"cf_write_{option}"))
-        keep = a_read >= c_read  # the app already reads as much: its own split stands
+        # an app that caches already and reads at least as much keeps its own split; a call
+        # that caches nothing takes the replay's, writes (and their premium) included
+        keep = ((a_read + a_write) > 0) & (a_read >= c_read)
         sums[f"hits_{option}"] = pl.col(f"hit_{option}").cast(pl.Int64)
         sums[f"read_{option}"] = pl.when(keep).then(a_read).otherwise(c_read)
         sums[f"write_{option}"] = pl.when(keep).then(a_write).otherwise(c_write)
