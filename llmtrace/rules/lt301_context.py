@@ -585,15 +585,23 @@ def _cheaper_baseline(table: pl.DataFrame) -> pl.DataFrame:
     """Per conversation key, the cheaper of "as billed" and "history cached" (``ON_TOP``) as
     the baseline the trimming policies are priced against; ``on_top_of_caching`` says which."""
     is_conv = pl.col("kind").is_in(["conv", ON_TOP])
-    conv = table.filter(is_conv).with_columns((pl.col("kind") == ON_TOP).alias("on_top_of_caching"))
+    billed = (
+        table.filter(pl.col("kind") == "conv")
+        .select(*_KEY, pl.col("cost_actual").alias("_billed"))
+        .unique(subset=_KEY, keep="first")
+    )
+    # "cached" wins only when clearly cheaper: where no turn was re-split both rows cost the
+    # same up to float rounding, and a tie must not flip between runs
+    cheaper = pl.col("cost_actual") < pl.col("_billed") * (1 - 1e-9)
     conv = (
-        conv.sort(
-            [*_KEY, "cost_actual", "on_top_of_caching"],
-            nulls_last=True,
-            descending=[False] * len(_KEY) + [False, False],
-        )
+        table.filter(is_conv)
+        .join(billed, on=_KEY, how="left", nulls_equal=True)
+        .with_columns(((pl.col("kind") == ON_TOP) & cheaper.fill_null(False)).alias("_on_top"))
+        .filter((pl.col("kind") == "conv") | pl.col("_on_top"))
+        .sort([*_KEY, "_on_top"], descending=[False] * len(_KEY) + [True], nulls_last=True)
         .unique(subset=_KEY, keep="first", maintain_order=True)
-        .with_columns(pl.lit("conv").alias("kind"))
+        .with_columns(pl.lit("conv").alias("kind"), pl.col("_on_top").alias("on_top_of_caching"))
+        .drop("_billed", "_on_top")
     )
     single = table.filter(~is_conv).with_columns(pl.lit(False).alias("on_top_of_caching"))
     return pl.concat([conv, single], how="vertical_relaxed")
