@@ -24,6 +24,7 @@ from llmtrace.commands.demo import demo
 from llmtrace.config import CONFIG_ENV
 from llmtrace.demo import NO_FINDING, PLANTED
 from llmtrace.report import render
+from llmtrace.report.html import EVIDENCE_CHARTS
 from llmtrace.report.text import money
 from llmtrace.rules.base import Finding
 from llmtrace.rules.engine import AuditResult, AuditWindow, RuleError
@@ -203,7 +204,7 @@ def test_charts_carry_their_numbers_and_units(reports) -> None:
     page, data = reports
     parsed = Page(page)
     charts = [c for c in parsed.find("svg") if c.get("class") != "spark"]  # sparklines aside
-    pictured = [f for f in data["findings"] if f["rule"] in ("LT101", "LT201", "LT301")]
+    pictured = [f for f in data["findings"] if f["rule"] in EVIDENCE_CHARTS]
     assert len(charts) == 1 + len(pictured)  # savings + one per finding of a pictured rule
     assert all(c["role"] == "img" and c["aria-label"] for c in charts)
     labels = [c["aria-label"] or "" for c in charts]
