@@ -295,7 +295,8 @@ def _why(row: dict[str, Any], params: Params) -> str:
 
 
 def _finding(row: dict[str, Any], ctx: AuditContext, params: Params) -> Finding:
-    monthly = float(row["monthly_savings_usd"])
+    # rounded first: the last bits of a parallel sum must not flip the cent the message shows
+    monthly = round(float(row["monthly_savings_usd"]), 6)
     head = (
         f"{row['calls']:,} calls that nobody waits for ({_why(row, params)}; mean duration "
         f"{row['mean_duration_s']:.1f} s) are sent at standard rates to {row['provider']}"
