@@ -410,6 +410,6 @@ def _finding(row: dict[str, Any], ctx: AuditContext, params: Params) -> Finding:
             "model": row["model"],
             "prompt": row["prompt"],
             "service": row["service"],
-            "action": row["action"],
+            "change": row["action"],  # not "action": that is a call-record column
         },
     )
