@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import polars as pl
 import pytest
@@ -113,9 +114,15 @@ def test_basis_days() -> None:
     assert runrate.basis_days_value(t0, t0 + timedelta(days=40), 30.0) == 30.0
     assert runrate.basis_days_value(t0, t0 + timedelta(hours=1), 0.25) == 0.25
     frame = pl.DataFrame({"a": [t0], "b": [t0 + timedelta(days=2, hours=20)]})
-    days = frame.select(runrate.basis_days("a", "b", 30.0)).item()
+    ctx = SimpleNamespace(window_days=30.0, data_until=None)
+    days = frame.select(runrate.basis_days("a", "b", ctx)).item()  # type: ignore[arg-type]
     assert days == 3.0
     assert runrate.monthly_value(10.0, days) == pytest.approx(100.0)
+    # measured to the end of the audit's data: a one-off burst 4 days before it is not daily
+    ctx = SimpleNamespace(window_days=7.0, data_until=t0 + timedelta(days=4))
+    burst = pl.DataFrame({"a": [t0], "b": [t0 + timedelta(minutes=3)]})
+    assert burst.select(runrate.basis_days("a", "b", ctx)).item() == 4.0  # type: ignore[arg-type]
+    assert runrate.basis_days_value(t0, t0, 7.0, t0 + timedelta(days=4)) == 4.0
 
 
 # -- LT101: the most informative verdict wins -----------------------------------------------------

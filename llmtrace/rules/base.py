@@ -69,6 +69,9 @@ class AuditContext:
     accuracy_categories: Mapping[str, float] = field(
         default_factory=lambda: dict(DEFAULT_CATEGORIES)
     )
+    # the last call of the current window (any key), set before ``decide``: where run-rates
+    # end (``llmtrace.rules.runrate``); None: each key's own last call
+    data_until: datetime | None = None
 
     @property
     def accuracy(self) -> AccuracyConfig:

@@ -125,7 +125,7 @@ class CustomRule:
         floor = float(ctx.params.get("min_monthly_savings_usd", 0.0))
         kept = (
             aggregates.with_columns(
-                runrate.basis_days("first_call", "last_call", ctx.window_days).alias("basis_days")
+                runrate.basis_days("first_call", "last_call", ctx).alias("basis_days")
             )
             .with_columns(
                 runrate.monthly(pl.col("saving").fill_null(0.0), "basis_days").alias("monthly")

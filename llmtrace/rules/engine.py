@@ -21,6 +21,7 @@ declare ``needs_baseline = True`` (LT101), in which case the baseline window's c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -453,6 +454,8 @@ def _decide(
             continue
         report(f"deciding {code}")
         rule, ctx = job.entries[code].rule, job.contexts[code]
+        if census is not None and census.height:
+            ctx = dataclasses.replace(ctx, data_until=census["last_call"].max())
         try:
             merged = rule.merge(partials[code], ctx)
             found = rule.decide(merged, ctx)

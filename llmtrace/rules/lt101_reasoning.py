@@ -446,9 +446,7 @@ def _verdicts(table: pl.DataFrame, params: _Params, ctx: AuditContext) -> pl.Dat
     )
     # run-rate since the change: arm B's calls over the days from its first to its last call in
     # the current window (a version or effort switched on mid-window is not diluted)
-    table = table.with_columns(
-        runrate.basis_days("since_b", "until_b", ctx.window_days).alias("basis_days")
-    )
+    table = table.with_columns(runrate.basis_days("since_b", "until_b", ctx).alias("basis_days"))
     monthly_calls = runrate.monthly("current_b", "basis_days")
     extra = (pl.col("mean_b") - pl.col("mean_a")).clip(lower_bound=0.0)
     lower, upper = stats.newcombe_bounds(

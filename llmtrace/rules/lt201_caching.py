@@ -466,9 +466,7 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
             pl.when(best_long).then(pl.lit("1h")).otherwise(pl.lit("short")).alias("best"),
             pl.max_horizontal("saving_short", "saving_long").alias("saving"),
         )
-        .with_columns(
-            runrate.basis_days("first_call", "last_call", ctx.window_days).alias("basis_days")
-        )
+        .with_columns(runrate.basis_days("first_call", "last_call", ctx).alias("basis_days"))
         .with_columns(
             runrate.monthly("saving", "basis_days").alias("monthly_savings_usd"),
             (pl.col("cost_actual").is_not_null() & pl.col("cost_short").is_not_null()).alias(

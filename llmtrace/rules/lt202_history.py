@@ -394,7 +394,7 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
         table.with_columns(
             pl.when(best_long).then(pl.lit("1h")).otherwise(pl.lit("5m")).alias("best"),
             pl.max_horizontal("saving_short", "saving_long").alias("saving"),
-            runrate.basis_days("first_call", "last_call", ctx.window_days).alias("basis_days"),
+            runrate.basis_days("first_call", "last_call", ctx).alias("basis_days"),
         )
         .with_columns(
             runrate.monthly("saving", "basis_days").alias("monthly_savings_usd"),

@@ -299,7 +299,7 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
         keys.with_columns(
             best.alias("action"),
             best_value.alias("saving"),
-            runrate.basis_days("first_call", "last_call", ctx.window_days).alias("basis_days"),
+            runrate.basis_days("first_call", "last_call", ctx).alias("basis_days"),
         )
         .with_columns(runrate.monthly("saving", "basis_days").alias("monthly_savings_usd"))
         .with_columns(

@@ -563,9 +563,7 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
         pl.col("cost_actual") - pl.col("cost_summary") - pl.col("cost_summary_calls")
     )
     return (
-        table.with_columns(
-            runrate.basis_days("first_call", "last_call", ctx.window_days).alias("basis_days")
-        )
+        table.with_columns(runrate.basis_days("first_call", "last_call", ctx).alias("basis_days"))
         .with_columns(saving_budget.alias("saving_budget"), saving_summary.alias("saving_summary"))
         .with_columns(
             pl.when(pl.col("saving_summary").fill_null(float("-inf")) > pl.col("saving_budget"))
