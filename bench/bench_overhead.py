@@ -56,6 +56,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -229,7 +230,8 @@ def worker(config: str, url: str) -> None:
         times = time_calls(client, calls)
         flush()
         cpu = time.process_time() - cpu
-        print(json.dumps({"times": times, "cpu": cpu}), flush=True)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MB (Linux: KiB)
+        print(json.dumps({"times": times, "cpu": cpu, "rss": rss}), flush=True)
     teardown()
     print(json.dumps({"done": config}), flush=True)
 
@@ -290,16 +292,21 @@ def us(seconds: float) -> str:
     return f"{seconds * 1e6:8.1f} us"
 
 
+def p99(values: list[float]) -> float:
+    """The 99th percentile of the per-call times (the app's tail latency)."""
+    return statistics.quantiles(values, n=100)[98]
+
+
 def report(
     rounds: int, calls: int, per_call: dict[str, list[float]], cpu: dict[str, list[float]],
     per_round: dict[str, list[float]],
 ) -> None:  # fmt: skip
     print(f"{rounds} interleaved rounds x {calls} calls per configuration and round")
-    print(f"  {'config':13s} {'median':>11s} {'mean':>11s} {'CPU/call':>11s}")
+    print(f"  {'config':13s} {'median':>11s} {'mean':>11s} {'p99':>11s} {'CPU/call':>11s}")
     for name, values in per_call.items():
         print(
             f"  {name:13s} {us(statistics.median(values))} {us(statistics.fmean(values))} "
-            f"{us(sum(cpu[name]) / (rounds * calls))}"
+            f"{us(p99(values))} {us(sum(cpu[name]) / (rounds * calls))}"
         )
     pairs = [("official", "none"), ("llmtrace", "official"), ("openlit", "openlit-none")]
     for a, b in pairs:
@@ -310,10 +317,13 @@ def report(
         whole = statistics.median(per_call[a]) - statistics.median(per_call[b])
         mean = statistics.fmean(per_call[a]) - statistics.fmean(per_call[b])
         cpu_diff = (sum(cpu[a]) - sum(cpu[b])) / (rounds * calls)
+        cpu_rounds = [x - y for x, y in zip(cpu[a], cpu[b], strict=True)]
         print(
             f"  {a} - {b}: median {us(whole)}, per-round paired median "
             f"{us(statistics.median(diffs))} (IQR {us(q1)} .. {us(q3)}), mean {us(mean)}, "
-            f"CPU {us(cpu_diff)}"
+            f"CPU {us(cpu_diff)} (median of paired rounds "
+            f"{us(statistics.median(cpu_rounds) * len(cpu[a]) / (rounds * calls))}), "
+            f"p99 ratio {p99(per_call[a]) / p99(per_call[b]):.3f}"
         )
 
 
@@ -352,6 +362,8 @@ def main() -> None:
         per_call: dict[str, list[float]] = {c: [] for c in configs}
         per_round: dict[str, list[float]] = {c: [] for c in configs}
         cpu: dict[str, list[float]] = {c: [] for c in configs}
+        rss: dict[str, float] = dict.fromkeys(configs, 0.0)
+        loads: list[float] = [os.getloadavg()[0]]
         for index in range(args.rounds):
             shift = index % len(workers)
             this_round: dict[str, list[float]] = {c: [] for c in configs}
@@ -359,6 +371,8 @@ def main() -> None:
                 result = w.round(args.calls, args.warmup)
                 this_round[w.config].extend(result["times"])
                 cpu[w.config].append(result["cpu"])
+                rss[w.config] = max(rss[w.config], result["rss"])
+            loads.append(os.getloadavg()[0])
             for config, times in this_round.items():
                 per_call[config].extend(times)
                 per_round[config].append(statistics.median(times))
@@ -371,6 +385,8 @@ def main() -> None:
         server.terminate()
         server.wait()
     report(args.rounds, args.calls * args.processes, per_call, cpu, per_round)
+    print("  peak RSS per worker process: " + ", ".join(f"{c} {v:.0f} MB" for c, v in rss.items()))
+    print(f"  1-minute load average during the rounds: {min(loads):.1f} .. {max(loads):.1f}")
 
 
 if __name__ == "__main__":
