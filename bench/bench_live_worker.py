@@ -1,0 +1,110 @@
+"""CPU time of llmtrace's live worker per LLM call, measured alone on real spans.
+
+    python bench/bench_live_worker.py [--calls 300] [--passes 10] [--repeats 7] [--profile]
+
+``bench_overhead.py`` measures the whole process (openai client, official instrumentation,
+llmtrace), where one call costs ~2 ms of CPU and a loaded machine moves that by more than the
+50 us being looked for. This script isolates the part llmtrace adds off the app's thread: it
+runs ``--calls`` real chat completions (the real ``openai`` client against the loopback
+server, the official instrumentation, ``llmtrace.init()`` exactly as in ``bench_overhead.py``),
+keeps the worker's jobs and the completion hook's inputs, then replays those jobs through the
+processor (fingerprints, span-to-call mapping, pricing, cost attributes, the exported copy,
+metrics, actions and the hand-off to the batch span processor) ``--passes`` times per repeat,
+and reports the process CPU time per job: min and median of ``--repeats`` repeats.
+``--profile`` adds a cProfile listing (its own overhead inflates small functions: use it for
+where, not how much).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_overhead  # noqa: E402 - the same workload and set-up
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--passes", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+
+    import openai
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from llmtrace.otel.setup import init
+
+    server, url = bench_overhead.start_server()
+    try:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-bench", max_retries=0)
+        handle = init(
+            exporters="none",
+            span_exporters=[bench_overhead.NoopExporter()],
+            metric_readers=[InMemoryMetricReader()],
+            instrument="openai",
+            set_global=False,
+        )
+        assert handle is not None
+        processor = handle.processor
+        processor._pricer.get()
+        jobs: list[Any] = []
+        prompts: dict[int, Any] = {}
+        stash = processor.stash_prompt
+        run = processor._run
+
+        def keep_prompt(span_id: int, prompt: Any) -> bool:
+            prompts[span_id] = prompt
+            return stash(span_id, prompt)
+
+        def keep_job(item: Any) -> None:
+            jobs.append(item)
+            run(item)
+
+        processor._background = False  # jobs run inline while they are captured
+        handle.hook.sink = keep_prompt
+        processor._run = keep_job
+        bench_overhead.time_calls(client, args.calls)
+        processor._run = run
+
+        def replay() -> None:
+            for _ in range(args.passes):
+                for job in jobs:
+                    prompt = prompts.get(job.span_id)
+                    if prompt is not None:
+                        processor._prompts[job.span_id] = prompt
+                    run(job)
+
+        replay()  # warm
+        per_job = []
+        for _ in range(args.repeats):
+            start = time.process_time()
+            replay()
+            per_job.append((time.process_time() - start) / (args.passes * len(jobs)))
+        print(
+            f"{len(jobs)} jobs x {args.passes} passes x {args.repeats} repeats: worker CPU per "
+            f"call min {min(per_job) * 1e6:.1f} us, median {statistics.median(per_job) * 1e6:.1f} us"
+        )
+        if args.profile:
+            profile = cProfile.Profile()
+            profile.enable()
+            replay()
+            profile.disable()
+            pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
+        handle.shutdown()
+    finally:
+        server.terminate()
+        server.wait()
+
+
+if __name__ == "__main__":
+    main()
