@@ -47,6 +47,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from llmtrace import fingerprint
+from llmtrace.limits import INT64_MAX
 
 # --------------------------------------------------------------------------------------------
 # The span mapping span_to_call reads (built by the OTLP importer or the live span processor):
@@ -592,6 +593,8 @@ def token_count(value: Any, attribute: str) -> int:
         raise SpanError(f"{attribute}: token count {value!r} is not a number")
     if number < 0:
         raise SpanError(f"{attribute}: token count {value!r} is negative")
+    if number > INT64_MAX:
+        raise SpanError(f"{attribute}: token count {value!r} is beyond a 64-bit integer")
     return number
 
 
@@ -727,6 +730,9 @@ def _usage(found: Found, attrs: Mapping[str, Any], dialect: Dialect, provider: s
     if dialect.raw_usage is not None:
         _fill_from_raw(tokens, attrs, dialect.raw_usage)
     _make_inclusive(tokens, dialect, provider)
+    for key, value in tokens.items():  # sums of valid counts can still overflow
+        if value is not None and value > INT64_MAX:
+            raise SpanError(f"{key} tokens add up to {value}, beyond a 64-bit integer")
     return {TOKEN_RECORD_FIELD[key]: tokens.get(key) for key in _TOKEN_KEYS}
 
 

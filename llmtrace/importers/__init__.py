@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from llmtrace.record import empty_calls
+from llmtrace.safe_text import escape
 
 
 @dataclass(frozen=True)
@@ -24,10 +25,11 @@ class ImportProblem:
     message: str
 
     def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        """One line whatever the data held: a newline in a span id cannot forge a second."""
+        where = escape(self.file) if self.line is None else f"{escape(self.file)}:{self.line}"
         if self.span:
-            return f"{where}: span {self.span}: {self.message}"
-        return f"{where}: {self.message}"
+            return f"{where}: span {escape(self.span)}: {escape(self.message)}"
+        return f"{where}: {escape(self.message)}"
 
 
 @dataclass

@@ -50,7 +50,10 @@ import base64
 import binascii
 import gc
 import gzip
+import itertools
 import json
+import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -62,6 +65,7 @@ import polars as pl
 from llmtrace.accuracy import AccuracyConfig
 from llmtrace.dialects import SpanError, agent_and_tool, is_llm_span, map_span
 from llmtrace.importers import ImportProblem, ImportResult
+from llmtrace.limits import time_problem_ns
 from llmtrace.record import (
     CALL_SCHEMA,
     COST_FIELDS,
@@ -86,6 +90,39 @@ Progress = Callable[[int], None]
 
 class _Malformed(ValueError):
     """A line or span that is not OTLP; the message says what is wrong."""
+
+
+# Errors a hostile or broken value raises somewhere below the edge; caught per span (or line)
+# so that one bad value rejects its span, never the batch. RecursionError: nesting deeper than
+# the interpreter's stack; UnicodeError: a lone surrogate; OverflowError: a number too large.
+_VALUE_ERRORS = (
+    AttributeError,
+    KeyError,
+    TypeError,
+    ValueError,
+    OverflowError,
+    RecursionError,
+    UnicodeError,
+)
+# A JSON escape of a surrogate; a line without one cannot hold a lone surrogate.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _value_error(exc: BaseException) -> str:
+    """A problem text for an error from ``_VALUE_ERRORS``."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, UnicodeError):
+        return "invalid Unicode (a lone surrogate) in a string"
+    return f"malformed span ({type(exc).__name__}: {exc})"
+
+
+def _check_unicode(raw: Any) -> None:
+    """Raise ``_Malformed`` if a string anywhere in ``raw`` is not encodable as UTF-8."""
+    try:
+        json.dumps(raw, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Malformed("invalid Unicode (a lone surrogate) in a string") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,12 +219,21 @@ def _hex_id(value: Any, size: int, field: str) -> str:
 def _nanos(value: Any, field: str) -> int | None:
     if value is None or value == "" or value == "0" or value == 0:
         return None
-    if type(value) is int:
-        return value
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise _Malformed(f"{field} {value!r} is not an integer") from None
+    if type(value) is not int:
+        if type(value) is float or type(value) is bool:
+            raise _Malformed(f"{field} {value!r} is not an integer")
+        try:
+            value = int(value)
+        except (TypeError, ValueError):
+            raise _Malformed(f"{field} {value!r} is not an integer") from None
+    return _checked_time(value, field)
+
+
+def _checked_time(value: int, field: str) -> int:
+    problem = time_problem_ns(value)
+    if problem is not None:
+        raise _Malformed(f"{field} {problem}")
+    return value
 
 
 def _status(span: Mapping[str, Any]) -> int:
@@ -292,8 +338,12 @@ def _proto_span(raw: Any, scope: str | None, resource: dict[str, Any]) -> dict[s
         else None,
         "name": raw.name,
         "scope": scope,
-        "start_ns": raw.start_time_unix_nano or None,
-        "end_ns": raw.end_time_unix_nano or None,
+        "start_ns": _checked_time(raw.start_time_unix_nano, "startTimeUnixNano")
+        if raw.start_time_unix_nano
+        else None,
+        "end_ns": _checked_time(raw.end_time_unix_nano, "endTimeUnixNano")
+        if raw.end_time_unix_nano
+        else None,
         "status_code": raw.status.code,
         "attributes": _proto_attributes(raw.attributes),
         "resource": resource,
@@ -395,17 +445,26 @@ class _Collector:
         if self.on_full is not None and self.batch_spans and self.spans >= self.batch_spans:
             self.on_full()
 
-    def add_request(self, doc: Any, file: str, line: int | None) -> None:
-        """Every span of one OTLP JSON request; bad spans become problems, the rest is kept."""
+    def add_request(
+        self, doc: Any, file: str, line: int | None, *, check_unicode: bool = False
+    ) -> None:
+        """Every span of one OTLP JSON request; bad spans become problems, the rest is kept.
+
+        ``check_unicode``: the line held a surrogate escape, so each span is checked for a
+        lone surrogate (which Polars cannot store) before it is kept.
+        """
         for raw, (scope, resource) in _json_request_spans(doc):
             self.spans += 1
             try:
+                if check_unicode:
+                    _check_unicode(raw)
+                    _check_unicode([resource, scope])
                 span = _json_span(raw, scope, resource)
                 self.add(span)
             except (SpanError, _Malformed) as exc:
                 self._reject(file, line, raw, str(exc))
-            except (AttributeError, KeyError, TypeError, ValueError) as exc:
-                self._reject(file, line, raw, f"malformed span ({type(exc).__name__}: {exc})")
+            except _VALUE_ERRORS as exc:
+                self._reject(file, line, raw, _value_error(exc))
         self._check_full()
 
     def add_proto(self, request: Any, file: str, line: int | None) -> None:
@@ -418,9 +477,12 @@ class _Collector:
                     self.spans += 1
                     try:
                         self.add(_proto_span(raw, scope, resource))
-                    except (SpanError, _Malformed, ValueError) as exc:
+                    except (SpanError, _Malformed) as exc:
                         self.rejected += 1
                         self.problem(file, line, raw.span_id.hex() or None, str(exc))
+                    except _VALUE_ERRORS as exc:
+                        self.rejected += 1
+                        self.problem(file, line, raw.span_id.hex() or None, _value_error(exc))
         self._check_full()
 
     def _reject(self, file: str, line: int | None, raw: Any, message: str) -> None:
@@ -438,8 +500,8 @@ def _score_number(value: Any) -> float | None:
         number = float(value)
     except (TypeError, ValueError):
         raise SpanError(f"gen_ai.evaluation.score.value {value!r} is not a number") from None
-    if number != number:
-        raise SpanError("gen_ai.evaluation.score.value is NaN")
+    if number != number or number in (float("inf"), float("-inf")):
+        raise SpanError(f"gen_ai.evaluation.score.value {value!r} is not finite")
     return number
 
 
@@ -509,21 +571,39 @@ def _read_file(path: Path, sink: _Collector, progress: Progress | None) -> int:
                 _read_json(stream, name, sink, tracker)
             else:
                 _read_proto(stream.read(), name, sink)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            sink.problem(name, None, None, f"cannot read: {exc}")
+        except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            # what was read before the damage is kept; the problem says where reading stopped
+            sink.problem(name, None, None, f"cannot read past byte {raw.tell():,}: {exc}")
         tracker.update()
         return tracker.done
 
 
-def _add_document(doc: Any, name: str, line: int, sink: _Collector) -> None:
+def _add_document(
+    doc: Any, name: str, line: int, sink: _Collector, *, check_unicode: bool = False
+) -> None:
     docs = doc if isinstance(doc, list) else [doc]
     try:
         for item in docs:
-            sink.add_request(item, name, line)
+            sink.add_request(item, name, line, check_unicode=check_unicode)
     except _Malformed as exc:
         sink.problem(name, line, None, str(exc))
-    except (AttributeError, KeyError, TypeError) as exc:
+    except (RecursionError, UnicodeError) as exc:
+        sink.problem(name, line, None, _value_error(exc))
+    except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:
         sink.problem(name, line, None, f"malformed OTLP request ({type(exc).__name__}: {exc})")
+
+
+def _parse_line(line: bytes) -> Any:
+    """One JSON value; ``ValueError`` (with a message for the problem line) if it is not one."""
+    try:
+        return _loads(line)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _add_line(doc: Any, line: bytes, name: str, line_no: int, sink: _Collector) -> None:
+    check = _SURROGATE_ESCAPE.search(line) is not None
+    _add_document(doc, name, line_no, sink, check_unicode=check)
 
 
 def _read_json(stream: BinaryIO, name: str, sink: _Collector, tracker: _Tracker) -> None:
@@ -538,16 +618,34 @@ def _read_json(stream: BinaryIO, name: str, sink: _Collector, tracker: _Tracker)
         return
     first = first.lstrip().removeprefix(_BOM)
     try:
-        doc = _loads(first)
+        doc = _parse_line(first)
     except ValueError as exc:
-        rest = stream.read()
-        if _read_whole_document(first, rest, line_no, name, sink):
+        # A pretty-printed document, or JSON lines with a bad first line? Look at the next few
+        # lines only: reading the whole rest to decide would hold a large file in memory.
+        ahead = _lines_ahead(lines)
+        if _has_json_line(b"".join(ahead)):
+            sink.problem(name, line_no, None, f"not valid JSON: {_json_error(exc)}")
+            rest = itertools.chain(ahead, lines)
+            _read_lines(rest, line_no + 1, name, sink, tracker)
             return
-        sink.problem(name, line_no, None, f"not valid JSON: {_json_error(exc)}")
-        _read_lines(iter(rest.splitlines(keepends=True)), line_no + 1, name, sink, tracker)
+        _read_whole_document(first, b"".join(ahead) + stream.read(), line_no, name, sink)
         return
-    _add_document(doc, name, line_no, sink)
+    _add_line(doc, first, name, line_no, sink)
     _read_lines(lines, line_no + 1, name, sink, tracker)
+
+
+def _lines_ahead(lines: Iterator[bytes], count: int = 3, limit: int = 1 << 20) -> list[bytes]:
+    """Up to ``count`` non-empty lines (and the empty ones between), at most ~``limit`` bytes."""
+    ahead: list[bytes] = []
+    size = 0
+    for line in lines:
+        ahead.append(line)
+        size += len(line)
+        if line.strip():
+            count -= 1
+        if count == 0 or size >= limit:
+            break
+    return ahead
 
 
 def _read_lines(
@@ -559,11 +657,11 @@ def _read_lines(
         if not line.strip():
             continue
         try:
-            doc = _loads(line)
+            doc = _parse_line(line)
         except ValueError as exc:
             sink.problem(name, line_no, None, f"not valid JSON: {_json_error(exc)}")
             continue
-        _add_document(doc, name, line_no, sink)
+        _add_line(doc, line, name, line_no, sink)
 
 
 def _read_whole_document(
@@ -571,15 +669,15 @@ def _read_whole_document(
 ) -> bool:
     """Import ``first + rest`` as one document if it is one, or report it once if it looks
     like one (pretty-printed, cut short); False when it is JSON lines with a bad first line."""
+    data = first + rest
+    del rest
     try:
-        doc = json.loads(first + rest)
+        doc = _parse_line(data)
     except ValueError as exc:
-        if _has_json_line(rest):
-            return False
         line = getattr(exc, "lineno", 1) + first_line - 1
         sink.problem(name, line, None, f"not valid JSON (truncated?): {_json_error(exc)}")
         return True
-    _add_document(doc, name, first_line, sink)
+    _add_line(doc, data, name, first_line, sink)
     return True
 
 
@@ -589,7 +687,7 @@ def _has_json_line(data: bytes, tries: int = 3) -> bool:
         if not line.strip():
             continue
         try:
-            if isinstance(_loads(line), dict):
+            if isinstance(_parse_line(line), dict):
                 return True
         except ValueError:
             pass

@@ -17,6 +17,7 @@ from rich.text import Text
 from llmtrace.report.evidence import first_sentence, plain
 from llmtrace.rules.base import Finding
 from llmtrace.rules.engine import AuditResult
+from llmtrace.safe_text import escape
 
 SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "cyan", "info": "dim"}
 
@@ -65,8 +66,8 @@ def table(result: AuditResult, *, with_message: bool = True) -> Table:
             Text(str(index)),
             Text(finding.rule),
             Text(finding.severity, style=SEVERITY_STYLE.get(finding.severity, "")),
-            Text(finding.prompt or "-"),
-            Text(finding.model or "-"),
+            Text(escape(finding.prompt or "-")),
+            Text(escape(finding.model or "-")),
             # an inconclusive finding's saving is potential, not counted in the total
             Text(
                 f"({money(finding.monthly_savings_usd)})"
@@ -81,8 +82,8 @@ def table(result: AuditResult, *, with_message: bool = True) -> Table:
 
 def advice(finding: Finding) -> str:
     """The message, then what to do in one line and where the rule's page is."""
-    fix = plain(first_sentence(finding.fix)) if finding.fix else ""
-    lines = [finding.message]
+    fix = escape(plain(first_sentence(finding.fix))) if finding.fix else ""
+    lines = [escape(finding.message)]  # data in it is escaped; the line breaks here are ours
     if fix:
         lines.append(f"Fix: {fix}")
     lines.append(f"More: llmtrace audit --explain {finding.rule}")
@@ -109,7 +110,7 @@ def renderable(result: AuditResult, width: int = WIDE) -> Group:
         parts.append(Text(_nothing(result)))
     parts.append(Text(coverage_line(result)))
     for error in result.errors:
-        parts.append(Text(f"error: {error.rule}: {error.message}", style="red"))
+        parts.append(Text(f"error: {error.rule}: {escape(error.message)}", style="red"))
     return Group(*parts)
 
 
