@@ -57,6 +57,10 @@ COMMANDS: dict[str, Entry] = {
         "llmtrace.commands.run:run",
         "Run COMMAND with every LLM call priced: llmtrace run -- python app.py",
     ),
+    "store": Entry(
+        "llmtrace.commands.store:store_group",
+        "Check and repair the local store (store check [--repair]).",
+    ),
 }
 
 

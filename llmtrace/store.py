@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from llmtrace import store_files
 from llmtrace.record import CALL_SCHEMA, KEY_FIELDS, SCORE_STRUCT, conform, empty_calls
+from llmtrace.store_files import FIX, DamagedJournal, StoreProblem
 
 if TYPE_CHECKING:
     from llmtrace.accuracy import AccuracyConfig
@@ -109,10 +111,40 @@ class RewriteResult:
 class Store:
     """A call-record store in one directory."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        on_problem: Callable[[StoreProblem], None] | None = None,
+    ) -> None:
         self.path = Path(path) if path is not None else default_store_path()
         self.calls_dir = self.path / "calls"
         self.state_dir = self.path / "state"
+        # Damaged files and stray folders met while reading or writing: skipped, and reported
+        # once each (to ``on_problem``, e.g. a warning on stderr) so the rest still answers.
+        self.problems: dict[Path, StoreProblem] = {}
+        self.on_problem = on_problem
+
+    def _problem(self, path: Path, message: str) -> None:
+        if path in self.problems:
+            return
+        problem = StoreProblem(path, message)
+        self.problems[path] = problem
+        if self.on_problem is not None:
+            self.on_problem(problem)
+
+    def _usable(self, files: list[Path]) -> list[Path]:
+        """``files`` without the damaged ones (each reported once, with how to fix it)."""
+        usable = []
+        for path in files:
+            problem = store_files.file_problem(path)
+            if problem is None:
+                usable.append(path)
+            else:
+                self._problem(path, f"{problem}; skipped: {FIX}")
+        return usable
+
+    def _live(self, day_dir: Path) -> list[Path]:
+        return _live_files(day_dir, self._problem)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -157,7 +189,7 @@ class Store:
                     part = part.join(stored, on=list(KEY_FIELDS), how="anti")
                 if part.is_empty():
                     continue
-                _finish_compaction(day_dir)
+                _finish_compaction(day_dir, self._problem)
                 self._write_atomic(day_dir, part)
                 added += part.height
                 written.append(part.select(KEY_FIELDS))
@@ -168,9 +200,8 @@ class Store:
     def _day_dir(self, day: date) -> Path:
         return self.calls_dir / f"day={day.isoformat()}"
 
-    @staticmethod
-    def _stored_keys(day_dir: Path) -> pl.DataFrame | None:
-        files = _live_files(day_dir) if day_dir.is_dir() else []
+    def _stored_keys(self, day_dir: Path) -> pl.DataFrame | None:
+        files = self._usable(self._live(day_dir)) if day_dir.is_dir() else []
         if not files:
             return None
         return Store._scan_files(files).select(KEY_FIELDS).collect()
@@ -185,6 +216,8 @@ class Store:
         )
         with open(temp, "rb") as handle:
             os.fsync(handle.fileno())
+        # recorded before the rename: a file in place always has its digest (store check)
+        store_files.record_checksum(day_dir, final.name, store_files.digest(temp))
         os.replace(temp, final)
         _fsync_dir(day_dir)
         return final
@@ -204,8 +237,10 @@ class Store:
         rewritten = 0
         with self._locked():
             for day_dir in self._day_dirs():
-                _finish_compaction(day_dir)
+                _finish_compaction(day_dir, self._problem)
                 files = sorted(day_dir.glob("*.parquet"))
+                if len(self._usable(files)) < len(files):
+                    continue  # a damaged file is not rewritten: store check --repair first
                 if not self._needs_compaction(files, max_rows_per_file):
                     continue
                 self._compact_day(day_dir, files, max_rows_per_file)
@@ -289,7 +324,7 @@ class Store:
             return ScoreAttachResult()
         with self._locked():
             for day_dir in self._day_dirs():
-                _finish_compaction(day_dir)
+                _finish_compaction(day_dir, self._problem)
             files = self.files()
             targets = _score_targets(rows, self._stored_score_keys(rows, files))
             ids = set(rows.get_column("_sid").unique())
@@ -424,19 +459,26 @@ class Store:
     # -- reading -----------------------------------------------------------------------------
 
     def _day_dirs(self) -> list[Path]:
+        """``calls/day=YYYY-MM-DD`` folders; any other folder there is reported and skipped."""
         if not self.calls_dir.is_dir():
             return []
-        return sorted(
-            p for p in self.calls_dir.iterdir() if p.is_dir() and p.name.startswith("day=")
-        )
+        days = []
+        for path in sorted(self.calls_dir.iterdir()):
+            if not path.is_dir():
+                continue
+            if _day_of(path) is None:
+                self._problem(
+                    path,
+                    "stray folder (not day=YYYY-MM-DD); skipped: "
+                    "run `llmtrace store check --repair` to move it to quarantine",
+                )
+                continue
+            days.append(path)
+        return days
 
     def days(self) -> list[date]:
         """The days that hold at least one file."""
-        return [
-            date.fromisoformat(p.name.removeprefix("day="))
-            for p in self._day_dirs()
-            if _live_files(p)
-        ]
+        return [day for p in self._day_dirs() if self._live(p) and (day := _day_of(p))]
 
     def files(self, since: datetime | None = None, until: datetime | None = None) -> list[Path]:
         """Parquet files of the days that overlap [since, until)."""
@@ -445,11 +487,11 @@ class Store:
         last = (until.astimezone(UTC) - timedelta(microseconds=1)).date() if until else None
         chosen: list[Path] = []
         for day_dir in self._day_dirs():
-            day = date.fromisoformat(day_dir.name.removeprefix("day="))
-            if (first and day < first) or (last and day > last):
+            day = _day_of(day_dir)
+            if day is None or (first and day < first) or (last and day > last):
                 continue
-            chosen.extend(_live_files(day_dir))
-        return chosen
+            chosen.extend(self._live(day_dir))
+        return self._usable(chosen)
 
     @staticmethod
     def _scan_files(files: list[Path]) -> pl.LazyFrame:
@@ -468,7 +510,7 @@ class Store:
         Only the files of the days in range are opened; filters and column selections the
         caller adds are pushed down into the Parquet reader.
         """
-        files = self.files(since, until)
+        files = self._snapshot(since, until)
         if not files:
             return empty_calls().lazy()
         lazy = self._scan_files(files)
@@ -477,6 +519,20 @@ class Store:
         if until is not None:
             lazy = lazy.filter(pl.col("start_time") < until.astimezone(UTC))
         return lazy
+
+    def _snapshot(self, since: datetime | None, until: datetime | None) -> list[Path]:
+        """The files of ``files(since, until)`` as hard links that a writer replacing the
+        originals cannot take away (or the files themselves where links cannot be made)."""
+        for _ in range(20):
+            files = self.files(since, until)
+            if not files:
+                return files
+            try:
+                linked = store_files.snapshot(self.path, files)
+            except store_files.Vanished:
+                continue  # a writer replaced a file between listing and linking: list again
+            return files if linked is None else linked
+        return self.files(since, until)
 
     # -- importer state ----------------------------------------------------------------------
 
@@ -543,17 +599,39 @@ def _targets(plan: dict[str, Any]) -> list[str]:
     return list(plan.get("targets") or [plan["target"]])
 
 
-def _live_files(day_dir: Path) -> list[Path]:
+def _day_of(day_dir: Path) -> date | None:
+    if not day_dir.name.startswith("day="):
+        return None
+    try:
+        return date.fromisoformat(day_dir.name.removeprefix("day="))
+    except ValueError:
+        return None
+
+
+Warn = Callable[[Path, str], None]
+
+
+def _live_files(day_dir: Path, warn: Warn | None = None) -> list[Path]:
     """The day's Parquet files as one consistent set while a compaction is unfinished.
 
     Once every new file is in place the replaced files are hidden; before that the new files
-    written so far are.
+    written so far are. A writer may be renaming and removing files meanwhile (readers take no
+    lock), so the folder is listed before and after the journal is read until both listings
+    agree: then the journal read belongs to the files listed.
     """
-    files = sorted(day_dir.glob("*.parquet"))
     journal = day_dir / _JOURNAL
-    if not journal.exists():
+    for _ in range(50):
+        files = sorted(day_dir.glob("*.parquet"))
+        try:
+            plan = store_files.read_journal(journal)
+        except DamagedJournal as exc:
+            if warn is not None:
+                warn(journal, f"{exc}; every file of the day is read: {FIX}")
+            plan = None
+        if sorted(day_dir.glob("*.parquet")) == files:
+            break
+    if plan is None:
         return files
-    plan = json.loads(journal.read_text())
     targets = _targets(plan)
     if all((day_dir / name).exists() for name in targets):
         hidden = set(plan["replaces"])
@@ -562,18 +640,29 @@ def _live_files(day_dir: Path) -> list[Path]:
     return [f for f in files if f.name not in hidden]
 
 
-def _finish_compaction(day_dir: Path) -> None:
-    """Roll an interrupted compaction forward (all new files present) or back (they are not)."""
+def _finish_compaction(day_dir: Path, warn: Warn | None = None) -> None:
+    """Roll an interrupted compaction forward (all new files present) or back (they are not),
+    and remove what a killed writer left (callers hold the writer lock: see store_files)."""
+    store_files.remove_leftovers(day_dir)
     journal = day_dir / _JOURNAL
-    if not journal.exists():
+    try:
+        plan = store_files.read_journal(journal)
+    except DamagedJournal as exc:
+        # Which files it meant is unknowable: keep every file, set the journal aside for a
+        # person to read, and say so (a reader would otherwise stop at it on every run).
+        moved = store_files.quarantine(day_dir.parent.parent, journal)
+        if warn is not None:
+            warn(journal, f"{exc}; moved to {moved}, every file of the day is kept")
         return
-    plan = json.loads(journal.read_text())
+    if plan is None:
+        return
     targets = _targets(plan)
     complete = all((day_dir / name).exists() for name in targets)
     for name in plan["replaces"] if complete else targets:
         (day_dir / name).unlink(missing_ok=True)
     shutil.rmtree(day_dir / _SPILL, ignore_errors=True)
     journal.unlink()
+    store_files.prune_checksums(day_dir)
     _fsync_dir(day_dir)
 
 

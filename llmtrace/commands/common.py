@@ -136,10 +136,15 @@ def window_options(default_since: str | None = None) -> Callable[[F], F]:
 
 
 def open_store(store_path: str | None) -> Store:
-    """The store named by ``--store``, else the default one."""
+    """The store named by ``--store``, else the default one; a damaged file or stray folder it
+    meets is named on stderr once (with how to fix it) and skipped."""
     from llmtrace.store import Store, default_store_path
 
-    return Store(store_path if store_path else default_store_path())
+    return Store(store_path if store_path else default_store_path(), on_problem=_warn_store)
+
+
+def _warn_store(problem: object) -> None:
+    err_console.print(f"warning: {problem}", highlight=False, markup=False, soft_wrap=True)
 
 
 def store_range_hint(store: Store) -> str:

@@ -1,0 +1,95 @@
+"""``llmtrace store check``: verify every file of the store, and optionally repair it.
+
+Verified per file: it is Parquet with a readable footer, it holds call records (the key
+columns with the record's types), every data page decodes, no row lacks its key, and its
+SHA-256 equals the digest the writer recorded (``store_files``; files written before digests
+were recorded are counted as unverified). Also found: folders that are not days, damaged
+compaction journals, unfinished compactions, leftovers of killed writers, and snapshot folders
+of readers that are gone.
+
+``repair`` moves bad files, folders and journals under ``STORE/quarantine/`` (nothing is
+deleted that a person may want to inspect), finishes compactions, and removes leftovers and
+stale snapshots, all while holding the writer lock so no import runs meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmtrace import store_files
+from llmtrace.store import _JOURNAL, Store, _day_of, _finish_compaction, _live_files
+from llmtrace.store_files import DamagedJournal, StoreProblem
+
+
+@dataclass
+class CheckReport:
+    """What ``check_store`` found and did."""
+
+    files: int = 0
+    verified: int = 0
+    problems: list[StoreProblem] = field(default_factory=list)
+    repairs: list[str] = field(default_factory=list)
+
+    @property
+    def unrepaired(self) -> int:
+        return len(self.problems) - len(self.repairs)
+
+
+def check_store(store: Store, *, repair: bool = False) -> CheckReport:
+    """Check (and with ``repair``, fix) every file of ``store``."""
+    report = CheckReport()
+    if not store.calls_dir.is_dir():
+        return report
+    lock = store._locked() if repair else contextlib.nullcontext()
+    with lock:
+        for path in sorted(store.calls_dir.iterdir()):
+            if path.is_dir() and _day_of(path) is None:
+                _found(report, store, path, "stray folder (not day=YYYY-MM-DD)", repair)
+            elif path.is_dir():
+                _check_day(report, store, path, repair)
+        for folder in store_files.stale_snapshots(store.path / store_files.SNAPSHOTS):
+            if repair:
+                shutil.rmtree(folder, ignore_errors=True)
+    return report
+
+
+def _found(report: CheckReport, store: Store, path: Path, message: str, repair: bool) -> None:
+    report.problems.append(StoreProblem(path, message))
+    if repair:
+        moved = store_files.quarantine(store.path, path)
+        report.repairs.append(f"moved {path} to {moved}")
+
+
+def _check_day(report: CheckReport, store: Store, day_dir: Path, repair: bool) -> None:
+    journal = day_dir / _JOURNAL
+    try:
+        plan = store_files.read_journal(journal)
+    except DamagedJournal as exc:
+        _found(report, store, journal, str(exc), repair)
+        plan = None
+    if plan is not None:
+        report.problems.append(StoreProblem(journal, "unfinished compaction"))
+        if repair:
+            _finish_compaction(day_dir)
+            report.repairs.append(f"finished the compaction of {day_dir}")
+    for path in store_files.leftovers(day_dir):
+        report.problems.append(StoreProblem(path, "leftover of a killed writer"))
+    if repair and store_files.leftovers(day_dir):
+        for path in store_files.remove_leftovers(day_dir):
+            report.repairs.append(f"removed {path}")
+    sums = store_files.checksums(day_dir)
+    for path in _live_files(day_dir):
+        report.files += 1
+        problem = store_files.read_problem(path)
+        if problem is None and path.name in sums:
+            if store_files.digest(path) != sums[path.name]:
+                problem = "checksum mismatch: the file changed after it was written (damaged)"
+            else:
+                report.verified += 1
+        if problem is not None:
+            _found(report, store, path, problem, repair)
+    if repair:
+        store_files.prune_checksums(day_dir)
