@@ -59,9 +59,24 @@ def escape(value: Any) -> str:
     return text.translate(_TABLE_WITH_BACKSLASH)
 
 
+def redact_url(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@`` (keys given in a host URL
+    must not reach logs, output or file names)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
 def escape_optional(value: Any) -> str | None:
     """``escape`` that keeps ``None``."""
     return None if value is None else escape(value)
 
 
-__all__ = ["escape", "escape_optional", "is_safe"]
+__all__ = ["escape", "escape_optional", "is_safe", "redact_url"]

@@ -39,6 +39,15 @@ def swallow(where: str, exc: BaseException) -> None:
         pass
 
 
+def count(where: str) -> None:
+    """Count a failure at ``where`` that its caller reports itself (no log line here)."""
+    try:
+        with _lock:
+            _counts[where] += 1
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def error_counts() -> dict[str, int]:
     """Errors swallowed so far, by place (for tests, health checks and the errors metric)."""
     with _lock:

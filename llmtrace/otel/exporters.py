@@ -273,7 +273,10 @@ def span_processors(settings: LiveSettings, pricer: Any = None) -> list[SpanProc
 
 def _span_exporter(name: str, settings: LiveSettings, pricer: Any) -> SpanExporter:
     if name == "otlp":
-        return otlp_span_exporter(settings)
+        from llmtrace.otel.bounded import BoundedSpanExporter
+
+        inner = otlp_span_exporter(settings)
+        return BoundedSpanExporter(inner, settings.exit_timeout_ms, _describe(inner))
     if name == "store":
         return StoreSpanExporter(
             settings.store, pricer=pricer, keep_content=settings.capture_content
@@ -283,6 +286,14 @@ def _span_exporter(name: str, settings: LiveSettings, pricer: Any) -> SpanExport
     raise ValueError(f"unknown exporter {name!r}")
 
 
+def _describe(exporter: Any) -> str:
+    """The exporter's endpoint for log lines, credentials removed."""
+    from llmtrace.safe_text import redact_url
+
+    endpoint = getattr(exporter, "_endpoint", None)
+    return redact_url(str(endpoint)) if endpoint else "the OTLP endpoint"
+
+
 def metric_readers(settings: LiveSettings) -> list[Any]:
     """Periodic readers for the selected exporters that carry metrics (OTLP only)."""
     if not settings.metrics or "otlp" not in settings.exporters:
@@ -290,7 +301,10 @@ def metric_readers(settings: LiveSettings) -> list[Any]:
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
     try:
-        exporter = otlp_metric_exporter(settings)
+        from llmtrace.otel.bounded import bounded_metric_exporter
+
+        inner = otlp_metric_exporter(settings)
+        exporter = bounded_metric_exporter(inner, settings.exit_timeout_ms, _describe(inner))
     except Exception as exc:  # noqa: BLE001
         _guard.swallow("exporters.otlp_metrics", exc)
         return []

@@ -63,6 +63,9 @@ class LiveSettings:
     # LLMTRACE_BATCH_DELAY_MS: how long the pricing worker lets spans gather before it prices
     # them as one batch; longer = less CPU per span, later costs (exporters batch on their own)
     batch_delay_ms: float = 200.0
+    # LLMTRACE_EXIT_TIMEOUT_MS: the most an unreachable or silent OTLP endpoint may delay the
+    # app's exit (or LiveHandle.shutdown()); spans not exported by then are dropped and counted
+    exit_timeout_ms: float = 3000.0
     set_global: bool = True  # install the providers as the process-wide ones
 
     def label_keys(self) -> tuple[str, ...]:
@@ -190,6 +193,7 @@ _SOURCES: dict[str, tuple[tuple[str, ...], Any]] = {
     "prices": (("LLMTRACE_PRICES",), Path),
     "max_queue_size": (("LLMTRACE_MAX_QUEUE_SIZE",), _positive_int),
     "batch_delay_ms": (("LLMTRACE_BATCH_DELAY_MS",), _delay_ms),
+    "exit_timeout_ms": (("LLMTRACE_EXIT_TIMEOUT_MS",), _delay_ms),
     "set_global": ((), bool),
 }
 

@@ -85,6 +85,9 @@ class LiveHandle:
         global _handle
         with _lock:
             try:
+                from llmtrace.otel.bounded import begin_exit
+
+                begin_exit()  # OTLP exports end by LLMTRACE_EXIT_TIMEOUT_MS from now
                 self.force_flush()
                 for name in self.instrumented:
                     _instrumentor(name).uninstrument()
