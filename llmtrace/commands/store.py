@@ -7,6 +7,7 @@ import sys
 import click
 
 from llmtrace.commands.common import open_store, store_option
+from llmtrace.errors import EXIT_FINDINGS, EXIT_OK
 from llmtrace.safe_text import escape
 
 
@@ -52,4 +53,4 @@ def check(repair: bool, store_path: str | None) -> None:
     click.echo(summary, err=True)
     if report.problems and not repair:
         click.echo("Run `llmtrace store check --repair` to fix them.", err=True)
-    sys.exit(1 if report.problems and not repair else 0)
+    sys.exit(EXIT_FINDINGS if report.problems and not repair else EXIT_OK)
