@@ -59,7 +59,7 @@ COMMANDS: dict[str, Entry] = {
     ),
     "store": Entry(
         "llmtrace.commands.store:store_group",
-        "Check and repair the local store (store check [--repair]).",
+        "Check and repair the local store.",
     ),
 }
 
