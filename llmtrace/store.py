@@ -445,8 +445,9 @@ class Store:
         done = rewritten = 0
         for day_dir in sorted(day_dirs):
             with self._locked():
-                _finish_compaction(day_dir)
-                for path in sorted(day_dir.glob("*.parquet")):
+                _finish_compaction(day_dir, self._problem)
+                # a damaged file is named and left alone (store check --repair moves it)
+                for path in self._usable(sorted(day_dir.glob("*.parquet"))):
                     updated = transform(self._scan_files([path]).collect())
                     if updated is not None:
                         self._replace_files(day_dir, [path], lambda _old, new=updated: new)
