@@ -11,6 +11,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 INT64_MAX = 2**63 - 1
+# The largest count a JSON number (a double) holds exactly; Langfuse sends counts as JSON
+# numbers, and below it a sum of a dozen counts cannot overflow Int64.
+MAX_JSON_COUNT = 2**53
 # Calls from before 2000 or after 2100 are clock or unit errors (seconds read as nanoseconds).
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
@@ -39,6 +42,7 @@ __all__ = [
     "INT64_MAX",
     "LATEST",
     "LATEST_NS",
+    "MAX_JSON_COUNT",
     "time_problem",
     "time_problem_ns",
 ]

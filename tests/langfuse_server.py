@@ -235,6 +235,8 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     body: dict[str, Any] = field(default_factory=dict)
     drop: bool = False
+    # sent as it is instead of a JSON body (a truncated page, an HTML error page)
+    raw: bytes | None = None
     first: int = 1
     times: int = 1
 
@@ -301,6 +303,8 @@ class LangfuseStub:
             if fault.applies(path, count):
                 if fault.drop:
                     return 0, {}, None
+                if fault.raw is not None:
+                    return fault.status or 200, fault.headers, fault.raw
                 body = fault.body or {"message": f"scripted {fault.status}"}
                 return fault.status or 500, fault.headers, body
         if auth != _basic(self.public_key, self.secret_key):
@@ -633,9 +637,10 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:  # a dropped connection: no status line at all
             self.close_connection = True
             return
-        payload = json.dumps(body).encode()
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        if "Content-Type" not in headers:
+            self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         for name, value in headers.items():
             self.send_header(name, value)

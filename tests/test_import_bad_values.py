@@ -234,3 +234,22 @@ def test_text_report_escapes_terminal_and_bidi_controls():
     for bad in ("\x1b", "\x07", "\u202e"):
         assert bad not in out
     assert "\\x1b" in out and "\\u202e" in out
+
+
+def test_good_lines_after_many_damaged_first_lines_are_kept(tmp_path):
+    """Found by bench/fuzz_edges.py: flipped bytes made four garbage lines (invalid UTF-8)
+    before the good ones, and the whole file was reported as one truncated document."""
+    path = tmp_path / "t.jsonl"
+    garbage = b"\n".join([b"{\x92\xb3 broken", b"\xb3", b"x\x91", b"\xb3"])
+    path.write_bytes(garbage + b"\n" + json.dumps(good(1)).encode() + b"\n")
+    result = import_otlp([path])
+    assert list(result.calls["span_id"]) == ["0000000000000001"]
+    assert [p.line for p in result.problems] == [1, 2, 3, 4]
+
+
+def test_a_truncated_pretty_document_is_still_one_problem(tmp_path):
+    path = tmp_path / "t.json"
+    text = json.dumps(good(1), indent=2)
+    path.write_text(text[: len(text) // 2])
+    result = import_otlp([path])
+    assert len(result.problems) == 1 and "truncated" in result.problems[0].message

@@ -28,6 +28,7 @@ from llmtrace.commands.common import (
     window_options,
 )
 from llmtrace.config import load_config
+from llmtrace.errors import EXIT_FINDINGS
 from llmtrace.importers.langfuse import (
     ImportReporter,
     ImportStats,
@@ -141,12 +142,13 @@ def _summary(stats: ImportStats) -> None:
             style="yellow",
             highlight=False,
         )
-    if stats.rejected:
+    if stats.rejected or stats.scores_rejected:
         for problem in stats.problems:  # one plain line each: editors and grep read them
             click.echo(problem, err=True)
-        more = stats.rejected - len(stats.problems)
+        more = stats.rejected + stats.scores_rejected - len(stats.problems)
+        scores = f" and {stats.scores_rejected:,} scores" if stats.scores_rejected else ""
         err_console.print(
-            f"{stats.rejected:,} observations skipped"
+            f"{stats.rejected:,} observations{scores} skipped"
             + (f" ({more:,} more not shown)" if more else "")
             + "; everything else was imported",
             style="yellow",
@@ -239,5 +241,5 @@ def langfuse_command(
         )
         raise SystemExit(130) from None
     _summary(stats)
-    if stats.rejected:
-        raise SystemExit(1)
+    if stats.rejected or stats.scores_rejected:
+        raise SystemExit(EXIT_FINDINGS)

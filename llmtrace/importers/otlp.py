@@ -50,6 +50,7 @@ import base64
 import binascii
 import gc
 import gzip
+import io
 import itertools
 import json
 import re
@@ -255,11 +256,14 @@ def _json_events(items: Any) -> list[dict[str, Any]]:
 def _json_span(raw: Mapping[str, Any], scope: str | None, resource: dict[str, Any]):
     """One OTLP JSON span as the mapping ``llmtrace.dialects`` reads."""
     parent = raw.get("parentSpanId")
+    name = raw.get("name") or ""
+    if not isinstance(name, str):
+        raise _Malformed(f"name is {type(name).__name__}, not text")
     return {
         "trace_id": _hex_id(raw.get("traceId"), 16, "traceId"),
         "span_id": _hex_id(raw.get("spanId"), 8, "spanId"),
         "parent_span_id": _hex_id(parent, 8, "parentSpanId") if parent else None,
-        "name": raw.get("name") or "",
+        "name": name,
         "scope": scope,
         "start_ns": _nanos(raw.get("startTimeUnixNano"), "startTimeUnixNano"),
         "end_ns": _nanos(raw.get("endTimeUnixNano"), "endTimeUnixNano"),
@@ -295,6 +299,8 @@ def _json_request_spans(doc: Any) -> Iterator[tuple[Any, Any]]:
                 raise _Malformed("scopeSpans holds a non-object")
             scope = scope_spans.get("scope") or scope_spans.get("instrumentationLibrary") or {}
             scope_name = scope.get("name") if isinstance(scope, dict) else None
+            if not isinstance(scope_name, str):
+                scope_name = None  # a scope name only helps to detect the dialect
             for raw in _json_list(scope_spans.get("spans"), "spans"):
                 yield raw, (scope_name, resource)
 
@@ -628,7 +634,8 @@ def _read_json(stream: BinaryIO, name: str, sink: _Collector, tracker: _Tracker)
             rest = itertools.chain(ahead, lines)
             _read_lines(rest, line_no + 1, name, sink, tracker)
             return
-        _read_whole_document(first, b"".join(ahead) + stream.read(), line_no, name, sink)
+        rest = b"".join(ahead) + stream.read()
+        _read_whole_document(first, rest, line_no, name, sink, tracker)
         return
     _add_line(doc, first, name, line_no, sink)
     _read_lines(lines, line_no + 1, name, sink, tracker)
@@ -665,7 +672,7 @@ def _read_lines(
 
 
 def _read_whole_document(
-    first: bytes, rest: bytes, first_line: int, name: str, sink: _Collector
+    first: bytes, rest: bytes, first_line: int, name: str, sink: _Collector, tracker: _Tracker
 ) -> bool:
     """Import ``first + rest`` as one document if it is one, or report it once if it looks
     like one (pretty-printed, cut short); False when it is JSON lines with a bad first line."""
@@ -674,6 +681,11 @@ def _read_whole_document(
     try:
         doc = _parse_line(data)
     except ValueError as exc:
+        if _has_request_line(data):
+            # JSON lines after all, whose first lines are damaged: read it line by line so
+            # the good lines further on are kept
+            _read_lines(iter(io.BytesIO(data)), first_line, name, sink, tracker)
+            return True
         line = getattr(exc, "lineno", 1) + first_line - 1
         sink.problem(name, line, None, f"not valid JSON (truncated?): {_json_error(exc)}")
         return True
@@ -694,6 +706,21 @@ def _has_json_line(data: bytes, tries: int = 3) -> bool:
         tries -= 1
         if tries == 0:
             break
+    return False
+
+
+def _has_request_line(data: bytes) -> bool:
+    """Whether any line of ``data`` is a whole OTLP request on its own (a pretty-printed
+    document, even cut short, has none: its lines are fragments)."""
+    for line in io.BytesIO(data):
+        if b"resourceSpans" not in line or not line.lstrip().startswith(b"{"):
+            continue
+        try:
+            doc = _parse_line(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and "resourceSpans" in doc:
+            return True
     return False
 
 

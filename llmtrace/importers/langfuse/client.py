@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 from langfuse.api import LangfuseAPI
@@ -25,6 +26,7 @@ from langfuse.api.core.api_error import ApiError
 
 from llmtrace.errors import EXIT_FINDINGS, EXIT_USAGE, LlmtraceError
 from llmtrace.importers.langfuse.stats import ImportReporter, ImportStats
+from llmtrace.safe_text import escape, redact_url
 
 DEFAULT_HOST = "https://cloud.langfuse.com"
 
@@ -38,6 +40,10 @@ class LangfuseImportError(LlmtraceError):
 
 class _NotFound(Exception):
     """HTTP 404: the endpoint does not exist on this server."""
+
+
+class _MalformedPage(Exception):
+    """A success status with a body that is not the page asked for (retried like a 5xx)."""
 
 
 class _BadRequest(Exception):
@@ -62,6 +68,11 @@ class LangfuseSettings:
         timeout from ``LANGFUSE_TIMEOUT`` (seconds)."""
         env = os.environ if environ is None else environ
         public, secret = env.get("LANGFUSE_PUBLIC_KEY"), env.get("LANGFUSE_SECRET_KEY")
+        chosen = host or env.get("LANGFUSE_BASE_URL") or env.get("LANGFUSE_HOST") or DEFAULT_HOST
+        # Keys written into the URL (http://pk:sk@host) are used as keys where the variables
+        # are unset, and removed from the host: it is printed, logged and names the checkpoint.
+        chosen, url_public, url_secret = _split_credentials(chosen)
+        public, secret = public or url_public, secret or url_secret
         missing = [
             name
             for name, value in (("LANGFUSE_PUBLIC_KEY", public), ("LANGFUSE_SECRET_KEY", secret))
@@ -73,10 +84,10 @@ class LangfuseSettings:
                 "(Langfuse > Project settings > API keys)",
                 exit_code=EXIT_USAGE,
             )
-        chosen = host or env.get("LANGFUSE_BASE_URL") or env.get("LANGFUSE_HOST") or DEFAULT_HOST
         if not re.match(r"^https?://[^/\s]+", chosen):
             raise LangfuseImportError(
-                f"Langfuse host {chosen!r} is not an http(s) URL", exit_code=EXIT_USAGE
+                f"Langfuse host {redact_url(chosen)!r} is not an http(s) URL",
+                exit_code=EXIT_USAGE,
             )
         timeout = env.get("LANGFUSE_TIMEOUT")
         try:
@@ -89,9 +100,24 @@ class LangfuseSettings:
 
 
 def checkpoint_name(host: str) -> str:
-    """The store-state name for a host: ``langfuse-<host[:port]>``, file-name safe."""
-    netloc = re.sub(r"^https?://", "", host.rstrip("/"))
+    """The store-state name for a host: ``langfuse-<host[:port]>``, file-name safe; credentials
+    in the URL never become part of a file name."""
+    netloc = re.sub(r"^https?://", "", _split_credentials(host.rstrip("/"))[0])
     return "langfuse-" + re.sub(r"[^A-Za-z0-9._-]+", "_", netloc)
+
+
+def _split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """``(url without user:password@, user, password)``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url, None, None
+    if "@" not in parts.netloc:
+        return url, None, None
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    clean = urlunsplit(parts._replace(netloc=host))
+    return clean, unquote(user) or None, unquote(password) or None
 
 
 @dataclass(frozen=True)
@@ -224,12 +250,18 @@ class _Client:
                     self.stats.waited_seconds += wait
                     self._pause(wait, f"rate limited by Langfuse (HTTP 429), waiting {wait:.0f} s")
                     continue
-                if status >= 500 or status in (408, 409):
+                if 200 <= status < 300:
+                    # the SDK could not decode a success answer: a truncated body, an HTML
+                    # page from a proxy; as transient as a 5xx
+                    problem = f"malformed answer (HTTP {status}, not JSON): {_message(exc.body)}"
+                elif status >= 500 or status in (408, 409):
                     problem = f"HTTP {status}: {_message(exc.body)}"
                 else:
                     raise LangfuseImportError(
                         f"{what}: HTTP {status}: {_message(exc.body)}"
                     ) from None
+            except _MalformedPage as exc:
+                problem = str(exc)
             except httpx.TimeoutException:
                 problem = f"no answer within {self.settings.timeout:g} s"
             except httpx.TransportError as exc:
@@ -271,7 +303,10 @@ class _Client:
                 status_code=response.status_code, headers=dict(response.headers), body=body
             )
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
-            raise LangfuseImportError(f"GET /{path}: the answer is not a page of data")
+            raise _MalformedPage(
+                f"malformed answer (HTTP {response.status_code}, not a page of data): "
+                f"{_message(body)}"
+            )
         return body
 
 
@@ -279,9 +314,9 @@ def _message(body: Any) -> str:
     if isinstance(body, Mapping):
         for key in ("message", "error"):
             if body.get(key):
-                return str(body[key])
+                return escape(str(body[key]))[:200]
     text = str(body or "").strip()
-    return text[:200] or "no message"
+    return escape(text[:200]) or "no message"
 
 
 def _iso(value: datetime) -> str:

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import polars as pl
 
 from llmtrace import fingerprint
 from llmtrace.dialects import SERVICE_TIER_VALUES, USAGE_JSON_BUCKETS
+from llmtrace.limits import EARLIEST, LATEST, MAX_JSON_COUNT
 from llmtrace.record import CALL_SCHEMA
 
 # Observation types that carry model usage and cost (Langfuse prices only these two).
@@ -57,6 +59,10 @@ _RAW_SCHEMA: dict[str, Any] = {
     "input": pl.Object,
     "output": pl.Object,
 }
+
+# The model parameters the mapping reads (reasoning effort, service tier).
+_PARAM_KEYS = tuple(_RAW_SCHEMA["modelParameters"].to_schema())
+_TYPED_SCHEMA = {k: v for k, v in _RAW_SCHEMA.items() if k not in ("input", "output")}
 
 _CONTENT_SCHEMA = {
     name: CALL_SCHEMA[name]
@@ -124,7 +130,7 @@ def _bucket(column: str, groups: tuple[tuple[str, ...], ...], present: set[str])
         keys = [key for key in group if key in present]
         if not keys:
             continue
-        values = [pl.col(column).struct.field(key).cast(pl.Int64) for key in keys]
+        values = [_count_value(pl.col(column).struct.field(key)) for key in keys]
         found = pl.any_horizontal([v.is_not_null() for v in values])
         expr = pl.when(found).then(pl.sum_horizontal(values)).otherwise(expr)
     return expr
@@ -155,7 +161,7 @@ def _usage_exprs(frame: pl.DataFrame) -> list[pl.Expr]:
         got["output"].fill_null(0) + reasoning
     )
     total = (
-        pl.col("usageDetails").struct.field("total").cast(pl.Int64)
+        _count_value(pl.col("usageDetails").struct.field("total"))
         if "total" in present
         else pl.lit(None, dtype=pl.Int64)
     )
@@ -181,12 +187,16 @@ def _reported_cost_expr(frame: pl.DataFrame) -> list[pl.Expr]:
     if not keys:
         cost = pl.lit(None, dtype=pl.Float64)
     else:
-        values = [pl.col("costDetails").struct.field(k).cast(pl.Float64) for k in sorted(keys)]
+        values = [
+            pl.col("costDetails").struct.field(k).cast(pl.Float64, strict=False)
+            for k in sorted(keys)
+        ]
         summed = pl.when(pl.any_horizontal([v.is_not_null() for v in values])).then(
             pl.sum_horizontal(values)
         )
         if "total" in keys:
-            cost = pl.coalesce(pl.col("costDetails").struct.field("total").cast(pl.Float64), summed)
+            total = pl.col("costDetails").struct.field("total").cast(pl.Float64, strict=False)
+            cost = pl.coalesce(total, summed)
         else:
             cost = summed
     return [
@@ -207,15 +217,13 @@ def _io_value(value: Any) -> Any:
     return value
 
 
-def _content_frame(raw: pl.DataFrame, keep_content: bool) -> pl.DataFrame:
+def _content_frame(inputs: list[Any], outputs: list[Any], keep_content: bool) -> pl.DataFrame:
     """Fingerprints (and content, if kept) of each row's input/output.
 
     The one per-row step: hashing messages is Python in ``llmtrace.fingerprint``, which reads
     Langfuse's input shapes (message list, ``{"messages", "tools"}``, text) the same way for
     OTLP spans from the Langfuse SDK, so both imports fingerprint a call identically.
     """
-    inputs = raw.get_column("input").to_list() if "input" in raw.columns else [None] * raw.height
-    outputs = raw.get_column("output").to_list() if "output" in raw.columns else [None] * raw.height
     rows = []
     for inp, out in zip(inputs, outputs, strict=True):
         attrs = {}
@@ -231,17 +239,30 @@ def _content_frame(raw: pl.DataFrame, keep_content: bool) -> pl.DataFrame:
     )
 
 
-def _bad_token_count(frame: pl.DataFrame) -> pl.Expr:
-    """The first usageDetails value that is not a whole, non-negative number, as a message.
+def _count_value(value: pl.Expr) -> pl.Expr:
+    """A usage value (number or numeric text) as Int64; only rows ``_rejects`` kept get here."""
+    return value.cast(pl.Float64, strict=False).cast(pl.Int64, strict=False)
 
-    The SDK checks this, but a page read as plain JSON (after the SDK refused it) is not.
+
+def _bad_token_count(frame: pl.DataFrame) -> pl.Expr:
+    """The first usageDetails value that is not a plausible token count, as a message: not a
+    whole number, negative, NaN or infinite, or beyond 2**53 (no JSON number above it is exact,
+    and no call uses that many; below it the record's Int64 sums cannot overflow).
+
+    The SDK checks some of this, but a page read as plain JSON (after the SDK refused it) is
+    not checked at all.
     """
     reason: pl.Expr = pl.lit(None, dtype=pl.String)
     for key in sorted(_struct_keys(frame, "usageDetails"), reverse=True):
         value = pl.col("usageDetails").struct.field(key)
         number = value.cast(pl.Float64, strict=False)
         bad = value.is_not_null() & (
-            number.is_null() | (number < 0) | (number != number.floor())
+            number.is_null()
+            | number.is_nan()
+            | number.is_infinite()
+            | (number < 0)
+            | (number != number.floor())
+            | (number > MAX_JSON_COUNT)
         ).fill_null(True)
         text = pl.format(
             "usageDetails.{} = {} is not a token count", pl.lit(key), value.cast(pl.String)
@@ -250,10 +271,35 @@ def _bad_token_count(frame: pl.DataFrame) -> pl.Expr:
     return reason
 
 
+def _bad_cost(frame: pl.DataFrame) -> pl.Expr:
+    """The first costDetails value that is not a finite, non-negative USD amount, as a message."""
+    reason: pl.Expr = pl.lit(None, dtype=pl.String)
+    for key in sorted(_struct_keys(frame, "costDetails"), reverse=True):
+        value = pl.col("costDetails").struct.field(key)
+        number = value.cast(pl.Float64, strict=False)
+        bad = value.is_not_null() & (
+            number.is_null() | number.is_nan() | number.is_infinite() | (number < 0)
+        ).fill_null(True)
+        text = pl.format(
+            "costDetails.{} = {} is not a cost in USD", pl.lit(key), value.cast(pl.String)
+        )
+        reason = pl.when(bad).then(text).otherwise(reason)
+    return reason
+
+
+def _implausible_time(frame: pl.DataFrame, name: str) -> pl.Expr:
+    """True where the time column holds a time outside 2000..2100 (a clock or unit error)."""
+    moment = _time(frame, name)
+    return (moment < pl.lit(EARLIEST)) | (moment >= pl.lit(LATEST))
+
+
 def _rejects(raw: pl.DataFrame) -> pl.DataFrame:
     """Rows that cannot be stored: no id, no trace id, no readable start time, or a token count
     that is not one; ``reason`` says which (null for good rows)."""
     usage = _bad_token_count(raw)
+    cost = _bad_cost(raw)
+    end_text = pl.col("endTime").cast(pl.String).fill_null("missing")
+    latency = pl.col("latency")
     reason = (
         pl.when(pl.col("id").is_null() | (pl.col("id") == ""))
         .then(pl.lit("id missing"))
@@ -266,8 +312,18 @@ def _rejects(raw: pl.DataFrame) -> pl.DataFrame:
                 pl.col("startTime").cast(pl.String).fill_null("missing"),
             )
         )
+        .when(_implausible_time(raw, "startTime"))
+        .then(pl.format("startTime {} is not between 2000 and 2100", pl.col("startTime")))
+        .when(pl.col("endTime").is_not_null() & _time(raw, "endTime").is_null())
+        .then(pl.format("endTime {} is not a time", end_text))
+        .when(_implausible_time(raw, "endTime"))
+        .then(pl.format("endTime {} is not between 2000 and 2100", end_text))
         .when(usage.is_not_null())
         .then(usage)
+        .when(cost.is_not_null())
+        .then(cost)
+        .when(latency.is_nan() | latency.is_infinite() | (latency < 0))
+        .then(pl.format("latency {} is not a duration", latency))
     )
     return raw.select(
         pl.int_range(pl.len(), dtype=pl.Int64).alias("row"), "id", reason.alias("reason")
@@ -278,42 +334,106 @@ _REJECT_SCHEMA = {"row": pl.Int64, "id": pl.String, "reason": pl.String}
 _DETAILS = ("usageDetails", "costDetails")
 
 
-def _drop_unreadable(
-    rows: list[dict[str, Any]], sdk_names: bool, error: Exception
-) -> tuple[list[int], pl.DataFrame]:
-    """When a page (read as plain JSON) mixes shapes Polars cannot put in one column, find the
-    rows whose usage/cost details are not objects of numbers: returns the positions of the
-    other rows, and the rejected ones with their reason.
+# Fields whose value must be text; a number, list or object there cannot share a column.
+_TEXT_FIELDS = (
+    "id",
+    "traceId",
+    "parentObservationId",
+    "type",
+    "level",
+    "environment",
+    "userId",
+    "sessionId",
+    "model",
+    "promptName",
+    "traceName",
+)
 
-    Only pages that failed to load get here, so this one loop per row is off the normal path.
+
+def _row_problem(row: Any, sdk_names: bool, check_io: bool) -> str | None:
+    """Why one observation cannot share a typed frame with the others (a value of the wrong
+    type, invalid Unicode), naming the field; None when its shape is fine.
+
+    Every row is checked before its page is typed (cheap: a dict lookup per field), and
+    ``check_io`` also encodes input and output (only for rows that failed to map).
     """
-    keys = [_snake(k) if sdk_names else k for k in _DETAILS]
-    kept: list[int] = []
-    rejected: list[tuple[int, Any, str]] = []
-    for index, row in enumerate(rows):
-        problem = next(
-            (
-                f"{name} is not an object of numbers"
-                for name, key in zip(_DETAILS, keys, strict=True)
-                if not _numbers_object(row.get(key))
-            ),
-            None,
-        )
-        if problem is None:
-            kept.append(index)
+    if not isinstance(row, Mapping):
+        return f"not an object ({type(row).__name__})"
+
+    def get(key: str) -> Any:
+        return row.get(_snake(key) if sdk_names else key)
+
+    for key in _TEXT_FIELDS:
+        value = get(key)
+        if value is not None and not isinstance(value, str):
+            return f"{key} is {type(value).__name__}, not text"
+        if value is not None and not _encodable(value):
+            return f"{key} holds invalid Unicode (a lone surrogate)"
+    for key in ("startTime", "endTime"):
+        value = get(key)
+        if value is not None and not isinstance(value, str | datetime):
+            return f"{key} is {type(value).__name__}, not a time"
+    version = get("promptVersion")
+    if version is not None and (type(version) is not int or abs(version) > MAX_JSON_COUNT):
+        return f"promptVersion {_show(version)} is not a version number"
+    latency = get("latency")
+    if latency is not None and (isinstance(latency, bool) or not isinstance(latency, int | float)):
+        return f"latency {_show(latency)} is not a number"
+    params = get("modelParameters")
+    if params is not None and not isinstance(params, Mapping):
+        return f"modelParameters is {type(params).__name__}, not an object"
+    for key in _PARAM_KEYS:
+        value = (params or {}).get(key)
+        if value is not None and not (isinstance(value, str) and _encodable(value)):
+            return f"modelParameters.{key} is not text"
+    for key in _DETAILS:
+        if not _numbers_object(get(key)):
+            return f"{key} is not an object of numbers"
+    for key in ("input", "output") if check_io else ():
+        value = get(key)
+        if value is not None and (why := _unwritable(value)):
+            return f"{key} {why}"
+    return None
+
+
+def _show(value: Any) -> str:
+    """A value for a problem line: scalars as written, containers by their type only."""
+    if isinstance(value, str | int | float | bool) or value is None:
+        return repr(value)[:60]
+    return f"({type(value).__name__})"
+
+
+def _unwritable(value: Any) -> str | None:
+    """Why JSON-like ``value`` cannot be written as UTF-8 text, or None."""
+    try:
+        json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
+    except RecursionError:
+        return "is nested too deeply"
+    except (UnicodeEncodeError, ValueError, TypeError):
+        return "holds invalid Unicode (a lone surrogate)"
+    return None
+
+
+def _encodable(value: Any) -> bool:
+    """Whether ``value`` (text, or JSON-like data) can be written as UTF-8."""
+    try:
+        if isinstance(value, str):
+            value.encode("utf-8")
         else:
-            rejected.append((index, row.get("id"), problem))
-    if not rejected:
-        raise error
-    frame = pl.DataFrame(rejected, schema=_REJECT_SCHEMA, orient="row", strict=False)
-    return kept, frame
+            json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
+    except (UnicodeEncodeError, ValueError, TypeError, RecursionError):
+        return False
+    return True
 
 
 def _numbers_object(value: Any) -> bool:
     if value is None:
         return True
     return isinstance(value, dict) and all(
-        isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()
+        isinstance(v, int | float | str)
+        and not isinstance(v, bool)
+        and (not isinstance(v, int) or abs(v) <= 2**63 - 1)
+        for v in value.values()
     )
 
 
@@ -337,18 +457,92 @@ def observations_to_calls(
     column, ``_usage_mismatch`` (usage ``total`` differs from the buckets read: unknown keys, or
     inclusive counts sent as exclusive).
     """
-    unreadable = pl.DataFrame(schema=_REJECT_SCHEMA)
+    # Values of the wrong shape never reach Polars: a nested list where text belongs costs
+    # Polars seconds per row to reject (minutes at depth 1000), and fails the whole page.
+    problems = {i: p for i, row in enumerate(rows) if (p := _row_problem(row, sdk_names, False))}
+    kept = [i for i in range(len(rows)) if i not in problems]
+    slim = {i: _slim(rows[i], sdk_names) for i in kept}
     try:
-        raw = _typed_frame(rows, _RAW_SCHEMA, sdk_names)
-        checks = _rejects(raw)
-    except (pl.exceptions.ComputeError, pl.exceptions.SchemaError) as exc:
-        positions, unreadable = _drop_unreadable(rows, sdk_names, exc)
-        raw = _typed_frame([rows[i] for i in positions], _RAW_SCHEMA, sdk_names)
-        checks = _rejects(raw).with_columns(
-            pl.col("row").replace_strict(dict(enumerate(positions)), return_dtype=pl.Int64)
-        )
-    bad = pl.concat([unreadable, checks.filter(pl.col("reason").is_not_null())]).sort("row")
+        calls, bad = _calls_and_rejects([slim[i] for i in kept], keep_content, sdk_names)
+    except _FRAME_ERRORS:
+        # something else sank the page (invalid Unicode in io, a value out of range): map the
+        # rows one by one to find it, then the rest together. Off the normal path.
+        frames = []
+        for i in kept:
+            try:
+                frames.append((i, *_calls_and_rejects([slim[i]], keep_content, sdk_names)))
+            except _FRAME_ERRORS as exc:
+                found = _row_problem(rows[i], sdk_names, True)
+                problems[i] = found or f"unreadable ({type(exc).__name__}: {_first_line(exc)})"
+        kept = [i for i, _, _ in frames]
+        try:
+            calls, bad = _calls_and_rejects([slim[i] for i in kept], keep_content, sdk_names)
+        except _FRAME_ERRORS:  # each row maps alone but not together: keep them alone
+            calls = pl.concat([c for _, c, _ in frames], how="vertical_relaxed")
+            bad = pl.concat(
+                [
+                    b.with_columns(pl.lit(n, dtype=pl.Int64).alias("row"))
+                    for n, (_, _, b) in enumerate(frames)
+                ]
+            )
+    bad = bad.with_columns(
+        pl.col("row").replace_strict(dict(enumerate(kept)), return_dtype=pl.Int64)
+    )
+    unreadable = pl.DataFrame(
+        [(i, _row_id(rows[i], sdk_names), problem) for i, problem in problems.items()],
+        schema=_REJECT_SCHEMA,
+        orient="row",
+    )
+    return calls, pl.concat([unreadable, bad]).sort("row")
+
+
+def _slim(row: dict[str, Any], sdk_names: bool) -> dict[str, Any]:
+    """The keys of ``row`` the mapping reads (``modelParameters`` only those in ``_PARAM_KEYS``):
+    nothing else of a row, however large or nested, is handed to Polars."""
+    keys = [_snake(k) if sdk_names else k for k in _RAW_SCHEMA]
+    slim = {key: row[key] for key in keys if key in row}
+    params = slim.get("modelParameters" if not sdk_names else "model_parameters")
+    if params:
+        slim["model_parameters" if sdk_names else "modelParameters"] = {
+            key: params[key] for key in _PARAM_KEYS if key in params
+        }
+    return slim
+
+
+# What a page with an odd value can raise while it is mapped (a Polars type or range error, a
+# lone surrogate meeting UTF-8, a number too large for Python's float).
+_FRAME_ERRORS = (
+    pl.exceptions.PolarsError,
+    UnicodeError,
+    OverflowError,
+    TypeError,
+    ValueError,
+    RecursionError,
+)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else ""
+
+
+def _row_id(row: Any, sdk_names: bool) -> str | None:
+    value = row.get("id") if isinstance(row, Mapping) else None
+    return value if isinstance(value, str) and _encodable(value) else None
+
+
+def _calls_and_rejects(
+    rows: list[dict[str, Any]], keep_content: bool, sdk_names: bool
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``observations_to_calls`` for a page whose values Polars can type (else it raises)."""
+    # io stays Python values (fingerprinted per row): as a frame column, one odd value there
+    # (a huge number beside message lists) would sink the page
+    raw = _typed_frame(rows, _TYPED_SCHEMA, sdk_names)
+    checks = _rejects(raw)
+    bad = checks.filter(pl.col("reason").is_not_null())
     keep = checks.get_column("reason").is_null() & raw.get_column("type").is_in(OBSERVATION_TYPES)
+    keep = keep.fill_null(False)
+    kept_rows = [row for row, kept in zip(rows, keep.to_list(), strict=True) if kept]
     raw = raw.filter(keep)
     start, end = _time(raw, "startTime"), _time(raw, "endTime")
     effort = pl.col("modelParameters").struct
@@ -382,7 +576,12 @@ def observations_to_calls(
         *_usage_exprs(raw),
         *_reported_cost_expr(raw),
     )
-    calls = pl.concat([calls, _content_frame(raw, keep_content)], how="horizontal")
+    content = _content_frame(
+        [row.get("input") for row in kept_rows],
+        [row.get("output") for row in kept_rows],
+        keep_content,
+    )
+    calls = pl.concat([calls, content], how="horizontal")
     calls = calls.with_columns(
         pl.when(pl.col("prompt_name").is_not_null())
         .then(

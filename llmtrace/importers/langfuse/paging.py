@@ -25,7 +25,12 @@ from llmtrace.importers.langfuse.client import (
     _parse,
     checkpoint_name,
 )
-from llmtrace.importers.langfuse.mapping import OBSERVATION_TYPES, _nonblank, observations_to_calls
+from llmtrace.importers.langfuse.mapping import (
+    _FRAME_ERRORS,
+    OBSERVATION_TYPES,
+    _nonblank,
+    observations_to_calls,
+)
 from llmtrace.importers.langfuse.prompts import _apply_prompts
 from llmtrace.importers.langfuse.scores import (
     _SCORE_COLUMNS,
@@ -39,6 +44,7 @@ from llmtrace.importers.langfuse.scores import (
 from llmtrace.importers.langfuse.stats import ImportReporter, ImportStats
 from llmtrace.pricing import PriceBook, price_calls
 from llmtrace.record import conform
+from llmtrace.safe_text import escape
 from llmtrace.store import Store
 
 # v2 field groups a call record needs (io for fingerprints; metadata is large and not needed).
@@ -345,9 +351,45 @@ def _read_scores(ctx: _Context, start: datetime, api: str) -> pl.DataFrame:
     if api == "v1":
         frames = _scores_pages_v1(ctx, since)
     common = pl.concat(frames) if frames else pl.DataFrame(schema=_SCORE_COLUMNS)
+    common = _drop_bad_scores(ctx, common)
     scores = scores_frame(common, ctx.accuracy)
     ctx.stats.scores += scores.height
     return scores
+
+
+def _readable_scores(
+    ctx: _Context, rows: list[Any], convert: Callable[[list[Any]], pl.DataFrame]
+) -> pl.DataFrame:
+    """``convert(rows)``; when one odd score sinks the page, each row is tried alone and the
+    ones that fail are skipped with a problem naming their id (off the normal path)."""
+    try:
+        return convert(rows)
+    except _FRAME_ERRORS:
+        pass
+    frames = []
+    for row in rows:
+        try:
+            frames.append(convert([row]))
+        except _FRAME_ERRORS as exc:
+            score_id = row.get("id") if isinstance(row, dict) else None
+            _score_problem(ctx, score_id, f"unreadable ({type(exc).__name__})")
+    return pl.concat(frames) if frames else pl.DataFrame(schema=_SCORE_COLUMNS)
+
+
+def _drop_bad_scores(ctx: _Context, common: pl.DataFrame) -> pl.DataFrame:
+    """Scores whose numeric value is not a finite number are skipped, each with a problem."""
+    number = pl.col("value_text").str.strip_chars().cast(pl.Float64, strict=False)
+    bad = (pl.col("data_type").str.to_uppercase() == "NUMERIC") & (
+        number.is_null() | number.is_nan() | number.is_infinite()
+    ).fill_null(True)
+    for score_id, value in common.filter(bad).select("score_id", "value_text").iter_rows():
+        _score_problem(ctx, score_id, f"value {value!r} is not a finite number")
+    return common.filter(~bad)
+
+
+def _score_problem(ctx: _Context, score_id: Any, reason: str) -> None:
+    ctx.stats.scores_rejected += 1
+    ctx.stats.problem(f"score {escape(score_id or '?')}: {escape(reason)}; skipped")
 
 
 def _scores_pages_v3(ctx: _Context, since: datetime) -> list[pl.DataFrame]:
@@ -375,7 +417,9 @@ def _scores_pages_v3(ctx: _Context, since: datetime) -> list[pl.DataFrame]:
             },
         )
         if rows:
-            frames.append(_scores_v3(rows, sdk_names))
+            frames.append(
+                _readable_scores(ctx, rows, lambda r, names=sdk_names: _scores_v3(r, names))
+            )
         if not cursor or not rows:
             return frames
 
@@ -422,7 +466,7 @@ def _scores_pages_v1(ctx: _Context, since: datetime) -> list[pl.DataFrame]:
         )
         rows = body["data"]
         if rows:
-            frames.append(_scores_v1(rows))
+            frames.append(_readable_scores(ctx, rows, _scores_v1))
         if not rows or page >= int(body.get("meta", {}).get("totalPages") or 0):
             return frames
         page += 1
@@ -564,7 +608,10 @@ def _store_page(
         rows, keep_content=ctx.keep_content, sdk_names=sdk_names
     )
     for row, obs_id, reason in rejected.iter_rows():
-        stats.problem(f"{label}, row {row + 1} (observation {obs_id or '?'}): {reason}; skipped")
+        stats.problem(
+            f"{label}, row {row + 1} (observation {escape(obs_id or '?')}): "
+            f"{escape(reason)}; skipped"
+        )
     stats.rejected += rejected.height
     if calls.is_empty():
         return

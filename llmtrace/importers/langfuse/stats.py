@@ -44,6 +44,8 @@ class ImportStats:
     waited_seconds: float = 0.0
     retries: int = 0
     watermark: datetime | None = None
+    # scores skipped because a value could not be read (each also in ``problems``)
+    scores_rejected: int = 0
 
     def problem(self, message: str) -> None:
         """Keep the first few problems verbatim; the count says how many there were."""
