@@ -244,3 +244,38 @@ def test_lt501_declared_offline_and_unverified_without_batch_rates(tmp_path: Pat
     assert finding.evidence["declared_offline"] is True
     assert finding.severity == "info" and finding.monthly_savings_usd == 0
     assert 'service_tier = "batch"' in finding.evidence["price_file_entry"]
+
+
+def test_lt401_never_recommends_a_switch_without_labels() -> None:
+    """Two models on one prompt, the cheaper far cheaper, no labels at all: inconclusive (info,
+    not counted) with the labels needed; with labels showing it equally accurate: a finding."""
+    start = END - timedelta(days=7)
+
+    def calls(labelled: bool) -> pl.LazyFrame:
+        rows = [
+            {
+                "trace_id": f"t{i}",
+                "span_id": f"s{i}",
+                "provider": "openai",
+                "model": "gpt-4o" if i % 2 else "gpt-4o-mini",
+                "service": "svc",
+                "prompt": "router@v1",
+                "start_time": start + timedelta(minutes=2 * i),
+                "input_tokens": 3000,
+                "output_tokens": 50,
+                "is_error": False,
+                "accuracy": (0.0 if i % 40 < 2 else 1.0) if labelled else None,
+            }
+            for i in range(4000)
+        ]
+        return price_calls(_frame(rows), PriceBook()).lazy()
+
+    unlabelled = run_audit(calls(False), until=END, config=Config(), select="LT401").findings
+    assert len(unlabelled) == 1
+    finding = unlabelled[0]
+    assert finding.severity == "info" and finding.evidence["verdict"] == "inconclusive"
+    assert finding.evidence["needed_labels_per_model"] > 1000
+    assert (finding.model, finding.evidence["cheaper_model"]) == ("gpt-4o", "gpt-4o-mini")
+    labelled = run_audit(calls(True), until=END, config=Config(), select="LT401").findings
+    assert [f.evidence["verdict"] for f in labelled] == ["non-inferior"]
+    assert labelled[0].severity != "info" and labelled[0].monthly_savings_usd > 0

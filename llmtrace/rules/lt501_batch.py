@@ -187,7 +187,7 @@ def batch_ratios(pairs: pl.DataFrame, at: datetime) -> pl.DataFrame:
     rows = []
     for provider, model in pairs.select("provider", "model").unique().iter_rows():
         ratios: dict[str, float | None] = dict.fromkeys(_COMPONENTS)
-        _, info = book._find(provider, model)  # the book's own resolution of names
+        info = book._find(provider, model)[1]  # the book's own resolution of names
         if info is not None:
             standard = info.get_prices(at)
             batch = info.get_prices(at, {"processing": "batch"})
