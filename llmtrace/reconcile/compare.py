@@ -276,7 +276,7 @@ def _detail() -> pl.Expr:
             _fmt_int(pl.col("unpriced_calls"))
             + pl.lit(" calls have no price (")
             + pl.col("unpriced_reasons").fill_null("")
-            + pl.lit("): add the model to a price file (`llmtrace prices MODEL`)")
+            + pl.lit("): add its price, or its service tier's, to a price file")
         )
         .when(cause == PRICE_GAP)
         .then(

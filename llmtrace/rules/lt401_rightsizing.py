@@ -111,11 +111,13 @@ class RightSizingRule:
                 pl.col("total_cost").sum().alias("cost"),
                 pl.col("_acc").is_not_null().sum().alias("labelled"),
                 pl.col("_acc").sum().alias("correct"),
+                start.min().alias("first_call"),
+                start.max().alias("last_call"),
             )
         )
 
     def merge(self, partials: list[pl.DataFrame], ctx: AuditContext) -> pl.DataFrame:
-        return merge_cells(partials, _CELL, sums=_SUMS)
+        return merge_cells(partials, _CELL, sums=_SUMS, mins=["first_call"], maxes=["last_call"])
 
     def decide(self, aggregates: pl.DataFrame, ctx: AuditContext) -> list[Finding]:
         """Test every pair, control the FDR across pairs, report each expensive arm once."""

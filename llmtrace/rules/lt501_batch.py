@@ -144,11 +144,13 @@ class BatchRule:
                 .sum()
                 .alias("output_cost"),
                 *((hour == h).sum().alias(name) for h, name in enumerate(_HOURS)),
+                start.min().alias("first_call"),
+                start.max().alias("last_call"),
             )
         )
 
     def merge(self, partials: list[pl.DataFrame], ctx: AuditContext) -> pl.DataFrame:
-        return merge_cells(partials, _CELL, sums=_SUMS)
+        return merge_cells(partials, _CELL, sums=_SUMS, mins=["first_call"], maxes=["last_call"])
 
     def decide(self, aggregates: pl.DataFrame, ctx: AuditContext) -> list[Finding]:
         params = Params.from_mapping(ctx.params)

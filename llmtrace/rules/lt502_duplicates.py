@@ -109,6 +109,8 @@ class DuplicateRequestsRule:
                 (pl.col("_repeat") & pl.col("total_cost").is_null()).sum().alias("repeat_unpriced"),
                 pl.col("session").n_unique().alias("sessions"),
                 pl.col("requester").n_unique().alias("users"),
+                start.min().alias("first_call"),
+                start.max().alias("last_call"),
             )
             .filter(pl.col("repeats") > 0)
             .drop("_k")
@@ -116,7 +118,7 @@ class DuplicateRequestsRule:
 
     def merge(self, partials: list[pl.DataFrame], ctx: AuditContext) -> pl.DataFrame:
         """Sums per request (exact: partitions split by fingerprint)."""
-        return merge_cells(partials, _CELL, sums=_SUMS)
+        return merge_cells(partials, _CELL, sums=_SUMS, mins=["first_call"], maxes=["last_call"])
 
     def decide(self, aggregates: pl.DataFrame, ctx: AuditContext) -> list[Finding]:
         """A finding per prompt whose repeats cost enough; the top repeated requests as evidence."""
