@@ -210,9 +210,12 @@ def test_lt502_ignores_repeats_inside_one_session(tmp_path: Path) -> None:
     assert len(found) == 1 and found[0].evidence["repeats"] == 299
 
 
-def test_lt501_declared_offline_and_unverified_without_batch_rates(tmp_path: Path) -> None:
+def test_lt501_declared_offline_and_unverified_without_batch_rates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A declared-offline service is eligible whatever its shape; before genai-prices models
-    batch rates (2026-10-14) the saving is unverified and names the price-file entry."""
+    batch rates (2026-10-14) the saving is unverified and names the price-file entry, until the
+    user's price file gives the batch tier's price."""
     end = datetime(2026, 9, 1, tzinfo=UTC)
     rows = [
         {
@@ -244,6 +247,19 @@ def test_lt501_declared_offline_and_unverified_without_batch_rates(tmp_path: Pat
     assert finding.evidence["declared_offline"] is True
     assert finding.severity == "info" and finding.monthly_savings_usd == 0
     assert 'service_tier = "batch"' in finding.evidence["price_file_entry"]
+    # the user's own batch price (a price-file entry for the tier) verifies the saving
+    prices = tmp_path / "prices.toml"
+    prices.write_text(
+        '[[price]]\nprovider = "openai"\nmodel = "gpt-4o"\nservice_tier = "batch"\n'
+        "multiplier = 0.5\n"
+    )
+    monkeypatch.setenv("LLMTRACE_PRICES", str(prices))
+    again = run_audit(priced, until=end, config=load_config(config_file), select="LT501")
+    (verified,) = again.findings
+    assert verified.severity != "info" and verified.evidence["pricing"] == "priced"
+    cost = verified.evidence["cost_in_window_usd"]
+    assert verified.evidence["saving_in_window_usd"] == pytest.approx(cost / 2, rel=1e-6)
+    assert "prices.toml" in verified.evidence["batch_price"]
 
 
 def test_lt401_never_recommends_a_switch_without_labels() -> None:

@@ -13,12 +13,13 @@ action, prompt):
   durations are shown as supporting evidence; the call record has no streaming flag yet, so
   streaming cannot be checked and the evidence says so.
 
-Saving: the key's actual cost components (input, cache reads, cache writes, output) scaled by the
-price data's batch rate over its standard rate for the model at the end of the window
-(genai-prices ``price_context={"processing": "batch"}``; the user's price file applies to both).
-Where the price data has no batch rate for the model (genai-prices models batch only from
-2026-10-14), the finding is *unverified* (severity info, not counted) and names the price-file
-entry to add; the rule never assumes a discount.
+Saving: the key's actual cost components (input, cache reads, cache writes, output) scaled by
+the batch tier's rate over the standard rate for the model at the end of the window, both from
+``PriceBook.tier_rates`` / ``rates_for``: the user's price-file entries for the ``batch`` tier
+first, else genai-prices' batch variants (modelled only from 2026-10-14). Where nothing prices
+the batch tier for the model, the finding is *unverified* (severity info, not counted) and
+names the price-file entry to add; the rule never assumes a discount. Calls already on another
+tier (``service_tier`` batch, flex, priority...) are not counted.
 
 Mergeability: plain per-key sums plus 24 per-hour call counts, all merging by addition.
 """
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any, ClassVar
 
 import polars as pl
@@ -51,6 +51,7 @@ _SUMS = [
     *(f"{c}_cost" for c in _COMPONENTS),
     *_HOURS,
 ]
+_STANDARD_TIERS = ("standard", "default")
 VERIFIED = "priced"
 UNVERIFIED = "unverified"
 
@@ -112,6 +113,7 @@ class BatchRule:
         "cache_write_cost",
         "output_cost",
         "reasoning_cost",
+        "service_tier",
     )
 
     def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
@@ -125,6 +127,8 @@ class BatchRule:
                 & (start < ctx.until)
                 & pl.col("model").is_not_null()
                 & ~pl.col("is_error").fill_null(False)
+                # calls already on batch, flex or priority are not "at standard rates"
+                & pl.col("service_tier").fill_null("standard").is_in(_STANDARD_TIERS)
             )
             .group_by(_CELL)
             .agg(
@@ -169,51 +173,36 @@ RULE = BatchRule()
 # -- batch rates from the price data -------------------------------------------------------------
 
 
-def _base(value: Any) -> float | None:
-    if value is None:
-        return None
-    base = getattr(value, "base", value)
-    return float(base) if isinstance(base, Decimal | int | float) else None
-
-
 def batch_ratios(pairs: pl.DataFrame, at: datetime) -> pl.DataFrame:
     """Batch rate / standard rate per component for each (provider, model) in ``pairs``.
 
-    From the price data (genai-prices plus the user's price file, as ``PriceBook.load`` finds
-    it); null ratios where the data has no batch price for the model at ``at``. One lookup per
-    distinct model: a handful, not one per call.
+    From ``PriceBook.tier_rates(..., "batch")`` against ``rates_for`` (standard): the user's
+    price-file entries for the batch tier first, else genai-prices' batch variants, with the
+    user's plain multipliers on both sides (so a negotiated discount cancels out). Null ratios
+    where nothing prices the batch tier for the model at ``at``: never an assumed discount. One
+    lookup per distinct model: a handful, not one per call.
     """
     from llmtrace.pricing import PriceBook
 
     book = PriceBook.load()
     rows = []
     for provider, model in pairs.select("provider", "model").unique().iter_rows():
-        ratios: dict[str, float | None] = dict.fromkeys(_COMPONENTS)
-        info = book._find(provider, model)[1]  # the book's own resolution of names
-        if info is not None:
-            standard = info.get_prices(at)
-            batch = info.get_prices(at, {"processing": "batch"})
-            if batch is not standard and batch != standard:
-                for component, field_name in (
-                    ("input", "input_mtok"),
-                    ("cache_read", "cache_read_mtok"),
-                    ("cache_write", "cache_write_mtok"),
-                    ("output", "output_mtok"),
-                ):
-                    std = _base(getattr(standard, field_name, None))
-                    bat = _base(getattr(batch, field_name, None))
-                    if component == "cache_write" and std is None:
-                        continue  # no separate write rate: writes are priced as input
-                    if std and bat is not None:
-                        ratios[component] = bat / std
-                if ratios["cache_write"] is None:
-                    ratios["cache_write"] = ratios["input"]
-        rows.append(
-            {"provider": provider, "model": model, **{f"r_{k}": v for k, v in ratios.items()}}
-        )
+        row: dict[str, Any] = {"provider": provider, "model": model, "batch_price": None}
+        standard = book.rates_for(provider, model, at)
+        batch = book.tier_rates(provider, model, at, "batch")
+        for component in _COMPONENTS:
+            std = standard.component(component).base if standard is not None else None
+            bat = batch.component(component).base if batch is not None else None
+            row[f"r_{component}"] = bat / std if batch is not None and std else None
+        if batch is not None:
+            row["batch_price"] = batch.period + (
+                f" ({', '.join(batch.overrides)})" if batch.overrides else ""
+            )
+        rows.append(row)
     schema = {
         "provider": pl.String,
         "model": pl.String,
+        "batch_price": pl.String,
         **{f"r_{c}": pl.Float64 for c in _COMPONENTS},
     }
     return pl.DataFrame(rows, schema=schema)
@@ -335,6 +324,7 @@ def _finding(row: dict[str, Any], ctx: AuditContext, params: Params) -> Finding:
         "calls": int(row["calls"]),
         "cost_in_window_usd": _round(row["cost"], 6),
         "batch_rate_ratio": {c: _round(row[f"r_{c}"], 4) for c in _COMPONENTS},
+        "batch_price": row["batch_price"],
         "pricing": row["pricing"],
         "saving_in_window_usd": _round(row["saving_in_window"], 6),
     }
