@@ -304,6 +304,10 @@ class Dialect:
     exclusive_input_providers: frozenset[str] = frozenset()
     usage_json: str | None = None
     raw_usage: str | None = None
+    elapsed: str | None = None
+    """An attribute with the call's duration in seconds, on a span written as a point in time
+    when the call (or its streamed response) ended: such a span's start is moved back by it,
+    so the record says when the call ran (and its twin, the request span, can be found)."""
 
     @property
     def token_names(self) -> dict[str, tuple[str, ...]]:
@@ -414,6 +418,7 @@ LOGFIRE = Dialect(
     },
     cost=("operation.cost",),
     raw_usage=LOGFIRE_RAW_USAGE,
+    elapsed="duration",  # the streaming log span: "streaming response from ... took {duration}s"
 )
 LANGFUSE = Dialect(
     "langfuse",
@@ -826,6 +831,18 @@ def _prompt_key(name: str | None, version: str | None, template: str | None) -> 
     return f"fp:{template}" if template else None
 
 
+def _start_ns(span: Mapping[str, Any], attrs: Mapping[str, Any], dialect: Dialect) -> Any:
+    """The span's start, or for a point-in-time span with an ``elapsed`` duration, when the
+    call it reports began (see ``Dialect.elapsed``)."""
+    start, end = span.get("start_ns"), span.get("end_ns")
+    if dialect.elapsed is None or start is None or start != end:
+        return start
+    seconds = attrs.get(dialect.elapsed)
+    if type(seconds) not in (int, float) or not 0 < seconds < 86_400:
+        return start
+    return end - round(seconds * 1e9)
+
+
 def map_span(span: Mapping[str, Any], *, keep_content: bool = False) -> dict[str, Any]:
     """Call-record fields for one LLM span, times as Unix nanoseconds (``start_ns``/``end_ns``).
 
@@ -873,7 +890,7 @@ def map_span(span: Mapping[str, Any], *, keep_content: bool = False) -> dict[str
         # set by llmtrace's live processor from the span's ancestry (else the importer's tree)
         "agent": _text(attrs.get(AGENT_ATTRIBUTE)),
         "tool": _text(attrs.get(TOOL_ATTRIBUTE)),
-        "start_ns": span.get("start_ns"),
+        "start_ns": _start_ns(span, attrs, dialect),
         "end_ns": span.get("end_ns"),
         "is_error": is_error,
         "error_type": error_type,

@@ -9,7 +9,8 @@ table the test can change; the shapes (including ``prompt_tokens_details.cached_
 ``completion_tokens_details.reasoning_tokens``, Anthropic ``cache_creation_input_tokens``,
 ``cache_read_input_tokens``, ``cache_creation.ephemeral_*`` and
 ``output_tokens_details.thinking_tokens``, thinking blocks, and SSE streaming for both) follow
-the providers' API references and the SDKs' type definitions.
+the providers' API references and the SDKs' type definitions; the OpenAI Responses API
+(``/v1/responses``, plain and streamed) reports the same usage table in its own shape.
 
 Run standalone (``python -m llmtrace.loopback``) it prints its base URL and serves until
 killed; the benchmark uses it that way.
@@ -198,6 +199,112 @@ class LoopbackProvider:
             chunks.append({**base, "choices": [], "usage": self.openai_usage_for(model)})
         return [json.dumps(chunk) for chunk in chunks] + ["[DONE]"]
 
+    # -- OpenAI Responses API ---------------------------------------------------------------------
+
+    def openai_responses_usage(self, model: str) -> dict[str, Any]:
+        """The chat usage table in the Responses API's shape (``input_tokens_details``...)."""
+        usage = self.openai_usage_for(model)
+        return {
+            "input_tokens": usage["prompt_tokens"],
+            "input_tokens_details": {
+                "cached_tokens": (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+            },
+            "output_tokens": usage["completion_tokens"],
+            "output_tokens_details": {
+                "reasoning_tokens": (usage.get("completion_tokens_details") or {}).get(
+                    "reasoning_tokens", 0
+                )
+            },
+            "total_tokens": usage["total_tokens"],
+        }
+
+    def openai_response(self, body: dict[str, Any], status: str = "completed") -> dict[str, Any]:
+        """A ``response`` object; ``status`` other than completed (a stream's first events)
+        carries no output and no usage, as the API sends it."""
+        model = body.get("model", DEFAULT_OPENAI)
+        done = status == "completed"
+        output: list[dict[str, Any]] = []
+        if done:
+            if body.get("reasoning"):
+                output.append({"id": "rs_loop", "type": "reasoning", "summary": []})
+            output.append(
+                {
+                    "id": "msg_loop_out",
+                    "type": "message",
+                    "status": "completed",
+                    "role": "assistant",
+                    "content": [
+                        {
+                            "type": "output_text",
+                            "text": "Hello from the loopback.",
+                            "annotations": [],
+                        }
+                    ],
+                }
+            )
+        return {
+            "id": body.get("_id") or f"resp_loop{self.next_id()}",
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": status,
+            "model": OPENAI_RESPONSE_MODEL.get(model, model),
+            "output": output,
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+            "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
+            "service_tier": "default",
+            "text": {"format": {"type": "text"}},
+            "usage": self.openai_responses_usage(model) if done else None,
+        }
+
+    def openai_response_stream(self, body: dict[str, Any]) -> list[tuple[str, str]]:
+        """(event, data) pairs of a streamed Responses API answer, usage in the last one."""
+        body = {**body, "_id": f"resp_loop{self.next_id()}"}
+        text = "Hello from the loopback."
+        events: list[dict[str, Any]] = [
+            {"type": "response.created", "response": self.openai_response(body, "in_progress")},
+            {"type": "response.in_progress", "response": self.openai_response(body, "in_progress")},
+            {
+                "type": "response.output_item.added",
+                "output_index": 0,
+                "item": {
+                    "id": "msg_loop_out",
+                    "type": "message",
+                    "status": "in_progress",
+                    "role": "assistant",
+                    "content": [],
+                },
+            },
+            {
+                "type": "response.content_part.added",
+                "item_id": "msg_loop_out",
+                "output_index": 0,
+                "content_index": 0,
+                "part": {"type": "output_text", "text": "", "annotations": []},
+            },
+            {
+                "type": "response.output_text.delta",
+                "item_id": "msg_loop_out",
+                "output_index": 0,
+                "content_index": 0,
+                "delta": text,
+                "logprobs": [],
+            },
+            {
+                "type": "response.output_text.done",
+                "item_id": "msg_loop_out",
+                "output_index": 0,
+                "content_index": 0,
+                "text": text,
+                "logprobs": [],
+            },
+            {"type": "response.completed", "response": self.openai_response(body)},
+        ]
+        for number, event in enumerate(events):
+            event["sequence_number"] = number
+        return [(event["type"], json.dumps(event)) for event in events]
+
     # -- Anthropic ------------------------------------------------------------------------------
 
     def anthropic_usage_for(self, model: str) -> dict[str, Any]:
@@ -362,6 +469,12 @@ def _make_handler(provider: LoopbackProvider) -> type[BaseHTTPRequestHandler]:
                     self._send_sse([f"data: {line}\n\n".encode() for line in lines])
                 else:
                     self._send_json(provider.openai_chat(body))
+            elif path.endswith("/responses"):
+                if body.get("stream"):
+                    events = provider.openai_response_stream(body)
+                    self._send_sse([f"event: {e}\ndata: {d}\n\n".encode() for e, d in events])
+                else:
+                    self._send_json(provider.openai_response(body))
             elif path.endswith("/messages"):
                 if body.get("stream"):
                     events = provider.anthropic_stream(body)

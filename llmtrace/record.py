@@ -85,6 +85,12 @@ Agents (appended last, so older store files read with them null)
     -- never the whole input; equal values within one conversation mean an agent repeated a
     step: LT503's stuck-loop signal where every request's whole input differs because history
     grows).
+Twins
+    ``twin_ids``: when more than one span described this call (the ``anthropic`` SDK's own span
+    beside an instrumentation's, a request span beside its streaming log span; see
+    ``llmtrace/twins.py``), the ``trace_id/span_id`` of each span merged into this record; the
+    record's own key is the span in the trace that carries the app's context. Null for a call
+    seen in one span.
 """
 
 from __future__ import annotations
@@ -183,10 +189,13 @@ CALL_SCHEMA: pl.Schema = pl.Schema(
         "agent": pl.String,
         "tool": pl.String,
         "step_fingerprint": pl.String,
+        # twins (appended: older store files read it as null)
+        "twin_ids": pl.List(pl.String),
     }
 )
 
 KEY_FIELDS: tuple[str, str] = ("trace_id", "span_id")
+TWIN_IDS = "twin_ids"
 
 # price_status values. "ok" is the only one with costs; the others say why costs are null.
 PRICE_OK = "ok"

@@ -63,6 +63,7 @@ from typing import Any, BinaryIO
 
 import polars as pl
 
+from llmtrace import twins
 from llmtrace.accuracy import AccuracyConfig
 from llmtrace.dialects import SpanError, agent_and_tool, is_llm_span, map_span
 from llmtrace.importers import ImportProblem, ImportResult
@@ -73,6 +74,7 @@ from llmtrace.record import (
     KEY_FIELDS,
     SCORE_STRUCT,
     TOKEN_FIELDS,
+    TWIN_IDS,
     conform,
 )
 
@@ -433,7 +435,9 @@ class _Collector:
         if is_llm_span(attrs, span["name"], span["scope"]):
             if span["start_ns"] is None:
                 raise _Malformed("LLM span has no startTimeUnixNano")
-            self.calls.append(map_span(span, keep_content=self.keep_content))
+            call = map_span(span, keep_content=self.keep_content)
+            call[twins.EMITTER] = twins.emitter(span["scope"], span["name"])
+            self.calls.append(call)
             self.llm_spans += 1
         self.evaluations.extend(evaluations)
 
@@ -756,7 +760,7 @@ def _read_proto(data: bytes, name: str, sink: _Collector) -> None:
 
 # Filled later (times from nanoseconds, scores) or by pricing; conform() supplies the defaults.
 _NOT_FROM_SPANS = frozenset(
-    {"start_time", "end_time", "duration_ms", "day", "source", "accuracy", "scores"}
+    {"start_time", "end_time", "duration_ms", "day", "source", "accuracy", "scores", TWIN_IDS}
     | {"step_fingerprint"}
     | set(COST_FIELDS)
     | {"price_status", "price_source", "provider_assumed"}
@@ -766,6 +770,7 @@ _RAW_SCHEMA = pl.Schema(
         **{name: dtype for name, dtype in CALL_SCHEMA.items() if name not in _NOT_FROM_SPANS},
         "start_ns": pl.Int64,
         "end_ns": pl.Int64,
+        twins.EMITTER: pl.String,
     }
 )
 
@@ -795,13 +800,13 @@ def _calls_frame(calls: list[dict[str, Any]], source: str) -> pl.DataFrame:
 
 
 def _merge_labels(calls: pl.DataFrame) -> pl.DataFrame:
-    """(_node, _label) for calls that are one call with others (connected components)."""
-    nodes = calls.select("_node", *KEY_FIELDS, "parent_span_id", "response_id")
-    with_response = nodes.filter(pl.col("response_id").is_not_null())
-    by_response = with_response.join(
-        with_response.group_by("trace_id", "response_id").agg(pl.col("_node").min().alias("_peer")),
-        on=["trace_id", "response_id"],
-    ).select("_node", "_peer")
+    """(_node, _label) for calls that are one call with others (connected components).
+
+    Edges: the twin rules of ``llmtrace.twins`` (the same response id, or a one-to-one match
+    by service, provider, model, time and usage when an id is missing), in any trace, and an
+    LLM span whose parent LLM span reports the same input and output tokens."""
+    by_response = twins.response_id_edges(calls)
+    by_time = twins.time_edges(calls)
     parents = calls.select(
         "trace_id",
         pl.col("span_id").alias("parent_span_id"),
@@ -819,7 +824,15 @@ def _merge_labels(calls: pl.DataFrame) -> pl.DataFrame:
         )
         .select("_node", "_peer")
     )
-    edges = pl.concat([by_response, by_parent]).filter(pl.col("_node") != pl.col("_peer"))
+    edges = pl.concat([by_response, by_time, by_parent]).filter(pl.col("_node") != pl.col("_peer"))
+    if "_stored" in calls.columns:  # two calls handed on earlier are settled: never joined now
+        flags = calls.select("_node", "_stored")
+        edges = (
+            edges.join(flags, on="_node")
+            .join(flags.rename({"_node": "_peer", "_stored": "_peer_stored"}), on="_peer")
+            .filter(~(pl.col("_stored") & pl.col("_peer_stored")))
+            .select("_node", "_peer")
+        )
     if edges.is_empty():
         return pl.DataFrame(schema={"_node": pl.UInt32, "_label": pl.UInt32})
     edges = pl.concat(
@@ -870,29 +883,67 @@ def _merge_duplicates(
     grouped = calls.join(labels, on="_node", how="inner").with_columns(detail.alias("_detail"))
     singles = calls.join(labels, on="_node", how="anti").drop("_node")
     members = calls.filter(~pl.col("_stored")).select(
-        "trace_id", pl.col("span_id").alias("_member"), "span_id"
+        "trace_id",
+        pl.col("span_id").alias("_member"),
+        "span_id",
+        pl.col("trace_id").alias("_key_trace"),
     )
     if grouped.is_empty():
         return singles.filter(~pl.col("_stored")).drop("_stored"), members
-    # the stored call wins its group (it cannot be replaced); then the most detailed span
-    grouped = grouped.sort(
-        ["_label", "_stored", "_detail", "span_id"], descending=[False, True, True, False]
+    # Which member's key the record keeps: a stored call (it cannot be replaced), then a span
+    # in the trace that carries the app's context (nested under a span that is not a twin),
+    # then the most detailed span. Usage is the most detailed span's, each count it lacks
+    # taken from the next; other fields come from the key's span first.
+    twin_parent = grouped.select(
+        "_label",
+        "trace_id",
+        pl.col("span_id").alias("parent_span_id"),
+        pl.lit(1).alias("_twin_parent"),
     )
-    winner_columns = {*KEY_FIELDS, *TOKEN_FIELDS, "dialect", "parent_span_id", "_stored"}
+    nested = (pl.col("parent_span_id").is_not_null() & pl.col("_twin_parent").is_null()).cast(
+        pl.Int8
+    )
+    grouped = (
+        grouped.join(twin_parent, on=["_label", "trace_id", "parent_span_id"], how="left")
+        .with_columns(nested.max().over("_label", "trace_id").alias("_context"))
+        .sort(
+            ["_label", "_stored", "_context", "_detail", "span_id"],
+            descending=[False, True, True, True, False],
+        )
+    )
+    by_usage = (["_stored", "_detail", "span_id"], [True, True, False])
+    usage_columns = {*TOKEN_FIELDS, "dialect"}
+    key_columns = {*KEY_FIELDS, "parent_span_id", "_stored"}
+
+    def pick(column: str) -> pl.Expr:
+        if column in key_columns:
+            return pl.col(column).first()
+        if column in usage_columns:
+            ordered = pl.col(column).sort_by(by_usage[0], descending=by_usage[1])
+            return ordered.drop_nulls().first()
+        return pl.col(column).drop_nulls().first()
+
     merged = grouped.group_by("_label", maintain_order=True).agg(
-        [
-            pl.col(c).first() if c in winner_columns else pl.col(c).drop_nulls().first()
-            for c in singles.columns
-        ]
+        *[pick(c) for c in singles.columns if c != TWIN_IDS],
+        pl.format("{}/{}", "trace_id", "span_id").slice(1).alias(TWIN_IDS),
     )
-    winners = grouped.group_by("_label").agg(pl.col("span_id").first().alias("_winner"))
+    winners = grouped.group_by("_label").agg(
+        pl.col("span_id").first().alias("_winner"), pl.col("trace_id").first().alias("_wtrace")
+    )
     remap = (
         grouped.filter(~pl.col("_stored"))
         .join(winners, on="_label")
-        .select("trace_id", pl.col("span_id").alias("_member"), pl.col("_winner").alias("span_id"))
+        .select(
+            "trace_id",
+            pl.col("span_id").alias("_member"),
+            pl.col("_winner").alias("span_id"),
+            pl.col("_wtrace").alias("_key_trace"),
+        )
     )
     members = pl.concat([members.join(remap, on=["trace_id", "_member"], how="anti"), remap])
-    emitted = pl.concat([singles, merged.drop("_label")]).filter(~pl.col("_stored"))
+    emitted = pl.concat([singles, merged.drop("_label")], how="diagonal_relaxed").filter(
+        ~pl.col("_stored")
+    )
     return emitted.drop("_stored"), members
 
 
@@ -1136,7 +1187,7 @@ def _attach_scores(
         return calls, 0, 0, empty_score_targets()
     events = evaluations.with_row_index("_e")
     by_span = events.join(
-        members.rename({"_member": "_holder", "span_id": "_by_span"}),
+        members.rename({"_member": "_holder", "span_id": "_by_span", "_key_trace": "_span_trace"}),
         on=["trace_id", "_holder"],
         how="left",
     )
@@ -1149,18 +1200,20 @@ def _attach_scores(
             pl.col("span_id").alias("_by_resp"),
         )
     )
-    by_parent = members.rename({"_member": "_holder_parent", "span_id": "_by_parent"})
+    by_parent = members.rename(
+        {"_member": "_holder_parent", "span_id": "_by_parent", "_key_trace": "_parent_trace"}
+    )
     matched = (
         by_span.join(responses, on="response_id", how="left")
         .join(by_parent, on=["trace_id", "_holder_parent"], how="left")
         .select(
             "_e",
             pl.when(pl.col("_by_span").is_not_null())
-            .then(pl.col("trace_id"))
+            .then(pl.col("_span_trace"))
             .when(pl.col("_by_resp").is_not_null())
             .then(pl.col("_resp_trace"))
             .when(pl.col("_by_parent").is_not_null())
-            .then(pl.col("trace_id"))
+            .then(pl.col("_parent_trace"))
             .alias("_trace"),
             pl.coalesce("_by_span", "_by_resp", "_by_parent").alias("_span"),
             "name",
@@ -1206,13 +1259,54 @@ _TREE_SCHEMA = {
 _ROOTS_SCHEMA = {"trace_id": pl.String, "_root_name": pl.String}
 # what a late twin is matched by (``_merge_labels``), kept for calls already handed on
 _TWIN_SCHEMA = {
-    "trace_id": pl.String,
-    "span_id": pl.String,
-    "parent_span_id": pl.String,
-    "response_id": pl.String,
-    "input_tokens": _RAW_SCHEMA["input_tokens"],
-    "output_tokens": _RAW_SCHEMA["output_tokens"],
+    name: _RAW_SCHEMA[name] if name in _RAW_SCHEMA else CALL_SCHEMA[name]
+    for name in twins.TWIN_COLUMNS
 }
+
+
+def _twin_candidates(closed: pl.DataFrame, calls: pl.DataFrame) -> pl.DataFrame:
+    """The calls handed on earlier that may be twins of ``calls``: of the same traces, with
+    one of their response ids, or starting or ending in the same second (or one either side)
+    as one of them. Bounded by the retained table, and usually a small part of it."""
+    if closed.is_empty() or calls.is_empty():
+        return closed.clear()
+    same_trace = closed.join(calls.select("trace_id").unique(), on="trace_id", how="semi")
+    ids = calls.select("response_id").drop_nulls().unique()
+    same_id = closed.join(ids, on="response_id", how="semi")
+    second = pl.col("_t").dt.truncate("1s")
+    times = (
+        pl.concat(
+            [
+                calls.select(pl.col("start_time").alias("_t")),
+                calls.select(pl.col("end_time").alias("_t")),
+            ]
+        )
+        .drop_nulls()
+        .select(second.alias("_s"))
+        .unique()
+    )
+    near_seconds = pl.concat(
+        [times.select(pl.col("_s") + pl.duration(seconds=shift)) for shift in (-1, 0, 1)]
+    ).unique()
+    near = pl.concat(
+        [
+            closed.join(
+                near_seconds,
+                left_on=pl.col("start_time").dt.truncate("1s"),
+                right_on="_s",
+                how="semi",
+            ),
+            closed.join(
+                near_seconds,
+                left_on=pl.col("end_time").dt.truncate("1s"),
+                right_on="_s",
+                how="semi",
+            ),
+        ]
+    )
+    return pl.concat([same_trace, same_id, near]).unique(
+        subset=list(KEY_FIELDS), keep="first", maintain_order=True
+    )
 
 
 class _Stream:
@@ -1262,7 +1356,7 @@ class _Stream:
         context_tree = pl.concat(
             [ready_tree, self.closed_nodes.join(ready, on="trace_id", how="semi")]
         )
-        handed_on = self.closed_calls.join(ready, on="trace_id", how="semi")
+        handed_on = _twin_candidates(self.closed_calls, ready_calls)
         merged, members = _merge_duplicates(ready_calls, handed_on)
         merged = _resolve_actions(merged, context_tree, context_roots)
         merged = _resolve_agents(merged, context_tree)

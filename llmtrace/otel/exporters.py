@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Any
 
@@ -107,7 +108,9 @@ class StoreSpanExporter(SpanExporter):
     Merging needs both spans of a call in one batch. A span that defers to another
     (``llmtrace.priced_span_id``) whose target is not in the batch yet is held back until the
     target arrives (bounded; flushed as-is at shutdown), so a batch boundary between the two
-    cannot turn one call into two rows.
+    cannot turn one call into two rows. A twin in another trace is often priced first and so
+    written in an earlier batch: a span deferring to a span written lately (the last
+    ``max_pending`` ids) is already counted there and is not written again.
 
     ``keep_content`` stores the messages spans carry (``LLMTRACE_CAPTURE_CONTENT``), as
     ``import otlp --keep-content`` does; without it only their fingerprints are stored.
@@ -130,7 +133,9 @@ class StoreSpanExporter(SpanExporter):
         self._pending: dict[str, list[ReadableSpan]] = {}
         self._pending_count = 0
         self._max_pending = max_pending
+        self._written: OrderedDict[str, None] = OrderedDict()  # span ids of recent batches
         self.rows_written = 0
+        self.twins_dropped = 0
 
     @property
     def store(self) -> Any:
@@ -152,6 +157,9 @@ class StoreSpanExporter(SpanExporter):
         ready: list[ReadableSpan] = []
         for span in spans:
             target = (span.attributes or {}).get(PRICED_SPAN_ID)
+            if target is not None and str(target) in self._written:
+                self.twins_dropped += 1  # its twin is stored already: one call, one row
+                continue
             if target is not None and target not in ids and self._pending_count < self._max_pending:
                 self._pending.setdefault(str(target), []).append(span)
                 self._pending_count += 1
@@ -170,6 +178,11 @@ class StoreSpanExporter(SpanExporter):
         if calls.height:
             priced = price_calls(calls, self._book())
             self.rows_written += self.store.append(priced).added
+        written = self._written
+        for span in spans:
+            written[f"{span.context.span_id:016x}"] = None
+        while len(written) > self._max_pending:
+            written.popitem(last=False)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:

@@ -48,7 +48,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode
 
-from llmtrace import dialects
+from llmtrace import dialects, twins
 from llmtrace.fingerprint import PREFIX_HASHES_ATTRIBUTE
 from llmtrace.otel import _guard
 from llmtrace.otel.hook import fingerprint_attributes
@@ -66,6 +66,7 @@ TOKEN_FIELDS: tuple[str, ...] = (
 )
 
 PRICED_SPAN_ID = "llmtrace.priced_span_id"
+PRICED_TRACE_ID = "llmtrace.priced_trace_id"
 PRICE_STATUS = "llmtrace.price.status"
 PRICE_SOURCE = "llmtrace.price.source"
 ACTION = "llmtrace.action"
@@ -368,6 +369,7 @@ class CostSpanProcessor(SpanProcessor):
         background: bool = True,
         max_queue_size: int = 4096,
         batch_delay_millis: float = 200.0,
+        twin_wait_millis: float = 60_000.0,
     ) -> None:
         self._downstream: tuple[SpanProcessor, ...] = (
             (downstream,) if isinstance(downstream, SpanProcessor) else tuple(downstream)
@@ -384,6 +386,9 @@ class CostSpanProcessor(SpanProcessor):
         self._child_calls: dict[int, dict[str, Any]] = {}  # worker only
         self._actions: dict[int, _Action] = {}  # worker only
         self._prompts: dict[int, tuple[Any, Any, Any]] = {}
+        self._recent = twins.RecentCalls()  # worker only
+        self._parked: dict[int, _Parked] = {}  # worker only
+        self._twin_wait = twin_wait_millis / 1000
         self._background = background
         self._max_queue = max_queue_size
         self._hurry_at = max(1, max_queue_size // 4)
@@ -445,6 +450,7 @@ class CostSpanProcessor(SpanProcessor):
 
     def shutdown(self) -> None:
         self._drain(30_000)
+        self._release_parked(force=True)  # inline when there was no worker (or it is gone)
         self._stopping = True
         self._hurry.set()
         self._wake.set()
@@ -599,7 +605,7 @@ class CostSpanProcessor(SpanProcessor):
     def _work(self) -> None:
         queue = self._queue
         while True:
-            self._wake.wait()
+            self._wake.wait(self._park_timeout())
             if not self._stopping:
                 self._hurry.wait(self._delay)  # let a batch gather (the lock is released)
             self._wake.clear()
@@ -611,6 +617,8 @@ class CostSpanProcessor(SpanProcessor):
                 # would otherwise wait for the whole batch (up to the 5 ms switch interval per
                 # turn), which is what the app's p99 latency showed. A sleep(0) is ~1 us.
                 time.sleep(0)
+            if self._parked:
+                self._release_parked(force=False)
             if self._stopping:
                 return
 
@@ -633,6 +641,7 @@ class CostSpanProcessor(SpanProcessor):
         elif kind is _ActionEnd:
             self._finish_action(item.root_id)  # type: ignore[union-attr]
         else:
+            self._release_parked(force=True)  # a flush delivers everything, held spans too
             item.done.set()  # type: ignore[union-attr]
 
     def _process(self, job: _Job) -> None:
@@ -641,7 +650,8 @@ class CostSpanProcessor(SpanProcessor):
         except Exception as exc:  # noqa: BLE001
             _guard.swallow("processor.on_end", exc)
             out = job.span
-        self._forward(out)
+        if out is not None:  # None: held back until its twin arrives (``_park``)
+            self._forward(out)
         if job.is_root:
             self._finish_action(job.span_id)
 
@@ -676,7 +686,7 @@ class CostSpanProcessor(SpanProcessor):
             except Exception as exc:  # noqa: BLE001
                 _guard.swallow("processor.on_action", exc)
 
-    def _enrich(self, job: _Job) -> ReadableSpan:
+    def _enrich(self, job: _Job) -> ReadableSpan | None:
         span = job.span
         # one private copy of the attributes: read by span_to_call, then extended into the
         # exported copy's (the call record keeps no reference to the dict itself)
@@ -715,6 +725,48 @@ class CostSpanProcessor(SpanProcessor):
             _adopt_usage(call, adopted)
         if adopted is not None and call.get("service_tier") is None:
             call["service_tier"] = adopted.get("service_tier")  # often only the SDK's span says
+        scope = span.instrumentation_scope
+        call[twins.EMITTER] = twins.emitter(scope.name if scope is not None else None, span.name)
+        twin = self._recent.find(call)
+        if twin is not None:  # a twin in another trace (or not in progress) was priced already
+            extra[PRICED_SPAN_ID] = str(twin.get("span_id"))
+            extra[PRICED_TRACE_ID] = str(twin.get("trace_id"))
+            self.calls_deferred += 1
+            return with_attributes(span, extra, attrs)
+        if not _has_usage(call) and not call.get("is_error") and self._twin_wait > 0:
+            self._park(job, span, call, extra)
+            return None
+        held = self._take_parked(call) if _has_usage(call) else None
+        if held is not None:
+            for field in _FROM_HELD_TWIN:
+                if call.get(field) is None:
+                    call[field] = held.call.get(field)
+        out = self._price(job, span, call, extra, attrs)
+        self._recent.remember(call)
+        if held is not None:
+            self.calls_deferred += 1
+            self._forward(
+                with_attributes(
+                    held.span,
+                    {
+                        **held.extra,
+                        PRICED_SPAN_ID: str(call.get("span_id")),
+                        PRICED_TRACE_ID: str(call.get("trace_id")),
+                    },
+                )
+            )
+        return out
+
+    def _price(
+        self,
+        job: _Job,
+        span: ReadableSpan,
+        call: dict[str, Any],
+        extra: dict[str, Any],
+        attrs: dict[str, Any] | None = None,
+    ) -> ReadableSpan:
+        """Price one call, count it (metrics, its action) and return the span to forward
+        (``attrs``: the span's attributes already copied, as ``with_attributes`` takes them)."""
         call["start_time"] = _utc(call.get("start_time"))
         costs = self._pricer(call)
         extra.update(cost_attributes(costs))
@@ -729,6 +781,95 @@ class CostSpanProcessor(SpanProcessor):
             except Exception as exc:  # noqa: BLE001
                 _guard.swallow("processor.on_call", exc)
         return with_attributes(span, extra, attrs)
+
+    # -- twins held back (worker) ---------------------------------------------------------------
+
+    def _park(
+        self, job: _Job, span: ReadableSpan, call: dict[str, Any], extra: dict[str, Any]
+    ) -> None:
+        """Hold a span without usage (and without error) for up to ``twin_wait_millis``: a
+        twin that carries the call's usage (Logfire's streaming log span, the SDK's span of a
+        stream an instrumentation reports without usage) may still come. Bounded: when full,
+        the oldest held span is released first."""
+        if len(self._parked) >= self._max_tracked:
+            self._release_one(next(iter(self._parked)))
+        deadline = time.monotonic() + self._twin_wait
+        self._parked[job.span_id] = _Parked(deadline, job, span, call, extra)
+
+    def _take_parked(self, call: Mapping[str, Any]) -> _Parked | None:
+        """The nearest held span that is a twin of ``call``, removed from the held ones."""
+        best, best_distance = None, None
+        for span_id, held in self._parked.items():
+            if twins.are_twins(call, held.call):
+                gap = twins.distance(call, held.call)
+                if best_distance is None or gap < best_distance:
+                    best, best_distance = span_id, gap
+        return None if best is None else self._parked.pop(best)
+
+    def _release_one(self, span_id: int) -> None:
+        held = self._parked.pop(span_id, None)
+        if held is None:
+            return
+        try:
+            job = held.job
+            if job.root_id is not None and job.root_id not in self._actions:
+                job.root_id = None  # its action closed meanwhile: counted per call only
+            out = self._price(job, held.span, held.call, held.extra)
+        except Exception as exc:  # noqa: BLE001
+            _guard.swallow("processor.release", exc)
+            out = held.span
+        self._forward(out)
+
+    def _release_parked(self, *, force: bool) -> None:
+        """Price and forward held spans whose wait is over (all of them when ``force``)."""
+        if not self._parked:
+            return
+        now = time.monotonic()
+        for span_id in [s for s, held in self._parked.items() if force or held.deadline <= now]:
+            self._release_one(span_id)
+
+    def _park_timeout(self) -> float | None:
+        """How long the idle worker may sleep: until the first held span's wait is over."""
+        if not self._parked:
+            return None
+        first = min(held.deadline for held in self._parked.values())
+        return max(0.0, first - time.monotonic())
+
+
+# Fields a priced twin takes from the held span of the same call when it lacks them.
+_FROM_HELD_TWIN = (
+    "request_model",
+    "model",
+    "response_id",
+    "conversation_id",
+    "user_id",
+    "prompt_name",
+    "prompt_version",
+    "prompt",
+    "reasoning_effort",
+    "action",
+    "service_tier",
+)
+
+
+class _Parked:
+    """A span held back by ``_park`` with what is needed to finish it later."""
+
+    __slots__ = ("deadline", "job", "span", "call", "extra")
+
+    def __init__(
+        self,
+        deadline: float,
+        job: _Job,
+        span: ReadableSpan,
+        call: dict[str, Any],
+        extra: dict[str, Any],
+    ) -> None:
+        self.deadline = deadline
+        self.job = job
+        self.span = span
+        self.call = call
+        self.extra = extra
 
 
 class LazyPriceBook:

@@ -86,6 +86,7 @@ class OtlpReceiver:
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
         self.metric_requests: list[ExportMetricsServiceRequest] = []
+        self.trace_messages: list[ExportTraceServiceRequest] = []  # as received, for recording
         self.trace_requests = 0
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
@@ -109,6 +110,7 @@ class OtlpReceiver:
         with self._lock:
             self.spans.clear()
             self.metric_requests.clear()
+            self.trace_messages.clear()
 
     # -- decoding -------------------------------------------------------------------------------
 
@@ -135,6 +137,7 @@ class OtlpReceiver:
                     )
         with self._lock:
             self.spans.extend(decoded)
+            self.trace_messages.append(request)
             self.trace_requests += 1
 
     def add_metrics(self, request: ExportMetricsServiceRequest) -> None:
