@@ -13,14 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import pytest
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from recorded import (
     LIBRARIES,
     attribute,
     raw_spans,
-    readable_spans,
     renamed,
     requests,
     single_span_request,
@@ -29,8 +25,6 @@ from recorded import (
 
 from llmtrace import twins
 from llmtrace.importers.otlp import import_otlp, stream_otlp
-from llmtrace.otel.exporters import StoreSpanExporter
-from llmtrace.otel.processor import PRICED_SPAN_ID, CostSpanProcessor, LazyPriceBook
 from llmtrace.record import PRICE_OK
 
 OPENLLMETRY = LIBRARIES / "openllmetry-0.62.4.jsonl"
@@ -184,54 +178,3 @@ def test_batch_and_one_at_a_time_rules_agree() -> None:
                 assert (pair in edges) <= twins.are_twins(a, b), (path.name, pair)
                 if twins.are_twins(a, b):  # one to one: each has a twin, maybe this one
                     assert {a["_node"], b["_node"]} <= paired, (path.name, pair)
-
-
-# --------------------------------------------------------------------------------------------
-# Live
-# --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def prices() -> LazyPriceBook:
-    book = LazyPriceBook()
-    book.get()
-    return book
-
-
-def _replay(path: Path, prices: LazyPriceBook, store: Path | None = None) -> list[Any]:
-    """Feed the recorded spans to the live processor in the order they ended; returns what
-    reached the exporter."""
-    memory = InMemorySpanExporter()
-    downstream = [SimpleSpanProcessor(memory)]
-    if store is not None:
-        downstream.append(SimpleSpanProcessor(StoreSpanExporter(store, pricer=prices)))
-    processor = CostSpanProcessor(downstream, pricer=prices, background=False)
-    for span in readable_spans(path):
-        processor.on_end(span)
-    processor.shutdown()
-    return list(memory.get_finished_spans())
-
-
-@pytest.mark.parametrize("path", [OPENLLMETRY, OPENINFERENCE, LOGFIRE], ids=lambda p: p.stem)
-def test_live_prices_each_recorded_call_once(
-    path: Path, prices: LazyPriceBook, tmp_path: Path
-) -> None:
-    from llmtrace.pricing import price_calls
-    from llmtrace.store import Store
-
-    exported = _replay(path, prices, tmp_path / "store")
-    priced = [s for s in exported if (s.attributes or {}).get("llmtrace.price.status") == PRICE_OK]
-    deferred = [s for s in exported if PRICED_SPAN_ID in (s.attributes or {})]
-    unpriced = [
-        s
-        for s in exported
-        if (s.attributes or {}).get("llmtrace.price.status") not in (None, PRICE_OK)
-    ]
-    assert len(priced) == SCENARIOS and unpriced == []
-    assert len(priced) + len(deferred) == len(readable_spans(path)) - 3  # minus the app spans
-    live_total = sum(s.attributes["gen_ai.usage.cost"] for s in priced)
-    imported = price_calls(_import(path))
-    assert live_total == pytest.approx(imported["total_cost"].sum(), abs=1e-9)
-    stored = Store(tmp_path / "store").scan().collect()
-    assert stored.height == SCENARIOS
-    assert stored["total_cost"].sum() == pytest.approx(live_total, abs=1e-9)
