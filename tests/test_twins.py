@@ -178,3 +178,73 @@ def test_batch_and_one_at_a_time_rules_agree() -> None:
                 assert (pair in edges) <= twins.are_twins(a, b), (path.name, pair)
                 if twins.are_twins(a, b):  # one to one: each has a twin, maybe this one
                     assert {a["_node"], b["_node"]} <= paired, (path.name, pair)
+
+
+# --------------------------------------------------------------------------------------------
+# Live: spans held back for their twin
+# --------------------------------------------------------------------------------------------
+
+
+def _logfire_stream_spans() -> tuple[Any, Any]:
+    """Logfire's request span (no usage) and log span of the bare streamed chat completion."""
+    from recorded import readable_spans
+
+    spans = [s for s in readable_spans(LOGFIRE) if s.parent is None]
+    request = next(s for s in spans if "usage" not in str(s.attributes) and "Chat" in s.name)
+    log = next(
+        s
+        for s in spans
+        if (s.attributes or {}).get("logfire.span_type") == "log"
+        and s.attributes.get("gen_ai.response.id") == "chatcmpl-loop3"
+    )
+    return request, log
+
+
+def _processor(**options: Any) -> tuple[Any, Any]:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from llmtrace.otel.processor import CostSpanProcessor, LazyPriceBook
+
+    memory = InMemorySpanExporter()
+    processor = CostSpanProcessor([SimpleSpanProcessor(memory)], pricer=LazyPriceBook(), **options)
+    return processor, memory
+
+
+def test_a_span_without_usage_waits_for_its_twin_then_defers_to_it() -> None:
+    from llmtrace.otel.processor import PRICED_SPAN_ID
+
+    request, log = _logfire_stream_spans()
+    processor, memory = _processor(background=True, batch_delay_millis=1)
+    processor.on_end(request)
+    processor.on_end(log)
+    assert processor.force_flush(10_000)
+    exported = {s.name: dict(s.attributes or {}) for s in memory.get_finished_spans()}
+    held, priced = exported[request.name], exported[log.name]
+    assert priced["llmtrace.price.status"] == PRICE_OK
+    assert held[PRICED_SPAN_ID] == f"{log.context.span_id:016x}"
+    assert "llmtrace.price.status" not in held
+    processor.shutdown()
+
+
+def test_a_held_span_whose_twin_never_comes_is_released_unpriced() -> None:
+    """After ``twin_wait_millis`` without a flush, and at once on a flush."""
+    import time
+
+    request, _ = _logfire_stream_spans()
+    processor, memory = _processor(background=True, batch_delay_millis=1, twin_wait_millis=100)
+    processor.on_end(request)
+    deadline = time.monotonic() + 10
+    while not memory.get_finished_spans() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (span,) = memory.get_finished_spans()
+    assert span.attributes["llmtrace.price.status"] == "no_usage"
+    processor.shutdown()
+
+    processor, memory = _processor(background=True, batch_delay_millis=1)  # waits 60 s
+    processor.on_end(request)
+    assert processor.force_flush(10_000)
+    assert [s.attributes["llmtrace.price.status"] for s in memory.get_finished_spans()] == [
+        "no_usage"
+    ]
+    processor.shutdown()
