@@ -47,9 +47,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
+if TYPE_CHECKING:  # the batch functions import polars themselves: the live processor, which
+    import polars as pl  # uses only the one-at-a-time rules, must not load it (test_startup)
 
 TOLERANCE = timedelta(milliseconds=50)
 """How far apart the times of twins may be. Measured on recordings of the real libraries
@@ -92,27 +93,37 @@ def emitter(scope: str | None, name: str | None) -> str:
 
 
 def _end(side: str) -> pl.Expr:
+    import polars as pl
+
     return pl.coalesce(pl.col(f"end_time{side}"), pl.col(f"start_time{side}"))
 
 
 def _overlap(a: str, b: str) -> pl.Expr:
     """Time spans overlap within TOLERANCE (a missing end counts as the start)."""
+    import polars as pl
+
     a_start, b_start = pl.col(f"start_time{a}"), pl.col(f"start_time{b}")
     return (a_start <= _end(b) + TOLERANCE) & (b_start <= _end(a) + TOLERANCE)
 
 
 def _agree(column: str, a: str, b: str) -> pl.Expr:
+    import polars as pl
+
     left, right = pl.col(f"{column}{a}"), pl.col(f"{column}{b}")
     return left.is_null() | right.is_null() | (left == right)
 
 
 def _has_usage(side: str) -> pl.Expr:
+    import polars as pl
+
     return (
         pl.col(f"input_tokens{side}").is_not_null() | pl.col(f"output_tokens{side}").is_not_null()
     )
 
 
 def _same_model(a: str, b: str) -> pl.Expr:
+    import polars as pl
+
     same = pl.lit(False)
     for left in ("model", "request_model"):
         for right in ("model", "request_model"):
@@ -124,6 +135,8 @@ def _misalignment(a: str, b: str) -> pl.Expr:
     """How far two spans are from a twin shape (null: neither shape fits). The same
     interval: distance of the starts plus of the ends. A continuation: the gap between the end
     of the span without usage and the start of the span with usage."""
+    import polars as pl
+
     a_start, b_start = pl.col(f"start_time{a}"), pl.col(f"start_time{b}")
     starts, ends = (a_start - b_start).abs(), (_end(a) - _end(b)).abs()
     a_then_b, b_then_a = (_end(a) - b_start).abs(), (_end(b) - a_start).abs()
@@ -140,6 +153,8 @@ def _misalignment(a: str, b: str) -> pl.Expr:
 def response_id_edges(calls: pl.DataFrame) -> pl.DataFrame:
     """(_node, _peer) for spans with the same response id that overlap in time or share a
     trace (rule 1)."""
+    import polars as pl
+
     columns = ["_node", "trace_id", "response_id", "start_time", "end_time"]
     with_id = calls.select(columns).filter(pl.col("response_id").is_not_null())
     pairs = with_id.join(with_id, on="response_id", suffix="_p").filter(
@@ -155,6 +170,8 @@ def time_edges(calls: pl.DataFrame) -> pl.DataFrame:
     ``calls`` holds ``_node``, ``TWIN_COLUMNS`` and optionally ``_stored`` (calls handed on
     earlier: two of those are never paired again). Each span is compared with its
     ``NEIGHBOURS`` successors in start order within its service and provider."""
+    import polars as pl
+
     stored = ["_stored"] if "_stored" in calls.columns else []
     frame = calls.select("_node", *TWIN_COLUMNS, *stored)
     if not stored:
@@ -206,6 +223,8 @@ def _one_to_one(candidates: pl.DataFrame) -> pl.DataFrame:
     """Pair candidates one to one: repeatedly keep the pairs that are each other's nearest
     (ties: a parent and its child first, then a pair in one trace, then the lower node) and drop their nodes from the rest.
     Two look-alike calls with two spans each become two pairs, not one pair and two orphans."""
+    import polars as pl
+
     both = pl.concat(
         [
             candidates,
