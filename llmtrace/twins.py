@@ -169,33 +169,34 @@ def time_edges(calls: pl.DataFrame) -> pl.DataFrame:
 
     ``calls`` holds ``_node``, ``TWIN_COLUMNS`` and optionally ``_stored`` (calls handed on
     earlier: two of those are never paired again). Each span is compared with its
-    ``NEIGHBOURS`` successors in start order within its service and provider."""
+    ``NEIGHBOURS`` successors in start order within its service and provider; a batch whose
+    spans all carry a response id is left to ``response_id_edges``."""
     import polars as pl
 
     stored = ["_stored"] if "_stored" in calls.columns else []
     frame = calls.select("_node", *TWIN_COLUMNS, *stored)
     if not stored:
         frame = frame.with_columns(pl.lit(False).alias("_stored"))
-    frame = frame.filter(pl.col("start_time").is_not_null()).sort(
-        "service", "provider", "start_time", "_node", nulls_last=True
-    )
-    group = ("service", "provider")
+    frame = frame.filter(pl.col("start_time").is_not_null())
+    if frame.filter(pl.col("response_id").is_null()).is_empty():
+        return pl.DataFrame(schema={"_node": pl.UInt32, "_peer": pl.UInt32})  # ids decide
+    frame = frame.sort("service", "provider", "start_time", "_node", nulls_last=True).lazy()
+    # the k-th successor in this order, filtered lazily before the next copy is made
     following = [
-        pl.concat(
-            [frame, frame.select(pl.all().shift(-k).over(group).name.suffix("_p"))],
-            how="horizontal",
+        frame.with_columns(pl.all().shift(-k).name.suffix("_p")).filter(
+            pl.col("_node_p").is_not_null()
+            & (pl.col("response_id").is_null() | pl.col("response_id_p").is_null())
+            & pl.col("service").eq_missing(pl.col("service_p"))
+            & pl.col("provider").eq_missing(pl.col("provider_p"))
         )
         for k in range(1, NEIGHBOURS + 1)
     ]
-    pairs = pl.concat(following).filter(pl.col("_node_p").is_not_null())
     candidates = (
-        pairs.with_columns(_misalignment("", "_p").alias("_distance"))
+        pl.concat(following)
+        .with_columns(_misalignment("", "_p").alias("_distance"))
         .filter(
             pl.col("_distance").is_not_null()
-            & (pl.col("response_id").is_null() | pl.col("response_id_p").is_null())
             & ~(pl.col("_stored") & pl.col("_stored_p"))
-            & pl.col("service").eq_missing(pl.col("service_p"))
-            & pl.col("provider").eq_missing(pl.col("provider_p"))
             & (pl.col(EMITTER) != pl.col(f"{EMITTER}_p")).fill_null(True)
             & _same_model("", "_p")
             & _agree("input_tokens", "", "_p")
@@ -215,6 +216,7 @@ def time_edges(calls: pl.DataFrame) -> pl.DataFrame:
             .otherwise(2)
             .alias("_kin"),
         )
+        .collect()
     )
     return _one_to_one(candidates)
 
