@@ -44,6 +44,7 @@ context; the other spans' ids are noted in the record's ``twin_ids``.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -349,12 +350,18 @@ class RecentCalls:
     returns the nearest twin."""
 
     def __init__(self, size: int = 4096, scan: int = 64) -> None:
+        # a full queue makes the processor work inline on an app thread beside the worker
+        self._lock = threading.Lock()
         self._recent: deque[Mapping[str, Any]] = deque(maxlen=size)
         self._by_id: dict[str, Mapping[str, Any]] = {}
         self._paired: set[str] = set()
         self._scan = scan
 
     def remember(self, call: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._remember(call)
+
+    def _remember(self, call: Mapping[str, Any]) -> None:
         recent = self._recent
         if len(recent) == recent.maxlen:
             old = recent[0]
@@ -366,6 +373,10 @@ class RecentCalls:
             self._by_id.setdefault(call["response_id"], call)
 
     def find(self, call: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        with self._lock:
+            return self._find(call)
+
+    def _find(self, call: Mapping[str, Any]) -> Mapping[str, Any] | None:
         response_id = call.get("response_id")
         if response_id is not None:
             same = self._by_id.get(response_id)

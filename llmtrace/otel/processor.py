@@ -799,12 +799,12 @@ class CostSpanProcessor(SpanProcessor):
     def _take_parked(self, call: Mapping[str, Any]) -> _Parked | None:
         """The nearest held span that is a twin of ``call``, removed from the held ones."""
         best, best_distance = None, None
-        for span_id, held in self._parked.items():
+        for span_id, held in list(self._parked.items()):  # an app thread may add (inline work)
             if twins.are_twins(call, held.call):
                 gap = twins.distance(call, held.call)
                 if best_distance is None or gap < best_distance:
                     best, best_distance = span_id, gap
-        return None if best is None else self._parked.pop(best)
+        return None if best is None else self._parked.pop(best, None)
 
     def _release_one(self, span_id: int) -> None:
         held = self._parked.pop(span_id, None)
@@ -825,15 +825,15 @@ class CostSpanProcessor(SpanProcessor):
         if not self._parked:
             return
         now = time.monotonic()
-        for span_id in [s for s, held in self._parked.items() if force or held.deadline <= now]:
+        for span_id in [s for s, h in list(self._parked.items()) if force or h.deadline <= now]:
             self._release_one(span_id)
 
     def _park_timeout(self) -> float | None:
         """How long the idle worker may sleep: until the first held span's wait is over."""
-        if not self._parked:
+        deadlines = [held.deadline for held in list(self._parked.values())]
+        if not deadlines:
             return None
-        first = min(held.deadline for held in self._parked.values())
-        return max(0.0, first - time.monotonic())
+        return max(0.0, min(deadlines) - time.monotonic())
 
 
 # Fields a priced twin takes from the held span of the same call when it lacks them.
