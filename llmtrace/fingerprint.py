@@ -435,3 +435,11 @@ def recorded_fingerprints(attrs: Mapping[str, Any]) -> dict[str, Any]:
         "template_fingerprint": None if template is None else str(template),
         "input_fingerprint": str(attrs.get(INPUT_FINGERPRINT_ATTRIBUTE) or f"{values[-1]:016x}"),
     }
+
+
+def step_fingerprint(*parts: Any) -> str:
+    """Hex blake2b-64 of what one agent step consumed: a typed prompt, or a tool call with its
+    arguments and result (canonical JSON of ``parts``, never kept). Equal values within one
+    session mean the agent did the same thing and read the same answer again (LT503)."""
+    data = canonical_json(list(parts)).encode("utf-8", "surrogatepass")
+    return _digest(data).hex()

@@ -9,9 +9,11 @@ imported and grouped with ``costs --by agent / tool / conversation``.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
+import pytest
 from click.testing import CliRunner
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
@@ -186,3 +188,60 @@ def test_live_processor_labels_calls_with_agent_and_tool():
     assert calls["agent"].to_list() == ["triage", "triage", "triage", "writer"]
     assert calls["tool"].to_list() == [None, "get_weather", None, None]
     meters.shutdown()
+
+
+def test_an_agent_run_stuck_on_one_tool_is_found_by_lt503(tmp_path):
+    """An agent framework's run (no gen_ai.conversation.id: the trace is the session) that
+    calls the same tool with the same arguments and reads the same result five times: the calls
+    after it carry one step fingerprint, and LT503 prices the repeats."""
+    from llmtrace.pricing import PriceBook, price_calls
+    from llmtrace.rules.engine import run_audit
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "ci-fixer"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("agent-framework")
+    chat = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o",
+        "gen_ai.usage.input_tokens": 30_000,
+        "gen_ai.usage.output_tokens": 400,
+    }
+    run = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "fixer"}
+    with tracer.start_as_current_span("invoke_agent fixer", attributes=run):
+        for _ in range(5):
+            with tracer.start_as_current_span("chat gpt-4o", attributes=chat):
+                pass
+            tool = {
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": "run_tests",
+                "gen_ai.tool.call.arguments": '{"path": "tests/test_cart.py"}',
+                "gen_ai.tool.call.result": "1 failed: assert 10.0 == 9.99",
+            }
+            with tracer.start_as_current_span("execute_tool run_tests", attributes=tool):
+                pass
+        with tracer.start_as_current_span("chat gpt-4o", attributes=chat):
+            pass
+    path = tmp_path / "run.pb"
+    path.write_bytes(encode_spans(exporter.get_finished_spans()).SerializeToString())
+    calls = import_otlp([path]).calls.sort("start_time")
+    assert calls["tool"].to_list() == [None] + ["run_tests"] * 5
+    assert calls["step_fingerprint"][1:].n_unique() == 1
+    assert calls["conversation_id"].is_null().all()
+    book = PriceBook()
+    priced = price_calls(calls, book)
+    start = priced["start_time"].min()
+    result = run_audit(
+        priced.lazy(),
+        since=start,
+        until=start + timedelta(days=1),
+        select=["LT503"],
+        price_book=book,
+    )
+    (finding,) = result.findings
+    assert finding.service == "ci-fixer" and finding.evidence["repeated_calls"] == 4
+    waste = priced.sort("start_time")["total_cost"][2:].sum()
+    assert finding.evidence["repeated_cost_usd"] == pytest.approx(waste, abs=1e-6)
+    (session,) = finding.evidence["worst_sessions"]
+    assert session["conversation_id"] == f"trace:{calls['trace_id'][0]}"

@@ -49,8 +49,9 @@ from typing import Any
 import polars as pl
 
 from llmtrace.dialects import normalize_service_tier
+from llmtrace.fingerprint import step_fingerprint as fingerprint
 from llmtrace.importers import ImportProblem
-from llmtrace.importers.transcript_files import FileRead, count, fingerprint, hex_id
+from llmtrace.importers.transcript_files import FileRead, count, hex_id
 
 SOURCE = "claude-code"
 DEFAULT_PATH = "~/.claude/projects"

@@ -36,8 +36,9 @@ from typing import Any
 
 import polars as pl
 
+from llmtrace.fingerprint import step_fingerprint as fingerprint
 from llmtrace.importers import ImportProblem
-from llmtrace.importers.transcript_files import FileRead, count, fingerprint, hex_id
+from llmtrace.importers.transcript_files import FileRead, count, hex_id
 
 SOURCE = "codex"
 DEFAULT_PATH = "~/.codex/sessions"

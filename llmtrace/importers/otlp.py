@@ -66,6 +66,7 @@ import polars as pl
 from llmtrace import twins
 from llmtrace.accuracy import AccuracyConfig
 from llmtrace.dialects import SpanError, agent_and_tool, is_llm_span, map_span
+from llmtrace.fingerprint import step_fingerprint
 from llmtrace.importers import ImportProblem, ImportResult
 from llmtrace.limits import time_problem_ns
 from llmtrace.record import (
@@ -401,6 +402,7 @@ class _Collector:
         self.tree_agent: list[str | None] = []
         self.tree_tool: list[str | None] = []
         self.tree_end: list[int | None] = []
+        self.tree_step: list[str | None] = []
         self.roots: list[tuple[str, str]] = []
         self.evaluations: list[tuple[Any, ...]] = []
         self.problems: list[ImportProblem] = []
@@ -427,6 +429,7 @@ class _Collector:
         self.tree_agent.append(agent)
         self.tree_tool.append(tool)
         self.tree_end.append(span["end_ns"] if tool is not None else None)
+        self.tree_step.append(_tool_step(tool, attrs) if tool is not None else None)
         if span["parent_span_id"] is None:
             self.roots.append((span["trace_id"], span["name"]))
         evaluations = [
@@ -499,6 +502,16 @@ class _Collector:
         self.rejected += 1
         span_id = raw.get("spanId") if isinstance(raw, Mapping) else None
         self.problem(file, line, str(span_id) if span_id else None, message)
+
+
+def _tool_step(tool: str, attrs: Mapping[str, Any]) -> str | None:
+    """The step fingerprint of a tool run whose arguments or result were recorded (the opt-in
+    ``gen_ai.tool.call.arguments`` / ``.result``): the call that reads it took this step."""
+    arguments = attrs.get("gen_ai.tool.call.arguments")
+    result = attrs.get("gen_ai.tool.call.result")
+    if arguments is None and result is None:
+        return None
+    return step_fingerprint("tool", tool, arguments, result)
 
 
 def _score_number(value: Any) -> float | None:
@@ -996,7 +1009,7 @@ def _resolve_agents(calls: pl.DataFrame, tree: pl.DataFrame) -> pl.DataFrame:
     tool_spans = marked.filter(pl.col("tool").is_not_null() & pl.col("tool_end").is_not_null())
     tools = (
         innermost(tool_spans, "parent_span_id")
-        .join(tool_spans.select(*KEY_FIELDS, "tool", "tool_end"), on=list(KEY_FIELDS))
+        .join(tool_spans.select(*KEY_FIELDS, "tool", "tool_end", "tool_step"), on=list(KEY_FIELDS))
         .select(
             "trace_id",
             pl.col("_agent_span").fill_null("").alias("_run"),
@@ -1004,6 +1017,7 @@ def _resolve_agents(calls: pl.DataFrame, tree: pl.DataFrame) -> pl.DataFrame:
             .dt.replace_time_zone("UTC")
             .alias("_tool_end"),
             "tool",
+            "tool_step",
         )
         .sort("_tool_end")
     )
@@ -1024,13 +1038,16 @@ def _resolve_agents(calls: pl.DataFrame, tree: pl.DataFrame) -> pl.DataFrame:
             check_sortedness=False,  # both sorted above
         )
         .filter(pl.col("_prev").is_null() | (pl.col("_tool_end") >= pl.col("_prev")))
-        .select(*KEY_FIELDS, "tool")
+        .select(*KEY_FIELDS, "tool", "tool_step")
     )
     tree_found = agents.select(*KEY_FIELDS, pl.col("agent").alias("_agent")).join(
-        consumed.rename({"tool": "_tool"}), on=list(KEY_FIELDS), how="left"
+        consumed.rename({"tool": "_tool", "tool_step": "step_fingerprint"}),
+        on=list(KEY_FIELDS),
+        how="left",
     )
     return (
-        calls.join(tree_found, on=list(KEY_FIELDS), how="left")
+        calls.drop("step_fingerprint", strict=False)
+        .join(tree_found, on=list(KEY_FIELDS), how="left")
         .with_columns(  # what the live processor recorded on the span comes first
             pl.coalesce("agent", "_agent").alias("agent"),
             pl.coalesce("tool", "_tool").alias("tool"),
@@ -1079,6 +1096,7 @@ def _inherited_actions(
             pl.lit(None, dtype=pl.String).alias("agent"),
             pl.lit(None, dtype=pl.String).alias("tool"),
             pl.lit(None, dtype=pl.Int64).alias("tool_end"),
+            pl.lit(None, dtype=pl.String).alias("tool_step"),
         )
     )
 
@@ -1255,6 +1273,7 @@ def _attach_scores(
 _TREE_SCHEMA = {
     **{n: pl.String for n in ("trace_id", "span_id", "parent_span_id", "action", "agent", "tool")},
     "tool_end": pl.Int64,
+    "tool_step": pl.String,
 }
 _ROOTS_SCHEMA = {"trace_id": pl.String, "_root_name": pl.String}
 # what a late twin is matched by (``_merge_labels``), kept for calls already handed on
@@ -1397,6 +1416,7 @@ def _tree_columns(sink: _Collector) -> dict[str, list[Any]]:
         "agent": sink.tree_agent,
         "tool": sink.tree_tool,
         "tool_end": sink.tree_end,
+        "tool_step": sink.tree_step,
     }
 
 

@@ -170,15 +170,6 @@ def hex_id(text: str, length: int) -> str:
     ]
 
 
-def fingerprint(*parts: Any) -> str:
-    """A short hash of what a step consumed (prompt, tool call and result); no content kept."""
-    digest = hashlib.blake2b(digest_size=8)
-    for part in parts:
-        digest.update(repr(part).encode("utf-8", "surrogatepass"))
-        digest.update(b"\x00")
-    return digest.hexdigest()
-
-
 def count(value: Any) -> int | None:
     """A token count as an int, or None when absent; ``ValueError`` when it is not a count."""
     if value is None:

@@ -1,6 +1,7 @@
 """LT503 agent-loop-waste: an agent repeating itself, and failed calls that were still billed.
 
-Two signals, both per conversation (an agent session), both priced with the calls' own costs
+Two signals, both per session -- the conversation, else the trace (an agent run of a framework
+that sets no ``gen_ai.conversation.id``) -- both priced with the calls' own costs
 (rules/LT503.yaml documents the rule for users):
 
 * **Repeated requests.** Calls of one conversation with the same input: the same
@@ -83,6 +84,7 @@ class AgentLoopRule:
     columns: ClassVar[tuple[str, ...]] = (
         "service",
         "conversation_id",
+        "trace_id",
         "start_time",
         "model",
         "input_fingerprint",
@@ -91,14 +93,18 @@ class AgentLoopRule:
         "is_error",
         "total_cost",
     )
-    partition_key: ClassVar[pl.Expr] = pl.col("conversation_id").hash(53)
+    partition_key: ClassVar[pl.Expr] = pl.coalesce(
+        "conversation_id", pl.concat_str(pl.lit("trace:"), "trace_id")
+    ).hash(53)
 
     def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
         """One row per conversation: its calls and cost, loops and their waste, billed
         failures."""
         params = Params.from_mapping(ctx.params)
         cost = pl.col("total_cost").fill_null(0.0)
-        base = calls.filter(pl.col("conversation_id").is_not_null()).with_columns(
+        # a call without a conversation belongs to its trace: one agent run is a session too
+        session = pl.coalesce("conversation_id", pl.concat_str(pl.lit("trace:"), "trace_id"))
+        base = calls.with_columns(session.alias("conversation_id")).with_columns(
             pl.coalesce(
                 pl.concat_str(pl.lit("in:"), "input_fingerprint"),
                 pl.when(pl.col("tool").is_not_null()).then(
