@@ -8,6 +8,7 @@ the bundled genai-prices data and recorded into real SDK metric instruments read
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -109,14 +110,21 @@ def test_on_end_only_queues_and_flush_delivers(prices: LazyPriceBook) -> None:
 
 def test_a_full_queue_falls_back_to_inline_work(prices: LazyPriceBook) -> None:
     rig = Rig(prices, batch_delay_millis=60_000, max_queue_size=2)
+    # The second span hurries the worker; on a loaded machine it could take the interpreter lock
+    # and drain the queue before the app thread ends the rest. A long switch interval keeps the
+    # lock with this (the app's) thread until it waits, so the queue really is full.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(5.0)
     try:
         for _ in range(5):
             rig.call().end()
         # two wait for the worker; the three that found the queue full were priced inline
         assert len(rig.priced()) == 3
+        sys.setswitchinterval(interval)
         assert rig.processor.force_flush(10_000)
         assert len(rig.priced()) == 5
     finally:
+        sys.setswitchinterval(interval)
         rig.provider.shutdown()
 
 
