@@ -8,14 +8,14 @@ the bundled genai-prices data and recorded into real SDK metric instruments read
 from __future__ import annotations
 
 import os
-import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -43,13 +43,15 @@ def prices() -> LazyPriceBook:
 class Rig:
     """A tracer provider with the cost processor, an in-memory exporter and real metrics."""
 
-    def __init__(self, prices: LazyPriceBook, **options: Any) -> None:
+    def __init__(
+        self, prices: LazyPriceBook, *, also: tuple[SpanProcessor, ...] = (), **options: Any
+    ) -> None:
         self.exporter = InMemorySpanExporter()
         self.reader = InMemoryMetricReader()
         self.meters = MeterProvider(metric_readers=[self.reader])
         metrics = CostMetrics(self.meters, resolve({}))
         self.processor = CostSpanProcessor(
-            [SimpleSpanProcessor(self.exporter)],
+            [SimpleSpanProcessor(self.exporter), *also],
             pricer=prices,
             on_call=metrics.record,
             on_action=metrics.record_action,
@@ -108,23 +110,42 @@ def test_on_end_only_queues_and_flush_delivers(prices: LazyPriceBook) -> None:
         rig.provider.shutdown()
 
 
+class _HoldsTheWorker(SpanProcessor):
+    """Downstream of the cost processor: blocks the span marked ``test.hold`` until released.
+
+    The worker forwards spans downstream, so while it forwards that span it is busy and the
+    queue fills deterministically, whatever the machine's load or the interpreter's switching.
+    """
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if span.attributes.get("test.hold"):
+            self.entered.set()
+            self.release.wait(30)
+
+
 def test_a_full_queue_falls_back_to_inline_work(prices: LazyPriceBook) -> None:
-    rig = Rig(prices, batch_delay_millis=60_000, max_queue_size=2)
-    # The second span hurries the worker; on a loaded machine it could take the interpreter lock
-    # and drain the queue before the app thread ends the rest. A long switch interval keeps the
-    # lock with this (the app's) thread until it waits, so the queue really is full.
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(5.0)
+    holder = _HoldsTheWorker()  # after the exporter: the held span is exported before it blocks
+    rig = Rig(prices, also=(holder,), batch_delay_millis=60_000, max_queue_size=2)
     try:
+        held = rig.call()  # named as the others are: a different name would make it their twin
+        held.set_attribute("test.hold", True)
+        held.end()
+        rig.processor._hurry.set()  # do not wait a minute for the batch to gather
+        assert holder.entered.wait(30), "the worker never reached the held span"
         for _ in range(5):
             rig.call().end()
-        # two wait for the worker; the three that found the queue full were priced inline
-        assert len(rig.priced()) == 3
-        sys.setswitchinterval(interval)
+        # the worker is busy: two wait in the queue, the three that found it full were priced
+        # inline on this thread (plus the held span, exported before it blocked)
+        assert len([s for s in rig.priced() if not s.attributes.get("test.hold")]) == 3
+        holder.release.set()
         assert rig.processor.force_flush(10_000)
-        assert len(rig.priced()) == 5
+        assert len([s for s in rig.priced() if not s.attributes.get("test.hold")]) == 5
     finally:
-        sys.setswitchinterval(interval)
+        holder.release.set()
         rig.provider.shutdown()
 
 
