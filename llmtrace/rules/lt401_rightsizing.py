@@ -17,8 +17,11 @@ Statistics (rules-domain.md §4.2, §4.4; ``llmtrace.rules.stats``):
   (``stats.n_per_arm`` at the expensive model's observed accuracy, else ``assumed_accuracy``).
 
 Saving: the expensive model's calls for that prompt priced at the cheaper model's mean cost per
-call for the same prompt (so prompt length and output size are those of this prompt), scaled to a
-month. Aggregates are per (provider, model, service, prompt) sums, which merge by addition.
+call for the same prompt (so prompt length and output size are those of this prompt), as a
+run-rate over the days the expensive arm has data (``runrate``: from its first call to the end
+of the audit's data, so a split started three days ago is not spread over a 30-day window).
+Aggregates are per (provider, model, service, prompt) sums plus first/last call, which merge by
+addition, min and max.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import numpy as np
 import polars as pl
 
 from llmtrace.config import ConfigError
-from llmtrace.rules import stats
+from llmtrace.rules import runrate, stats
 from llmtrace.rules.base import AuditContext, Finding, Severity, merge_cells
 
 CODE = "LT401"
@@ -204,6 +207,7 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext, params: Params) -> pl.
         pl.when(pl.col("labelled") > 0).then(pl.col("correct") / pl.col("labelled")).alias("acc"),
     )
     cols = ["provider", "model", "calls", "cost", "cpc", "labelled", "correct", "acc"]
+    cols += ["first_call", "last_call"]
     pairs = (
         arms.select(*_KEY, *(pl.col(c).alias(f"{c}_e") for c in cols))
         .join(arms.select(*_KEY, *(pl.col(c).alias(f"{c}_c") for c in cols)), on=_KEY)
@@ -238,11 +242,15 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext, params: Params) -> pl.
     non_inferior = (pl.col("q") <= params.alpha).fill_null(False)
     plausible = pl.col("delta").is_null() | (pl.col("delta") > -margin)
     saving = pl.col("calls_e") * (pl.col("cpc_e") - pl.col("cpc_c"))
+    # the traffic that would move is the expensive arm's: its rate is the run-rate
+    pairs = pairs.with_columns(
+        runrate.basis_days("first_call_e", "last_call_e", ctx).alias("basis_days")
+    )
     return pairs.with_columns(
         lower.alias("delta_lower"),
         upper.alias("delta_upper"),
         needed.alias("needed_per_arm"),
-        (saving * ctx.monthly(1.0)).alias("monthly_savings_usd"),
+        runrate.monthly(saving, "basis_days").alias("monthly_savings_usd"),
         saving.alias("saving_in_window"),
         pl.when(non_inferior)
         .then(pl.lit(NON_INFERIOR))
@@ -324,6 +332,9 @@ def _finding(row: dict[str, Any], ctx: AuditContext, params: Params) -> Finding:
         "needed_labels_per_model": row["needed_per_arm"],
         "saving_in_window_usd": _round(row["saving_in_window"], 6),
         "verdict": row["verdict"],
+        "run_rate_basis": runrate.basis_evidence(
+            row["first_call_e"], row["last_call_e"], row["basis_days"], row["calls_e"]
+        ),
     }
     return Finding(
         rule=CODE,

@@ -20,8 +20,11 @@ first, else genai-prices' batch variants (modelled only from 2026-10-14). Where 
 the batch tier for the model, the finding is *unverified* (severity info, not counted) and
 names the price-file entry to add; the rule never assumes a discount. Calls already on another
 tier (``service_tier`` batch, flex, priority...) are not counted.
+A month is the run-rate over the key's days with data (``runrate``): a nightly job that began
+five days ago saves five nights' worth times six, whatever window the audit reads.
 
-Mergeability: plain per-key sums plus 24 per-hour call counts, all merging by addition.
+Mergeability: plain per-key sums plus 24 per-hour call counts, all merging by addition; the
+first and last call merge by min and max.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any, ClassVar
 import polars as pl
 
 from llmtrace.config import ConfigError
+from llmtrace.rules import runrate
 from llmtrace.rules.base import AuditContext, Finding, Severity, merge_cells
 
 CODE = "LT501"
@@ -244,16 +248,19 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext, params: Params) -> pl.
     )
     priced = pl.all_horizontal(pl.col(f"r_{c}").is_not_null() for c in _COMPONENTS)
     saving = pl.col("cost") - batch_cost
-    scale = ctx.monthly(1.0)
+    table = table.with_columns(
+        runrate.basis_days("first_call", "last_call", ctx).alias("basis_days")
+    )
+    monthly_saving = runrate.monthly(saving, "basis_days")
     return table.with_columns(
         pl.when(priced).then(pl.lit(VERIFIED)).otherwise(pl.lit(UNVERIFIED)).alias("pricing"),
         pl.when(priced).then(saving).alias("saving_in_window"),
-        pl.when(priced).then(saving * scale).otherwise(0.0).alias("monthly_savings_usd"),
+        pl.when(priced).then(monthly_saving).otherwise(0.0).alias("monthly_savings_usd"),
         # what an unverified finding could be worth: for ranking and the floor only, never
         # reported as a saving
         pl.when(priced)
-        .then(saving * scale)
-        .otherwise(pl.col("cost") * scale)
+        .then(monthly_saving)
+        .otherwise(runrate.monthly("cost", "basis_days"))
         .alias("potential_monthly_usd"),
     )
 
@@ -327,6 +334,9 @@ def _finding(row: dict[str, Any], ctx: AuditContext, params: Params) -> Finding:
         "batch_price": row["batch_price"],
         "pricing": row["pricing"],
         "saving_in_window_usd": _round(row["saving_in_window"], 6),
+        "run_rate_basis": runrate.basis_evidence(
+            row["first_call"], row["last_call"], row["basis_days"], row["calls"]
+        ),
     }
     if row["pricing"] != VERIFIED:
         evidence["price_file_entry"] = entry

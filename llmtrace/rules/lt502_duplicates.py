@@ -7,8 +7,10 @@ when an identical request was sent within ``window_minutes`` before it **from an
 answered it without a model call. Repeats inside one session (a stuck agent loop, a retry storm)
 are LT503's; keeping LT502 to cross-session repeats means the two rules never count a call twice.
 
-Saving = the repeats' cost (a cache hit costs next to nothing), scaled to a month. Evidence: the
-repeated fingerprints (never content), how many sessions and users sent each, and their cost.
+Saving = the repeats' cost (a cache hit costs next to nothing), as a run-rate over the days
+from the key's first repeated request to the end of the audit's data (``runrate``). Evidence:
+the repeated fingerprints (never content), how many sessions and users sent each, their cost,
+and the run-rate's basis.
 
 Mergeability: a request's calls must be together to find repeats, so the rule partitions by the
 input fingerprint (``partition_key``); per-fingerprint partial sums are then exact and merge by
@@ -24,6 +26,7 @@ from typing import Any, ClassVar
 import polars as pl
 
 from llmtrace.config import ConfigError
+from llmtrace.rules import runrate
 from llmtrace.rules.base import AuditContext, Finding, Severity, merge_cells, worth_reporting
 
 CODE = "LT502"
@@ -154,11 +157,13 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext, params: Params) -> pl.
             pl.col("repeat_unpriced").sum(),
             pl.len().alias("requests_repeated"),
             top.head(_TOP).alias("top"),
+            pl.col("first_call").min(),
+            pl.col("last_call").max(),
         )
+        .with_columns(runrate.basis_days("first_call", "last_call", ctx).alias("basis_days"))
     )
-    scale = ctx.monthly(1.0)
     return per_key.with_columns(
-        (pl.col("repeat_cost") * scale).alias("monthly_savings_usd"),
+        runrate.monthly("repeat_cost", "basis_days").alias("monthly_savings_usd"),
         (pl.col("repeats") >= params.min_repeats).alias("eligible"),
     )
 
@@ -191,6 +196,9 @@ def _finding(row: dict[str, Any], ctx: AuditContext, params: Params) -> Finding:
         "unpriced_repeats": int(row["repeat_unpriced"]),
         "requests_repeated": int(row["requests_repeated"]),
         "top_repeated_requests": row["top"],
+        "run_rate_basis": runrate.basis_evidence(
+            row["first_call"], row["last_call"], row["basis_days"], row["calls"]
+        ),
     }
     return Finding(
         rule=CODE,

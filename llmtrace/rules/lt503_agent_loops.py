@@ -22,7 +22,9 @@ Aggregation: per (conversation, repeat key) the calls, their cost and the first 
 need the conversation's calls together, so the rule's ``partition_key`` is the conversation;
 ``aggregate`` reduces to one row per conversation (exact under that split) and ``merge``
 adds rows up. ``decide`` groups the conversations by service and reports a service whose
-monthly waste reaches ``min_monthly_savings_usd``, with its worst sessions as evidence.
+monthly waste reaches ``min_monthly_savings_usd``, with its worst sessions as evidence. A month
+is the run-rate from the service's first wasteful session to the end of the audit's data
+(``runrate``): the same loops give the same monthly figure in a 7- or a 30-day window.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any, ClassVar
 import polars as pl
 
 from llmtrace.config import ConfigError
+from llmtrace.rules import runrate
 from llmtrace.rules.base import AuditContext, Finding, Severity, merge_cells
 
 CODE = "LT503"
@@ -49,6 +52,7 @@ _SUMS = [
     "failed_cost",
 ]
 _MAXES = ["max_repeats", "last_seen"]
+_MINS = ["first_seen"]
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,7 @@ class AgentLoopRule:
             .cast(pl.Int64)
             .alias("failed_calls"),
             pl.col("_cost").filter(pl.col("is_error").fill_null(False)).sum().alias("failed_cost"),
+            pl.col("start_time").min().alias("first_seen"),
             pl.col("start_time").max().alias("last_seen"),
         )
         groups = (
@@ -147,12 +152,12 @@ class AgentLoopRule:
                 pl.col("repeated_cost").fill_null(0.0),
             )
             .filter((pl.col("loops") > 0) | (pl.col("failed_calls") > 0))
-            .select(*_CELL, *_SUMS, *_MAXES)
+            .select(*_CELL, *_SUMS, *_MAXES, *_MINS)
         )
 
     def merge(self, partials: list[pl.DataFrame], ctx: AuditContext) -> pl.DataFrame:
         """Concatenate and add up (exact: each conversation is in one partition)."""
-        return merge_cells(partials, _CELL, sums=_SUMS, maxes=_MAXES)
+        return merge_cells(partials, _CELL, sums=_SUMS, maxes=_MAXES, mins=_MINS)
 
     def decide(self, aggregates: pl.DataFrame, ctx: AuditContext) -> list[Finding]:
         """One finding per service whose loops and billed failures waste enough a month."""
@@ -162,14 +167,24 @@ class AgentLoopRule:
         sessions = aggregates.with_columns(
             (pl.col("repeated_cost") + pl.col("failed_cost")).alias("waste")
         ).filter(pl.col("waste") > 0)
-        findings = []
-        for (service,), group in sessions.group_by("service", maintain_order=True):
-            waste = float(group["waste"].sum())
-            monthly = ctx.monthly(waste)
-            if monthly < params.min_monthly_savings_usd:
-                continue
-            findings.append(_finding(service, group, waste, monthly, ctx, params))
-        return sorted(findings, key=lambda f: -f.monthly_savings_usd)
+        services = (
+            sessions.group_by("service")
+            .agg(
+                pl.col("waste").sum(),
+                pl.col("first_seen").min(),
+                pl.col("last_seen").max(),
+            )
+            .with_columns(runrate.basis_days("first_seen", "last_seen", ctx).alias("basis_days"))
+            .with_columns(runrate.monthly("waste", "basis_days").alias("monthly"))
+            .filter(pl.col("monthly") >= params.min_monthly_savings_usd)
+            .sort("monthly", "service", descending=[True, False], nulls_last=True)
+        )
+        return [
+            _finding(
+                sessions.filter(pl.col("service").eq_missing(row["service"])), row, ctx, params
+            )
+            for row in services.iter_rows(named=True)
+        ]
 
 
 RULE = AgentLoopRule()
@@ -184,13 +199,11 @@ def _severity(monthly: float, params: Params) -> Severity:
 
 
 def _finding(
-    service: str | None,
-    group: pl.DataFrame,
-    waste: float,
-    monthly: float,
-    ctx: AuditContext,
-    params: Params,
+    group: pl.DataFrame, service_row: dict[str, Any], ctx: AuditContext, params: Params
 ) -> Finding:
+    """The finding of one service: ``group`` its wasteful sessions, ``service_row`` their
+    waste, run-rate basis and monthly figure."""
+    service, waste, monthly = service_row["service"], service_row["waste"], service_row["monthly"]
     worst = group.sort("waste", descending=True).head(params.worst_sessions)
     loops = int(group["loops"].sum())
     repeated = int(group["repeated_calls"].sum())
@@ -224,6 +237,12 @@ def _finding(
         "billed_failure_cost_usd": round(float(group["failed_cost"].sum()), 6),
         "sessions_cost_usd": round(total, 6),
         "min_repeats": params.min_repeats,
+        "run_rate_basis": runrate.basis_evidence(
+            service_row["first_seen"],
+            service_row["last_seen"],
+            service_row["basis_days"],
+            int(group["calls"].sum()),
+        ),
         "worst_sessions": [
             {
                 "conversation_id": row["conversation_id"],
