@@ -10,13 +10,14 @@ applies the statistics and thresholds that turn numbers into findings.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, Self, get_origin, get_type_hints
 
 import polars as pl
 
 from llmtrace.accuracy import DEFAULT_CATEGORIES, AccuracyConfig
+from llmtrace.config import ConfigError
 
 Severity = Literal["info", "low", "medium", "high"]
 SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high")
@@ -42,6 +43,58 @@ class RuleSpec:
     params: Mapping[str, Any]
     doc: RuleDoc
     default_severity: Severity = "medium"
+
+
+class RuleParams:
+    """Base of a built-in rule's parameters: a frozen dataclass read with ``from_mapping``.
+
+    Why one reader: every rule gets its parameters as a plain mapping (rules/<CODE>.yaml's
+    defaults overlaid by ``[rules.<CODE>]``) and must turn it into typed values with an error
+    naming the rule and the parameter, never a traceback deep in ``decide``. The engine has
+    already checked each value against the YAML default's type; this is the rule's own, last
+    check, and the one place that knows how a field's annotation reads a value:
+
+    * ``int`` / ``float``: a number >= 0 (every rule parameter is a count, share, size, time
+      or amount of money), cast to the field's type;
+    * ``tuple[str, ...]``: a list of names, or one comma-separated string.
+
+    A rule declares its code in the class statement and checks combinations of values in
+    ``__post_init__`` (also run when a test builds the dataclass directly)::
+
+        @dataclass(frozen=True)
+        class Params(RuleParams, code=CODE):
+            min_calls: int = 20
+    """
+
+    code: ClassVar[str]
+
+    def __init_subclass__(cls, *, code: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if code:
+            cls.code = code
+
+    @classmethod
+    def from_mapping(cls, params: Mapping[str, Any] | None) -> Self:
+        """The known parameters of ``params``, checked and typed; others are ignored."""
+        params = params or {}
+        hints = get_type_hints(cls)
+        values = {
+            f.name: cls._read(f.name, hints[f.name], params[f.name])
+            for f in fields(cls)  # type: ignore[arg-type]
+            if f.name in params
+        }
+        return cls(**values)
+
+    @classmethod
+    def _read(cls, name: str, kind: Any, raw: Any) -> Any:
+        if get_origin(kind) is tuple:
+            items = raw.split(",") if isinstance(raw, str) else raw
+            if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+                raise ConfigError(f"{cls.code}: parameter {name} must be a list of names")
+            return tuple(i.strip() for i in items if i.strip())
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
+            raise ConfigError(f"{cls.code}: parameter {name} must be a number >= 0, not {raw!r}")
+        return int(raw) if kind is int else float(raw)
 
 
 @dataclass(frozen=True)

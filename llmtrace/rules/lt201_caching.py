@@ -32,7 +32,7 @@ a small, conservative error.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import polars as pl
@@ -42,6 +42,7 @@ from llmtrace.rules import runrate
 from llmtrace.rules.base import (
     AuditContext,
     Finding,
+    RuleParams,
     Severity,
     coverage_rows,
     merge_cells,
@@ -99,7 +100,7 @@ _MINS = ["first_call"]
 
 
 @dataclass(frozen=True)
-class Params:
+class Params(RuleParams, code=CODE):
     """LT201's parameters (defaults in rules/LT201.yaml, overridable in llmtrace.toml)."""
 
     min_monthly_savings_usd: float = 5.0
@@ -110,22 +111,9 @@ class Params:
     medium_savings_usd: float = 50.0
     high_savings_usd: float = 500.0
 
-    @classmethod
-    def from_mapping(cls, params: Any) -> Params:
-        """Read known parameters, type-checked; a wrong type is a ConfigError naming it."""
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name not in params:
-                continue
-            raw = params[f.name]
-            kind = int if f.type in ("int", int) else float
-            if isinstance(raw, bool) or not isinstance(raw, int | float):
-                raise ConfigError(f"{CODE}: parameter {f.name} must be a number, not {raw!r}")
-            values[f.name] = kind(raw)
-        made = cls(**values)
-        if made.max_prefix_depth < 1 or made.min_calls < 2:
+    def __post_init__(self) -> None:
+        if self.max_prefix_depth < 1 or self.min_calls < 2:
             raise ConfigError(f"{CODE}: max_prefix_depth must be >= 1 and min_calls >= 2")
-        return made
 
 
 class CachingRule:

@@ -37,16 +37,16 @@ Vectorised: one sort by (conversation, time), then shifted columns; no Python pe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import polars as pl
 
-from llmtrace.config import ConfigError
 from llmtrace.rules import runrate
 from llmtrace.rules.base import (
     AuditContext,
     Finding,
+    RuleParams,
     Severity,
     coverage_rows,
     merge_cells,
@@ -88,7 +88,7 @@ _EXPLICIT = [p for p, facts in PROVIDERS.items() if facts.mode == "explicit"]
 
 
 @dataclass(frozen=True)
-class Params:
+class Params(RuleParams, code=CODE):
     """LT202's parameters (defaults in rules/LT202.yaml, overridable in llmtrace.toml)."""
 
     min_monthly_savings_usd: float = 5.0
@@ -97,19 +97,6 @@ class Params:
     min_resent_calls: int = 20
     medium_savings_usd: float = 50.0
     high_savings_usd: float = 500.0
-
-    @classmethod
-    def from_mapping(cls, params: Any) -> Params:
-        """Read known parameters, type-checked; a wrong type is a ConfigError naming it."""
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name not in params:
-                continue
-            raw = params[f.name]
-            if isinstance(raw, bool) or not isinstance(raw, int | float):
-                raise ConfigError(f"{CODE}: parameter {f.name} must be a number, not {raw!r}")
-            values[f.name] = int(raw) if f.type in ("int", int) else float(raw)
-        return cls(**values)
 
 
 class HistoryRule:

@@ -33,7 +33,7 @@ histograms merge by addition under any split). ``merge`` concatenates and re-agg
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import polars as pl
@@ -43,6 +43,7 @@ from llmtrace.rules import runrate, stats
 from llmtrace.rules.base import (
     AuditContext,
     Finding,
+    RuleParams,
     Severity,
     coverage_rows,
     merge_cells,
@@ -111,7 +112,7 @@ ON_TOP = "conv_cached"
 
 
 @dataclass(frozen=True)
-class Params:
+class Params(RuleParams, code=CODE):
     """LT301's parameters (defaults in rules/LT301.yaml, overridable in llmtrace.toml)."""
 
     min_monthly_savings_usd: float = 5.0
@@ -127,23 +128,11 @@ class Params:
     medium_savings_usd: float = 50.0
     high_savings_usd: float = 500.0
 
-    @classmethod
-    def from_mapping(cls, params: Any) -> Params:
-        """Read known parameters, type-checked; a wrong type is a ConfigError naming it."""
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name not in params:
-                continue
-            raw = params[f.name]
-            if isinstance(raw, bool) or not isinstance(raw, int | float):
-                raise ConfigError(f"{CODE}: parameter {f.name} must be a number, not {raw!r}")
-            values[f.name] = int(raw) if f.type in ("int", int) else float(raw)
-        made = cls(**values)
-        if made.summarize_after_turns < 1 or made.budget_tokens < 1 or made.min_turns < 2:
+    def __post_init__(self) -> None:
+        if self.summarize_after_turns < 1 or self.budget_tokens < 1 or self.min_turns < 2:
             raise ConfigError(
                 f"{CODE}: summarize_after_turns and budget_tokens must be >= 1, min_turns >= 2"
             )
-        return made
 
 
 class ContextRule:

@@ -27,7 +27,7 @@ addition, min and max.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -35,7 +35,7 @@ import polars as pl
 
 from llmtrace.config import ConfigError
 from llmtrace.rules import runrate, stats
-from llmtrace.rules.base import AuditContext, Finding, Severity, merge_cells
+from llmtrace.rules.base import AuditContext, Finding, RuleParams, Severity, merge_cells
 
 CODE = "LT401"
 NAME = "model-right-sizing"
@@ -48,7 +48,7 @@ INCONCLUSIVE = "inconclusive"
 
 
 @dataclass(frozen=True)
-class Params:
+class Params(RuleParams, code=CODE):
     """LT401's parameters (defaults in rules/LT401.yaml, overridable in llmtrace.toml)."""
 
     margin_pp: float = 2.0
@@ -60,19 +60,9 @@ class Params:
     medium_savings_usd: float = 50.0
     high_savings_usd: float = 500.0
 
-    @classmethod
-    def from_mapping(cls, params: Any) -> Params:
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name in params:
-                raw = params[f.name]
-                if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
-                    raise ConfigError(f"{CODE}: parameter {f.name} must be a number >= 0")
-                values[f.name] = int(raw) if f.type in ("int", int) else float(raw)
-        made = cls(**values)
-        if not 0 < made.alpha < 1 or not 0 < made.assumed_accuracy < 1:
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 1 or not 0 < self.assumed_accuracy < 1:
             raise ConfigError(f"{CODE}: alpha and assumed_accuracy must be between 0 and 1")
-        return made
 
 
 class RightSizingRule:

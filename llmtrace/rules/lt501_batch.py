@@ -29,7 +29,7 @@ first and last call merge by min and max.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -37,7 +37,7 @@ import polars as pl
 
 from llmtrace.config import ConfigError
 from llmtrace.rules import runrate
-from llmtrace.rules.base import AuditContext, Finding, Severity, merge_cells
+from llmtrace.rules.base import AuditContext, Finding, RuleParams, Severity, merge_cells
 
 CODE = "LT501"
 NAME = "batch-eligible-traffic"
@@ -61,7 +61,7 @@ UNVERIFIED = "unverified"
 
 
 @dataclass(frozen=True)
-class Params:
+class Params(RuleParams, code=CODE):
     """LT501's parameters (defaults in rules/LT501.yaml, overridable in llmtrace.toml)."""
 
     offline_services: tuple[str, ...] = ()
@@ -76,28 +76,9 @@ class Params:
     medium_savings_usd: float = 50.0
     high_savings_usd: float = 500.0
 
-    @classmethod
-    def from_mapping(cls, params: Any) -> Params:
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name not in params:
-                continue
-            raw = params[f.name]
-            if f.name in ("offline_services", "offline_actions", "batch_providers"):
-                items = raw.split(",") if isinstance(raw, str) else raw
-                if not isinstance(items, list | tuple) or not all(
-                    isinstance(i, str) for i in items
-                ):
-                    raise ConfigError(f"{CODE}: parameter {f.name} must be a list of names")
-                values[f.name] = tuple(i.strip() for i in items if i.strip())
-                continue
-            if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
-                raise ConfigError(f"{CODE}: parameter {f.name} must be a number >= 0")
-            values[f.name] = int(raw) if f.type in ("int", int) else float(raw)
-        made = cls(**values)
-        if not 1 <= made.burst_hours <= 24:
+    def __post_init__(self) -> None:
+        if not 1 <= self.burst_hours <= 24:
             raise ConfigError(f"{CODE}: burst_hours must be between 1 and 24")
-        return made
 
 
 class BatchRule:

@@ -20,14 +20,20 @@ however many unique requests there are.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import polars as pl
 
-from llmtrace.config import ConfigError
 from llmtrace.rules import runrate
-from llmtrace.rules.base import AuditContext, Finding, Severity, merge_cells, worth_reporting
+from llmtrace.rules.base import (
+    AuditContext,
+    Finding,
+    RuleParams,
+    Severity,
+    merge_cells,
+    worth_reporting,
+)
 
 CODE = "LT502"
 NAME = "duplicate-requests"
@@ -39,7 +45,7 @@ _TOP = 5
 
 
 @dataclass(frozen=True)
-class Params:
+class Params(RuleParams, code=CODE):
     """LT502's parameters (defaults in rules/LT502.yaml, overridable in llmtrace.toml)."""
 
     window_minutes: float = 60.0
@@ -47,17 +53,6 @@ class Params:
     min_monthly_savings_usd: float = 5.0
     medium_savings_usd: float = 50.0
     high_savings_usd: float = 500.0
-
-    @classmethod
-    def from_mapping(cls, params: Any) -> Params:
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name in params:
-                raw = params[f.name]
-                if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
-                    raise ConfigError(f"{CODE}: parameter {f.name} must be a number >= 0")
-                values[f.name] = int(raw) if f.type in ("int", int) else float(raw)
-        return cls(**values)
 
 
 class DuplicateRequestsRule:

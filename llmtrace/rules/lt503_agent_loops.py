@@ -29,14 +29,14 @@ is the run-rate from the service's first wasteful session to the end of the audi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import polars as pl
 
 from llmtrace.config import ConfigError
 from llmtrace.rules import runrate
-from llmtrace.rules.base import AuditContext, Finding, Severity, merge_cells
+from llmtrace.rules.base import AuditContext, Finding, RuleParams, Severity, merge_cells
 
 CODE = "LT503"
 NAME = "agent-loop-waste"
@@ -56,7 +56,7 @@ _MINS = ["first_seen"]
 
 
 @dataclass(frozen=True)
-class Params:
+class Params(RuleParams, code=CODE):
     """LT503's parameters (rules/LT503.yaml), overridable in the config."""
 
     min_repeats: int = 3
@@ -65,20 +65,9 @@ class Params:
     medium_savings_usd: float = 50.0
     high_savings_usd: float = 500.0
 
-    @classmethod
-    def from_mapping(cls, params: Any) -> Params:
-        known = {f.name: f for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for name, value in dict(params or {}).items():
-            if name not in known:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"{CODE}: parameter {name} must be a number, got {value!r}")
-            values[name] = int(value) if known[name].type == "int" else float(value)
-        result = cls(**values)
-        if result.min_repeats < 2:
+    def __post_init__(self) -> None:
+        if self.min_repeats < 2:
             raise ConfigError(f"{CODE}: min_repeats must be at least 2")
-        return result
 
 
 class AgentLoopRule:
