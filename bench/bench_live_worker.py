@@ -78,11 +78,16 @@ def main() -> None:
 
         def replay() -> None:
             for _ in range(args.passes):
+                # a replayed span would otherwise find its own first pass as a priced twin and
+                # be deferred unpriced (no pricing, no metrics): measure the priced path
+                processor._recent.clear()
+                priced = processor.calls_priced
                 for job in jobs:
                     prompt = prompts.get(job.span_id)
                     if prompt is not None:
                         processor._prompts[job.span_id] = prompt
                     run(job)
+                assert processor.calls_priced - priced == len(jobs), "replayed calls not priced"
 
         replay()  # warm
         per_job = []

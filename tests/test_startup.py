@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from llmtrace import record
+from llmtrace import price_book, record
 from llmtrace.otel import processor
 
 
@@ -23,9 +23,8 @@ def imported_after(code: str, tmp_path: Path, *modules: str) -> list[str]:
     return [m for m in done.stdout.strip().split(",") if m]
 
 
-# init() starts loading the price data (genai-prices, and polars with llmtrace.pricing) on a
-# background thread, off the app's path; the probes switch that off to see what init() itself
-# imports, deterministically.
+# init() starts loading the price data (genai-prices) on a background thread, off the app's
+# path; the probes switch that off to see what init() itself imports, deterministically.
 NO_WARM = (
     "from llmtrace.otel.processor import LazyPriceBook; "
     "LazyPriceBook.warm_in_background = lambda self: None"
@@ -55,3 +54,22 @@ def test_an_sdk_imported_before_init_is_instrumented_at_once(tmp_path: Path) -> 
 def test_the_live_side_copies_of_record_constants_agree() -> None:
     assert processor.TOKEN_FIELDS == record.TOKEN_FIELDS
     assert processor.PRICE_OK == record.PRICE_OK
+
+
+def test_the_price_book_copies_of_record_constants_agree() -> None:
+    assert price_book.COST_COMPONENTS == record.COST_COMPONENTS
+    for name in ("OK", "UNKNOWN_MODEL", "NO_MODEL", "NO_USAGE", "INVALID_USAGE", "UNPRICED_TIER"):
+        assert getattr(price_book, f"PRICE_{name}") == getattr(record, f"PRICE_{name}")
+
+
+def test_pricing_live_calls_loads_no_polars(tmp_path: Path) -> None:
+    """The price data init() loads in the background, and pricing a call with it, need no
+    Polars (~25 MB an app would carry for nothing; bench/bench_startup.py)."""
+    code = (
+        "import datetime, llmtrace; handle = llmtrace.init(exporters='none'); "
+        "pricer = handle.processor._pricer; pricer.get(); "  # waits for the background load
+        "costs = pricer({'provider': 'openai', 'model': 'gpt-4o', 'input_tokens': 1000, "
+        "'output_tokens': 10, 'start_time': datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC)}); "
+        "assert costs['price_status'] == 'ok', costs"
+    )
+    assert imported_after(code, tmp_path, "polars", "genai_prices") == ["genai_prices"]

@@ -8,16 +8,7 @@ passed through untouched. This works for spans from any instrumentation (officia
 OpenLLMetry, OpenInference, OpenLIT, the ``anthropic`` SDK's own spans): ``llmtrace.dialects``
 reads them all.
 
-Attributes added to a priced LLM span (always Python floats, never ints: Tempo does not compare
-int with float):
-
-* ``gen_ai.usage.cost`` - total USD (what Langfuse and OpenLIT-style dashboards read);
-* ``llmtrace.cost.input``, ``.cache_read``, ``.cache_write``, ``.output``, ``.reasoning``,
-  ``.total`` (and ``.request`` when a per-request fee applies) - disjoint components;
-* ``langfuse.observation.cost_details`` - JSON with Langfuse's keys so it shows the breakdown;
-* ``llmtrace.price.source`` (price data and version), ``llmtrace.price.status`` (``ok``).
-
-An unpriced call gets no cost attributes, only ``llmtrace.price.status`` saying why.
+The attributes added to a priced span are listed in ``llmtrace.otel.spans``.
 
 **Two spans, one call.** When an LLM span starts inside another LLM span that is still in
 progress (the ``anthropic`` SDK's span inside the official instrumentation's, or the other way
@@ -33,8 +24,6 @@ in-progress spans is bounded (``max_tracked``) so spans that never end cannot gr
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import threading
 import time
@@ -46,197 +35,65 @@ from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
-from opentelemetry.trace import StatusCode
 
 from llmtrace import dialects, twins
 from llmtrace.fingerprint import PREFIX_HASHES_ATTRIBUTE
 from llmtrace.otel import _guard
 from llmtrace.otel.hook import fingerprint_attributes
-
-# The record's price status and token fields (llmtrace.record), repeated here so the live side
-# never imports polars while the app starts; tests/test_startup.py checks they agree.
-PRICE_OK = "ok"
-TOKEN_FIELDS: tuple[str, ...] = (
-    "input_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "output_tokens",
-    "reasoning_tokens",
+from llmtrace.otel.jobs import FROM_HELD_TWIN, Action, ActionEnd, Flush, Job, LiveSpan, Parked
+from llmtrace.otel.pricer import LazyPriceBook, default_pricer
+from llmtrace.otel.spans import (
+    ACTION,
+    AGENT_ATTRIBUTE,
+    AGENT_NAMES,
+    COST_ATTRIBUTES,
+    LANGFUSE_COST_DETAILS,
+    PRICE_OK,
+    PRICE_SOURCE,
+    PRICE_STATUS,
+    PRICED_SPAN_ID,
+    PRICED_TRACE_ID,
+    REQUEST_COST,
+    TOKEN_FIELDS,
+    TOOL_ATTRIBUTE,
+    TOTAL_COST,
+    cost_attributes,
+    looks_like_llm_at_start,
+    maybe_tool,
+    plain_attributes,
+    span_mapping,
+    with_attributes,
 )
 
-PRICED_SPAN_ID = "llmtrace.priced_span_id"
-PRICED_TRACE_ID = "llmtrace.priced_trace_id"
-PRICE_STATUS = "llmtrace.price.status"
-PRICE_SOURCE = "llmtrace.price.source"
-ACTION = "llmtrace.action"
-AGENT_ATTRIBUTE = dialects.AGENT_ATTRIBUTE
-TOOL_ATTRIBUTE = dialects.TOOL_ATTRIBUTE
-AGENT_NAMES = dialects.AGENT_NAME_ATTRIBUTES
-_TOOL_MARKER_NAMES = tuple(name for name, _ in dialects.TOOL_SPAN_MARKERS)
-TOTAL_COST = "gen_ai.usage.cost"
-LANGFUSE_COST_DETAILS = "langfuse.observation.cost_details"
-# call-record cost field -> (llmtrace.cost.* attribute, Langfuse cost_details key)
-COST_ATTRIBUTES: dict[str, tuple[str, str | None]] = {
-    "input_cost": ("llmtrace.cost.input", "input"),
-    "cache_read_cost": ("llmtrace.cost.cache_read", "input_cached_tokens"),
-    "cache_write_cost": ("llmtrace.cost.cache_write", "input_cache_creation"),
-    "output_cost": ("llmtrace.cost.output", "output"),
-    "reasoning_cost": ("llmtrace.cost.reasoning", "output_reasoning_tokens"),
-    "total_cost": ("llmtrace.cost.total", "total"),
-}
-REQUEST_COST = "llmtrace.cost.request"
+# re-exported: the names other modules and tests import from here
+__all__ = [
+    "ACTION",
+    "AGENT_ATTRIBUTE",
+    "COST_ATTRIBUTES",
+    "LANGFUSE_COST_DETAILS",
+    "PRICED_SPAN_ID",
+    "PRICED_TRACE_ID",
+    "PRICE_OK",
+    "PRICE_SOURCE",
+    "PRICE_STATUS",
+    "REQUEST_COST",
+    "TOKEN_FIELDS",
+    "TOOL_ATTRIBUTE",
+    "TOTAL_COST",
+    "CostSpanProcessor",
+    "LazyPriceBook",
+    "cost_attributes",
+    "default_pricer",
+    "looks_like_llm_at_start",
+    "plain_attributes",
+    "span_mapping",
+    "with_attributes",
+]
+
 _MAX_HOPS = 64
 
 Pricer = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 CallSink = Callable[[Mapping[str, Any], str], None]
-
-
-class _Live:
-    """What is known about a span still in progress: its parent, whether it looks like an LLM
-    call, its trace's local root (span id and name, the default ``action``) and, on a local
-    root's own entry, whether LLM calls ended under it (so its end closes an action)."""
-
-    __slots__ = ("parent", "llm", "root_name", "root", "calls", "agent", "run")
-
-    def __init__(
-        self,
-        parent: int | None,
-        llm: bool,
-        root_name: str | None,
-        root: int | None,
-        agent: str | None = None,
-        run: int | None = None,
-    ) -> None:
-        self.parent = parent
-        self.llm = llm
-        self.root_name = root_name
-        self.root = root
-        self.calls = False
-        self.agent = agent  # the innermost agent (an invoke_agent span) this span runs in
-        self.run = run  # that agent span's id (else the local root's): where tools are matched
-
-
-def _maybe_tool(attrs: Mapping[str, Any]) -> bool:
-    """A cheap first look (app thread, every span end): could this be a tool span?"""
-    return attrs.get("gen_ai.operation.name") == "execute_tool" or any(
-        name in attrs for name in _TOOL_MARKER_NAMES
-    )
-
-
-def looks_like_llm_at_start(attrs: Mapping[str, Any] | None) -> bool:
-    """Whether a span that just started is probably an LLM call (a candidate ancestor).
-
-    Only start-time attributes are known here, so usage cannot decide; the operation name,
-    OpenInference span kind and provider/system markers can. Agent, tool and workflow spans are
-    excluded: an LLM call inside an agent span is its own call, not a second view of one.
-    """
-    if not attrs:
-        return False
-    operation = attrs.get("gen_ai.operation.name")
-    if operation is not None:
-        return operation in dialects.INFERENCE_OPERATIONS
-    kind = attrs.get("openinference.span.kind")
-    if kind is not None:
-        return kind in ("LLM", "EMBEDDING")
-    if any(marker in attrs for marker in dialects.AGGREGATE_MARKERS):
-        return False
-    return "llm.request.type" in attrs or "gen_ai.system" in attrs
-
-
-def plain_attributes(span: ReadableSpan) -> dict[str, Any]:
-    """A plain ``dict`` copy of a span's attributes, made once per span.
-
-    An SDK span's ``BoundedAttributes`` answer ``dict(...)`` through a Python-level
-    ``__getitem__`` per key; their ``copy()`` copies the dict underneath in one C call (the
-    worker made two such copies per LLM span before: ~10% of its time).
-    """
-    attrs = span.attributes
-    if not attrs:
-        return {}
-    copy = getattr(attrs, "copy", None)
-    if copy is not None:
-        out = copy()
-        if type(out) is dict:
-            return out
-    return dict(attrs)
-
-
-def span_mapping(span: ReadableSpan, attributes: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The plain mapping ``llmtrace.dialects.span_to_call`` reads, from an SDK span
-    (``attributes``: its attributes already copied by ``plain_attributes``, used as they are)."""
-    context = span.context
-    parent = span.parent
-    scope = span.instrumentation_scope
-    status = span.status.status_code
-    mapping: dict[str, Any] = {
-        "trace_id": f"{context.trace_id:032x}",
-        "span_id": f"{context.span_id:016x}",
-        "parent_span_id": f"{parent.span_id:016x}" if parent is not None else None,
-        "name": span.name,
-        "scope": scope.name if scope is not None else None,
-        "start_ns": span.start_time,
-        "end_ns": span.end_time,
-        "status_code": status.value,
-        "attributes": plain_attributes(span) if attributes is None else attributes,
-        "resource": span.resource.attributes if span.resource is not None else {},
-    }
-    if status is StatusCode.ERROR and span.events:
-        mapping["events"] = [
-            {"name": event.name, "attributes": event.attributes or {}} for event in span.events
-        ]
-    return mapping
-
-
-def with_attributes(
-    span: ReadableSpan, extra: Mapping[str, Any], base: dict[str, Any] | None = None
-) -> ReadableSpan:
-    """A read-only copy of ``span`` with ``extra`` attributes added (what exporters receive).
-
-    ``base``: a private copy of the span's attributes (``plain_attributes``) that the copy may
-    take over and extend, instead of copying them again."""
-    attributes = plain_attributes(span) if base is None else base
-    attributes.update(extra)
-    return ReadableSpan(
-        name=span.name,
-        context=span.context,
-        parent=span.parent,
-        resource=span.resource,
-        attributes=attributes,
-        events=span.events,
-        links=span.links,
-        kind=span.kind,
-        status=span.status,
-        start_time=span.start_time,
-        end_time=span.end_time,
-        instrumentation_scope=span.instrumentation_scope,
-    )
-
-
-def cost_attributes(costs: Mapping[str, Any]) -> dict[str, Any]:
-    """Span attributes for a priced call's cost fields (floats) or its price status."""
-    status = costs.get("price_status")
-    if status != PRICE_OK or costs.get("total_cost") is None:
-        return {PRICE_STATUS: str(status or "not_priced")}
-    out: dict[str, Any] = {TOTAL_COST: float(costs["total_cost"])}
-    details: dict[str, float] = {}
-    for field, (attribute, langfuse_key) in COST_ATTRIBUTES.items():
-        value = float(costs.get(field) or 0.0)
-        out[attribute] = value
-        if langfuse_key is not None:
-            details[langfuse_key] = value
-    request = costs.get("request_cost")
-    if request:
-        out[REQUEST_COST] = float(request)
-    # floats' repr is valid JSON for finite values and ~4x cheaper than json.dumps here
-    out[LANGFUSE_COST_DETAILS] = (
-        "{" + ",".join(f'"{k}":{v!r}' for k, v in details.items()) + "}"
-        if all(math.isfinite(v) for v in details.values())
-        else json.dumps(details, separators=(",", ":"))
-    )
-    out[PRICE_SOURCE] = str(costs.get("price_source") or "")
-    out[PRICE_STATUS] = PRICE_OK
-    return out
 
 
 def _has_usage(call: Mapping[str, Any]) -> bool:
@@ -254,71 +111,6 @@ def _adopt_usage(call: dict[str, Any], child: Mapping[str, Any]) -> None:
 
 def _utc(value: datetime | None) -> datetime:
     return value if value is not None else datetime.now(UTC)
-
-
-class _Job:
-    """One LLM span on its way from ``on_end`` (app thread) to the worker.
-
-    ``root_id`` is the local root whose action the call belongs to (None when unknown or when
-    the root had already ended); ``is_root`` says the LLM span is that root itself, so its own
-    processing closes the action.
-    """
-
-    __slots__ = ("span", "span_id", "root_name", "ancestor_id", "llm_at_start", "root_id",
-                 "is_root", "agent", "tool")  # fmt: skip
-
-    def __init__(
-        self,
-        span: ReadableSpan,
-        span_id: int,
-        root_name: str | None,
-        ancestor_id: int | None,
-        llm_at_start: bool,
-        root_id: int | None = None,
-        is_root: bool = False,
-    ) -> None:
-        self.span = span
-        self.span_id = span_id
-        self.root_name = root_name
-        self.ancestor_id = ancestor_id
-        self.llm_at_start = llm_at_start
-        self.root_id = root_id
-        self.is_root = is_root
-        self.agent: str | None = None
-        self.tool: str | None = None
-
-
-class _ActionEnd:
-    """A local root that is not an LLM call ended with LLM calls under it: close its action.
-
-    Queued behind the jobs of those calls (they ended first), so the worker has priced them all
-    by the time it gets here."""
-
-    __slots__ = ("root_id",)
-
-    def __init__(self, root_id: int) -> None:
-        self.root_id = root_id
-
-
-class _Flush:
-    """``force_flush``'s marker: the worker sets ``done`` when it gets to it (FIFO)."""
-
-    __slots__ = ("done",)
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-
-
-class _Action:
-    """The calls of one action instance priced so far (worker only)."""
-
-    __slots__ = ("call", "cost", "calls", "unpriced")
-
-    def __init__(self, call: Mapping[str, Any]) -> None:
-        self.call = call  # the first call: service, environment and action labels
-        self.cost = 0.0
-        self.calls = 0
-        self.unpriced = 0
 
 
 ActionSink = Callable[[Mapping[str, Any], float], None]
@@ -379,21 +171,21 @@ class CostSpanProcessor(SpanProcessor):
         self._on_action = on_action
         self._keep_content = keep_content
         self._max_tracked = max_tracked
-        self._live: dict[int, _Live] = {}
+        self._live: dict[int, LiveSpan] = {}
         # per agent run (its invoke_agent span, else the local root): the tool that ended last
         # and whose result no call has read yet (app thread only, like ``_live``)
         self._tools: dict[int, str] = {}
         self._child_calls: dict[int, dict[str, Any]] = {}  # worker only
-        self._actions: dict[int, _Action] = {}  # worker only
+        self._actions: dict[int, Action] = {}  # worker only
         self._prompts: dict[int, tuple[Any, Any, Any]] = {}
         self._recent = twins.RecentCalls()  # worker only
-        self._parked: dict[int, _Parked] = {}  # worker only
+        self._parked: dict[int, Parked] = {}  # worker only
         self._twin_wait = twin_wait_millis / 1000
         self._background = background
         self._max_queue = max_queue_size
         self._hurry_at = max(1, max_queue_size // 4)
         self._delay = batch_delay_millis / 1000
-        self._queue: deque[_Job | _ActionEnd | _Flush] = deque()
+        self._queue: deque[Job | ActionEnd | Flush] = deque()
         self._start_lock = threading.Lock()
         self._wake = threading.Event()  # something is queued
         self._hurry = threading.Event()  # ... and should not wait for the batch to fill
@@ -441,7 +233,7 @@ class CostSpanProcessor(SpanProcessor):
         except Exception as exc:  # noqa: BLE001
             _guard.swallow("processor.on_end", exc)
             item = None
-        if item is None or type(item) is _ActionEnd:
+        if item is None or type(item) is ActionEnd:
             self._forward(span)  # not an LLM span: downstream as it is, now
             if item is None:
                 return
@@ -516,7 +308,7 @@ class CostSpanProcessor(SpanProcessor):
             own, _ = dialects.agent_and_tool(attrs)
             if own is not None:
                 agent, run = own, span_id
-        live[span_id] = _Live(
+        live[span_id] = LiveSpan(
             parent_id, looks_like_llm_at_start(attrs), root_name, root, agent, run
         )
 
@@ -533,7 +325,7 @@ class CostSpanProcessor(SpanProcessor):
             parent_id = entry.parent
         return None
 
-    def _prepare(self, span: ReadableSpan) -> _Job | _ActionEnd | None:
+    def _prepare(self, span: ReadableSpan) -> Job | ActionEnd | None:
         """What must be decided while the span's ancestors are still in progress."""
         span_id = span.context.span_id
         live = self._live.pop(span_id, None)
@@ -542,15 +334,15 @@ class CostSpanProcessor(SpanProcessor):
         if not llm_at_start and not dialects.is_llm_span(span.attributes or {}):
             self._prompts.pop(span_id, None)
             attrs = span.attributes
-            if live is not None and live.run is not None and attrs and _maybe_tool(attrs):
+            if live is not None and live.run is not None and attrs and maybe_tool(attrs):
                 _, tool = dialects.agent_and_tool(attrs)
                 if tool is not None:  # the next call of this agent run consumes its result
                     self._tools[live.run] = tool
             if live is not None and live.calls:
-                return _ActionEnd(span_id)  # a local root with LLM calls under it
+                return ActionEnd(span_id)  # a local root with LLM calls under it
             return None
         if live is None:
-            return _Job(span, span_id, None, None, llm_at_start)
+            return Job(span, span_id, None, None, llm_at_start)
         root = live.root
         is_root = root == span_id
         if root is not None and not is_root:
@@ -560,18 +352,18 @@ class CostSpanProcessor(SpanProcessor):
             else:
                 root_entry.calls = True
         ancestor = self._llm_ancestor(live.parent)
-        job = _Job(span, span_id, live.root_name, ancestor, llm_at_start, root, is_root)
+        job = Job(span, span_id, live.root_name, ancestor, llm_at_start, root, is_root)
         job.agent = live.agent
         if live.run is not None and ancestor is None:
             job.tool = self._tools.pop(live.run, None)
         return job
 
-    def _enqueue(self, item: _Job | _ActionEnd) -> bool:
+    def _enqueue(self, item: Job | ActionEnd) -> bool:
         """Hand ``item`` to the worker; False when it must be done inline (full or stopped)."""
         queue = self._queue
         size = len(queue)
         # an action's end is tiny and must stay behind its calls: it may overfill the queue
-        limit = self._max_queue if type(item) is _Job else 2 * self._max_queue
+        limit = self._max_queue if type(item) is Job else 2 * self._max_queue
         if self._stopping or size >= limit:
             return False
         if self._worker is None:
@@ -627,24 +419,24 @@ class CostSpanProcessor(SpanProcessor):
         worker = self._worker
         if worker is None or not worker.is_alive() or worker is threading.current_thread():
             return True
-        marker = _Flush()
+        marker = Flush()
         self._queue.append(marker)
         self._armed = True
         self._hurry.set()
         self._wake.set()
         return marker.done.wait(max(0.0, timeout_millis / 1000))
 
-    def _run(self, item: _Job | _ActionEnd | _Flush) -> None:
+    def _run(self, item: Job | ActionEnd | Flush) -> None:
         kind = type(item)
-        if kind is _Job:
+        if kind is Job:
             self._process(item)  # type: ignore[arg-type]
-        elif kind is _ActionEnd:
+        elif kind is ActionEnd:
             self._finish_action(item.root_id)  # type: ignore[union-attr]
         else:
             self._release_parked(force=True)  # a flush delivers everything, held spans too
             item.done.set()  # type: ignore[union-attr]
 
-    def _process(self, job: _Job) -> None:
+    def _process(self, job: Job) -> None:
         try:
             out = self._enrich(job)
         except Exception as exc:  # noqa: BLE001
@@ -664,7 +456,7 @@ class CostSpanProcessor(SpanProcessor):
             if len(actions) >= self._max_tracked:  # roots that never end: forget the oldest
                 actions.pop(next(iter(actions)))
                 self.actions_dropped += 1
-            action = actions[root_id] = _Action(call)
+            action = actions[root_id] = Action(call)
         total = call.get("total_cost")
         if total is None:
             action.unpriced += 1
@@ -686,7 +478,7 @@ class CostSpanProcessor(SpanProcessor):
             except Exception as exc:  # noqa: BLE001
                 _guard.swallow("processor.on_action", exc)
 
-    def _enrich(self, job: _Job) -> ReadableSpan | None:
+    def _enrich(self, job: Job) -> ReadableSpan | None:
         span = job.span
         # one private copy of the attributes: read by span_to_call, then extended into the
         # exported copy's (the call record keeps no reference to the dict itself)
@@ -738,7 +530,7 @@ class CostSpanProcessor(SpanProcessor):
             return None
         held = self._take_parked(call) if _has_usage(call) else None
         if held is not None:
-            for field in _FROM_HELD_TWIN:
+            for field in FROM_HELD_TWIN:
                 if call.get(field) is None:
                     call[field] = held.call.get(field)
         out = self._price(job, span, call, extra, attrs)
@@ -759,7 +551,7 @@ class CostSpanProcessor(SpanProcessor):
 
     def _price(
         self,
-        job: _Job,
+        job: Job,
         span: ReadableSpan,
         call: dict[str, Any],
         extra: dict[str, Any],
@@ -785,7 +577,7 @@ class CostSpanProcessor(SpanProcessor):
     # -- twins held back (worker) ---------------------------------------------------------------
 
     def _park(
-        self, job: _Job, span: ReadableSpan, call: dict[str, Any], extra: dict[str, Any]
+        self, job: Job, span: ReadableSpan, call: dict[str, Any], extra: dict[str, Any]
     ) -> None:
         """Hold a span without usage (and without error) for up to ``twin_wait_millis``: a
         twin that carries the call's usage (Logfire's streaming log span, the SDK's span of a
@@ -794,9 +586,9 @@ class CostSpanProcessor(SpanProcessor):
         if len(self._parked) >= self._max_tracked:
             self._release_one(next(iter(self._parked)))
         deadline = time.monotonic() + self._twin_wait
-        self._parked[job.span_id] = _Parked(deadline, job, span, call, extra)
+        self._parked[job.span_id] = Parked(deadline, job, span, call, extra)
 
-    def _take_parked(self, call: Mapping[str, Any]) -> _Parked | None:
+    def _take_parked(self, call: Mapping[str, Any]) -> Parked | None:
         """The nearest held span that is a twin of ``call``, removed from the held ones."""
         best, best_distance = None, None
         for span_id, held in list(self._parked.items()):  # an app thread may add (inline work)
@@ -834,94 +626,3 @@ class CostSpanProcessor(SpanProcessor):
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - time.monotonic())
-
-
-# Fields a priced twin takes from the held span of the same call when it lacks them.
-_FROM_HELD_TWIN = (
-    "request_model",
-    "model",
-    "response_id",
-    "conversation_id",
-    "user_id",
-    "prompt_name",
-    "prompt_version",
-    "prompt",
-    "reasoning_effort",
-    "action",
-    "service_tier",
-)
-
-
-class _Parked:
-    """A span held back by ``_park`` with what is needed to finish it later."""
-
-    __slots__ = ("deadline", "job", "span", "call", "extra")
-
-    def __init__(
-        self,
-        deadline: float,
-        job: _Job,
-        span: ReadableSpan,
-        call: dict[str, Any],
-        extra: dict[str, Any],
-    ) -> None:
-        self.deadline = deadline
-        self.job = job
-        self.span = span
-        self.call = call
-        self.extra = extra
-
-
-class LazyPriceBook:
-    """Loads the PriceBook once, on first use or in a background thread started by ``init``.
-
-    Loading imports genai-prices and reads its data (~0.5 s): doing it on the app's first LLM
-    call would add that to one request, doing it at ``import llmtrace`` would slow every import.
-    A price file that cannot be read is reported through the guard and the bundled prices used.
-    """
-
-    def __init__(self, path: Any = None) -> None:
-        self._path = path
-        self._book: Any = None
-        self._lock = threading.Lock()
-
-    def get(self) -> Any:
-        book = self._book
-        if book is not None:
-            return book
-        with self._lock:
-            if self._book is None:
-                from llmtrace.pricing import PriceBook
-
-                try:
-                    self._book = PriceBook.load(self._path)
-                except Exception as exc:  # noqa: BLE001 - a bad price file must not stop pricing
-                    _guard.swallow("pricing.load", exc)
-                    self._book = PriceBook()
-            return self._book
-
-    def warm_in_background(self) -> None:
-        """Start loading now, off the app's thread."""
-
-        def load() -> None:
-            try:
-                self.get()
-            except Exception as exc:  # noqa: BLE001
-                _guard.swallow("pricing.warm", exc)
-
-        threading.Thread(target=load, name="llmtrace-prices", daemon=True).start()
-
-    def __call__(self, call: Mapping[str, Any]) -> Mapping[str, Any]:
-        """Price one call record with the loaded book."""
-        return self.get().price_one(
-            call.get("provider"),
-            call.get("model"),
-            call["start_time"],
-            **{field: call.get(field) for field in TOKEN_FIELDS},
-            service_tier=call.get("service_tier"),
-        )
-
-
-def default_pricer() -> LazyPriceBook:
-    """A pricer over the default price book (``$LLMTRACE_PRICES`` or the config's file)."""
-    return LazyPriceBook()
