@@ -89,6 +89,8 @@ ENVIRONMENT = "deployment.environment.name"
 # label -> call-record field, where they differ: the model label is the model *asked for*, as in
 # the official instrumentations' gen_ai.request.model (dated response ids would split series).
 _LABEL_FIELDS = {"model": "request_model"}
+# distinct label-value sets whose metric attributes are kept built (bounded: labels are)
+_MAX_LABEL_SETS = 4096
 
 
 class LabelFolder:
@@ -157,6 +159,8 @@ class CostMetrics:
             (name, METRIC_LABELS[name], self._folder(settings, name))
             for name in settings.metric_labels
         ]
+        self._label_fields = tuple(_LABEL_FIELDS.get(name, name) for name, _, _ in self._labels)
+        self._label_sets: dict[tuple[Any, ...], Any] = {}
         self._action_labels = [entry for entry in self._labels if entry[0] in ACTION_LABELS] + [
             ("environment", ENVIRONMENT, self._folder(settings, "environment"))
         ]
@@ -177,11 +181,10 @@ class CostMetrics:
 
     def record(self, call: Mapping[str, Any], scope: str) -> None:
         """Record one priced call: cost histogram, cost components and token usage."""
-        attrs = self.attributes(call)
+        attrs, base, by_type = self._label_set(call)
         total = call.get("total_cost")
         if total is not None:
             self.cost.record(float(total), attrs)
-            base = tuple(attrs.items())
             sums = self._component_sums
             with self._sums_lock:
                 for field, component in COMPONENTS.items():
@@ -195,7 +198,30 @@ class CostMetrics:
                 continue
             count = call.get(field)
             if count:
-                self.tokens.record(int(count), {**attrs, "gen_ai.token.type": token_type})
+                self.tokens.record(int(count), by_type[token_type])
+
+    def _label_set(
+        self, call: Mapping[str, Any]
+    ) -> tuple[dict[str, str], tuple[tuple[str, str], ...], dict[str, dict[str, str]]]:
+        """A call's bounded attributes, as a tuple for the component sums and one dict per
+        token type, built once per distinct set of label values (the SDK copies what it
+        keeps, and these are never changed). A folder's answer for a value never changes
+        (seen values stay seen; once full, a new value is ``other`` for good), so a cached
+        answer is the answer ``attributes`` would give now."""
+        raw = tuple(call.get(field) for field in self._label_fields)
+        try:
+            entry = self._label_sets.get(raw)
+        except TypeError:  # an unhashable label value (a list): built each time
+            raw, entry = None, None
+        if entry is None:
+            attrs = self.attributes(call)
+            by_type = {t: {**attrs, "gen_ai.token.type": t} for t in TOKEN_TYPES}
+            entry = (attrs, tuple(attrs.items()), by_type)
+            if raw is not None:
+                if len(self._label_sets) >= _MAX_LABEL_SETS:
+                    self._label_sets.clear()
+                self._label_sets[raw] = entry
+        return entry
 
     def _observe_components(self, options: CallbackOptions) -> Iterable[Observation]:
         try:

@@ -57,6 +57,7 @@ from llmtrace.otel.spans import (
     TOKEN_FIELDS,
     TOOL_ATTRIBUTE,
     TOTAL_COST,
+    attributes_to_read,
     cost_attributes,
     looks_like_llm_at_start,
     maybe_tool,
@@ -303,7 +304,7 @@ class CostSpanProcessor(SpanProcessor):
             root, root_name = (entry.root, entry.root_name) if entry is not None else (None, None)
             if entry is not None:
                 agent, run = entry.agent, entry.run
-        attrs = span.attributes
+        attrs = attributes_to_read(span)
         if attrs and (AGENT_NAMES[0] in attrs or AGENT_NAMES[1] in attrs):
             own, _ = dialects.agent_and_tool(attrs)
             if own is not None:
@@ -331,9 +332,9 @@ class CostSpanProcessor(SpanProcessor):
         live = self._live.pop(span_id, None)
         self._tools.pop(span_id, None)  # an agent run that ended: its unread tool goes too
         llm_at_start = live is not None and live.llm
-        if not llm_at_start and not dialects.is_llm_span(span.attributes or {}):
+        attrs = attributes_to_read(span) if not llm_at_start else None
+        if attrs is not None and not dialects.is_llm_span(attrs):
             self._prompts.pop(span_id, None)
-            attrs = span.attributes
             if live is not None and live.run is not None and attrs and maybe_tool(attrs):
                 _, tool = dialects.agent_and_tool(attrs)
                 if tool is not None:  # the next call of this agent run consumes its result
