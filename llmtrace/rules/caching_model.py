@@ -25,9 +25,17 @@ Sources (see shared/research/rules-domain.md §1 and pricing.md §12):
   exists on some models at no extra price, but the model list is unconfirmed, so no long option
   is modelled. Writes cost nothing extra before GPT-5.6 and 1.25x from GPT-5.6: that comes from
   the price data (a cache-write price exists or not), not from this table.
-* Google Gemini is left out on purpose: implicit caching has no guaranteed hit (nothing the user
-  can switch on), and explicit ``cachedContents`` bill storage per token-hour, which the price
-  data does not model, so a counterfactual would be wrong either way.
+* Google Gemini: implicit caching is on by default for Gemini 2.5 and newer (ai.google.dev
+  caching page, 2025-2026 versions): nothing to switch on, no write premium (genai-prices bills
+  a write as input) and no guaranteed hit. It is kept apart (``IMPLICIT``, ``implicit=True``)
+  so LT201 and LT301 do not treat it as a cache the user controls; LT202 replays it as an
+  automatic prefix cache of the previous turn. Minimums differ between page versions (2.5 Flash
+  1,024 or 2,048; 2.5 Pro 2,048 or 4,096; 3.x 1,024 or 4,096; Flash-Lite 2,048 enforced by the
+  API, discuss.ai.google.dev #178942): the larger is used, as for Claude. The implicit lifetime
+  is not documented ("requests with a similar prefix in a short amount of time"): 5 minutes is
+  assumed, the shortest any provider documents. Explicit ``cachedContents`` bill storage per
+  token-hour, which the price data does not model, so no explicit counterfactual is priced.
+  Gemini 2.0 and 1.5 have no implicit caching and are not modelled.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-CacheMode = Literal["explicit", "automatic"]
+CacheMode = Literal["explicit", "automatic", "implicit"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,11 @@ PROVIDERS: dict[str, ProviderCaching] = {
     )
 }
 
+# implicit caching (Gemini 2.5+): a separate table, read only with ``implicit=True``
+IMPLICIT: dict[str, ProviderCaching] = {
+    "google": ProviderCaching("google", "implicit", _FIVE_MIN, None, 1),
+}
+
 _CLAUDE_DEFAULT_MIN = 4096  # largest listed minimum: never promise a cache that is skipped
 _OPENAI_MIN = 1024
 
@@ -126,6 +139,19 @@ MODELS: tuple[ModelCaching, ...] = (
     ModelCaching("azure", "", _OPENAI_MIN),
 )
 
+# Gemini implicit-caching minimums (larger of the documented values; see the docstring)
+IMPLICIT_MODELS: tuple[ModelCaching, ...] = tuple(
+    ModelCaching("google", prefix, minimum)
+    for prefix, minimum in (
+        ("gemini-2.5-pro", 4096),
+        ("gemini-2.5-flash-lite", 2048),
+        ("gemini-2.5-flash", 2048),
+        ("gemini-2.5", 4096),
+        ("gemini-3", 4096),
+        ("gemini-4", 4096),
+    )
+)
+
 
 def normalise_model(model: str) -> str:
     """Lower-case id without provider prefixes or region, dots as dashes.
@@ -135,7 +161,7 @@ def normalise_model(model: str) -> str:
     ``us.anthropic.claude-sonnet-4-5-20250929-v1:0`` depending on the source.
     """
     name = model.strip().lower()
-    for marker in ("anthropic.", "anthropic/", "openai/", "azure/", "models/"):
+    for marker in ("anthropic.", "anthropic/", "openai/", "azure/", "models/", "google/"):
         if marker in name:
             name = name.split(marker, 1)[1]
     if name.startswith("claude"):
@@ -143,14 +169,25 @@ def normalise_model(model: str) -> str:
     return name
 
 
-def regime_for(provider: str | None, model: str | None) -> CacheRegime | None:
-    """The caching regime of ``(provider, model)``, or None when caching is not modelled."""
-    if provider is None or model is None or provider not in PROVIDERS:
+def _tables(implicit: bool) -> tuple[dict[str, ProviderCaching], tuple[ModelCaching, ...]]:
+    """Provider and model rows in force: with ``implicit``, Gemini's implicit caching too."""
+    if implicit:
+        return PROVIDERS | IMPLICIT, MODELS + IMPLICIT_MODELS
+    return PROVIDERS, MODELS
+
+
+def regime_for(
+    provider: str | None, model: str | None, *, implicit: bool = False
+) -> CacheRegime | None:
+    """The caching regime of ``(provider, model)``, or None when caching is not modelled
+    (``implicit``: also Gemini's implicit caching)."""
+    providers, models = _tables(implicit)
+    if provider is None or model is None or provider not in providers:
         return None
-    facts = PROVIDERS[provider]
+    facts = providers[provider]
     name = normalise_model(model)
     candidates = sorted(
-        (m for m in MODELS if m.provider == provider and name.startswith(m.model_prefix)),
+        (m for m in models if m.provider == provider and name.startswith(m.model_prefix)),
         key=lambda m: len(m.model_prefix),
         reverse=True,
     )
@@ -177,7 +214,7 @@ def regime_for(provider: str | None, model: str | None) -> CacheRegime | None:
     )
 
 
-def regimes_frame(pairs: pl.DataFrame) -> pl.DataFrame:
+def regimes_frame(pairs: pl.DataFrame, *, implicit: bool = False) -> pl.DataFrame:
     """Regime columns for each distinct (provider, model) row of ``pairs``.
 
     Runs a Python lookup per distinct model (a handful), never per call; rows without a modelled
@@ -185,7 +222,7 @@ def regimes_frame(pairs: pl.DataFrame) -> pl.DataFrame:
     """
     rows = []
     for provider, model in pairs.select("provider", "model").unique().iter_rows():
-        regime = regime_for(provider, model)
+        regime = regime_for(provider, model, implicit=implicit)
         rows.append(
             {
                 "provider": provider,
@@ -360,7 +397,7 @@ def normalised_model_expr(model: pl.Expr | None = None) -> pl.Expr:
     """``normalise_model`` as a Polars expression (vectorised over calls): everything up to the
     last provider marker dropped, Claude dots as dashes."""
     name = (model if model is not None else pl.col("model")).str.strip_chars().str.to_lowercase()
-    name = name.str.replace(r"^.*(?:anthropic\.|anthropic/|openai/|azure/|models/)", "")
+    name = name.str.replace(r"^.*(?:anthropic\.|anthropic/|openai/|azure/|models/|google/)", "")
     return (
         pl.when(name.str.starts_with("claude"))
         .then(name.str.replace_all(".", "-", literal=True))
@@ -368,7 +405,7 @@ def normalised_model_expr(model: pl.Expr | None = None) -> pl.Expr:
     )
 
 
-def min_tokens_expr(name: pl.Expr | None = None) -> pl.Expr:
+def min_tokens_expr(name: pl.Expr | None = None, *, implicit: bool = False) -> pl.Expr:
     """Per call: the minimum cacheable prefix of its (provider, model), as ``regime_for`` gives
     it (longest matching model prefix; unknown Claude models 4,096); null when not modelled.
 
@@ -378,7 +415,8 @@ def min_tokens_expr(name: pl.Expr | None = None) -> pl.Expr:
     name = name if name is not None else normalised_model_expr()
     provider = pl.col("provider")
     expr: Any = pl
-    for row in sorted(MODELS, key=lambda m: len(m.model_prefix), reverse=True):
+    _, models = _tables(implicit)
+    for row in sorted(models, key=lambda m: len(m.model_prefix), reverse=True):
         expr = expr.when((provider == row.provider) & name.str.starts_with(row.model_prefix)).then(
             pl.lit(row.min_tokens, dtype=pl.Int64)
         )

@@ -53,6 +53,7 @@ from llmtrace.rules.base import (
     worth_reporting,
 )
 from llmtrace.rules.caching_model import (
+    IMPLICIT,
     PROVIDERS,
     min_tokens_expr,
     normalised_model_expr,
@@ -60,16 +61,22 @@ from llmtrace.rules.caching_model import (
     regimes_frame,
     split_cost,
 )
+from llmtrace.rules.history_replay import (
+    LAYOUTS,
+    LONG_TTL_S,
+    SHORT_TTL_S,
+    clean_cache_tokens,
+    replay_turns,
+)
+
+__all__ = ["LONG_TTL_S", "RULE", "SHORT_TTL_S", "evaluate", "replay_turns"]  # LT301 reads these
 
 CODE = "LT202"
 NAME = "conversation-history-not-cached"
 
-SHORT_TTL_S = 300.0
-LONG_TTL_S = 3600.0
-
 _KEY = ["provider", "model", "service", "prompt"]
 _CELL = [*_KEY, "day", "band"]
-_OPTIONS = ("short", "long")
+_OPTIONS = LAYOUTS
 _SUMS = [
     "calls",
     "turns_after_first",
@@ -85,6 +92,14 @@ _SUMS = [
 _MAXES = ["last_call", "input_max"]
 _MINS = ["first_call"]
 _EXPLICIT = [p for p, facts in PROVIDERS.items() if facts.mode == "explicit"]
+_MODELLED = [*PROVIDERS, *IMPLICIT]
+_STEPS = {p: facts.step_tokens for p, facts in (PROVIDERS | IMPLICIT).items()}
+# what each layout is called in evidence and messages
+OPTION_NAMES = {
+    "short": "last message, 5m",
+    "long": "last message, 1h",
+    "mixed": "1h on the previous turn + 5m on the last message",
+}
 
 
 @dataclass(frozen=True)
@@ -126,7 +141,7 @@ class HistoryRule:
         """Per cell: history tokens as billed and as each replayed option would bill them."""
         base = _base(calls, ctx)
         names = base.group_by("_k").agg(pl.col(*_KEY).first())
-        turns = replay_turns(base.select(_NARROW))
+        turns = replay_turns(base.select(_NARROW), step=pl.col("step"))
         per_turn = _per_turn_sums(turns)
         cells = (
             turns.select(
@@ -190,7 +205,7 @@ class HistoryRule:
             .when(pl.col("_judged").is_null())
             .then(pl.lit("too few calls"))
         )
-        applies = pl.col("provider").is_in(list(PROVIDERS)) & (pl.col("in_conversations") > 0)
+        applies = pl.col("provider").is_in(_MODELLED) & (pl.col("in_conversations") > 0)
         return coverage_rows(marked, applies, reason)
 
 
@@ -213,15 +228,13 @@ _NARROW = [
     "prefix_hashes",
     "minimum",
     "explicit",
+    "step",
 ]
 
 
 def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
     """Current-window conversation calls on a modelled provider, with clean token columns."""
     start = pl.col("start_time")
-    inp = pl.col("input_tokens").cast(pl.Int64)
-    read = pl.col("cache_read_tokens").fill_null(0).cast(pl.Int64).clip(0, inp)
-    write = pl.min_horizontal(pl.col("cache_write_tokens").fill_null(0), inp - read).clip(0)
     return (
         calls.select(*HistoryRule.columns)
         .filter(
@@ -230,80 +243,23 @@ def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
             & (pl.col("input_tokens") > 0)
             & pl.col("conversation_id").is_not_null()
             & pl.col("model").is_not_null()
-            & pl.col("provider").is_in(list(PROVIDERS))
+            & pl.col("provider").is_in(_MODELLED)
         )
         .with_columns(
-            inp.alias("L"),
-            read.alias("read"),
-            write.alias("write"),
-            pl.col("prefix_tokens").list.first().fill_null(0).clip(0, inp).alias("p0"),
+            *clean_cache_tokens(),
             start.dt.date().alias("day"),
-            inp.cast(pl.Float64).log(2).floor().cast(pl.Int32).alias("band"),
             pl.struct(*_KEY).hash(43).alias("_k"),
             pl.col("conversation_id").hash(37).alias("_c"),
             normalised_model_expr().alias("_norm"),
             pl.col("provider").is_in(_EXPLICIT).alias("explicit"),
+            pl.col("provider").replace_strict(_STEPS, default=1, return_dtype=pl.Int64).alias("step"),
         )
-        .with_columns(min_tokens_expr(pl.col("_norm")).alias("minimum"))
         .with_columns(
-            pl.min_horizontal(pl.col("cache_write_1h_tokens").fill_null(0), "write")
-            .clip(0)
-            .alias("write_1h")
+            pl.col("prefix_tokens").list.first().fill_null(0).clip(0, pl.col("L")).alias("p0"),
+            pl.col("L").cast(pl.Float64).log(2).floor().cast(pl.Int32).alias("band"),
+            min_tokens_expr(pl.col("_norm"), implicit=True).alias("minimum"),
         )
     )
-
-
-def replay_turns(turns: pl.LazyFrame) -> pl.LazyFrame:
-    """Turns sorted by conversation and time, with what caching the history would read.
-
-    Needs ``_c`` (conversation key), ``start_time``, ``L`` (input tokens), ``prefix_hashes``,
-    ``minimum`` (cacheable length) and ``explicit`` (breakpoints vs automatic). Adds
-    ``first`` (first turn), ``resent`` (the previous prompt is an exact prefix of this one),
-    ``gap_s`` and, per lifetime option, ``cf_read_<o>`` / ``cf_write_<o>``: the whole prompt's
-    tokens read from / written to the cache with a breakpoint on the last message (automatic
-    providers: what their prefix cache reads, in 128-token steps; no long option). Also used by
-    LT301 to price trimming on top of caching.
-    """
-    turns = turns.sort("_c", "start_time")
-    same = (pl.col("_c") == pl.col("_c").shift(1)).fill_null(False)
-    hashes = pl.col("prefix_hashes")
-    turns = turns.with_columns(
-        (~same).alias("first"),
-        pl.when(same).then(pl.col("L").shift(1)).alias("prev_L"),
-        pl.when(same).then(hashes.list.len().shift(1)).alias("_prev_n"),
-        pl.when(same).then(hashes.list.last().shift(1)).alias("_prev_last"),
-        pl.when(same)
-        .then((pl.col("start_time") - pl.col("start_time").shift(1)).dt.total_microseconds())
-        .alias("_gap_us"),
-    )
-    at = hashes.list.get((pl.col("_prev_n") - 1).clip(lower_bound=0), null_on_oob=True)
-    resent = (
-        (pl.col("_prev_n") > 0) & (at == pl.col("_prev_last")) & (pl.col("prev_L") <= pl.col("L"))
-    ).fill_null(False)
-    turns = turns.with_columns(
-        resent.alias("resent"), (pl.col("_gap_us") / 1e6).alias("gap_s")
-    ).drop("_prev_n", "_prev_last", "_gap_us")
-    prev, length, minimum = pl.col("prev_L"), pl.col("L"), pl.col("minimum")
-    writes = (length >= minimum).fill_null(False)
-    out = []
-    for option, ttl in (("short", SHORT_TTL_S), ("long", LONG_TTL_S)):
-        alive = pl.col("resent") & (pl.col("gap_s") <= ttl) & (prev >= minimum)
-        if option == "short":
-            hit = alive.fill_null(False)
-        else:
-            hit = (alive & pl.col("explicit")).fill_null(False)
-        explicit_read = prev
-        automatic_read = prev // 128 * 128
-        read = pl.when(hit).then(
-            pl.when(pl.col("explicit")).then(explicit_read).otherwise(automatic_read)
-        )
-        read = read.otherwise(0).fill_null(0)
-        out += [
-            hit.alias(f"hit_{option}"),
-            read.alias(f"cf_read_{option}"),
-            pl.when(writes).then(length - read).otherwise(0).alias(f"cf_write_{option}"),
-        ]
-    return turns.with_columns(out)
 
 
 def _region(read: pl.Expr, write: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
@@ -337,7 +293,9 @@ def _per_turn_sums(turns: pl.LazyFrame) -> dict[str, pl.Expr]:
         sums[f"hits_{option}"] = pl.col(f"hit_{option}").cast(pl.Int64)
         sums[f"read_{option}"] = pl.when(keep).then(a_read).otherwise(c_read)
         sums[f"write_{option}"] = pl.when(keep).then(a_write).otherwise(c_write)
-        one_hour = c_write if option == "long" else pl.lit(0, dtype=pl.Int64)
+        # the 1-hour writes of the history region: the layout's, clipped like its writes
+        _, c_write_1h = _region(pl.col(f"cf_read_{option}"), pl.col(f"cf_write_1h_{option}"))
+        one_hour = pl.min_horizontal(c_write_1h, c_write)
         sums[f"write_1h_{option}"] = pl.when(keep).then(sums["write_1h"]).otherwise(one_hour)
     return {name: expr.cast(pl.Int64) for name, expr in sums.items()}
 
@@ -346,7 +304,8 @@ def _per_turn_sums(turns: pl.LazyFrame) -> dict[str, pl.Expr]:
 
 
 def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
-    """One row per prompt key with evidence, option costs and whether it may be flagged."""
+    """One row per prompt key with evidence, each layout's cost and saving, the best layout
+    and whether it may be flagged."""
     params = Params.from_mapping(ctx.params)
     if aggregates.height == 0:
         return pl.DataFrame()
@@ -355,7 +314,8 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
         *(pl.col(c).max() for c in _MAXES),
         *(pl.col(c).min() for c in _MINS),
     )
-    keys = keys.join(regimes_frame(keys), on=["provider", "model"], how="left", nulls_equal=True)
+    regimes = regimes_frame(keys, implicit=True)
+    keys = keys.join(regimes, on=["provider", "model"], how="left", nulls_equal=True)
     keys = keys.with_columns(
         (pl.col("read") / pl.col("history")).fill_nan(0.0).alias("cached_share"),
         (pl.col("long_ttl_s").is_not_null() & (pl.col("cache_mode") == "explicit")).alias(
@@ -371,16 +331,26 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
     )
     costs = _price(aggregates, keys.filter(pl.col("eligible")), ctx)
     table = keys.join(costs, on=_KEY, how="left", nulls_equal=True).with_columns(
-        (pl.col("cost_actual") - pl.col("cost_short")).alias("saving_short"),
-        pl.when(pl.col("long_offered"))
-        .then(pl.col("cost_actual") - pl.col("cost_long"))
-        .alias("saving_long"),
+        (pl.col("cost_actual") - pl.col(f"cost_{o}")).alias(f"saving_{o}") for o in _OPTIONS
     )
-    best_long = pl.col("saving_long").fill_null(float("-inf")) > pl.col("saving_short")
+    # the 1-hour layouts only where the model offers 1-hour writes
+    table = table.with_columns(
+        pl.when(pl.col("long_offered")).then(f"saving_{o}").alias(f"saving_{o}")
+        for o in _OPTIONS
+        if o != "short"
+    )
+    best_value = pl.max_horizontal(*(f"saving_{o}" for o in _OPTIONS))
+    best = (  # ties: the simplest layout
+        pl.when(pl.col("saving_short") == best_value)
+        .then(pl.lit("short"))
+        .when(pl.col("saving_long") == best_value)
+        .then(pl.lit("long"))
+        .otherwise(pl.lit("mixed"))
+    )
     return (
         table.with_columns(
-            pl.when(best_long).then(pl.lit("1h")).otherwise(pl.lit("5m")).alias("best"),
-            pl.max_horizontal("saving_short", "saving_long").alias("saving"),
+            best.alias("best"),
+            best_value.alias("saving"),
             runrate.basis_days("first_call", "last_call", ctx).alias("basis_days"),
         )
         .with_columns(
@@ -395,8 +365,7 @@ def _price(aggregates: pl.DataFrame, eligible: pl.DataFrame, ctx: AuditContext) 
     """History cost of the eligible keys as billed and under each option."""
     options = {
         "actual": ("read", "write", "write_1h"),
-        "short": ("read_short", "write_short", "write_1h_short"),
-        "long": ("read_long", "write_long", "write_1h_long"),
+        **{o: (f"read_{o}", f"write_{o}", f"write_1h_{o}") for o in _OPTIONS},
     }
     schema = {**{k: pl.String for k in _KEY}, **{f"cost_{o}": pl.Float64 for o in options}}
     if eligible.height == 0:
@@ -427,7 +396,10 @@ def _price(aggregates: pl.DataFrame, eligible: pl.DataFrame, ctx: AuditContext) 
     )
 
 
-def _severity(monthly: float, params: Params) -> Severity:
+def _severity(row: dict[str, Any], params: Params) -> Severity:
+    if row["cache_mode"] == "implicit":
+        return "info"  # no guaranteed hit and nothing to switch on: a potential, not counted
+    monthly = row["monthly_savings_usd"]
     if monthly >= params.high_savings_usd:
         return "high"
     if monthly >= params.medium_savings_usd:
@@ -439,11 +411,37 @@ def _rounded(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
 
+_TTL_LABEL = {"short": "5m", "long": "1h", "mixed": "1h+5m"}
+_EXPLICIT_GEMINI = (
+    "not priced: explicit context caching (cachedContents) bills storage per token-hour, which "
+    "the price data does not hold"
+)
+
+
+def _offered(row: dict[str, Any]) -> list[str]:
+    return list(_OPTIONS) if row["long_offered"] else ["short"]
+
+
 def _evidence(row: dict[str, Any]) -> dict[str, Any]:
     days = row["basis_days"]
-    hits = row["hits_long"] if row["best"] == "1h" else row["hits_short"]
     after_first = row["turns_after_first"] or 0
-    return {
+
+    def monthly(value: float | None) -> float | None:
+        return None if value is None else _rounded(runrate.monthly_value(value, days), 2)
+
+    def hit_rate(option: str) -> float | None:
+        return _rounded(row[f"hits_{option}"] / after_first) if after_first else None
+
+    explicit = row["cache_mode"] == "explicit"
+    options = {
+        (OPTION_NAMES[o] if explicit else row["cache_mode"]): {
+            "monthly_savings_usd": monthly(row[f"saving_{o}"]),
+            "window_history_cost_usd": _rounded(row[f"cost_{o}"], 6),
+            "simulated_hit_rate": hit_rate(o),
+        }
+        for o in _offered(row)
+    }
+    evidence = {
         "provider": row["provider"],
         "cache_mode": row["cache_mode"],
         "conversations": row["conversations"],
@@ -456,25 +454,39 @@ def _evidence(row: dict[str, Any]) -> dict[str, Any]:
         "max_input_tokens": row["input_max"],
         "min_cacheable_tokens": row["min_cacheable_tokens"],
         "actual_cached_share_of_history": _rounded(row["cached_share"]),
-        "simulated_hit_rate": _rounded(hits / after_first) if after_first else None,
+        "simulated_hit_rate": hit_rate(row["best"]),
         "window_history_cost_usd": _rounded(row["cost_actual"], 6),
         "window_history_cost_cached_5m_usd": _rounded(row["cost_short"], 6),
         "window_history_cost_cached_1h_usd": _rounded(row["cost_long"], 6)
         if row["long_offered"]
         else None,
-        "monthly_savings_5m_usd": _rounded(runrate.monthly_value(row["saving_short"], days), 2),
-        "monthly_savings_1h_usd": _rounded(runrate.monthly_value(row["saving_long"], days), 2)
-        if row["saving_long"] is not None
-        else None,
-        "recommended_ttl": row["best"],
-        "scope": "history after the system prefix (the system prefix is LT201's)",
+        "monthly_savings_5m_usd": monthly(row["saving_short"]),
+        "monthly_savings_1h_usd": monthly(row["saving_long"]),
+        "options": options,
+        "recommended_option": OPTION_NAMES[row["best"]] if explicit else row["cache_mode"],
+        "recommended_ttl": _TTL_LABEL[row["best"]],
+        "scope": "history after the system prefix; every option keeps a breakpoint on the "
+        "system prompt, whose caching LT201 prices",
         "run_rate_basis": runrate.basis_evidence(
             row["first_call"], row["last_call"], days, row["calls"]
         ),
     }
+    if row["cache_mode"] == "implicit":
+        evidence["explicit_context_caching"] = _EXPLICIT_GEMINI
+    return evidence
 
 
 def _fix(row: dict[str, Any]) -> str:
+    if row["cache_mode"] == "implicit":
+        return (
+            "Gemini caches prefixes implicitly (2.5 and newer, from "
+            f"{row['min_cacheable_tokens']:,} tokens): nothing to switch on, but these turns "
+            "read almost none of their history from cache. Resend the history byte-identical "
+            "(append only, no re-rendered timestamps or ids), keep a conversation's turns close "
+            "together, and check that the usage's cached tokens (`cached_content_token_count`) "
+            "reach the trace. Explicit context caching (`cachedContents`) guarantees hits but "
+            "bills storage per token-hour, which this estimate does not include."
+        )
     if row["cache_mode"] == "automatic":
         return (
             "The provider caches prefixes of 1,024+ tokens automatically, but these turns read "
@@ -483,38 +495,68 @@ def _fix(row: dict[str, Any]) -> str:
             "conversation's turns reach the same cache, and never edit earlier messages: append "
             "only."
         )
-    ttl = ', "ttl": "1h"' if row["best"] == "1h" else ""
+    tail = (
+        " Append messages only; never edit or reorder earlier turns, or the cache is lost. Keep "
+        "a breakpoint on the system prompt too (LT201); at most 4 in all."
+    )
+    if row["best"] == "mixed":
+        return (
+            "Use two breakpoints on the history: "
+            '`"cache_control": {"type": "ephemeral", "ttl": "1h"}` on the last content block '
+            "of the previous turn's last message (the message before the new one) and "
+            '`"cache_control": {"type": "ephemeral"}` on the last message. Turns that follow '
+            "quickly read the 5-minute entry; after a pause of 5-60 minutes a turn still reads "
+            "the history up to the 1-hour entry instead of writing it all again (1-hour "
+            "entries must come before 5-minute ones; Bedrock: `cachePoint` blocks)." + tail
+        )
+    ttl = ', "ttl": "1h"' if row["best"] == "long" else ""
     return (
         "Put a cache breakpoint on the last message of every request: "
         f'`"cache_control": {{"type": "ephemeral"{ttl}}}` on the last content block of the '
         "last message (Anthropic: or one top-level `cache_control` for automatic caching; "
         "Bedrock: a `cachePoint` block after it). Each turn then reads the previous turn's "
-        "prompt from the cache and writes only what is new. Append messages only; never edit "
-        "or reorder earlier turns, or the cache is lost. Up to 4 breakpoints: keep one on the "
-        "system prompt too (LT201)."
+        "prompt from the cache and writes only what is new." + tail
     )
+
+
+def _alternatives(row: dict[str, Any], evidence: dict[str, Any]) -> str:
+    """The other layouts' monthly savings, for the message."""
+    others = [
+        f"{name} ${values['monthly_savings_usd']:,.2f}"
+        for name, values in evidence["options"].items()
+        if name != evidence["recommended_option"] and values["monthly_savings_usd"] is not None
+    ]
+    return f" (other layouts: {'; '.join(others)}/month)" if others else ""
 
 
 def _finding(row: dict[str, Any], ctx: AuditContext, params: Params) -> Finding:
     evidence = _evidence(row)
     monthly = row["monthly_savings_usd"]
     hit = evidence["simulated_hit_rate"] or 0.0
-    option = (
-        "automatic prefix caching routed per conversation"
-        if row["cache_mode"] == "automatic"
-        else f"a cache breakpoint on the last message ({row['best']} lifetime)"
-    )
-    message = (
+    option = {
+        "automatic": "automatic prefix caching routed per conversation",
+        "implicit": "Gemini's implicit caching hitting as documented",
+    }.get(row["cache_mode"], f"cache breakpoints ({evidence['recommended_option']})")
+    head = (
         f"{row['conversations']:,} conversations resend their history "
         f"(~{evidence['history_tokens_per_call'] or 0:,.0f} tokens per call after the system "
         f"prompt, {row['calls']:,} calls) with {row['cached_share']:.0%} of it read from cache; "
-        f"with {option} {hit:.0%} of the later turns would read the previous prompt, saving "
-        f"${monthly:,.2f}/month without dropping anything."
     )
+    if row["cache_mode"] == "implicit":
+        message = head + (
+            f"implicit caching already applies to this model, and with {option} {hit:.0%} of "
+            f"the later turns would read the previous prompt, worth ${monthly:,.2f}/month (not "
+            "counted: implicit hits are not guaranteed)."
+        )
+    else:
+        message = head + (
+            f"with {option} {hit:.0%} of the later turns would read the previous prompt, saving "
+            f"${monthly:,.2f}/month without dropping anything{_alternatives(row, evidence)}."
+        )
     return Finding(
         rule=CODE,
         name=NAME,
-        severity=_severity(monthly, params),
+        severity=_severity(row, params),
         prompt=row["prompt"],
         model=row["model"],
         service=row["service"],

@@ -1,0 +1,183 @@
+"""Replay of conversation turns under cache-breakpoint layouts, and the token columns it reads.
+
+Shared by LT202 (what caching the history would save), LT301 (trimming priced on top of that
+caching) and LT203 (cache lineages ordered by time). Why one module: the three rules must agree
+on what a turn would read and write, or LT202 and LT301 would count one token twice.
+
+Layouts (Anthropic / Bedrock explicit breakpoints; at most 4 per request, one is left for the
+system prompt, which LT201 prices):
+
+* ``short`` - one breakpoint on the last message, 5-minute lifetime (refreshed on every read);
+* ``long`` - the same with the 1-hour lifetime;
+* ``mixed`` - a 1-hour breakpoint on the previous turn's last message plus a 5-minute one on
+  the last message. While turns come within 5 minutes it is ``short``; after a pause of 5-60
+  minutes the turn still reads the history up to the last 1-hour entry (a prefix kept warm
+  between bursts of turns) instead of writing it all again.
+
+Mechanics (Anthropic prompt-caching docs; shared/research/rules-domain.md §1.2):
+
+* an entry is written at a breakpoint when the prefix up to it reaches the model's minimum
+  cacheable length; a request reads the longest live entry that one of its breakpoints can reach
+  (a breakpoint looks back about 20 content blocks; counted here in messages, which are at most
+  as many as blocks, so a missed lookback is never invented);
+* billing per request: read = A (the longest hit), 1-hour write = B - A (B: the last 1-hour
+  breakpoint beyond A), 5-minute write = C - max(A, B) (C: the last breakpoint);
+* a read refreshes the entry it reads (assumed: only that one, not shorter entries inside it,
+  which can only make the replay read less, never more).
+
+Automatic providers (OpenAI, Azure OpenAI) and Gemini's implicit caching have no breakpoints:
+a turn reads the previous prompt (OpenAI in 128-token steps, ``step``) when it came within the
+lifetime; only the ``short`` columns are meaningful for them.
+
+Vectorised: one sort by (conversation, time), then shifted columns and one forward fill (the
+last 1-hour entry of the conversation): O(N log N) for N turns, no Python per turn. Exact: the
+state a turn sees is the previous turn's last entry (alive iff the gap is within its lifetime,
+as every turn refreshes or writes it) and the last 1-hour entry (written only by turns that
+missed the 5-minute entry, so it does not depend on earlier 1-hour hits).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+SHORT_TTL_S = 300.0
+LONG_TTL_S = 3600.0
+LOOKBACK_MESSAGES = 20  # a breakpoint finds entries up to ~20 blocks back (Anthropic docs)
+LAYOUTS: tuple[str, ...] = ("short", "long", "mixed")
+
+
+def clean_cache_tokens(
+    *, input_as: str = "L", one_hour: bool = True, dtype: pl.DataType = pl.Int64
+) -> list[pl.Expr]:
+    """Call-record cache columns as consistent, disjoint token counts (one ``with_columns``).
+
+    ``input_as`` (input tokens, inclusive), ``read`` (clipped to the input), ``write`` (at most
+    what was not read) and, with ``one_hour``, ``write_1h`` (at most ``write``). Why here: every
+    caching rule re-splits these, and a record with more reads than input (seen in real exports)
+    must be clipped the same way everywhere.
+    """
+    inp = pl.col("input_tokens").cast(dtype)
+    read = pl.col("cache_read_tokens").fill_null(0).cast(dtype).clip(0, inp)
+    write = pl.min_horizontal(pl.col("cache_write_tokens").fill_null(0), inp - read).clip(0)
+    out = [inp.alias(input_as), read.alias("read"), write.cast(dtype).alias("write")]
+    if one_hour:
+        write_1h = pl.min_horizontal(pl.col("cache_write_1h_tokens").fill_null(0), write).clip(0)
+        out.append(write_1h.cast(dtype).alias("write_1h"))
+    return out
+
+
+def ordered_with_neighbours(frame: pl.LazyFrame, group: str) -> pl.LazyFrame:
+    """``frame`` sorted by (``group``, start time) with ``same_prev`` / ``same_next`` (the
+    neighbouring row belongs to the same group) and ``gap_s`` (seconds since the previous row
+    of the group, null on its first). Positional shifts after one sort: cheaper than windows."""
+    ordered = frame.sort(group, "start_time")
+    same_prev = (pl.col(group) == pl.col(group).shift(1)).fill_null(False)
+    same_next = (pl.col(group) == pl.col(group).shift(-1)).fill_null(False)
+    seconds = pl.col("start_time").diff().dt.total_microseconds() / 1e6
+    return ordered.with_columns(
+        same_prev.alias("same_prev"),
+        same_next.alias("same_next"),
+        pl.when(same_prev).then(seconds).alias("gap_s"),
+    )
+
+
+def replay_turns(turns: pl.LazyFrame, step: pl.Expr | None = None) -> pl.LazyFrame:
+    """Turns sorted by conversation and time, with what each layout would read and write.
+
+    Needs ``_c`` (conversation key), ``start_time``, ``L`` (input tokens), ``prefix_hashes``,
+    ``minimum`` (cacheable length; null: caching not modelled) and ``explicit`` (breakpoints vs
+    automatic). ``step``: hit granularity (default 1 for explicit providers, 128 otherwise).
+    Adds ``first``, ``resent`` (the previous prompt is an exact prefix of this one),
+    ``prev_L``, ``gap_s`` and per layout ``hit_<o>``, ``cf_read_<o>``, ``cf_write_<o>``,
+    ``cf_write_1h_<o>`` (see the module docstring). Automatic providers get the same values
+    under every layout (no breakpoints, no 1-hour writes).
+    """
+    step = step if step is not None else pl.when(pl.col("explicit")).then(1).otherwise(128)
+    turns = ordered_with_neighbours(turns, "_c").rename({"same_prev": "_same"}).drop("same_next")
+    same = pl.col("_same")
+    hashes = pl.col("prefix_hashes")
+    turns = turns.with_columns(
+        (~same).alias("first"),
+        pl.when(same).then(pl.col("L").shift(1)).alias("prev_L"),
+        hashes.list.len().alias("_n"),
+        pl.when(same).then(hashes.list.len().shift(1)).alias("_prev_n"),
+        pl.when(same).then(hashes.list.last().shift(1)).alias("_prev_last"),
+    )
+    at = hashes.list.get((pl.col("_prev_n") - 1).clip(lower_bound=0), null_on_oob=True)
+    resent = (
+        (pl.col("_prev_n") > 0) & (at == pl.col("_prev_last")) & (pl.col("prev_L") <= pl.col("L"))
+    ).fill_null(False)
+    turns = turns.with_columns(resent.alias("resent")).drop("_prev_last")
+
+    length, prev, minimum, gap = pl.col("L"), pl.col("prev_L"), pl.col("minimum"), pl.col("gap_s")
+    explicit = pl.col("explicit").fill_null(False)
+    writes = (length >= minimum).fill_null(False)
+    # the last-message breakpoint reaches the previous turn's entry (automatic: always)
+    reach = ~explicit | ((pl.col("_n") - pl.col("_prev_n")) <= LOOKBACK_MESSAGES)
+    entry = pl.col("resent") & (prev >= minimum) & reach
+    stepped = prev // step * step
+    hit_short = (entry & (gap <= SHORT_TTL_S)).fill_null(False)
+    hit_long = (entry & (gap <= LONG_TTL_S) & explicit).fill_null(False)
+
+    # mixed: the 1-hour breakpoint sits on the previous turn's end, so the 5-minute entry there
+    # is always within reach; a turn that misses it writes a 1-hour entry at that point (the
+    # anchor), and later misses read the conversation's last anchor while it lives
+    hit_5m_mixed = (pl.col("resent") & (prev >= minimum) & (gap <= SHORT_TTL_S)).fill_null(False)
+    anchor = ~hit_5m_mixed & pl.col("resent") & explicit & (prev >= minimum).fill_null(False)
+    turns = turns.with_columns(
+        hit_short.alias("hit_short"),
+        hit_5m_mixed.alias("_hit_5m_mixed"),
+        hit_long.alias("hit_long"),
+        anchor.alias("_anchor"),
+        (~pl.col("resent")).cum_sum().alias("_seg"),  # a changed history starts a new lineage
+    )
+    last = {
+        "_a_at": pl.col("start_time"),
+        "_a_pos": pl.col("prev_L"),
+        "_a_n": pl.col("_prev_n"),
+        "_a_seg": pl.col("_seg"),
+    }
+    turns = turns.with_columns(
+        pl.when(pl.col("_anchor")).then(expr).shift(1).forward_fill().alias(name)
+        for name, expr in last.items()
+    )
+    mixed_hit = (
+        ~pl.col("_hit_5m_mixed")
+        & explicit
+        & (pl.col("_a_seg") == pl.col("_seg"))  # same conversation, history unchanged since
+        & ((pl.col("start_time") - pl.col("_a_at")).dt.total_microseconds() <= LONG_TTL_S * 1e6)
+        & ((pl.col("_prev_n") - pl.col("_a_n")) <= LOOKBACK_MESSAGES)
+    ).fill_null(False)
+    read_mixed = (
+        pl.when(pl.col("_hit_5m_mixed")).then(prev).when(mixed_hit).then(pl.col("_a_pos")).otherwise(0)
+    )
+    one_hour_mixed = (
+        pl.when(pl.col("_anchor")).then((prev - read_mixed).clip(lower_bound=0)).otherwise(0)
+    )
+
+    out: list[pl.Expr] = []
+    reads = {
+        "short": pl.when(hit_short).then(stepped).otherwise(0),
+        "long": pl.when(hit_long).then(prev).otherwise(0),
+        "mixed": read_mixed,
+    }
+    for layout, read in reads.items():
+        if layout != "short":  # automatic providers: the short replay under every name
+            read = pl.when(explicit).then(read).otherwise(reads["short"])
+        read = read.fill_null(0)
+        write = pl.when(writes).then(length - read).otherwise(0)
+        if layout == "long":
+            write_1h = pl.when(explicit).then(write).otherwise(0)
+        elif layout == "mixed":
+            write_1h = pl.when(writes).then(pl.min_horizontal(one_hour_mixed, write)).otherwise(0)
+        else:
+            write_1h = pl.lit(0)
+        out += [
+            read.alias(f"cf_read_{layout}"),
+            write.alias(f"cf_write_{layout}"),
+            write_1h.fill_null(0).alias(f"cf_write_1h_{layout}"),
+        ]
+    hit_mixed = (pl.col("_hit_5m_mixed") | mixed_hit).alias("hit_mixed")
+    return turns.with_columns(*out, hit_mixed).drop(
+        "_same", "_n", "_prev_n", "_anchor", "_seg", "_hit_5m_mixed", *last
+    )
