@@ -12,7 +12,17 @@ system prompt, which LT201 prices):
 * ``mixed`` - a 1-hour breakpoint on the previous turn's last message plus a 5-minute one on
   the last message. While turns come within 5 minutes it is ``short``; after a pause of 5-60
   minutes the turn still reads the history up to the last 1-hour entry (a prefix kept warm
-  between bursts of turns) instead of writing it all again.
+  between bursts of turns) instead of writing it all again. It also reaches the previous
+  turn's entry when a turn adds more than ~20 blocks (agent loops with many tool results),
+  where a lone breakpoint on the last message cannot look back that far.
+
+Which wins, measured on the planted workloads of tests/test_lt202.py against the independent
+replay: ``short`` for turns within minutes; ``long`` for turns 5-60 minutes apart, and also for
+bursts separated by pauses (``mixed`` beats ``short`` there but pays the 1-hour premium again on
+each burst's content at every pause, so one 1-hour write of everything is cheaper); ``mixed``
+when turns add more than the lookback (the others never hit). A breakpoint on the system prompt
+belongs to every layout (conversations sharing a system prompt read it across conversations):
+that region is LT201's, so it is not replayed here.
 
 Mechanics (Anthropic prompt-caching docs; shared/research/rules-domain.md §1.2):
 
@@ -149,7 +159,11 @@ def replay_turns(turns: pl.LazyFrame, step: pl.Expr | None = None) -> pl.LazyFra
         & ((pl.col("_prev_n") - pl.col("_a_n")) <= LOOKBACK_MESSAGES)
     ).fill_null(False)
     read_mixed = (
-        pl.when(pl.col("_hit_5m_mixed")).then(prev).when(mixed_hit).then(pl.col("_a_pos")).otherwise(0)
+        pl.when(pl.col("_hit_5m_mixed"))
+        .then(prev)
+        .when(mixed_hit)
+        .then(pl.col("_a_pos"))
+        .otherwise(0)
     )
     one_hour_mixed = (
         pl.when(pl.col("_anchor")).then((prev - read_mixed).clip(lower_bound=0)).otherwise(0)

@@ -252,7 +252,9 @@ def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
             pl.col("conversation_id").hash(37).alias("_c"),
             normalised_model_expr().alias("_norm"),
             pl.col("provider").is_in(_EXPLICIT).alias("explicit"),
-            pl.col("provider").replace_strict(_STEPS, default=1, return_dtype=pl.Int64).alias("step"),
+            pl.col("provider")
+            .replace_strict(_STEPS, default=1, return_dtype=pl.Int64)
+            .alias("step"),
         )
         .with_columns(
             pl.col("prefix_tokens").list.first().fill_null(0).clip(0, pl.col("L")).alias("p0"),
@@ -504,10 +506,11 @@ def _fix(row: dict[str, Any]) -> str:
             "Use two breakpoints on the history: "
             '`"cache_control": {"type": "ephemeral", "ttl": "1h"}` on the last content block '
             "of the previous turn's last message (the message before the new one) and "
-            '`"cache_control": {"type": "ephemeral"}` on the last message. Turns that follow '
-            "quickly read the 5-minute entry; after a pause of 5-60 minutes a turn still reads "
-            "the history up to the 1-hour entry instead of writing it all again (1-hour "
-            "entries must come before 5-minute ones; Bedrock: `cachePoint` blocks)." + tail
+            '`"cache_control": {"type": "ephemeral"}` on the last message. Each turn then '
+            "reaches the previous turn's entry even when it adds more than ~20 content blocks "
+            "(a lone breakpoint looks back only that far), and after a pause of 5-60 minutes "
+            "still reads the history up to the 1-hour entry instead of writing it all again "
+            "(1-hour entries must come before 5-minute ones; Bedrock: `cachePoint` blocks)." + tail
         )
     ttl = ', "ttl": "1h"' if row["best"] == "long" else ""
     return (
@@ -519,10 +522,14 @@ def _fix(row: dict[str, Any]) -> str:
     )
 
 
+def _usd(value: float) -> str:
+    return f"-${-value:,.2f}" if value < 0 else f"${value:,.2f}"
+
+
 def _alternatives(row: dict[str, Any], evidence: dict[str, Any]) -> str:
     """The other layouts' monthly savings, for the message."""
     others = [
-        f"{name} ${values['monthly_savings_usd']:,.2f}"
+        f"{name} {_usd(values['monthly_savings_usd'])}"
         for name, values in evidence["options"].items()
         if name != evidence["recommended_option"] and values["monthly_savings_usd"] is not None
     ]
