@@ -39,14 +39,14 @@ import polars as pl
 
 from llmtrace.config import ConfigError
 from llmtrace.rules import runrate
-from llmtrace.rules.base import (
-    AuditContext,
-    Finding,
-    RuleParams,
-    Severity,
-    coverage_rows,
-    merge_cells,
-    worth_reporting,
+from llmtrace.rules.base import AuditContext, Finding, RuleParams, merge_cells, worth_reporting
+from llmtrace.rules.caching_findings import (
+    judged_coverage,
+    key_finding,
+    rounded,
+    severity_for,
+    sum_if_all_priced,
+    with_size,
 )
 from llmtrace.rules.caching_model import (
     PROVIDERS,
@@ -188,27 +188,9 @@ class CachingRule:
     ) -> pl.DataFrame:
         """Keys on a provider whose caching is modelled: judged when their calls belong to a
         prefix shared by ``min_calls`` calls; else "no fingerprints" or "too few calls"."""
-        seen = (
-            aggregates.select("prompt", "model", "service").unique()
-            if aggregates.height
-            else pl.DataFrame(
-                schema={"prompt": pl.String, "model": pl.String, "service": pl.String}
-            )
-        )
-        marked = census.join(
-            seen.with_columns(pl.lit(True).alias("_seen")),
-            on=["prompt", "model", "service"],
-            how="left",
-            nulls_equal=True,
-        )
-        reason = (
-            pl.when(pl.col("fingerprinted") == 0)
-            .then(pl.lit("no fingerprints"))
-            .when(pl.col("_seen").is_null())
-            .then(pl.lit("too few calls"))
-        )
+        seen = aggregates if aggregates.height else None
         applies = pl.col("provider").is_in(list(PROVIDERS)) & (pl.col("with_input") > 0)
-        return coverage_rows(marked, applies, reason)
+        return judged_coverage(census, seen, applies)
 
 
 RULE = CachingRule()
@@ -508,8 +490,8 @@ def _price_groups(
         return pl.DataFrame(schema=schema)
     cells = aggregates.join(
         candidates.select(*_GROUP, "gid"), on=_GROUP, how="inner", nulls_equal=True
-    ).with_columns((pl.col("input") / pl.col("calls")).round(0).cast(pl.Int64).alias("size"))
-    cells = price_rates(cells, ctx.price)
+    )
+    cells = price_rates(with_size(cells), ctx.price)
     costs = (
         cells.with_columns(
             split_cost(read=r, write=w, write_1h=w1).alias(f"_{name}")
@@ -517,11 +499,9 @@ def _price_groups(
         )
         .group_by("gid")
         .agg(
-            # a group with any unpriced cell has no cost: a partial sum would invent savings
-            pl.when(pl.col(f"_{name}").null_count() == 0)
-            .then(pl.col(f"_{name}").sum())
-            .alias(f"cost_{name}")
-            for name in scenarios
+            *sum_if_all_priced(
+                [f"_{n}" for n in scenarios], {f"_{n}": f"cost_{n}" for n in scenarios}
+            )
         )
     )
     probes = price_rates(
@@ -567,14 +547,6 @@ def _median_gap_label(row: dict[str, Any]) -> str | None:
     return GAP_LABELS[-1]
 
 
-def _severity(monthly: float, params: Params) -> Severity:
-    if monthly >= params.high_savings_usd:
-        return "high"
-    if monthly >= params.medium_savings_usd:
-        return "medium"
-    return "low"
-
-
 def _evidence(row: dict[str, Any], ctx: AuditContext) -> dict[str, Any]:
     """The numbers behind a finding, rounded for reading."""
     uncached = row["rate_input"]
@@ -587,10 +559,6 @@ def _evidence(row: dict[str, Any], ctx: AuditContext) -> dict[str, Any]:
     within_hour = sum(row[c] or 0 for c in _GAP_COLUMNS[:6])
     days = row["basis_days"]
     hours = max(days * 24.0, 1e-9)
-
-    def rounded(value: float | None, digits: int = 4) -> float | None:
-        return None if value is None else round(value, digits)
-
     return {
         "provider": row["provider"],
         "prefix_hash": f"{row['prefix_hash']:016x}",
@@ -690,25 +658,13 @@ def _finding(row: dict[str, Any], ctx: AuditContext, params: Params) -> Finding:
         f"{ttl} cache {hit:.0%} of the calls would read it (break-even "
         f"{(break_even or 0.0):.1%}), saving ${monthly:,.2f}/month."
     )
-    return Finding(
-        rule=CODE,
-        name=NAME,
-        severity=_severity(monthly, params),
-        prompt=row["prompt"],
-        model=row["model"],
-        service=row["service"],
-        window_start=ctx.since,
-        window_end=ctx.until,
-        monthly_savings_usd=monthly,
+    return key_finding(
+        (CODE, NAME),
+        row,
+        ctx,
+        severity=severity_for(monthly, params),
         message=message,
         fix=_fix(row),
         evidence=evidence,
-        key={
-            "provider": row["provider"],
-            "model": row["model"],
-            "prompt": row["prompt"],
-            "service": row["service"],
-            "prefix_hash": evidence["prefix_hash"],
-            "prefix_depth": row["depth"],
-        },
+        extra_key={"prefix_hash": evidence["prefix_hash"], "prefix_depth": row["depth"]},
     )

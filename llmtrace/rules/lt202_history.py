@@ -48,16 +48,23 @@ from llmtrace.rules.base import (
     Finding,
     RuleParams,
     Severity,
-    coverage_rows,
     merge_cells,
     worth_reporting,
+)
+from llmtrace.rules.caching_findings import (
+    COVERAGE_KEY,
+    judged_coverage,
+    key_finding,
+    priced_cells,
+    rounded,
+    severity_for,
+    sum_if_all_priced,
 )
 from llmtrace.rules.caching_model import (
     IMPLICIT,
     PROVIDERS,
     min_tokens_expr,
     normalised_model_expr,
-    price_rates,
     regimes_frame,
     split_cost,
 )
@@ -183,30 +190,18 @@ class HistoryRule:
         """Keys with conversations on a provider whose caching is modelled: judged with enough
         conversations and resent turns; else "too few calls" or "no fingerprints"."""
         params = Params.from_mapping(ctx.params)
-        key = ["prompt", "model", "service"]
-        if aggregates.height:
-            judged = (
-                aggregates.group_by(key)
-                .agg(pl.col("conversations", "resent", "turns_after_first").sum())
-                .filter(
-                    (pl.col("conversations") >= params.min_conversations)
-                    & (pl.col("turns_after_first") >= params.min_resent_calls)
-                )
-                .select(key)
+        judged = (
+            aggregates.group_by(COVERAGE_KEY)
+            .agg(pl.col("conversations", "resent", "turns_after_first").sum())
+            .filter(
+                (pl.col("conversations") >= params.min_conversations)
+                & (pl.col("turns_after_first") >= params.min_resent_calls)
             )
-        else:
-            judged = pl.DataFrame(schema={k: pl.String for k in key})
-        marked = census.join(
-            judged.with_columns(pl.lit(True).alias("_judged")), on=key, how="left", nulls_equal=True
-        )
-        reason = (
-            pl.when(pl.col("fingerprinted") == 0)
-            .then(pl.lit("no fingerprints"))
-            .when(pl.col("_judged").is_null())
-            .then(pl.lit("too few calls"))
+            if aggregates.height
+            else None
         )
         applies = pl.col("provider").is_in(_MODELLED) & (pl.col("in_conversations") > 0)
-        return coverage_rows(marked, applies, reason)
+        return judged_coverage(census, judged, applies)
 
 
 RULE = HistoryRule()
@@ -373,25 +368,15 @@ def _price(aggregates: pl.DataFrame, eligible: pl.DataFrame, ctx: AuditContext) 
     if eligible.height == 0:
         return pl.DataFrame(schema=schema)
     cells = aggregates.join(eligible.select(_KEY), on=_KEY, how="semi", nulls_equal=True)
-    cells = cells.with_columns(
-        (pl.col("input") / pl.col("calls").clip(lower_bound=1))
-        .round(0)
-        .cast(pl.Int64)
-        .alias("size"),
-        pl.lit(0, dtype=pl.Int64).alias("_zero"),
-    )
-    priced = price_rates(cells, ctx.price).with_columns(
+    cells = cells.with_columns(pl.lit(0, dtype=pl.Int64).alias("_zero"))
+    priced = priced_cells(cells, ctx.price).with_columns(
         split_cost(calls="_zero", input="history", read=r, write=w, write_1h=w1).alias(f"_{name}")
         for name, (r, w, w1) in options.items()
     )
     return (
         priced.group_by(_KEY)
         .agg(
-            # an unpriced cell leaves the key without a cost: a partial sum would invent savings
-            pl.when(pl.col(f"_{name}").null_count() == 0)
-            .then(pl.col(f"_{name}").sum())
-            .alias(f"cost_{name}")
-            for name in options
+            *sum_if_all_priced([f"_{n}" for n in options], {f"_{n}": f"cost_{n}" for n in options})
         )
         .select(schema.keys())
         .cast(schema)  # type: ignore[arg-type]
@@ -401,16 +386,7 @@ def _price(aggregates: pl.DataFrame, eligible: pl.DataFrame, ctx: AuditContext) 
 def _severity(row: dict[str, Any], params: Params) -> Severity:
     if row["cache_mode"] == "implicit":
         return "info"  # no guaranteed hit and nothing to switch on: a potential, not counted
-    monthly = row["monthly_savings_usd"]
-    if monthly >= params.high_savings_usd:
-        return "high"
-    if monthly >= params.medium_savings_usd:
-        return "medium"
-    return "low"
-
-
-def _rounded(value: float | None, digits: int = 4) -> float | None:
-    return None if value is None else round(value, digits)
+    return severity_for(row["monthly_savings_usd"], params)
 
 
 _TTL_LABEL = {"short": "5m", "long": "1h", "mixed": "1h+5m"}
@@ -429,16 +405,16 @@ def _evidence(row: dict[str, Any]) -> dict[str, Any]:
     after_first = row["turns_after_first"] or 0
 
     def monthly(value: float | None) -> float | None:
-        return None if value is None else _rounded(runrate.monthly_value(value, days), 2)
+        return None if value is None else rounded(runrate.monthly_value(value, days), 2)
 
     def hit_rate(option: str) -> float | None:
-        return _rounded(row[f"hits_{option}"] / after_first) if after_first else None
+        return rounded(row[f"hits_{option}"] / after_first) if after_first else None
 
     explicit = row["cache_mode"] == "explicit"
     options = {
         (OPTION_NAMES[o] if explicit else row["cache_mode"]): {
             "monthly_savings_usd": monthly(row[f"saving_{o}"]),
-            "window_history_cost_usd": _rounded(row[f"cost_{o}"], 6),
+            "window_history_cost_usd": rounded(row[f"cost_{o}"], 6),
             "simulated_hit_rate": hit_rate(o),
         }
         for o in _offered(row)
@@ -455,11 +431,11 @@ def _evidence(row: dict[str, Any]) -> dict[str, Any]:
         else None,
         "max_input_tokens": row["input_max"],
         "min_cacheable_tokens": row["min_cacheable_tokens"],
-        "actual_cached_share_of_history": _rounded(row["cached_share"]),
+        "actual_cached_share_of_history": rounded(row["cached_share"]),
         "simulated_hit_rate": hit_rate(row["best"]),
-        "window_history_cost_usd": _rounded(row["cost_actual"], 6),
-        "window_history_cost_cached_5m_usd": _rounded(row["cost_short"], 6),
-        "window_history_cost_cached_1h_usd": _rounded(row["cost_long"], 6)
+        "window_history_cost_usd": rounded(row["cost_actual"], 6),
+        "window_history_cost_cached_5m_usd": rounded(row["cost_short"], 6),
+        "window_history_cost_cached_1h_usd": rounded(row["cost_long"], 6)
         if row["long_offered"]
         else None,
         "monthly_savings_5m_usd": monthly(row["saving_short"]),
@@ -560,23 +536,12 @@ def _finding(row: dict[str, Any], ctx: AuditContext, params: Params) -> Finding:
             f"with {option} {hit:.0%} of the later turns would read the previous prompt, saving "
             f"${monthly:,.2f}/month without dropping anything{_alternatives(row, evidence)}."
         )
-    return Finding(
-        rule=CODE,
-        name=NAME,
+    return key_finding(
+        (CODE, NAME),
+        row,
+        ctx,
         severity=_severity(row, params),
-        prompt=row["prompt"],
-        model=row["model"],
-        service=row["service"],
-        window_start=ctx.since,
-        window_end=ctx.until,
-        monthly_savings_usd=monthly,
         message=message,
         fix=_fix(row),
         evidence=evidence,
-        key={
-            "provider": row["provider"],
-            "model": row["model"],
-            "prompt": row["prompt"],
-            "service": row["service"],
-        },
     )

@@ -34,18 +34,26 @@ from llmtrace.rules.base import (
     AuditContext,
     Finding,
     RuleParams,
-    Severity,
     coverage_rows,
     merge_cells,
     worth_reporting,
 )
-from llmtrace.rules.caching_model import price_rates
+from llmtrace.rules.caching_findings import (
+    key_finding,
+    priced_cells,
+    rounded,
+    severity_for,
+    sum_if_all_priced,
+)
+from llmtrace.rules.history_replay import (
+    LONG_TTL_S,
+    SHORT_TTL_S,
+    clean_cache_tokens,
+    ordered_with_neighbours,
+)
 
 CODE = "LT203"
 NAME = "cache-writes-never-read"
-
-SHORT_TTL_S = 300.0
-LONG_TTL_S = 3600.0
 
 _KEY = ["provider", "model", "service", "prompt"]
 _CELL = [*_KEY, "day", "band"]
@@ -106,9 +114,6 @@ class UnreadWritesRule:
     def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
         """Per cell: written tokens, and those no later call of the lineage read in time."""
         start = pl.col("start_time")
-        inp = pl.col("input_tokens").cast(pl.Int64)
-        read = pl.col("cache_read_tokens").fill_null(0).cast(pl.Int64).clip(0, inp)
-        write = pl.min_horizontal(pl.col("cache_write_tokens").fill_null(0), inp - read).clip(0)
         base = (
             calls.select(*self.columns)
             .filter(
@@ -118,30 +123,23 @@ class UnreadWritesRule:
                 & pl.col("model").is_not_null()
             )
             .with_columns(
-                inp.alias("input"),
-                read.alias("read"),
-                write.alias("write"),
+                *clean_cache_tokens(input_as="input"),
                 _lineage().alias("_g"),
                 pl.struct(*_KEY).hash(59).alias("_k"),
                 start.dt.date().alias("day"),
-                inp.cast(pl.Float64).log(2).floor().cast(pl.Int32).alias("band"),
+                pl.col("input_tokens").cast(pl.Float64).log(2).floor().cast(pl.Int32).alias("band"),
             )
-            .with_columns(
-                pl.min_horizontal(pl.col("cache_write_1h_tokens").fill_null(0), "write")
-                .clip(0)
-                .alias("w1h")
-            )
+            .rename({"write_1h": "w1h"})
         )
         names = base.group_by("_k").agg(pl.col(*_KEY).first())
-        ordered = base.select(
-            "_g", "_k", "start_time", "day", "band", "input", "read", "write", "w1h"
-        ).sort("_g", "start_time")
-        same_next = (pl.col("_g") == pl.col("_g").shift(-1)).fill_null(False)
-        same_prev = (pl.col("_g") == pl.col("_g").shift(1)).fill_null(False)
-        seconds = pl.col("start_time").diff().dt.total_microseconds() / 1e6
+        ordered = ordered_with_neighbours(
+            base.select("_g", "_k", "start_time", "day", "band", "input", "read", "write", "w1h"),
+            "_g",
+        )
+        same_next, same_prev = pl.col("same_next"), pl.col("same_prev")
         ordered = ordered.with_columns(
-            pl.when(same_prev).then(seconds).alias("gap_prev"),
-            pl.when(same_next).then(seconds.shift(-1)).alias("gap_next"),
+            pl.col("gap_s").alias("gap_prev"),
+            pl.when(same_next).then(pl.col("gap_s").shift(-1)).alias("gap_next"),
             pl.when(same_next).then(pl.col("read").shift(-1) > 0).alias("next_reads"),
             pl.when(same_prev)
             .then((pl.col("read") + pl.col("write")).shift(1) > 0)
@@ -230,15 +228,7 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
     params = Params.from_mapping(ctx.params)
     if aggregates.height == 0:
         return pl.DataFrame()
-    cells = price_rates(
-        aggregates.filter(pl.col("writing_calls") > 0).with_columns(
-            (pl.col("input") / pl.col("calls").clip(lower_bound=1))
-            .round(0)
-            .cast(pl.Int64)
-            .alias("size")
-        ),
-        ctx.price,
-    )
+    cells = priced_cells(aggregates.filter(pl.col("writing_calls") > 0), ctx.price)
     if cells.height == 0:
         return pl.DataFrame()
     premium_5m = pl.col("rate_write") - pl.col("rate_input")
@@ -258,8 +248,7 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
     usd = [f"usd_{a}" for a in (*_ACTIONS, "premium")]
     keys = cells.group_by(_KEY).agg(
         *(pl.col(c).sum() for c in _SUMS),
-        # an unpriced cell leaves the key without a saving: a partial sum would invent one
-        *(pl.when(pl.col(c).null_count() == 0).then(pl.col(c).sum()).alias(c) for c in usd),
+        *sum_if_all_priced(usd),
         pl.col("first_call").min(),
         pl.col("last_call").max(),
         pl.col("rate_input", "rate_write", "rate_write_1h", "rate_read").mean(),
@@ -299,18 +288,6 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
     )
 
 
-def _severity(monthly: float, params: Params) -> Severity:
-    if monthly >= params.high_savings_usd:
-        return "high"
-    if monthly >= params.medium_savings_usd:
-        return "medium"
-    return "low"
-
-
-def _rounded(value: float | None, digits: int = 4) -> float | None:
-    return None if value is None else round(value, digits)
-
-
 def _evidence(row: dict[str, Any]) -> dict[str, Any]:
     days = row["basis_days"]
 
@@ -326,12 +303,12 @@ def _evidence(row: dict[str, Any]) -> dict[str, Any]:
         "written_tokens_1h": row["write_1h"],
         "unread_tokens_5m": row["wasted_5m"],
         "unread_tokens_1h": row["wasted_1h"],
-        "unread_share": _rounded(row["wasted_share"]),
-        "share_of_1h_writes_next_call_within_5m": _rounded(row["within_5m"])
+        "unread_share": rounded(row["wasted_share"]),
+        "share_of_1h_writes_next_call_within_5m": rounded(row["within_5m"])
         if row["write_1h"]
         else None,
-        "write_multiplier": _rounded(row["rate_write"] / rate_input) if rate_input else None,
-        "write_1h_multiplier": _rounded(row["rate_write_1h"] / rate_input) if rate_input else None,
+        "write_multiplier": rounded(row["rate_write"] / rate_input) if rate_input else None,
+        "write_1h_multiplier": rounded(row["rate_write_1h"] / rate_input) if rate_input else None,
         "monthly_premium_paid_usd": monthly(row["usd_premium"]),
         "monthly_premium_wasted_usd": monthly(row["usd_drop"]),
         "monthly_savings_switch_to_5m_usd": monthly(row["save_to_5m"]),
@@ -379,24 +356,13 @@ def _finding(row: dict[str, Any], ctx: AuditContext, params: Params) -> Finding:
         f"{row['writing_calls']:,} calls paid the cache-write premium for {written:,} tokens "
         f"({row['write_1h']:,} with the 1-hour lifetime); {what}."
     )
-    return Finding(
-        rule=CODE,
-        name=NAME,
-        severity=_severity(monthly, params),
-        prompt=row["prompt"],
-        model=row["model"],
-        service=row["service"],
-        window_start=ctx.since,
-        window_end=ctx.until,
-        monthly_savings_usd=monthly,
+    return key_finding(
+        (CODE, NAME),
+        row,
+        ctx,
+        severity=severity_for(monthly, params),
         message=message,
         fix=_FIXES[row["action"]],
         evidence=evidence,
-        key={
-            "provider": row["provider"],
-            "model": row["model"],
-            "prompt": row["prompt"],
-            "service": row["service"],
-            "change": row["action"],  # not "action": that is a call-record column
-        },
+        extra_key={"change": row["action"]},  # not "action": that is a call-record column
     )
