@@ -40,6 +40,22 @@ def rounded(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def sum_cells(rows: pl.LazyFrame, sums: Mapping[str, pl.Expr], *extra: pl.Expr) -> pl.LazyFrame:
+    """Per (key ``_k``, day, input band) cell: each of ``sums`` (name -> per-row Int64 value)
+    summed, the first and last call, and any ``extra`` aggregations. Why cells and not keys:
+    the day picks dated prices and the band the price tier when the cells are priced."""
+    return (
+        rows.with_columns(expr.cast(pl.Int64).alias(name) for name, expr in sums.items())
+        .group_by("_k", "day", "band")
+        .agg(
+            *(pl.col(name).sum() for name in sums),
+            *extra,
+            pl.col("start_time").min().alias("first_call"),
+            pl.col("start_time").max().alias("last_call"),
+        )
+    )
+
+
 def with_size(cells: pl.DataFrame) -> pl.DataFrame:
     """Cells with ``size``: their mean input per call, which picks the price tier."""
     return cells.with_columns(

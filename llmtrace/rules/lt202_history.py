@@ -58,6 +58,7 @@ from llmtrace.rules.caching_findings import (
     priced_cells,
     rounded,
     severity_for,
+    sum_cells,
     sum_if_all_priced,
 )
 from llmtrace.rules.caching_model import (
@@ -150,23 +151,11 @@ class HistoryRule:
         names = base.group_by("_k").agg(pl.col(*_KEY).first())
         turns = replay_turns(base.select(_NARROW), step=pl.col("step"))
         per_turn = _per_turn_sums(turns)
-        cells = (
-            turns.select(
-                "_k",
-                "day",
-                "band",
-                "start_time",
-                "L",
-                *(expr.alias(name) for name, expr in per_turn.items()),
-            )
-            .group_by("_k", "day", "band")
-            .agg(
-                *(pl.col(name).sum() for name in per_turn),
-                pl.col("L").sum().alias("input"),
-                pl.col("L").max().alias("input_max"),
-                pl.col("start_time").min().alias("first_call"),
-                pl.col("start_time").max().alias("last_call"),
-            )
+        cells = sum_cells(
+            turns,
+            per_turn,
+            pl.col("L").sum().alias("input"),
+            pl.col("L").max().alias("input_max"),
         )
         return cells.join(names, on="_k", how="left").select(*_CELL, *_SUMS, *_MAXES, *_MINS)
 

@@ -43,6 +43,7 @@ from llmtrace.rules.caching_findings import (
     priced_cells,
     rounded,
     severity_for,
+    sum_cells,
     sum_if_all_priced,
 )
 from llmtrace.rules.history_replay import (
@@ -169,21 +170,7 @@ class UnreadWritesRule:
             .then(w5)
             .otherwise(0),
         }
-        cells = (
-            ordered.select(
-                "_k",
-                "day",
-                "band",
-                "start_time",
-                *(expr.cast(pl.Int64).alias(name) for name, expr in values.items()),
-            )
-            .group_by("_k", "day", "band")
-            .agg(
-                *(pl.col(name).sum() for name in values),
-                pl.col("start_time").min().alias("first_call"),
-                pl.col("start_time").max().alias("last_call"),
-            )
-        )
+        cells = sum_cells(ordered, values)
         return cells.join(names, on="_k", how="left").select(*_CELL, *_SUMS, *_MAXES, *_MINS)
 
     def merge(self, partials: list[pl.DataFrame], ctx: AuditContext) -> pl.DataFrame:
