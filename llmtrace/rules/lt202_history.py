@@ -487,6 +487,13 @@ def _fix(row: dict[str, Any]) -> str:
     )
 
 
+_LAYOUT_PHRASE = {
+    "short": "a cache breakpoint on the last message (5m lifetime)",
+    "long": "a cache breakpoint on the last message (1h lifetime)",
+    "mixed": "a 1h breakpoint on the previous turn and a 5m one on the last message",
+}
+
+
 def _usd(value: float) -> str:
     return f"-${-value:,.2f}" if value < 0 else f"${value:,.2f}"
 
@@ -508,7 +515,7 @@ def _finding(row: dict[str, Any], ctx: AuditContext, params: Params) -> Finding:
     option = {
         "automatic": "automatic prefix caching routed per conversation",
         "implicit": "Gemini's implicit caching hitting as documented",
-    }.get(row["cache_mode"], f"cache breakpoints ({evidence['recommended_option']})")
+    }.get(row["cache_mode"], _LAYOUT_PHRASE[row["best"]])
     head = (
         f"{row['conversations']:,} conversations resend their history "
         f"(~{evidence['history_tokens_per_call'] or 0:,.0f} tokens per call after the system "
