@@ -453,3 +453,26 @@ def test_real_mooncake_layouts_priced_like_the_reference_replay() -> None:
     saving = truth["actual"] - truth["short"]
     assert 1 / 1.1 < row["saving"] / saving < 1.1
     assert finding.evidence["options"]["last message, 1h"]["monthly_savings_usd"] < 0
+
+
+def test_lt301_trims_on_top_of_the_cheapest_layout() -> None:
+    """Turns 10-30 minutes apart: LT202 recommends the 1-hour layout, and LT301 prices trimming
+    against the history cached that way (not the dearer 5-minute replay), so the two add up."""
+    from llmtrace.config import Config
+    from llmtrace.rules.engine import run_audit
+
+    frame = conversations(
+        150, turns=(14, 24), user=500, output=600, gap_s=(600.0, 1500.0), span_days=6.0
+    )
+    result = run_audit(
+        conform(frame.lazy()), since=SINCE, until=UNTIL, config=Config(), select="LT202,LT301",
+        price_book=BOOK,
+    )  # fmt: skip
+    by_rule = {f.rule: f for f in result.findings}
+    assert by_rule["LT202"].evidence["recommended_ttl"] == "1h"
+    trim = by_rule["LT301"]
+    assert trim.evidence["baseline"].startswith("history cached with a breakpoint on the last "
+                                               "message (1h)")  # fmt: skip
+    billed = price_calls(frame.filter(pl.col("start_time") < UNTIL), BOOK)
+    monthly_input = billed["input_cost"].sum() * 30 / 6
+    assert by_rule["LT202"].monthly_savings_usd + trim.monthly_savings_usd < monthly_input

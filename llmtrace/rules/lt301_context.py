@@ -26,6 +26,10 @@ Two checks share one aggregate (rules/LT301.yaml documents the rule for users):
 All savings price counterfactual token splits with the run's pricer (``ctx.price``, via
 ``caching_model.price_rates``), so cache reads, writes, tiers and dated prices are as billed.
 
+On top of caching (never counting LT202's saving twice): conversations that cache nothing are
+also re-costed under each of LT202's breakpoint layouts (``history_replay``), and trimming is
+priced against the cheapest of the billed and the cached versions; the evidence names it.
+
 Mergeability: conversation statistics and turn numbers need a conversation's calls together,
 so partials are exact when partitions are split by ``conversation_id`` (single calls and their
 histograms merge by addition under any split). ``merge`` concatenates and re-aggregates.
@@ -54,6 +58,7 @@ from llmtrace.rules.caching_model import (
     min_tokens_expr,
     normalised_model_expr,
     price_rates,
+    provider_fact,
     split_cost,
 )
 from llmtrace.rules.lt202_history import replay_turns
@@ -105,10 +110,18 @@ _NARROW = [
 ]
 _CELL_KEY = ["_k", "day", "band"]
 # what LT202's replay needs besides _NARROW
-_REPLAY = ["prefix_hashes", "minimum", "explicit"]
-# cells of conversations re-costed as if their history were cached (LT202's 5-minute
-# breakpoint on the last message): trimming is priced on top of that caching
+_REPLAY = ["prefix_hashes", "minimum", "explicit", "long_ok"]
+# cells of conversations re-costed as if their history were cached with one of LT202's
+# breakpoint layouts: trimming is priced on top of the cheapest (``_cheaper_baseline``)
 ON_TOP = "conv_cached"
+ON_TOP_KINDS = {"short": ON_TOP, "long": f"{ON_TOP}_1h", "mixed": f"{ON_TOP}_1h_5m"}
+_CACHED_KINDS = list(ON_TOP_KINDS.values())
+# what the evidence calls each layout (as LT202's)
+_LAYOUT_TEXT = {
+    ON_TOP: "a breakpoint on the last message (5m)",
+    ON_TOP_KINDS["long"]: "a breakpoint on the last message (1h)",
+    ON_TOP_KINDS["mixed"]: "a 1h breakpoint on the previous turn and a 5m one on the last message",
+}
 
 
 @dataclass(frozen=True)
@@ -177,10 +190,14 @@ class ContextRule:
         narrow = base.select(*_NARROW)
         conv = base.filter(pl.col("_c").is_not_null()).select(*_NARROW, *_REPLAY)
         single = narrow.filter(pl.col("_c").is_null())
+        turns = replay_turns(conv.rename({"input": "L"})).rename({"L": "input"})
         parts = [
             _conversation_cells(conv.select(_NARROW), params),
-            _conversation_cells(_cached_history(conv), params).with_columns(
-                pl.lit(ON_TOP).alias("kind")
+            *(
+                _conversation_cells(_cached_history(turns, layout), params).with_columns(
+                    pl.lit(kind).alias("kind")
+                )
+                for layout, kind in ON_TOP_KINDS.items()
             ),
             _single_cells(single, params),
             _histograms(single),
@@ -265,6 +282,9 @@ def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
             pl.col("conversation_id").hash(37).alias("_c"),
             min_tokens_expr(normalised_model_expr()).alias("minimum"),
             pl.col("provider").is_in(_EXPLICIT).alias("explicit"),
+            # 1-hour layouts only where the provider offers 1-hour writes (provider level:
+            # Bedrock's few 1-hour models stay on the 5-minute baseline, a conservative choice)
+            provider_fact("long_ttl_s").is_not_null().alias("long_ok"),
         )
         .with_columns(
             pl.min_horizontal(pl.col("cache_write_1h_tokens").fill_null(0), "write")
@@ -275,19 +295,22 @@ def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
     )
 
 
-def _cached_history(conv: pl.LazyFrame) -> pl.LazyFrame:
-    """Turns of conversations that cache nothing, re-split as LT202's replay of a 5-minute
-    breakpoint on the last message would bill them (``lt202_history.replay_turns``);
-    conversations that already cache, and providers whose caching is not modelled, keep their
-    real split. ``evaluate`` uses these cells as the baseline when caching is cheaper, so a
-    trimming saving never includes what caching alone would save (LT202's)."""
-    turns = replay_turns(conv.rename({"input": "L"})).rename({"L": "input"})
+def _cached_history(turns: pl.LazyFrame, layout: str) -> pl.LazyFrame:
+    """Replayed turns (``lt202_history.replay_turns``) of conversations that cache nothing,
+    re-split as LT202's breakpoint ``layout`` would bill them; conversations that already cache,
+    providers whose caching is not modelled, and 1-hour layouts where 1-hour writes are not
+    offered keep their real split. ``evaluate`` prices trimming on top of the cheapest of these
+    and the billed cells, so a trimming saving never includes what caching alone would save
+    (LT202's)."""
     uncached = ((pl.col("read") + pl.col("write")) == 0).all().over("_c")
     replace = uncached & pl.col("minimum").is_not_null()
+    if layout != "short":
+        replace = replace & pl.col("long_ok")
     return turns.with_columns(
-        pl.when(replace).then(pl.col("cf_read_short")).otherwise(pl.col("read")).alias("read"),
-        pl.when(replace).then(pl.col("cf_write_short")).otherwise(pl.col("write")).alias("write"),
-        pl.when(replace).then(0).otherwise(pl.col("write_1h")).alias("write_1h"),
+        *(
+            pl.when(replace).then(pl.col(f"cf_{name}_{layout}")).otherwise(pl.col(name)).alias(name)
+            for name in ("read", "write", "write_1h")
+        )
     ).select(_NARROW)
 
 
@@ -528,7 +551,7 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
     params = Params.from_mapping(ctx.params)
     if aggregates.height == 0:
         return pl.DataFrame()
-    cells = aggregates.filter(pl.col("kind").is_in(["conv", ON_TOP, "single"]))
+    cells = aggregates.filter(pl.col("kind").is_in(["conv", *_CACHED_KINDS, "single"]))
     keys = cells.group_by("kind", *_KEY).agg(
         *(pl.col(c).sum() for c in _SUMS if not c.startswith("hist_")),
         pl.col("input_max", "last_call").max(),
@@ -536,7 +559,7 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
     )
     quantiles = _quantiles(aggregates)
     keys = keys.join(quantiles, on=_KEY, how="left", nulls_equal=True)
-    conv_ok = pl.col("kind").is_in(["conv", ON_TOP]) & (pl.col("flagged") > 0)
+    conv_ok = pl.col("kind").is_in(["conv", *_CACHED_KINDS]) & (pl.col("flagged") > 0)
     single_ok = (
         (pl.col("kind") == "single")
         & (pl.col("calls") >= params.min_calls)
@@ -569,9 +592,10 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
 
 
 def _cheaper_baseline(table: pl.DataFrame) -> pl.DataFrame:
-    """Per conversation key, the cheaper of "as billed" and "history cached" (``ON_TOP``) as
-    the baseline the trimming policies are priced against; ``on_top_of_caching`` says which."""
-    is_conv = pl.col("kind").is_in(["conv", ON_TOP])
+    """Per conversation key, the cheapest of "as billed" and "history cached" under each of
+    LT202's layouts (``ON_TOP_KINDS``) as the baseline the trimming policies are priced against;
+    ``on_top_of_caching`` says whether caching won, ``cached_layout`` which layout."""
+    is_conv = pl.col("kind").is_in(["conv", *_CACHED_KINDS])
     billed = (
         table.filter(pl.col("kind") == "conv")
         .select(*_KEY, pl.col("cost_actual").alias("_billed"))
@@ -583,14 +607,31 @@ def _cheaper_baseline(table: pl.DataFrame) -> pl.DataFrame:
     conv = (
         table.filter(is_conv)
         .join(billed, on=_KEY, how="left", nulls_equal=True)
-        .with_columns(((pl.col("kind") == ON_TOP) & cheaper.fill_null(False)).alias("_on_top"))
+        .with_columns(
+            ((pl.col("kind") != "conv") & cheaper.fill_null(False)).alias("_on_top"),
+            pl.col("kind")
+            .replace_strict({k: i for i, k in enumerate(_CACHED_KINDS)}, default=len(_CACHED_KINDS))
+            .alias("_order"),  # ties: the simplest layout
+        )
         .filter((pl.col("kind") == "conv") | pl.col("_on_top"))
-        .sort([*_KEY, "_on_top"], descending=[False] * len(_KEY) + [True], nulls_last=True)
+        # a cheaper cached row first, the cheapest of them, else the billed row
+        # rounded: equal layouts must tie (and the simplest win), not differ in float noise
+        .with_columns(
+            pl.when(pl.col("_on_top")).then(pl.col("cost_actual").round(6)).alias("_cached_cost")
+        )
+        .sort([*_KEY, "_cached_cost", "_order"], nulls_last=True)
         .unique(subset=_KEY, keep="first", maintain_order=True)
-        .with_columns(pl.lit("conv").alias("kind"), pl.col("_on_top").alias("on_top_of_caching"))
-        .drop("_billed", "_on_top")
+        .with_columns(
+            pl.when(pl.col("_on_top")).then(pl.col("kind")).alias("cached_layout"),
+            pl.lit("conv").alias("kind"),
+            pl.col("_on_top").alias("on_top_of_caching"),
+        )
+        .drop("_billed", "_on_top", "_order", "_cached_cost")
     )
-    single = table.filter(~is_conv).with_columns(pl.lit(False).alias("on_top_of_caching"))
+    single = table.filter(~is_conv).with_columns(
+        pl.lit(None, dtype=pl.String).alias("cached_layout"),
+        pl.lit(False).alias("on_top_of_caching"),
+    )
     return pl.concat([conv, single], how="vertical_relaxed")
 
 
@@ -727,7 +768,7 @@ def _evidence(row: dict[str, Any], ctx: AuditContext, params: Params) -> dict[st
         if row["saving_budget"] is not None
         else None,
         "recommended": "summarize" if row["best"] == "summary" else "budget",
-        "baseline": "history cached with a breakpoint on the last message (LT202's saving "
+        "baseline": f"history cached with {_LAYOUT_TEXT[row['cached_layout']]} (LT202's saving "
         "not included)"
         if row.get("on_top_of_caching")
         else "as billed",
