@@ -476,3 +476,20 @@ def test_lt301_trims_on_top_of_the_cheapest_layout() -> None:
     billed = price_calls(frame.filter(pl.col("start_time") < UNTIL), BOOK)
     monthly_input = billed["input_cost"].sum() * 30 / 6
     assert by_rule["LT202"].monthly_savings_usd + trim.monthly_savings_usd < monthly_input
+
+
+def test_coverage_names_only_models_whose_caching_is_modelled() -> None:
+    """Gemini 2.5 conversations are judged; Gemini 2.0 (no implicit caching) is not LT202's."""
+    from llmtrace.rules.engine import census_aggregate
+
+    frame = pl.concat(
+        [
+            conversations(50, model="gemini-2.5-flash", provider="google", prompt="new@v1"),
+            conversations(50, model="gemini-2.0-flash", provider="google", prompt="old@v1"),
+        ]
+    )
+    ctx = context()
+    calls = conform(frame.lazy())
+    merged = RULE.merge([RULE.aggregate(calls, ctx).collect()], ctx)
+    rows = RULE.coverage(merged, ctx, census_aggregate(calls).collect(), [])
+    assert rows.select("prompt", "reason").to_dicts() == [{"prompt": "new@v1", "reason": None}]

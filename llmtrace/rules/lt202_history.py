@@ -189,7 +189,15 @@ class HistoryRule:
             if aggregates.height
             else None
         )
-        applies = pl.col("provider").is_in(_MODELLED) & (pl.col("in_conversations") > 0)
+        # only models whose caching is modelled (Gemini before 2.5 has no implicit caching)
+        modelled = regimes_frame(census, implicit=True).filter(pl.col("cache_mode").is_not_null())
+        census = census.join(
+            modelled.select("provider", "model", pl.lit(True).alias("_modelled")),
+            on=["provider", "model"],
+            how="left",
+            nulls_equal=True,
+        )
+        applies = pl.col("_modelled").fill_null(False) & (pl.col("in_conversations") > 0)
         return judged_coverage(census, judged, applies)
 
 
