@@ -6,24 +6,33 @@ by the next. LT201 cannot see this (each conversation's history is its own prefi
 other conversation); LT202 replays each conversation with the provider's real mechanics
 (rules/LT202.yaml documents the rule for users):
 
-* **Anthropic / Bedrock** (explicit): one breakpoint on the last message of every request. A
-  turn reads the previous turn's whole prompt when that prompt is an exact prefix of its own
-  (same message-boundary hash), was long enough to be written at all (the model's minimum
-  cacheable length), and the previous turn came within the lifetime (5 minutes, refreshed by
-  that very read, or 1 hour where offered); it writes everything after that, at the write
-  premium, when its prompt reaches the minimum. Replayed for both lifetimes; the better wins.
+* **Anthropic / Bedrock** (explicit, up to 4 breakpoints): three layouts of the history's
+  breakpoints are replayed (``history_replay``): one on the last message with the 5-minute
+  lifetime (refreshed by every read), the same with 1 hour (where offered), and a 1-hour one on
+  the previous turn's last message plus a 5-minute one on the last message. A turn reads the
+  longest live entry one of its breakpoints can reach (~20 blocks back) that is an exact prefix
+  of its prompt (same message-boundary hash) and was long enough to be written at all (the
+  model's minimum cacheable length); it writes what is new, at the write premium, when its
+  prompt reaches the minimum. The cheapest layout is reported, the others' savings in the
+  evidence and message (measured winners: tests/test_lt202.py and ``history_replay``).
 * **OpenAI / Azure** (automatic): a turn reads the previous prompt rounded down to 128-token
   steps when it is at least 1,024 tokens and came within ~5 minutes; writes cost what the price
   data says (nothing extra before GPT-5.6). Nothing to switch on but routing
   (``prompt_cache_key``), which is what the fix says.
-* Gemini's implicit caching is not replayed: hits are not guaranteed and nothing can be switched
-  on (see caching_model). No prefix other than the conversation's own previous prompt is read.
+* **Gemini 2.5+** (implicit): replayed like automatic caching from the model's minimum, priced
+  at the price data's cached-input rate. Decided from the docs: implicit caching is on by
+  default for 2.5 and newer and has no guaranteed hit, so what it would read is a potential,
+  reported with severity info (not counted) and a fix that says implicit caching already
+  applies. Explicit context caching is the only way to guarantee hits, but it bills storage per
+  token-hour, which genai-prices does not hold, so it is named in the evidence and never priced
+  (a figure without storage would overstate it). Gemini 2.0 and older: not modelled.
 
-Only the history after the system prefix (``prefix_tokens[0]``) is replayed and priced: the
-system prefix shared across conversations is LT201's, so the two never count one token twice.
-A turn that already reads at least as much history as the replay would keeps its real split,
-so the replay never undoes caching an app already does. LT301 (trimming) prices its policies
-on top of this caching, so LT202 + LT301 add up.
+Only the history after the system prefix (``prefix_tokens[0]``) is replayed and priced: every
+layout keeps a breakpoint on the system prompt, and the system prefix shared across
+conversations is LT201's, so the two never count one token twice. A turn that already reads at
+least as much history as the replay would keeps its real split, so the replay never undoes
+caching an app already does. LT301 (trimming) prices its policies on top of the cheapest
+layout, so LT202 + LT301 add up.
 
 Costs: per cell (prompt key, day, input-size band) the aggregate sums the history tokens as
 billed and as each option would bill them; ``decide`` prices both with the run's own pricer
@@ -32,7 +41,8 @@ price data), and scales to a month at the key's run-rate (``runrate``).
 
 Mergeability: the replay needs a conversation's turns together, so partials are exact when
 partitions are split by ``conversation_id`` (``partition_key``); ``merge`` re-aggregates cells.
-Vectorised: one sort by (conversation, time), then shifted columns; no Python per call.
+Vectorised: one sort by (conversation, time), then shifted columns and one forward fill:
+O(N log N) for N calls, memory of the narrow columns of one partition; no Python per call.
 """
 
 from __future__ import annotations
