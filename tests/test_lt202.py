@@ -493,3 +493,18 @@ def test_coverage_names_only_models_whose_caching_is_modelled() -> None:
     merged = RULE.merge([RULE.aggregate(calls, ctx).collect()], ctx)
     rows = RULE.coverage(merged, ctx, census_aggregate(calls).collect(), [])
     assert rows.select("prompt", "reason").to_dicts() == [{"prompt": "new@v1", "reason": None}]
+
+
+def test_the_system_prompt_breakpoint_is_advised_only_when_it_can_be_written() -> None:
+    """Planted chats share a 1,500-token system prompt (>= Sonnet 4.5's 1,024): keep a
+    breakpoint there too. Mooncake's shared block is 512 tokens: a breakpoint there is never
+    written, so the fix says so instead."""
+    _, [planted] = run(conversations(300), context())
+    assert planted.evidence["system_prompt_tokens_per_call"] == 1500
+    assert planted.evidence["system_prompt_breakpoint"].startswith("add one")
+    assert "Keep a breakpoint on the system prompt too" in planted.fix
+    _, [real] = run(mooncake_calls(UNTIL - timedelta(hours=2)), context())
+    # 512 per call, more where a whole one-block request counts as its system prefix
+    assert 512 <= real.evidence["system_prompt_tokens_per_call"] < 1024
+    assert real.evidence["system_prompt_breakpoint"].startswith("not written")
+    assert "below the 1,024-token minimum" in real.fix

@@ -450,8 +450,9 @@ def _evidence(row: dict[str, Any]) -> dict[str, Any]:
         "options": options,
         "recommended_option": OPTION_NAMES[row["best"]] if explicit else row["cache_mode"],
         "recommended_ttl": _TTL_LABEL[row["best"]],
-        "scope": "history after the system prefix; every option keeps a breakpoint on the "
-        "system prompt, whose caching LT201 prices",
+        "scope": "history after the system prefix (the system prompt's own caching is LT201's)",
+        "system_prompt_tokens_per_call": _system_tokens(row),
+        "system_prompt_breakpoint": _system_breakpoint(row),
         "run_rate_basis": runrate.basis_evidence(
             row["first_call"], row["last_call"], days, row["calls"]
         ),
@@ -459,6 +460,26 @@ def _evidence(row: dict[str, Any]) -> dict[str, Any]:
     if row["cache_mode"] == "implicit":
         evidence["explicit_context_caching"] = _EXPLICIT_GEMINI
     return evidence
+
+
+def _system_tokens(row: dict[str, Any]) -> int | None:
+    """Mean tokens of the system prefix per call (input minus history)."""
+    return round((row["input"] - row["history"]) / row["calls"]) if row["calls"] else None
+
+
+def _system_breakpoint(row: dict[str, Any]) -> str:
+    """Whether a breakpoint on the system prompt is worth one of the 4: only when the system
+    prompt alone reaches the model's minimum, so new conversations can read it."""
+    system, minimum = _system_tokens(row) or 0, row["min_cacheable_tokens"] or 0
+    if system >= minimum:
+        return (
+            "add one: the system prompt alone reaches the minimum, so a conversation's first "
+            "turn reads it from other conversations (LT201 prices that)"
+        )
+    return (
+        f"not written: the system prompt alone (~{system:,} tokens) is below the model's "
+        f"{minimum:,}-token minimum"
+    )
 
 
 def _fix(row: dict[str, Any]) -> str:
@@ -480,9 +501,15 @@ def _fix(row: dict[str, Any]) -> str:
             "conversation's turns reach the same cache, and never edit earlier messages: append "
             "only."
         )
-    tail = (
-        " Append messages only; never edit or reorder earlier turns, or the cache is lost. Keep "
-        "a breakpoint on the system prompt too (LT201); at most 4 in all."
+    system = (
+        " Keep a breakpoint on the system prompt too, so new conversations read it (LT201); at "
+        "most 4 in all."
+        if (_system_tokens(row) or 0) >= (row["min_cacheable_tokens"] or 0)
+        else f" A breakpoint on the system prompt alone (~{_system_tokens(row) or 0:,} tokens) "
+        f"would not be written: it is below the {row['min_cacheable_tokens']:,}-token minimum."
+    )
+    tail = " Append messages only; never edit or reorder earlier turns, or the cache is lost." + (
+        system
     )
     if row["best"] == "mixed":
         return (
