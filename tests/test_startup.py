@@ -73,3 +73,24 @@ def test_pricing_live_calls_loads_no_polars(tmp_path: Path) -> None:
         "assert costs['price_status'] == 'ok', costs"
     )
     assert imported_after(code, tmp_path, "polars", "genai_prices") == ["genai_prices"]
+
+
+def test_an_app_that_exits_at_once_waits_for_the_price_load(tmp_path: Path) -> None:
+    """The background load is finished, not killed, when the app exits right after init().
+
+    A daemon thread killed inside genai-prices' native code while the interpreter finalizes
+    aborts the whole app (SIGABRT, about 1 exit in 15 before this was fixed). A slowed load
+    makes the race certain: without the wait at exit the thread never prints.
+    """
+    code = (
+        "import time; from llmtrace import price_book; load = price_book.PriceBook.load\n"
+        "def slow(*args, **kwargs):\n"
+        "    time.sleep(0.5); book = load(*args, **kwargs); print('loaded', flush=True)\n"
+        "    return book\n"
+        "price_book.PriceBook.load = slow\n"
+        "import llmtrace; llmtrace.init(exporters='none')\n"
+    )
+    env = {"LLMTRACE_STORE": str(tmp_path / "store"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "loaded"

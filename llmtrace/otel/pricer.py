@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -47,7 +48,9 @@ class LazyPriceBook:
             except Exception as exc:  # noqa: BLE001
                 _guard.swallow("pricing.warm", exc)
 
-        threading.Thread(target=load, name="llmtrace-prices", daemon=True).start()
+        thread = threading.Thread(target=load, name="llmtrace-prices", daemon=True)
+        thread.start()
+        atexit.register(_finish_loading, thread)
 
     def __call__(self, call: Mapping[str, Any]) -> Mapping[str, Any]:
         """Price one call record with the loaded book."""
@@ -58,6 +61,22 @@ class LazyPriceBook:
             **{field: call.get(field) for field in TOKEN_FIELDS},
             service_tier=call.get("service_tier"),
         )
+
+
+# How long an exiting app waits for a load still under way (it reads bundled data only and
+# takes about a second on a loaded machine; a price file on a hung disk must not hold exit).
+_EXIT_WAIT_SECONDS = 10.0
+
+
+def _finish_loading(thread: threading.Thread) -> None:
+    """At exit, let a price load still under way finish before the interpreter finalizes.
+
+    Why: a daemon thread still inside genai-prices (pydantic-core's native code) when the
+    interpreter finalizes is stopped by a forced unwind that aborts the whole process
+    (SIGABRT, "FATAL: exception not rethrown"): 4 of 60 apps that exited right after
+    ``init()`` died that way. Daemon, so an app that forks or never exits is not held by it.
+    """
+    thread.join(_EXIT_WAIT_SECONDS)
 
 
 def default_pricer() -> LazyPriceBook:
