@@ -116,9 +116,25 @@ def _key_spend(daily: pl.DataFrame, finding: Finding, result: AuditResult) -> Ke
         day += timedelta(days=1)
     start = window.since.astimezone(UTC).date()
     in_window = sum(v for d, v in days if d >= start)
+    return KeySpend(tuple(days), in_window, _monthly_spend(days, finding, result), start)
+
+
+def _monthly_spend(days: list[tuple[date, float]], finding: Finding, result: AuditResult) -> float:
+    """The key's spend per month on the basis of the finding's saving.
+
+    Why: savings are run-rates over the days that hold data for the key (``run_rate_basis``
+    in the evidence, ``llmtrace.rules.runrate``); the spend they are a share of must be too, or
+    a prompt that started two days into a 7-day window reads as saving 350% of its spend. A
+    finding without a basis (a custom rule of an older shape) falls back to the window.
+    """
+    basis = finding.evidence.get("run_rate_basis")
+    if isinstance(basis, dict) and basis.get("since") and basis.get("days_with_data"):
+        first = datetime.fromisoformat(basis["since"]).astimezone(UTC).date()
+        return sum(v for d, v in days if d >= first) * 30.0 / float(basis["days_with_data"])
+    window = result.window
     window_days = (window.until - window.since).total_seconds() / 86400
-    monthly = in_window * 30.0 / window_days if window_days > 0 else 0.0
-    return KeySpend(tuple(days), in_window, monthly, start)
+    in_window = sum(v for d, v in days if d >= window.since.astimezone(UTC).date())
+    return in_window * 30.0 / window_days if window_days > 0 else 0.0
 
 
 def share_text(share: float | None) -> str:
