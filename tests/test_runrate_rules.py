@@ -138,6 +138,8 @@ def _shares(store: Path) -> dict[str, float]:
             heading = f"{rule} {prompt}"
         elif heading is not None:
             shares[heading], heading = float(share) / 100.0, None
+    # every finding has a share, also one whose key has no prompt (an agent's calls)
+    assert len(shares) == sum(1 for rule, _, _ in found if rule), result.stdout
     return shares
 
 

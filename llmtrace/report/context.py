@@ -103,7 +103,12 @@ def _now() -> datetime:
 
 def _key_spend(daily: pl.DataFrame, finding: Finding, result: AuditResult) -> KeySpend:
     window = result.window
-    match = [pl.col(k) == str(v) for k, v in finding.key.items() if k in KEY_COLUMNS]
+    # a key without a prompt (an agent's calls) matches the calls without one
+    match = [
+        pl.col(k).is_null() if v is None else pl.col(k) == str(v)
+        for k, v in finding.key.items()
+        if k in KEY_COLUMNS
+    ]
     rows = daily.filter(pl.all_horizontal(match)) if match else daily
     per_day = rows.group_by("day").agg(pl.col("spend").sum()).sort("day")
     first = window.baseline_since.astimezone(UTC).date()
