@@ -133,11 +133,10 @@ class AuditContext:
 
     @property
     def window_days(self) -> float:
+        """The current window's length: the most a run-rate's basis can be. A monthly figure
+        is never ``amount * 30 / window_days`` (that dilutes a key that ran part of the window):
+        rules scale with ``llmtrace.rules.runrate``."""
         return (self.until - self.since).total_seconds() / 86400.0
-
-    def monthly(self, amount_in_window: float) -> float:
-        """Scale an amount observed over the current window to 30 days."""
-        return amount_in_window * 30.0 / self.window_days if self.window_days > 0 else 0.0
 
 
 @dataclass
