@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).parent.parent
+UNBOUNDED_SECONDS = 41.0  # the exit before LLMTRACE_EXIT_TIMEOUT_MS bounded it
 
 
 @pytest.fixture
@@ -87,10 +88,12 @@ def seconds(stderr: str, label: str) -> float:
 def test_a_silent_collector_delays_exit_at_most_the_timeout(silent_endpoint, explicit):
     result = run_app(silent_endpoint, explicit, timeout_ms=1000)
     assert result.returncode == 0, result.stderr
-    # 1 s for the exports; the rest is slack for a loaded CI machine (it was 41 s before)
+    # 1 s for the exports. Unbounded, the exit took 41 s (the SDK's export timeouts and
+    # retries); bounded it takes ~1-2 s on a quiet machine but was measured at up to 8.4 s at
+    # load 18-21, so the limit sits between the two rather than near the quiet figure.
     if explicit:
-        assert seconds(result.stderr, "shutdown") < 3.0, result.stderr
-    assert seconds(result.stderr, "exit-delay") < 3.0, result.stderr
+        assert seconds(result.stderr, "shutdown") < UNBOUNDED_SECONDS / 3, result.stderr
+    assert seconds(result.stderr, "exit-delay") < UNBOUNDED_SECONDS / 3, result.stderr
     failures = [x for x in result.stderr.splitlines() if "OTLP export to" in x]
     assert 1 <= len(failures) <= 2, result.stderr  # logged once (and again at 10 failures)
     assert "failed batch(es) so far" in failures[0]
