@@ -44,6 +44,7 @@ context; the other spans' ids are noted in the record's ``twin_ids``.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from collections.abc import Mapping
@@ -353,6 +354,11 @@ class RecentCalls:
         # a full queue makes the processor work inline on an app thread beside the worker
         self._lock = threading.Lock()
         self._recent: deque[Mapping[str, Any]] = deque(maxlen=size)
+        # the calls without a response id, numbered in the order remembered: a call with an id
+        # can only be a time twin of one of them, and scanning the 64 most recent calls for
+        # them was ~20 us a span when every call has an id (bench/bench_live_spans.py)
+        self._without_id: deque[tuple[int, Mapping[str, Any]]] = deque(maxlen=size)
+        self._count = 0
         self._by_id: dict[str, Mapping[str, Any]] = {}
         self._paired: set[str] = set()
         self._scan = scan
@@ -371,6 +377,9 @@ class RecentCalls:
         recent.append(call)
         if call.get("response_id") is not None:
             self._by_id.setdefault(call["response_id"], call)
+        else:
+            self._without_id.append((self._count, call))
+        self._count += 1
 
     def find(self, call: Mapping[str, Any]) -> Mapping[str, Any] | None:
         with self._lock:
@@ -383,13 +392,22 @@ class RecentCalls:
             if same is not None and are_twins(call, same):
                 return same
         best, best_distance = None, None
-        for index, other in enumerate(reversed(self._recent)):
-            if index >= self._scan:
-                break
+        # the ``scan`` most recent calls; with an id, only those without one (two ids that
+        # differ, or were checked above, are never twins)
+        oldest = self._count - min(self._scan, self._recent.maxlen or self._scan)
+        candidates = (
+            (
+                other
+                for _, other in itertools.takewhile(
+                    lambda item: item[0] >= oldest, reversed(self._without_id)
+                )
+            )
+            if response_id is not None
+            else itertools.islice(reversed(self._recent), self._scan)
+        )
+        for other in candidates:
             if other.get("span_id") in self._paired:
                 continue
-            if response_id is not None and other.get("response_id") is not None:
-                continue  # both have ids and they differ (or were checked above)
             if are_twins(call, other):
                 gap = distance(call, other)
                 if best_distance is None or gap < best_distance:
@@ -401,5 +419,6 @@ class RecentCalls:
 
     def clear(self) -> None:
         self._recent.clear()
+        self._without_id.clear()
         self._by_id.clear()
         self._paired.clear()

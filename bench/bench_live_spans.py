@@ -1,0 +1,248 @@
+"""CPU per LLM span that llmtrace's live side adds to an app, without the HTTP noise.
+
+    python bench/bench_live_spans.py [--spans 2000] [--rounds 7] [--json out.json]
+
+``bench_overhead.py`` measures the whole app (real ``openai`` client, loopback server, official
+instrumentation): one call costs ~2 ms of CPU there and a loaded machine moves that by more than
+the 50 us being looked for, so its difference needs many rounds. This script measures the same
+pipeline minus the client and the network, in one process, so the difference is the signal:
+
+* ``bare``     - a ``TracerProvider`` with a ``BatchSpanProcessor`` and a no-op exporter, and a
+                 ``MeterProvider`` with an in-memory reader (what the official instrumentation
+                 runs on);
+* ``llmtrace`` - the same, with ``llmtrace.init()``'s pipeline: the cost span processor around
+                 the same batch processor, the cost, token and action metrics on the same meter
+                 provider, and the completion hook fed the call's input (so prompt fingerprints
+                 are computed, as they are for a real call).
+
+Each span is what the official OpenAI instrumentation emits for bench_overhead.py's call
+(start attributes, then usage and response attributes, then the hook, then ``end``). A round is
+``--spans`` spans then a flush (llmtrace's worker drains, the batch processor exports); the
+figure is process CPU (user + system, all threads) per span. Rounds alternate between the two
+configurations (each its own provider pair, built once) and the medians are reported, with
+their difference: llmtrace's added CPU per call, app thread and worker together. What it does
+not include: the official instrumentation preparing message objects because a completion hook
+is configured (~25 us per call on the app thread, measured by wrapping its
+``_prepare_input_messages``/``_prepare_output_messages``); bench_overhead.py includes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_overhead  # noqa: E402 - the same no-op exporter and messages
+
+ROOT = Path(__file__).resolve().parents[1]
+SCOPE = "opentelemetry.instrumentation.genai.openai"
+START_ATTRIBUTES = {
+    "gen_ai.operation.name": "chat",
+    "gen_ai.request.model": "gpt-4o",
+    "gen_ai.provider.name": "openai",
+    "server.address": "127.0.0.1",
+    "server.port": 8000,
+}
+END_ATTRIBUTES = {
+    "gen_ai.response.model": "gpt-4o-2024-08-06",
+    "gen_ai.response.finish_reasons": ("stop",),
+    "gen_ai.usage.input_tokens": 1200,
+    "gen_ai.usage.output_tokens": 48,
+    "gen_ai.usage.cache_read.input_tokens": 1024,
+    "openai.response.service_tier": "default",
+}
+
+
+def prompt() -> tuple[list[Any], list[Any], None]:
+    """The completion hook's arguments for bench_overhead.py's messages, built by the official
+    instrumentation's own converter (what the hook receives on a real call)."""
+    from opentelemetry.instrumentation.genai.openai.utils import _prepare_input_messages
+
+    return _prepare_input_messages(bench_overhead.MESSAGES), [], None
+
+
+class Config:
+    """One configuration's providers and its way of emitting one call's span."""
+
+    def __init__(self, name: str) -> None:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        self.name = name
+        self.meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        self.hook: Any = None
+        self.handle: Any = None
+        if name == "bare":
+            self.tracer_provider = TracerProvider()
+            self.tracer_provider.add_span_processor(
+                BatchSpanProcessor(bench_overhead.NoopExporter())
+            )
+        else:
+            from llmtrace.otel.setup import init
+
+            self.tracer_provider = TracerProvider()
+            self.handle = init(
+                exporters="none",
+                span_exporters=[bench_overhead.NoopExporter()],
+                tracer_provider=self.tracer_provider,
+                meter_provider=self.meter_provider,
+                instrument=(),
+                set_global=False,
+            )
+            assert self.handle is not None
+            self.handle.processor._pricer.get()  # price data loaded, as init's thread does
+            self.hook = self.handle.hook
+        self.tracer = self.tracer_provider.get_tracer(SCOPE)
+        self.prompt = prompt()
+
+    def calls(self, count: int, first: int) -> None:
+        tracer, hook = self.tracer, self.hook
+        inputs, system, tools = self.prompt
+        for number in range(first, first + count):
+            span = tracer.start_span("chat gpt-4o", attributes=START_ATTRIBUTES)
+            span.set_attributes({**END_ATTRIBUTES, "gen_ai.response.id": f"chatcmpl-{number}"})
+            if hook is not None:
+                hook.on_completion(inputs=inputs, outputs=[], system_instruction=system, span=span)
+            span.end()
+        if self.handle is not None:
+            self.handle.force_flush()
+        else:
+            self.tracer_provider.force_flush()
+
+    def check(self, spans: int) -> None:
+        """Every call priced, none dropped or deferred (a twin found by mistake)."""
+        if self.handle is None:
+            return
+        from llmtrace.otel import error_counts
+
+        processor = self.handle.processor
+        assert processor.calls_priced == spans, (processor.calls_priced, spans)
+        assert processor.calls_deferred == 0, processor.calls_deferred
+        assert error_counts() == {}, error_counts()
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds so far of each live thread, by thread name (Linux: per-thread clocks)."""
+    out: dict[str, float] = {}
+    for thread in threading.enumerate():
+        try:
+            clock = time.pthread_getcpuclockid(thread.ident)  # type: ignore[arg-type]
+            out[thread.name] = out.get(thread.name, 0.0) + time.clock_gettime(clock)
+        except (AttributeError, OSError, TypeError):
+            continue
+    return out
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spans", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--inline",
+        action="store_true",
+        help="llmtrace's work on the app thread (no worker): what the hand-off between threads costs",
+    )
+    parser.add_argument("--profile", type=Path, help="write a cProfile of llmtrace's rounds here")
+    args = parser.parse_args()
+
+    configs = [Config("bare"), Config("llmtrace")]
+    if args.inline or args.profile:
+        configs[1].handle.processor._background = False
+    counts = dict.fromkeys((c.name for c in configs), 0)
+    for config in configs:
+        config.calls(args.warmup, 0)
+        counts[config.name] += args.warmup
+    per_span: dict[str, list[float]] = {c.name: [] for c in configs}
+    by_thread: dict[str, list[float]] = {}  # llmtrace's rounds: CPU per call of each thread
+    loads = [os.getloadavg()[0]]
+    for index in range(args.rounds):
+        for config in configs if index % 2 == 0 else configs[::-1]:
+            profile = None
+            if args.profile and config.name == "llmtrace":
+                import cProfile
+
+                profile = cProfile.Profile()
+                profile.enable()
+            threads = thread_cpu()
+            start = time.process_time()
+            config.calls(args.spans, counts[config.name])
+            if profile is not None:
+                profile.disable()
+                profile.dump_stats(args.profile)
+            per_span[config.name].append((time.process_time() - start) / args.spans)
+            if config.name == "llmtrace":
+                for name, seconds in thread_cpu().items():
+                    spent = (seconds - threads.get(name, 0.0)) / args.spans
+                    by_thread.setdefault(name, []).append(spent)
+            counts[config.name] += args.spans
+        loads.append(os.getloadavg()[0])
+    for config in configs:
+        config.check(counts[config.name])
+    medians = {name: statistics.median(values) for name, values in per_span.items()}
+    paired = [b - a for a, b in zip(per_span["bare"], per_span["llmtrace"], strict=True)]
+    added = statistics.median(paired)
+    print(
+        f"commit {commit()}; {args.rounds} alternating rounds x {args.spans} spans; "
+        f"1-min load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} CPUs"
+    )
+    print(f"command: python bench/bench_live_spans.py --spans {args.spans} --rounds {args.rounds}")
+    for name, value in medians.items():
+        print(f"  {name:9s} process CPU per call (all threads): {value * 1e6:7.1f} us (median)")
+    print(f"  llmtrace - bare: {added * 1e6:+.1f} us CPU per call (median of paired rounds)")
+    threads = {
+        name: statistics.median(v)
+        for name, v in by_thread.items()
+        if len(v) == len(per_span["llmtrace"])
+    }
+    print(
+        "  llmtrace's rounds by thread (median CPU per call): "
+        + ", ".join(f"{name} {value * 1e6:.1f} us" for name, value in threads.items())
+    )
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "bench": "live-spans",
+                    "command": " ".join(["python", "bench/bench_live_spans.py", *sys.argv[1:]]),
+                    "commit": commit(),
+                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                    "load_average_1m": [min(loads), max(loads)],
+                    "cpu_us_per_call": {k: v * 1e6 for k, v in medians.items()},
+                    "added_cpu_us_per_call": added * 1e6,
+                    "llmtrace_cpu_us_per_call_by_thread": {k: v * 1e6 for k, v in threads.items()},
+                    "inline": bool(args.inline),
+                    "rounds": {k: [v * 1e6 for v in vs] for k, vs in per_span.items()},
+                },
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
