@@ -211,7 +211,7 @@ def main() -> None:
         f"commit {commit()}; {args.rounds} alternating rounds x {args.spans} spans; "
         f"1-min load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} CPUs"
     )
-    print(f"command: python bench/bench_live_spans.py --spans {args.spans} --rounds {args.rounds}")
+    print("command: " + " ".join(["python", "bench/bench_live_spans.py", *sys.argv[1:]]))
     for name, value in medians.items():
         print(f"  {name:9s} process CPU per call (all threads): {value * 1e6:7.1f} us (median)")
     print(f"  llmtrace - bare: {added * 1e6:+.1f} us CPU per call (median of paired rounds)")

@@ -12,7 +12,10 @@ processor (fingerprints, span-to-call mapping, pricing, cost attributes, the exp
 metrics, actions and the hand-off to the batch span processor) ``--passes`` times per repeat,
 and reports the process CPU time per job: min and median of ``--repeats`` repeats.
 ``--profile`` adds a cProfile listing (its own overhead inflates small functions: use it for
-where, not how much).
+where, not how much). ``--parts`` times each step of the worker alone on the same calls
+(thread CPU per call, min and median of 5 passes): fingerprints, span -> call mapping, pricing,
+cost attributes, the exported copy, metrics, the twin lookup and the batch processor's
+``on_end``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--parts", action="store_true")
     args = parser.parse_args()
 
     import openai
@@ -99,6 +103,8 @@ def main() -> None:
             f"{len(jobs)} jobs x {args.passes} passes x {args.repeats} repeats: worker CPU per "
             f"call min {min(per_job) * 1e6:.1f} us, median {statistics.median(per_job) * 1e6:.1f} us"
         )
+        if args.parts:
+            parts(processor, handle.metrics, jobs, prompts)
         if args.profile:
             profile = cProfile.Profile()
             profile.enable()
@@ -109,6 +115,50 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait()
+
+
+def parts(processor: Any, metrics: Any, jobs: list[Any], prompts: dict[int, Any]) -> None:
+    """Thread CPU per call of each step of the worker, each timed alone over the jobs."""
+    from llmtrace import dialects, twins
+    from llmtrace.otel import hook, spans
+
+    calls = []
+    for job in jobs:
+        attrs = spans.plain_attributes(job.span)
+        attrs.update(hook.fingerprint_attributes(*prompts[job.span_id]))
+        mapping = spans.span_mapping(job.span, attrs)
+        call = dialects.span_to_call(mapping)
+        call.update(processor._pricer(call))
+        calls.append((job, attrs, mapping, call))
+    recent = twins.RecentCalls()
+    for _, _, _, call in calls:
+        recent.remember({**call, "span_id": f"other-{call['span_id']}"})
+    scope = "opentelemetry.instrumentation.genai.openai"
+    downstream = processor._downstream[0]
+    steps = {
+        "fingerprints (hook input -> attributes)": lambda c: hook.fingerprint_attributes(
+            *prompts[c[0].span_id]
+        ),
+        "span -> call (dialects.span_to_call)": lambda c: dialects.span_to_call(c[2]),
+        "price (pricer, cached rates)": lambda c: processor._pricer(c[3]),
+        "cost attributes": lambda c: spans.cost_attributes(c[3]),
+        "exported copy (with_attributes)": lambda c: spans.with_attributes(
+            c[0].span, {"llmtrace.cost.total": 0.1}, dict(c[1])
+        ),
+        "metrics per call (CostMetrics.record)": lambda c: metrics.record(c[3], scope),
+        "metrics per action (record_action)": lambda c: metrics.record_action(c[3], 0.01),
+        "twin lookup (64 recent calls)": lambda c: recent._find(c[3]),
+        "batch processor on_end": lambda c: downstream.on_end(c[0].span),
+    }
+    print("worker steps, each alone (thread CPU per call, min / median of 5 passes):")
+    for name, step in steps.items():
+        times = []
+        for _ in range(5):
+            start = time.thread_time()
+            for call in calls:
+                step(call)
+            times.append((time.thread_time() - start) / len(calls))
+        print(f"  {name:42s} {min(times) * 1e6:6.1f} / {statistics.median(times) * 1e6:6.1f} us")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ by round, so machine noise hits them alike, and the medians are printed. The app
 the same script with and without ``import llmtrace; llmtrace.init()`` (store exporter, the
 default, into a temporary store), once for an app that imports ``openai`` and once for one that
 imports nothing: the difference is what llmtrace adds; and 4 s later, when ``init()``'s
-background thread has loaded the price data (genai-prices, and polars with it). The target (issue 14) is at most 0.5 s
+background thread has loaded the price data (genai-prices; no Polars since the
+live side prices through ``llmtrace.price_book``). The target (issue 14) is at most 0.5 s
 and 40 MB, and 0.3 s for ``llmtrace --version`` / ``--help``. Prints the load average, the
 command and the commit, for bench/README.md.
 

@@ -181,16 +181,16 @@ class CostMetrics:
 
     def record(self, call: Mapping[str, Any], scope: str) -> None:
         """Record one priced call: cost histogram, cost components and token usage."""
-        attrs, base, by_type = self._label_set(call)
+        attrs, keys, by_type = self._label_set(call)
         total = call.get("total_cost")
         if total is not None:
             self.cost.record(float(total), attrs)
             sums = self._component_sums
             with self._sums_lock:
-                for field, component in COMPONENTS.items():
+                for field in COMPONENTS:
                     value = call.get(field)
                     if value:
-                        key = (*base, ("llmtrace.cost.component", component))
+                        key = keys[field]
                         sums[key] = sums.get(key, 0.0) + float(value)
         skip_io = scope.startswith(_SCOPES_WITH_TOKEN_METRICS)
         for token_type, field in TOKEN_TYPES.items():
@@ -202,9 +202,9 @@ class CostMetrics:
 
     def _label_set(
         self, call: Mapping[str, Any]
-    ) -> tuple[dict[str, str], tuple[tuple[str, str], ...], dict[str, dict[str, str]]]:
-        """A call's bounded attributes, as a tuple for the component sums and one dict per
-        token type, built once per distinct set of label values (the SDK copies what it
+    ) -> tuple[dict[str, str], dict[str, tuple[tuple[str, str], ...]], dict[str, dict[str, str]]]:
+        """A call's bounded attributes, the component sums' key per cost field and one dict
+        per token type, built once per distinct set of label values (the SDK copies what it
         keeps, and these are never changed). A folder's answer for a value never changes
         (seen values stay seen; once full, a new value is ``other`` for good), so a cached
         answer is the answer ``attributes`` would give now."""
@@ -216,7 +216,9 @@ class CostMetrics:
         if entry is None:
             attrs = self.attributes(call)
             by_type = {t: {**attrs, "gen_ai.token.type": t} for t in TOKEN_TYPES}
-            entry = (attrs, tuple(attrs.items()), by_type)
+            base = tuple(attrs.items())
+            keys = {f: (*base, ("llmtrace.cost.component", c)) for f, c in COMPONENTS.items()}
+            entry = (attrs, keys, by_type)
             if raw is not None:
                 if len(self._label_sets) >= _MAX_LABEL_SETS:
                     self._label_sets.clear()
