@@ -342,6 +342,24 @@ def are_twins(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     )
 
 
+# What ``are_twins`` and ``distance`` read of a call, and what the processor reads of a twin
+# ``RecentCalls.find`` returns (its span and trace id).
+TWIN_FIELDS = (
+    "span_id",
+    "trace_id",
+    "response_id",
+    "service",
+    "provider",
+    "model",
+    "request_model",
+    "input_tokens",
+    "output_tokens",
+    "start_time",
+    "end_time",
+    EMITTER,
+)
+
+
 class RecentCalls:
     """The live processor's memory of calls it priced lately, to find the twin of a new span.
 
@@ -364,8 +382,12 @@ class RecentCalls:
         self._scan = scan
 
     def remember(self, call: Mapping[str, Any]) -> None:
+        """Keep the fields the twin rules read (``TWIN_FIELDS``), not the whole call record:
+        4,096 full records (~45 fields, fingerprint lists) were megabytes an app kept for
+        nothing."""
+        kept = {field: call.get(field) for field in TWIN_FIELDS}
         with self._lock:
-            self._remember(call)
+            self._remember(kept)
 
     def _remember(self, call: Mapping[str, Any]) -> None:
         recent = self._recent

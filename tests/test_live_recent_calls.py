@@ -78,6 +78,9 @@ def random_call(rng: random.Random, number: int, base: datetime) -> dict[str, An
         "start_time": start,
         "end_time": start + timedelta(milliseconds=rng.choice((0, 5, 30))),
         twins.EMITTER: rng.choice(("sdk|chat", "openllmetry|openai.chat")),
+        # fields of a real record the twin rules never read (not kept by RecentCalls)
+        "prefix_hashes": [rng.getrandbits(64) for _ in range(3)],
+        "total_cost": 0.001,
     }
 
 
@@ -100,3 +103,18 @@ def test_find_agrees_with_the_plain_scan(seed: int, size: int, scan: int) -> Non
             fast.clear()
             reference = ReferenceRecent(size, scan)
     assert found > 50  # the sequences do exercise matches, by id and by time
+
+
+def test_only_the_fields_the_twin_rules_read_are_kept() -> None:
+    """The processor remembers 4,096 calls: whole records (~45 fields, fingerprint lists) were
+    megabytes an app kept for nothing."""
+    rng = random.Random(1)
+    base = datetime(2026, 12, 1, tzinfo=UTC)
+    recent = twins.RecentCalls()
+    call = random_call(rng, 0, base)
+    recent.remember(call)
+    twin = {**call, "span_id": "other", twins.EMITTER: "another|emitter", "response_id": None}
+    found = recent.find(twin)
+    assert found is not None and found["span_id"] == call["span_id"]
+    assert set(found) == set(twins.TWIN_FIELDS)
+    assert "prefix_hashes" not in found
