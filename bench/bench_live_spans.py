@@ -133,6 +133,23 @@ class Config:
         assert error_counts() == {}, error_counts()
 
 
+def held_after(config: Config, calls: int, counts: dict[str, int]) -> int:
+    """Bytes allocated during ``calls`` more calls and still held after them (0 if none)."""
+    if calls <= 0:
+        return 0
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    config.calls(calls, counts[config.name])
+    counts[config.name] += calls
+    gc.collect()
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return held
+
+
 def thread_cpu() -> dict[str, float]:
     """CPU seconds so far of each live thread, by thread name (Linux: per-thread clocks)."""
     out: dict[str, float] = {}
@@ -169,6 +186,13 @@ def main() -> None:
         help="llmtrace's work on the app thread (no worker): what the hand-off between threads costs",
     )
     parser.add_argument("--profile", type=Path, help="write a cProfile of llmtrace's rounds here")
+    parser.add_argument(
+        "--retained",
+        type=int,
+        default=0,
+        help="then run this many more calls under tracemalloc and print the memory llmtrace's "
+        "pipeline still holds after them (the bare pipeline's alongside)",
+    )
     args = parser.parse_args()
 
     configs = [Config("bare"), Config("llmtrace")]
@@ -204,6 +228,7 @@ def main() -> None:
         loads.append(os.getloadavg()[0])
     for config in configs:
         config.check(counts[config.name])
+    retained = {config.name: held_after(config, args.retained, counts) for config in configs}
     medians = {name: statistics.median(values) for name, values in per_span.items()}
     paired = [b - a for a, b in zip(per_span["bare"], per_span["llmtrace"], strict=True)]
     added = statistics.median(paired)
@@ -224,6 +249,11 @@ def main() -> None:
         "  llmtrace's rounds by thread (median CPU per call): "
         + ", ".join(f"{name} {value * 1e6:.1f} us" for name, value in threads.items())
     )
+    if args.retained:
+        print(
+            f"  memory still held after {args.retained} more calls (tracemalloc, after a "
+            "collection): " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in retained.items())
+        )
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -237,6 +267,7 @@ def main() -> None:
                     "added_cpu_us_per_call": added * 1e6,
                     "llmtrace_cpu_us_per_call_by_thread": {k: v * 1e6 for k, v in threads.items()},
                     "inline": bool(args.inline),
+                    "retained_bytes": retained if args.retained else None,
                     "rounds": {k: [v * 1e6 for v in vs] for k, vs in per_span.items()},
                 },
                 indent=2,
