@@ -32,11 +32,13 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_overhead  # noqa: E402 - the same no-op exporter and messages
 
 ROOT = Path(__file__).resolve().parents[1]
+# how bench/run_all.py runs this script (read there with ast.literal_eval)
+RUN_ALL = {
+    "name": "live-spans",
+    "order": 60,
+    "full": ["--spans", "2000", "--rounds", "5", "--retained", "6000"],
+    "quick": ["--spans", "200", "--rounds", "2", "--warmup", "50"],
+}
 SCOPE = "opentelemetry.instrumentation.genai.openai"
 START_ATTRIBUTES = {
     "gen_ai.operation.name": "chat",
@@ -162,6 +171,25 @@ def thread_cpu() -> dict[str, float]:
     return out
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS in MB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def dirty() -> bool:
+    """Whether the tree had uncommitted changes (what was measured is not the commit)."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return bool(out.strip())
+
+
 def commit() -> str:
     try:
         return subprocess.run(
@@ -203,6 +231,8 @@ def main() -> None:
         config.calls(args.warmup, 0)
         counts[config.name] += args.warmup
     per_span: dict[str, list[float]] = {c.name: [] for c in configs}
+    wall = dict.fromkeys(per_span, 0.0)
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     by_thread: dict[str, list[float]] = {}  # llmtrace's rounds: CPU per call of each thread
     loads = [os.getloadavg()[0]]
     for index in range(args.rounds):
@@ -214,8 +244,9 @@ def main() -> None:
                 profile = cProfile.Profile()
                 profile.enable()
             threads = thread_cpu()
-            start = time.process_time()
+            start, clock = time.process_time(), time.perf_counter()
             config.calls(args.spans, counts[config.name])
+            wall[config.name] += time.perf_counter() - clock
             if profile is not None:
                 profile.disable()
                 profile.dump_stats(args.profile)
@@ -255,20 +286,46 @@ def main() -> None:
             "collection): " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in retained.items())
         )
     if args.json:
+        command = " ".join(["python", "bench/bench_live_spans.py", *sys.argv[1:]])
+        command = command.split(" --json")[0]
+        main_thread = threads.get("MainThread", 0.0)
+        worker = threads.get("llmtrace-costs")
+        split = f"app thread {main_thread * 1e6:.0f} µs" + (
+            f", worker {worker * 1e6:.0f} µs" if worker is not None else " (inline)"
+        )
+        row = {
+            "figure": "**live side**: CPU per LLM call llmtrace adds to a bare SDK pipeline "
+            "(all threads; goal ≤ 50 µs)",
+            "size": f"{args.rounds} alternating rounds × {args.spans:,} spans",
+            "result": f"**{added * 1e6:+.0f} µs per call**; llmtrace's rounds by thread: {split}",
+            "cpu_s": round(sum(per_span["llmtrace"]) * args.spans, 3),
+            "wall_s": round(wall["llmtrace"], 3),
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+            "baseline": f"bare pipeline: {medians['bare'] * 1e6:.0f} µs CPU per call",
+            "load_average_1m": [min(loads), max(loads)],
+            "added_cpu_us_per_call": added * 1e6,
+            "cpu_us_per_call": {k: v * 1e6 for k, v in medians.items()},
+            "llmtrace_cpu_us_per_call_by_thread": {k: v * 1e6 for k, v in threads.items()},
+            "inline": bool(args.inline),
+            "retained_bytes": retained if args.retained else None,
+            "rounds_us": {k: [v * 1e6 for v in vs] for k, vs in per_span.items()},
+        }
         args.json.write_text(
             json.dumps(
                 {
+                    "schema": "llmtrace-bench/1",  # bench/run_all.py's result shape
                     "bench": "live-spans",
-                    "command": " ".join(["python", "bench/bench_live_spans.py", *sys.argv[1:]]),
+                    "command": command,
                     "commit": commit(),
-                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                    "dirty": dirty(),
+                    "started": started,
+                    "machine": {
+                        "cpus": os.cpu_count(),
+                        "python": platform.python_version(),
+                        "platform": platform.platform(),
+                    },
                     "load_average_1m": [min(loads), max(loads)],
-                    "cpu_us_per_call": {k: v * 1e6 for k, v in medians.items()},
-                    "added_cpu_us_per_call": added * 1e6,
-                    "llmtrace_cpu_us_per_call_by_thread": {k: v * 1e6 for k, v in threads.items()},
-                    "inline": bool(args.inline),
-                    "retained_bytes": retained if args.retained else None,
-                    "rounds": {k: [v * 1e6 for v in vs] for k, vs in per_span.items()},
+                    "rows": [row],
                 },
                 indent=2,
             )

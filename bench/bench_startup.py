@@ -22,16 +22,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 INIT = "import llmtrace; llmtrace.init()"
 CLI = [sys.executable, "-m", "llmtrace.cli"]
+# how bench/run_all.py runs this script (read there with ast.literal_eval)
+RUN_ALL = {"name": "startup", "order": 70, "full": ["--runs", "5"], "quick": ["--runs", "1"]}
 
 
 def configurations(store: str) -> dict[str, list[str]]:
@@ -59,6 +63,18 @@ def configurations(store: str) -> dict[str, list[str]]:
     }
 
 
+PAIRS = (
+    ("python (empty app)", "python (empty app) + init"),
+    ("app importing openai", "app importing openai + init"),
+    ("app importing openai, 4 s later", "app importing openai + init, 4 s later"),
+)
+PAIR_SIZES = (
+    "an empty app, at start",
+    "an app importing openai, at start",
+    "the same, 4 s later (price data loaded)",
+)
+
+
 def measure(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
     """(wall s, CPU s, peak RSS MB) of one run of ``argv``."""
     start = time.perf_counter()
@@ -70,6 +86,20 @@ def measure(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
         error = process.stderr.read().decode() if process.stderr else ""
         raise SystemExit(f"{argv} failed ({process.returncode}): {error}")
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def dirty() -> bool:
+    """Whether the tree had uncommitted changes (what was measured is not the commit)."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return bool(out.strip())
 
 
 def commit() -> str:
@@ -98,6 +128,7 @@ def main() -> None:
         for argv in configs.values():  # warm the file cache once
             measure(argv, env)
         loads = []
+        started = datetime.now(UTC).isoformat(timespec="seconds")
         for run in range(args.runs):
             names = list(configs)
             names = names[run % len(names) :] + names[: run % len(names)]  # rotate the order
@@ -115,11 +146,7 @@ def main() -> None:
     for name, (wall, cpu, rss) in medians.items():
         print(f"{name:34} {wall:8.3f} {cpu:8.3f} {rss:12.1f}")
     added = {}
-    for base, with_init in (
-        ("python (empty app)", "python (empty app) + init"),
-        ("app importing openai", "app importing openai + init"),
-        ("app importing openai, 4 s later", "app importing openai + init, 4 s later"),
-    ):
+    for base, with_init in PAIRS:
         a, b = medians[base], medians[with_init]
         added[with_init] = {"wall_s": b[0] - a[0], "cpu_s": b[1] - a[1], "rss_mb": b[2] - a[2]}
         print(
@@ -127,12 +154,52 @@ def main() -> None:
             f"{b[2] - a[2]:+.1f} MB peak RSS"
         )
     if args.json:
+        rows = []
+        for name in ("llmtrace --version", "llmtrace --help"):
+            wall, cpu, rss = medians[name]
+            rows.append(
+                {
+                    "figure": f"start-up: `{name}` (goal < 0.3 s)",
+                    "size": f"fresh interpreter, median of {args.runs}",
+                    "result": f"{cpu:.3f} s CPU, {wall:.3f} s wall",
+                    "cpu_s": round(cpu, 3),
+                    "wall_s": round(wall, 3),
+                    "peak_rss_mb": round(rss, 1),
+                    "baseline": f"empty Python: {medians['python (empty app)'][1]:.3f} s CPU",
+                }
+            )
+        for (base, with_init), size in zip(PAIRS, PAIR_SIZES, strict=True):
+            (wall, cpu, rss), (base_wall, base_cpu, base_rss) = medians[with_init], medians[base]
+            rows.append(
+                {
+                    "figure": "start-up: what `import llmtrace; llmtrace.init()` adds "
+                    "(goal ≤ 0.5 s, 40 MB)",
+                    "size": size,
+                    "result": f"**{cpu - base_cpu:+.2f} s CPU, {rss - base_rss:+.1f} MB** "
+                    f"({wall - base_wall:+.2f} s wall)",
+                    "cpu_s": round(cpu, 3),
+                    "wall_s": round(wall, 3),
+                    "peak_rss_mb": round(rss, 1),
+                    "baseline": f"the same app without it: {base_cpu:.3f} s CPU, {base_rss:.1f} MB",
+                }
+            )
         args.json.write_text(
             json.dumps(
                 {
+                    "schema": "llmtrace-bench/1",  # bench/run_all.py's result shape
+                    "bench": "startup",
+                    "command": f"python bench/bench_startup.py --runs {args.runs}",
                     "commit": commit(),
+                    "dirty": dirty(),
+                    "started": started,
+                    "machine": {
+                        "cpus": os.cpu_count(),
+                        "python": platform.python_version(),
+                        "platform": platform.platform(),
+                    },
+                    "load_average_1m": [min(loads), max(loads)],
+                    "rows": rows,
                     "runs": args.runs,
-                    "load_average": [min(loads), max(loads)],
                     "medians": {
                         n: dict(zip(("wall_s", "cpu_s", "rss_mb"), m, strict=True))
                         for n, m in medians.items()
