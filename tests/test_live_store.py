@@ -79,7 +79,19 @@ def test_store_rows_equal_import_of_the_same_spans(
     compare = [c for c in live_rows.columns if c != "source"]
     left = live_rows.select(compare).sort("span_id")
     right = imported.select(compare).sort("span_id")
-    assert left.equals(right), (left, right)
+    # money with a tolerance (the house rule): two price_calls runs over frames of different
+    # shapes may round a product in the last bit (0.00128 vs 0.0012799999999999999)
+    money = [c for c in compare if left.schema[c] == pl.Float64]
+    exact = [c for c in compare if c not in money]
+    assert left.select(exact).equals(right.select(exact)), (left, right)
+    for column in money:
+        a, b = left[column].to_list(), right[column].to_list()
+        assert [x is None for x in a] == [y is None for y in b], column
+        assert all(
+            abs(x - y) <= 1e-12 * max(abs(x), abs(y), 1e-9)
+            for x, y in zip(a, b, strict=True)
+            if x is not None
+        ), (column, a, b)
     # fingerprints come from the completion hook (the content itself is never exported)
     assert live_rows["input_fingerprint"].null_count() == 0
     openai_rows = live_rows.filter(pl.col("provider") == "openai")
