@@ -4,20 +4,24 @@ Run by hand (not part of the tests)::
 
     python bench/bench_pricing.py                 # 1M and 10M rows
     python bench/bench_pricing.py --rows 1000000  # one size
+    python bench/bench_pricing.py --rows 20000 --sample 300 --json out.json   # run_all --quick
 
 Builds N synthetic call records (numpy, seeded): ~50 real models across providers, start times
 spread over 90 days (so dated prices and deepseek's time-of-day bands are hit), cache reads and
 writes (some 1-hour), reasoning, and ~10% of calls above 200k input tokens (tiers). Times
 ``price_calls`` (median of 3) and, in the same run, the ``calc_price`` loop on a 5,000-row sample;
-prints rows/s for both and their ratio, and checks that both give the same totals.
+prints rows/s for both and their ratio, and checks that both give the same totals. CPU seconds
+(all threads), peak RSS and the load average come from ``_measure`` and go into the JSON result
+(``--json``) that ``run_all.py`` turns into bench/README.md's table.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import genai_prices
 import numpy as np
@@ -25,6 +29,17 @@ import polars as pl
 from genai_prices import Usage, calc_price
 
 from llmtrace.pricing import PriceBook, price_calls
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import Measure, Report, add_json_argument  # noqa: E402
+
+# how run_all.py runs this script (read with ast.literal_eval, never imported by it)
+RUN_ALL = {
+    "name": "pricing",
+    "order": 10,
+    "full": ["--rows", "1000000", "10000000"],
+    "quick": ["--rows", "20000", "--sample", "300", "--repeats", "1"],
+}
 
 # (provider as recorded, model as recorded): genai-prices ids, plus record spellings that
 # exercise normalisation (aws.bedrock, gcp.vertex_ai, provider/ prefixes).
@@ -166,25 +181,40 @@ def loop_prices(sample: pl.DataFrame) -> list[float]:
     return totals
 
 
-def time_vectorized(calls: pl.DataFrame, repeats: int = 3) -> tuple[float, float, pl.DataFrame]:
-    """Median wall and process-CPU time of ``price_calls`` over ``repeats`` runs, each with a
-    fresh book (so key resolution is part of the time, as in a one-shot import). CPU time is
-    printed too because wall time on a shared 2-core machine swings with its load."""
-    walls, cpus, result = [], [], calls
+def time_vectorized(
+    calls: pl.DataFrame, repeats: int = 3
+) -> tuple[dict[str, float], list[float], pl.DataFrame]:
+    """``price_calls`` ``repeats`` times, each with a fresh book (so key resolution is part of
+    the time, as in a one-shot import): the median run's figures (by wall time; peak RSS over
+    all runs, including the input already in memory) and every run's wall time."""
+    runs, result = [], calls
     for _ in range(repeats):
         book = PriceBook()
-        began, began_cpu = time.perf_counter(), time.process_time()
-        result = price_calls(calls, book)
-        walls.append(time.perf_counter() - began)
-        cpus.append(time.process_time() - began_cpu)
-    return statistics.median(walls), statistics.median(cpus), result
+        with Measure() as measure:
+            result = price_calls(calls, book)
+        runs.append(measure)
+    walls = [m.wall_s for m in runs]
+    median = sorted(runs, key=lambda m: m.wall_s)[len(runs) // 2]
+    figures = median.figures()
+    figures["cpu_s"] = round(statistics.median(m.cpu_s for m in runs), 4)
+    figures["peak_rss_mb"] = max(m.peak_rss_mb for m in runs)
+    loads = [x for m in runs for x in m.load]
+    figures["load_average_1m"] = [min(loads), max(loads)]
+    return figures, walls, result
+
+
+def _rate(rows: float) -> str:
+    return f"{rows / 1e6:.2f}M" if rows >= 1e6 else f"{rows:,.0f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="*", default=[1_000_000, 10_000_000])
     parser.add_argument("--sample", type=int, default=5_000)
+    parser.add_argument("--repeats", type=int, default=3, help="price_calls runs per size")
+    add_json_argument(parser)
     args = parser.parse_args()
+    report = Report("pricing")
 
     models = usable_models(PriceBook())
     reference_models = usable_models(PriceBook(), reference=True)
@@ -193,27 +223,54 @@ def main() -> None:
         f"sample); polars {pl.__version__}, genai-prices {genai_prices.__version__}"
     )
     sample = synthetic_calls(args.sample, reference_models, seed=7)
-    began = time.perf_counter()
-    reference = loop_prices(sample)
-    loop_s = time.perf_counter() - began
-    loop_rate = args.sample / loop_s
+    with Measure() as loop:
+        reference = loop_prices(sample)
+    loop_rate = args.sample / loop.wall_s
+    loop_cpu_rate = args.sample / max(loop.cpu_s, 1e-9)
     check = price_calls(sample, PriceBook())["total_cost"].to_numpy()
     worst = float(np.max(np.abs(check - reference) / np.maximum(np.abs(reference), 1e-300)))
-    print(f"calc_price loop: {args.sample:,} rows in {loop_s:.2f} s = {loop_rate:,.0f} rows/s")
+    print(
+        f"calc_price loop: {args.sample:,} rows in {loop.wall_s:.2f} s (CPU {loop.cpu_s:.2f} s)"
+        f" = {loop_rate:,.0f} rows/s"
+    )
     print(f"largest relative difference vectorized vs loop on the sample: {worst:.1e}")
 
     for n in args.rows:
         calls = synthetic_calls(n, models)
-        seconds, cpu, priced = time_vectorized(calls)
-        rate = n / seconds
+        figures, walls, priced = time_vectorized(calls, args.repeats)
+        rate = n / figures["wall_s"]
+        cpu_rate = n / max(figures["cpu_s"], 1e-9)
         keys = priced.select("provider", "model", "day").n_unique()
+        statuses = dict(priced["price_status"].value_counts().iter_rows())
         print(
-            f"price_calls: {n:,} rows in {seconds:.2f} s (median of 3; CPU {cpu:.2f} s) "
-            f"= {rate:,.0f} rows/s; "
-            f"{rate / loop_rate:,.0f}x the loop; {keys:,} (provider, model, day) keys; "
-            f"statuses {dict(priced['price_status'].value_counts().iter_rows())}"
+            f"price_calls: {n:,} rows in {figures['wall_s']:.2f} s (median of {args.repeats}; "
+            f"CPU {figures['cpu_s']:.2f} s) = {rate:,.0f} rows/s, {cpu_rate:,.0f} rows per "
+            f"CPU-s; {cpu_rate / loop_cpu_rate:,.0f}x the loop per CPU-s; {keys:,} "
+            f"(provider, model, day) keys; statuses {statuses}"
+        )
+        report.row(
+            figure="**pricing** rate (`price_calls`, fresh price book)",
+            size=f"{n:,} rows",
+            result=f"{_rate(rate)} rows/s; {_rate(cpu_rate)} rows per CPU-s",
+            measure=figures,
+            baseline=(
+                f"per-row `calc_price` loop: {loop_cpu_rate:,.0f} rows per CPU-s "
+                f"({args.sample:,}-row sample) → **{cpu_rate / loop_cpu_rate:,.0f}×** per CPU-s; "
+                f"max relative difference {worst:.1e}"
+            ),
+            n_rows=n,
+            rows_per_s=rate,
+            rows_per_cpu_s=cpu_rate,
+            walls_s=walls,
+            repeats=args.repeats,
+            loop_rows_per_s=loop_rate,
+            loop_rows_per_cpu_s=loop_cpu_rate,
+            loop_sample=args.sample,
+            max_relative_difference=worst,
+            keys=keys,
         )
         del calls, priced
+    report.write(args.json)
 
 
 if __name__ == "__main__":
