@@ -212,8 +212,12 @@ def run_child(argv: list[str], **popen: Any) -> tuple[str, str, dict[str, float]
     )
 
 
+# what run_all.py itself writes: a change there is not a change to the measured code
+OUTPUTS = ("bench/README.md", "bench/results")
+
+
 def git_state(root: Path = ROOT) -> tuple[str, bool]:
-    """(short HEAD commit, whether tracked files differ from it) of the measured tree."""
+    """(short HEAD commit, whether tracked files other than ``OUTPUTS`` differ from it)."""
     try:
         head = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
@@ -223,7 +227,8 @@ def git_state(root: Path = ROOT) -> tuple[str, bool]:
         ).stdout.strip()
         dirty = bool(
             subprocess.run(
-                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no",
+                 "--", ".", *(f":(exclude){path}" for path in OUTPUTS)],  # fmt: skip
                 capture_output=True,
                 text=True,
                 check=True,
