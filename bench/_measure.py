@@ -227,8 +227,17 @@ def git_state(root: Path = ROOT) -> tuple[str, bool]:
         ).stdout.strip()
         dirty = bool(
             subprocess.run(
-                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no",
-                 "--", ".", *(f":(exclude){path}" for path in OUTPUTS)],  # fmt: skip
+                [
+                    "git",
+                    "-C",
+                    str(root),
+                    "status",
+                    "--porcelain",
+                    "--untracked-files=no",
+                    "--",
+                    ".",
+                    *(f":(exclude){path}" for path in OUTPUTS),
+                ],  # fmt: skip
                 capture_output=True,
                 text=True,
                 check=True,
