@@ -98,6 +98,39 @@ def test_usage_and_config_errors_exit_2_in_one_line(case: str, tmp_path: Path, s
     one_line_error(result)
 
 
+# every command that reads the store: the same answer to a store that is not there
+READERS = {
+    "audit": ["audit"],
+    "costs": ["costs"],
+    "prices": ["prices"],
+    "reprice": ["reprice"],
+    "reconcile": ["reconcile", "openai"],
+    "store check": ["store", "check"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(READERS))
+def test_a_named_store_that_does_not_exist_exits_2_naming_it(command: str, tmp_path: Path):
+    missing = tmp_path / "typo"
+    result = invoke(*READERS[command], "--store", str(missing), env={"OPENAI_ADMIN_KEY": "x"})
+    assert result.exit_code == 2, result.output
+    assert one_line_error(result) == f"llmtrace: error: no store at {missing} (check --store)"
+    by_env = invoke(*READERS[command], env={"LLMTRACE_STORE": str(missing)})
+    assert by_env.exit_code == 2, by_env.output
+    assert (
+        one_line_error(by_env) == f"llmtrace: error: no store at {missing} (check $LLMTRACE_STORE)"
+    )
+    assert not missing.exists()  # reading never creates it
+
+
+@pytest.mark.parametrize("command", ["costs", "prices", "store check"])
+def test_the_default_store_missing_is_a_first_run_not_an_error(command: str, tmp_path: Path):
+    result = invoke(*READERS[command])  # cwd is tmp_path: ./.llmtrace does not exist
+    assert result.exit_code == 0, result.output
+    if command != "store check":
+        assert "llmtrace demo" in result.output
+
+
 def test_the_unwritable_output_fails_before_the_audit_runs(store: Path) -> None:
     result = invoke("audit", "--store", str(store), "-o", "/nonexistent/dir/x.json")
     assert result.exit_code == 2
@@ -150,7 +183,7 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(
     def broken(*args, **kwargs):
         raise RuntimeError("the cost table\nbroke")
 
-    monkeypatch.setattr(costs_module, "open_store", broken)
+    monkeypatch.setattr(costs_module, "open_existing_store", broken)
     plain = invoke("costs", "--store", str(store))
     assert plain.exit_code == 2
     assert "RuntimeError: the cost table broke (internal error; run with --debug" in (

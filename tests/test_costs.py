@@ -318,14 +318,25 @@ def test_table_flags_unpriced_calls_with_reasons(tmp_path) -> None:
     assert "$0.35" in out
 
 
-def test_empty_store_and_empty_window(tmp_path) -> None:
+def test_empty_store_and_empty_window(tmp_path, monkeypatch) -> None:
+    # --store naming a folder that does not exist is a typo: exit 2, one line naming it
     result = CliRunner().invoke(cli, ["costs", "--store", str(tmp_path / "none")])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"llmtrace: error: no store at {tmp_path / 'none'} (check --store)"
+    ]
+    # the default store missing is a first run: the friendly hint, exit 0, valid empty JSON
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LLMTRACE_STORE", raising=False)
+    result = CliRunner().invoke(cli, ["costs"])
     assert result.exit_code == 0
     assert "llmtrace demo" in result.output and "llmtrace import otlp" in result.output
-    result = CliRunner().invoke(
-        cli, ["costs", "--store", str(tmp_path / "none"), "--format", "json"]
-    )
+    result = CliRunner().invoke(cli, ["costs", "--format", "json"])
     assert result.exit_code == 0 and json.loads(result.stdout) == []
+    # an existing but empty --store is not a typo: the same hint
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(cli, ["costs", "--store", str(tmp_path / "empty")])
+    assert result.exit_code == 0 and "llmtrace demo" in result.output
     store = Store(tmp_path / "s")
     store.append(_frame([_call(1)]))
     window = ["--since", "2020-01-01", "--until", "2020-02-01"]

@@ -190,6 +190,9 @@ def test_bad_price_file_and_empty_store_are_errors(project: Path) -> None:
     assert result.exit_code != 0 and "bad.toml" in result.output and "multipler" in result.output
     assert "Traceback" not in result.output
     result = CliRunner().invoke(cli, ["reprice", "--store", str(project / "nothing")])
+    assert result.exit_code == 2 and f"no store at {project / 'nothing'}" in result.output
+    (project / "empty").mkdir()
+    result = CliRunner().invoke(cli, ["reprice", "--store", str(project / "empty")])
     assert result.exit_code == 2 and "holds no calls" in result.output
 
 

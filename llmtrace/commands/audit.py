@@ -19,7 +19,7 @@ from llmtrace.commands.common import (
     console,
     err_console,
     filter_options,
-    open_store,
+    open_existing_store,
     output_option,
     store_option,
     window_options,
@@ -240,7 +240,7 @@ def audit(
     if filters and engine == "ray":
         _fail("--service/--model/--provider/--prompt/--action/--environment need --engine local")
     remote = engine == "ray" and store_path is not None and "://" in store_path
-    store = None if remote else filtered_store(open_store(store_path), filters)
+    store = None if remote else filtered_store(open_existing_store(store_path), filters)
     try:
         result = _run(
             store_path if remote else store,

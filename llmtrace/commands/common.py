@@ -143,6 +143,23 @@ def open_store(store_path: str | None) -> Store:
     return Store(store_path if store_path else default_store_path(), on_problem=_warn_store)
 
 
+def open_existing_store(store_path: str | None) -> Store:
+    """The store a reading command (costs, prices, reprice, reconcile, store check, audit)
+    reads. A store named explicitly - by ``--store`` or ``$LLMTRACE_STORE`` - that does not
+    exist is a typo or a missing mount: a usage/config error (exit 2, one line naming the path),
+    so a nightly job never reports "no costs" as success. Only the default ``./.llmtrace`` may
+    be missing: that is a user's first run, before any import, and the command answers with its
+    friendly "run llmtrace demo" hint and exit 0. Commands that write (import, demo) create the
+    store and use ``open_store``."""
+    from llmtrace.store import STORE_ENV
+
+    named = "--store" if store_path else "$LLMTRACE_STORE" if os.environ.get(STORE_ENV) else None
+    store = open_store(store_path)
+    if named is not None and not store.path.exists():
+        raise UsageError(f"no store at {store.path} (check {named})")
+    return store
+
+
 def _warn_store(problem: object) -> None:
     err_console.print(f"warning: {problem}", highlight=False, markup=False, soft_wrap=True)
 

@@ -19,7 +19,7 @@ from llmtrace.commands.common import (
     filter_options,
     format_option,
     load_price_book,
-    open_store,
+    open_existing_store,
     store_option,
     store_range_hint,
     window_options,
@@ -145,7 +145,7 @@ def costs(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--sort") from None
     book = load_price_book(what_if_prices) if what_if_prices is not None else None
-    store = open_store(store_path)
+    store = open_existing_store(store_path)
     calls = apply_filters(store.scan(since, until), filters)
     window = _window_text(since, until)
     if filters:

@@ -21,7 +21,7 @@ from llmtrace.commands.common import (
     err_console,
     format_option,
     load_price_book,
-    open_store,
+    open_existing_store,
     prices_option,
     store_option,
 )
@@ -198,7 +198,7 @@ def _store_models(
     what the costs footnote's "run llmtrace prices" leads to."""
     import polars as pl
 
-    store = open_store(store_path)
+    store = open_existing_store(store_path)
     calls = store.scan()
     if provider is not None:
         calls = calls.filter(pl.col("provider") == provider)

@@ -23,7 +23,7 @@ from llmtrace.commands.common import (
     err_console,
     format_option,
     load_price_book,
-    open_store,
+    open_existing_store,
     store_option,
     window_options,
 )
@@ -111,7 +111,7 @@ def reconcile(
     from llmtrace.reconcile import ProviderError
     from llmtrace.reconcile import reconcile as run_reconcile
 
-    store = open_store(store_path)
+    store = open_existing_store(store_path)
     book = load_price_book(prices_file) if prices_file is not None else None
     try:
         with err_console.status(f"Reading {provider}'s usage and cost reports...", spinner="dots"):

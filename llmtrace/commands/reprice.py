@@ -12,7 +12,7 @@ from llmtrace.commands.common import (
     console,
     err_console,
     load_price_book,
-    open_store,
+    open_existing_store,
     prices_option,
     store_option,
     window_options,
@@ -48,7 +48,7 @@ def reprice(
     from llmtrace.reprice import reprice as run_reprice
 
     book = load_price_book(prices_file)
-    store = open_store(store_path)
+    store = open_existing_store(store_path)
     if not store.days():
         err_console.print(
             f"llmtrace: the store at {store.path} holds no calls.", markup=False, soft_wrap=True

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from llmtrace.commands.common import open_store, store_option
+from llmtrace.commands.common import open_existing_store, store_option
 from llmtrace.errors import EXIT_FINDINGS, EXIT_OK
 from llmtrace.safe_text import escape
 
@@ -32,7 +32,7 @@ def check(repair: bool, store_path: str | None) -> None:
     """
     from llmtrace.store_check import check_store
 
-    store = open_store(store_path)
+    store = open_existing_store(store_path)
     report = check_store(store, repair=repair)
     for problem in report.problems:
         click.echo(str(problem))
