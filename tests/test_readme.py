@@ -30,6 +30,9 @@ def workdir() -> Path:
 def test_readme_samples_are_what_the_commands_print(workdir: Path) -> None:
     readme = render_readme.README.read_text(encoding="utf-8")
     assert readme.count("<!-- render: ") >= 5
+    # reprice, the service-tier table and both reconcile samples are real runs too
+    for scene in render_readme.SCENES:
+        assert f"<!-- render[{scene}]: " in readme
     rendered = render_readme.rendered_readme(readme, workdir)
     assert same(rendered) == same(readme), "README.md is out of date: run docs/render_readme.py"
 
