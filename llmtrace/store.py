@@ -12,6 +12,12 @@ Parquet keeps the columns the rules need cheap to read; and writing a new file p
 file or nothing, never half a batch. Appends are idempotent on ``(trace_id, span_id)``: rows whose
 key is already stored are skipped, so importing the same file twice adds nothing and an
 interrupted import can simply be run again.
+
+This module is the store's face (append, scan, compact, attach scores, rewrite) and holds the
+writer lock; the jobs under it live beside it: ``store_journal`` (how files are replaced
+safely: the compaction journal and a day's consistent file set), ``store_scores`` (which calls a
+late score belongs to, and their new score lists), ``store_files`` (which files are sound, their
+checksums and snapshots) and ``store_check`` (``llmtrace store check``).
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import math
 import os
 import shutil
 import uuid
@@ -33,7 +38,29 @@ import polars as pl
 
 from llmtrace import store_files
 from llmtrace.record import CALL_SCHEMA, KEY_FIELDS, SCORE_STRUCT, conform, empty_calls
-from llmtrace.store_files import FIX, DamagedJournal, StoreProblem
+from llmtrace.store_files import FIX, StoreProblem
+from llmtrace.store_journal import (
+    COMPACTED,
+    JOURNAL,
+    SPILL,
+    day_of,
+    file_stamp,
+    finish_compaction,
+    fsync_dir,
+    live_files,
+    minute_of_start,
+    range_buckets,
+    write_text_atomic,
+)
+from llmtrace.store_scores import (
+    NEW,
+    REPLACE,
+    new_scores,
+    score_rows,
+    score_targets,
+    sids,
+    with_added_scores,
+)
 
 if TYPE_CHECKING:
     from llmtrace.accuracy import AccuracyConfig
@@ -49,9 +76,6 @@ _ROW_GROUP_SIZE = 128 * 1024
 # at 1M rows), so this bounds compaction's memory whatever a day holds; a day with more rows is
 # split into files of consecutive (prompt, model, time) ranges, which file statistics prune too.
 COMPACT_ROWS = 1_000_000
-# Compacted files are named so; a day whose files are all compacted is left alone.
-_COMPACTED = "compact-"
-_SPILL = ".compact-spill"
 # Every read of store files casts with these: files written before the score struct gained a
 # field (``id``) read with that field null, so an old store needs no migration step. Use it for
 # any other reader of store files (e.g. a scan by URL) too.
@@ -144,7 +168,7 @@ class Store:
         return usable
 
     def _live(self, day_dir: Path) -> list[Path]:
-        return _live_files(day_dir, self._problem)
+        return live_files(day_dir, self._problem)
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -189,7 +213,7 @@ class Store:
                     part = part.join(stored, on=list(KEY_FIELDS), how="anti")
                 if part.is_empty():
                     continue
-                _finish_compaction(day_dir, self._problem)
+                finish_compaction(day_dir, self._problem)
                 self._write_atomic(day_dir, part)
                 added += part.height
                 written.append(part.select(KEY_FIELDS))
@@ -209,7 +233,7 @@ class Store:
     @staticmethod
     def _write_atomic(day_dir: Path, part: pl.DataFrame, final: Path | None = None) -> Path:
         day_dir.mkdir(parents=True, exist_ok=True)
-        final = final or day_dir / f"part-{_stamp()}-{uuid.uuid4().hex[:12]}.parquet"
+        final = final or day_dir / f"part-{file_stamp()}-{uuid.uuid4().hex[:12]}.parquet"
         temp = day_dir / f".{final.name}.tmp"
         part.sort(_SORT_KEYS, nulls_last=True).write_parquet(
             temp, compression="zstd", statistics=True, row_group_size=_ROW_GROUP_SIZE
@@ -219,7 +243,7 @@ class Store:
         # recorded before the rename: a file in place always has its digest (store check)
         store_files.record_checksum(day_dir, final.name, store_files.digest(temp))
         os.replace(temp, final)
-        _fsync_dir(day_dir)
+        fsync_dir(day_dir)
         return final
 
     def compact(self, *, max_rows_per_file: int = COMPACT_ROWS) -> int:
@@ -237,7 +261,7 @@ class Store:
         rewritten = 0
         with self._locked():
             for day_dir in self._day_dirs():
-                _finish_compaction(day_dir, self._problem)
+                finish_compaction(day_dir, self._problem)
                 files = sorted(day_dir.glob("*.parquet"))
                 if len(self._usable(files)) < len(files):
                     continue  # a damaged file is not rewritten: store check --repair first
@@ -249,7 +273,7 @@ class Store:
 
     def _needs_compaction(self, files: list[Path], max_rows: int) -> bool:
         """Several files, or one too big to read whole; but not a day compacted before."""
-        if not files or all(f.name.startswith(_COMPACTED) for f in files):
+        if not files or all(f.name.startswith(COMPACTED) for f in files):
             return False
         if len(files) > 1:
             return True
@@ -257,12 +281,12 @@ class Store:
 
     def _compact_day(self, day_dir: Path, files: list[Path], max_rows: int) -> None:
         scan = self._scan_files(files)
-        buckets = _range_buckets(scan, max_rows)
+        buckets = range_buckets(scan, max_rows)
         count = int(buckets["_bucket"].max() or 0) + 1
-        stamp, tag = _stamp(), uuid.uuid4().hex[:12]
-        targets = [day_dir / f"{_COMPACTED}{stamp}-{i:04d}-{tag}.parquet" for i in range(count)]
-        _write_text_atomic(
-            day_dir / _JOURNAL,
+        stamp, tag = file_stamp(), uuid.uuid4().hex[:12]
+        targets = [day_dir / f"{COMPACTED}{stamp}-{i:04d}-{tag}.parquet" for i in range(count)]
+        write_text_atomic(
+            day_dir / JOURNAL,
             json.dumps({"targets": [t.name for t in targets], "replaces": [f.name for f in files]}),
         )
         unique = {"subset": list(KEY_FIELDS), "keep": "first", "maintain_order": True}
@@ -270,10 +294,10 @@ class Store:
             self._write_atomic(day_dir, scan.unique(**unique).collect(), final=targets[0])
         else:
             # one streaming pass splits the day into its ranges, then each is sorted alone
-            spill = day_dir / _SPILL
+            spill = day_dir / SPILL
             shutil.rmtree(spill, ignore_errors=True)
             on = ["prompt", "model", "_minute"]
-            scan.with_columns(_minute_of_start()).join(
+            scan.with_columns(minute_of_start()).join(
                 buckets.lazy(), on=on, how="left", nulls_equal=True
             ).drop("_minute").sink_parquet(
                 pl.PartitionBy(spill, key="_bucket", include_key=False), mkdir=True
@@ -282,7 +306,7 @@ class Store:
                 part = pl.scan_parquet(spill / f"_bucket={i}", hive_partitioning=False)
                 self._write_atomic(day_dir, part.unique(**unique).collect(), final=target)
             shutil.rmtree(spill, ignore_errors=True)
-        _finish_compaction(day_dir)
+        finish_compaction(day_dir)
 
     # -- late scores -------------------------------------------------------------------------
 
@@ -319,23 +343,23 @@ class Store:
         rewritten, through the compaction journal, so a crash leaves every call exactly once,
         either with its old scores or with the new.
         """
-        rows = _score_rows(scores)
+        rows = score_rows(scores)
         if rows.is_empty():
             return ScoreAttachResult()
         with self._locked():
             for day_dir in self._day_dirs():
-                _finish_compaction(day_dir, self._problem)
+                finish_compaction(day_dir, self._problem)
             files = self.files()
-            targets = _score_targets(rows, self._stored_score_keys(rows, files))
+            targets = score_targets(rows, self._stored_score_keys(rows, files))
             ids = set(rows.get_column("_sid").unique())
             matched = set(targets.get_column("_sid").unique())
             if targets.is_empty():
                 return ScoreAttachResult(unmatched_ids=frozenset(ids - matched))
             held = self._scan_files(sorted({Path(f) for f in targets["_file"]}))
-            new, drops = _new_scores(targets, held)
+            new, drops = new_scores(targets, held)
             changed = self._rewrite_scored(new, drops, accuracy)
-        replaced = _sids(new, _REPLACE)
-        gained = _sids(new, _NEW) - replaced
+        replaced = sids(new, REPLACE)
+        gained = sids(new, NEW) - replaced
         return ScoreAttachResult(
             attached=len(gained),
             present=len(matched - gained - replaced),
@@ -392,7 +416,7 @@ class Store:
 
         def build(old: Path) -> pl.DataFrame:
             adds = additions.filter(pl.col("_file") == str(old)).drop("_file")
-            return _with_added_scores(self._scan_files([old]).collect(), adds, drops, accuracy)
+            return with_added_scores(self._scan_files([old]).collect(), adds, drops, accuracy)
 
         for day_dir, olds in by_day.items():
             self._replace_files(day_dir, olds, build)
@@ -408,17 +432,18 @@ class Store:
         next writer see either all old or all new, and a crash leaves every call exactly once.
         The caller holds the lock. Returns the new files.
         """
-        prefixes = [_COMPACTED if f.name.startswith(_COMPACTED) else "part-" for f in olds]
+        prefixes = [COMPACTED if f.name.startswith(COMPACTED) else "part-" for f in olds]
         news = [
-            day_dir / f"{prefix}{_stamp()}-{uuid.uuid4().hex[:12]}.parquet" for prefix in prefixes
+            day_dir / f"{prefix}{file_stamp()}-{uuid.uuid4().hex[:12]}.parquet"
+            for prefix in prefixes
         ]
-        _write_text_atomic(
-            day_dir / _JOURNAL,
+        write_text_atomic(
+            day_dir / JOURNAL,
             json.dumps({"targets": [f.name for f in news], "replaces": [f.name for f in olds]}),
         )
         for old, target in zip(olds, news, strict=True):
             self._write_atomic(day_dir, build(old), final=target)
-        _finish_compaction(day_dir)
+        finish_compaction(day_dir)
         return news
 
     def rewrite(
@@ -441,11 +466,11 @@ class Store:
         when ``transform`` is idempotent. ``progress(done, total)`` is called after each file.
         """
         day_dirs = {f.parent for f in self.files(since, until)}
-        total = sum(len(_live_files(d)) for d in day_dirs)
+        total = sum(len(live_files(d)) for d in day_dirs)
         done = rewritten = 0
         for day_dir in sorted(day_dirs):
             with self._locked():
-                _finish_compaction(day_dir, self._problem)
+                finish_compaction(day_dir, self._problem)
                 # a damaged file is named and left alone (store check --repair moves it)
                 for path in self._usable(sorted(day_dir.glob("*.parquet"))):
                     updated = transform(self._scan_files([path]).collect())
@@ -467,7 +492,7 @@ class Store:
         for path in sorted(self.calls_dir.iterdir()):
             if not path.is_dir():
                 continue
-            if _day_of(path) is None:
+            if day_of(path) is None:
                 self._problem(
                     path,
                     "stray folder (not day=YYYY-MM-DD); skipped: "
@@ -479,7 +504,7 @@ class Store:
 
     def days(self) -> list[date]:
         """The days that hold at least one file."""
-        return [day for p in self._day_dirs() if self._live(p) and (day := _day_of(p))]
+        return [day for p in self._day_dirs() if self._live(p) and (day := day_of(p))]
 
     def files(self, since: datetime | None = None, until: datetime | None = None) -> list[Path]:
         """Parquet files of the days that overlap [since, until)."""
@@ -488,7 +513,7 @@ class Store:
         last = (until.astimezone(UTC) - timedelta(microseconds=1)).date() if until else None
         chosen: list[Path] = []
         for day_dir in self._day_dirs():
-            day = _day_of(day_dir)
+            day = day_of(day_dir)
             if day is None or (first and day < first) or (last and day > last):
                 continue
             chosen.extend(self._live(day_dir))
@@ -547,7 +572,7 @@ class Store:
     def write_state(self, name: str, state: dict[str, Any]) -> None:
         """Replace an importer's checkpoint atomically."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        _write_text_atomic(
+        write_text_atomic(
             self.state_dir / f"{name}.json",
             json.dumps(state, indent=2, sort_keys=True, default=str),
         )
@@ -557,342 +582,3 @@ class Store:
         with self._locked():
             shutil.rmtree(self.calls_dir, ignore_errors=True)
             shutil.rmtree(self.state_dir, ignore_errors=True)
-
-
-_JOURNAL = "compaction.json"
-
-
-def _stamp() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-
-
-def _minute_of_start() -> pl.Expr:
-    return pl.col("start_time").dt.truncate("1m").alias("_minute")
-
-
-def _range_buckets(scan: pl.LazyFrame, max_rows: int) -> pl.DataFrame:
-    """(prompt, model, minute) -> consecutive file number, about ``max_rows`` rows per file.
-
-    Counted on three columns only; cutting at minute granularity keeps each file a range of
-    the sort order (prompt, model, start_time) while never needing a file per prompt.
-    """
-    keys = ["prompt", "model", "_minute"]
-    counts = (
-        scan.select("prompt", "model", _minute_of_start())
-        .group_by(keys)
-        .agg(pl.len().alias("_n"))
-        .sort(keys, nulls_last=True)
-        .collect()
-    )
-    if counts.height == 0:
-        return counts.with_columns(pl.lit(0, dtype=pl.Int64).alias("_bucket")).drop("_n")
-    total = int(counts["_n"].sum())
-    per_file = math.ceil(total / math.ceil(total / max_rows))  # even sizes, not max + remainder
-    before = pl.col("_n").cum_sum() - pl.col("_n")
-    raw = (before // per_file).alias("_raw")
-    return counts.with_columns(raw).select(
-        *keys, (pl.col("_raw").rank("dense") - 1).cast(pl.Int64).alias("_bucket")
-    )
-
-
-def _targets(plan: dict[str, Any]) -> list[str]:
-    """New files of a compaction journal (older journals name a single ``target``)."""
-    return list(plan.get("targets") or [plan["target"]])
-
-
-def _day_of(day_dir: Path) -> date | None:
-    if not day_dir.name.startswith("day="):
-        return None
-    try:
-        return date.fromisoformat(day_dir.name.removeprefix("day="))
-    except ValueError:
-        return None
-
-
-Warn = Callable[[Path, str], None]
-
-
-def _live_files(day_dir: Path, warn: Warn | None = None) -> list[Path]:
-    """The day's Parquet files as one consistent set while a compaction is unfinished.
-
-    Once every new file is in place the replaced files are hidden; before that the new files
-    written so far are. A writer may be renaming and removing files meanwhile (readers take no
-    lock), so the folder is listed before and after the journal is read until both listings
-    agree: then the journal read belongs to the files listed.
-    """
-    journal = day_dir / _JOURNAL
-    for _ in range(50):
-        files = sorted(day_dir.glob("*.parquet"))
-        try:
-            plan = store_files.read_journal(journal)
-        except DamagedJournal as exc:
-            if warn is not None:
-                warn(journal, f"{exc}; every file of the day is read: {FIX}")
-            plan = None
-        if sorted(day_dir.glob("*.parquet")) == files:
-            break
-    if plan is None:
-        return files
-    targets = _targets(plan)
-    if all((day_dir / name).exists() for name in targets):
-        hidden = set(plan["replaces"])
-    else:
-        hidden = set(targets)
-    return [f for f in files if f.name not in hidden]
-
-
-def _finish_compaction(day_dir: Path, warn: Warn | None = None) -> None:
-    """Roll an interrupted compaction forward (all new files present) or back (they are not),
-    and remove what a killed writer left (callers hold the writer lock: see store_files)."""
-    store_files.remove_leftovers(day_dir)
-    journal = day_dir / _JOURNAL
-    try:
-        plan = store_files.read_journal(journal)
-    except DamagedJournal as exc:
-        # Which files it meant is unknowable: keep every file, set the journal aside for a
-        # person to read, and say so (a reader would otherwise stop at it on every run).
-        moved = store_files.quarantine(day_dir.parent.parent, journal)
-        if warn is not None:
-            warn(journal, f"{exc}; moved to {moved}, every file of the day is kept")
-        return
-    if plan is None:
-        return
-    targets = _targets(plan)
-    complete = all((day_dir / name).exists() for name in targets)
-    for name in plan["replaces"] if complete else targets:
-        (day_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(day_dir / _SPILL, ignore_errors=True)
-    journal.unlink()
-    store_files.prune_checksums(day_dir)
-    _fsync_dir(day_dir)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text)
-    with open(temp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-# -- late scores: matching and merging, in Polars -------------------------------------------------
-
-_SCORE_FIELDS = list(SCORE_STRUCT.to_schema())
-
-
-def _score_rows(scores: pl.DataFrame) -> pl.DataFrame:
-    """``attach_scores``' input in one shape: ``_o`` (input order), ``_sid``, ``_rank``,
-    ``_batch``, ``trace_id``, ``span_id``, ``response_id``, ``score``; rows without a score are dropped."""
-    missing = {"score", "trace_id"} - set(scores.columns)
-    if missing:
-        raise ValueError(f"attach_scores: scores lack the column(s) {sorted(missing)}")
-
-    def optional(name: str, dtype: pl.DataType) -> pl.Expr:
-        if name in scores.columns:
-            return pl.col(name).cast(dtype)
-        return pl.lit(None, dtype=dtype)
-
-    order = pl.col("_o")
-    return (
-        scores.with_row_index("_o")
-        .select(
-            order,
-            pl.coalesce(optional("score_id", pl.String), pl.format("#{}", order)).alias("_sid"),
-            optional("rank", pl.Int64).fill_null(0).alias("_rank"),
-            optional("batch", pl.Int64).fill_null(0).alias("_batch"),
-            pl.col("trace_id").cast(pl.String),
-            optional("span_id", pl.String).alias("span_id"),
-            optional("response_id", pl.String).alias("response_id"),
-            pl.col("score").cast(SCORE_STRUCT),
-        )
-        .filter(pl.col("score").is_not_null())
-    )
-
-
-def _score_targets(rows: pl.DataFrame, keys: pl.DataFrame) -> pl.DataFrame:
-    """(score, stored call) pairs: each score's matching rows of its lowest rank, deduplicated.
-
-    Columns ``_sid``, ``_o``, ``_batch``, ``score``, ``trace_id``, ``span_id``, ``_file``.
-    """
-    head = ["_sid", "_rank", "_o", "_batch", "score"]
-    by_span = (
-        rows.filter(pl.col("span_id").is_not_null())
-        .join(keys.drop("response_id"), on="span_id", suffix="_k")
-        .filter(pl.col("trace_id").is_null() | (pl.col("trace_id") == pl.col("trace_id_k")))
-        .select(*head, pl.col("trace_id_k").alias("trace_id"), "span_id", "_file")
-    )
-    by_response = (
-        rows.filter(pl.col("span_id").is_null() & pl.col("response_id").is_not_null())
-        .select(*head, "response_id")
-        .join(keys, on="response_id")
-        .select(*head, "trace_id", "span_id", "_file")
-    )
-    by_trace = (
-        rows.filter(pl.col("span_id").is_null() & pl.col("response_id").is_null())
-        .select(*head, "trace_id")
-        .join(keys.select("trace_id", "span_id", "_file"), on="trace_id")
-    )
-    matches = pl.concat([by_span, by_response, by_trace])
-    best = matches.filter(pl.col("_rank") == pl.col("_rank").min().over("_sid"))
-    return best.unique(["_sid", *KEY_FIELDS], keep="first", maintain_order=True).drop("_rank")
-
-
-_NEW, _REPLACE, _ADOPT = "new", "replace", "adopt"
-# a score's identity when its source gave it an id: one version per call
-_IDENTITY = [*KEY_FIELDS, "id", "source"]
-_VERSION = ["name", "value", "label"]
-
-
-def _sids(new: pl.DataFrame, kind: str) -> set[str]:
-    return set(new.filter(pl.col("_kind") == kind).get_column("_sid").unique())
-
-
-def _held_scores(stored: pl.LazyFrame, targets: pl.DataFrame) -> pl.DataFrame:
-    """The scores the targeted calls hold, one row each with its position ``_pos`` in the
-    call's list (what a replacement removes) and the score's fields."""
-    return (
-        stored.select(*KEY_FIELDS, "scores")
-        .join(targets.lazy().select(*KEY_FIELDS).unique(), on=list(KEY_FIELDS), how="semi")
-        .filter(pl.col("scores").list.len() > 0)
-        .with_columns(pl.int_ranges(pl.col("scores").list.len()).alias("_pos"))
-        .explode("scores", "_pos")
-        .filter(pl.col("scores").is_not_null())
-        .select(*KEY_FIELDS, "_pos", pl.col("scores").struct.unnest())
-        .collect()
-    )
-
-
-def _new_scores(targets: pl.DataFrame, stored: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """What changes: (scores to add, held scores to remove).
-
-    The first frame has the columns of ``targets``, the score's fields and ``_kind``: ``new``
-    (added), ``replace`` (an edited version of a held score with the same id) or ``adopt`` (a
-    held copy without id that equals it takes its id). The second names the removed held
-    scores by key and ``_pos``. Scores without id follow the copy rule, scores with one the
-    version rule (see ``Store.attach_scores``)."""
-    held = _held_scores(stored, targets)
-    incoming = targets.sort("_o").with_columns(pl.col("score").struct.unnest())
-    columns = [*incoming.columns, "_kind"]
-    copies = _new_copies(incoming.filter(pl.col("id").is_null()), held).select(columns)
-    versions, drops = _new_versions(incoming.filter(pl.col("id").is_not_null()), held)
-    return pl.concat([copies, versions.select(columns)]), drops
-
-
-def _new_copies(incoming: pl.DataFrame, held: pl.DataFrame) -> pl.DataFrame:
-    """Scores without id a call does not hold yet: the k-th equal score of a call in one batch
-    is new when the call holds fewer than k of them and no earlier batch gave a k-th copy
-    already (as if the batches were attached one after another)."""
-    keys = [*KEY_FIELDS, *_SCORE_FIELDS]
-    counts = held.group_by(keys).agg(pl.len().alias("_held"))
-    nth = (pl.int_range(pl.len()).over(*keys, "_batch") + 1).alias("_nth")
-    return (
-        incoming.with_columns(nth)
-        .join(counts, on=keys, how="left", nulls_equal=True, maintain_order="left")
-        .filter(pl.col("_nth") > pl.col("_held").fill_null(0))
-        .unique([*keys, "_nth"], keep="first", maintain_order=True)
-        .drop("_nth", "_held")
-        .with_columns(pl.lit(_NEW).alias("_kind"))
-    )
-
-
-def _new_versions(incoming: pl.DataFrame, held: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Scores with an id: per call and (id, source) the latest incoming version (last batch,
-    then last row) is present when the call holds exactly it, replaces whatever the call holds
-    under that id otherwise, and else adopts an equal held copy without id or is new."""
-    latest = incoming.sort("_batch", "_o").unique(_IDENTITY, keep="last", maintain_order=True)
-    pairs = latest.select(*_IDENTITY, *_VERSION).join(
-        held.filter(pl.col("id").is_not_null()), on=_IDENTITY, suffix="_h"
-    )
-    equal = pl.all_horizontal(pl.col(f).eq_missing(pl.col(f"{f}_h")) for f in _VERSION)
-    tally = pairs.group_by(_IDENTITY).agg(pl.len().alias("_n"), equal.sum().alias("_eq"))
-    rated = latest.join(tally, on=_IDENTITY, how="left", maintain_order="left").with_columns(
-        pl.col("_n", "_eq").fill_null(0)
-    )
-    present = (pl.col("_n") == 1) & (pl.col("_eq") == 1)
-    replace = rated.filter((pl.col("_n") > 0) & ~present)
-    removed = pairs.join(replace.select(_IDENTITY), on=_IDENTITY, how="semi")
-    fresh, adopted = _adopt(rated.filter(pl.col("_n") == 0), held)
-    versions = pl.concat(
-        [
-            replace.with_columns(pl.lit(_REPLACE).alias("_kind")),
-            fresh.with_columns(
-                pl.when(pl.col("_pos").is_null())
-                .then(pl.lit(_NEW))
-                .otherwise(pl.lit(_ADOPT))
-                .alias("_kind")
-            ),
-        ],
-        how="diagonal",
-    ).sort("_o")
-    drops = pl.concat([removed.select(*KEY_FIELDS, "_pos"), adopted])
-    return versions, drops
-
-
-def _adopt(fresh: pl.DataFrame, held: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Pair each score with an id that a call does not hold with an equal held copy without id
-    (the k-th such score with the k-th copy), which it replaces: a store written before scores
-    had ids then keeps one score, not the old copy and the new. Returns ``fresh`` with the
-    paired copy's ``_pos`` (null: none) and the (key, ``_pos``) of the copies removed."""
-    same = [*KEY_FIELDS, "source", *_VERSION]
-    kth = pl.int_range(pl.len()).over(same).alias("_k")
-    copies = held.filter(pl.col("id").is_null()).sort("_pos").select(*same, "_pos", kth)
-    paired = (
-        fresh.sort("_o")
-        .with_columns(kth)
-        .join(copies, on=[*same, "_k"], how="left", nulls_equal=True, maintain_order="left")
-    )
-    drops = paired.filter(pl.col("_pos").is_not_null()).select(*KEY_FIELDS, "_pos")
-    return paired.drop("_k"), drops
-
-
-def _with_added_scores(
-    frame: pl.DataFrame, additions: pl.DataFrame, drops: pl.DataFrame, accuracy: AccuracyConfig
-) -> pl.DataFrame:
-    """``frame`` with the held scores at ``drops`` removed from its calls and ``additions._add``
-    appended; accuracy recomputed for exactly those calls (the others keep theirs, whatever
-    config computed it)."""
-    key = list(KEY_FIELDS)
-    order = [pl.col("_part").cast(pl.Int64), pl.col("_ord").cast(pl.Int64)]
-    kept = (
-        frame.select(*key, "scores")
-        .join(additions.select(key), on=key, how="semi")
-        .filter(pl.col("scores").list.len() > 0)
-        .with_columns(pl.int_ranges(pl.col("scores").list.len()).alias("_pos"))
-        .explode("scores", "_pos")
-        .join(drops, on=[*key, "_pos"], how="anti")
-        .select(*key, pl.lit(0).alias("_part"), pl.col("_pos").alias("_ord"), "scores")
-    )
-    added = (
-        additions.select(*key, pl.col("_add").alias("scores"))
-        .with_columns(pl.int_ranges(pl.col("scores").list.len()).alias("_ord"))
-        .explode("scores", "_ord")
-        .select(*key, pl.lit(1).alias("_part"), "_ord", "scores")
-    )
-    merged = (
-        pl.concat([kept.with_columns(order), added.with_columns(order)])
-        .group_by(key)
-        .agg(pl.col("scores").sort_by("_part", "_ord").alias("_new"))
-    )
-    changed = pl.col("_new").is_not_null()
-    return (
-        frame.join(merged, on=key, how="left", maintain_order="left")
-        .with_columns(
-            pl.when(changed).then(pl.col("_new")).otherwise(pl.col("scores")).alias("scores")
-        )
-        .with_columns(
-            pl.when(changed)
-            .then(accuracy.from_scores("scores"))
-            .otherwise(pl.col("accuracy"))
-            .alias("accuracy")
-        )
-        .drop("_new")
-    )

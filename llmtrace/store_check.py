@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmtrace import store_files
-from llmtrace.store import _JOURNAL, Store, _day_of, _finish_compaction, _live_files
+from llmtrace.store import Store
 from llmtrace.store_files import DamagedJournal, StoreProblem
+from llmtrace.store_journal import JOURNAL, day_of, finish_compaction, live_files
 
 
 @dataclass
@@ -46,7 +47,7 @@ def check_store(store: Store, *, repair: bool = False) -> CheckReport:
     lock = store._locked() if repair else contextlib.nullcontext()
     with lock:
         for path in sorted(store.calls_dir.iterdir()):
-            if path.is_dir() and _day_of(path) is None:
+            if path.is_dir() and day_of(path) is None:
                 _found(report, store, path, "stray folder (not day=YYYY-MM-DD)", repair)
             elif path.is_dir():
                 _check_day(report, store, path, repair)
@@ -64,7 +65,7 @@ def _found(report: CheckReport, store: Store, path: Path, message: str, repair: 
 
 
 def _check_day(report: CheckReport, store: Store, day_dir: Path, repair: bool) -> None:
-    journal = day_dir / _JOURNAL
+    journal = day_dir / JOURNAL
     try:
         plan = store_files.read_journal(journal)
     except DamagedJournal as exc:
@@ -73,7 +74,7 @@ def _check_day(report: CheckReport, store: Store, day_dir: Path, repair: bool) -
     if plan is not None:
         report.problems.append(StoreProblem(journal, "unfinished compaction"))
         if repair:
-            _finish_compaction(day_dir)
+            finish_compaction(day_dir)
             report.repairs.append(f"finished the compaction of {day_dir}")
     for path in store_files.leftovers(day_dir):
         report.problems.append(StoreProblem(path, "leftover of a killed writer"))
@@ -81,7 +82,7 @@ def _check_day(report: CheckReport, store: Store, day_dir: Path, repair: bool) -
         for path in store_files.remove_leftovers(day_dir):
             report.repairs.append(f"removed {path}")
     sums = store_files.checksums(day_dir)
-    for path in _live_files(day_dir):
+    for path in live_files(day_dir):
         report.files += 1
         problem = store_files.read_problem(path)
         if problem is None and path.name in sums:
