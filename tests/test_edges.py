@@ -51,8 +51,11 @@ def test_prices_without_a_model_lists_the_store_s_models(small_store) -> None:
 
 
 def test_prices_of_an_empty_store_says_what_to_do(tmp_path: Path) -> None:
-    result = invoke("prices", "--store", str(tmp_path / "none"))
+    (tmp_path / "empty").mkdir()
+    result = invoke("prices", "--store", str(tmp_path / "empty"))
     assert result.exit_code == 0 and "name a model" in result.stderr
+    # a --store that does not exist is a typo, not an empty store (tests/test_cli_exits.py)
+    assert invoke("prices", "--store", str(tmp_path / "none")).exit_code == 2
 
 
 def test_an_empty_import_file_warns(tmp_path: Path) -> None:
