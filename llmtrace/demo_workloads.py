@@ -107,6 +107,25 @@ def _s(name: str, version: str, provider: str, model: str, system: int, **kw) ->
 
 
 # fmt: off
+def _ab_split(
+    service: str,
+    action: str,
+    peak_utc: float,
+    prompt: tuple[str, str, str, int],
+    arms: tuple[tuple[str, float, float, float], ...],
+    **shape,
+) -> tuple[Workload, ...]:
+    """One prompt (name, version, provider, system tokens) served by several models: a workload
+    per arm (model, units per day, share labelled, accuracy), the token shapes shared."""
+    name, version, provider, system = prompt
+    return tuple(
+        Workload(service, action, per_day=per_day, peak_utc=peak_utc, steps=(
+            _s(name, version, provider, model, system, labelled=labelled,
+               accuracy=(accuracy, accuracy), **shape),))
+        for model, per_day, labelled, accuracy in arms
+    )
+
+
 def _rightsizing_workloads() -> tuple[Workload, ...]:
     """LT401: one prompt served by two models (an A/B split), accuracy labelled.
 
@@ -114,26 +133,16 @@ def _rightsizing_workloads() -> tuple[Workload, ...]:
     (``_with_accuracy``), so the accuracy difference is what the spec says.
     """
     return (
-        Workload("support-bot", "route-intent", per_day=300, peak_utc=14, steps=(
-            _s("intent-router", "v3", "openai", "gpt-4o", 900, user_tokens=(1500, 0.4),
-               output_tokens=(12, 0.3), labelled=1.0, accuracy=(0.95, 0.95)),)),
-        Workload("support-bot", "route-intent", per_day=150, peak_utc=14, steps=(
-            _s("intent-router", "v3", "openai", "gpt-4o-mini", 900, user_tokens=(1500, 0.4),
-               output_tokens=(12, 0.3), labelled=1.0, accuracy=(0.95, 0.95)),)),
-        Workload("legal-api", "classify-clause", per_day=60, peak_utc=13, steps=(
-            _s("clause-classifier", "v2", "anthropic", "claude-sonnet-4-5", 700,
-               user_tokens=(2500, 0.4), output_tokens=(20, 0.3), labelled=1.0,
-               accuracy=(0.92, 0.92)),)),
-        Workload("legal-api", "classify-clause", per_day=60, peak_utc=13, steps=(
-            _s("clause-classifier", "v2", "anthropic", "claude-haiku-4-5", 700,
-               user_tokens=(2500, 0.4), output_tokens=(20, 0.3), labelled=1.0,
-               accuracy=(0.80, 0.80)),)),
-        Workload("docs-search", "summarize-email", per_day=60, peak_utc=16, steps=(
-            _s("email-summary", "v1", "openai", "gpt-4o", 600, user_tokens=(3000, 0.4),
-               output_tokens=(300, 0.4), labelled=0.03, accuracy=(0.90, 0.90)),)),
-        Workload("docs-search", "summarize-email", per_day=30, peak_utc=16, steps=(
-            _s("email-summary", "v1", "openai", "gpt-4o-mini", 600, user_tokens=(3000, 0.4),
-               output_tokens=(300, 0.4), labelled=0.05, accuracy=(0.90, 0.90)),)),
+        *_ab_split("support-bot", "route-intent", 14, ("intent-router", "v3", "openai", 900),
+                   (("gpt-4o", 300, 1.0, 0.95), ("gpt-4o-mini", 150, 1.0, 0.95)),
+                   user_tokens=(1500, 0.4), output_tokens=(12, 0.3)),
+        *_ab_split("legal-api", "classify-clause", 13,
+                   ("clause-classifier", "v2", "anthropic", 700),
+                   (("claude-sonnet-4-5", 60, 1.0, 0.92), ("claude-haiku-4-5", 60, 1.0, 0.80)),
+                   user_tokens=(2500, 0.4), output_tokens=(20, 0.3)),
+        *_ab_split("docs-search", "summarize-email", 16, ("email-summary", "v1", "openai", 600),
+                   (("gpt-4o", 60, 0.03, 0.90), ("gpt-4o-mini", 30, 0.05, 0.90)),
+                   user_tokens=(3000, 0.4), output_tokens=(300, 0.4)),
     )
 
 
