@@ -10,6 +10,8 @@ stored-key lookup (the ids are new by construction). At the end ``Store.compact`
 day's files into sorted files of at most ``--file-rows`` rows. Printed (and written as JSON):
 rows, time and rate of each stage (generation, pricing, writing, compaction), peak RSS, files and
 bytes. Peak memory is bounded by the chunk, the flush buffer and one compacted file, not by N.
+With ``--json`` the result is run_all.py's (``_measure``: CPU of all threads, peak RSS, load
+average); run_all.py also uses this script to build the stores other benches read.
 """
 
 from __future__ import annotations
@@ -28,6 +30,17 @@ import polars as pl
 from llmtrace.demo import DEFAULT_CHUNK, generate_chunks
 from llmtrace.pricing import PriceBook, price_calls
 from llmtrace.store import COMPACT_ROWS, Store
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import Measure, Report, add_json_argument  # noqa: E402
+
+# how run_all.py runs this script (read with ast.literal_eval, never imported by it)
+RUN_ALL = {
+    "name": "store",
+    "order": 50,
+    "full": ["--rows", "10000000", "--store", "/tmp/llmtrace-bench/gen-store-bench"],
+    "quick": ["--rows", "50000", "--store", "/tmp/llmtrace-bench/gen-store-bench-quick"],
+}
 
 END = datetime(2026, 11, 20, tzinfo=UTC)  # fixed, so every run builds the same store
 
@@ -98,20 +111,22 @@ def main() -> None:
     parser.add_argument("--flush-rows", type=int, default=500_000)
     parser.add_argument("--file-rows", type=int, default=COMPACT_ROWS)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--json", type=Path, help="Also write the figures to this file.")
+    add_json_argument(parser)
     args = parser.parse_args()
+    report = Report("store")
 
     shutil.rmtree(args.store, ignore_errors=True)
     store = Store(args.store)
     began = time.perf_counter()
-    seconds = build(
-        store,
-        args.rows,
-        chunk=args.chunk,
-        flush_rows=args.flush_rows,
-        file_rows=args.file_rows,
-        seed=args.seed,
-    )
+    with Measure() as measure:
+        seconds = build(
+            store,
+            args.rows,
+            chunk=args.chunk,
+            flush_rows=args.flush_rows,
+            file_rows=args.file_rows,
+            seed=args.seed,
+        )
     total = time.perf_counter() - began
     files = store.files()
     size = sum(f.stat().st_size for f in files)
@@ -130,8 +145,18 @@ def main() -> None:
         "peak_rss_gb": round(peak_rss_gb(), 2),
     }
     print(json.dumps(figures, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
+    report.row(
+        figure="store build (generate, price, write, compact)",
+        size=f"{args.rows:,} demo calls, 14 days",
+        result=(
+            f"generate {seconds['generate']:.0f} s, price {seconds['price']:.0f} s, "
+            f"write {seconds['write']:.0f} s, compact {seconds['compact']:.0f} s (wall); "
+            f"{len(files)} files, {size / 1e9:.2f} GB"
+        ),
+        measure=measure,
+        **figures,
+    )
+    report.write(args.json)
 
 
 if __name__ == "__main__":
