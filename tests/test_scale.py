@@ -22,9 +22,18 @@ from findings_compare import same_up_to_summation_order
 from llmtrace import demo
 from llmtrace.config import Config
 from llmtrace.pricing import PriceBook, price_calls
-from llmtrace.rules import lt101_reasoning, lt201_caching, lt301_context
+from llmtrace.rules import (
+    lt101_reasoning,
+    lt201_caching,
+    lt202_history,
+    lt203_unread_writes,
+    lt301_context,
+    lt502_duplicates,
+    lt503_agent_loops,
+)
 from llmtrace.rules.engine import run_audit
 from llmtrace.rules.partition import (
+    SHARED_KEYS,
     aggregate_spilled,
     filter_part,
     part_count,
@@ -95,20 +104,50 @@ def test_filter_parts_cover_every_row_once(priced: pl.DataFrame) -> None:
     assert min(p.height for p in parts) > priced.height / 10  # single calls spread too
 
 
-@pytest.mark.parametrize("rule", [lt201_caching.RULE, lt301_context.RULE])
-def test_spilled_parts_merge_to_the_one_pass_aggregate(rule, store: Store, tmp_path: Path) -> None:
-    """Each rule's merged partials over 6 spilled parts equal its aggregate over all calls."""
+SPLIT_RULES = [
+    lt201_caching.RULE,
+    lt202_history.RULE,
+    lt203_unread_writes.RULE,
+    lt301_context.RULE,
+    lt502_duplicates.RULE,
+    lt503_agent_loops.RULE,
+]
+
+
+def test_shared_keys_are_the_keys_their_owners_split_by() -> None:
+    """A family's key is the key of the rule whose groups it was made for (LT203's lineage,
+    LT503's session); the other members' groups are coarser-or-equal (tested below)."""
+    assert SHARED_KEYS["lineage"].meta.eq(lt203_unread_writes.RULE.partition_key)
+    assert SHARED_KEYS["session"].meta.eq(lt503_agent_loops.RULE.partition_key)
+    for rule in SPLIT_RULES:
+        family = getattr(rule, "partition_family", None)
+        assert family is None or family in SHARED_KEYS, rule.code
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["own key", "family key"])
+@pytest.mark.parametrize("rule", SPLIT_RULES, ids=lambda rule: rule.code)
+def test_spilled_parts_merge_to_the_one_pass_aggregate(
+    rule, shared: bool, store: Store, tmp_path: Path
+) -> None:
+    """Each rule's merged partials over 6 spilled parts, split by its own key or by its
+    family's shared key, equal its aggregate over all calls."""
     from llmtrace.rules.engine import audit_window, resolve_params
     from llmtrace.rules.loader import builtin_specs
 
+    key = rule.partition_key
+    if shared:
+        if getattr(rule, "partition_family", None) is None:
+            pytest.skip(f"{rule.code} has no family")
+        key = SHARED_KEYS[rule.partition_family]
     config = empty_config(tmp_path)
     window = audit_window(None, END, config)
     ctx = _context(window, resolve_params(builtin_specs()[rule.code], config))
-    calls = store.scan(window.since, window.until).select(*rule.columns)
-    whole = rule.merge([rule.aggregate(calls, ctx).collect()], ctx)
+    columns = list(dict.fromkeys([*rule.columns, *key.meta.root_names()]))
+    calls = store.scan(window.since, window.until).select(columns)
+    whole = rule.merge([rule.aggregate(calls.select(rule.columns), ctx).collect()], ctx)
     with spill_dir(tmp_path) as directory:
         partials = aggregate_spilled(
-            calls, lambda part: rule.aggregate(part, ctx), rule.partition_key, 6, directory
+            calls, lambda part: rule.aggregate(part.select(rule.columns), ctx), key, 6, directory
         )
         assert len(partials) == 6
     assert not directory.exists()  # the spill is removed

@@ -185,6 +185,10 @@ class Rule(Protocol):
     columns: ClassVar[tuple[str, ...]]
     # Optional ``needs_baseline: ClassVar[bool] = True``: the rule also receives the baseline
     # window's calls (LT101 compares windows); by default a rule sees the current window only.
+    # Optional ``partition_key`` (an expression, or ``partition_key(ctx)``): the rule needs the
+    # calls of each key together, so big windows run in parts split by it; and optional
+    # ``partition_family``: a name in ``partition.SHARED_KEYS`` whose key keeps the rule's
+    # groups whole too, so rules of one family share one spill of their calls.
 
     def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
         """Partial aggregates for one partition of the calls (mergeable across partitions)."""

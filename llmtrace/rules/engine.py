@@ -39,7 +39,8 @@ from llmtrace.rules.base import AuditContext, Finding, RuleSpec
 from llmtrace.rules.loader import RuleEntry, builtin_logic, builtin_specs, load_custom_rules
 from llmtrace.rules.partition import (
     PARTITION_ROWS,
-    aggregate_spilled,
+    SHARED_KEYS,
+    aggregate_spilled_together,
     is_url,
     part_count,
     partition_key,
@@ -635,6 +636,11 @@ class AggregateJob:
     def aggregate(self, code: str, calls: pl.LazyFrame) -> pl.LazyFrame:
         return self.entries[code].rule.aggregate(calls, self.contexts[code])
 
+    def family(self, code: str) -> str:
+        """The shared key the rule can split by (``partition_family``), else its own code."""
+        name = getattr(self.entries[code].rule, "partition_family", None)
+        return name if name in SHARED_KEYS else code
+
 
 def aggregate_locally(
     job: AggregateJob, errors: list[RuleError], report: Progress
@@ -645,6 +651,7 @@ def aggregate_locally(
     (Polars may share the scan). A rule with a partition key, when the window holds more calls
     than one part should (``rows_per_part``), runs in key-hash parts spilled to disk beside the
     store (``llmtrace.rules.partition``): memory stays bounded by one part and time linear.
+    Rules of one ``partition_family`` share a spill (the union of their columns, written once).
     """
     window = job.window
     start = min([window.since, *(job.start(code) for code in job.entries)])
@@ -654,14 +661,14 @@ def aggregate_locally(
     calls_scanned = int(current.select(pl.len()).collect().item())
     parts = part_count(calls_scanned, job.rows_per_part)
     plans: dict[str, pl.LazyFrame] = {}
-    split: dict[str, tuple[pl.LazyFrame, pl.Expr]] = {}
+    families: dict[tuple[str, bool], list[str]] = {}
     for code in job.entries:
         base = scan if job.needs_baseline(code) else current
         try:
             calls = base.select(job.columns(code))
             key = job.key(code) if parts > 1 else None
             if key is not None:
-                split[code] = (calls, key)
+                families.setdefault((job.family(code), job.needs_baseline(code)), []).append(code)
             else:
                 plans[code] = job.aggregate(code, calls)
         except Exception as exc:
@@ -669,16 +676,37 @@ def aggregate_locally(
     report(f"scanning calls for {', '.join(plans) or 'no rules'}")
     plans[CENSUS] = census_aggregate(current)
     partials = {code: [frame] for code, frame in _collect(plans, errors).items()}
-    for code, (calls, key) in split.items():
-        report(f"scanning calls for {code} in {parts} parts")
-        try:
-            with spill_dir(_spill_base(job.source)) as directory:
-                partials[code] = aggregate_spilled(
-                    calls, lambda part, code=code: job.aggregate(code, part), key, parts, directory
-                )
-        except Exception as exc:
-            errors.append(RuleError(code, f"aggregate failed: {_describe(exc)}"))
+    for (family, baseline), codes in families.items():
+        report(f"scanning calls for {', '.join(codes)} in {parts} parts")
+        results = _aggregate_family(job, codes, family, scan if baseline else current, parts)
+        for code in codes:
+            result = results[code]
+            if isinstance(result, Exception):
+                errors.append(RuleError(code, f"aggregate failed: {_describe(result)}"))
+            else:
+                partials[code] = result
     return partials, calls_scanned
+
+
+def _aggregate_family(
+    job: AggregateJob, codes: list[str], family: str, calls: pl.LazyFrame, parts: int
+) -> dict[str, list[pl.DataFrame] | Exception]:
+    """The partials of rules that split by one key, from one spill of the union of their
+    columns (each rule reads back only its own)."""
+    key = SHARED_KEYS[family] if family in SHARED_KEYS else job.key(codes[0])
+    try:
+        if key is None:
+            raise ValueError(f"{codes[0]} has no partition key")
+        columns = [c for code in codes for c in job.columns(code)]
+        spilled = calls.select(list(dict.fromkeys([*columns, *key.meta.root_names()])))
+        aggregates = {
+            code: lambda part, code=code: job.aggregate(code, part.select(job.columns(code)))
+            for code in codes
+        }
+        with spill_dir(_spill_base(job.source)) as directory:
+            return aggregate_spilled_together(spilled, aggregates, key, parts, directory)
+    except Exception as exc:
+        return dict.fromkeys(codes, exc)
 
 
 def _spill_base(source: Store | pl.LazyFrame | str) -> Path | None:

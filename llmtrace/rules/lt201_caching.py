@@ -137,6 +137,8 @@ class CachingRule:
     # Groups never span system prefixes (a group's key is its system prefix's hash with the
     # model), so parts split by the system-prefix hash keep every group whole: exact partials.
     partition_key: ClassVar[pl.Expr] = pl.col("prefix_hashes").list.first()
+    # ...and so do LT203's lineages (model, system prefix): one spill serves both
+    partition_family: ClassVar[str] = "lineage"
 
     def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
         """Per cell: token sums as they are and as each replayed cache lifetime would make them.

@@ -111,6 +111,7 @@ class UnreadWritesRule:
         "prefix_hashes",
     )
     partition_key: ClassVar[pl.Expr] = _lineage()
+    partition_family: ClassVar[str] = "lineage"  # partition.SHARED_KEYS, the same key
 
     def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
         """Per cell: written tokens, and those no later call of the lineage read in time."""

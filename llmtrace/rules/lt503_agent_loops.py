@@ -89,6 +89,7 @@ class AgentLoopRule:
     partition_key: ClassVar[pl.Expr] = pl.coalesce(
         "conversation_id", pl.concat_str(pl.lit("trace:"), "trace_id")
     ).hash(53)
+    partition_family: ClassVar[str] = "session"  # partition.SHARED_KEYS, the same key
 
     def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
         """One row per conversation: its calls and cost, loops and their waste, billed

@@ -17,7 +17,9 @@ Two ways to run the parts:
 * ``spill`` (one machine): a single streaming pass writes the rule's columns to Parquet, one
   directory per part, then each part is read back and aggregated on its own. Time stays
   linear in the calls (each call is read, written and read once) and memory is bounded by one
-  part.
+  part. Rules that can use one key (``partition_family``, ``SHARED_KEYS``) share one spill of
+  the union of their columns: writing a spill costs more than aggregating most rules, so six
+  split rules spill three times, not six.
 * ``filter`` (a cluster, ``llmtrace.rules.ray_engine``): each part scans the store itself and
   keeps the rows whose key hashes to it. No shuffle, no shared disk: the store is read once per
   part, spread over the workers.
@@ -28,7 +30,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +49,22 @@ _SEED = 0x5EED
 _PART = "_part"
 
 Aggregate = Callable[[pl.LazyFrame], pl.LazyFrame]
+
+# Keys more than one rule can split by: every group each of the rules needs whole stays in one
+# part. A rule names one in ``partition_family``; its own ``partition_key`` still serves alone
+# (the Ray engine, a rule run without its family).
+SHARED_KEYS: dict[str, pl.Expr] = {
+    # one model and one system prefix (else prompt): LT203's lineages, and LT201's prefix
+    # groups, which never span models or system prefixes either
+    "lineage": pl.struct(
+        "provider",
+        "model",
+        pl.coalesce(pl.col("prefix_hashes").list.first(), pl.col("prompt").hash(3)),
+    ).hash(53),
+    # the conversation, else the trace (one agent run): LT503's sessions; LT202 and LT301 need
+    # each conversation whole and take calls outside conversations in any part
+    "session": pl.coalesce("conversation_id", pl.concat_str(pl.lit("trace:"), "trace_id")).hash(53),
+}
 
 
 def partition_key(rule: Any, ctx: AuditContext) -> pl.Expr | None:
@@ -129,17 +147,47 @@ def aggregate_spilled(
 
     Memory is bounded by one part's aggregate; the partials are small and merged by the rule.
     """
+    result = aggregate_spilled_together(calls, {"": aggregate}, key, parts, directory)[""]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def aggregate_spilled_together(
+    calls: pl.LazyFrame,
+    aggregates: Mapping[str, Aggregate],
+    key: pl.Expr,
+    parts: int,
+    directory: Path,
+) -> dict[str, list[pl.DataFrame] | Exception]:
+    """One spill of ``calls`` by part, then each named aggregate over each part in turn.
+
+    The aggregates run one after the other on a part (memory stays bounded by the hungriest
+    one, not their sum); each reads only its columns of the part's files. A failing aggregate
+    gets its exception instead of partials and the others carry on.
+    """
     schema = calls.collect_schema()
-    partials = []
+    partials: dict[str, list[pl.DataFrame]] = {name: [] for name in aggregates}
+    failed: dict[str, Exception] = {}
+
+    def run(name: str, frame: pl.LazyFrame) -> None:
+        try:
+            partials[name].append(aggregates[name](frame).collect())
+        except Exception as exc:
+            failed[name] = exc
+
     for part_dir in spill(calls, key, parts, directory):
         if not part_dir.is_dir():
             continue
         part = pl.scan_parquet(part_dir, schema=schema, hive_partitioning=False)
-        partials.append(aggregate(part).collect())
+        for name in aggregates:
+            if name not in failed:
+                run(name, part)
         shutil.rmtree(part_dir, ignore_errors=True)  # free the disk as we go
-    if not partials:  # no calls at all: the rule still gets its (empty) aggregate
-        partials.append(aggregate(calls.clear()).collect())
-    return partials
+    for name in aggregates:
+        if name not in failed and not partials[name]:
+            run(name, calls.clear())  # no calls at all: the rule still gets its empty aggregate
+    return {name: failed.get(name, partials[name]) for name in aggregates}
 
 
 def is_url(location: str) -> bool:
