@@ -1,33 +1,42 @@
-"""Audit time and peak memory on a store, against Polars scanning the same columns and the same
-aggregations in DuckDB SQL over the same files, measured in the same run.
+"""Audit CPU time, wall time and peak memory on a store, against Polars scanning the columns the
+rules read and the same aggregations in DuckDB SQL over the same files, in the same run.
 
     python bench/gen_store.py --rows 10000000 --store /tmp/lt-10m      # once per size
     python bench/bench_audit.py --store /tmp/lt-10m --runs 3 --json /tmp/audit-10m.json
 
 Three contenders, each in its own process (so peak RSS is its own), interleaved run by run so
-machine noise hits them alike; medians are reported:
+machine noise hits them alike; medians are reported. CPU seconds (user + system of all threads)
+are the figure that holds on a loaded machine: ``process_cpu_seconds`` is the whole process
+(start-up included, as ``/usr/bin/time`` counts it), ``work_cpu_seconds`` the measured step only.
+The summary also records the command, the commit and the 1-minute load average before and after.
 
-* ``audit``   - ``run_audit`` with the built-in rules (LT101, LT201, LT301) on the local engine,
-  the default window (the 7 days before 2026-11-20; LT101 also reads the 7 before that);
-* ``scan``    - Polars reading the columns each rule reads over its window, reduced per column
-  (max of the value, string length or list length, so every value is decoded) - the I/O and
-  decode floor under the audit;
-* ``duckdb``  - the three aggregate steps written in DuckDB SQL over the same Parquet files
-  (same filters, group keys, window functions and sums; see ``DUCKDB_SQL``), materialised into
+* ``audit``   - ``run_audit`` with every built-in rule on the local engine, the default window
+  (the 7 days before 2026-11-20; LT101 also reads the 7 before that);
+* ``scan``    - Polars reading every column the built-in rules and the coverage census read, over
+  the window each reads, reduced per column (max of the value, string length or list length,
+  so every value is decoded) - the I/O and decode floor under the audit;
+* ``duckdb``  - each rule's aggregate step written in DuckDB SQL over the same Parquet files
+  (same filters, group keys, window functions and sums; see ``duckdb_sql``), materialised into
   temporary tables. DuckDB is a benchmark-only dependency (``pip install duckdb``).
 
-The DuckDB queries reproduce each rule's aggregate step: LT101's histogram cells; LT201's
-system-prefix groups, deeper-prefix choice, per-group time ordering, cache replay and cell sums;
-LT301's per-conversation turn numbering and least-squares fit, the budget policy and the
-single-call cells and histograms. Not reproduced: LT301's summarise-every-N-turns policy
-(positional shifts within a conversation) and the string-key join-back of both; ``decide``
-(tiny tables) is not part of either side's comparison but is part of ``audit``.
+The DuckDB queries reproduce: LT101's histogram cells; LT201's system-prefix groups,
+deeper-prefix choice, per-group time ordering, cache replay and cell sums; LT202's per-
+conversation replay (previous turn's prompt resent, gap, hits and counterfactual reads/writes per
+lifetime); LT203's per-lineage next/previous call (unread writes); LT301's turn numbering and
+least-squares fit, the budget policy and the single-call cells and histograms; LT401's and
+LT501's per-key sums (24 hour counts); LT502's per-request ordering and cross-session repeats
+with distinct sessions and users; LT503's per-session sums and repeated-request loops. Not
+reproduced: LT301's summarise-every-N-turns policy (positional shifts within a conversation) and
+its second pass over the history as LT202 would cache it; LT202's cacheable minimum per model
+(one CASE per call instead); the string-key join-backs; ``decide`` (tiny tables), which is part
+of ``audit`` only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -86,23 +95,39 @@ def run_scan_once(store_path: Path) -> dict[str, Any]:
     import polars as pl
 
     from llmtrace.record import CALL_SCHEMA
-    from llmtrace.rules import lt101_reasoning, lt201_caching, lt301_context
+    from llmtrace.rules.engine import _CENSUS_COLUMNS
+    from llmtrace.rules.loader import builtin_logic, builtin_specs
     from llmtrace.store import Store
 
     store = Store(store_path)
+    current: set[str] = set(_CENSUS_COLUMNS)
+    baseline: set[str] = set()
+    for code in builtin_specs():
+        rule = builtin_logic(code)
+        wanted = baseline if getattr(rule, "needs_baseline", False) else current
+        wanted.update(rule.columns)
     plans = []
-    for rule in (lt101_reasoning.RULE, lt201_caching.RULE, lt301_context.RULE):
-        since = BASELINE if getattr(rule, "needs_baseline", False) else SINCE
-        columns = list(dict.fromkeys([*rule.columns, "start_time"]))
-        scan = store.scan(since, UNTIL).select(columns)
-        plans.append(scan.select(_reduce(CALL_SCHEMA, c) for c in columns))
+    for since, columns in ((SINCE, current - baseline), (BASELINE, baseline)):
+        if not columns:
+            continue
+        names = sorted({*columns, "start_time"})
+        scan = store.scan(since, UNTIL).select(names)
+        plans.append(scan.select(_reduce(CALL_SCHEMA, c) for c in names))
     began = time.perf_counter()
     pl.collect_all(plans)
-    return {"seconds": time.perf_counter() - began}
+    return {"seconds": time.perf_counter() - began, "columns": sorted(current | baseline)}
 
 
 def _ts(value: datetime) -> str:
     return f"TIMESTAMPTZ '{value.strftime('%Y-%m-%d %H:%M:%S')}+00'"
+
+
+# LT202's cacheable minimum per call (the rule looks it up per model; the exact table does not
+# change the work: one CASE per call)
+MINIMUM = (
+    "CASE WHEN provider IN ('openai', 'azure') THEN 1024 WHEN model LIKE '%haiku%' THEN 2048 "
+    "WHEN model LIKE '%opus%' OR model LIKE '%sonnet%' THEN 1024 ELSE 4096 END"
+)
 
 
 def duckdb_sql(files: str) -> dict[str, str]:
@@ -273,7 +298,174 @@ def duckdb_sql(files: str) -> dict[str, str]:
         )
         SELECT * FROM conv UNION ALL BY NAME SELECT * FROM single
         UNION ALL BY NAME SELECT * FROM hist"""
-    return {"LT101": lt101, "LT201": lt201, "LT301": lt301}
+    lt202 = f"""
+        WITH base AS (
+            SELECT hash(provider, model, service, prompt) AS k, hash(conversation_id) AS c,
+                start_time, CAST(start_time AS DATE) AS day,
+                CAST(floor(log2(input_tokens)) AS INTEGER) AS band, input_tokens AS l,
+                least(greatest(coalesce(cache_read_tokens, 0), 0), input_tokens) AS rd,
+                greatest(least(coalesce(cache_write_tokens, 0), input_tokens
+                    - least(greatest(coalesce(cache_read_tokens, 0), 0), input_tokens)), 0) AS wr,
+                least(greatest(coalesce(prefix_tokens[1], 0), 0), input_tokens) AS p0,
+                len(prefix_hashes) AS nh, prefix_hashes[-1] AS last_h, prefix_hashes AS hs,
+                provider IN ('anthropic', 'aws') AS explicit, {MINIMUM} AS minimum
+            FROM {source}
+            WHERE {window} AND input_tokens > 0 AND conversation_id IS NOT NULL
+                AND model IS NOT NULL AND provider IN ('anthropic', 'aws', 'openai', 'azure')
+        ), turns AS (
+            SELECT *, lag(l) OVER w AS prev_l, lag(nh) OVER w AS prev_n,
+                lag(last_h) OVER w AS prev_last,
+                (epoch_us(start_time) - lag(epoch_us(start_time)) OVER w) / 1e6 AS gap_s
+            FROM base WINDOW w AS (PARTITION BY c ORDER BY start_time)
+        ), replay AS (
+            SELECT *, prev_l IS NULL AS first,
+                coalesce(prev_n > 0 AND hs[prev_n] = prev_last AND prev_l <= l, false) AS resent
+            FROM turns
+        ), hits AS (
+            SELECT *, coalesce(resent AND gap_s <= 300 AND prev_l >= minimum, false) AS hit_short,
+                coalesce(resent AND gap_s <= 3600 AND prev_l >= minimum AND explicit, false)
+                    AS hit_long
+            FROM replay
+        ), cf AS (
+            SELECT *,
+                CASE WHEN hit_short THEN CASE WHEN explicit THEN prev_l
+                    ELSE prev_l // 128 * 128 END ELSE 0 END AS cr_short,
+                CASE WHEN hit_long THEN prev_l ELSE 0 END AS cr_long
+            FROM hits
+        )
+        SELECT k, day, band, count(*) AS calls, sum((NOT first)::INT) AS turns_after_first,
+            sum(resent::INT) AS resent, sum(first::INT) AS conversations,
+            sum(l - p0) AS history, sum(greatest(rd - p0, 0)) AS read,
+            sum(greatest(rd + wr - p0, 0) - greatest(rd - p0, 0)) AS write,
+            {
+        ", ".join(
+            f"sum(hit_{o}::INT) AS hits_{o}, "
+            f"sum(CASE WHEN rd + wr > 0 AND rd >= cr_{o} THEN rd ELSE cr_{o} END) AS read_{o}, "
+            f"sum(CASE WHEN rd + wr > 0 AND rd >= cr_{o} THEN wr "
+            f"WHEN l >= minimum THEN l - cr_{o} ELSE 0 END) AS write_{o}"
+            for o in ("short", "long")
+        )
+    },
+            sum(l) AS input, max(l) AS input_max, min(start_time) AS first_call,
+            max(start_time) AS last_call
+        FROM cf GROUP BY k, day, band"""
+    lt203 = f"""
+        WITH base AS (
+            SELECT hash(provider, model, coalesce(prefix_hashes[1], hash(prompt))) AS g,
+                hash(provider, model, service, prompt) AS k, start_time,
+                CAST(start_time AS DATE) AS day,
+                CAST(floor(log2(input_tokens)) AS INTEGER) AS band, input_tokens AS inp,
+                least(greatest(coalesce(cache_read_tokens, 0), 0), input_tokens) AS rd,
+                greatest(least(coalesce(cache_write_tokens, 0), input_tokens
+                    - least(greatest(coalesce(cache_read_tokens, 0), 0), input_tokens)), 0) AS wr,
+                coalesce(cache_write_1h_tokens, 0) AS w1h_raw
+            FROM {source}
+            WHERE {window} AND input_tokens > 0 AND model IS NOT NULL
+        ), ordered AS (
+            SELECT *, least(w1h_raw, wr) AS w1h,
+                (epoch_us(start_time) - lag(epoch_us(start_time)) OVER w) / 1e6 AS gap_prev,
+                (lead(epoch_us(start_time)) OVER w - epoch_us(start_time)) / 1e6 AS gap_next,
+                lead(rd) OVER w > 0 AS next_reads, lag(rd + wr) OVER w > 0 AS prev_cached
+            FROM base WINDOW w AS (PARTITION BY g ORDER BY start_time)
+        )
+        SELECT k, day, band, count(*) AS calls, sum(inp) AS input, sum(rd) AS read,
+            sum((wr > 0)::INT) AS writing_calls, sum(wr - w1h) AS write_5m,
+            sum(w1h) AS write_1h,
+            sum(CASE WHEN coalesce(next_reads AND gap_next <= 300, false) THEN 0
+                ELSE wr - w1h END) AS wasted_5m,
+            sum(CASE WHEN coalesce(next_reads AND gap_next <= 3600, false) THEN 0
+                ELSE w1h END) AS wasted_1h,
+            sum(CASE WHEN coalesce(gap_next <= 300, false) THEN w1h ELSE 0 END)
+                AS write_1h_next_within_5m,
+            sum(CASE WHEN coalesce(gap_prev > 300 AND gap_prev <= 3600, false) THEN rd ELSE 0 END)
+                AS reads_after_mid_gap,
+            sum(CASE WHEN coalesce(gap_prev > 300 AND gap_prev <= 3600 AND prev_cached, false)
+                THEN wr - w1h ELSE 0 END) AS rewrites_after_mid_gap,
+            min(start_time) AS first_call, max(start_time) AS last_call
+        FROM ordered GROUP BY k, day, band"""
+    lt401 = f"""
+        SELECT provider, model, service, prompt, count(*) AS calls,
+            count(total_cost) AS priced_calls, sum(total_cost) AS cost,
+            count(accuracy) AS labelled, sum(accuracy) AS correct,
+            min(start_time) AS first_call, max(start_time) AS last_call
+        FROM {source}
+        WHERE {window} AND prompt IS NOT NULL AND model IS NOT NULL
+            AND NOT coalesce(is_error, false)
+        GROUP BY ALL"""
+    lt501 = f"""
+        SELECT provider, model, service, action, prompt, count(*) AS calls,
+            count(conversation_id) AS conversation_calls, count(total_cost) AS priced_calls,
+            sum(coalesce(duration_ms, 0)) AS duration_sum_ms,
+            sum((duration_ms >= 20000)::INT) AS long_calls, sum(total_cost) AS cost,
+            sum(input_cost) AS input_cost, sum(cache_read_cost) AS cache_read_cost,
+            sum(cache_write_cost) AS cache_write_cost,
+            sum(coalesce(output_cost, 0) + coalesce(reasoning_cost, 0))
+                FILTER (WHERE total_cost IS NOT NULL) AS output_cost,
+            {", ".join(f"count(*) FILTER (WHERE hour(start_time) = {h}) AS h{h:02d}" for h in range(24))},
+            min(start_time) AS first_call, max(start_time) AS last_call
+        FROM {source}
+        WHERE {window} AND model IS NOT NULL AND NOT coalesce(is_error, false)
+            AND coalesce(service_tier, 'standard') IN ('standard', 'default')
+        GROUP BY ALL"""
+    lt502 = f"""
+        WITH base AS (
+            SELECT provider, model, service, prompt, input_fingerprint,
+                coalesce(reasoning_effort, '') AS params, start_time, total_cost,
+                coalesce(conversation_id, trace_id) AS session,
+                coalesce(user_id, conversation_id, trace_id) AS requester
+            FROM {source}
+            WHERE {window} AND input_fingerprint IS NOT NULL AND model IS NOT NULL
+                AND NOT coalesce(is_error, false)
+        ), flagged AS (
+            SELECT *, coalesce(
+                (epoch_us(start_time) - lag(epoch_us(start_time)) OVER w) / 1e6 <= 3600
+                AND session IS DISTINCT FROM lag(session) OVER w, false) AS rep
+            FROM base WINDOW w AS (
+                PARTITION BY provider, model, service, prompt, input_fingerprint, params
+                ORDER BY start_time)
+        )
+        SELECT provider, model, service, prompt, input_fingerprint, params, count(*) AS calls,
+            sum(rep::INT) AS repeats, sum(total_cost) FILTER (WHERE rep) AS repeat_cost,
+            count(*) FILTER (WHERE rep AND total_cost IS NULL) AS repeat_unpriced,
+            count(DISTINCT session) AS sessions, count(DISTINCT requester) AS users,
+            min(start_time) AS first_call, max(start_time) AS last_call
+        FROM flagged GROUP BY ALL HAVING sum(rep::INT) > 0"""
+    lt503 = f"""
+        WITH base AS (
+            SELECT service, coalesce(conversation_id, 'trace:' || trace_id) AS session,
+                coalesce('in:' || input_fingerprint,
+                    CASE WHEN tool IS NOT NULL
+                        THEN 'step:' || model || '/' || step_fingerprint END) AS rep,
+                coalesce(total_cost, 0) AS cost, coalesce(is_error, false) AS err, start_time
+            FROM {source}
+            WHERE {window}
+        ), per_session AS (
+            SELECT service, session, count(*) AS calls, sum(cost) AS cost,
+                count(*) FILTER (WHERE err AND cost > 0) AS failed_calls,
+                sum(cost) FILTER (WHERE err) AS failed_cost, max(start_time) AS last_seen
+            FROM base GROUP BY ALL
+        ), loops AS (
+            SELECT service, session, count(*) AS loops, sum(n - 1) AS repeated_calls,
+                sum(waste) AS repeated_cost, max(n) AS max_repeats
+            FROM (
+                SELECT service, session, rep, count(*) AS n,
+                    sum(cost) - arg_min(cost, start_time) AS waste
+                FROM base WHERE rep IS NOT NULL GROUP BY ALL HAVING count(*) >= 3
+            ) GROUP BY ALL
+        )
+        SELECT * FROM per_session LEFT JOIN loops USING (service, session)
+        WHERE coalesce(loops, 0) > 0 OR failed_calls > 0"""
+    return {
+        "LT101": lt101,
+        "LT201": lt201,
+        "LT202": lt202,
+        "LT203": lt203,
+        "LT301": lt301,
+        "LT401": lt401,
+        "LT501": lt501,
+        "LT502": lt502,
+        "LT503": lt503,
+    }
 
 
 def run_duckdb_once(store_path: Path) -> dict[str, Any]:
@@ -297,17 +489,39 @@ ONCE = {"audit": run_audit_once, "scan": run_scan_once, "duckdb": run_duckdb_onc
 # -- the driver ---------------------------------------------------------------------------------
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(store: Path, what: str) -> dict[str, Any]:
-    """One contender in a fresh process: its figures and its own peak RSS."""
+    """One contender in a fresh process: its figures, its own peak RSS and the CPU seconds
+    (user + system, all threads) of the whole process, start-up included."""
+    cpu = _children_cpu()
+    began = time.perf_counter()
     out = subprocess.run(
         [sys.executable, __file__, "--store", str(store), "--one", what],
         capture_output=True,
         text=True,
         check=False,
     )
+    wall = time.perf_counter() - began
     if out.returncode != 0:
         raise RuntimeError(f"{what} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    figures["process_cpu_seconds"] = _children_cpu() - cpu
+    figures["process_wall_seconds"] = wall
+    return figures
+
+
+def _commit() -> str:
+    out = subprocess.run(
+        ["git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return out.stdout.strip() or "unknown"
 
 
 def main() -> None:
@@ -320,35 +534,56 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.one:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         figures = ONCE[args.one](args.store)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        figures["work_cpu_seconds"] = (after.ru_utime + after.ru_stime) - (
+            usage.ru_utime + usage.ru_stime
+        )
         figures["peak_rss_gb"] = peak_rss_gb()
         print(json.dumps(figures, default=str))
         return
 
     runs: dict[str, list[dict[str, Any]]] = {what: [] for what in args.only}
+    load_before = os.getloadavg()
     for i in range(args.runs):
         for what in args.only:
             figures = measure(args.store, what)
             runs[what].append(figures)
             print(
-                f"run {i + 1} {what}: {figures['seconds']:.1f} s, "
-                f"peak {figures['peak_rss_gb']:.2f} GB",
+                f"run {i + 1} {what}: {figures['process_cpu_seconds']:.1f} CPU-s "
+                f"({figures['work_cpu_seconds']:.1f} in the work), "
+                f"{figures['seconds']:.1f} s wall, peak {figures['peak_rss_gb']:.2f} GB",
                 file=sys.stderr,
                 flush=True,
             )
-    summary: dict[str, Any] = {"store": str(args.store), "runs": args.runs}
+    summary: dict[str, Any] = {
+        "store": str(args.store),
+        "runs": args.runs,
+        "command": " ".join(["python", "bench/bench_audit.py", *sys.argv[1:]]),
+        "commit": _commit(),
+        "load_average_1m": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+    }
+
+    def median(values: list[dict[str, Any]], name: str) -> float:
+        return round(statistics.median(v[name] for v in values), 2)
+
     for what, values in runs.items():
         summary[what] = {
-            "median_seconds": round(statistics.median(v["seconds"] for v in values), 2),
-            "median_peak_rss_gb": round(statistics.median(v["peak_rss_gb"] for v in values), 2),
+            "median_cpu_seconds": median(values, "process_cpu_seconds"),
+            "median_work_cpu_seconds": median(values, "work_cpu_seconds"),
+            "median_seconds": median(values, "seconds"),
+            "median_peak_rss_gb": median(values, "peak_rss_gb"),
             "max_peak_rss_gb": round(max(v["peak_rss_gb"] for v in values), 2),
             "last": values[-1],
         }
     if "audit" in summary:
-        audit = summary["audit"]["median_seconds"]
         for peer in ("scan", "duckdb"):
             if peer in summary:
-                summary[f"audit_over_{peer}"] = round(audit / summary[peer]["median_seconds"], 2)
+                for figure in ("median_cpu_seconds", "median_seconds"):
+                    ratio = summary["audit"][figure] / max(summary[peer][figure], 1e-9)
+                    name = "cpu" if figure == "median_cpu_seconds" else "wall"
+                    summary[f"audit_over_{peer}_{name}"] = round(ratio, 2)
     print(json.dumps(summary, indent=2, default=str))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2, default=str))
