@@ -98,16 +98,21 @@ class AgentLoopRule:
         cost = pl.col("total_cost").fill_null(0.0)
         # a call without a conversation belongs to its trace: one agent run is a session too
         session = pl.coalesce("conversation_id", pl.concat_str(pl.lit("trace:"), "trace_id"))
+        # Sessions and repeated requests are grouped by UInt64 hashes, not by their strings
+        # (most requests are unique: hashing them is most of the work); the session's strings
+        # are taken once per session.
+        step = pl.col("tool").is_not_null() & pl.col("model").is_not_null()
         base = calls.with_columns(session.alias("conversation_id")).with_columns(
-            pl.coalesce(
-                pl.concat_str(pl.lit("in:"), "input_fingerprint"),
-                pl.when(pl.col("tool").is_not_null()).then(
-                    pl.concat_str(pl.lit("step:"), "model", pl.lit("/"), "step_fingerprint")
-                ),
-            ).alias("_repeat"),
+            pl.struct(*_CELL).hash(61).alias("_sid"),
+            pl.when(pl.col("input_fingerprint").is_not_null())
+            .then(pl.struct(pl.lit("in"), "input_fingerprint").hash(67))
+            .when(step & pl.col("step_fingerprint").is_not_null())
+            .then(pl.struct(pl.lit("step"), "model", "step_fingerprint").hash(67))
+            .alias("_repeat"),
             cost.alias("_cost"),
         )
-        per_session = base.group_by(_CELL).agg(
+        per_session = base.group_by("_sid").agg(
+            *(pl.col(c).first() for c in _CELL),
             pl.len().cast(pl.Int64).alias("calls"),
             pl.col("_cost").sum().alias("cost"),
             (pl.col("is_error").fill_null(False) & (pl.col("_cost") > 0))
@@ -120,14 +125,15 @@ class AgentLoopRule:
         )
         groups = (
             base.filter(pl.col("_repeat").is_not_null())
+            .select("_sid", "_repeat", "start_time", "_cost")
             .sort("start_time")
-            .group_by(*_CELL, "_repeat")
+            .group_by("_sid", "_repeat")
             .agg(
                 pl.len().cast(pl.Int64).alias("_n"),
                 (pl.col("_cost").sum() - pl.col("_cost").first()).alias("_waste"),
             )
             .filter(pl.col("_n") >= params.min_repeats)
-            .group_by(_CELL)
+            .group_by("_sid")
             .agg(
                 pl.len().cast(pl.Int64).alias("loops"),
                 (pl.col("_n") - 1).sum().cast(pl.Int64).alias("repeated_calls"),
@@ -136,7 +142,7 @@ class AgentLoopRule:
             )
         )
         return (
-            per_session.join(groups, on=_CELL, how="left", nulls_equal=True)
+            per_session.join(groups, on="_sid", how="left")
             .with_columns(
                 pl.col("loops", "repeated_calls", "max_repeats").fill_null(0),
                 pl.col("repeated_cost").fill_null(0.0),
