@@ -74,6 +74,7 @@ from llmtrace.rules.caching_findings import (
 from llmtrace.rules.caching_model import (
     IMPLICIT,
     PROVIDERS,
+    key_facts,
     min_tokens_expr,
     normalised_model_expr,
     regimes_frame,
@@ -161,7 +162,12 @@ class HistoryRule:
         """Per cell: history tokens as billed and as each replayed option would bill them."""
         base = _base(calls, ctx)
         names = base.group_by("_k").agg(pl.col(*_KEY).first())
-        turns = replay_turns(base.select(_NARROW), step=pl.col("step"))
+        facts = _model_facts()
+        narrow = [c for c in _NARROW if c not in facts]
+        turns = replay_turns(
+            base.select(narrow).join(key_facts(names, "_k", facts), on="_k", how="left"),
+            step=pl.col("step"),
+        )
         per_turn = _per_turn_sums(turns)
         cells = sum_cells(
             turns,
@@ -254,18 +260,22 @@ def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
             start.dt.date().alias("day"),
             pl.struct(*_KEY).hash(43).alias("_k"),
             pl.col("conversation_id").hash(37).alias("_c"),
-            normalised_model_expr().alias("_norm"),
-            pl.col("provider").is_in(_EXPLICIT).alias("explicit"),
-            pl.col("provider")
-            .replace_strict(_STEPS, default=1, return_dtype=pl.Int64)
-            .alias("step"),
         )
         .with_columns(
             pl.col("prefix_tokens").list.first().fill_null(0).clip(0, pl.col("L")).alias("p0"),
             pl.col("L").cast(pl.Float64).log(2).floor().cast(pl.Int32).alias("band"),
-            min_tokens_expr(pl.col("_norm"), implicit=True).alias("minimum"),
         )
     )
+
+
+def _model_facts() -> dict[str, pl.Expr]:
+    """What the replay needs of each call's (provider, model), looked up once per prompt key
+    (``caching_model.key_facts``), not per call."""
+    return {
+        "minimum": min_tokens_expr(normalised_model_expr(), implicit=True),
+        "explicit": pl.col("provider").is_in(_EXPLICIT),
+        "step": pl.col("provider").replace_strict(_STEPS, default=1, return_dtype=pl.Int64),
+    }
 
 
 def _region(read: pl.Expr, write: pl.Expr) -> tuple[pl.Expr, pl.Expr]:

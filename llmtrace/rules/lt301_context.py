@@ -55,6 +55,7 @@ from llmtrace.rules.base import (
 )
 from llmtrace.rules.caching_model import (
     PROVIDERS,
+    key_facts,
     min_tokens_expr,
     normalised_model_expr,
     price_rates,
@@ -189,7 +190,20 @@ class ContextRule:
         base = _base(calls, ctx)
         keys = base.group_by("_k").agg(pl.col(*_KEY).first())
         narrow = base.select(*_NARROW)
-        conv = base.filter(pl.col("_c").is_not_null()).select(*_NARROW, *_REPLAY)
+        # what LT202's replay needs of each call's model, looked up once per prompt key
+        facts = {
+            "minimum": min_tokens_expr(normalised_model_expr()),
+            "explicit": pl.col("provider").is_in(_EXPLICIT),
+            # 1-hour layouts only where the provider offers 1-hour writes (provider level:
+            # Bedrock's few 1-hour models stay on the 5-minute baseline, a conservative choice)
+            "long_ok": provider_fact("long_ttl_s").is_not_null(),
+        }
+        conv = (
+            base.filter(pl.col("_c").is_not_null())
+            .select(*_NARROW, "prefix_hashes")
+            .join(key_facts(keys, "_k", facts), on="_k", how="left")
+            .select(*_NARROW, *_REPLAY)
+        )
         single = narrow.filter(pl.col("_c").is_null())
         turns = replay_turns(conv.rename({"input": "L"})).rename({"L": "input"})
         parts = [
@@ -281,11 +295,6 @@ def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
             inp.cast(pl.Float64).log(2).floor().cast(pl.Int32).alias("band"),
             pl.struct(*_KEY).hash(31).alias("_k"),
             pl.col("conversation_id").hash(37).alias("_c"),
-            min_tokens_expr(normalised_model_expr()).alias("minimum"),
-            pl.col("provider").is_in(_EXPLICIT).alias("explicit"),
-            # 1-hour layouts only where the provider offers 1-hour writes (provider level:
-            # Bedrock's few 1-hour models stay on the 5-minute baseline, a conservative choice)
-            provider_fact("long_ttl_s").is_not_null().alias("long_ok"),
         )
         .with_columns(
             pl.min_horizontal(pl.col("cache_write_1h_tokens").fill_null(0), "write")
