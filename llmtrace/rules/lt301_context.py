@@ -33,90 +33,45 @@ priced against the cheapest of the billed and the cached versions; the evidence 
 Mergeability: conversation statistics and turn numbers need a conversation's calls together,
 so partials are exact when partitions are split by ``conversation_id`` (single calls and their
 histograms merge by addition under any split). ``merge`` concatenates and re-aggregates.
+
+This module holds the rule, its decision (pricing the cells' policies) and its findings; the
+aggregate step, from calls to cells, is ``lt301_cells``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import polars as pl
 
-from llmtrace.config import ConfigError
 from llmtrace.rules import runrate, stats
 from llmtrace.rules.base import (
     AuditContext,
     Finding,
-    RuleParams,
     Severity,
     coverage_rows,
     merge_cells,
     worth_reporting,
 )
 from llmtrace.rules.caching_model import (
-    PROVIDERS,
-    key_facts,
-    min_tokens_expr,
-    normalised_model_expr,
     price_rates,
-    provider_fact,
     split_cost,
 )
-from llmtrace.rules.lt202_history import replay_turns
+from llmtrace.rules.lt301_cells import (
+    CELL,
+    CODE,
+    COLUMNS,
+    KEY,
+    MAXES,
+    MINS,
+    NAME,
+    ON_TOP,
+    ON_TOP_KINDS,
+    SUMS,
+    Params,
+    aggregate_cells,
+)
 
-_EXPLICIT = [p for p, facts in PROVIDERS.items() if facts.mode == "explicit"]
-
-CODE = "LT301"
-NAME = "growing-conversation-context"
-
-_KEY = ["provider", "model", "service", "prompt"]
-_CELL = ["kind", *_KEY, "day", "band", "bin"]
-_TOKENS = ("input", "read", "write", "write_1h")
-_POLICIES = ("budget", "summary")
-_SUMS = [
-    "calls",
-    *_TOKENS,
-    *(f"{p}_{t}" for p in _POLICIES for t in _TOKENS),
-    "trimmed_budget",
-    "trimmed_summary",
-    "summary_calls",
-    "summary_call_input",
-    "summary_call_read",
-    "summary_call_output",
-    "output",
-    "conversations",
-    "flagged",
-    "slope_sum",
-    "r2_sum",
-    "turns_sum",
-    "output_per_turn_sum",
-    "hist_input",
-    "hist_output",
-]
-_MAXES = ["input_max", "last_call"]
-_MINS = ["first_call"]
-# the numeric columns the heavy steps work on (``_k``: hashed prompt key, ``_c``: conversation)
-_NARROW = [
-    "_k",
-    "_c",
-    "start_time",
-    "day",
-    "band",
-    "input",
-    "read",
-    "write",
-    "write_1h",
-    "output",
-    "p0",
-]
-_CELL_KEY = ["_k", "day", "band"]
-# what LT202's replay needs besides _NARROW
-_REPLAY = ["prefix_hashes", "minimum", "explicit", "long_ok"]
-# cells of conversations re-costed as if their history were cached with one of LT202's
-# breakpoint layouts: trimming is priced on top of the cheapest (``_cheaper_baseline``)
-ON_TOP = "conv_cached"
-ON_TOP_KINDS = {"short": ON_TOP, "long": f"{ON_TOP}_1h", "mixed": f"{ON_TOP}_1h_5m"}
-_CACHED_KINDS = list(ON_TOP_KINDS.values())
 # what the evidence calls each layout (as LT202's)
 _LAYOUT_TEXT = {
     ON_TOP: "a breakpoint on the last message (5m)",
@@ -124,29 +79,7 @@ _LAYOUT_TEXT = {
     ON_TOP_KINDS["mixed"]: "a 1h breakpoint on the previous turn and a 5m one on the last message",
 }
 
-
-@dataclass(frozen=True)
-class Params(RuleParams, code=CODE):
-    """LT301's parameters (defaults in rules/LT301.yaml, overridable in llmtrace.toml)."""
-
-    min_monthly_savings_usd: float = 5.0
-    min_turns: int = 4
-    min_growth_tokens_per_turn: float = 200.0
-    min_r2: float = 0.6
-    budget_tokens: int = 8000
-    summarize_after_turns: int = 10
-    summary_tokens: int = 500
-    large_input_tokens: int = 16000
-    small_output_tokens: int = 50
-    min_calls: int = 50
-    medium_savings_usd: float = 50.0
-    high_savings_usd: float = 500.0
-
-    def __post_init__(self) -> None:
-        if self.summarize_after_turns < 1 or self.budget_tokens < 1 or self.min_turns < 2:
-            raise ConfigError(
-                f"{CODE}: summarize_after_turns and budget_tokens must be >= 1, min_turns >= 2"
-            )
+_CACHED_KINDS = list(ON_TOP_KINDS.values())
 
 
 class ContextRule:
@@ -154,21 +87,7 @@ class ContextRule:
 
     code: ClassVar[str] = CODE
     name: ClassVar[str] = NAME
-    columns: ClassVar[tuple[str, ...]] = (
-        "provider",
-        "model",
-        "service",
-        "prompt",
-        "conversation_id",
-        "start_time",
-        "input_tokens",
-        "cache_read_tokens",
-        "cache_write_tokens",
-        "cache_write_1h_tokens",
-        "output_tokens",
-        "prefix_tokens",
-        "prefix_hashes",
-    )
+    columns: ClassVar[tuple[str, ...]] = COLUMNS
     # A conversation's turns must stay together; single calls merge under any split, so they
     # are spread by start time (one part for all of them would defeat the split).
     partition_key: ClassVar[pl.Expr] = (
@@ -179,53 +98,13 @@ class ContextRule:
     partition_family: ClassVar[str] = "session"  # conversations whole: shares LT503's spill
 
     def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
-        """Cells of conversation turns and single calls, plus single-call histograms.
-
-        The heavy steps work on narrow numeric columns: the prompt key (provider, model,
-        service, prompt) and the conversation id are hashed to UInt64, and the key's strings
-        are joined back onto the small result. That, and sorting conversations once instead of
-        ordered windows, is several times faster on millions of calls.
-        """
-        params = Params.from_mapping(ctx.params)
-        base = _base(calls, ctx)
-        keys = base.group_by("_k").agg(pl.col(*_KEY).first())
-        narrow = base.select(*_NARROW)
-        # what LT202's replay needs of each call's model, looked up once per prompt key
-        facts = {
-            "minimum": min_tokens_expr(normalised_model_expr()),
-            "explicit": pl.col("provider").is_in(_EXPLICIT),
-            # 1-hour layouts only where the provider offers 1-hour writes (provider level:
-            # Bedrock's few 1-hour models stay on the 5-minute baseline, a conservative choice)
-            "long_ok": provider_fact("long_ttl_s").is_not_null(),
-        }
-        conv = (
-            base.filter(pl.col("_c").is_not_null())
-            .select(*_NARROW, "prefix_hashes")
-            .join(key_facts(keys, "_k", facts), on="_k", how="left")
-            .select(*_NARROW, *_REPLAY)
-        )
-        single = narrow.filter(pl.col("_c").is_null())
-        turns = replay_turns(conv.rename({"input": "L"})).rename({"L": "input"})
-        parts = [
-            _conversation_cells(conv.select(_NARROW), params),
-            *(
-                _conversation_cells(_cached_history(turns, layout), params).with_columns(
-                    pl.lit(kind).alias("kind")
-                )
-                for layout, kind in ON_TOP_KINDS.items()
-            ),
-            _single_cells(single, params),
-            _histograms(single),
-        ]
-        return (
-            pl.concat(parts, how="diagonal_relaxed")
-            .join(keys, on="_k", how="left")
-            .select(*_CELL, *_SUMS, *_MAXES, *_MINS)
-        )
+        """Cells of conversation turns and single calls, plus single-call histograms
+        (``lt301_cells.aggregate_cells``)."""
+        return aggregate_cells(calls, ctx)
 
     def merge(self, partials: list[pl.DataFrame], ctx: AuditContext) -> pl.DataFrame:
         """Concatenate partials and re-aggregate by cell (exact when split by conversation)."""
-        return merge_cells(partials, _CELL, sums=_SUMS, maxes=_MAXES, mins=_MINS)
+        return merge_cells(partials, CELL, sums=SUMS, maxes=MAXES, mins=MINS)
 
     def decide(self, aggregates: pl.DataFrame, ctx: AuditContext) -> list[Finding]:
         """Findings for prompts whose trimming or summarising saves enough per month."""
@@ -271,285 +150,6 @@ class ContextRule:
 RULE = ContextRule()
 
 
-# -- aggregate ---------------------------------------------------------------------------------
-
-
-def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
-    """Current-window calls: clean token columns, system-prefix size ``p0`` and hashed keys."""
-    start = pl.col("start_time")
-    inp = pl.col("input_tokens")
-    read = pl.col("cache_read_tokens").fill_null(0).clip(0, inp)
-    write = pl.min_horizontal(pl.col("cache_write_tokens").fill_null(0), inp - read).clip(0)
-    return (
-        calls.select(*ContextRule.columns)
-        .filter(
-            (start >= ctx.since) & (start < ctx.until) & (inp > 0) & pl.col("model").is_not_null()
-        )
-        .with_columns(
-            inp.alias("input"),
-            read.alias("read"),
-            write.alias("write"),
-            pl.col("output_tokens").fill_null(0).alias("output"),
-            pl.col("prefix_tokens").list.first().fill_null(0).clip(0, inp).alias("p0"),
-            start.dt.date().alias("day"),
-            inp.cast(pl.Float64).log(2).floor().cast(pl.Int32).alias("band"),
-            pl.struct(*_KEY).hash(31).alias("_k"),
-            pl.col("conversation_id").hash(37).alias("_c"),
-        )
-        .with_columns(
-            pl.min_horizontal(pl.col("cache_write_1h_tokens").fill_null(0), "write")
-            .clip(0)
-            .alias("write_1h"),
-            pl.when(pl.col("conversation_id").is_not_null()).then(pl.col("_c")).alias("_c"),
-        )
-    )
-
-
-def _cached_history(turns: pl.LazyFrame, layout: str) -> pl.LazyFrame:
-    """Replayed turns (``lt202_history.replay_turns``) of conversations that cache nothing,
-    re-split as LT202's breakpoint ``layout`` would bill them; conversations that already cache,
-    providers whose caching is not modelled, and 1-hour layouts where 1-hour writes are not
-    offered keep their real split. ``evaluate`` prices trimming on top of the cheapest of these
-    and the billed cells, so a trimming saving never includes what caching alone would save
-    (LT202's)."""
-    uncached = ((pl.col("read") + pl.col("write")) == 0).all().over("_c")
-    replace = uncached & pl.col("minimum").is_not_null()
-    if layout != "short":
-        replace = replace & pl.col("long_ok")
-    return turns.with_columns(
-        *(
-            pl.when(replace).then(pl.col(f"cf_{name}_{layout}")).otherwise(pl.col(name)).alias(name)
-            for name in ("read", "write", "write_1h")
-        )
-    ).select(_NARROW)
-
-
-def _conversation_turns(conv: pl.LazyFrame, params: Params) -> pl.LazyFrame:
-    """Turns sorted by conversation and time, numbered, with their conversation's fit.
-
-    One sort of the narrow columns, then positional expressions: cheaper than windows ordered
-    by time. Per conversation, the least-squares line of input tokens on the turn number comes
-    from the sums n, Σx, Σy, Σxy, Σx², Σy² (slope = tokens added per turn, r² = steadiness).
-    """
-    conv = conv.sort("_c", "start_time")
-    first = (pl.col("_c") != pl.col("_c").shift(1)).fill_null(True)
-    row = pl.int_range(pl.len(), dtype=pl.Int64)
-    conv = conv.with_columns((row - pl.when(first).then(row).forward_fill()).alias("turn"))
-    x = pl.col("turn").cast(pl.Float64)
-    y = pl.col("input").cast(pl.Float64)
-    conv = conv.with_columns(
-        pl.len().over("_c").cast(pl.Float64).alias("_n"),
-        x.sum().over("_c").alias("_sx"),
-        y.sum().over("_c").alias("_sy"),
-        (x * y).sum().over("_c").alias("_sxy"),
-        (x * x).sum().over("_c").alias("_sxx"),
-        (y * y).sum().over("_c").alias("_syy"),
-        pl.col("output").cast(pl.Float64).sum().over("_c").alias("_sout"),
-        ((pl.col("read") + pl.col("write")) > 0).any().over("_c").alias("cached"),
-    )
-    n, sx, sy = pl.col("_n"), pl.col("_sx"), pl.col("_sy")
-    cov = n * pl.col("_sxy") - sx * sy
-    var_x = n * pl.col("_sxx") - sx * sx
-    var_y = n * pl.col("_syy") - sy * sy
-    slope = pl.when(var_x > 0).then(cov / var_x).otherwise(0.0)
-    r2 = pl.when((var_x > 0) & (var_y > 0)).then(cov * cov / (var_x * var_y)).otherwise(0.0)
-    return (
-        conv.with_columns(slope.alias("slope"), r2.alias("r2"))
-        .with_columns(
-            (
-                (n >= params.min_turns)
-                & (pl.col("slope") >= params.min_growth_tokens_per_turn)
-                & (pl.col("r2") >= params.min_r2)
-            ).alias("qualifies"),
-            (pl.col("_sout") / n).alias("output_per_turn"),
-            n.alias("turns"),
-        )
-        .drop("_n", "_sx", "_sy", "_sxy", "_sxx", "_syy", "_sout")
-    )
-
-
-def _conversation_cells(conv: pl.LazyFrame, params: Params) -> pl.LazyFrame:
-    """Turns re-costed under both policies, summed per cell; qualifying conversations only."""
-    conv = _summary_policy(
-        _budget_policy(_conversation_turns(conv, params), params, conversation=True), params
-    )
-    q = pl.col("qualifies").cast(pl.Int64)
-    last = (pl.col("turn") == pl.col("turns") - 1).cast(pl.Int64)
-    flagged_last = (last * q).cast(pl.Float64)
-    # per-turn values first, plain sums in the aggregation: Polars' fast path for group sums
-    values = {
-        "calls": q,
-        **{c: pl.col(c) * q for c in _TOKENS},
-        **{f"{p}_{t}": pl.col(f"{p}_{t}") * q for p in _POLICIES for t in _TOKENS},
-        "trimmed_budget": (pl.col("input") - pl.col("budget_input")) * q,
-        "trimmed_summary": (pl.col("input") - pl.col("summary_input")) * q,
-        "summary_calls": pl.col("summary_call") * q,
-        "summary_call_input": pl.col("summary_call_input") * q,
-        "summary_call_read": pl.col("summary_call_read") * q,
-        "summary_call_output": pl.col("summary_call") * q * params.summary_tokens,
-        "output": pl.col("output") * q,
-        "conversations": last,
-        "flagged": last * q,
-        "slope_sum": pl.col("slope") * flagged_last,
-        "r2_sum": pl.col("r2") * flagged_last,
-        "turns_sum": pl.col("turns") * flagged_last,
-        "output_per_turn_sum": pl.col("output_per_turn") * flagged_last,
-        "input_max": pl.col("input") * q,
-    }
-    flagged_time = pl.when(pl.col("qualifies")).then(pl.col("start_time"))
-    return (
-        conv.select(
-            *_CELL_KEY,
-            *(expr.alias(name) for name, expr in values.items()),
-            flagged_time.alias("_t"),
-        )
-        .group_by(*_CELL_KEY)
-        .agg(
-            *(pl.col(name).sum() for name in values if name != "input_max"),
-            pl.col("input_max").max(),
-            pl.col("_t").min().alias("first_call"),
-            pl.col("_t").max().alias("last_call"),
-        )
-        .with_columns(pl.lit("conv").alias("kind"), pl.lit(None, dtype=pl.Int32).alias("bin"))
-    )
-
-
-def _budget_policy(lf: pl.LazyFrame, params: Params, *, conversation: bool) -> pl.LazyFrame:
-    """Tokens of each call trimmed to ``budget_tokens`` (never below the system prefix).
-
-    In a conversation the trimmed window slides each turn, so a conversation that uses caching
-    keeps only its system-prefix reads and writes the rest again. A single call is trimmed at
-    its tail: uncached tokens go first, then writes, then reads.
-    """
-    inp, read, write = pl.col("input"), pl.col("read"), pl.col("write")
-    keep = pl.max_horizontal(
-        pl.min_horizontal(inp, params.budget_tokens), pl.min_horizontal(inp, "p0")
-    )
-    lf = lf.with_columns(keep.alias("budget_input"))
-    keep, trimmed = pl.col("budget_input"), inp - pl.col("budget_input")
-    if conversation:
-        new_read = pl.when(trimmed > 0).then(pl.min_horizontal(read, "p0", keep)).otherwise(read)
-        lf = lf.with_columns(new_read.alias("budget_read"))
-        rewrite = (trimmed > 0) & pl.col("cached")
-        new_write = pl.when(rewrite).then(keep - pl.col("budget_read")).otherwise(write)
-    else:
-        uncached = inp - read - write
-        cut_write = (trimmed - uncached).clip(0, write)
-        cut_read = (trimmed - uncached - cut_write).clip(0, read)
-        lf = lf.with_columns((read - cut_read).alias("budget_read"))
-        new_write = write - cut_write
-    new_write = pl.min_horizontal(new_write, keep - pl.col("budget_read")).clip(0)
-    return lf.with_columns(new_write.alias("budget_write")).with_columns(
-        _one_hour_share("budget_write").alias("budget_write_1h")
-    )
-
-
-def _one_hour_share(new_write: str) -> pl.Expr:
-    """New writes keep the call's share of 1-hour writes (an app uses one TTL per breakpoint)."""
-    share = pl.when(pl.col("write") > 0).then(pl.col("write_1h") / pl.col("write")).otherwise(0.0)
-    return (pl.col(new_write) * share).round(0).cast(pl.Int64)
-
-
-def _summary_policy(lf: pl.LazyFrame, params: Params) -> pl.LazyFrame:
-    """Tokens of each turn if the history were summarised every K turns.
-
-    At turn t >= K the history up to the last compaction turn c = K*floor(t/K) (the input of
-    turn c-1) is replaced by ``summary_tokens``. The compaction turn itself re-reads only the
-    system prefix (the rest of its prompt is new and is written if the conversation caches);
-    later turns read the compacted prefix, so what they lose are cache reads first. Each
-    compaction costs one summarisation call over the previous turn's (compacted) history plus its
-    answer, with ``summary_tokens`` of output (reading that history from the cache when the
-    conversation caches).
-    """
-    k, s = params.summarize_after_turns, params.summary_tokens
-    turn, inp, read, write = pl.col("turn"), pl.col("input"), pl.col("read"), pl.col("write")
-    # rows are sorted by conversation and time (``_conversation_turns``): for turns >= K the
-    # latest "turn K*j - 1" row before a row, and the row before a compaction turn, are always
-    # in the same conversation, so plain shifts are exact there (other turns do not use them)
-    anchor = pl.when(turn % k == k - 1).then(inp).shift(1).forward_fill()
-    floor = pl.min_horizontal(inp, pl.col("p0") + s)
-    trimmed = (
-        pl.when(turn >= k)
-        .then(pl.min_horizontal(anchor - pl.col("p0") - s, inp - floor))
-        .otherwise(0)
-        .fill_null(0)
-        .clip(lower_bound=0)
-    )
-    lf = lf.with_columns(trimmed.alias("_trim")).with_columns(
-        (inp - pl.col("_trim")).alias("summary_input"),
-        ((turn >= k) & (turn % k == 0) & (pl.col("_trim") > 0)).alias("_compact"),
-    )
-    keep, trim, compact = pl.col("summary_input"), pl.col("_trim"), pl.col("_compact")
-    from_reads = pl.min_horizontal(trim, (read - pl.col("p0")).clip(lower_bound=0))
-    new_read = (
-        pl.when(compact)
-        .then(pl.min_horizontal(read, "p0", keep))
-        .otherwise(pl.min_horizontal(read - from_reads, keep))
-    )
-    lf = lf.with_columns(new_read.alias("summary_read"))
-    new_write = (
-        pl.when(compact & pl.col("cached"))
-        .then(keep - pl.col("summary_read"))
-        .when(compact)
-        .then(write)
-        .otherwise(write - pl.min_horizontal(trim - from_reads, write))
-    )
-    new_write = pl.min_horizontal(new_write, keep - pl.col("summary_read")).clip(0)
-    previous_prompt = pl.col("summary_input").shift(1)
-    summary_call_input = pl.when(compact).then(previous_prompt + pl.col("output").shift(1))
-    # a caching conversation's summary call reads the previous turn's (cached) prompt
-    summary_call_read = pl.when(compact & pl.col("cached")).then(previous_prompt)
-    return (
-        lf.with_columns(new_write.alias("summary_write"))
-        .with_columns(
-            _one_hour_share("summary_write").alias("summary_write_1h"),
-            compact.cast(pl.Int64).alias("summary_call"),
-        )
-        .with_columns(
-            summary_call_input.fill_null(0).alias("summary_call_input"),
-            summary_call_read.fill_null(0).alias("summary_call_read"),
-        )
-    )
-
-
-def _single_cells(single: pl.LazyFrame, params: Params) -> pl.LazyFrame:
-    """Single calls as they are and trimmed to the budget, summed per cell."""
-    single = _budget_policy(single, params, conversation=False)
-    zero = pl.lit(0, dtype=pl.Int64)
-    return (
-        single.group_by(*_CELL_KEY)
-        .agg(
-            pl.len().cast(pl.Int64).alias("calls"),
-            *(pl.col(c).sum() for c in _TOKENS),
-            *(pl.col(f"budget_{t}").sum() for t in _TOKENS),
-            *(pl.col(c).sum().alias(f"summary_{c}") for c in _TOKENS),  # no summary policy
-            (pl.col("input") - pl.col("budget_input")).sum().alias("trimmed_budget"),
-            zero.alias("trimmed_summary"),
-            zero.alias("summary_calls"),
-            zero.alias("summary_call_input"),
-            zero.alias("summary_call_read"),
-            zero.alias("summary_call_output"),
-            pl.col("output").sum(),
-            pl.col("input").max().alias("input_max"),
-            pl.col("start_time").min().alias("first_call"),
-            pl.col("start_time").max().alias("last_call"),
-        )
-        .with_columns(pl.lit("single").alias("kind"), pl.lit(None, dtype=pl.Int32).alias("bin"))
-    )
-
-
-def _histograms(single: pl.LazyFrame) -> pl.LazyFrame:
-    """Log-spaced input and output histograms of single calls per prompt (merge by addition)."""
-    common = {"day": pl.lit(None, dtype=pl.Date), "band": pl.lit(None, dtype=pl.Int32)}
-    frames = [
-        single.group_by("_k", stats.reasoning_bin(pl.col(column)).alias("bin"))
-        .agg(pl.len().cast(pl.Int64).alias(f"hist_{column}"))
-        .with_columns(pl.lit(f"hist_{column}").alias("kind"), **common)
-        for column in ("input", "output")
-    ]
-    return pl.concat(frames, how="diagonal_relaxed")
-
-
 # -- decide ------------------------------------------------------------------------------------
 
 
@@ -562,13 +162,13 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
     if aggregates.height == 0:
         return pl.DataFrame()
     cells = aggregates.filter(pl.col("kind").is_in(["conv", *_CACHED_KINDS, "single"]))
-    keys = cells.group_by("kind", *_KEY).agg(
-        *(pl.col(c).sum() for c in _SUMS if not c.startswith("hist_")),
+    keys = cells.group_by("kind", *KEY).agg(
+        *(pl.col(c).sum() for c in SUMS if not c.startswith("hist_")),
         pl.col("input_max", "last_call").max(),
         pl.col("first_call").min(),
     )
     quantiles = _quantiles(aggregates)
-    keys = keys.join(quantiles, on=_KEY, how="left", nulls_equal=True)
+    keys = keys.join(quantiles, on=KEY, how="left", nulls_equal=True)
     conv_ok = pl.col("kind").is_in(["conv", *_CACHED_KINDS]) & (pl.col("flagged") > 0)
     single_ok = (
         (pl.col("kind") == "single")
@@ -579,7 +179,7 @@ def evaluate(aggregates: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
     )
     keys = keys.with_columns((conv_ok | single_ok).alias("eligible"))
     costs = _price(cells, keys.filter(pl.col("eligible")), ctx)
-    table = _cheaper_baseline(keys.join(costs, on=["kind", *_KEY], how="left", nulls_equal=True))
+    table = _cheaper_baseline(keys.join(costs, on=["kind", *KEY], how="left", nulls_equal=True))
     saving_budget = pl.col("cost_actual") - pl.col("cost_budget")
     saving_summary = pl.when(pl.col("kind") == "conv").then(
         pl.col("cost_actual") - pl.col("cost_summary") - pl.col("cost_summary_calls")
@@ -608,15 +208,15 @@ def _cheaper_baseline(table: pl.DataFrame) -> pl.DataFrame:
     is_conv = pl.col("kind").is_in(["conv", *_CACHED_KINDS])
     billed = (
         table.filter(pl.col("kind") == "conv")
-        .select(*_KEY, pl.col("cost_actual").alias("_billed"))
-        .unique(subset=_KEY, keep="first")
+        .select(*KEY, pl.col("cost_actual").alias("_billed"))
+        .unique(subset=KEY, keep="first")
     )
     # "cached" wins only when clearly cheaper: where no turn was re-split both rows cost the
     # same up to float rounding, and a tie must not flip between runs
     cheaper = pl.col("cost_actual") < pl.col("_billed") * (1 - 1e-9)
     conv = (
         table.filter(is_conv)
-        .join(billed, on=_KEY, how="left", nulls_equal=True)
+        .join(billed, on=KEY, how="left", nulls_equal=True)
         .with_columns(
             ((pl.col("kind") != "conv") & cheaper.fill_null(False)).alias("_on_top"),
             pl.col("kind")
@@ -629,8 +229,8 @@ def _cheaper_baseline(table: pl.DataFrame) -> pl.DataFrame:
         .with_columns(
             pl.when(pl.col("_on_top")).then(pl.col("cost_actual").round(6)).alias("_cached_cost")
         )
-        .sort([*_KEY, "_cached_cost", "_order"], nulls_last=True)
-        .unique(subset=_KEY, keep="first", maintain_order=True)
+        .sort([*KEY, "_cached_cost", "_order"], nulls_last=True)
+        .unique(subset=KEY, keep="first", maintain_order=True)
         .with_columns(
             pl.when(pl.col("_on_top")).then(pl.col("kind")).alias("cached_layout"),
             pl.lit("conv").alias("kind"),
@@ -647,38 +247,38 @@ def _cheaper_baseline(table: pl.DataFrame) -> pl.DataFrame:
 
 def _quantiles(aggregates: pl.DataFrame) -> pl.DataFrame:
     """Approximate p50 input and p90 output per prompt key from the merged histograms."""
-    schema = {**{k: pl.String for k in _KEY}, "p50_input": pl.Float64, "p90_output": pl.Float64}
+    schema = {**{k: pl.String for k in KEY}, "p50_input": pl.Float64, "p90_output": pl.Float64}
 
     def quantile(kind: str, column: str, q: float, name: str) -> pl.DataFrame:
-        hist = aggregates.filter(pl.col("kind") == kind).select(*_KEY, "bin", column)
+        hist = aggregates.filter(pl.col("kind") == kind).select(*KEY, "bin", column)
         if hist.height == 0:
-            return pl.DataFrame(schema={**{k: pl.String for k in _KEY}, name: pl.Float64})
-        hist = hist.group_by(*_KEY, "bin").agg(pl.col(column).sum()).sort(*_KEY, "bin")
-        running = pl.col(column).cum_sum().over(*_KEY)
-        total = pl.col(column).sum().over(*_KEY)
+            return pl.DataFrame(schema={**{k: pl.String for k in KEY}, name: pl.Float64})
+        hist = hist.group_by(*KEY, "bin").agg(pl.col(column).sum()).sort(*KEY, "bin")
+        running = pl.col(column).cum_sum().over(*KEY)
+        total = pl.col(column).sum().over(*KEY)
         return (
             hist.filter(running >= q * total)
-            .group_by(*_KEY)
+            .group_by(*KEY)
             .agg(pl.col("bin").min())
-            .select(*_KEY, stats.bin_midpoint(pl.col("bin")).cast(pl.Float64).alias(name))
+            .select(*KEY, stats.bin_midpoint(pl.col("bin")).cast(pl.Float64).alias(name))
         )
 
     p50 = quantile("hist_input", "hist_input", 0.5, "p50_input")
     p90 = quantile("hist_output", "hist_output", 0.9, "p90_output")
-    joined = p50.join(p90, on=_KEY, how="full", coalesce=True, nulls_equal=True)
+    joined = p50.join(p90, on=KEY, how="full", coalesce=True, nulls_equal=True)
     return joined.select(schema.keys()).cast(schema)  # type: ignore[arg-type]
 
 
 def _price(cells: pl.DataFrame, eligible: pl.DataFrame, ctx: AuditContext) -> pl.DataFrame:
     """Cost of the eligible keys' calls as they are, under each policy, and of summary calls."""
     names = ("actual", "budget", "summary", "summary_calls")
-    schema = {"kind": pl.String, **{k: pl.String for k in _KEY}}
+    schema = {"kind": pl.String, **{k: pl.String for k in KEY}}
     schema |= {f"cost_{n}": pl.Float64 for n in names}
     if eligible.height == 0:
         return pl.DataFrame(schema=schema)
     chosen = (
         cells.filter(pl.col("calls") > 0)
-        .join(eligible.select("kind", *_KEY), on=["kind", *_KEY], how="semi", nulls_equal=True)
+        .join(eligible.select("kind", *KEY), on=["kind", *KEY], how="semi", nulls_equal=True)
         .with_row_index("_cell")
     )
     priced = price_rates(
@@ -732,7 +332,7 @@ def _price(cells: pl.DataFrame, eligible: pl.DataFrame, ctx: AuditContext) -> pl
         return pl.when(pl.col(column).null_count() == 0).then(pl.col(column).sum())
 
     return (
-        priced.group_by("kind", *_KEY)
+        priced.group_by("kind", *KEY)
         .agg(*(total(f"_{n}").alias(f"cost_{n}") for n in names))
         .select(schema.keys())
         .cast(schema)  # type: ignore[arg-type]
