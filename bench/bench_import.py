@@ -7,16 +7,21 @@ of several runs. The mix imitates real traces: every trace has an HTTP root and 
 OpenLLMetry, OpenInference, OpenLIT on Anthropic, Logfire, Langfuse), a third of them carrying
 message content as the content-on-by-default instrumentations do.
 
+The baseline, measured in the same run (issue 15): an orjson parse-only pass over the same
+files (each line parsed, its spans counted, nothing kept). orjson is a benchmark-only extra,
+like DuckDB for bench_audit.py (``pip install orjson``); without it the stdlib parser stands in.
+Figures are CPU seconds (user + system of every thread), so they hold on a loaded machine.
+
 Run by hand::
 
-    python bench/bench_import.py --spans 200000 --runs 3
-    python bench/bench_import.py --spans 200000 --parser orjson  # orjson (if installed) for json
+    python bench/bench_import.py --spans 200000 --runs 3   # import_otlp in this process
 
 ``--command`` measures the whole ``llmtrace import otlp`` instead (streaming read, pricing and
-appending to a new store, batch by batch), once per size, in a child process whose peak RSS is
-read from ``wait4``; inputs and stores go under ``--tmp`` and are deleted after each size::
+appending to a new store, batch by batch), ``--runs`` interleaved pairs of (parse-only, import)
+per size, each in a child process whose CPU time and peak RSS are read from ``wait4``; inputs
+and stores go under ``--tmp`` and are deleted after each size::
 
-    python bench/bench_import.py --command --sizes 1000000 10000000 --tmp /tmp
+    python bench/bench_import.py --command --sizes 1000000 --runs 3 --json /tmp/import.json
 """
 
 from __future__ import annotations
@@ -280,13 +285,9 @@ def write_dataset(
     return sum(n for n, _ in written), sum(b for _, b in written)
 
 
-def run_command(directory: Path, store: Path, batch_spans: int | None) -> dict[str, Any]:
-    """Run ``llmtrace import otlp`` on ``directory`` in a child: wall and CPU seconds, peak RSS
-    (GB, from ``wait4``) and the first lines it printed."""
-    args = [sys.executable, "-m", "llmtrace.cli", "import", "otlp", str(directory)]
-    args += ["--store", str(store)]
-    if batch_spans:
-        args += ["--batch-spans", str(batch_spans)]
+def _child(args: list[str]) -> dict[str, Any]:
+    """Run ``args`` as a child: wall and CPU seconds (user + system, every thread), peak RSS
+    (GB, from ``wait4``) and what it printed."""
     began = time.perf_counter()
     env = {**os.environ, "COLUMNS": "240"}  # one summary line each, not wrapped
     child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
@@ -294,13 +295,67 @@ def run_command(directory: Path, store: Path, batch_spans: int | None) -> dict[s
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - began
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"import failed ({status}): {out}")
+        raise SystemExit(f"{args[2:4]} failed ({status}): {out}")
     return {
         "wall": wall,
         "cpu": usage.ru_utime + usage.ru_stime,
         "rss_gb": usage.ru_maxrss / 1024**2,  # ru_maxrss is in KiB on Linux
-        "summary": " / ".join(line.strip() for line in out.splitlines()[:2]),
+        "out": out,
     }
+
+
+def run_command(directory: Path, store: Path, batch_spans: int | None) -> dict[str, Any]:
+    """``llmtrace import otlp`` of ``directory`` into a new store, in a child."""
+    args = [sys.executable, "-m", "llmtrace.cli", "import", "otlp", str(directory)]
+    args += ["--store", str(store)]
+    if batch_spans:
+        args += ["--batch-spans", str(batch_spans)]
+    shutil.rmtree(store, ignore_errors=True)
+    run = _child(args)
+    run["summary"] = " / ".join(line.strip() for line in run.pop("out").splitlines()[:2])
+    return run
+
+
+def parse_only(directory: Path) -> int:
+    """The baseline: parse every line of every file with orjson (the stdlib's json where
+    orjson is not installed) and count the spans; nothing is kept."""
+    try:
+        from orjson import loads
+    except ImportError:  # pragma: no cover - orjson is a benchmark-only extra
+        from json import loads
+    spans = 0
+    for path in sorted(directory.iterdir()):
+        opener = gzip.open if path.name.endswith(".gz") else open
+        with opener(path, "rb") as lines:
+            for line in lines:
+                for resource in loads(line)["resourceSpans"]:
+                    for scope in resource["scopeSpans"]:
+                        spans += len(scope["spans"])
+    return spans
+
+
+def run_parse_only(directory: Path) -> dict[str, Any]:
+    """``parse_only`` in a child, measured like the import."""
+    run = _child([sys.executable, __file__, "--parse-only", str(directory)])
+    run["spans"] = int(run.pop("out").split()[0])
+    return run
+
+
+def _git_commit() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
 
 
 def _tree_bytes(path: Path) -> int:
@@ -308,10 +363,18 @@ def _tree_bytes(path: Path) -> int:
 
 
 def command_sizes(
-    sizes: list[int], tmp: Path, batch_spans: int | None, *, jobs: int, compress: bool
-) -> None:
-    """One import per size, each on fresh input and a fresh store, deleted afterwards."""
+    sizes: list[int],
+    tmp: Path,
+    batch_spans: int | None,
+    *,
+    jobs: int,
+    compress: bool,
+    runs: int,
+) -> list[dict[str, Any]]:
+    """Per size: ``runs`` interleaved pairs of (parse-only baseline, whole import command) on
+    the same fresh input, each in a child; medians reported. Inputs are deleted afterwards."""
     kind = "JSON lines, gzip level 1" if compress else "JSON lines"
+    results = []
     for size in sizes:
         work = Path(tempfile.mkdtemp(prefix="lt-import-", dir=tmp))
         try:
@@ -319,49 +382,87 @@ def command_sizes(
             (work / "in").mkdir()
             count, nbytes = write_dataset(work / "in", size, jobs=jobs, compress=compress)
             generated = time.perf_counter() - began
-            load = os.getloadavg()[0]
-            run = run_command(work / "in", work / "store", batch_spans)
-            wall = run["wall"]
+            imports, baselines, loads = [], [], [os.getloadavg()[0]]
+            for _ in range(runs):
+                baselines.append(run_parse_only(work / "in"))
+                imports.append(run_command(work / "in", work / "store", batch_spans))
+                loads.append(os.getloadavg()[0])
+            store_gb = _tree_bytes(work / "store") / 1e9
+            cpu = statistics.median(r["cpu"] for r in imports)
+            wall = statistics.median(r["wall"] for r in imports)
+            base_cpu = statistics.median(r["cpu"] for r in baselines)
+            result = {
+                "spans": count,
+                "input": f"{nbytes / 1e9:.2f} GB {kind}",
+                "runs": runs,
+                "import_cpu_s": round(cpu, 2),
+                "import_wall_s": round(wall, 2),
+                "import_spans_per_cpu_s": round(count / cpu),
+                "import_peak_rss_gb": round(max(r["rss_gb"] for r in imports), 3),
+                "parse_only_cpu_s": round(base_cpu, 2),
+                "parse_only_spans_per_cpu_s": round(count / base_cpu),
+                "ratio": round(base_cpu / cpu, 3),
+                "load_average": [round(min(loads), 1), round(max(loads), 1)],
+                "store_gb": round(store_gb, 3),
+                "summary": imports[-1]["summary"],
+                "command": " ".join(["python", *sys.argv]),
+                "commit": _git_commit(),
+            }
+            results.append(result)
             print(
-                f"{count:,} spans ({nbytes / 1e9:.2f} GB {kind}, generated in {generated:.0f} s): "
-                f"import {wall:.1f} s -> {count / wall:,.0f} spans/s (CPU {run['cpu']:.0f} s -> "
-                f"{count / run['cpu']:,.0f} spans per CPU-second), peak RSS {run['rss_gb']:.2f} GB, "
-                f"store {_tree_bytes(work / 'store') / 1e9:.2f} GB, load before {load:.1f} "
-                f"[{run['summary']}]",
+                f"{count:,} spans ({result['input']}, generated in {generated:.0f} s): import "
+                f"CPU {cpu:.1f} s -> {result['import_spans_per_cpu_s']:,} spans per CPU-second "
+                f"(wall {wall:.1f} s), peak RSS {result['import_peak_rss_gb']:.2f} GB; parse-only "
+                f"CPU {base_cpu:.2f} s -> {result['parse_only_spans_per_cpu_s']:,} per CPU-second; "
+                f"ratio {result['ratio']:.3f}; load {loads[0]:.1f}-{max(loads):.1f}; medians of "
+                f"{runs} [{result['summary']}]",
                 flush=True,
             )
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--parser", choices=("default", "orjson"), default="default")
     parser.add_argument("--command", action="store_true", help="time `llmtrace import otlp`")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--tmp", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--batch-spans", type=int, default=None, help="the command's option")
     parser.add_argument("--jobs", type=int, default=1, help="processes writing the input")
     parser.add_argument("--gzip", action="store_true", help="write .jsonl.gz (level 1) inputs")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--parse-only", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.parse_only is not None:  # the baseline's child
+        print(parse_only(args.parse_only))
+        return
     if args.command:
-        command_sizes(args.sizes, args.tmp, args.batch_spans, jobs=args.jobs, compress=args.gzip)
+        results = command_sizes(
+            args.sizes,
+            args.tmp,
+            args.batch_spans,
+            jobs=args.jobs,
+            compress=args.gzip,
+            runs=args.runs,
+        )
+        if args.json is not None:
+            args.json.write_text(json.dumps({"bench": "import", "results": results}, indent=2))
         return
 
     from llmtrace.importers import otlp
 
-    if args.parser == "orjson":
-        import orjson  # not a dependency: only to re-measure the choice of parser
-
-        otlp._loads = orjson.loads
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         count, size = write_dataset(directory, args.spans, jobs=args.jobs, compress=args.gzip)
-        times, cpu_times = [], []
+        times, cpu_times, base = [], [], []
         calls = 0
         for _ in range(args.runs):
+            began_cpu = time.process_time()
+            parse_only(directory)
+            base.append(time.process_time() - began_cpu)
             began, began_cpu = time.perf_counter(), time.process_time()
             result = otlp.import_otlp([directory], accuracy_names=())
             times.append(time.perf_counter() - began)
@@ -369,11 +470,11 @@ def main() -> None:
             calls = result.calls.height
             assert not result.problems, result.problems[:3]
         median, cpu = statistics.median(times), statistics.median(cpu_times)
+        base_cpu = statistics.median(base)
         print(
-            f"{count:,} spans ({size / 1e6:.0f} MB, {calls:,} calls), parser "
-            f"{otlp._loads.__module__}: median {median:.2f} s wall of {args.runs} -> "
-            f"{count / median:,.0f} spans/s (CPU {cpu:.2f} s -> {count / cpu:,.0f} spans per "
-            f"CPU-second; runs: {', '.join(f'{t:.2f}' for t in times)})"
+            f"{count:,} spans ({size / 1e6:.0f} MB, {calls:,} calls): import_otlp median CPU "
+            f"{cpu:.2f} s -> {count / cpu:,.0f} spans per CPU-second (wall {median:.2f} s); "
+            f"parse-only {base_cpu:.2f} s -> {count / base_cpu:,.0f}; ratio {base_cpu / cpu:.3f}"
         )
 
 

@@ -140,6 +140,27 @@ def test_deep_nesting_is_one_problem_not_a_recursion_error(tmp_path):
     assert sorted(result.calls["span_id"]) == ["0000000000000001", "0000000000000004"]
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"arrayValue": {"values": [{"stringValue": "chat"}]}},
+        {"kvlistValue": {"values": [{"key": "k", "value": {"stringValue": "v"}}]}},
+    ],
+)
+def test_a_list_or_map_as_operation_name_rejects_only_its_span(tmp_path, value):
+    """An unhashable operation name used to crash the whole import (the span tree's columns
+    fell out of step: a Polars ShapeError); now it is one problem and its neighbours stay."""
+    bad = span("00000000000000b2")
+    bad["attributes"] = [{"key": "gen_ai.operation.name", "value": value}]
+    path = write(
+        tmp_path / "t.jsonl", request(span("00000000000000b1"), bad, span("00000000000000b3"))
+    )
+    result = import_otlp([path])
+    assert [(p.line, p.span) for p in result.problems] == [(1, "00000000000000b2")]
+    assert "unhashable" in result.problems[0].message
+    assert sorted(result.calls["span_id"]) == ["00000000000000b1", "00000000000000b3"]
+
+
 def test_lone_surrogate_rejects_the_span_and_a_valid_pair_is_kept(tmp_path):
     bad = json.dumps(request(span("00000000000000b1", chat(**{"gen_ai.prompt.name": "x"}))))
     bad = bad.replace('"stringValue": "x"', '"stringValue": "x\\udfff"')

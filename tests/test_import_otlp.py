@@ -858,3 +858,36 @@ def test_scores_in_every_batch_read_the_stores_keys_a_bounded_number_of_times(
     assert f"scores: {n + n + 2 * (n - 1)} attached" in summaries[0]
     again = CliRunner().invoke(cli, ["import", "otlp", str(later), "--store", str(store)])
     assert f"0 matched no call, {n + n + 2 * (n - 1)} already attached" in again.stdout
+
+
+def test_progress_bar_redraws_without_a_refresh_thread(tmp_path, monkeypatch):
+    """rich's Progress refreshes from a thread of its own 10 times a second, ~10% of an
+    import's samples (issue 15): the bar is redrawn when the reader reports progress instead."""
+    import threading
+
+    from rich.live import _RefreshThread
+
+    from llmtrace.commands import importing
+
+    monkeypatch.setattr(importing, "PROGRESS_MIN_BYTES", 0)  # show the bar on a small input
+    seen: list[list[str]] = []
+    drawn: list[int] = []
+    store_batch, advance = importing._store_batch, importing._advance
+
+    def spy_store(*args, **kwargs):
+        seen.append([type(t).__name__ for t in threading.enumerate()])
+        return store_batch(*args, **kwargs)
+
+    def spy_advance(bar, task, done):
+        assert not bar.disable  # the bar is live: the check below is not vacuous
+        drawn.append(done)
+        return advance(bar, task, done)
+
+    monkeypatch.setattr(importing, "_store_batch", spy_store)
+    monkeypatch.setattr(importing, "_advance", spy_advance)
+    result = CliRunner().invoke(
+        cli, ["import", "otlp", str(FIXTURES / "collector.jsonl"), "--store", str(tmp_path / "s")]
+    )
+    assert result.exit_code == 0, result.output
+    assert seen and drawn
+    assert all(_RefreshThread.__name__ not in names for names in seen)

@@ -171,17 +171,26 @@ class _Collector:
         """
         attrs = span["attributes"]
         action = attrs.get("llmtrace.action")
+        failure: Exception | None = None
+        try:
+            action = None if action is None else str(action)
+            agent, tool = agent_and_tool(attrs)
+            step = _tool_step(tool, attrs) if tool is not None else None
+        except (SpanError, *_VALUE_ERRORS) as exc:  # e.g. a list as the operation name
+            action = agent = tool = step = None
+            failure = exc  # raised once the tree row is whole: the tree's lists stay aligned
         self.tree_trace.append(span["trace_id"])
         self.tree_span.append(span["span_id"])
         self.tree_parent.append(span["parent_span_id"])
-        self.tree_action.append(None if action is None else str(action))
-        agent, tool = agent_and_tool(attrs)
+        self.tree_action.append(action)
         self.tree_agent.append(agent)
         self.tree_tool.append(tool)
         self.tree_end.append(span["end_ns"] if tool is not None else None)
-        self.tree_step.append(_tool_step(tool, attrs) if tool is not None else None)
+        self.tree_step.append(step)
         if span["parent_span_id"] is None:
             self.roots.append((span["trace_id"], span["name"]))
+        if failure is not None:
+            raise failure
         evaluations = [
             _evaluation(span, e) for e in span["events"] if e.get("name") == EVALUATION_EVENT
         ]

@@ -1,0 +1,169 @@
+"""The import's fast paths (issue 15) give exactly what the plain paths gave.
+
+Shortcuts make ``import otlp`` cheaper per span: string attribute values are read inline, and
+lowercase hex ids skip decoding. Each is compared here with the code it
+replaced, on every OTLP fixture (tests/fixtures, including the seven recorded libraries) and on
+the fixtures with hostile values planted (tests/hostile.py): the same call records, the same
+problems (file, line, span, text), the same counts. If a test here fails, a shortcut changed
+what an import produces.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hostile import mutate
+from polars.testing import assert_frame_equal
+
+from llmtrace.importers import otlp, otlp_spans
+from llmtrace.importers.otlp_spans import _any_value, _Malformed
+
+FIXTURES = Path(__file__).parent / "fixtures"
+OTLP_FIXTURES = sorted(
+    path
+    for folder in ("libraries", "otlp", "otlp-agents")
+    for path in (FIXTURES / folder).iterdir()
+    if path.suffix in (".json", ".jsonl") and path.name != "manifest.json"
+)
+
+
+# The code the shortcuts replaced, as it was (commit 572059f).
+
+
+def plain_attributes(items: Any) -> dict[str, Any]:
+    if not items:
+        return {}
+    try:
+        return {kv["key"]: _any_value(kv.get("value")) for kv in items}
+    except (AttributeError, KeyError, TypeError):
+        raise _Malformed("attributes are not a list of {key, value} objects") from None
+
+
+def plain_hex_id(value: Any, size: int, field: str) -> str:
+    if not value or not isinstance(value, str):
+        raise _Malformed(f"no {field}")
+    if len(value) == size * 2:
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError:
+            raise _Malformed(f"{field} {value!r} is not hex") from None
+    else:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != size:
+            raise _Malformed(f"{field} {value!r} is not a {size}-byte id")
+    if not any(raw):
+        raise _Malformed(f"{field} is all zeros")
+    return raw.hex()
+
+
+def _outcome(function, *args) -> tuple[str, str]:
+    try:
+        return "ok", repr(function(*args))
+    except Exception as exc:  # noqa: BLE001 - the type and text are what is compared
+        return type(exc).__name__, str(exc)
+
+
+def _import(paths: list[Path], monkeypatch: pytest.MonkeyPatch, plain: bool, **options):
+    with monkeypatch.context() as patch:
+        if plain:
+            patch.setattr(otlp_spans, "_attributes", plain_attributes)
+            patch.setattr(otlp_spans, "_hex_id", plain_hex_id)
+        return otlp.import_otlp(paths, accuracy_names=(), **options)
+
+
+def assert_same_import(paths: list[Path], monkeypatch: pytest.MonkeyPatch, **options) -> None:
+    plain = _import(paths, monkeypatch, True, **options)
+    fast = _import(paths, monkeypatch, False, **options)
+    assert [str(p) for p in fast.problems] == [str(p) for p in plain.problems]
+    assert_frame_equal(fast.calls, plain.calls)
+    assert_frame_equal(fast.score_targets, plain.score_targets)
+    counts = ("spans", "llm_spans", "merged", "rejected", "scores", "unmatched_scores")
+    assert [getattr(fast, c) for c in counts] == [getattr(plain, c) for c in counts]
+
+
+def _lines(path: Path) -> list[bytes]:
+    return [line for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def test_the_corpus_has_calls_from_every_recorded_library() -> None:
+    libraries = {p.name for p in OTLP_FIXTURES if p.parent.name == "libraries"}
+    assert len(libraries) == 7  # the test below would pass vacuously on a missing corpus
+    result = otlp.import_otlp(OTLP_FIXTURES, accuracy_names=())
+    assert result.calls.height > 50
+    assert result.calls.get_column("dialect").n_unique() >= 6
+
+
+@pytest.mark.parametrize("keep_content", [False, True])
+def test_whole_corpus_imports_the_same_records(monkeypatch, keep_content) -> None:
+    assert_same_import(OTLP_FIXTURES, monkeypatch, keep_content=keep_content)
+
+
+def test_each_fixture_imports_the_same_records(monkeypatch) -> None:
+    for path in OTLP_FIXTURES:
+        assert_same_import([path], monkeypatch)
+
+
+def test_hostile_fixtures_import_the_same_records(tmp_path, monkeypatch) -> None:
+    """Each JSON-lines fixture line with hostile values planted (200 mutations, seeded), one
+    file each: the same records and the same problem lines."""
+    rng = random.Random(15)
+    documents = [
+        json.loads(line)
+        for path in OTLP_FIXTURES
+        if path.suffix == ".jsonl"
+        for line in _lines(path)
+    ]
+    files = []
+    for number in range(200):
+        damaged = mutate(rng.choice(documents), rng, count=rng.randint(1, 3))
+        try:
+            text = json.dumps(damaged, separators=(", ", ": ") if number % 2 else (",", ":"))
+        except (ValueError, RecursionError):  # nested deeper than json writes: as deep by hand
+            text = '{"resourceSpans": ' + "[" * 5000 + "]" * 5000 + "}"
+        path = tmp_path / f"m{number:03d}.jsonl"
+        path.write_text(text + "\n" + json.dumps(rng.choice(documents)) + "\n")
+        files.append(path)
+    for path in files:
+        assert_same_import([path], monkeypatch)
+
+
+def test_attribute_and_id_shortcuts_match_the_plain_code() -> None:
+    rng = random.Random(7)
+    values: list[Any] = [
+        {"stringValue": "x"},
+        {"stringValue": None},
+        {"stringValue": 5},
+        {"stringValue": "a", "intValue": "1"},
+        {"intValue": "12"},
+        {},
+        None,
+        [],
+        "text",
+        {"kvlistValue": {"values": [{"key": "k", "value": {"stringValue": "v"}}]}},
+    ]
+    cases: list[Any] = [None, [], {}, "x", [None], [{"value": {"stringValue": "v"}}]]
+    for _ in range(300):
+        entries = []
+        for _ in range(rng.randint(1, 4)):
+            entry: dict[str, Any] = {"key": rng.choice(["a", "b", 5, None])}
+            if rng.random() < 0.9:
+                entry["value"] = rng.choice(values)
+            entries.append(entry)
+        cases.append(entries)
+    for case in cases:
+        assert _outcome(otlp_spans._attributes, case) == _outcome(plain_attributes, case), case
+    ids = ["a" * 32, "0" * 32, "A" * 32, "g" * 32, "ab" * 8, "00" * 8, "AB" * 8, " a" * 8]
+    ids += ["q83vEjRWeJA=", "AAAAAAAAAAA=", "", None, 5, "a" * 31, "a" * 33, "ab cd ef 01 23 45 "]
+    for value in ids:
+        for size, field in ((16, "traceId"), (8, "spanId")):
+            fast = _outcome(otlp_spans._hex_id, value, size, field)
+            assert fast == _outcome(plain_hex_id, value, size, field), value
