@@ -38,7 +38,7 @@ instrumentation span around the SDK's span); the importer adds those edges itsel
 (``_merge_labels``) because they need the span tree.
 
 Which span's identity the record keeps is decided where the twins are merged
-(``llmtrace.importers.otlp._merge_duplicates``): the span in the trace that carries the app's
+(``llmtrace.importers.otlp_merge._merge_duplicates``): the span in the trace that carries the app's
 context; the other spans' ids are noted in the record's ``twin_ids``.
 """
 

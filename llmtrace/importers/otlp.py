@@ -1,14 +1,8 @@
 """Import OTLP trace files (JSON lines, JSON, protobuf, gzip, directories) as call records.
 
-Inputs, detected by content rather than name:
-
-* OTLP JSON lines: one ``ExportTraceServiceRequest`` per line, as the Collector file exporter
-  writes (``format: json``); hex ids, ``intValue`` and ``*UnixNano`` as strings.
-* one OTLP JSON document (pretty-printed or not), or a JSON list of them.
-* OTLP protobuf: one serialised ``ExportTraceServiceRequest``, or the Collector's
-  ``format: proto`` stream (each message preceded by its 4-byte big-endian length).
-* ``.gz`` of any of these, and directories (searched recursively for the suffixes in
-  ``INPUT_SUFFIXES``, optionally followed by ``.gz``).
+Inputs (JSON lines, JSON documents, protobuf, gzip, directories) are found and read by
+``llmtrace.importers.otlp_files``; spans are decoded by ``otlp_spans``; the whole-batch Polars
+steps are ``otlp_merge`` (one call = one record, actions, agents) and ``otlp_scores``.
 
 Problems name the file and the line (for protobuf: the message's number in the file) and, for a
 rejected span, its span id.
@@ -47,16 +41,11 @@ earlier import get their scores, and a rerun adds nothing.
 from __future__ import annotations
 
 import gc
-import gzip
-import io
-import itertools
-import json
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import polars as pl
 
@@ -65,63 +54,47 @@ from llmtrace.accuracy import AccuracyConfig
 from llmtrace.dialects import SpanError, agent_and_tool, is_llm_span, map_span
 from llmtrace.fingerprint import step_fingerprint
 from llmtrace.importers import ImportProblem, ImportResult
+from llmtrace.importers.otlp_files import INPUT_SUFFIXES, Progress, _read_file, find_inputs
+from llmtrace.importers.otlp_merge import (
+    _inherited_actions,
+    _merge_duplicates,
+    _resolve_actions,
+    _resolve_agents,
+    _twin_candidates,
+)
+from llmtrace.importers.otlp_scores import (
+    _EVALUATION_SCHEMA,
+    _attach_scores,
+    _evaluations_frame,
+    empty_score_targets,
+)
 from llmtrace.importers.otlp_spans import (
-    _SURROGATE_ESCAPE,
     _VALUE_ERRORS,
     _check_unicode,
     _json_request_spans,
     _json_span,
     _Malformed,
     _proto_attributes,
-    _proto_messages,
     _proto_span,
     _value_error,
 )
 from llmtrace.record import (
     CALL_SCHEMA,
     COST_FIELDS,
-    KEY_FIELDS,
-    SCORE_STRUCT,
-    TOKEN_FIELDS,
     TWIN_IDS,
     conform,
 )
 
-# The stdlib parser: orjson parses these lines 1.2-1.35x faster, but that is about 7% of a whole
-# import (bench/bench_import.py --parser orjson), not worth a dependency. Swappable for the bench.
-_loads: Callable[[bytes], Any] = json.loads
-
-INPUT_SUFFIXES: tuple[str, ...] = (".json", ".jsonl", ".ndjson", ".pb", ".binpb", ".protobuf")
 EVALUATION_EVENT = "gen_ai.evaluation.result"
-_MAX_DEPTH = 256  # ancestor hops and merge rounds; deeper chains are cycles or absurd
-_PROGRESS_EVERY = 32  # lines between progress callbacks
-
-Progress = Callable[[int], None]
-
-
-# --------------------------------------------------------------------------------------------
-# Finding inputs
-# --------------------------------------------------------------------------------------------
-
-
-def _is_input_name(path: Path) -> bool:
-    name = path.name.lower().removesuffix(".gz")
-    return not path.name.startswith(".") and name.endswith(INPUT_SUFFIXES)
-
-
-def find_inputs(paths: Iterable[str | Path]) -> list[Path]:
-    """Files to read: named files as given, directories searched recursively (sorted)."""
-    found: list[Path] = []
-    for item in paths:
-        path = Path(item)
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and _is_input_name(p)))
-        else:
-            found.append(path)
-    unique: dict[Path, Path] = {}
-    for path in found:  # the same file named twice (relative and absolute) is read once
-        unique.setdefault(path.resolve(), path)
-    return list(unique.values())
+__all__ = [
+    "INPUT_SUFFIXES",
+    "OtlpImportResult",
+    "calls_from_spans",
+    "empty_score_targets",
+    "find_inputs",
+    "import_otlp",
+    "stream_otlp",
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,227 +279,6 @@ def _evaluation(span: Mapping[str, Any], event: Mapping[str, Any]) -> tuple[Any,
 
 
 # --------------------------------------------------------------------------------------------
-# Reading files
-# --------------------------------------------------------------------------------------------
-
-
-class _Tracker:
-    """Reports bytes consumed from disk (compressed bytes for .gz) to the progress callback."""
-
-    def __init__(self, raw: BinaryIO, progress: Progress | None) -> None:
-        self.raw, self.progress, self.done = raw, progress, 0
-
-    def update(self) -> None:
-        position = self.raw.tell()
-        if self.progress is not None and position > self.done:
-            self.progress(position - self.done)
-        self.done = max(self.done, position)
-
-
-def _open(raw: BinaryIO) -> BinaryIO:
-    if raw.read(2) == b"\x1f\x8b":
-        raw.seek(0)
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    raw.seek(0)
-    return raw
-
-
-_BOM = b"\xef\xbb\xbf"
-
-
-def _read_file(path: Path, sink: _Collector, progress: Progress | None) -> int:
-    """Feed one file to ``sink``; returns its size on disk."""
-    name = str(path)
-    try:
-        raw = open(path, "rb")  # noqa: SIM115 - closed below, after the tracker's last read
-    except OSError as exc:
-        sink.problem(name, None, None, f"cannot read: {exc.strerror or exc}")
-        return 0
-    with raw:
-        tracker = _Tracker(raw, progress)
-        try:
-            stream = _open(raw)
-            head = stream.peek(64)[:64].lstrip().removeprefix(_BOM)  # type: ignore[attr-defined]
-            if not head:
-                pass
-            elif head[:1] in (b"{", b"["):
-                _read_json(stream, name, sink, tracker)
-            else:
-                _read_proto(stream.read(), name, sink)
-        except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
-            # what was read before the damage is kept; the problem says where reading stopped
-            sink.problem(name, None, None, f"cannot read past byte {raw.tell():,}: {exc}")
-        tracker.update()
-        return tracker.done
-
-
-def _add_document(
-    doc: Any, name: str, line: int, sink: _Collector, *, check_unicode: bool = False
-) -> None:
-    docs = doc if isinstance(doc, list) else [doc]
-    try:
-        for item in docs:
-            sink.add_request(item, name, line, check_unicode=check_unicode)
-    except _Malformed as exc:
-        sink.problem(name, line, None, str(exc))
-    except (RecursionError, UnicodeError) as exc:
-        sink.problem(name, line, None, _value_error(exc))
-    except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:
-        sink.problem(name, line, None, f"malformed OTLP request ({type(exc).__name__}: {exc})")
-
-
-def _parse_line(line: bytes) -> Any:
-    """One JSON value; ``ValueError`` (with a message for the problem line) if it is not one."""
-    try:
-        return _loads(line)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
-
-
-def _add_line(doc: Any, line: bytes, name: str, line_no: int, sink: _Collector) -> None:
-    check = _SURROGATE_ESCAPE.search(line) is not None
-    _add_document(doc, name, line_no, sink, check_unicode=check)
-
-
-def _read_json(stream: BinaryIO, name: str, sink: _Collector, tracker: _Tracker) -> None:
-    """JSON lines, or one multi-line document when the first line is not a whole value."""
-    lines = iter(stream)
-    line_no = 0
-    for first in lines:
-        line_no += 1
-        if first.strip():
-            break
-    else:
-        return
-    first = first.lstrip().removeprefix(_BOM)
-    try:
-        doc = _parse_line(first)
-    except ValueError as exc:
-        # A pretty-printed document, or JSON lines with a bad first line? Look at the next few
-        # lines only: reading the whole rest to decide would hold a large file in memory.
-        ahead = _lines_ahead(lines)
-        if _has_json_line(b"".join(ahead)):
-            sink.problem(name, line_no, None, f"not valid JSON: {_json_error(exc)}")
-            rest = itertools.chain(ahead, lines)
-            _read_lines(rest, line_no + 1, name, sink, tracker)
-            return
-        rest = b"".join(ahead) + stream.read()
-        _read_whole_document(first, rest, line_no, name, sink, tracker)
-        return
-    _add_line(doc, first, name, line_no, sink)
-    _read_lines(lines, line_no + 1, name, sink, tracker)
-
-
-def _lines_ahead(lines: Iterator[bytes], count: int = 3, limit: int = 1 << 20) -> list[bytes]:
-    """Up to ``count`` non-empty lines (and the empty ones between), at most ~``limit`` bytes."""
-    ahead: list[bytes] = []
-    size = 0
-    for line in lines:
-        ahead.append(line)
-        size += len(line)
-        if line.strip():
-            count -= 1
-        if count == 0 or size >= limit:
-            break
-    return ahead
-
-
-def _read_lines(
-    lines: Iterator[bytes], start: int, name: str, sink: _Collector, tracker: _Tracker
-) -> None:
-    for line_no, line in enumerate(lines, start=start):
-        if line_no % _PROGRESS_EVERY == 0:
-            tracker.update()
-        if not line.strip():
-            continue
-        try:
-            doc = _parse_line(line)
-        except ValueError as exc:
-            sink.problem(name, line_no, None, f"not valid JSON: {_json_error(exc)}")
-            continue
-        _add_line(doc, line, name, line_no, sink)
-
-
-def _read_whole_document(
-    first: bytes, rest: bytes, first_line: int, name: str, sink: _Collector, tracker: _Tracker
-) -> bool:
-    """Import ``first + rest`` as one document if it is one, or report it once if it looks
-    like one (pretty-printed, cut short); False when it is JSON lines with a bad first line."""
-    data = first + rest
-    del rest
-    try:
-        doc = _parse_line(data)
-    except ValueError as exc:
-        if _has_request_line(data):
-            # JSON lines after all, whose first lines are damaged: read it line by line so
-            # the good lines further on are kept
-            _read_lines(iter(io.BytesIO(data)), first_line, name, sink, tracker)
-            return True
-        line = getattr(exc, "lineno", 1) + first_line - 1
-        sink.problem(name, line, None, f"not valid JSON (truncated?): {_json_error(exc)}")
-        return True
-    _add_line(doc, data, name, first_line, sink)
-    return True
-
-
-def _has_json_line(data: bytes, tries: int = 3) -> bool:
-    """Whether one of the first non-empty lines of ``data`` is a JSON object on its own."""
-    for line in data.splitlines():
-        if not line.strip():
-            continue
-        try:
-            if isinstance(_parse_line(line), dict):
-                return True
-        except ValueError:
-            pass
-        tries -= 1
-        if tries == 0:
-            break
-    return False
-
-
-def _has_request_line(data: bytes) -> bool:
-    """Whether any line of ``data`` is a whole OTLP request on its own (a pretty-printed
-    document, even cut short, has none: its lines are fragments)."""
-    for line in io.BytesIO(data):
-        if b"resourceSpans" not in line or not line.lstrip().startswith(b"{"):
-            continue
-        try:
-            doc = _parse_line(line)
-        except ValueError:
-            continue
-        if isinstance(doc, dict) and "resourceSpans" in doc:
-            return True
-    return False
-
-
-def _json_error(exc: ValueError) -> str:
-    message = getattr(exc, "msg", None) or str(exc)
-    column = getattr(exc, "colno", None)
-    return f"{message} (column {column})" if column else message
-
-
-def _read_proto(data: bytes, name: str, sink: _Collector) -> None:
-    from google.protobuf.message import DecodeError
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-        ExportTraceServiceRequest,
-    )
-
-    for number, message in enumerate(_proto_messages(data), start=1):
-        try:
-            request = ExportTraceServiceRequest.FromString(message)
-        except (DecodeError, RuntimeError, ValueError) as exc:
-            sink.problem(
-                name, number, None, f"not OTLP JSON or a protobuf ExportTraceServiceRequest: {exc}"
-            )
-            continue
-        if message and not request.resource_spans:
-            sink.problem(name, number, None, "no OTLP spans in it: not OTLP JSON or protobuf?")
-            continue
-        sink.add_proto(request, name, number)
-
-
-# --------------------------------------------------------------------------------------------
 # Whole-import steps (Polars)
 # --------------------------------------------------------------------------------------------
 
@@ -571,322 +323,6 @@ def _calls_frame(calls: list[dict[str, Any]], source: str) -> pl.DataFrame:
     ).drop("start_ns", "end_ns")
 
 
-def _merge_labels(calls: pl.DataFrame) -> pl.DataFrame:
-    """(_node, _label) for calls that are one call with others (connected components).
-
-    Edges: the twin rules of ``llmtrace.twins`` (the same response id, or a one-to-one match
-    by service, provider, model, time and usage when an id is missing), in any trace, and an
-    LLM span whose parent LLM span reports the same input and output tokens."""
-    by_response = twins.response_id_edges(calls)
-    by_time = twins.time_edges(calls)
-    parents = calls.select(
-        "trace_id",
-        pl.col("span_id").alias("parent_span_id"),
-        pl.col("_node").alias("_peer"),
-        pl.col("input_tokens").alias("_peer_in"),
-        pl.col("output_tokens").alias("_peer_out"),
-    )
-    by_parent = (
-        calls.select("_node", "trace_id", "parent_span_id", "input_tokens", "output_tokens")
-        .join(parents, on=["trace_id", "parent_span_id"])
-        .filter(
-            pl.col("input_tokens").eq_missing(pl.col("_peer_in"))
-            & pl.col("output_tokens").eq_missing(pl.col("_peer_out"))
-            & (pl.col("input_tokens").is_not_null() | pl.col("output_tokens").is_not_null())
-        )
-        .select("_node", "_peer")
-    )
-    edges = pl.concat([by_response, by_time, by_parent]).filter(pl.col("_node") != pl.col("_peer"))
-    if "_stored" in calls.columns:  # two calls handed on earlier are settled: never joined now
-        flags = calls.select("_node", "_stored")
-        edges = (
-            edges.join(flags, on="_node")
-            .join(flags.rename({"_node": "_peer", "_stored": "_peer_stored"}), on="_peer")
-            .filter(~(pl.col("_stored") & pl.col("_peer_stored")))
-            .select("_node", "_peer")
-        )
-    if edges.is_empty():
-        return pl.DataFrame(schema={"_node": pl.UInt32, "_label": pl.UInt32})
-    edges = pl.concat(
-        [edges, edges.select(pl.col("_peer").alias("_node"), pl.col("_node").alias("_peer"))]
-    )
-    labels = edges.select(pl.col("_node").unique()).with_columns(pl.col("_node").alias("_label"))
-    for _ in range(_MAX_DEPTH):
-        lowest = (
-            edges.join(labels.rename({"_node": "_peer"}), on="_peer")
-            .group_by("_node")
-            .agg(pl.col("_label").min().alias("_peer_label"))
-        )
-        updated = labels.join(lowest, on="_node", how="left").select(
-            "_node", pl.min_horizontal("_label", "_peer_label").alias("_label")
-        )
-        changed = updated.join(labels, on="_node", suffix="_old").filter(
-            pl.col("_label") != pl.col("_label_old")
-        )
-        labels = updated
-        if changed.is_empty():
-            break
-    return labels
-
-
-def _merge_duplicates(
-    calls: pl.DataFrame, handed_on: pl.DataFrame | None = None
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Collapse spans that describe one call; returns (calls, member key -> kept span id).
-
-    ``handed_on``: calls of the same traces finished by earlier batches (``_TWIN_SCHEMA``), so
-    already stored. A late span that is their twin is merged into them: it is dropped, and its
-    evaluations go to the stored call through ``members``; a stored call is never emitted again.
-    """
-    calls = calls.unique(subset=list(KEY_FIELDS), keep="first", maintain_order=True)
-    stored = pl.lit(False).alias("_stored")
-    if handed_on is not None and handed_on.height:
-        # a re-exported span (same key) is left to the store, which counts it as stored
-        earlier = handed_on.join(calls, on=list(KEY_FIELDS), how="anti")
-        calls = pl.concat(
-            [calls.with_columns(stored), earlier.with_columns(pl.lit(True).alias("_stored"))],
-            how="diagonal_relaxed",
-        )
-    else:
-        calls = calls.with_columns(stored)
-    calls = calls.with_row_index("_node")
-    labels = _merge_labels(calls)
-    detail = pl.sum_horizontal(pl.col(*TOKEN_FIELDS).is_not_null().cast(pl.Int32))
-    grouped = calls.join(labels, on="_node", how="inner").with_columns(detail.alias("_detail"))
-    singles = calls.join(labels, on="_node", how="anti").drop("_node")
-    members = calls.filter(~pl.col("_stored")).select(
-        "trace_id",
-        pl.col("span_id").alias("_member"),
-        "span_id",
-        pl.col("trace_id").alias("_key_trace"),
-    )
-    if grouped.is_empty():
-        return singles.filter(~pl.col("_stored")).drop("_stored"), members
-    # Which member's key the record keeps: a stored call (it cannot be replaced), then a span
-    # in the trace that carries the app's context (nested under a span that is not a twin),
-    # then the most detailed span. Usage is the most detailed span's, each count it lacks
-    # taken from the next; other fields come from the key's span first.
-    twin_parent = grouped.select(
-        "_label",
-        "trace_id",
-        pl.col("span_id").alias("parent_span_id"),
-        pl.lit(1).alias("_twin_parent"),
-    )
-    nested = (pl.col("parent_span_id").is_not_null() & pl.col("_twin_parent").is_null()).cast(
-        pl.Int8
-    )
-    grouped = (
-        grouped.join(twin_parent, on=["_label", "trace_id", "parent_span_id"], how="left")
-        .with_columns(nested.max().over("_label", "trace_id").alias("_context"))
-        .sort(
-            ["_label", "_stored", "_context", "_detail", "span_id"],
-            descending=[False, True, True, True, False],
-        )
-    )
-    by_usage = (["_stored", "_detail", "span_id"], [True, True, False])
-    usage_columns = {*TOKEN_FIELDS, "dialect"}
-    key_columns = {*KEY_FIELDS, "parent_span_id", "_stored"}
-
-    def pick(column: str) -> pl.Expr:
-        if column in key_columns:
-            return pl.col(column).first()
-        if column in usage_columns:
-            ordered = pl.col(column).sort_by(by_usage[0], descending=by_usage[1])
-            return ordered.drop_nulls().first()
-        return pl.col(column).drop_nulls().first()
-
-    merged = grouped.group_by("_label", maintain_order=True).agg(
-        *[pick(c) for c in singles.columns if c != TWIN_IDS],
-        pl.format("{}/{}", "trace_id", "span_id").slice(1).alias(TWIN_IDS),
-    )
-    winners = grouped.group_by("_label").agg(
-        pl.col("span_id").first().alias("_winner"), pl.col("trace_id").first().alias("_wtrace")
-    )
-    remap = (
-        grouped.filter(~pl.col("_stored"))
-        .join(winners, on="_label")
-        .select(
-            "trace_id",
-            pl.col("span_id").alias("_member"),
-            pl.col("_winner").alias("span_id"),
-            pl.col("_wtrace").alias("_key_trace"),
-        )
-    )
-    members = pl.concat([members.join(remap, on=["trace_id", "_member"], how="anti"), remap])
-    emitted = pl.concat([singles, merged.drop("_label")], how="diagonal_relaxed").filter(
-        ~pl.col("_stored")
-    )
-    return emitted.drop("_stored"), members
-
-
-def _walk_actions(walk: pl.DataFrame, tree: pl.DataFrame, column: str = "action") -> pl.DataFrame:
-    """Climb ``walk`` (KEY_FIELDS, ``column``, ``_ancestor``) through ``tree`` until each row
-    has the nearest ancestor's ``column`` or runs out of ancestors; returns KEY_FIELDS and
-    ``column`` (``action``, or ``agent`` for the innermost agent)."""
-    tree = tree.select("trace_id", "span_id", "parent_span_id", column)
-    tree = tree.unique(subset=list(KEY_FIELDS), keep="first", maintain_order=True)
-    ancestors = tree.rename({"span_id": "_ancestor", "parent_span_id": "_next", column: "_found"})
-    for _ in range(_MAX_DEPTH):
-        if walk.filter(pl.col("_ancestor").is_not_null()).is_empty():
-            break
-        walk = walk.join(ancestors, on=["trace_id", "_ancestor"], how="left").select(
-            *KEY_FIELDS,
-            pl.coalesce(column, "_found").alias(column),
-            pl.when(pl.col("_found").is_null()).then(pl.col("_next")).alias("_ancestor"),
-        )
-    return walk.select(*KEY_FIELDS, column)
-
-
-def _resolve_agents(calls: pl.DataFrame, tree: pl.DataFrame) -> pl.DataFrame:
-    """Fill ``agent`` and ``tool`` from the span tree.
-
-    ``agent``: the name on the innermost agent span (``invoke_agent``) above the call.
-    ``tool``: the last ``execute_tool`` span of the same agent invocation (the whole trace
-    without one) that ended before the call started and after the invocation's previous call
-    started: the tool whose result the call consumed. Tool spans are matched within the
-    invocation, not among siblings: openai-agents puts each model call and the tools it asks
-    for under a turn span of their own, so the call that reads a result is the tool's cousin.
-    """
-    marked = tree.with_columns(
-        pl.when(pl.col("agent").is_not_null()).then(pl.col("span_id")).alias("_agent_span")
-    )
-
-    def innermost(frame: pl.DataFrame, start: str) -> pl.DataFrame:
-        walk = frame.select(
-            *KEY_FIELDS,
-            pl.lit(None, dtype=pl.String).alias("_agent_span"),
-            pl.col(start).alias("_ancestor"),
-        )
-        found = _walk_actions(walk, marked, "_agent_span")
-        names = marked.filter(pl.col("_agent_span").is_not_null()).select(
-            "trace_id", pl.col("span_id").alias("_agent_span"), "agent"
-        )
-        names = names.unique(["trace_id", "_agent_span"], keep="first")
-        return found.join(names, on=["trace_id", "_agent_span"], how="left")
-
-    agents = innermost(calls, "span_id")
-    tool_spans = marked.filter(pl.col("tool").is_not_null() & pl.col("tool_end").is_not_null())
-    tools = (
-        innermost(tool_spans, "parent_span_id")
-        .join(tool_spans.select(*KEY_FIELDS, "tool", "tool_end", "tool_step"), on=list(KEY_FIELDS))
-        .select(
-            "trace_id",
-            pl.col("_agent_span").fill_null("").alias("_run"),
-            pl.from_epoch(pl.col("tool_end") // 1000, time_unit="us")
-            .dt.replace_time_zone("UTC")
-            .alias("_tool_end"),
-            "tool",
-            "tool_step",
-        )
-        .sort("_tool_end")
-    )
-    runs = (
-        calls.select(*KEY_FIELDS, "start_time")
-        .join(agents, on=list(KEY_FIELDS), how="left")
-        .with_columns(pl.col("_agent_span").fill_null("").alias("_run"))
-        .sort("start_time")
-        .with_columns(pl.col("start_time").shift(1).over("trace_id", "_run").alias("_prev"))
-    )
-    consumed = (
-        runs.join_asof(
-            tools,
-            left_on="start_time",
-            right_on="_tool_end",
-            by=["trace_id", "_run"],
-            strategy="backward",
-            check_sortedness=False,  # both sorted above
-        )
-        .filter(pl.col("_prev").is_null() | (pl.col("_tool_end") >= pl.col("_prev")))
-        .select(*KEY_FIELDS, "tool", "tool_step")
-    )
-    tree_found = agents.select(*KEY_FIELDS, pl.col("agent").alias("_agent")).join(
-        consumed.rename({"tool": "_tool", "tool_step": "step_fingerprint"}),
-        on=list(KEY_FIELDS),
-        how="left",
-    )
-    return (
-        calls.drop("step_fingerprint", strict=False)
-        .join(tree_found, on=list(KEY_FIELDS), how="left")
-        .with_columns(  # what the live processor recorded on the span comes first
-            pl.coalesce("agent", "_agent").alias("agent"),
-            pl.coalesce("tool", "_tool").alias("tool"),
-        )
-        .drop("_agent", "_tool")
-    )
-
-
-def _resolve_actions(calls: pl.DataFrame, tree: pl.DataFrame, roots: pl.DataFrame) -> pl.DataFrame:
-    """Fill ``action``: own attribute, nearest ancestor's, root span name, then service."""
-    walk = calls.select(
-        *KEY_FIELDS, pl.col("parent_span_id").alias("_ancestor"), "action"
-    ).with_columns(pl.when(pl.col("action").is_null()).then(pl.col("_ancestor")).alias("_ancestor"))
-    walk = _walk_actions(walk, tree)
-    root_names = roots.unique(subset=["trace_id"], keep="first", maintain_order=True)
-    resolved = walk.select(*KEY_FIELDS, pl.col("action").alias("_resolved")).join(
-        calls.select(*KEY_FIELDS, "service"), on=list(KEY_FIELDS)
-    )
-    resolved = resolved.join(root_names, on="trace_id", how="left").select(
-        *KEY_FIELDS, pl.coalesce("_resolved", "_root_name", "service").alias("_resolved")
-    )
-    return (
-        calls.join(resolved, on=list(KEY_FIELDS), how="left")
-        .with_columns(pl.col("_resolved").alias("action"))
-        .drop("_resolved")
-    )
-
-
-def _inherited_actions(
-    nodes: pl.DataFrame, tree: pl.DataFrame, roots: pl.DataFrame
-) -> pl.DataFrame:
-    """What each of ``nodes`` (spans of closed traces) passes to a descendant that arrives
-    late: its own ``llmtrace.action``, else its nearest ancestor's in ``tree``, else the root's
-    name. Shaped as tree rows without a parent, so a later walk stops there with this action."""
-    walk = nodes.select(*KEY_FIELDS, pl.lit(None, dtype=pl.String).alias("action")).with_columns(
-        pl.col("span_id").alias("_ancestor")
-    )
-    root_names = roots.unique(subset=["trace_id"], keep="first", maintain_order=True)
-    return (
-        _walk_actions(walk, tree)
-        .join(root_names, on="trace_id", how="left")
-        .select(
-            *KEY_FIELDS,
-            pl.lit(None, dtype=pl.String).alias("parent_span_id"),
-            pl.coalesce("action", "_root_name").alias("action"),
-            pl.lit(None, dtype=pl.String).alias("agent"),
-            pl.lit(None, dtype=pl.String).alias("tool"),
-            pl.lit(None, dtype=pl.Int64).alias("tool_end"),
-            pl.lit(None, dtype=pl.String).alias("tool_step"),
-        )
-    )
-
-
-_EVALUATION_SCHEMA = {
-    "trace_id": pl.String,
-    "_holder": pl.String,
-    "_holder_parent": pl.String,
-    "response_id": pl.String,
-    "name": pl.String,
-    "value": pl.Float64,
-    "label": pl.String,
-}
-
-
-_TARGET_SCHEMA = {
-    "score_id": pl.String,
-    "rank": pl.Int64,
-    "trace_id": pl.String,
-    "span_id": pl.String,
-    "response_id": pl.String,
-    "score": SCORE_STRUCT,
-    "matched": pl.Boolean,
-}
-
-
-def empty_score_targets() -> pl.DataFrame:
-    """No evaluations: ``OtlpImportResult.score_targets`` with its columns."""
-    return pl.DataFrame(schema=_TARGET_SCHEMA)
-
-
 @dataclass
 class OtlpImportResult(ImportResult):
     """An ``ImportResult`` plus what attaching late scores to stored calls needs.
@@ -900,128 +336,6 @@ class OtlpImportResult(ImportResult):
 
     score_targets: pl.DataFrame = field(default_factory=empty_score_targets)
     accuracy: AccuracyConfig = field(default_factory=AccuracyConfig)
-
-
-def _score_targets(events: pl.DataFrame, matched: pl.DataFrame, first: int) -> pl.DataFrame:
-    """Where each evaluation may belong in the store (see ``OtlpImportResult``); evaluations
-    are numbered from ``first`` so ids stay unique across the batches of one import."""
-    score = pl.struct(
-        "name",
-        "value",
-        "label",
-        pl.lit("otel").alias("source"),
-        pl.lit(None, pl.String).alias("id"),
-    ).cast(SCORE_STRUCT)  # no id: an OTel evaluation event is never edited, so copies add up
-    score_id = pl.format("e{}", pl.col("_e") + first)
-    here = matched.filter(pl.col("_span").is_not_null()).select(
-        "_e",
-        score_id.alias("score_id"),
-        pl.lit(0, dtype=pl.Int64).alias("rank"),
-        pl.col("_trace").alias("trace_id"),
-        pl.col("_span").alias("span_id"),
-        pl.lit(None, dtype=pl.String).alias("response_id"),
-        score.alias("score"),
-        pl.lit(True).alias("matched"),
-    )
-    lost = events.join(matched.filter(pl.col("_span").is_null()).select("_e"), on="_e")
-    candidates = [
-        (0, pl.col("trace_id"), pl.col("_holder"), pl.lit(None, dtype=pl.String)),
-        (1, pl.lit(None, dtype=pl.String), pl.lit(None, dtype=pl.String), pl.col("response_id")),
-        (2, pl.col("trace_id"), pl.col("_holder_parent"), pl.lit(None, dtype=pl.String)),
-    ]
-    elsewhere = [
-        lost.select(
-            "_e",
-            score_id.alias("score_id"),
-            pl.lit(rank, dtype=pl.Int64).alias("rank"),
-            trace.alias("trace_id"),
-            span.alias("span_id"),
-            response.alias("response_id"),
-            score.alias("score"),
-            pl.lit(False).alias("matched"),
-        ).filter(pl.col("span_id").is_not_null() | pl.col("response_id").is_not_null())
-        for rank, trace, span, response in candidates
-    ]
-    # in event order: the store appends a call's new scores in the order of its input rows
-    targets = pl.concat([here, *elsewhere]).sort("_e", "rank").drop("_e")
-    return targets.cast(_TARGET_SCHEMA)
-
-
-def _evaluations_frame(evaluations: list[tuple[Any, ...]]) -> pl.DataFrame:
-    return pl.DataFrame(evaluations, schema=_EVALUATION_SCHEMA, orient="row")
-
-
-def _attach_scores(
-    calls: pl.DataFrame,
-    members: pl.DataFrame,
-    evaluations: pl.DataFrame,
-    accuracy: AccuracyConfig,
-    first: int = 0,
-) -> tuple[pl.DataFrame, int, int, pl.DataFrame]:
-    """Add ``scores`` and ``accuracy``; returns (calls, scores attached, scores unmatched,
-    score targets for the store)."""
-    if evaluations.is_empty():
-        return calls, 0, 0, empty_score_targets()
-    events = evaluations.with_row_index("_e")
-    by_span = events.join(
-        members.rename({"_member": "_holder", "span_id": "_by_span", "_key_trace": "_span_trace"}),
-        on=["trace_id", "_holder"],
-        how="left",
-    )
-    responses = (
-        calls.filter(pl.col("response_id").is_not_null())
-        .unique(subset=["response_id"], keep="first", maintain_order=True)
-        .select(
-            "response_id",
-            pl.col("trace_id").alias("_resp_trace"),
-            pl.col("span_id").alias("_by_resp"),
-        )
-    )
-    by_parent = members.rename(
-        {"_member": "_holder_parent", "span_id": "_by_parent", "_key_trace": "_parent_trace"}
-    )
-    matched = (
-        by_span.join(responses, on="response_id", how="left")
-        .join(by_parent, on=["trace_id", "_holder_parent"], how="left")
-        .select(
-            "_e",
-            pl.when(pl.col("_by_span").is_not_null())
-            .then(pl.col("_span_trace"))
-            .when(pl.col("_by_resp").is_not_null())
-            .then(pl.col("_resp_trace"))
-            .when(pl.col("_by_parent").is_not_null())
-            .then(pl.col("_parent_trace"))
-            .alias("_trace"),
-            pl.coalesce("_by_span", "_by_resp", "_by_parent").alias("_span"),
-            "name",
-            "value",
-            "label",
-        )
-        .unique(subset=["_e"], keep="first")
-    )
-    found = matched.filter(pl.col("_span").is_not_null())
-    per_call = (
-        found.sort("_e")
-        .group_by("_trace", "_span", maintain_order=True)
-        .agg(
-            pl.struct(
-                "name",
-                "value",
-                "label",
-                pl.lit("otel").alias("source"),
-                pl.lit(None, pl.String).alias("id"),
-            ).alias("_scores")
-        )
-        .rename({"_trace": "trace_id", "_span": "span_id"})
-    )
-    calls = (
-        calls.join(per_call, on=list(KEY_FIELDS), how="left")
-        .with_columns(pl.col("_scores").cast(pl.List(SCORE_STRUCT)).alias("scores"))
-        .drop("_scores")
-        .with_columns(accuracy.from_scores("scores").alias("accuracy"))
-    )
-    targets = _score_targets(events, matched, first)
-    return calls, found.height, matched.height - found.height, targets
 
 
 # --------------------------------------------------------------------------------------------
@@ -1040,51 +354,6 @@ _TWIN_SCHEMA = {
     name: _RAW_SCHEMA[name] if name in _RAW_SCHEMA else CALL_SCHEMA[name]
     for name in twins.TWIN_COLUMNS
 }
-
-
-def _twin_candidates(closed: pl.DataFrame, calls: pl.DataFrame) -> pl.DataFrame:
-    """The calls handed on earlier that may be twins of ``calls``: of the same traces, with
-    one of their response ids, or starting or ending in the same second (or one either side)
-    as one of them. Bounded by the retained table, and usually a small part of it."""
-    if closed.is_empty() or calls.is_empty():
-        return closed.clear()
-    same_trace = closed.join(calls.select("trace_id").unique(), on="trace_id", how="semi")
-    ids = calls.select("response_id").drop_nulls().unique()
-    same_id = closed.join(ids, on="response_id", how="semi")
-    second = pl.col("_t").dt.truncate("1s")
-    times = (
-        pl.concat(
-            [
-                calls.select(pl.col("start_time").alias("_t")),
-                calls.select(pl.col("end_time").alias("_t")),
-            ]
-        )
-        .drop_nulls()
-        .select(second.alias("_s"))
-        .unique()
-    )
-    near_seconds = pl.concat(
-        [times.select(pl.col("_s") + pl.duration(seconds=shift)) for shift in (-1, 0, 1)]
-    ).unique()
-    near = pl.concat(
-        [
-            closed.join(
-                near_seconds,
-                left_on=pl.col("start_time").dt.truncate("1s"),
-                right_on="_s",
-                how="semi",
-            ),
-            closed.join(
-                near_seconds,
-                left_on=pl.col("end_time").dt.truncate("1s"),
-                right_on="_s",
-                how="semi",
-            ),
-        ]
-    )
-    return pl.concat([same_trace, same_id, near]).unique(
-        subset=list(KEY_FIELDS), keep="first", maintain_order=True
-    )
 
 
 class _Stream:
