@@ -1,0 +1,226 @@
+"""Counts and costs read from span attributes: value coercion (``token_count``,
+``cost_value``), usage in each dialect's names, JSON usage objects (Langfuse, Logfire) and the
+counting rules that make every count inclusive (see ``llmtrace.dialects``' docstring).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from llmtrace.dialect_tables import (
+    _COST_SLOT,
+    _TOKEN_KEYS,
+    _TOKEN_SLOT,
+    LANGFUSE_COST_JSON,
+    RAW_USAGE_PATHS,
+    TOKEN_RECORD_FIELD,
+    USAGE_JSON_BUCKETS,
+    Dialect,
+    Found,
+    SpanError,
+    _collect,
+)
+from llmtrace.limits import INT64_MAX
+
+# --------------------------------------------------------------------------------------------
+# Value coercion
+# --------------------------------------------------------------------------------------------
+
+
+def token_count(value: Any, attribute: str) -> int:
+    """A non-negative integer count; strings and floats only when they are exact integers."""
+    kind = type(value)
+    if kind is int:
+        number = value
+    elif kind is float:
+        if not value.is_integer():
+            raise SpanError(f"{attribute}: token count {value!r} is not a whole number")
+        number = int(value)
+    elif kind is str:
+        number = _int_from_text(value, attribute)
+    else:  # bool, None, lists, maps
+        raise SpanError(f"{attribute}: token count {value!r} is not a number")
+    if number < 0:
+        raise SpanError(f"{attribute}: token count {value!r} is negative")
+    if number > INT64_MAX:
+        raise SpanError(f"{attribute}: token count {value!r} is beyond a 64-bit integer")
+    return number
+
+
+def _int_from_text(value: str, attribute: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        as_float = float(value)
+    except ValueError:
+        raise SpanError(f"{attribute}: token count {value!r} is not a number") from None
+    if not as_float.is_integer():
+        raise SpanError(f"{attribute}: token count {value!r} is not a whole number")
+    return int(as_float)
+
+
+def cost_value(value: Any, attribute: str) -> float:
+    """A finite, non-negative USD amount (numbers or numeric strings)."""
+    if type(value) is bool:
+        raise SpanError(f"{attribute}: cost {value!r} is not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SpanError(f"{attribute}: cost {value!r} is not a number") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise SpanError(f"{attribute}: cost {value!r} is not finite")
+    if number < 0:
+        raise SpanError(f"{attribute}: cost {value!r} is negative")
+    return number
+
+
+def _json_object(value: Any, attribute: str) -> dict[str, Any]:
+    """A JSON object attribute (Langfuse details, Logfire raw usage), parsed if it is a string."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            raise SpanError(f"{attribute}: not valid JSON") from None
+        if isinstance(parsed, dict):
+            return parsed
+    raise SpanError(f"{attribute}: expected a JSON object, got {type(value).__name__}")
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    return str(value)
+
+
+def _first(attrs: Mapping[str, Any], names: Sequence[str]) -> Any:
+    for name in names:
+        value = attrs.get(name)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Usage
+# --------------------------------------------------------------------------------------------
+
+
+def _bucket_sum(details: Mapping[str, Any], groups: tuple[tuple[str, ...], ...], attribute: str):
+    for group in groups:
+        present = [key for key in group if details.get(key) is not None]
+        if present:
+            return sum(token_count(details[key], f"{attribute}.{key}") for key in present)
+    return None
+
+
+def _usage_from_json(attrs: Mapping[str, Any], attribute: str) -> dict[str, int | None] | None:
+    """Tokens from Langfuse usage_details (exclusive buckets) as inclusive counts."""
+    raw = attrs.get(attribute)
+    if raw is None:
+        return None
+    details = _json_object(raw, attribute)
+    got = {
+        key: _bucket_sum(details, groups, attribute) for key, groups in USAGE_JSON_BUCKETS.items()
+    }
+    cache = (got["cache_read"] or 0) + (got["cache_write"] or 0)
+    if got["input_inclusive"] is not None:
+        got["input"] = got["input_inclusive"]
+    elif got["input"] is not None or cache:
+        got["input"] = (got["input"] or 0) + cache
+    if got["output"] is not None or got["reasoning"]:
+        got["output"] = (got["output"] or 0) + (got["reasoning"] or 0)
+    return {key: got[key] for key in _TOKEN_KEYS}
+
+
+def _dig(data: Any, path: tuple[str, ...]) -> Any:
+    for step in path:
+        if not isinstance(data, Mapping):
+            return None
+        data = data.get(step)
+    return data
+
+
+def _fill_from_raw(tokens: dict[str, int | None], attrs: Mapping[str, Any], attribute: str) -> None:
+    """Logfire's raw provider usage fills reasoning, 1-hour cache writes and the total."""
+    raw = attrs.get(attribute)
+    if raw is None:
+        return
+    usage = _json_object(raw, attribute)
+    for key, paths in RAW_USAGE_PATHS.items():
+        if tokens.get(key) is not None:
+            continue
+        for path in paths:
+            value = _dig(usage, path)
+            if value is not None:
+                tokens[key] = token_count(value, f"{attribute}.{'.'.join(path)}")
+                break
+
+
+def read_usage(attrs: Mapping[str, Any], dialect: Dialect, provider: str | None) -> dict[str, Any]:
+    """Inclusive token counts (record field names) for one span in ``dialect``."""
+    return _usage(_collect(attrs, dialect), attrs, dialect, provider)
+
+
+def _usage(found: Found, attrs: Mapping[str, Any], dialect: Dialect, provider: str | None):
+    tokens: dict[str, int | None] = {}
+    for key, slot in _TOKEN_SLOT.items():
+        hit = found.get(slot)
+        tokens[key] = None if hit is None else token_count(hit[2], hit[1])
+    if dialect.usage_json is not None:
+        from_json = _usage_from_json(attrs, dialect.usage_json)
+        if from_json is not None:
+            tokens.update({k: v for k, v in from_json.items() if v is not None})
+    if dialect.raw_usage is not None:
+        _fill_from_raw(tokens, attrs, dialect.raw_usage)
+    _make_inclusive(tokens, dialect, provider)
+    for key, value in tokens.items():  # sums of valid counts can still overflow
+        if value is not None and value > INT64_MAX:
+            raise SpanError(f"{key} tokens add up to {value}, beyond a 64-bit integer")
+    return {TOKEN_RECORD_FIELD[key]: tokens.get(key) for key in _TOKEN_KEYS}
+
+
+def _make_inclusive(tokens: dict[str, int | None], dialect: Dialect, provider: str | None) -> None:
+    """Apply the counting rules in the module docstring, in place."""
+    inp, out = tokens.get("input"), tokens.get("output")
+    cache = (tokens.get("cache_read") or 0) + (tokens.get("cache_write") or 0)
+    if inp is not None and cache and (provider in dialect.exclusive_input_providers or cache > inp):
+        tokens["input"] = inp + cache
+    reasoning = tokens.get("reasoning")
+    if out is not None and reasoning:
+        total = tokens.get("total")
+        exclusive = reasoning > out or (
+            total is not None and inp is not None and total == inp + out + reasoning
+        )
+        if exclusive:
+            tokens["output"] = out + reasoning
+
+
+def read_reported_cost(
+    attrs: Mapping[str, Any], dialect: Dialect
+) -> tuple[float | None, str | None]:
+    """A cost the source carried (USD) and the attribute it came from."""
+    return _reported_cost(_collect(attrs, dialect), attrs)
+
+
+def _reported_cost(found: Found, attrs: Mapping[str, Any]) -> tuple[float | None, str | None]:
+    raw = attrs.get(LANGFUSE_COST_JSON)
+    if raw is not None:
+        details = _json_object(raw, LANGFUSE_COST_JSON)
+        if details.get("total") is not None:
+            source = f"{LANGFUSE_COST_JSON}.total"
+            return cost_value(details["total"], source), source
+        if details:
+            total = sum(cost_value(v, f"{LANGFUSE_COST_JSON}.{k}") for k, v in details.items())
+            return total, LANGFUSE_COST_JSON
+    hit = found.get(_COST_SLOT)
+    if hit is None:
+        return None, None
+    return cost_value(hit[2], hit[1]), hit[1]
