@@ -22,6 +22,11 @@ per size, each in a child process whose CPU time and peak RSS are read from ``wa
 and stores go under ``--tmp`` and are deleted after each size::
 
     python bench/bench_import.py --command --sizes 1000000 --runs 3 --json /tmp/import.json
+
+``--compare-python`` times another checkout in the same interleaved run, e.g. the code before
+a change: ``git worktree add /tmp/base COMMIT && python -m venv --system-site-packages
+/tmp/base/.venv && /tmp/base/.venv/bin/pip install --no-deps -e /tmp/base``, then
+``--compare-python /tmp/base/.venv/bin/python``.
 """
 
 from __future__ import annotations
@@ -304,9 +309,12 @@ def _child(args: list[str]) -> dict[str, Any]:
     }
 
 
-def run_command(directory: Path, store: Path, batch_spans: int | None) -> dict[str, Any]:
-    """``llmtrace import otlp`` of ``directory`` into a new store, in a child."""
-    args = [sys.executable, "-m", "llmtrace.cli", "import", "otlp", str(directory)]
+def run_command(
+    directory: Path, store: Path, batch_spans: int | None, python: str = sys.executable
+) -> dict[str, Any]:
+    """``llmtrace import otlp`` of ``directory`` into a new store, in a child (``python``: the
+    interpreter, so a venv holding another checkout can be compared in the same run)."""
+    args = [python, "-m", "llmtrace.cli", "import", "otlp", str(directory)]
     args += ["--store", str(store)]
     if batch_spans:
         args += ["--batch-spans", str(batch_spans)]
@@ -370,9 +378,11 @@ def command_sizes(
     jobs: int,
     compress: bool,
     runs: int,
+    compare: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Per size: ``runs`` interleaved pairs of (parse-only baseline, whole import command) on
-    the same fresh input, each in a child; medians reported. Inputs are deleted afterwards."""
+    """Per size: ``runs`` interleaved rounds of (parse-only baseline, whole import command, and
+    the command under the ``compare`` interpreter) on the same fresh input, each in a child;
+    medians reported. Inputs are deleted afterwards."""
     kind = "JSON lines, gzip level 1" if compress else "JSON lines"
     results = []
     for size in sizes:
@@ -382,9 +392,11 @@ def command_sizes(
             (work / "in").mkdir()
             count, nbytes = write_dataset(work / "in", size, jobs=jobs, compress=compress)
             generated = time.perf_counter() - began
-            imports, baselines, loads = [], [], [os.getloadavg()[0]]
+            imports, baselines, others, loads = [], [], [], [os.getloadavg()[0]]
             for _ in range(runs):
                 baselines.append(run_parse_only(work / "in"))
+                if compare:
+                    others.append(run_command(work / "in", work / "store", batch_spans, compare))
                 imports.append(run_command(work / "in", work / "store", batch_spans))
                 loads.append(os.getloadavg()[0])
             store_gb = _tree_bytes(work / "store") / 1e9
@@ -408,6 +420,20 @@ def command_sizes(
                 "command": " ".join(["python", *sys.argv]),
                 "commit": _git_commit(),
             }
+            if others:
+                other_cpu = statistics.median(r["cpu"] for r in others)
+                result["compare"] = {
+                    "python": compare,
+                    "cpu_s": round(other_cpu, 2),
+                    "spans_per_cpu_s": round(count / other_cpu),
+                    "ratio": round(base_cpu / other_cpu, 3),
+                    "peak_rss_gb": round(max(r["rss_gb"] for r in others), 3),
+                }
+                print(
+                    f"  {compare}: CPU {other_cpu:.1f} s -> {count / other_cpu:,.0f} spans per "
+                    f"CPU-second, ratio {base_cpu / other_cpu:.3f}",
+                    flush=True,
+                )
             results.append(result)
             print(
                 f"{count:,} spans ({result['input']}, generated in {generated:.0f} s): import "
@@ -434,6 +460,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="processes writing the input")
     parser.add_argument("--gzip", action="store_true", help="write .jsonl.gz (level 1) inputs")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument(
+        "--compare-python",
+        default=None,
+        help="with --command: also time the import under this interpreter (a venv with another "
+        "checkout installed), interleaved in the same run",
+    )
     parser.add_argument("--parse-only", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.parse_only is not None:  # the baseline's child
@@ -447,6 +479,7 @@ def main() -> None:
             jobs=args.jobs,
             compress=args.gzip,
             runs=args.runs,
+            compare=args.compare_python,
         )
         if args.json is not None:
             args.json.write_text(json.dumps({"bench": "import", "results": results}, indent=2))

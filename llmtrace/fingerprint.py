@@ -52,6 +52,7 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 # Attributes whose presence means a span carries input content (checked before any parsing).
@@ -121,13 +122,24 @@ class Prompt:
 
 # One encoder for every call: json.dumps with options builds a new encoder each time.
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+# ... and JSONEncoder.encode builds its C encoder on every call: build it once (no circular
+# check: values come from JSON text or span attributes, which cannot hold cycles)
+_C_ENCODE = (
+    None
+    if c_make_encoder is None
+    else c_make_encoder(
+        None, _ENCODER.default, encode_basestring, None, ":", ",", True, False, True
+    )
+)
 
 
 def canonical_json(value: Any) -> str:
     """The one serialisation everything is hashed in (stdlib json, sorted keys, no spaces);
     the same bytes as ``json.dumps(value, sort_keys=True, separators=(",", ":"),
     ensure_ascii=False)``."""
-    return _ENCODER.encode(value)
+    if _C_ENCODE is None:  # pragma: no cover - CPython has the C encoder
+        return _ENCODER.encode(value)
+    return "".join(_C_ENCODE(value, 0))
 
 
 def _maybe_json(value: Any) -> Any:
@@ -221,9 +233,10 @@ def estimate_tokens(chars: int) -> int:
 def _indexed(attrs: Mapping[str, Any], prefix: str, suffix: str) -> Iterator[tuple[int, str]]:
     """Indices 0, 1, ... while ``{prefix}{i}{suffix}...`` keys exist (no scan of all keys)."""
     index = 0
+    role, content, text = _MESSAGE_KEYS
     while True:
         base = f"{prefix}{index}{suffix}"
-        if not any(f"{base}{key}" in attrs for key in _MESSAGE_KEYS):
+        if not (base + role in attrs or base + content in attrs or base + text in attrs):
             return
         yield index, base
         index += 1

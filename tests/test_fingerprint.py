@@ -227,3 +227,33 @@ def test_hash_properties(turns, system):
     if turns or system:  # a call with no message at all has nothing to compare
         same = content_fields(otel(turns, system=system or None, tools=({**TOOL},)))
         assert content_fields(openllmetry(turns, system=system or None)) == same
+
+
+def test_canonical_json_is_json_dumps_with_the_documented_options():
+    """canonical_json reuses one C encoder (issue 15): the bytes must stay json.dumps's, for
+    every kind of value a span attribute or a parsed message can hold."""
+    values = [
+        "plain",
+        "é \u202e \x00 \ud800",
+        0,
+        -(2**70),
+        1.0,
+        -0.0,
+        1e16,
+        2.5e-324,
+        float("nan"),
+        float("inf"),
+        None,
+        True,
+        [],
+        {},
+        [1, "a", None, [2.5, {"z": 1, "a": [True]}]],
+        {"b": {"d": 1, "c": 2}, "a": ["x", {"é": 1}]},
+        {"role": "user", "content": [{"type": "image", "url": "u"}, "text"]},
+    ]
+    for value in values:
+        expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert canonical_json(value) == expected
+    for bad in ({1: "a", "b": 2}, {"a": object()}):
+        with pytest.raises(TypeError):
+            canonical_json(bad)

@@ -1,7 +1,8 @@
 """The import's fast paths (issue 15) give exactly what the plain paths gave.
 
-Shortcuts make ``import otlp`` cheaper per span: string attribute values are read inline, and
-lowercase hex ids skip decoding. Each is compared here with the code it
+Shortcuts make ``import otlp`` cheaper per span: string attribute values are read inline,
+lowercase hex ids skip decoding, and times written as plain decimal text skip the general
+checks. Each is compared here with the code it
 replaced, on every OTLP fixture (tests/fixtures, including the seven recorded libraries) and on
 the fixtures with hostile values planted (tests/hostile.py): the same call records, the same
 problems (file, line, span, text), the same counts. If a test here fails, a shortcut changed
@@ -65,6 +66,19 @@ def plain_hex_id(value: Any, size: int, field: str) -> str:
     return raw.hex()
 
 
+def plain_nanos(value: Any, field: str) -> int | None:
+    if value is None or value == "" or value == "0" or value == 0:
+        return None
+    if type(value) is not int:
+        if type(value) is float or type(value) is bool:
+            raise _Malformed(f"{field} {value!r} is not an integer")
+        try:
+            value = int(value)
+        except (TypeError, ValueError):
+            raise _Malformed(f"{field} {value!r} is not an integer") from None
+    return otlp_spans._checked_time(value, field)
+
+
 def _outcome(function, *args) -> tuple[str, str]:
     try:
         return "ok", repr(function(*args))
@@ -77,6 +91,7 @@ def _import(paths: list[Path], monkeypatch: pytest.MonkeyPatch, plain: bool, **o
         if plain:
             patch.setattr(otlp_spans, "_attributes", plain_attributes)
             patch.setattr(otlp_spans, "_hex_id", plain_hex_id)
+            patch.setattr(otlp_spans, "_nanos", plain_nanos)
         return otlp.import_otlp(paths, accuracy_names=(), **options)
 
 
@@ -113,8 +128,8 @@ def test_each_fixture_imports_the_same_records(monkeypatch) -> None:
 
 
 def test_hostile_fixtures_import_the_same_records(tmp_path, monkeypatch) -> None:
-    """Each JSON-lines fixture line with hostile values planted (200 mutations, seeded), one
-    file each: the same records and the same problem lines."""
+    """JSON-lines fixture lines with hostile values planted (200 mutations, seeded), each
+    followed by an untouched line, in one file: the same records and the same problem lines."""
     rng = random.Random(15)
     documents = [
         json.loads(line)
@@ -122,18 +137,18 @@ def test_hostile_fixtures_import_the_same_records(tmp_path, monkeypatch) -> None
         if path.suffix == ".jsonl"
         for line in _lines(path)
     ]
-    files = []
+    lines = []
     for number in range(200):
         damaged = mutate(rng.choice(documents), rng, count=rng.randint(1, 3))
         try:
             text = json.dumps(damaged, separators=(", ", ": ") if number % 2 else (",", ":"))
         except (ValueError, RecursionError):  # nested deeper than json writes: as deep by hand
             text = '{"resourceSpans": ' + "[" * 5000 + "]" * 5000 + "}"
-        path = tmp_path / f"m{number:03d}.jsonl"
-        path.write_text(text + "\n" + json.dumps(rng.choice(documents)) + "\n")
-        files.append(path)
-    for path in files:
-        assert_same_import([path], monkeypatch)
+        lines += [text, json.dumps(rng.choice(documents))]
+    path = tmp_path / "hostile.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    assert_same_import([path], monkeypatch)
+    assert len(_import([path], monkeypatch, False).problems) > 50  # the mutations did bite
 
 
 def test_attribute_and_id_shortcuts_match_the_plain_code() -> None:
@@ -161,6 +176,12 @@ def test_attribute_and_id_shortcuts_match_the_plain_code() -> None:
         cases.append(entries)
     for case in cases:
         assert _outcome(otlp_spans._attributes, case) == _outcome(plain_attributes, case), case
+    times: list[Any] = ["1764201600000000000", "0", "00", "", None, 0, "-5", " 17642016000000000"]
+    times += ["1764201600000000000 ", "+1764201600000000000", "1_764_201_600_000_000_000", "٣"]
+    times += ["99999999999999999999", "1", str(2**63), 1764201600000000000, 1.5e18, True, "x"]
+    for value in times:
+        fast = _outcome(otlp_spans._nanos, value, "startTimeUnixNano")
+        assert fast == _outcome(plain_nanos, value, "startTimeUnixNano"), value
     ids = ["a" * 32, "0" * 32, "A" * 32, "g" * 32, "ab" * 8, "00" * 8, "AB" * 8, " a" * 8]
     ids += ["q83vEjRWeJA=", "AAAAAAAAAAA=", "", None, 5, "a" * 31, "a" * 33, "ab cd ef 01 23 45 "]
     for value in ids:

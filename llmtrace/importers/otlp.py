@@ -164,9 +164,12 @@ class _Collector:
             self.roots.append((span["trace_id"], span["name"]))
         if failure is not None:
             raise failure
-        evaluations = [
-            _evaluation(span, e) for e in span["events"] if e.get("name") == EVALUATION_EVENT
-        ]
+        events = span["events"]
+        evaluations = (
+            [_evaluation(span, e) for e in events if e.get("name") == EVALUATION_EVENT]
+            if events
+            else None
+        )
         if is_llm_span(attrs, span["name"], span["scope"]):
             if span["start_ns"] is None:
                 raise _Malformed("LLM span has no startTimeUnixNano")
@@ -174,7 +177,8 @@ class _Collector:
             call[twins.EMITTER] = twins.emitter(span["scope"], span["name"])
             self.calls.append(call)
             self.llm_spans += 1
-        self.evaluations.extend(evaluations)
+        if evaluations:
+            self.evaluations.extend(evaluations)
 
     def take(self) -> _Collector:
         """Hand over what was collected since the last take and start an empty batch."""

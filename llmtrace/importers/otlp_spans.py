@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from llmtrace.limits import time_problem_ns
+from llmtrace.limits import EARLIEST_NS, LATEST_NS, time_problem_ns
 
 _STATUS_CODES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
 
@@ -139,6 +139,10 @@ def _hex_id(value: Any, size: int, field: str) -> str:
 
 
 def _nanos(value: Any, field: str) -> int | None:
+    if type(value) is str and value != "0" and value.isascii() and value.isdigit():
+        number = int(value)  # the common case, a time as decimal text
+        if EARLIEST_NS <= number < LATEST_NS:
+            return number
     if value is None or value == "" or value == "0" or value == 0:
         return None
     if type(value) is not int:
