@@ -34,7 +34,6 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -45,6 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_overhead  # noqa: E402 - the same no-op exporter and messages
+from _measure import git_state  # noqa: E402 - commit and dirty flag, as every bench records them
 
 ROOT = Path(__file__).resolve().parents[1]
 # how bench/run_all.py runs this script (read there with ast.literal_eval)
@@ -176,32 +176,6 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def dirty() -> bool:
-    """Whether the tree had uncommitted changes (what was measured is not the commit)."""
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return False
-    return bool(out.strip())
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=2000)
@@ -264,7 +238,7 @@ def main() -> None:
     paired = [b - a for a, b in zip(per_span["bare"], per_span["llmtrace"], strict=True)]
     added = statistics.median(paired)
     print(
-        f"commit {commit()}; {args.rounds} alternating rounds x {args.spans} spans; "
+        f"commit {git_state()[0]}; {args.rounds} alternating rounds x {args.spans} spans; "
         f"1-min load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} CPUs"
     )
     print("command: " + " ".join(["python", "bench/bench_live_spans.py", *sys.argv[1:]]))
@@ -316,8 +290,8 @@ def main() -> None:
                     "schema": "llmtrace-bench/1",  # bench/run_all.py's result shape
                     "bench": "live-spans",
                     "command": command,
-                    "commit": commit(),
-                    "dirty": dirty(),
+                    "commit": git_state()[0],
+                    "dirty": git_state()[1],
                     "started": started,
                     "machine": {
                         "cpus": os.cpu_count(),

@@ -32,6 +32,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+sys.path.insert(0, str(ROOT / "bench"))
+from _measure import git_state  # noqa: E402 - commit and dirty flag, as every bench records them
+
 INIT = "import llmtrace; llmtrace.init()"
 CLI = [sys.executable, "-m", "llmtrace.cli"]
 # how bench/run_all.py runs this script (read there with ast.literal_eval)
@@ -88,32 +92,6 @@ def measure(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def dirty() -> bool:
-    """Whether the tree had uncommitted changes (what was measured is not the commit)."""
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return False
-    return bool(out.strip())
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=15)
@@ -139,7 +117,7 @@ def main() -> None:
         name: tuple(statistics.median(s[i] for s in runs) for i in range(3))
         for name, runs in samples.items()
     }
-    print(f"commit {commit()}, {args.runs} interleaved runs, medians; 1-min load average "
+    print(f"commit {git_state()[0]}, {args.runs} interleaved runs, medians; 1-min load average "
           f"{min(loads):.2f}-{max(loads):.2f}; {os.cpu_count()} CPUs")  # fmt: skip
     print(f"command: python bench/bench_startup.py --runs {args.runs}")
     print(f"{'configuration':34} {'wall s':>8} {'CPU s':>8} {'peak RSS MB':>12}")
@@ -189,8 +167,8 @@ def main() -> None:
                     "schema": "llmtrace-bench/1",  # bench/run_all.py's result shape
                     "bench": "startup",
                     "command": f"python bench/bench_startup.py --runs {args.runs}",
-                    "commit": commit(),
-                    "dirty": dirty(),
+                    "commit": git_state()[0],
+                    "dirty": git_state()[1],
                     "started": started,
                     "machine": {
                         "cpus": os.cpu_count(),
