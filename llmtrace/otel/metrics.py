@@ -44,6 +44,7 @@ from typing import Any
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
 from llmtrace.otel import _guard
+from llmtrace.otel.histograms import FastHistogram
 from llmtrace.otel.settings import METRIC_LABELS, LiveSettings
 
 COST_BUCKETS = (0.00001, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0)
@@ -164,6 +165,15 @@ class CostMetrics:
         self._action_labels = [entry for entry in self._labels if entry[0] in ACTION_LABELS] + [
             ("environment", ENVIRONMENT, self._folder(settings, "environment"))
         ]
+        self._action_fields = tuple(
+            _LABEL_FIELDS.get(name, name) for name, _, _ in self._action_labels
+        )
+        self._action_sets: dict[tuple[Any, ...], tuple[dict[str, str], Any]] = {}
+        # the same histograms, recorded without the SDK's per-record attribute work
+        # (llmtrace.otel.histograms: identical points, ~6x less CPU per record)
+        self._cost = FastHistogram(self.cost)
+        self._tokens = FastHistogram(self.tokens)
+        self._action_cost = FastHistogram(self.action_cost)
 
     @staticmethod
     def _folder(settings: LiveSettings, name: str) -> LabelFolder:
@@ -177,14 +187,26 @@ class CostMetrics:
     def record_action(self, call: Mapping[str, Any], cost: float) -> None:
         """Record one completed action instance: ``cost`` is the sum of its calls' costs and
         ``call`` one of them (its service, environment and action are the action's)."""
-        self.action_cost.record(float(cost), _bounded(call, self._action_labels))
+        raw = tuple(call.get(field) for field in self._action_fields)
+        try:
+            entry = self._action_sets.get(raw)
+        except TypeError:  # an unhashable label value: built each time
+            raw, entry = None, None
+        if entry is None:
+            attrs = _bounded(call, self._action_labels)
+            entry = (attrs, tuple(attrs.items()))
+            if raw is not None:
+                if len(self._action_sets) >= _MAX_LABEL_SETS:
+                    self._action_sets.clear()
+                self._action_sets[raw] = entry
+        self._action_cost.record(float(cost), *entry)
 
     def record(self, call: Mapping[str, Any], scope: str) -> None:
         """Record one priced call: cost histogram, cost components and token usage."""
-        attrs, keys, by_type = self._label_set(call)
+        attrs, keys, by_type, base = self._label_set(call)
         total = call.get("total_cost")
         if total is not None:
-            self.cost.record(float(total), attrs)
+            self._cost.record(float(total), attrs, base)
             sums = self._component_sums
             with self._sums_lock:
                 for field in COMPONENTS:
@@ -198,13 +220,18 @@ class CostMetrics:
                 continue
             count = call.get(field)
             if count:
-                self.tokens.record(int(count), by_type[token_type])
+                self._tokens.record(int(count), by_type[token_type], (base, token_type))
 
     def _label_set(
         self, call: Mapping[str, Any]
-    ) -> tuple[dict[str, str], dict[str, tuple[tuple[str, str], ...]], dict[str, dict[str, str]]]:
-        """A call's bounded attributes, the component sums' key per cost field and one dict
-        per token type, built once per distinct set of label values (the SDK copies what it
+    ) -> tuple[
+        dict[str, str],
+        dict[str, tuple[tuple[str, str], ...]],
+        dict[str, dict[str, str]],
+        tuple[tuple[str, str], ...],
+    ]:
+        """A call's bounded attributes, the component sums' key per cost field, one dict
+        per token type and the attributes as a tuple (the set's key for ``FastHistogram``), built once per distinct set of label values (the SDK copies what it
         keeps, and these are never changed). A folder's answer for a value never changes
         (seen values stay seen; once full, a new value is ``other`` for good), so a cached
         answer is the answer ``attributes`` would give now."""
@@ -218,7 +245,7 @@ class CostMetrics:
             by_type = {t: {**attrs, "gen_ai.token.type": t} for t in TOKEN_TYPES}
             base = tuple(attrs.items())
             keys = {f: (*base, ("llmtrace.cost.component", c)) for f, c in COMPONENTS.items()}
-            entry = (attrs, keys, by_type)
+            entry = (attrs, keys, by_type, base)
             if raw is not None:
                 if len(self._label_sets) >= _MAX_LABEL_SETS:
                     self._label_sets.clear()

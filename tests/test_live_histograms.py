@@ -1,0 +1,149 @@
+"""FastHistogram gives the same histogram points as the SDK's public ``record``.
+
+Two real SDK meter providers read by ``InMemoryMetricReader``s get the same values with the
+same attribute sets, one through ``Histogram.record`` and one through ``FastHistogram``; the
+collected points (attributes, count, sum, bucket counts, min, max) must be equal, including
+where the fast path must step aside (views filtering keys, delta readers, cardinality
+overflow, negative or non-finite values, exemplars).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import Histogram as SdkHistogram
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+from opentelemetry.sdk.metrics.view import View
+
+from llmtrace.otel.histograms import FastHistogram
+
+BUCKETS = (0.00001, 0.0001, 0.001, 0.01, 0.1, 1.0)
+SETS = [
+    {"gen_ai.request.model": "gpt-4o", "service.name": "a", "llmtrace.action": "x"},
+    {"gen_ai.request.model": "gpt-4o-mini", "service.name": "a", "llmtrace.action": "x"},
+    {"gen_ai.request.model": "claude", "service.name": "b"},
+]
+VALUES = [0.0, 0.00002, 0.0004, 0.0031, 0.02, 0.5, 3.0, 0.0004, 1e-9, 0.00001]
+
+
+def _points(reader: InMemoryMetricReader) -> list[tuple[Any, ...]]:
+    data = reader.get_metrics_data()
+    out = []
+    for resource in data.resource_metrics if data else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    out.append(
+                        (
+                            metric.name,
+                            tuple(sorted(point.attributes.items())),
+                            point.count,
+                            point.sum,
+                            tuple(point.bucket_counts),
+                            point.min,
+                            point.max,
+                        )
+                    )
+    return sorted(out, key=repr)
+
+
+def _pair(**provider_options: Any) -> tuple[list[InMemoryMetricReader], Any, Any]:
+    """Two providers built alike: (their readers, the public histogram, the fast one)."""
+    readers, histograms = [], []
+    _pair.providers = []  # type: ignore[attr-defined]
+    for _ in range(2):
+        reader_options = provider_options.pop("_reader", {})
+        reader = InMemoryMetricReader(**reader_options)
+        provider = MeterProvider(metric_readers=[reader], **provider_options)
+        provider_options["_reader"] = reader_options
+        _pair.providers.append(provider)  # type: ignore[attr-defined]
+        meter = provider.get_meter("llmtrace")
+        readers.append(reader)
+        histograms.append(
+            meter.create_histogram(
+                "gen_ai.usage.cost", unit="USD", explicit_bucket_boundaries_advisory=BUCKETS
+            )
+        )
+    return readers, histograms[0], FastHistogram(histograms[1])
+
+
+def _feed(public: Any, fast: FastHistogram, values: list[float], sets: list[dict[str, str]]):
+    for index, value in enumerate(values * 3):
+        attrs = sets[index % len(sets)]
+        public.record(value, dict(attrs))
+        fast.record(value, attrs, tuple(attrs.items()))
+
+
+def test_fast_path_is_taken_on_the_sdk_and_points_are_identical() -> None:
+    readers, public, fast = _pair()
+    assert isinstance(fast.histogram, SdkHistogram)
+    _feed(public, fast, VALUES, SETS)
+    assert fast.fast_records == len(VALUES) * 3 - len(SETS)  # all but each set's first
+    assert _points(readers[0]) == _points(readers[1])
+    # and again after a collection (cumulative: the kept aggregations go on counting)
+    _feed(public, fast, VALUES[::-1], SETS)
+    assert _points(readers[0]) == _points(readers[1])
+    assert len(_points(readers[1])) == len(SETS)
+
+
+def test_values_the_sdk_drops_are_dropped_alike() -> None:
+    readers, public, fast = _pair()
+    _feed(public, fast, [0.1, -1.0, math.nan, math.inf, 0.2], SETS[:1])
+    assert _points(readers[0]) == _points(readers[1])
+    (point,) = _points(readers[1])
+    assert point[2] == 6  # 0.1 and 0.2, three times each
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"views": [View(instrument_name="gen_ai.usage.cost", attribute_keys={"service.name"})]},
+        {"_reader": {"preferred_temporality": {SdkHistogram: AggregationTemporality.DELTA}}},
+        {"views": [View(instrument_name="*", aggregation_cardinality_limit=2)]},
+        {
+            "exemplar_filter": __import__(
+                "opentelemetry.sdk.metrics", fromlist=["AlwaysOnExemplarFilter"]
+            ).AlwaysOnExemplarFilter()
+        },
+    ],
+    ids=["view-filters-keys", "delta-reader", "cardinality-overflow", "exemplars-always-on"],
+)
+def test_where_the_fast_path_steps_aside_points_are_identical(options: dict[str, Any]) -> None:
+    readers, public, fast = _pair(**options)
+    _feed(public, fast, VALUES, SETS)
+    first = _points(readers[0])
+    assert first == _points(readers[1])
+    _feed(public, fast, VALUES, SETS)
+    assert _points(readers[0]) == _points(readers[1])
+
+
+def test_a_reader_added_later_gets_the_values_too() -> None:
+    readers, public, fast = _pair()
+    providers = _pair.providers  # type: ignore[attr-defined]
+    if not hasattr(providers[0], "add_metric_reader"):
+        pytest.skip("this opentelemetry-sdk cannot add a reader to a running provider")
+    _feed(public, fast, VALUES, SETS)
+    late = [InMemoryMetricReader(), InMemoryMetricReader()]
+    for reader, provider in zip(late, providers, strict=True):
+        provider.add_metric_reader(reader)
+    _feed(public, fast, VALUES, SETS)
+    assert _points(readers[0]) == _points(readers[1])
+    assert _points(late[0]) == _points(late[1])
+    assert _points(late[1])
+
+
+def test_not_an_sdk_histogram_takes_the_public_path() -> None:
+    seen: list[tuple[float, dict[str, str]]] = []
+
+    class Plain:
+        def record(self, value: float, attributes: dict[str, str]) -> None:
+            seen.append((value, attributes))
+
+    fast = FastHistogram(Plain())
+    fast.record(0.5, SETS[0], "k")
+    fast.record(0.25, SETS[0], "k")
+    assert seen == [(0.5, SETS[0]), (0.25, SETS[0])]
+    assert fast.fast_records == 0
