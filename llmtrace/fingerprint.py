@@ -164,6 +164,10 @@ def _role(value: Any) -> str:
     return _ROLE_ALIASES.get(role, role)
 
 
+canonical_role = _role  # for the live hook's direct path (llmtrace.otel.hook._direct_prompt)
+SYSTEM_ROLE = _SYSTEM
+
+
 def _part(part: Any) -> Any:
     """A text part becomes its text; other parts stay as they are (canonical JSON later)."""
     if isinstance(part, str):

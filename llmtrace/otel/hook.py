@@ -81,6 +81,78 @@ def _to_plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+_TEXT_TYPES: tuple[type, ...] = ()  # util-genai's InputMessage and TextPart, once imported
+_INPUT_FIELDS = ("role", "parts", "name")
+
+
+def _text_types() -> tuple[type, ...]:
+    """(InputMessage, TextPart) when util-genai has the shapes ``_direct_prompt`` reads."""
+    global _TEXT_TYPES
+    if not _TEXT_TYPES:
+        try:
+            from opentelemetry.util.genai.types import InputMessage, TextPart
+
+            shapes = tuple(f.name for f in fields(InputMessage)) == _INPUT_FIELDS and tuple(
+                f.name for f in fields(TextPart)
+            ) == ("content", "type")
+            _TEXT_TYPES = (InputMessage, TextPart) if shapes else (type(None),)
+        except Exception:  # noqa: BLE001 - no util-genai, or another shape: the general path
+            _TEXT_TYPES = (type(None),)
+    return _TEXT_TYPES
+
+
+def _text_content(parts: Any, text_part: type) -> Any:
+    """``fingerprint._content`` of text-only parts (the one text, else the list of texts);
+    ``_MISS`` when a part is not plain text."""
+    texts = []
+    for part in parts:
+        if type(part) is not text_part or type(part.content) is not str:
+            return _MISS
+        texts.append(part.content)
+    return texts[0] if len(texts) == 1 else texts
+
+
+_MISS: Any = object()
+
+
+def _direct_prompt(
+    inputs: Sequence[Any] | None, system_instruction: Sequence[Any] | None
+) -> fingerprint.Prompt | None:
+    """The ``Prompt`` ``fingerprint.read_prompt`` reads once ``_plain`` has shaped the hook's
+    objects as util-genai would put them on a span, built straight from the objects when every
+    message and system part is plain text (most calls). None for anything else, which takes
+    the general path. Why: shaping every message as JSON structure and reading it back was a
+    third of the fingerprint cost; tests/test_live_hook_fast.py checks both give the same."""
+    types = _text_types()
+    if len(types) != 2:
+        return None
+    input_message, text_part = types
+    messages = []
+    for message in inputs or ():
+        name = message.name if type(message) is input_message else _MISS
+        if name is _MISS or not (name is None or type(name) is str):
+            return None
+        if type(message.role) is not str or type(message.parts) is not list:
+            return None
+        content = _text_content(message.parts, text_part)
+        if content is _MISS:
+            return None
+        messages.append(
+            {"name": name, "role": fingerprint.canonical_role(message.role), "content": content}
+        )
+    system: list[Any] = []
+    if system_instruction:
+        if not isinstance(system_instruction, list | tuple):
+            return None
+        for part in system_instruction:
+            if type(part) is not text_part or type(part.content) is not str:
+                return None
+            system.append(part.content)
+    while messages and messages[0]["role"] == fingerprint.SYSTEM_ROLE:
+        system.append(messages.pop(0)["content"])
+    return fingerprint.Prompt(system=system, tools=[], messages=messages)
+
+
 def fingerprint_attributes(
     inputs: Sequence[Any] | None,
     system_instruction: Sequence[Any] | None,
@@ -92,6 +164,20 @@ def fingerprint_attributes(
     friends, then handed to ``llmtrace.fingerprint``: so a span fingerprinted here and one
     whose content was captured give the same hashes.
     """
+    if (inputs or system_instruction) and not tool_definitions:
+        prompt = _direct_prompt(inputs, system_instruction)
+        if prompt is not None:
+            return _attributes(fingerprint.fingerprint(prompt))
+    return shaped_fingerprint_attributes(inputs, system_instruction, tool_definitions)
+
+
+def shaped_fingerprint_attributes(
+    inputs: Sequence[Any] | None,
+    system_instruction: Sequence[Any] | None,
+    tool_definitions: Sequence[Any] | None,
+) -> dict[str, Any]:
+    """``fingerprint_attributes`` the general way: the input shaped as util-genai's span
+    attributes, read back by ``llmtrace.fingerprint`` (any message or part type)."""
     attrs: dict[str, Any] = {}
     if inputs:
         attrs["gen_ai.input.messages"] = _plain(inputs)
@@ -101,16 +187,20 @@ def fingerprint_attributes(
         attrs["gen_ai.tool.definitions"] = _plain(tool_definitions)
     if not attrs:
         return {}
-    fields = fingerprint.content_fields(attrs)
-    if fields.get("prefix_hashes") is None:
+    return _attributes(fingerprint.content_fields(attrs))
+
+
+def _attributes(prints: Mapping[str, Any]) -> dict[str, Any]:
+    """The span attributes for fingerprint fields (empty when there is no prefix hash)."""
+    if prints.get("prefix_hashes") is None:
         return {}
     out: dict[str, Any] = {
-        PREFIX_HASHES_ATTRIBUTE: [f"{h:016x}" for h in fields["prefix_hashes"]],
-        PREFIX_TOKENS_ATTRIBUTE: [int(t) for t in fields["prefix_tokens"]],
-        INPUT_FINGERPRINT_ATTRIBUTE: fields["input_fingerprint"],
+        PREFIX_HASHES_ATTRIBUTE: [f"{h:016x}" for h in prints["prefix_hashes"]],
+        PREFIX_TOKENS_ATTRIBUTE: [int(t) for t in prints["prefix_tokens"]],
+        INPUT_FINGERPRINT_ATTRIBUTE: prints["input_fingerprint"],
     }
-    if fields.get("template_fingerprint"):
-        out[TEMPLATE_FINGERPRINT_ATTRIBUTE] = fields["template_fingerprint"]
+    if prints.get("template_fingerprint"):
+        out[TEMPLATE_FINGERPRINT_ATTRIBUTE] = prints["template_fingerprint"]
     return out
 
 

@@ -1,0 +1,105 @@
+"""The completion hook's direct path gives the same fingerprints as the general one.
+
+``fingerprint_attributes`` builds the prompt straight from util-genai's objects when every
+message is plain text; ``shaped_fingerprint_attributes`` shapes them as util-genai's span
+attributes and reads them back (what a span with captured content gives). The inputs are made
+by the official OpenAI instrumentation's own converter from chat messages of many shapes.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from opentelemetry.instrumentation.genai.openai.utils import _prepare_input_messages
+from opentelemetry.util.genai.types import FunctionToolDefinition, TextPart
+
+from llmtrace.otel import hook
+
+ROLES = ["user", "assistant", "system", "developer", "User", " ai ", "model", "tool-ish", ""]
+TEXTS = ["", "hi", 'Héllo \u2028 "quoted" \\ back', "x" * 300, '{"json": 1}', "\U0001f600"]
+
+
+def _message(rng: random.Random) -> dict[str, Any]:
+    role = rng.choice(ROLES)
+    shape = rng.randrange(6)
+    if shape == 0:
+        content: Any = rng.choice(TEXTS)
+    elif shape == 1:
+        content = [{"type": "text", "text": rng.choice(TEXTS)} for _ in range(rng.randrange(3))]
+    elif shape == 2:
+        content = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
+    elif shape == 3:
+        content = [{"type": "text", "text": "see"}, {"type": "image_url",
+                   "image_url": {"url": "https://x/y.png"}}]  # fmt: skip
+    elif shape == 4:
+        role = "assistant"
+        content = None
+    else:
+        content = rng.choice(TEXTS)
+    message: dict[str, Any] = {"role": role, "content": content}
+    if rng.random() < 0.3:
+        message["name"] = rng.choice(["bob", "a b"])
+    if role == "assistant" and rng.random() < 0.4:
+        message["tool_calls"] = [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "lookup", "arguments": '{"q": "x"}'},
+            }  # fmt: skip
+        ]
+    if role == "tool" or (rng.random() < 0.1):
+        message = {"role": "tool", "tool_call_id": "call_1", "content": rng.choice(TEXTS)}
+    return message
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_direct_path_equals_the_shaped_path(seed: int) -> None:
+    rng = random.Random(seed)
+    messages = [_message(rng) for _ in range(rng.randrange(0, 7))]
+    inputs = _prepare_input_messages(messages)
+    system = [TextPart(content=rng.choice(TEXTS)) for _ in range(rng.randrange(3))]
+    for args in ((inputs, system, None), (inputs, [], None), ([], system, None)):
+        assert hook.fingerprint_attributes(*args) == hook.shaped_fingerprint_attributes(*args)
+
+
+def test_direct_path_is_taken_for_text_messages() -> None:
+    inputs = _prepare_input_messages(
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}]
+    )
+    prompt = hook._direct_prompt(inputs, [])
+    assert prompt is not None
+    assert prompt.system == ["Be brief."]
+    assert prompt.messages == [{"name": None, "role": "user", "content": "Hello"}]
+    attrs = hook.fingerprint_attributes(inputs, [], None)
+    assert attrs == hook.shaped_fingerprint_attributes(inputs, [], None)
+    assert len(attrs["llmtrace.prompt.prefix_hashes"]) == 2
+
+
+def test_tools_take_the_shaped_path_and_agree() -> None:
+    inputs = _prepare_input_messages([{"role": "user", "content": "Hi"}])
+    tools = [FunctionToolDefinition(name="f", description=None, parameters={"type": "object"})]
+    got = hook.fingerprint_attributes(inputs, [], tools)
+    assert got == hook.shaped_fingerprint_attributes(inputs, [], tools)
+    assert got != hook.fingerprint_attributes(inputs, [], None)  # the tools are in the template
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+        [{"type": "text", "text": "only"}],
+        [],
+        "",
+    ],
+    ids=["two-text-parts", "one-text-part", "no-parts", "empty-text"],
+)
+def test_text_part_shapes_agree(content: Any) -> None:
+    inputs = _prepare_input_messages(
+        [{"role": "user", "content": "first"}, {"role": "assistant", "content": content}]
+    )
+    system = [TextPart(content="s1"), TextPart(content="s2")]
+    assert hook._direct_prompt(inputs, system) is not None
+    for args in ((inputs, system, None), (inputs, [], None)):
+        assert hook.fingerprint_attributes(*args) == hook.shaped_fingerprint_attributes(*args)
