@@ -23,23 +23,16 @@ def imported_after(code: str, tmp_path: Path, *modules: str) -> list[str]:
     return [m for m in done.stdout.strip().split(",") if m]
 
 
-# init() starts loading the price data (genai-prices) on a background thread, off the app's
-# path; the probes switch that off to see what init() itself imports, deterministically.
-NO_WARM = (
-    "from llmtrace.otel.processor import LazyPriceBook; "
-    "LazyPriceBook.warm_in_background = lambda self: None"
-)
-
-
 def test_init_imports_neither_polars_nor_an_sdk_the_app_does_not_use(tmp_path: Path) -> None:
+    """Nor the price data: it is loaded when the first call is priced."""
     heavy = ("polars", "anthropic", "openai", "langfuse", "llmtrace.store", "genai_prices")
-    code = f"{NO_WARM}; import llmtrace; llmtrace.init()"
+    code = "import llmtrace; llmtrace.init()"
     assert imported_after(code, tmp_path, *heavy) == []
 
 
 def test_an_sdk_imported_after_init_is_instrumented_then(tmp_path: Path) -> None:
     code = (
-        f"{NO_WARM}; import llmtrace; handle = llmtrace.init(); "
+        "import llmtrace; handle = llmtrace.init(); "
         "assert handle.instrumented == []; "
         "import openai; assert handle.instrumented == ['openai'], handle.instrumented"
     )
@@ -63,11 +56,11 @@ def test_the_price_book_copies_of_record_constants_agree() -> None:
 
 
 def test_pricing_live_calls_loads_no_polars(tmp_path: Path) -> None:
-    """The price data init() loads in the background, and pricing a call with it, need no
+    """The price data the first priced call loads, and pricing a call with it, need no
     Polars (~25 MB an app would carry for nothing; bench/bench_startup.py)."""
     code = (
         "import datetime, llmtrace; handle = llmtrace.init(exporters='none'); "
-        "pricer = handle.processor._pricer; pricer.get(); "  # waits for the background load
+        "pricer = handle.processor._pricer; "
         "costs = pricer({'provider': 'openai', 'model': 'gpt-4o', 'input_tokens': 1000, "
         "'output_tokens': 10, 'start_time': datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC)}); "
         "assert costs['price_status'] == 'ok', costs"
@@ -75,22 +68,62 @@ def test_pricing_live_calls_loads_no_polars(tmp_path: Path) -> None:
     assert imported_after(code, tmp_path, "polars", "genai_prices") == ["genai_prices"]
 
 
-def test_an_app_that_exits_at_once_waits_for_the_price_load(tmp_path: Path) -> None:
-    """The background load is finished, not killed, when the app exits right after init().
+def test_an_app_that_exits_during_a_price_load_waits_for_it(tmp_path: Path) -> None:
+    """A price load under way on a daemon thread (the pricing worker's first call) is
+    finished, not killed, when the app exits.
 
     A daemon thread killed inside genai-prices' native code while the interpreter finalizes
-    aborts the whole app (SIGABRT, about 1 exit in 15 before this was fixed). A slowed load
-    makes the race certain: without the wait at exit the thread never prints.
+    aborts the whole app (SIGABRT, about 1 exit in 15 before this was fixed). The load here is
+    slowed and the app exits as soon as it has begun (an Event, no sleeping on the app's
+    side): without the wait at exit the thread never prints.
     """
     code = (
-        "import time; from llmtrace import price_book; load = price_book.PriceBook.load\n"
+        "import threading, time; from llmtrace import price_book; load = price_book.PriceBook.load\n"
+        "began = threading.Event()\n"
         "def slow(*args, **kwargs):\n"
-        "    time.sleep(0.5); book = load(*args, **kwargs); print('loaded', flush=True)\n"
+        "    began.set(); time.sleep(0.5); book = load(*args, **kwargs)\n"
+        "    print('loaded', flush=True)\n"
         "    return book\n"
         "price_book.PriceBook.load = slow\n"
-        "import llmtrace; llmtrace.init(exporters='none')\n"
+        "import llmtrace; handle = llmtrace.init(exporters='none')\n"
+        "threading.Thread(target=handle.processor._pricer.get, daemon=True).start()\n"
+        "began.wait()\n"
     )
     env = {"LLMTRACE_STORE": str(tmp_path / "store"), "PATH": "/usr/bin:/bin"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "loaded"
+
+
+def test_an_app_that_makes_no_llm_call_loads_no_price_data(tmp_path: Path) -> None:
+    code = (
+        "import openai, llmtrace; llmtrace.init(); openai.OpenAI(api_key='k', base_url='http://x')"
+    )
+    assert imported_after(code, tmp_path, "genai_prices", "llmtrace.price_book") == []
+
+
+def test_a_child_forked_during_a_price_load_loads_its_own(tmp_path: Path) -> None:
+    """The parent's load holds the book's lock; the forked child has no thread finishing it,
+    so without a fresh lock its first priced call would wait forever."""
+    code = (
+        "import os, threading, time; from llmtrace import price_book\n"
+        "load = price_book.PriceBook.load; began = threading.Event(); go = threading.Event()\n"
+        "def held(*args, **kwargs):\n"
+        "    began.set(); go.wait(); return load(*args, **kwargs)\n"
+        "price_book.PriceBook.load = held\n"
+        "import llmtrace; handle = llmtrace.init(exporters='none'); pricer = handle.processor._pricer\n"
+        "threading.Thread(target=pricer.get, daemon=True).start(); began.wait()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    free = pricer._lock.acquire(timeout=10)\n"  # taken for good without the fix
+        "    price_book.PriceBook.load = load\n"
+        "    if free: pricer._lock.release(); pricer.get()\n"
+        "    os._exit(0 if free else 3)\n"
+        "go.set(); _, status = os.waitpid(pid, 0); print(os.waitstatus_to_exitcode(status))\n"
+    )
+    env = {"LLMTRACE_STORE": str(tmp_path / "store"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0"

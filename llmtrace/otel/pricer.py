@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import atexit
+import os
 import threading
+import time
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,23 +15,27 @@ from llmtrace.otel.spans import TOKEN_FIELDS
 
 
 class LazyPriceBook:
-    """Loads the PriceBook once, on first use or in a background thread started by ``init``.
+    """Loads the PriceBook once, when the first call is priced.
 
-    Loading imports genai-prices and reads its data (~0.5 s): doing it on the app's first LLM
-    call would add that to one request, doing it at ``import llmtrace`` would slow every import.
-    A price file that cannot be read is reported through the guard and the bundled prices used.
+    Loading imports genai-prices and builds its data (~0.2-0.3 s of CPU, bench_startup.py): at
+    ``import llmtrace`` it would slow every import, at ``init()`` (even on a background thread)
+    every app start, also of apps that make no LLM call. The live side prices on its worker
+    thread (``CostSpanProcessor``), so the first call's span waits for the load there, not the
+    app's request. A price file that cannot be read is reported through the guard and the
+    bundled prices used.
     """
 
     def __init__(self, path: Any = None) -> None:
         self._path = path
         self._book: Any = None
         self._lock = threading.Lock()
+        _BOOKS.add(self)
 
     def get(self) -> Any:
         book = self._book
         if book is not None:
             return book
-        with self._lock:
+        with self._lock:  # held for the whole load: what an exiting app waits on
             if self._book is None:
                 from llmtrace.price_book import PriceBook
 
@@ -38,19 +45,6 @@ class LazyPriceBook:
                     _guard.swallow("pricing.load", exc)
                     self._book = PriceBook()
             return self._book
-
-    def warm_in_background(self) -> None:
-        """Start loading now, off the app's thread."""
-
-        def load() -> None:
-            try:
-                self.get()
-            except Exception as exc:  # noqa: BLE001
-                _guard.swallow("pricing.warm", exc)
-
-        thread = threading.Thread(target=load, name="llmtrace-prices", daemon=True)
-        thread.start()
-        atexit.register(_finish_loading, thread)
 
     def __call__(self, call: Mapping[str, Any]) -> Mapping[str, Any]:
         """Price one call record with the loaded book."""
@@ -66,17 +60,40 @@ class LazyPriceBook:
 # How long an exiting app waits for a load still under way (it reads bundled data only and
 # takes about a second on a loaded machine; a price file on a hung disk must not hold exit).
 _EXIT_WAIT_SECONDS = 10.0
+_BOOKS: weakref.WeakSet[LazyPriceBook] = weakref.WeakSet()
 
 
-def _finish_loading(thread: threading.Thread) -> None:
-    """At exit, let a price load still under way finish before the interpreter finalizes.
+def _finish_loading() -> None:
+    """At exit, let a price load still under way (on any thread) finish before the
+    interpreter finalizes.
 
-    Why: a daemon thread still inside genai-prices (pydantic-core's native code) when the
-    interpreter finalizes is stopped by a forced unwind that aborts the whole process
-    (SIGABRT, "FATAL: exception not rethrown"): 4 of 60 apps that exited right after
-    ``init()`` died that way. Daemon, so an app that forks or never exits is not held by it.
+    Why: a daemon thread (the pricing worker) still inside genai-prices (pydantic-core's
+    native code) when the interpreter finalizes is stopped by a forced unwind that aborts the
+    whole process (SIGABRT, "FATAL: exception not rethrown"): 4 of 60 apps that exited right
+    after starting a load died that way. A loading book holds its lock for the whole load, so
+    taking the lock waits for it; a book not loading gives it at once.
     """
-    thread.join(_EXIT_WAIT_SECONDS)
+    deadline = time.monotonic() + _EXIT_WAIT_SECONDS
+    for book in list(_BOOKS):
+        if book._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            book._lock.release()
+
+
+# Registered when this module is imported, i.e. before init() creates its tracer provider:
+# exit handlers run last-registered first, so the provider's shutdown (which flushes the
+# pricing worker, and may start a load there) runs before this waits.
+atexit.register(_finish_loading)
+
+
+def _after_fork_in_child() -> None:
+    """A load under way in the parent when it forked has no thread in the child, but its lock
+    would stay taken there: every book gets a fresh one (a loaded book keeps its data)."""
+    for book in list(_BOOKS):
+        book._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def default_pricer() -> LazyPriceBook:

@@ -12,8 +12,13 @@ What it does, in order (each step guarded; a failing step is logged once and ski
 5. Install both as the global providers (unless ``set_global=False`` or already set), so the
    ``anthropic`` SDK's own spans and any other instrumentation land in the same pipeline.
 6. Instrument the installed SDKs with the official OpenTelemetry GenAI instrumentations,
-   passing the fingerprint completion hook.
-7. Start loading the price data in a background thread.
+   passing the fingerprint completion hook: an SDK the app has imported at once, one it has
+   not when it does (a post-import hook), and a part of one it has not used yet (the OpenAI
+   Responses API) when it first does (``llmtrace.otel.deferred``). An app pays only for the
+   instrumentation of what it uses, and not before it uses it.
+
+The price data (genai-prices) is loaded when the first LLM call is priced, on the pricing
+worker's thread (``llmtrace.otel.pricer``): an app that makes no LLM call never pays for it.
 
 Nothing here touches the network at ``import llmtrace``; ``init()`` itself opens no connection
 either (exporters connect when they first export). Calling ``init()`` again returns the same
@@ -31,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmtrace.otel import _guard
+from llmtrace.otel import _guard, deferred
 from llmtrace.otel.settings import LiveSettings, resolve
 
 # SDK module -> (instrumentation module, instrumentor class)
@@ -89,9 +94,11 @@ class LiveHandle:
 
                 begin_exit()  # OTLP exports end by LLMTRACE_EXIT_TIMEOUT_MS from now
                 self.force_flush()
-                for name in self.instrumented:
-                    _instrumentor(name).uninstrument()
-                self.instrumented.clear()
+                names = list(self.instrumented)
+                self.instrumented.clear()  # first: a deferred part's hook then does nothing
+                for name in names:
+                    with deferred.unless_imported(deferred.PARTS.get(name)):
+                        _instrumentor(name).uninstrument()
                 if self.owns_tracer_provider:
                     self.tracer_provider.shutdown()
                 else:
@@ -237,7 +244,6 @@ def _setup(
     )
     for name in settings.instrument:
         _instrument_when_imported(handle, name)
-    pricer.warm_in_background()
     return handle
 
 
@@ -251,10 +257,8 @@ def _instrument_when_imported(handle: LiveHandle, name: str) -> None:
     sdk = INSTRUMENTORS[name][0]
 
     def instrument() -> None:
-        if name not in handle.instrumented and _instrument(
-            name, handle.tracer_provider, handle.meter_provider, handle.hook
-        ):
-            handle.instrumented.append(name)
+        if name not in handle.instrumented:
+            _instrument(name, handle)
 
     def on_import(_module: Any) -> None:
         with _lock:
@@ -288,8 +292,10 @@ def _instrumentor(name: str) -> Any:
     return getattr(importlib.import_module(module), cls)()
 
 
-def _instrument(name: str, tracer_provider: Any, meter_provider: Any, hook: Any) -> bool:
-    """Instrument one SDK if both it and its official instrumentation are installed."""
+def _instrument(name: str, handle: LiveHandle) -> bool:
+    """Instrument one SDK if both it and its official instrumentation are installed (and add
+    it to ``handle.instrumented``); a part of the SDK the app has not imported yet is wrapped
+    when it does (``deferred``)."""
     sdk, module, _ = INSTRUMENTORS[name]
     try:
         if importlib.util.find_spec(sdk.split(".")[0]) is None:
@@ -299,19 +305,32 @@ def _instrument(name: str, tracer_provider: Any, meter_provider: Any, hook: Any)
         instrumentor = _instrumentor(name)
     except ImportError:
         return False
+    options = {
+        "tracer_provider": handle.tracer_provider,
+        "meter_provider": handle.meter_provider,
+        "completion_hook": handle.hook,
+    }
     try:
         if instrumentor.is_instrumented_by_opentelemetry:
             return False  # someone (opentelemetry-instrument) already did it
-        instrumentor.instrument(
-            tracer_provider=tracer_provider,
-            meter_provider=meter_provider,
-            completion_hook=hook,
-            skip_dep_check=False,
-        )
-        return instrumentor.is_instrumented_by_opentelemetry
+        part = deferred.deferrable(name)
+        with deferred.unless_imported(part) as shown:
+            instrumentor.instrument(skip_dep_check=False, **options)
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            return False
     except Exception as exc:  # noqa: BLE001
         _guard.swallow(f"instrument.{name}", exc)
         return False
+    handle.instrumented.append(name)
+    if part is not None and not shown:
+
+        def wrap_part(_module: Any) -> None:
+            with _lock:
+                if name in handle.instrumented:  # not uninstrumented (shutdown) meanwhile
+                    deferred.wrap_part(part, instrumentor, **options)
+
+        deferred.when_imported(part, _guard_hook(f"{name}.part", wrap_part))
+    return True
 
 
 class LlmtraceConfigurator:
