@@ -57,14 +57,18 @@ def report(handle, **extra):
 """
 
 
-def run(body: str, tmp_path: Path) -> dict[str, Any]:
+def run(body: str, tmp_path: Path, lines: int = 1) -> dict[str, Any]:
+    """Run ``body`` after ``PRELUDE``; the JSON objects of its last ``lines`` lines, merged."""
     code = PRELUDE + textwrap.dedent(body)
     env = {"LLMTRACE_STORE": str(tmp_path / "store"), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    merged: dict[str, Any] = {}
+    for line in done.stdout.strip().splitlines()[-lines:]:
+        merged.update(json.loads(line))
+    return merged
 
 
 def deferrable() -> bool:
@@ -175,3 +179,34 @@ def test_a_streamed_responses_call_is_priced_once(tmp_path: Path, streamed: bool
         tmp_path,
     )
     assert_priced(result["spans"], ["o4-mini"])
+
+
+def test_an_instrumentation_without_the_names_is_instrumented_whole(tmp_path: Path) -> None:
+    """Another version of the instrumentation (the looked-up function renamed): nothing is
+    deferred, the Responses API is wrapped at init(), every call is priced, shutdown works."""
+    result = run(
+        f"""
+        import dataclasses
+        from llmtrace.otel import deferred
+        part = deferred.PARTS["openai"]
+        deferred.PARTS["openai"] = dataclasses.replace(part, lookup="_renamed_in_a_new_version")
+        handle = init()
+        c = client()
+        chat(c)
+        imported = "{RESPONSES}" in sys.modules
+        responses(c)
+        report(handle, imported=imported)
+        handle.shutdown()
+        responses(c)
+        handle.tracer_provider.force_flush()
+        from llmtrace.otel import error_counts
+        after = len(memory.get_finished_spans())
+        print(json.dumps({{"after": after, "errors": dict(error_counts())}}))
+        """,
+        tmp_path,
+        lines=2,
+    )
+    assert result["imported"] is True  # wrapped at init(), as the instrumentation does itself
+    assert_priced(result["spans"], ["gpt-4o", "o4-mini"])
+    assert result["after"] == 2  # nothing traced after shutdown
+    assert result["errors"] == {}

@@ -97,7 +97,7 @@ class LiveHandle:
                 names = list(self.instrumented)
                 self.instrumented.clear()  # first: a deferred part's hook then does nothing
                 for name in names:
-                    with deferred.unless_imported(deferred.PARTS.get(name)):
+                    with deferred.unless_imported(deferred.deferrable(name)):
                         _instrumentor(name).uninstrument()
                 if self.owns_tracer_provider:
                     self.tracer_provider.shutdown()
