@@ -45,6 +45,9 @@ def _points(reader: InMemoryMetricReader) -> list[tuple[Any, ...]]:
                             tuple(point.bucket_counts),
                             point.min,
                             point.max,
+                            tuple(
+                                sorted((e.value, e.span_id, e.trace_id) for e in point.exemplars)
+                            ),
                         )
                     )
     return sorted(out, key=repr)
@@ -147,3 +150,20 @@ def test_not_an_sdk_histogram_takes_the_public_path() -> None:
     fast.record(0.25, SETS[0], "k")
     assert seen == [(0.5, SETS[0]), (0.25, SETS[0])]
     assert fast.fast_records == 0
+
+
+def test_inside_a_sampled_span_exemplars_are_recorded_alike() -> None:
+    """The default (trace-based) exemplar filter samples where a span is current: there the
+    fast path steps aside and the SDK records the exemplar (the processor's inline work)."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("test")
+    readers, public, fast = _pair()
+    _feed(public, fast, VALUES, SETS)  # no span: fast path
+    taken = fast.fast_records
+    with tracer.start_as_current_span("app"):
+        _feed(public, fast, VALUES, SETS)
+    assert fast.fast_records == taken  # all public inside the span
+    points = _points(readers[1])
+    assert points == _points(readers[0])
+    assert any(point[-1] for point in points)  # exemplars were recorded

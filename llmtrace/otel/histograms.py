@@ -48,13 +48,16 @@ class FastHistogram:
         self._measurement: Any = None
         self._sample: Any = None  # the exemplar filter's should_sample, None: never samples
         self._context: Any = None
+        self._current: Any = None  # opentelemetry.context.get_current
+        self._trace_based = False  # the filter samples only where a span is in the context
         self._enabled = self._setup()
 
     def _setup(self) -> bool:
         try:
-            from opentelemetry.context import Context
+            from opentelemetry.context import Context, get_current
             from opentelemetry.sdk.metrics._internal.exemplar.exemplar_filter import (
                 AlwaysOffExemplarFilter,
+                TraceBasedExemplarFilter,
             )
             from opentelemetry.sdk.metrics._internal.measurement import Measurement
 
@@ -68,8 +71,11 @@ class FastHistogram:
         self._consumer = consumer
         self._measurement = Measurement
         self._context = Context()
+        self._current = get_current
         if not isinstance(exemplar_filter, AlwaysOffExemplarFilter):
             self._sample = exemplar_filter.should_sample
+            # an empty context (the worker thread's) holds no span to sample from
+            self._trace_based = type(exemplar_filter) is TraceBasedExemplarFilter
         return True
 
     def record(self, value: float, attributes: dict[str, Any], key: Any) -> None:
@@ -100,10 +106,8 @@ class FastHistogram:
             return False  # this set always takes the public path
         now = time_ns()
         if self._sample is not None:
-            from opentelemetry.context import get_current
-
-            context = get_current()
-            if self._sample(value, now, attributes, context):
+            context = self._current()
+            if (context or not self._trace_based) and self._sample(value, now, attributes, context):
                 return False  # the public path records the exemplar too
         for filed, aggr_key, aggregation in handles:
             if filed.get(aggr_key) is not aggregation:

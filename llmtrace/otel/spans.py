@@ -57,6 +57,9 @@ COST_ATTRIBUTES: dict[str, tuple[str, str | None]] = {
     "total_cost": ("llmtrace.cost.total", "total"),
 }
 REQUEST_COST = "llmtrace.cost.request"
+# Langfuse's cost_details keys in COST_ATTRIBUTES' order, and that JSON object as a template
+_DETAIL_KEYS = tuple(key for _, key in COST_ATTRIBUTES.values() if key is not None)
+_DETAILS = "{" + ",".join(f'"{key}":%r' for key in _DETAIL_KEYS) + "}"
 
 
 def maybe_tool(attrs: Mapping[str, Any]) -> bool:
@@ -172,24 +175,38 @@ def with_attributes(
 def cost_attributes(costs: Mapping[str, Any]) -> dict[str, Any]:
     """Span attributes for a priced call's cost fields (floats) or its price status."""
     status = costs.get("price_status")
-    if status != PRICE_OK or costs.get("total_cost") is None:
+    total = costs.get("total_cost")
+    if status != PRICE_OK or total is None:
         return {PRICE_STATUS: str(status or "not_priced")}
-    out: dict[str, Any] = {TOTAL_COST: float(costs["total_cost"])}
-    details: dict[str, float] = {}
-    for field, (attribute, langfuse_key) in COST_ATTRIBUTES.items():
-        value = float(costs.get(field) or 0.0)
-        out[attribute] = value
-        if langfuse_key is not None:
-            details[langfuse_key] = value
-    request = costs.get("request_cost")
+    get = costs.get
+    # written out (this runs once per call on the worker): the same keys, order and values as
+    # a loop over COST_ATTRIBUTES
+    inp = float(get("input_cost") or 0.0)
+    read = float(get("cache_read_cost") or 0.0)
+    write = float(get("cache_write_cost") or 0.0)
+    out_ = float(get("output_cost") or 0.0)
+    reasoning = float(get("reasoning_cost") or 0.0)
+    whole = float(get("total_cost") or 0.0)
+    out: dict[str, Any] = {
+        TOTAL_COST: float(total),
+        "llmtrace.cost.input": inp,
+        "llmtrace.cost.cache_read": read,
+        "llmtrace.cost.cache_write": write,
+        "llmtrace.cost.output": out_,
+        "llmtrace.cost.reasoning": reasoning,
+        "llmtrace.cost.total": whole,
+    }
+    request = get("request_cost")
     if request:
         out[REQUEST_COST] = float(request)
-    # floats' repr is valid JSON for finite values and ~4x cheaper than json.dumps here
-    out[LANGFUSE_COST_DETAILS] = (
-        "{" + ",".join(f'"{k}":{v!r}' for k, v in details.items()) + "}"
-        if all(math.isfinite(v) for v in details.values())
-        else json.dumps(details, separators=(",", ":"))
-    )
-    out[PRICE_SOURCE] = str(costs.get("price_source") or "")
+    values = (inp, read, write, out_, reasoning, whole)
+    if math.isfinite(inp + read + write + out_ + reasoning + whole):
+        # floats' repr is valid JSON for finite values and ~4x cheaper than json.dumps here
+        out[LANGFUSE_COST_DETAILS] = _DETAILS % values
+    else:
+        out[LANGFUSE_COST_DETAILS] = json.dumps(
+            dict(zip(_DETAIL_KEYS, values, strict=True)), separators=(",", ":")
+        )
+    out[PRICE_SOURCE] = str(get("price_source") or "")
     out[PRICE_STATUS] = PRICE_OK
     return out
