@@ -1,6 +1,7 @@
 """CPU per LLM span that llmtrace's live side adds to an app, without the HTTP noise.
 
     python bench/bench_live_spans.py [--spans 2000] [--rounds 7] [--json out.json]
+                                     [--latency-rounds 10 [--latency-calls 300]]
 
 ``bench_overhead.py`` measures the whole app (real ``openai`` client, loopback server, official
 instrumentation): one call costs ~2 ms of CPU there and a loaded machine moves that by more than
@@ -20,10 +21,16 @@ Each span is what the official OpenAI instrumentation emits for bench_overhead.p
 ``--spans`` spans then a flush (llmtrace's worker drains, the batch processor exports); the
 figure is process CPU (user + system, all threads) per span. Rounds alternate between the two
 configurations (each its own provider pair, built once) and the medians are reported, with
-their difference: llmtrace's added CPU per call, app thread and worker together. What it does
-not include: the official instrumentation preparing message objects because a completion hook
-is configured (~25 us per call on the app thread, measured by wrapping its
-``_prepare_input_messages``/``_prepare_output_messages``); bench_overhead.py includes it.
+their difference: llmtrace's added CPU per call, app thread and worker together. In llmtrace's
+configuration the hook's arguments are built per call by the official instrumentation's own
+converters (``_prepare_input_messages``, ``_prepare_output_messages``): the instrumentation
+does that work only because a completion hook is configured, so it is llmtrace's cost.
+
+``--latency-rounds`` adds the app's tail latency end to end: bench_overhead.py's official and
+llmtrace configurations (real ``openai`` client, loopback server, one process each), rounds
+alternating, and the 99th percentile of the app thread's wall time per call in each. Wall
+time on a loaded machine is noisy: the figure is reported with the load average it ran under.
+``python bench/run_all.py --only live`` runs both and writes bench/results/live.json.
 """
 
 from __future__ import annotations
@@ -49,10 +56,21 @@ from _measure import git_state  # noqa: E402 - commit and dirty flag, as every b
 ROOT = Path(__file__).resolve().parents[1]
 # how bench/run_all.py runs this script (read there with ast.literal_eval)
 RUN_ALL = {
-    "name": "live-spans",
+    "name": "live",
     "order": 60,
-    "full": ["--spans", "2000", "--rounds", "5", "--retained", "6000"],
-    "quick": ["--spans", "200", "--rounds", "2", "--warmup", "50"],
+    "full": ["--spans", "2000", "--rounds", "7", "--retained", "6000", "--latency-rounds", "10"],
+    "quick": [
+        "--spans",
+        "200",
+        "--rounds",
+        "2",
+        "--warmup",
+        "50",
+        "--latency-rounds",
+        "2",
+        "--latency-calls",
+        "50",
+    ],
 }
 SCOPE = "opentelemetry.instrumentation.genai.openai"
 START_ATTRIBUTES = {
@@ -72,12 +90,13 @@ END_ATTRIBUTES = {
 }
 
 
-def prompt() -> tuple[list[Any], list[Any], None]:
-    """The completion hook's arguments for bench_overhead.py's messages, built by the official
-    instrumentation's own converter (what the hook receives on a real call)."""
-    from opentelemetry.instrumentation.genai.openai.utils import _prepare_input_messages
+def choices() -> list[Any]:
+    """The response's choices as the ``openai`` client parses them (bench_overhead.py's reply)."""
+    from openai.types.chat import ChatCompletionMessage
+    from openai.types.chat.chat_completion import Choice
 
-    return _prepare_input_messages(bench_overhead.MESSAGES), [], None
+    message = ChatCompletionMessage(role="assistant", content="Paris is the capital of France.")
+    return [Choice(index=0, finish_reason="stop", message=message, logprobs=None)]
 
 
 class Config:
@@ -114,16 +133,26 @@ class Config:
             self.handle.processor._pricer.get()  # price data loaded, as init's thread does
             self.hook = self.handle.hook
         self.tracer = self.tracer_provider.get_tracer(SCOPE)
-        self.prompt = prompt()
+        self.choices = choices()
 
     def calls(self, count: int, first: int) -> None:
+        from opentelemetry.instrumentation.genai.openai.utils import (
+            _prepare_input_messages,
+            _prepare_output_messages,
+        )
+
         tracer, hook = self.tracer, self.hook
-        inputs, system, tools = self.prompt
+        messages, reply = bench_overhead.MESSAGES, self.choices
         for number in range(first, first + count):
             span = tracer.start_span("chat gpt-4o", attributes=START_ATTRIBUTES)
             span.set_attributes({**END_ATTRIBUTES, "gen_ai.response.id": f"chatcmpl-{number}"})
-            if hook is not None:
-                hook.on_completion(inputs=inputs, outputs=[], system_instruction=system, span=span)
+            if hook is not None:  # built only because a hook is set: llmtrace's cost
+                hook.on_completion(
+                    inputs=_prepare_input_messages(messages),
+                    outputs=_prepare_output_messages(reply),
+                    system_instruction=[],
+                    span=span,
+                )
             span.end()
         if self.handle is not None:
             self.handle.force_flush()
@@ -140,6 +169,51 @@ class Config:
         assert processor.calls_priced == spans, (processor.calls_priced, spans)
         assert processor.calls_deferred == 0, processor.calls_deferred
         assert error_counts() == {}, error_counts()
+
+
+def latency(rounds: int, calls: int, warmup: int) -> dict[str, Any]:
+    """The app's per-call latency, bare official instrumentation vs llmtrace, end to end.
+
+    bench_overhead.py's set-up: the real ``openai`` client against the loopback server, each
+    configuration in its own long-lived process, rounds alternating. The app thread's wall time
+    per call is what a user of the app waits; its 99th percentile is where llmtrace's worker,
+    competing for the interpreter lock, would show."""
+    server, url = bench_overhead.start_server()
+    configs = ("official", "llmtrace")
+    workers: list[Any] = []
+    times: dict[str, list[float]] = {c: [] for c in configs}
+    cpu: dict[str, list[float]] = {c: [] for c in configs}
+    rss = dict.fromkeys(configs, 0.0)
+    loads = [os.getloadavg()[0]]
+    clock = time.perf_counter()
+    try:
+        workers = [bench_overhead.Worker(c, sys.executable, url) for c in configs]
+        for index in range(rounds):
+            for w in workers if index % 2 == 0 else workers[::-1]:
+                result = w.round(calls, warmup)
+                times[w.config].extend(result["times"])
+                cpu[w.config].append(result["cpu"])
+                rss[w.config] = max(rss[w.config], result["rss"])
+            loads.append(os.getloadavg()[0])
+        for w in workers:
+            w.close()
+    finally:
+        for w in workers:
+            if w.process.poll() is None:
+                w.process.kill()
+        server.terminate()
+        server.wait()
+    return {
+        "p99_us": {c: bench_overhead.p99(v) * 1e6 for c, v in times.items()},
+        "median_us": {c: statistics.median(v) * 1e6 for c, v in times.items()},
+        "cpu_us_per_call": {c: sum(v) / (rounds * calls) * 1e6 for c, v in cpu.items()},
+        "cpu_s": sum(cpu["llmtrace"]),
+        "peak_rss_mb": rss,
+        "wall_s": time.perf_counter() - clock,
+        "load": [min(loads), max(loads)],
+        "rounds": rounds,
+        "calls": calls,
+    }
 
 
 def held_after(config: Config, calls: int, counts: dict[str, int]) -> int:
@@ -195,6 +269,15 @@ def main() -> None:
         help="then run this many more calls under tracemalloc and print the memory llmtrace's "
         "pipeline still holds after them (the bare pipeline's alongside)",
     )
+    parser.add_argument(
+        "--latency-rounds",
+        type=int,
+        default=0,
+        help="then this many alternating rounds of bench_overhead.py's end-to-end calls "
+        "(official instrumentation vs llmtrace, real openai client, loopback server) for the "
+        "app's p99 latency",
+    )
+    parser.add_argument("--latency-calls", type=int, default=300)
     args = parser.parse_args()
 
     configs = [Config("bare"), Config("llmtrace")]
@@ -259,6 +342,17 @@ def main() -> None:
             f"  memory still held after {args.retained} more calls (tracemalloc, after a "
             "collection): " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in retained.items())
         )
+    tail = latency(args.latency_rounds, args.latency_calls, 30) if args.latency_rounds else None
+    if tail is not None:
+        p99s = tail["p99_us"]
+        print(
+            f"  end to end ({tail['rounds']} rounds x {tail['calls']} calls, load "
+            f"{tail['load'][0]:.1f}-{tail['load'][1]:.1f}): app p99 official "
+            f"{p99s['official']:.0f} us, llmtrace {p99s['llmtrace']:.0f} us "
+            f"(ratio {p99s['llmtrace'] / p99s['official']:.3f}); CPU per call official "
+            f"{tail['cpu_us_per_call']['official']:.0f} us, llmtrace "
+            f"{tail['cpu_us_per_call']['llmtrace']:.0f} us"
+        )
     if args.json:
         command = " ".join(["python", "bench/bench_live_spans.py", *sys.argv[1:]])
         command = command.split(" --json")[0]
@@ -284,11 +378,38 @@ def main() -> None:
             "retained_bytes": retained if args.retained else None,
             "rounds_us": {k: [v * 1e6 for v in vs] for k, vs in per_span.items()},
         }
+        rows = [row]
+        if tail is not None:
+            p99s, cpus = tail["p99_us"], tail["cpu_us_per_call"]
+            rows.append(
+                {
+                    "figure": "**live side, end to end**: the app thread's p99 latency per LLM "
+                    "call (real `openai` client, loopback server; goal ≤ 1.10× the bare "
+                    "instrumentation's)",
+                    "size": f"{tail['rounds']} alternating rounds × {tail['calls']} calls "
+                    "per configuration",
+                    "result": f"**p99 {p99s['llmtrace'] / 1000:.2f} ms, "
+                    f"{p99s['llmtrace'] / p99s['official']:.2f}× the bare instrumentation's**; "
+                    f"median {tail['median_us']['llmtrace'] / 1000:.2f} ms; CPU per call "
+                    f"{cpus['llmtrace'] - cpus['official']:+.0f} µs (whole process, HTTP "
+                    "client included)",
+                    "cpu_s": round(tail["cpu_s"], 3),
+                    "wall_s": round(tail["wall_s"], 3),
+                    "peak_rss_mb": round(tail["peak_rss_mb"]["llmtrace"], 1),
+                    "baseline": f"official GenAI instrumentation, same batch processor and "
+                    f"exporter: p99 {p99s['official'] / 1000:.2f} ms, median "
+                    f"{tail['median_us']['official'] / 1000:.2f} ms, "
+                    f"{cpus['official']:.0f} µs CPU per call, peak RSS "
+                    f"{tail['peak_rss_mb']['official']:.0f} MB",
+                    "load_average_1m": tail["load"],
+                    **{f"latency_{k}": v for k, v in tail.items() if k not in ("load",)},
+                }
+            )
         args.json.write_text(
             json.dumps(
                 {
                     "schema": "llmtrace-bench/1",  # bench/run_all.py's result shape
-                    "bench": "live-spans",
+                    "bench": "live",
                     "command": command,
                     "commit": git_state()[0],
                     "dirty": git_state()[1],
@@ -299,7 +420,7 @@ def main() -> None:
                         "platform": platform.platform(),
                     },
                     "load_average_1m": [min(loads), max(loads)],
-                    "rows": [row],
+                    "rows": rows,
                 },
                 indent=2,
             )
