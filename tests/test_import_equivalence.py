@@ -1,8 +1,9 @@
 """The import's fast paths (issue 15) give exactly what the plain paths gave.
 
-Shortcuts make ``import otlp`` cheaper per span: string attribute values are read inline,
-lowercase hex ids skip decoding, and times written as plain decimal text skip the general
-checks. Each is compared here with the code it
+Shortcuts make ``import otlp`` cheaper per span: JSON lines are decoded by msgspec into typed
+structs (``otlp_fast``; a line it declines goes through ``json`` and the per-span decoder),
+string attribute values are read inline, lowercase hex ids skip decoding, and times written
+as plain decimal text skip the general checks. Each is compared here with the code it
 replaced, on every OTLP fixture (tests/fixtures, including the seven recorded libraries) and on
 the fixtures with hostile values planted (tests/hostile.py): the same call records, the same
 problems (file, line, span, text), the same counts. If a test here fails, a shortcut changed
@@ -22,7 +23,7 @@ import pytest
 from hostile import mutate
 from polars.testing import assert_frame_equal
 
-from llmtrace.importers import otlp, otlp_spans
+from llmtrace.importers import otlp, otlp_fast, otlp_files, otlp_spans
 from llmtrace.importers.otlp_spans import _any_value, _Malformed
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -89,6 +90,7 @@ def _outcome(function, *args) -> tuple[str, str]:
 def _import(paths: list[Path], monkeypatch: pytest.MonkeyPatch, plain: bool, **options):
     with monkeypatch.context() as patch:
         if plain:
+            patch.setattr(otlp_files, "_fast_line", None)
             patch.setattr(otlp_spans, "_attributes", plain_attributes)
             patch.setattr(otlp_spans, "_hex_id", plain_hex_id)
             patch.setattr(otlp_spans, "_nanos", plain_nanos)
@@ -188,3 +190,96 @@ def test_attribute_and_id_shortcuts_match_the_plain_code() -> None:
         for size, field in ((16, "traceId"), (8, "spanId")):
             fast = _outcome(otlp_spans._hex_id, value, size, field)
             assert fast == _outcome(plain_hex_id, value, size, field), value
+
+
+def test_the_fast_lane_reads_the_recorded_libraries() -> None:
+    """Else the comparisons above would compare the per-span path with itself."""
+    lines = [line for path in OTLP_FIXTURES if path.suffix == ".jsonl" for line in _lines(path)]
+    decoded = [otlp_fast.decode_line(line) for line in lines]
+    assert len(lines) >= 15 and all(spans for spans in decoded)
+
+
+_SPAN = (
+    '{"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", '
+    '"name": "chat", "startTimeUnixNano": "1764201600000000000", '
+    '"endTimeUnixNano": "1764201601000000000", "attributes": [%s]%s}'
+)
+_USAGE = (
+    '{"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}}, '
+    '{"key": "gen_ai.request.model", "value": {"stringValue": "gpt-4o"}}, '
+    '{"key": "gen_ai.usage.input_tokens", "value": {"intValue": "10"}}'
+)
+# Values where msgspec and json could part ways, each in a span of its own line.
+_EDGE_ATTRIBUTES = [
+    '{"key": "gen_ai.usage.output_tokens", "value": {"intValue": 99999999999999999999}}',
+    '{"key": "gen_ai.usage.output_tokens", "value": {"intValue": "99999999999999999999"}}',
+    '{"key": "gen_ai.usage.output_tokens", "value": {"doubleValue": 3}}',
+    '{"key": "gen_ai.usage.output_tokens", "value": {"doubleValue": "3.5"}}',
+    '{"key": "gen_ai.usage.output_tokens", "value": {"doubleValue": "x"}}',
+    '{"key": "gen_ai.usage.output_tokens", "value": {"doubleValue": 1e400}}',
+    '{"key": "gen_ai.usage.output_tokens", "value": {"doubleValue": NaN}}',
+    '{"key": "gen_ai.usage.output_tokens", "value": {"boolValue": 1}}',
+    '{"key": "gen_ai.usage.output_tokens", "value": {"intValue": "5", "intValue": "7"}}',
+    '{"key": "gen_ai.usage.output_tokens", "value": {"stringValue": null, "intValue": "7"}}',
+    '{"key": "gen_ai.usage.output_tokens", "value": {}}',
+    '{"key": "gen_ai.usage.output_tokens", "value": null}',
+    '{"key": "gen_ai.usage.output_tokens"}',
+    '{"key": "gen_ai.usage.output_tokens", "value": {"intValue": "4"}, "x": [[[[1]]]]}',
+    '{"key": "gen_ai.usage.output_tokens", "value": {"intValue": "4"}}, '
+    '{"key": "gen_ai.usage.output_tokens", "value": {"intValue": "8"}}',
+    '{"key": "gen_ai.response.finish_reasons", "value": {"arrayValue": {"values": '
+    '[{"stringValue": "stop"}, {}, {"intValue": "3"}, {"arrayValue": {}}]}}}',
+    '{"key": "gen_ai.response.finish_reasons", "value": {"arrayValue": null}}',
+    '{"key": "llm.invocation_parameters", "value": {"kvlistValue": {"values": '
+    '[{"key": "a", "value": {"boolValue": true}}, {"key": "b"}]}}}',
+    '{"key": "llm.invocation_parameters", "value": {"kvlistValue": {"values": '
+    '[{"key": "a", "value": {"kvlistValue": {"values": []}}}]}}}',
+    '{"key": "gen_ai.system_instructions", "value": {"stringValue": "\\ud800 lone"}}',
+    '{"key": "gen_ai.system_instructions", "value": {"stringValue": "\\ud83d\\ude00 pair"}}',
+    '{"key": "gen_ai.system_instructions", "value": {"stringValue": "tab\\t\\u0000 nul"}}',
+    '{"key": 5, "value": {"stringValue": "a key that is a number"}}',
+]
+_EDGE_SPAN_TAILS = [
+    ', "status": {"code": 2, "message": "boom"}',
+    ', "status": {"code": "STATUS_CODE_ERROR"}',
+    ', "status": {"code": true}',
+    ', "status": {}',
+    ', "kind": 3, "flags": 256, "droppedAttributesCount": 0',
+    ', "links": [{"traceId": "x", "attributes": []}]',
+    ', "unknown": ' + "[" * 3000 + "]" * 3000,
+    ', "events": [{"name": "exception", "attributes": [{"key": "exception.type", '
+    '"value": {"stringValue": "Timeout"}}]}], "status": {"code": 2}',
+    ', "parentSpanId": ""',
+    ', "parentSpanId": "00000000000000000000"',
+    ', "name": 5',
+    ', "startTimeUnixNano": 1.5e18',
+    ', "startTimeUnixNano": 1764201600000000000',
+    ', "startTimeUnixNano": "17642016000000000000000"',
+    ', "spanId": "EEE19B7EC3C1B174"',
+]
+
+
+def test_edge_lines_import_the_same_records(tmp_path, monkeypatch) -> None:
+    """Lines built to sit where the two decoders could differ: each line is read by one path
+    or the other, and either way the records and problems are those of the per-span path."""
+    lines = [_SPAN % (f"{_USAGE}, {attribute}", "") for attribute in _EDGE_ATTRIBUTES]
+    lines += [_SPAN % (_USAGE, tail) for tail in _EDGE_SPAN_TAILS]
+    # one trace and span per line, so no two lines' calls merge and hide a difference
+    lines = [
+        line.replace("eee19b7ec3c1b174", f"{n:016x}").replace("5b8efff7", f"{n:08x}")
+        for n, line in enumerate(lines, start=1)
+    ]
+    requests = [
+        '{"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", '
+        '"value": {"stringValue": "svc"}}]}, "scopeSpans": [{"scope": {"name": "openlit"}, '
+        f'"spans": [{line}]}}]}}]}}'
+        for line in lines
+    ]
+    requests += ['{"resourceSpans": null}', '{"resourceSpans": [null]}', "[]", "{}"]
+    requests += ['{"resourceSpans": [{"scopeSpans": [{"spans": [' + lines[0] + ']}]}], "x": 1}']
+    path = tmp_path / "edges.jsonl"
+    path.write_text('{"resourceSpans": []}\n' + "\n".join(requests) + "\n")
+    fast_lines = sum(otlp_fast.decode_line(r.encode()) is not None for r in requests)
+    assert 10 < fast_lines < len(requests)  # both paths are exercised
+    assert_same_import([path], monkeypatch)
+    assert_same_import([path], monkeypatch, keep_content=True)

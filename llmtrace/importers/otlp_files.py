@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from llmtrace.importers.otlp_fast import decode_line
 from llmtrace.importers.otlp_spans import (
     _SURROGATE_ESCAPE,
     _Malformed,
@@ -35,10 +36,14 @@ from llmtrace.importers.otlp_spans import (
 if TYPE_CHECKING:
     from llmtrace.importers.otlp import _Collector
 
-# The stdlib parser: orjson was measured and left out (see bench/README.md, issue 15): it reads
-# integers beyond 64 bits as floats and nesting the stdlib refuses, and keeping results equal
-# would cost more than it saves.
+# The stdlib parser, for lines the fast lane declines and whole documents. orjson was measured
+# and left out (bench/README.md, issue 15): it reads integers beyond 64 bits as floats and
+# nesting the stdlib refuses; msgspec's typed decoding (below) has neither problem.
 _loads: Callable[[bytes], Any] = json.loads
+# The fast lane for JSON lines (``otlp_fast``): spans decoded by msgspec, or None for a line it
+# declines, which then goes through ``_loads`` and the per-span decoder. None here turns the
+# lane off (tests/test_import_equivalence.py compares both ways).
+_fast_line: Callable[[bytes], list[tuple[str, dict[str, Any]]] | None] | None = decode_line
 
 INPUT_SUFFIXES: tuple[str, ...] = (".json", ".jsonl", ".ndjson", ".pb", ".binpb", ".protobuf")
 _PROGRESS_EVERY = 32  # lines between progress callbacks
@@ -205,6 +210,11 @@ def _read_lines(
             tracker.update()
         if not line.strip():
             continue
+        if _fast_line is not None:
+            spans = _fast_line(line)
+            if spans is not None:
+                sink.add_decoded(spans, name, line_no)
+                continue
         try:
             doc = _parse_line(line)
         except ValueError as exc:
