@@ -46,6 +46,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import Report, add_json_argument  # noqa: E402
+
+# how run_all.py runs this script (read with ast.literal_eval, never imported by it): the
+# import command at 1M spans beside the orjson parse-only baseline and the importer as it was
+# before msgspec decoding (047522f), interleaved in the same run
+RUN_ALL = {
+    "name": "import",
+    "order": 20,
+    "full": ["--command", "--sizes", "1000000", "--runs", "2", "--compare-commit", "047522f"],
+    "quick": ["--command", "--sizes", "20000", "--runs", "1", "--compare-commit", "047522f"],
+    "requires": ["orjson"],
+}
+
 SPANS_PER_LINE = 100
 LINES_PER_FILE = 200
 START_NS = 1_764_201_600_000_000_000  # 2025-11-27T00:00:00Z
@@ -290,12 +304,18 @@ def write_dataset(
     return sum(n for n, _ in written), sum(b for _, b in written)
 
 
-def _child(args: list[str]) -> dict[str, Any]:
+def _child(args: list[str], source: Path | None = None) -> dict[str, Any]:
     """Run ``args`` as a child: wall and CPU seconds (user + system, every thread), peak RSS
-    (GB, from ``wait4``) and what it printed."""
+    (GB, from ``wait4``) and what it printed. ``source``: import llmtrace from that tree."""
     began = time.perf_counter()
     env = {**os.environ, "COLUMNS": "240"}  # one summary line each, not wrapped
-    child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    cwd = None
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
+        cwd = source  # not the checkout, whose llmtrace would come first as the cwd
+    child = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=cwd
+    )
     out = child.stdout.read().decode() if child.stdout else ""
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - began
@@ -310,16 +330,21 @@ def _child(args: list[str]) -> dict[str, Any]:
 
 
 def run_command(
-    directory: Path, store: Path, batch_spans: int | None, python: str = sys.executable
+    directory: Path,
+    store: Path,
+    batch_spans: int | None,
+    python: str = sys.executable,
+    source: Path | None = None,
 ) -> dict[str, Any]:
     """``llmtrace import otlp`` of ``directory`` into a new store, in a child (``python``: the
-    interpreter, so a venv holding another checkout can be compared in the same run)."""
+    interpreter, so a venv holding another checkout can be compared in the same run;
+    ``source``: a source tree put first on ``PYTHONPATH``, e.g. an older commit's)."""
     args = [python, "-m", "llmtrace.cli", "import", "otlp", str(directory)]
     args += ["--store", str(store)]
     if batch_spans:
         args += ["--batch-spans", str(batch_spans)]
     shutil.rmtree(store, ignore_errors=True)
-    run = _child(args)
+    run = _child(args, source)
     run["summary"] = " / ".join(line.strip() for line in run.pop("out").splitlines()[:2])
     return run
 
@@ -349,23 +374,6 @@ def run_parse_only(directory: Path) -> dict[str, Any]:
     return run
 
 
-def _git_commit() -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
-    return commit + ("+dirty" if dirty else "")
-
-
 def _tree_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -379,14 +387,19 @@ def command_sizes(
     compress: bool,
     runs: int,
     compare: str | None = None,
+    compare_commit: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Per size: ``runs`` interleaved rounds of (parse-only baseline, whole import command, and
-    the command under the ``compare`` interpreter) on the same fresh input, each in a child;
-    medians reported. Inputs are deleted afterwards."""
+    """Per size: ``runs`` interleaved rounds of (parse-only baseline, the command under the
+    ``compare`` interpreter or of the ``compare_commit`` source tree, whole import command)
+    on the same fresh input, each in a child; medians reported. Inputs are deleted
+    afterwards."""
     kind = "JSON lines, gzip level 1" if compress else "JSON lines"
     results = []
     for size in sizes:
         work = Path(tempfile.mkdtemp(prefix="lt-import-", dir=tmp))
+        source = _export_commit(compare_commit, work / "old") if compare_commit else None
+        if source is not None:
+            compare = f"{sys.executable} + llmtrace at {compare_commit}"
         try:
             began = time.perf_counter()
             (work / "in").mkdir()
@@ -395,7 +408,11 @@ def command_sizes(
             imports, baselines, others, loads = [], [], [], [os.getloadavg()[0]]
             for _ in range(runs):
                 baselines.append(run_parse_only(work / "in"))
-                if compare:
+                if source is not None:
+                    others.append(
+                        run_command(work / "in", work / "store", batch_spans, source=source)
+                    )
+                elif compare:
                     others.append(run_command(work / "in", work / "store", batch_spans, compare))
                 imports.append(run_command(work / "in", work / "store", batch_spans))
                 loads.append(os.getloadavg()[0])
@@ -411,6 +428,8 @@ def command_sizes(
                 "import_wall_s": round(wall, 2),
                 "import_spans_per_cpu_s": round(count / cpu),
                 "import_peak_rss_gb": round(max(r["rss_gb"] for r in imports), 3),
+                "import_rss_gb_runs": [round(r["rss_gb"], 3) for r in imports],
+                "import_cpu_s_runs": [round(r["cpu"], 2) for r in imports],
                 "parse_only_cpu_s": round(base_cpu, 2),
                 "parse_only_spans_per_cpu_s": round(count / base_cpu),
                 "ratio": round(base_cpu / cpu, 3),
@@ -418,13 +437,15 @@ def command_sizes(
                 "store_gb": round(store_gb, 3),
                 "summary": imports[-1]["summary"],
                 "command": " ".join(["python", *sys.argv]),
-                "commit": _git_commit(),
             }
             if others:
                 other_cpu = statistics.median(r["cpu"] for r in others)
                 result["compare"] = {
                     "python": compare,
+                    "commit": compare_commit,
                     "cpu_s": round(other_cpu, 2),
+                    "cpu_s_runs": [round(r["cpu"], 2) for r in others],
+                    "wall_s": round(statistics.median(r["wall"] for r in others), 2),
                     "spans_per_cpu_s": round(count / other_cpu),
                     "ratio": round(base_cpu / other_cpu, 3),
                     "peak_rss_gb": round(max(r["rss_gb"] for r in others), 3),
@@ -449,6 +470,66 @@ def command_sizes(
     return results
 
 
+def _export_commit(commit: str, target: Path) -> Path:
+    """The tree of ``commit`` (of this checkout's repository) as plain files under ``target``,
+    for timing the code as it was in the same run (``git archive``: no worktree registered)."""
+    root = Path(__file__).resolve().parent.parent
+    target.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", "--format=tar", commit, "llmtrace"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
+def _report(results: list[dict[str, Any]], path: Path) -> None:
+    """The results as run_all.py's rows (bench/_measure.py's schema): the import of this
+    tree, and of the compared code, each beside the same-run parse-only baseline."""
+    report = Report("import")
+    for r in results:
+        size = f"{r['spans']:,} spans ({r['input']}), median of {r['runs']}"
+        baseline = (
+            f"orjson parse-only of the same files: {r['parse_only_spans_per_cpu_s']:,} spans "
+            f"per CPU-s ({r['parse_only_cpu_s']} CPU-s)"
+        )
+        report.row(
+            figure="**import otlp** (`llmtrace import otlp DIR --store S`)",
+            size=size,
+            result=(
+                f"{r['import_spans_per_cpu_s']:,} spans per CPU-s; "
+                f"{r['ratio']}x parse-only (goal 0.5x)"
+            ),
+            measure={
+                "cpu_s": r["import_cpu_s"],
+                "wall_s": r["import_wall_s"],
+                "peak_rss_mb": round(r["import_peak_rss_gb"] * 1024, 1),
+                "load_average_1m": r["load_average"],
+            },
+            baseline=baseline,
+            details=r,
+        )
+        other = r.get("compare")
+        if other:
+            report.row(
+                figure=f"import otlp, code of {other.get('commit') or other['python']} "
+                "(same rounds, interleaved)",
+                size=size,
+                result=(
+                    f"{other['spans_per_cpu_s']:,} spans per CPU-s; {other['ratio']}x parse-only"
+                ),
+                measure={
+                    "cpu_s": other["cpu_s"],
+                    "wall_s": other.get("wall_s"),
+                    "peak_rss_mb": round(other["peak_rss_gb"] * 1024, 1),
+                    "load_average_1m": r["load_average"],
+                },
+                baseline=baseline,
+            )
+    report.write(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=200_000)
@@ -459,12 +540,18 @@ def main() -> None:
     parser.add_argument("--batch-spans", type=int, default=None, help="the command's option")
     parser.add_argument("--jobs", type=int, default=1, help="processes writing the input")
     parser.add_argument("--gzip", action="store_true", help="write .jsonl.gz (level 1) inputs")
-    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    add_json_argument(parser)
     parser.add_argument(
         "--compare-python",
         default=None,
         help="with --command: also time the import under this interpreter (a venv with another "
         "checkout installed), interleaved in the same run",
+    )
+    parser.add_argument(
+        "--compare-commit",
+        default=None,
+        help="with --command: also time the import of this commit's llmtrace (git archive, "
+        "run with this interpreter), interleaved in the same run",
     )
     parser.add_argument("--parse-only", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -480,9 +567,10 @@ def main() -> None:
             compress=args.gzip,
             runs=args.runs,
             compare=args.compare_python,
+            compare_commit=args.compare_commit,
         )
         if args.json is not None:
-            args.json.write_text(json.dumps({"bench": "import", "results": results}, indent=2))
+            _report(results, args.json)
         return
 
     from llmtrace.importers import otlp
