@@ -133,19 +133,47 @@ def is_llm_span(
     return not USAGE_ATTRIBUTES.isdisjoint(attrs)
 
 
+_SCOPE_DIALECTS: dict[str, Dialect | None] = {}
+"""scope name -> the first dialect whose scope prefixes it starts with (None: no dialect's);
+an import sees a handful of scopes, so the prefix scan runs once per scope, not per span."""
+
+
+def _scope_dialect(scope: str) -> Dialect | None:
+    try:
+        return _SCOPE_DIALECTS[scope]
+    except KeyError:
+        pass
+    found = None
+    for dialect in DIALECTS:
+        if dialect.scope_prefixes and scope.startswith(dialect.scope_prefixes):
+            found = dialect
+            break
+    if len(_SCOPE_DIALECTS) < 10_000:  # bounded: scope names come from the input
+        _SCOPE_DIALECTS[scope] = found
+    return found
+
+
 def detect_dialect(attrs: Mapping[str, Any], scope: str | None = None) -> Dialect:
     """The dialect a span was written in: by instrumentation scope, else by marker attributes."""
     if scope:
-        for dialect in DIALECTS:
-            if dialect.scope_prefixes and scope.startswith(dialect.scope_prefixes):
-                variant = _VARIANTS.get(dialect.name)
-                if variant is not None and any(m in attrs for m in variant.markers):
-                    return variant
-                return dialect
+        dialect = _scope_dialect(scope) if type(scope) is str else _scan_scope(scope)
+        if dialect is not None:
+            variant = _VARIANTS.get(dialect.name)
+            if variant is not None and any(m in attrs for m in variant.markers):
+                return variant
+            return dialect
     for dialect in DIALECTS:
         if any(marker in attrs for marker in dialect.markers):
             return dialect
     return SEMCONV
+
+
+def _scan_scope(scope: Any) -> Dialect | None:
+    """``_scope_dialect`` without the cache (a scope that is not text fails here as before)."""
+    for dialect in DIALECTS:
+        if dialect.scope_prefixes and scope.startswith(dialect.scope_prefixes):
+            return dialect
+    return None
 
 
 def normalize_service_tier(value: Any) -> str | None:
@@ -244,6 +272,10 @@ def _start_ns(span: Mapping[str, Any], attrs: Mapping[str, Any], dialect: Dialec
     return end - round(seconds * 1e9)
 
 
+_SERVICE_NAMES = COMMON_FIELDS["service"]
+_ENVIRONMENT_NAMES = COMMON_FIELDS["environment"]
+
+
 def map_span(span: Mapping[str, Any], *, keep_content: bool = False) -> dict[str, Any]:
     """Call-record fields for one LLM span, times as Unix nanoseconds (``start_ns``/``end_ns``).
 
@@ -254,14 +286,15 @@ def map_span(span: Mapping[str, Any], *, keep_content: bool = False) -> dict[str
     resource: Mapping[str, Any] = span.get("resource") or {}
     dialect = detect_dialect(attrs, span.get("scope"))
     found = _collect(attrs, dialect)
-    provider = normalize_provider(_found(found, "provider"))
+    value = {slot: hit[2] for slot, hit in found.items()}.get  # _found without a call each
+    provider = normalize_provider(value("provider"))
     usage = _usage(found, attrs, dialect, provider)
     reported_cost, reported_source = _reported_cost(found, attrs)
-    request_model = _text(_found(found, "request_model"))
-    model = _text(_found(found, "response_model")) or request_model
+    request_model = _text(value("request_model"))
+    model = _text(value("response_model")) or request_model
     is_error, error_type = _error(span, attrs)
-    prompt_name = _text(_found(found, "prompt_name"))
-    prompt_version = _text(_found(found, "prompt_version"))
+    prompt_name = _text(value("prompt_name"))
+    prompt_version = _text(value("prompt_version"))
     try:
         prints = fingerprint.content_fields(attrs, keep_content=keep_content)
     except fingerprint.ContentError as exc:
@@ -270,12 +303,10 @@ def map_span(span: Mapping[str, Any], *, keep_content: bool = False) -> dict[str
         "trace_id": span.get("trace_id"),
         "span_id": span.get("span_id"),
         "parent_span_id": span.get("parent_span_id") or None,
-        "response_id": _text(_found(found, "response_id")),
+        "response_id": _text(value("response_id")),
         "dialect": dialect.name,
-        "service": _text(_first(resource, COMMON_FIELDS["service"]) or _found(found, "service")),
-        "environment": _text(
-            _first(resource, COMMON_FIELDS["environment"]) or _found(found, "environment")
-        ),
+        "service": _text(_first(resource, _SERVICE_NAMES) or value("service")),
+        "environment": _text(_first(resource, _ENVIRONMENT_NAMES) or value("environment")),
         "provider": provider,
         "model": model,
         "request_model": request_model or model,
@@ -283,10 +314,10 @@ def map_span(span: Mapping[str, Any], *, keep_content: bool = False) -> dict[str
         "prompt_name": prompt_name,
         "prompt_version": prompt_version,
         "prompt": _prompt_key(prompt_name, prompt_version, prints.get("template_fingerprint")),
-        "action": _text(_found(found, "action")),
-        "conversation_id": _text(_found(found, "conversation_id")),
-        "user_id": _text(_found(found, "user_id")),
-        "reasoning_effort": _text(_found(found, "reasoning_effort")),
+        "action": _text(value("action")),
+        "conversation_id": _text(value("conversation_id")),
+        "user_id": _text(value("user_id")),
+        "reasoning_effort": _text(value("reasoning_effort")),
         "service_tier": _service_tier(found, attrs),
         # set by llmtrace's live processor from the span's ancestry (else the importer's tree)
         "agent": _text(attrs.get(AGENT_ATTRIBUTE)),

@@ -2,7 +2,8 @@
 
 Shortcuts make ``import otlp`` cheaper per span: JSON lines are decoded by msgspec into typed
 structs (``otlp_fast``; a line it declines goes through ``json`` and the per-span decoder),
-string attribute values are read inline, lowercase hex ids skip decoding, and times written
+the call frame's list columns are built from one flat series, scope names are matched to
+dialects once per name, string attribute values are read inline, lowercase hex ids skip decoding, and times written
 as plain decimal text skip the general checks. Each is compared here with the code it
 replaced, on every OTLP fixture (tests/fixtures, including the seven recorded libraries) and on
 the fixtures with hostile values planted (tests/hostile.py): the same call records, the same
@@ -19,10 +20,12 @@ import random
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 from hostile import mutate
 from polars.testing import assert_frame_equal
 
+from llmtrace import dialects
 from llmtrace.importers import otlp, otlp_fast, otlp_files, otlp_spans
 from llmtrace.importers.otlp_spans import _any_value, _Malformed
 
@@ -80,6 +83,10 @@ def plain_nanos(value: Any, field: str) -> int | None:
     return otlp_spans._checked_time(value, field)
 
 
+def plain_list_column(name: str, values: list[Any], dtype: pl.List) -> pl.Series:
+    return pl.Series(name, values, dtype=dtype)
+
+
 def _outcome(function, *args) -> tuple[str, str]:
     try:
         return "ok", repr(function(*args))
@@ -91,6 +98,8 @@ def _import(paths: list[Path], monkeypatch: pytest.MonkeyPatch, plain: bool, **o
     with monkeypatch.context() as patch:
         if plain:
             patch.setattr(otlp_files, "_fast_line", None)
+            patch.setattr(otlp, "_list_column", plain_list_column)
+            patch.setattr(dialects, "_scope_dialect", dialects._scan_scope)
             patch.setattr(otlp_spans, "_attributes", plain_attributes)
             patch.setattr(otlp_spans, "_hex_id", plain_hex_id)
             patch.setattr(otlp_spans, "_nanos", plain_nanos)
@@ -283,3 +292,24 @@ def test_edge_lines_import_the_same_records(tmp_path, monkeypatch) -> None:
     assert 10 < fast_lines < len(requests)  # both paths are exercised
     assert_same_import([path], monkeypatch)
     assert_same_import([path], monkeypatch, keep_content=True)
+
+
+def test_list_columns_match_the_plain_constructor() -> None:
+    rng = random.Random(3)
+    cases: list[list[Any]] = [[], [None], [[1]], [[], None, [2, 3]], [(1, 2), None], [[2**64 - 1]]]
+    for _ in range(50):
+        cases.append(
+            [
+                [rng.getrandbits(63) for _ in range(rng.randint(1, 5))]
+                if rng.random() < 0.4
+                else None
+                for _ in range(rng.randint(1, 30))
+            ]
+        )
+    for values in cases:
+        for dtype in (pl.List(pl.UInt64), pl.List(pl.Int64)):
+            if dtype.inner == pl.Int64 and values == [[2**64 - 1]]:
+                continue
+            fast = otlp._list_column("x", values, dtype)
+            assert fast.equals(plain_list_column("x", values, dtype)), values
+            assert fast.dtype == dtype

@@ -43,6 +43,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -318,6 +319,33 @@ _RAW_SCHEMA = pl.Schema(
 )
 
 
+_LIST_COLUMNS = [name for name, dtype in _RAW_SCHEMA.items() if isinstance(dtype, pl.List)]
+
+
+def _list_column(name: str, values: list[Any], dtype: pl.List) -> pl.Series:
+    """A list column (the prefix hashes and tokens) from per-row lists or None, built from one
+    flat series of the elements: Polars builds a series per row from a list of lists, ~half
+    the cost of the whole call frame (issue 15). Same values, nulls and type."""
+    present = [i for i, value in enumerate(values) if value is not None]
+    lists = [values[i] for i in present]
+    if not lists or not all(type(value) is list and value for value in lists):
+        return pl.Series(name, values, dtype=dtype)  # nothing to gain, or empty lists
+    flat = pl.Series(name, list(chain.from_iterable(lists)), dtype=dtype.inner)
+    owner = pl.Series(range(len(lists)), dtype=pl.UInt32).repeat_by(
+        pl.Series(list(map(len, lists)), dtype=pl.UInt32)
+    )
+    grouped = (
+        pl.DataFrame({"_owner": owner.explode(), name: flat})
+        .group_by("_owner", maintain_order=True)
+        .agg(pl.col(name))
+        .get_column(name)
+    )
+    where: list[int | None] = [None] * len(values)
+    for number, row in enumerate(present):
+        where[row] = number
+    return grouped.gather(pl.Series(where, dtype=pl.UInt32)).alias(name)
+
+
 def _calls_frame(calls: list[dict[str, Any]], source: str) -> pl.DataFrame:
     """The collected call dicts as one frame, built once; ``source`` names where they came from."""
     names = _RAW_SCHEMA.names()
@@ -329,6 +357,8 @@ def _calls_frame(calls: list[dict[str, Any]], source: str) -> pl.DataFrame:
             columns = dict(zip(names, map(list, zip(*rows, strict=True)), strict=True))
         except KeyError:  # a producer that left fields out (they are optional)
             columns = {name: [c.get(name) for c in calls] for name in names}
+    for name in _LIST_COLUMNS:
+        columns[name] = _list_column(name, columns[name], _RAW_SCHEMA[name])
     frame = pl.DataFrame(columns, schema=_RAW_SCHEMA)
     return frame.with_columns(
         pl.from_epoch(pl.col("start_ns") // 1000, time_unit="us")
