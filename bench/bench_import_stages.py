@@ -100,17 +100,20 @@ def main() -> None:
         ("msgspec typed decode (`otlp_fast`)", decode),
         ("span mappings built from the structs", build),
         ("`map_span`: dialect mapping of the LLM spans, content included", mapping),
-        ("  of which content fingerprints (`content_fields`)", content),
+        ("↳ of which content fingerprints (`content_fields`)", content),
         (
             "rest of collecting (tree rows, detection, agent and tool)",
             collecting - decode - build - mapping,
         ),
         ("batch step in Polars (`_Stream.step`)", step),
-        ("  of which the call frame from the call dicts", frame),
+        ("↳ of which the call frame from the call dicts", frame),
         ("**total** (collecting + batch step)", total),
     ]
     baseline = f"orjson parse-only: {parse * 1e6 / count:.1f} µs per span; total ÷ parse = {total / parse:.1f}"
-    size = f"{count:,} spans, {len(llm):,} LLM spans, {result.calls.height:,} calls"
+    size = (
+        f"{count:,} spans, {len(llm):,} LLM spans, {result.calls.height:,} calls, in one "
+        "process (peak RSS: the bench's, every span held)"
+    )
     for name, seconds in stages:
         report.row(
             figure=f"import stage: {name}",
