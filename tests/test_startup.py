@@ -127,3 +127,18 @@ def test_a_child_forked_during_a_price_load_loads_its_own(tmp_path: Path) -> Non
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "0"
+
+
+def test_prices_of_one_model_loads_no_polars(tmp_path: Path) -> None:
+    """``llmtrace prices MODEL`` reads the price book only (``llmtrace.price_book``)."""
+    code = (
+        "import sys; from llmtrace import cli; sys.argv = ['llmtrace', 'prices', 'gpt-4o']\n"
+        "try:\n    cli.main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
+        "print('\\nloaded:', *(m for m in ('polars', 'genai_prices') if m in sys.modules))"
+    )
+    env = {"LLMTRACE_STORE": str(tmp_path / "store"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert "$2.50" in done.stdout  # the rates were shown
+    assert done.stdout.strip().splitlines()[-1] == "loaded: genai_prices"

@@ -92,7 +92,7 @@ def format_option(choices: Sequence[str]) -> Callable[[F], F]:
 def load_price_book(prices_file: str | Path | None) -> PriceBook:
     """The price book of ``--prices`` (``PriceBook.load``); a bad price file or config raises
     ``ConfigError``, which ``llmtrace.cli`` reports in one line naming the file (exit 2)."""
-    from llmtrace.pricing import PriceBook
+    from llmtrace.price_book import PriceBook
 
     return PriceBook.load(prices_file)
 

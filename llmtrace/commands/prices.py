@@ -25,7 +25,8 @@ from llmtrace.commands.common import (
     prices_option,
     store_option,
 )
-from llmtrace.pricing import COMPONENTS, PER, PriceBook, Rate, Rates
+from llmtrace.price_book import PriceBook
+from llmtrace.rates import COMPONENTS, PER, Rate, Rates
 
 # component -> (label, unit the table quotes it in)
 _LABELS: dict[str, tuple[str, str]] = {
