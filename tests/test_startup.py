@@ -142,3 +142,20 @@ def test_prices_of_one_model_loads_no_polars(tmp_path: Path) -> None:
     )
     assert "$2.50" in done.stdout  # the rates were shown
     assert done.stdout.strip().splitlines()[-1] == "loaded: genai_prices"
+
+
+def test_import_langfuse_help_loads_no_langfuse_sdk(tmp_path: Path) -> None:
+    """``llmtrace import langfuse --help`` shows options only: the langfuse SDK (0.4 s of
+    imports) loads when an import runs."""
+    code = (
+        "import sys; from llmtrace import cli\n"
+        "sys.argv = ['llmtrace', 'import', 'langfuse', '--help']\n"
+        "try:\n    cli.main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
+        "print('\\nloaded:', *(m for m in ('langfuse', 'genai_prices') if m in sys.modules))"
+    )
+    env = {"LLMTRACE_STORE": str(tmp_path / "store"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert "--since" in done.stdout  # the help was shown
+    assert done.stdout.strip().splitlines()[-1] == "loaded:"

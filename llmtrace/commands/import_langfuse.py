@@ -14,7 +14,6 @@ from types import TracebackType
 import click
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from llmtrace.accuracy import AccuracyConfig
 from llmtrace.commands.common import (
     WHEN,
     console,
@@ -29,13 +28,7 @@ from llmtrace.commands.common import (
 )
 from llmtrace.config import load_config
 from llmtrace.errors import EXIT_FINDINGS
-from llmtrace.importers.langfuse import (
-    ImportReporter,
-    ImportStats,
-    LangfuseImportError,
-    LangfuseSettings,
-    import_langfuse,
-)
+from llmtrace.importers.langfuse.stats import ImportReporter, ImportStats
 
 
 class RichReporter(ImportReporter):
@@ -208,6 +201,11 @@ def langfuse_command(
       llmtrace import langfuse --since 7d && llmtrace costs --by prompt
       llmtrace import langfuse --scores-since 30d   # nightly: also pick up corrected scores
     """
+    # Imported here, not at the top: the langfuse SDK and Polars take ~0.5 s to import, which
+    # ``--help`` should not pay (issue 14: each command imports only what it uses).
+    from llmtrace.accuracy import AccuracyConfig
+    from llmtrace.importers.langfuse import LangfuseImportError, LangfuseSettings, import_langfuse
+
     settings = LangfuseSettings.from_env(host)  # missing keys: exit 2 (llmtrace.cli)
     accuracy = AccuracyConfig.from_config(load_config())
     book = load_price_book(prices_file)

@@ -77,33 +77,40 @@ windows, pages, checkpoints), ``mapping`` (observations -> call records), ``scor
 
 from __future__ import annotations
 
-from llmtrace.importers.langfuse.client import (
-    DEFAULT_HOST,
-    LangfuseImportError,
-    LangfuseSettings,
-    RetryPolicy,
-    checkpoint_name,
-    retry_wait,
-)
-from llmtrace.importers.langfuse.mapping import OBSERVATION_TYPES, observations_to_calls
-from llmtrace.importers.langfuse.paging import import_langfuse
-from llmtrace.importers.langfuse.prompts import prompt_template_fingerprint
-from llmtrace.importers.langfuse.scores import attach_scores, scores_frame
-from llmtrace.importers.langfuse.stats import ImportReporter, ImportStats
+import importlib
+from typing import Any
 
-__all__ = [
-    "DEFAULT_HOST",
-    "OBSERVATION_TYPES",
-    "ImportReporter",
-    "ImportStats",
-    "LangfuseImportError",
-    "LangfuseSettings",
-    "RetryPolicy",
-    "attach_scores",
-    "checkpoint_name",
-    "import_langfuse",
-    "observations_to_calls",
-    "prompt_template_fingerprint",
-    "retry_wait",
-    "scores_frame",
-]
+# Public name -> the submodule that defines it. Loaded on first use (PEP 562), so that
+# ``llmtrace import langfuse --help`` and the modules that only need ``stats`` do not import the
+# langfuse SDK and Polars (0.4 s of start-up, bench/bench_startup.py).
+_EXPORTS = {
+    "DEFAULT_HOST": "client",
+    "LangfuseImportError": "client",
+    "LangfuseSettings": "client",
+    "RetryPolicy": "client",
+    "checkpoint_name": "client",
+    "retry_wait": "client",
+    "OBSERVATION_TYPES": "mapping",
+    "observations_to_calls": "mapping",
+    "import_langfuse": "paging",
+    "prompt_template_fingerprint": "prompts",
+    "attach_scores": "scores",
+    "scores_frame": "scores",
+    "ImportReporter": "stats",
+    "ImportStats": "stats",
+}
+
+__all__ = sorted(_EXPORTS, key=str.lower)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

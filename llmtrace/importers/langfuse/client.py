@@ -21,8 +21,6 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
-from langfuse.api import LangfuseAPI
-from langfuse.api.core.api_error import ApiError
 
 from llmtrace.errors import EXIT_FINDINGS, EXIT_USAGE, LlmtraceError
 from llmtrace.importers.langfuse.stats import ImportReporter, ImportStats
@@ -207,6 +205,8 @@ class _Client:
         self.reporter = reporter
         self.stats = stats
         self.sleep = sleep
+        from langfuse.api import LangfuseAPI  # the SDK loads only when an import runs
+
         self.http = httpx.Client(timeout=settings.timeout, follow_redirects=True)
         self.api = LangfuseAPI(
             base_url=settings.host,
@@ -224,6 +224,8 @@ class _Client:
 
     def call(self, what: str, request: Callable[[], Any]) -> Any:
         """Run ``request`` with our retry rules; ``what`` names it in error messages."""
+        from langfuse.api.core.api_error import ApiError
+
         failures = 0
         waits = 0
         while True:
@@ -289,6 +291,8 @@ class _Client:
 
     def get_json(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
         """A plain GET for the page-based endpoints; errors become ``ApiError`` like the SDK's."""
+        from langfuse.api.core.api_error import ApiError
+
         response = self.http.get(
             f"{self.settings.host}/{path}",
             params={k: v for k, v in params.items() if v is not None},
