@@ -129,33 +129,32 @@ def test_a_child_forked_during_a_price_load_loads_its_own(tmp_path: Path) -> Non
     assert done.stdout.strip() == "0"
 
 
-def test_prices_of_one_model_loads_no_polars(tmp_path: Path) -> None:
-    """``llmtrace prices MODEL`` reads the price book only (``llmtrace.price_book``)."""
+def cli_loaded(argv: list[str], tmp_path: Path, *modules: str) -> tuple[str, list[str]]:
+    """Run ``llmtrace ARGV`` in a fresh interpreter: its output, and which of ``modules`` it
+    loaded."""
     code = (
-        "import sys; from llmtrace import cli; sys.argv = ['llmtrace', 'prices', 'gpt-4o']\n"
+        f"import sys; from llmtrace import cli; sys.argv = ['llmtrace', *{argv!r}]\n"
         "try:\n    cli.main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
-        "print('\\nloaded:', *(m for m in ('polars', 'genai_prices') if m in sys.modules))"
+        f"print('\\nloaded:', *(m for m in {modules!r} if m in sys.modules))"
     )
     env = {"LLMTRACE_STORE": str(tmp_path / "store"), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     )
-    assert "$2.50" in done.stdout  # the rates were shown
-    assert done.stdout.strip().splitlines()[-1] == "loaded: genai_prices"
+    lines = done.stdout.strip().splitlines()
+    return done.stdout, lines[-1].split()[1:]
+
+
+def test_prices_of_one_model_loads_no_polars(tmp_path: Path) -> None:
+    """``llmtrace prices MODEL`` reads the price book only (``llmtrace.price_book``)."""
+    out, loaded = cli_loaded(["prices", "gpt-4o"], tmp_path, "polars", "genai_prices")
+    assert "$2.50" in out  # the rates were shown
+    assert loaded == ["genai_prices"]
 
 
 def test_import_langfuse_help_loads_no_langfuse_sdk(tmp_path: Path) -> None:
     """``llmtrace import langfuse --help`` shows options only: the langfuse SDK (0.4 s of
     imports) loads when an import runs."""
-    code = (
-        "import sys; from llmtrace import cli\n"
-        "sys.argv = ['llmtrace', 'import', 'langfuse', '--help']\n"
-        "try:\n    cli.main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
-        "print('\\nloaded:', *(m for m in ('langfuse', 'genai_prices') if m in sys.modules))"
-    )
-    env = {"LLMTRACE_STORE": str(tmp_path / "store"), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
-    )
-    assert "--since" in done.stdout  # the help was shown
-    assert done.stdout.strip().splitlines()[-1] == "loaded:"
+    out, loaded = cli_loaded(["import", "langfuse", "--help"], tmp_path, "langfuse")
+    assert "--since" in out  # the help was shown
+    assert loaded == []
