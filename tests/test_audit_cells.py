@@ -1,0 +1,46 @@
+"""The aggregate step gives the same cells as before its rework (issue 15), in one pass and in
+key-hash parts: every built-in rule's merged aggregate on the seeded demo store equals the copy
+frozen in tests/fixtures/audit-cells/ (see ``audit_cells``; costs left out, they follow the
+price data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from audit_cells import cells, demo_store, differences, frozen
+
+from llmtrace.store import Store
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    return demo_store(tmp_path_factory.mktemp("cells") / "store")
+
+
+def test_the_frozen_copy_covers_the_rules_the_rework_touched() -> None:
+    want = frozen()
+    assert {"LT101", "LT201", "LT202", "LT203", "LT301", "LT502"} <= set(want)
+    for code in ("LT201", "LT202", "LT203", "LT301"):
+        assert want[code].height > 100, code  # many cells: a real comparison
+
+
+@pytest.mark.parametrize("rows_per_part", [10**12, 8_000], ids=["one pass", "parts"])
+def test_cells_equal_the_frozen_copy(store: Store, rows_per_part: int) -> None:
+    got = cells(store, rows_per_part)
+    want = frozen()
+    assert set(got) == set(want)
+    problems = {code: differences(got[code], want[code]) for code in want}
+    assert not any(problems.values()), problems
+
+
+def test_a_changed_token_is_caught(store: Store) -> None:
+    """The comparison can fail: one cell's token count off by one is reported."""
+    want = frozen()["LT301"]
+    column = next(c for c in want.columns if c == "input")
+    changed = want.with_columns(
+        want[column].scatter(0, want[column][0] + 1)  # one token more in the first cell
+    )
+    assert differences(changed, want) == [f"{column}: 1 values differ"]
+    assert not differences(want, want)
+    assert Path(__file__).parent.joinpath("fixtures", "audit-cells", "LT301.parquet").exists()
