@@ -157,11 +157,13 @@ def aggregate_cells(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
         .select(*_NARROW, *_REPLAY)
     )
     single = narrow.filter(pl.col("_c").is_null())
-    turns = replay_turns(conv.rename({"input": "L"})).rename({"L": "input"})
+    # one sort by (conversation, time) - the replay's - and one fit, shared by the billed cells
+    # and the three cached layouts (they differ only in read/write columns)
+    turns = _fit(replay_turns(conv.rename({"input": "L"})).rename({"L": "input"}), params)
     parts = [
-        _conversation_cells(conv.select(_NARROW), params),
+        _conversation_cells(_variant(turns, None), params),
         *(
-            _conversation_cells(_cached_history(turns, layout), params).with_columns(
+            _conversation_cells(_variant(turns, layout), params).with_columns(
                 pl.lit(kind).alias("kind")
             )
             for layout, kind in ON_TOP_KINDS.items()
@@ -210,39 +212,53 @@ def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
     )
 
 
-def _cached_history(turns: pl.LazyFrame, layout: str) -> pl.LazyFrame:
-    """Replayed turns (``lt202_history.replay_turns``) of conversations that cache nothing,
-    re-split as LT202's breakpoint ``layout`` would bill them; conversations that already cache,
-    providers whose caching is not modelled, and 1-hour layouts where 1-hour writes are not
-    offered keep their real split. ``evaluate`` prices trimming on top of the cheapest of these
-    and the billed cells, so a trimming saving never includes what caching alone would save
-    (LT202's)."""
-    uncached = ((pl.col("read") + pl.col("write")) == 0).all().over("_c")
-    replace = uncached & pl.col("minimum").is_not_null()
-    if layout != "short":
-        replace = replace & pl.col("long_ok")
-    return turns.with_columns(
-        *(
-            pl.when(replace).then(pl.col(f"cf_{name}_{layout}")).otherwise(pl.col(name)).alias(name)
-            for name in ("read", "write", "write_1h")
-        )
-    ).select(_NARROW)
+# what the fit and the policies read of each turn, besides a variant's read/write columns
+_TURN = [c for c in _NARROW if c not in ("read", "write", "write_1h")]
+_FIT = ["turn", "slope", "r2", "qualifies", "output_per_turn", "turns"]
 
 
-def _conversation_turns(conv: pl.LazyFrame, params: Params) -> pl.LazyFrame:
-    """Turns sorted by conversation and time, numbered, with their conversation's fit.
+def _variant(turns: pl.LazyFrame, layout: str | None) -> pl.LazyFrame:
+    """The fitted turns (``_fit``) with the read/write split of one variant, and ``cached``.
 
-    One sort of the narrow columns, then positional expressions: cheaper than windows ordered
-    by time. Per conversation, the least-squares line of input tokens on the turn number comes
-    from the sums n, Σx, Σy, Σxy, Σx², Σy² (slope = tokens added per turn, r² = steadiness).
+    ``None``: as billed. A layout: replayed turns (``lt202_history.replay_turns``) of
+    conversations that cache nothing, re-split as LT202's breakpoint ``layout`` would bill them;
+    conversations that already cache, providers whose caching is not modelled, and 1-hour
+    layouts where 1-hour writes are not offered keep their real split. ``evaluate`` prices
+    trimming on top of the cheapest of these and the billed cells, so a trimming saving never
+    includes what caching alone would save (LT202's). ``cached``: the conversation reads or
+    writes the cache in this variant.
     """
-    conv = conv.sort("_c", "start_time")
+    names = ("read", "write", "write_1h")
+    if layout is None:
+        split = [pl.col(name) for name in names]
+    else:
+        replace = ~pl.col("_billed_cached") & pl.col("minimum").is_not_null()
+        if layout != "short":
+            replace = replace & pl.col("long_ok")
+        split = [
+            pl.when(replace).then(pl.col(f"cf_{name}_{layout}")).otherwise(pl.col(name))
+            for name in names
+        ]
+    turns = turns.select(*_TURN, *_FIT, *(e.alias(n) for e, n in zip(split, names, strict=True)))
+    return turns.with_columns(
+        ((pl.col("read") + pl.col("write")) > 0).any().over("_c").alias("cached")
+    )
+
+
+def _fit(turns: pl.LazyFrame, params: Params) -> pl.LazyFrame:
+    """Turns (sorted by conversation and time) numbered, with their conversation's fit.
+
+    Positional expressions on the sorted rows: cheaper than windows ordered by time. Per
+    conversation, the least-squares line of input tokens on the turn number comes from the sums
+    n, Σx, Σy, Σxy, Σx², Σy² (slope = tokens added per turn, r² = steadiness). Also
+    ``_billed_cached``: the conversation reads or writes the cache as billed.
+    """
     first = (pl.col("_c") != pl.col("_c").shift(1)).fill_null(True)
     row = pl.int_range(pl.len(), dtype=pl.Int64)
-    conv = conv.with_columns((row - pl.when(first).then(row).forward_fill()).alias("turn"))
+    turns = turns.with_columns((row - pl.when(first).then(row).forward_fill()).alias("turn"))
     x = pl.col("turn").cast(pl.Float64)
     y = pl.col("input").cast(pl.Float64)
-    conv = conv.with_columns(
+    turns = turns.with_columns(
         pl.len().over("_c").cast(pl.Float64).alias("_n"),
         x.sum().over("_c").alias("_sx"),
         y.sum().over("_c").alias("_sy"),
@@ -250,7 +266,7 @@ def _conversation_turns(conv: pl.LazyFrame, params: Params) -> pl.LazyFrame:
         (x * x).sum().over("_c").alias("_sxx"),
         (y * y).sum().over("_c").alias("_syy"),
         pl.col("output").cast(pl.Float64).sum().over("_c").alias("_sout"),
-        ((pl.col("read") + pl.col("write")) > 0).any().over("_c").alias("cached"),
+        ((pl.col("read") + pl.col("write")) > 0).any().over("_c").alias("_billed_cached"),
     )
     n, sx, sy = pl.col("_n"), pl.col("_sx"), pl.col("_sy")
     cov = n * pl.col("_sxy") - sx * sy
@@ -259,7 +275,7 @@ def _conversation_turns(conv: pl.LazyFrame, params: Params) -> pl.LazyFrame:
     slope = pl.when(var_x > 0).then(cov / var_x).otherwise(0.0)
     r2 = pl.when((var_x > 0) & (var_y > 0)).then(cov * cov / (var_x * var_y)).otherwise(0.0)
     return (
-        conv.with_columns(slope.alias("slope"), r2.alias("r2"))
+        turns.with_columns(slope.alias("slope"), r2.alias("r2"))
         .with_columns(
             (
                 (n >= params.min_turns)
@@ -274,10 +290,9 @@ def _conversation_turns(conv: pl.LazyFrame, params: Params) -> pl.LazyFrame:
 
 
 def _conversation_cells(conv: pl.LazyFrame, params: Params) -> pl.LazyFrame:
-    """Turns re-costed under both policies, summed per cell; qualifying conversations only."""
-    conv = _summary_policy(
-        _budget_policy(_conversation_turns(conv, params), params, conversation=True), params
-    )
+    """Fitted turns of one variant (``_variant``) re-costed under both policies, summed per
+    cell; qualifying conversations only."""
+    conv = _summary_policy(_budget_policy(conv, params, conversation=True), params)
     q = pl.col("qualifies").cast(pl.Int64)
     last = (pl.col("turn") == pl.col("turns") - 1).cast(pl.Int64)
     flagged_last = (last * q).cast(pl.Float64)
@@ -368,7 +383,7 @@ def _summary_policy(lf: pl.LazyFrame, params: Params) -> pl.LazyFrame:
     """
     k, s = params.summarize_after_turns, params.summary_tokens
     turn, inp, read, write = pl.col("turn"), pl.col("input"), pl.col("read"), pl.col("write")
-    # rows are sorted by conversation and time (``_conversation_turns``): for turns >= K the
+    # rows are sorted by conversation and time (the replay's sort): for turns >= K the
     # latest "turn K*j - 1" row before a row, and the row before a compaction turn, are always
     # in the same conversation, so plain shifts are exact there (other turns do not use them)
     anchor = pl.when(turn % k == k - 1).then(inp).shift(1).forward_fill()

@@ -111,8 +111,8 @@ class AgentLoopRule:
             .alias("_repeat"),
             cost.alias("_cost"),
         )
+        # numbers per session first; the strings only for the few sessions that make a row
         per_session = base.group_by("_sid").agg(
-            *(pl.col(c).first() for c in _CELL),
             pl.len().cast(pl.Int64).alias("calls"),
             pl.col("_cost").sum().alias("cost"),
             (pl.col("is_error").fill_null(False) & (pl.col("_cost") > 0))
@@ -123,14 +123,16 @@ class AgentLoopRule:
             pl.col("start_time").min().alias("first_seen"),
             pl.col("start_time").max().alias("last_seen"),
         )
+        _first_cost = pl.col("_cost").get(pl.col("start_time").arg_min())
         groups = (
             base.filter(pl.col("_repeat").is_not_null())
             .select("_sid", "_repeat", "start_time", "_cost")
-            .sort("start_time")
             .group_by("_sid", "_repeat")
             .agg(
                 pl.len().cast(pl.Int64).alias("_n"),
-                (pl.col("_cost").sum() - pl.col("_cost").first()).alias("_waste"),
+                # the first call of a loop is not waste; its cost picked by arg_min per group,
+                # not by sorting every call by time first
+                (pl.col("_cost").sum() - _first_cost).alias("_waste"),
             )
             .filter(pl.col("_n") >= params.min_repeats)
             .group_by("_sid")
@@ -141,15 +143,21 @@ class AgentLoopRule:
                 pl.col("_n").max().cast(pl.Int64).alias("max_repeats"),
             )
         )
-        return (
+        rows = (
             per_session.join(groups, on="_sid", how="left")
             .with_columns(
                 pl.col("loops", "repeated_calls", "max_repeats").fill_null(0),
                 pl.col("repeated_cost").fill_null(0.0),
             )
             .filter((pl.col("loops") > 0) | (pl.col("failed_calls") > 0))
-            .select(*_CELL, *_SUMS, *_MAXES, *_MINS)
         )
+        # a session's strings are the same on each of its calls (its id hashes them)
+        names = (
+            base.select("_sid", *_CELL)
+            .join(rows.select("_sid"), on="_sid", how="semi")
+            .unique("_sid", keep="any")
+        )
+        return rows.join(names, on="_sid", how="left").select(*_CELL, *_SUMS, *_MAXES, *_MINS)
 
     def merge(self, partials: list[pl.DataFrame], ctx: AuditContext) -> pl.DataFrame:
         """Concatenate and add up (exact: each conversation is in one partition)."""
