@@ -1,20 +1,27 @@
 """Audit CPU time, wall time and peak memory on a store, against Polars scanning the columns the
 rules read and the same aggregations in DuckDB SQL over the same files, in the same run.
 
-    python bench/gen_store.py --rows 10000000 --store /tmp/lt-10m      # once per size
+    python bench/run_all.py --only audit        # the documented run: 10M-call store, 3 runs
+    python bench/gen_store.py --rows 10000000 --store /tmp/lt-10m      # or by hand, once per size
     python bench/bench_audit.py --store /tmp/lt-10m --runs 3 --json /tmp/audit-10m.json
+    git worktree add /tmp/old-audit <commit>                           # code to compare with
+    python bench/bench_audit.py --store /tmp/lt-10m --old /tmp/old-audit --json /tmp/a.json
 
-Three contenders, each in its own process (so peak RSS is its own), interleaved run by run so
-machine noise hits them alike; medians are reported. CPU seconds (user + system of all threads)
-are the figure that holds on a loaded machine: ``process_cpu_seconds`` is the whole process
-(start-up included, as ``/usr/bin/time`` counts it), ``work_cpu_seconds`` the measured step only.
-The summary also records the command, the commit and the 1-minute load average before and after.
+Three contenders (four with ``--old``), each in its own process (so CPU and peak RSS are its
+own, read with ``os.wait4``), interleaved run by run so machine noise hits them alike; medians
+are reported. CPU seconds (user + system of all threads) are the figure that holds on a loaded
+machine: the rows give the whole process (start-up included, as ``/usr/bin/time`` counts it);
+``work_cpu_s`` is the measured step only. The JSON result is ``bench/_measure.py``'s
+``llmtrace-bench/1``, which run_all.py turns into bench/README.md's table rows.
 
 * ``audit``   - ``run_audit`` with every built-in rule on the local engine, the default window
   (the 7 days before 2026-11-20; LT101 also reads the 7 before that);
 * ``scan``    - Polars reading every column the built-in rules and the coverage census read, over
   the window each reads, reduced per column (max of the value, string length or list length,
   so every value is decoded) - the I/O and decode floor under the audit;
+* ``old``     - with ``--old DIR``: the same audit run by the code in DIR (a git worktree of an
+  earlier commit, put first on ``PYTHONPATH``), to measure a change against its parent in the
+  same run;
 * ``duckdb``  - each rule's aggregate step written in DuckDB SQL over the same Parquet files
   (same filters, group keys, window functions and sums; see ``duckdb_sql``), materialised into
   temporary tables. DuckDB is a benchmark-only dependency (``pip install duckdb``).
@@ -39,7 +46,6 @@ import json
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -49,17 +55,25 @@ from typing import Any
 UNTIL = datetime(2026, 11, 20, tzinfo=UTC)
 SINCE = UNTIL - timedelta(days=7)
 BASELINE = SINCE - timedelta(days=7)
-CONTENDERS = ("audit", "scan", "duckdb")
+CONTENDERS = ("audit", "old", "scan", "duckdb")
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-
-def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+RUN_ALL = {
+    "name": "audit",
+    "order": 50,
+    "full": ["--runs", "3"],
+    "quick": ["--runs", "1"],
+    "store": {"full": 10_000_000, "quick": 50_000},
+    "requires": ["duckdb"],
+}
 
 
 # -- the contenders (each runs in a fresh process) ----------------------------------------------
 
 
 def run_audit_once(store_path: Path) -> dict[str, Any]:
+    import llmtrace
     from llmtrace.config import Config
     from llmtrace.rules.engine import run_audit
     from llmtrace.store import Store
@@ -73,6 +87,7 @@ def run_audit_once(store_path: Path) -> dict[str, Any]:
         "findings": len(result.findings),
         "by_rule": {r: sum(f.rule == r for f in result.findings) for r in result.rules_run},
         "errors": [e.to_dict() for e in result.errors],
+        "code": str(Path(llmtrace.__file__).parent.parent),
     }
 
 
@@ -483,110 +498,144 @@ def run_duckdb_once(store_path: Path) -> dict[str, Any]:
     return {"seconds": seconds, "rows": rows, "duckdb": duckdb.__version__}
 
 
-ONCE = {"audit": run_audit_once, "scan": run_scan_once, "duckdb": run_duckdb_once}
+ONCE = {
+    "audit": run_audit_once,
+    "old": run_audit_once,
+    "scan": run_scan_once,
+    "duckdb": run_duckdb_once,
+}
 
 
 # -- the driver ---------------------------------------------------------------------------------
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def measure(store: Path, what: str, old: Path | None = None) -> dict[str, Any]:
+    """One contender in a fresh process: its figures, and the CPU seconds (user + system, all
+    threads, start-up included), wall seconds and peak RSS of that process alone."""
+    from _measure import run_child
 
-
-def measure(store: Path, what: str) -> dict[str, Any]:
-    """One contender in a fresh process: its figures, its own peak RSS and the CPU seconds
-    (user + system, all threads) of the whole process, start-up included."""
-    cpu = _children_cpu()
-    began = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, __file__, "--store", str(store), "--one", what],
-        capture_output=True,
-        text=True,
-        check=False,
+    env = dict(os.environ)
+    if what == "old":
+        assert old is not None
+        env["PYTHONPATH"] = os.pathsep.join([str(old), env.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        )
+    out, _, usage = run_child(
+        [sys.executable, __file__, "--store", str(store), "--one", what], env=env
     )
-    wall = time.perf_counter() - began
-    if out.returncode != 0:
-        raise RuntimeError(f"{what} failed:\n{out.stderr[-3000:]}")
-    figures = json.loads(out.stdout.strip().splitlines()[-1])
-    figures["process_cpu_seconds"] = _children_cpu() - cpu
-    figures["process_wall_seconds"] = wall
+    figures = json.loads(out.strip().splitlines()[-1])
+    if what == "old" and Path(figures["code"]).resolve() != old.resolve():  # type: ignore[union-attr]
+        raise SystemExit(f"--old {old}: the child imported llmtrace from {figures['code']}")
+    figures.update(usage)
     return figures
 
 
-def _commit() -> str:
-    out = subprocess.run(
-        ["git", "-C", str(Path(__file__).parent), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return out.stdout.strip() or "unknown"
+def _old_commit(old: Path) -> str:
+    from _measure import git_state
+
+    commit, dirty = git_state(old)
+    return commit + ("+dirty" if dirty else "")
+
+
+def _median(values: list[dict[str, Any]], name: str) -> float:
+    return round(statistics.median(v[name] for v in values), 2)
 
 
 def main() -> None:
+    from _measure import Report, add_json_argument
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, required=True)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", nargs="*", choices=CONTENDERS, default=list(CONTENDERS))
+    parser.add_argument("--only", nargs="*", choices=CONTENDERS, default=None)
+    parser.add_argument("--old", type=Path, help="a checkout of earlier code to compare with")
     parser.add_argument("--one", choices=CONTENDERS, help=argparse.SUPPRESS)
-    parser.add_argument("--json", type=Path)
+    add_json_argument(parser)
     args = parser.parse_args()
 
     if args.one:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         figures = ONCE[args.one](args.store)
         after = resource.getrusage(resource.RUSAGE_SELF)
-        figures["work_cpu_seconds"] = (after.ru_utime + after.ru_stime) - (
+        figures["work_cpu_s"] = (after.ru_utime + after.ru_stime) - (
             usage.ru_utime + usage.ru_stime
         )
-        figures["peak_rss_gb"] = peak_rss_gb()
         print(json.dumps(figures, default=str))
         return
 
-    runs: dict[str, list[dict[str, Any]]] = {what: [] for what in args.only}
-    load_before = os.getloadavg()
+    chosen = args.only or [c for c in CONTENDERS if c != "old" or args.old is not None]
+    if "old" in chosen and args.old is None:
+        parser.error("--only old needs --old DIR")
+    report = Report("audit", argv=sys.argv)
+    runs: dict[str, list[dict[str, Any]]] = {what: [] for what in chosen}
     for i in range(args.runs):
-        for what in args.only:
-            figures = measure(args.store, what)
+        for what in chosen:
+            figures = measure(args.store, what, args.old)
             runs[what].append(figures)
             print(
-                f"run {i + 1} {what}: {figures['process_cpu_seconds']:.1f} CPU-s "
-                f"({figures['work_cpu_seconds']:.1f} in the work), "
-                f"{figures['seconds']:.1f} s wall, peak {figures['peak_rss_gb']:.2f} GB",
+                f"run {i + 1} {what}: {figures['cpu_s']:.1f} CPU-s "
+                f"({figures['work_cpu_s']:.1f} in the work), {figures['wall_s']:.1f} s wall, "
+                f"peak {figures['peak_rss_mb']:,.0f} MB",
                 file=sys.stderr,
                 flush=True,
             )
-    summary: dict[str, Any] = {
-        "store": str(args.store),
-        "runs": args.runs,
-        "command": " ".join(["python", "bench/bench_audit.py", *sys.argv[1:]]),
-        "commit": _commit(),
-        "load_average_1m": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
-    }
-
-    def median(values: list[dict[str, Any]], name: str) -> float:
-        return round(statistics.median(v[name] for v in values), 2)
-
-    for what, values in runs.items():
-        summary[what] = {
-            "median_cpu_seconds": median(values, "process_cpu_seconds"),
-            "median_work_cpu_seconds": median(values, "work_cpu_seconds"),
-            "median_seconds": median(values, "seconds"),
-            "median_peak_rss_gb": median(values, "peak_rss_gb"),
-            "max_peak_rss_gb": round(max(v["peak_rss_gb"] for v in values), 2),
-            "last": values[-1],
+    med = {
+        what: {
+            name: _median(values, name) for name in ("cpu_s", "wall_s", "peak_rss_mb", "work_cpu_s")
         }
-    if "audit" in summary:
-        for peer in ("scan", "duckdb"):
-            if peer in summary:
-                for figure in ("median_cpu_seconds", "median_seconds"):
-                    ratio = summary["audit"][figure] / max(summary[peer][figure], 1e-9)
-                    name = "cpu" if figure == "median_cpu_seconds" else "wall"
-                    summary[f"audit_over_{peer}_{name}"] = round(ratio, 2)
-    print(json.dumps(summary, indent=2, default=str))
+        for what, values in runs.items()
+    }
+    peers = {
+        "duckdb": "DuckDB SQL of the nine aggregate steps",
+        "scan": "Polars scan of the columns the rules read",
+    }
+    baseline = "; ".join(
+        f"{text}: {med[what]['cpu_s']:.1f} CPU-s, {med[what]['peak_rss_mb']:,.0f} MB"
+        for what, text in peers.items()
+        if what in med
+    )
+    for what in ("audit", "old"):
+        if what not in runs:
+            continue
+        last = runs[what][-1]
+        ratios = {
+            f"over_{p}": round(med[what]["cpu_s"] / med[p]["cpu_s"], 2) for p in peers if p in med
+        }
+        result = f"{med[what]['cpu_s']:.1f} CPU-s (median of {args.runs})"
+        if ratios:
+            result += "; " + ", ".join(
+                f"{r:.2f}× {name.removeprefix('over_').replace('duckdb', 'DuckDB')}"
+                for name, r in ratios.items()
+            )
+        result += f"; {last['findings']} findings"
+        code = "" if what == "audit" else f" at {_old_commit(args.old)} (--old)"
+        other = "old" if what == "audit" else "audit"
+        row_baseline = baseline
+        if other in med:
+            label = f"same audit at {_old_commit(args.old)}" if other == "old" else "this tree"
+            row_baseline = f"{label}: {med[other]['cpu_s']:.1f} CPU-s, " + (
+                f"{med[other]['peak_rss_mb']:,.0f} MB; {baseline}"
+            )
+        report.row(
+            figure=f"**audit**, nine built-in rules, local engine{code}",
+            size=f"{last['calls_in_window']:,} calls in the 7-day window ({args.store.name})",
+            result=result,
+            measure={**med[what], "peak_rss_mb": max(v["peak_rss_mb"] for v in runs[what])},
+            baseline=row_baseline or None,
+            runs=[
+                {k: v[k] for k in ("cpu_s", "wall_s", "peak_rss_mb", "work_cpu_s")}
+                for v in runs[what]
+            ],
+            by_rule=last["by_rule"],
+            errors=last["errors"],
+            **ratios,
+        )
+    extra = {what: runs[what] for what in runs if what not in ("audit", "old")}
+    data = report.write(args.json)
+    data["peers"] = extra
     if args.json:
-        args.json.write_text(json.dumps(summary, indent=2, default=str))
+        args.json.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    print(json.dumps(data["rows"], indent=2, default=str))
 
 
 if __name__ == "__main__":
