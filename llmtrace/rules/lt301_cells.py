@@ -139,7 +139,9 @@ def aggregate_cells(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
     ordered windows, is several times faster on millions of calls.
     """
     params = Params.from_mapping(ctx.params)
-    base = _base(calls, ctx)
+    # cached: it feeds three branches (keys, single calls, conversations), and Polars' streaming
+    # engine runs a shared input once per branch unless told (LT301 on 5M calls: 11.6 -> 6.9 s)
+    base = _base(calls, ctx).cache()
     keys = base.group_by("_k").agg(pl.col(*KEY).first())
     narrow = base.select(*_NARROW)
     # what LT202's replay needs of each call's model, looked up once per prompt key

@@ -102,14 +102,18 @@ class AgentLoopRule:
         # (most requests are unique: hashing them is most of the work); the session's strings
         # are taken once per session.
         step = pl.col("tool").is_not_null() & pl.col("model").is_not_null()
-        base = calls.with_columns(session.alias("conversation_id")).with_columns(
-            pl.struct(*_CELL).hash(61).alias("_sid"),
-            pl.when(pl.col("input_fingerprint").is_not_null())
-            .then(pl.struct(pl.lit("in"), "input_fingerprint").hash(67))
-            .when(step & pl.col("step_fingerprint").is_not_null())
-            .then(pl.struct(pl.lit("step"), "model", "step_fingerprint").hash(67))
-            .alias("_repeat"),
-            cost.alias("_cost"),
+        base = (
+            calls.with_columns(session.alias("conversation_id"))
+            .with_columns(
+                pl.struct(*_CELL).hash(61).alias("_sid"),
+                pl.when(pl.col("input_fingerprint").is_not_null())
+                .then(pl.struct(pl.lit("in"), "input_fingerprint").hash(67))
+                .when(step & pl.col("step_fingerprint").is_not_null())
+                .then(pl.struct(pl.lit("step"), "model", "step_fingerprint").hash(67))
+                .alias("_repeat"),
+                cost.alias("_cost"),
+            )
+            .cache()  # three branches read it: computed once, not once per branch
         )
         # numbers per session first; the strings only for the few sessions that make a row
         per_session = base.group_by("_sid").agg(
@@ -123,18 +127,22 @@ class AgentLoopRule:
             pl.col("start_time").min().alias("first_seen"),
             pl.col("start_time").max().alias("last_seen"),
         )
-        _first_cost = pl.col("_cost").get(pl.col("start_time").arg_min())
-        groups = (
-            base.filter(pl.col("_repeat").is_not_null())
-            .select("_sid", "_repeat", "start_time", "_cost")
-            .group_by("_sid", "_repeat")
-            .agg(
-                pl.len().cast(pl.Int64).alias("_n"),
-                # the first call of a loop is not waste; its cost picked by arg_min per group,
-                # not by sorting every call by time first
-                (pl.col("_cost").sum() - _first_cost).alias("_waste"),
-            )
+        # a loop is a request repeated min_repeats times in a session: most requests are
+        # sent once, so the groups are counted first (a plain count per UInt64 pair) and the
+        # first call's cost (arg_min per group) is found only for the few that loop
+        repeats = base.filter(pl.col("_repeat").is_not_null()).select(
+            "_sid", "_repeat", "start_time", "_cost"
+        )
+        loops = (
+            repeats.group_by("_sid", "_repeat")
+            .agg(pl.len().cast(pl.Int64).alias("_n"))
             .filter(pl.col("_n") >= params.min_repeats)
+        )
+        first_cost = pl.col("_cost").get(pl.col("start_time").arg_min())
+        groups = (
+            repeats.join(loops, on=["_sid", "_repeat"], how="inner")
+            .group_by("_sid", "_repeat")
+            .agg(pl.col("_n").first(), (pl.col("_cost").sum() - first_cost).alias("_waste"))
             .group_by("_sid")
             .agg(
                 pl.len().cast(pl.Int64).alias("loops"),

@@ -41,9 +41,12 @@ import polars as pl
 from llmtrace.record import CALL_SCHEMA
 from llmtrace.rules.base import AuditContext
 
-# Calls per part. LT201, the hungriest rule, peaks at ~0.7 GB on a part this size, which leaves
-# room for the scan buffers and the other rules' aggregates under a 4 GB bound.
-PARTITION_ROWS = 2_500_000
+# Calls per part. Measured on the 10M-call demo store (5.0M calls in the default window, nine
+# built-in rules, issue 15): one pass peaked at 2.0 GB and 35 CPU-s, spilled parts of 2.5M calls
+# at 1.9 GB and 46 CPU-s - the spill (its writer buffers a part per hash) cost a third of the
+# audit and saved almost no memory. Up to 6M calls a window is aggregated in one pass; past it,
+# in parts of at most 6M calls (~2 GB each), which keeps 100M calls under a 4 GB bound.
+PARTITION_ROWS = 6_000_000
 # Seed of the part hash. Fixed, so every process (and every Ray worker) puts a key in one part.
 _SEED = 0x5EED
 _PART = "_part"
