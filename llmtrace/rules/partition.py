@@ -41,12 +41,12 @@ import polars as pl
 from llmtrace.record import CALL_SCHEMA
 from llmtrace.rules.base import AuditContext
 
-# Calls per part. Measured on the 10M-call demo store (5.0M calls in the default window, nine
-# built-in rules, issue 15): one pass peaked at 2.0 GB and 35 CPU-s, spilled parts of 2.5M calls
-# at 1.9 GB and 46 CPU-s - the spill (its writer buffers a part per hash) cost a third of the
-# audit and saved almost no memory. Up to 6M calls a window is aggregated in one pass; past it,
-# in parts of at most 6M calls (~2 GB each), which keeps 100M calls under a 4 GB bound.
-PARTITION_ROWS = 6_000_000
+# Calls per part. LT201, the hungriest rule, peaked at ~0.7 GB on a part this size, which leaves
+# room for the scan buffers and the other rules' aggregates under a 4 GB bound. Measured on the
+# 10M-call demo store (5.0M calls in the window, issue 15): parts of 6M (one pass there) took
+# 33-36 CPU-s and 2.07 GB peak, parts of 2.5M ~1.1 GB at the cost of the spill (~15 CPU-s).
+# The memory bound wins: the spill is what keeps the audit near 1 GB.
+PARTITION_ROWS = 2_500_000
 # Seed of the part hash. Fixed, so every process (and every Ray worker) puts a key in one part.
 _SEED = 0x5EED
 _PART = "_part"
