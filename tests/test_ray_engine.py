@@ -105,7 +105,8 @@ def test_cli_engine_ray_matches_local(cluster, store: Store, tmp_path: Path) -> 
     remote = runner.invoke(audit, [*args, "--engine", "ray"])
     assert local.exit_code == 0, local.output
     assert remote.exit_code == 0, remote.output
-    assert json.loads(remote.stdout) == json.loads(local.stdout)
+    # the whole report, numbers up to the order Ray's parts sum in (22.644137 vs 22.644138)
+    assert same_up_to_summation_order(json.loads(remote.stdout), json.loads(local.stdout))
     wrong = runner.invoke(cli, ["audit", *args, "--address", "auto"])  # through the exit codes
     assert wrong.exit_code == 2 and "--address needs --engine ray" in wrong.output
 
