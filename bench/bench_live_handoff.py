@@ -7,7 +7,8 @@ these ways of running llmtrace's per-span work (process CPU per call, all thread
 
 * ``inline``              - on the app thread (``background=False``), no hand-off at all;
 * ``worker``              - the shipped worker: it gathers a batch and offers the interpreter
-                            lock back after every span (``time.sleep(0)``);
+                            lock back (``time.sleep(0)``) every 0.5 ms of work (after every
+                            span until 4088943);
 * ``worker, no yield``    - the same worker with that ``sleep(0)`` made a no-op;
 * ``at flush`` (both)     - the worker started only by the round's flush, so the app thread is
                             idle (waiting for it) while the worker runs: what the yield costs

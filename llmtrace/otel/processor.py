@@ -92,6 +92,11 @@ __all__ = [
 ]
 
 _MAX_HOPS = 64
+# How much work the live worker does between offers of the interpreter lock to the app. Measured
+# on a quiet machine (bench_live_spans.py, three pairs, load 1.0): after every span +167/+217/+173
+# us CPU per call and the app's p99 at 1.41/1.80/1.27x the bare instrumentation's; every 0.5 ms
+# +122/+107/+129 us and 1.34/1.36/1.14x.
+_YIELD_AFTER_S = 0.0005
 
 Pricer = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 CallSink = Callable[[Mapping[str, Any], str], None]
@@ -134,8 +139,8 @@ class CostSpanProcessor(SpanProcessor):
     background worker that gathers a batch for ``batch_delay_millis`` (sooner when the queue is
     a quarter full or a flush waits) and works through it in one go: waking a thread per span
     made the app wait for the interpreter lock on every call (bench/bench_overhead.py). Between
-    spans the worker offers the lock back (``sleep(0)``), so an app thread that wants it waits
-    for one span's work, not the batch's (the app's p99 latency). A full queue falls
+    spans the worker offers the lock back (``sleep(0)``) every half millisecond of work, so an
+    app thread that wants it waits for at most that, not for the batch (the app's p99 latency). A full queue falls
     back to inline work, never to blocking or dropping; ``background=False`` always works
     inline. ``force_flush`` waits until the worker has reached everything queued before it,
     then flushes downstream.
@@ -404,12 +409,18 @@ class CostSpanProcessor(SpanProcessor):
             self._wake.clear()
             self._hurry.clear()
             self._armed = False  # from here on, the next append wakes us again
+            last_yield = time.perf_counter()
             while queue:
                 self._run(queue.popleft())
-                # Hand the interpreter lock back after each span: an app thread that wants it
-                # would otherwise wait for the whole batch (up to the 5 ms switch interval per
-                # turn), which is what the app's p99 latency showed. A sleep(0) is ~1 us.
-                time.sleep(0)
+                # Hand the interpreter lock back every _YIELD_AFTER_S of work: an app thread
+                # that wants it would otherwise wait for the whole batch (up to the 5 ms switch
+                # interval per turn), which is what the app's p99 latency showed. Not after
+                # every span: each sleep(0) that lets the app run costs a thread switch, ~40-60
+                # us of CPU per call in all (bench/bench_live_handoff.py).
+                now = time.perf_counter()
+                if now - last_yield >= _YIELD_AFTER_S:
+                    time.sleep(0)
+                    last_yield = time.perf_counter()
             if self._parked:
                 self._release_parked(force=False)
             if self._stopping:
