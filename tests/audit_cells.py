@@ -25,9 +25,10 @@ from llmtrace.config import Config
 from llmtrace.pricing import PriceBook, price_calls
 from llmtrace.rules.engine import (
     AggregateJob,
+    aggregate_locally,
     audit_window,
     load_catalogue,
-    resolve_params,
+    rule_contexts,
 )
 from llmtrace.store import Store
 
@@ -48,24 +49,10 @@ def demo_store(path: Path) -> Store:
 
 def cells(store: Store, rows_per_part: int) -> dict[str, pl.DataFrame]:
     """Each built-in rule's merged aggregate, by the local engine with ``rows_per_part``."""
-    from llmtrace.rules.base import AuditContext
-    from llmtrace.rules.engine import _pricer, aggregate_locally
-
     config = Config(path=None, data={})
     catalogue = load_catalogue(config)
     window = audit_window(None, END, config)
-    contexts = {
-        code: AuditContext(
-            since=window.since,
-            until=window.until,
-            baseline_since=window.baseline_since,
-            baseline_until=window.baseline_until,
-            params=resolve_params(catalogue.specs[code], config),
-            accuracy_scores=(),
-            price=_pricer(None),
-        )
-        for code in catalogue.entries
-    }
+    contexts = rule_contexts(catalogue, catalogue.entries, window, config)
     job = AggregateJob(
         source=store,
         window=window,

@@ -8,7 +8,6 @@ The findings must be identical to the local engine's, from a store path, a ``fil
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -17,17 +16,16 @@ from click.testing import CliRunner
 
 ray = pytest.importorskip("ray")
 
+from audit_cells import END, demo_store  # noqa: E402
 from findings_compare import same_up_to_summation_order  # noqa: E402
 
 from llmtrace import demo  # noqa: E402
 from llmtrace.cli import cli  # noqa: E402
 from llmtrace.commands.audit import audit  # noqa: E402
 from llmtrace.config import Config, ConfigError  # noqa: E402
-from llmtrace.pricing import PriceBook, price_calls  # noqa: E402
 from llmtrace.rules.engine import run_audit  # noqa: E402
 from llmtrace.store import Store  # noqa: E402
 
-END = datetime(2026, 11, 20, tzinfo=UTC)
 BUILT_IN = ["LT101", "LT201", "LT202", "LT203", "LT301", "LT401", "LT501", "LT502", "LT503"]
 
 
@@ -42,11 +40,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     """The 14-day demo workload (planted findings of every rule), priced, one file per day."""
-    store = Store(tmp_path_factory.mktemp("ray") / "store")
-    priced = price_calls(demo.generate(days=14, end=END, seed=7), PriceBook())
-    for part in priced.partition_by("day"):
-        store.append(part)
-    return store
+    return demo_store(tmp_path_factory.mktemp("ray") / "store")
 
 
 @pytest.fixture

@@ -397,23 +397,8 @@ def run_audit(
     codes = select_codes(catalogue.specs, chosen_select, chosen_ignore)
     window = audit_window(since, until, config, now=now)
     _check_source(source)
-    accuracy = AccuracyConfig.from_config(config)
-    # Named scores only when the user named them; otherwise the importers' accuracy stands.
-    scores = tuple(sorted(accuracy.names)) if accuracy.names_configured else ()
     errors = [e for e in catalogue.errors if e.rule not in catalogue.specs or e.rule in codes]
-    contexts = {
-        code: AuditContext(
-            since=window.since,
-            until=window.until,
-            baseline_since=window.baseline_since,
-            baseline_until=window.baseline_until,
-            params=resolve_params(catalogue.specs[code], config),
-            accuracy_scores=scores,
-            price=_pricer(price_book),
-            accuracy_categories=accuracy.categories,
-        )
-        for code in codes
-    }
+    contexts = rule_contexts(catalogue, codes, window, config, price_book)
     runnable = [c for c in codes if c in catalogue.entries]
     job = AggregateJob(
         source=source,
@@ -436,6 +421,33 @@ def run_audit(
     if census is None:
         census = [census_aggregate(_scan(source, window.since, window.until)).collect()]
     return _decide(job, partials, calls_scanned, errors, report, pl.concat(census))
+
+
+def rule_contexts(
+    catalogue: Catalogue,
+    codes: Iterable[str],
+    window: AuditWindow,
+    config: Config,
+    price_book: Any = None,
+) -> dict[str, AuditContext]:
+    """Each rule's ``AuditContext``: the window, its resolved parameters, the accuracy scores
+    and the pricer for counterfactual calls (``price_book``; default: ``PriceBook.load()``)."""
+    accuracy = AccuracyConfig.from_config(config)
+    # Named scores only when the user named them; otherwise the importers' accuracy stands.
+    scores = tuple(sorted(accuracy.names)) if accuracy.names_configured else ()
+    return {
+        code: AuditContext(
+            since=window.since,
+            until=window.until,
+            baseline_since=window.baseline_since,
+            baseline_until=window.baseline_until,
+            params=resolve_params(catalogue.specs[code], config),
+            accuracy_scores=scores,
+            price=_pricer(price_book),
+            accuracy_categories=accuracy.categories,
+        )
+        for code in codes
+    }
 
 
 def _decide(
