@@ -167,3 +167,102 @@ def test_inside_a_sampled_span_exemplars_are_recorded_alike() -> None:
     points = _points(readers[1])
     assert points == _points(readers[0])
     assert any(point[-1] for point in points)  # exemplars were recorded
+
+
+def _feed_many(public: Any, fast: FastHistogram, values: list[float], sets: list[dict[str, str]]):
+    """The same values as ``_feed``, given to ``record_many`` grouped by set in their order."""
+    groups: dict[int, list[float]] = {}
+    for index, value in enumerate(values * 3):
+        public.record(value, dict(sets[index % len(sets)]))
+        groups.setdefault(index % len(sets), []).append(value)
+    for number, group in groups.items():
+        fast.record_many(group, sets[number], tuple(sets[number].items()))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"views": [View(instrument_name="gen_ai.usage.cost", attribute_keys={"service.name"})]},
+        {"_reader": {"preferred_temporality": {SdkHistogram: AggregationTemporality.DELTA}}},
+        {"views": [View(instrument_name="*", aggregation_cardinality_limit=2)]},
+    ],
+    ids=["sdk", "view-filters-keys", "delta-reader", "cardinality-overflow"],
+)
+def test_values_recorded_as_a_batch_give_identical_points(options: dict[str, Any]) -> None:
+    readers, public, fast = _pair(**options)
+    _feed_many(public, fast, VALUES, SETS)
+    assert _points(readers[0]) == _points(readers[1])
+    _feed_many(public, fast, VALUES[::-1], SETS)  # after a collection, sets already filed
+    assert _points(readers[0]) == _points(readers[1])
+    if not options:
+        assert fast.fast_records == len(VALUES) * 6 - len(SETS)  # all but each set's first
+
+
+def test_a_batch_with_values_the_sdk_drops_is_recorded_alike() -> None:
+    readers, public, fast = _pair()
+    _feed_many(public, fast, [0.1, -1.0, math.nan, 0.2], SETS[:1])
+    assert _points(readers[0]) == _points(readers[1])
+    assert _points(readers[1])[0][2] == 6
+
+
+def _all_points(reader: InMemoryMetricReader) -> list[tuple[Any, ...]]:
+    """Every point read, histograms and sums alike, without its timestamps."""
+    out = []
+    for resource in reader.get_metrics_data().resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    fields = {
+                        k: v
+                        for k, v in vars(point).items()
+                        if not k.endswith("time_unix_nano") and k != "attributes"
+                    }
+                    out.append((metric.name, sorted(point.attributes.items()), repr(fields)))
+    return sorted(out, key=repr)
+
+
+def test_cost_metrics_record_many_equals_record_per_call() -> None:
+    """The worker's batch (``CostMetrics.record_many`` / ``record_actions``) gives the points
+    and component sums per-call ``record`` / ``record_action`` give, for varied calls."""
+    from llmtrace.otel.metrics import CostMetrics
+    from llmtrace.otel.settings import LiveSettings
+
+    calls = []
+    for number in range(40):
+        calls.append(
+            {
+                "service": "svc",
+                "request_model": ("gpt-4o", "gpt-4o-mini", "claude-x")[number % 3],
+                "provider": "openai",
+                "action": ("a", "b")[number % 2],
+                "total_cost": None if number % 7 == 0 else 0.001 * number + 1e-7,
+                "input_cost": 0.0006 * number,
+                "output_cost": 0.0004 * number + 1e-7,
+                "cache_read_cost": 0.0 if number % 2 else 0.00011 * number,
+                "input_tokens": 100 + number,
+                "output_tokens": 7 * number,
+                "cache_read_tokens": number % 3 and 64,
+                "reasoning_tokens": None,
+            }
+        )
+    scopes = ["opentelemetry.instrumentation.genai.openai", "anthropic"]
+    points = []
+    for batch in (False, True):
+        reader = InMemoryMetricReader()
+        metrics = CostMetrics(MeterProvider(metric_readers=[reader]), LiveSettings())
+        pairs = [(call, scopes[n % 2]) for n, call in enumerate(calls)]
+        actions = [(call, 0.01 * n) for n, call in enumerate(calls)]
+        if batch:
+            metrics.record_many(pairs[:25])
+            metrics.record_many(pairs[25:])
+            metrics.record_actions(actions)
+        else:
+            for call, scope in pairs:
+                metrics.record(call, scope)
+            for call, cost in actions:
+                metrics.record_action(call, cost)
+        points.append(_all_points(reader))
+    assert points[0] == points[1]
+    names = {point[0] for point in points[1]}
+    assert {"gen_ai.usage.cost", "llmtrace.cost", "llmtrace.action.cost"} <= names

@@ -187,6 +187,10 @@ class CostMetrics:
     def record_action(self, call: Mapping[str, Any], cost: float) -> None:
         """Record one completed action instance: ``cost`` is the sum of its calls' costs and
         ``call`` one of them (its service, environment and action are the action's)."""
+        self._action_cost.record(float(cost), *self._action_entry(call))
+
+    def _action_entry(self, call: Mapping[str, Any]) -> tuple[dict[str, str], Any]:
+        """An action's metric attributes and their key, built once per distinct label set."""
         raw = tuple(call.get(field) for field in self._action_fields)
         try:
             entry = self._action_sets.get(raw)
@@ -199,7 +203,7 @@ class CostMetrics:
                 if len(self._action_sets) >= _MAX_LABEL_SETS:
                     self._action_sets.clear()
                 self._action_sets[raw] = entry
-        self._action_cost.record(float(cost), *entry)
+        return entry
 
     def record(self, call: Mapping[str, Any], scope: str) -> None:
         """Record one priced call: cost histogram, cost components and token usage."""
@@ -221,6 +225,67 @@ class CostMetrics:
             count = call.get(field)
             if count:
                 self._tokens.record(int(count), by_type[token_type], (base, token_type))
+
+    def record_many(self, calls: Iterable[tuple[Mapping[str, Any], str]]) -> None:
+        """``record`` for each (priced call, instrumentation scope), the same points and sums.
+
+        Why: the live worker records a batch of calls at once. The values are grouped by
+        attribute set, in the calls' order, and each histogram takes a set's values in one go
+        (``FastHistogram.record_many``), the component sums take their lock once."""
+        costs: dict[Any, tuple[dict[str, str], list[float]]] = {}
+        tokens: dict[Any, tuple[dict[str, str], list[float]]] = {}
+        adds: list[tuple[Any, float]] = []
+        for call, scope in calls:
+            try:
+                attrs, keys, by_type, base = self._label_set(call)
+                total = call.get("total_cost")
+                if total is not None:
+                    value = float(total)
+                    for field in COMPONENTS:
+                        part = call.get(field)
+                        if part:
+                            adds.append((keys[field], float(part)))
+                    entry = costs.get(base)
+                    if entry is None:
+                        entry = costs[base] = (attrs, [])
+                    entry[1].append(value)
+                skip_io = scope.startswith(_SCOPES_WITH_TOKEN_METRICS)
+                for token_type, field in TOKEN_TYPES.items():
+                    if skip_io and token_type in ("input", "output"):
+                        continue
+                    count = call.get(field)
+                    if count:
+                        key = (base, token_type)
+                        entry = tokens.get(key)
+                        if entry is None:
+                            entry = tokens[key] = (by_type[token_type], [])
+                        entry[1].append(int(count))
+            except Exception as exc:  # noqa: BLE001 - one bad call must not lose the batch
+                _guard.swallow("metrics.record", exc)
+        if adds:
+            sums = self._component_sums
+            with self._sums_lock:
+                for key, value in adds:
+                    sums[key] = sums.get(key, 0.0) + value
+        for base, (attrs, values) in costs.items():
+            self._cost.record_many(values, attrs, base)
+        for key, (attrs, values) in tokens.items():
+            self._tokens.record_many(values, attrs, key)
+
+    def record_actions(self, actions: Iterable[tuple[Mapping[str, Any], float]]) -> None:
+        """``record_action`` for each (first call, cost) of completed actions, the same points."""
+        groups: dict[Any, tuple[dict[str, str], list[float]]] = {}
+        for call, cost in actions:
+            try:
+                attrs, key = self._action_entry(call)
+                entry = groups.get(key)
+                if entry is None:
+                    entry = groups[key] = (attrs, [])
+                entry[1].append(float(cost))
+            except Exception as exc:  # noqa: BLE001
+                _guard.swallow("metrics.record_action", exc)
+        for key, (attrs, values) in groups.items():
+            self._action_cost.record_many(values, attrs, key)
 
     def _label_set(
         self, call: Mapping[str, Any]

@@ -120,6 +120,10 @@ def _utc(value: datetime | None) -> datetime:
 
 
 ActionSink = Callable[[Mapping[str, Any], float], None]
+CallsSink = Callable[[list[tuple[Mapping[str, Any], str]]], None]
+ActionsSink = Callable[[list[tuple[Mapping[str, Any], float]]], None]
+# at most this many priced calls (or actions) wait for a batch sink (``on_calls``) at a time
+_RECORD_BATCH = 256
 
 
 class CostSpanProcessor(SpanProcessor):
@@ -129,7 +133,10 @@ class CostSpanProcessor(SpanProcessor):
     ``on_call`` (e.g. ``CostMetrics.record``) is called once per priced call with the priced
     record and the span's instrumentation scope; ``on_action`` (e.g.
     ``CostMetrics.record_action``) once per completed action instance with its first call and
-    the sum of its calls' costs. All are optional so the processor can be used on its own:
+    the sum of its calls' costs. ``on_calls`` and ``on_actions`` take the same as lists, once
+    per batch of the worker (or per span worked inline), so metrics can take a batch's values
+    in one go (``CostMetrics.record_many``; no later than the worker's batch or a flush).
+    All are optional so the processor can be used on its own:
     ``provider.add_span_processor(CostSpanProcessor([BatchSpanProcessor(exp)]))``.
 
     **Threads.** The app's thread does only dictionary work: ``on_start`` tracks the span,
@@ -162,6 +169,8 @@ class CostSpanProcessor(SpanProcessor):
         pricer: Pricer | None = None,
         on_call: CallSink | None = None,
         on_action: ActionSink | None = None,
+        on_calls: CallsSink | None = None,
+        on_actions: ActionsSink | None = None,
         keep_content: bool = False,
         max_tracked: int = 100_000,
         background: bool = True,
@@ -175,6 +184,12 @@ class CostSpanProcessor(SpanProcessor):
         self._pricer = pricer or default_pricer()
         self._on_call = on_call
         self._on_action = on_action
+        # batch sinks (``CostMetrics.record_many``): calls and actions wait in these deques
+        # until the end of the worker's batch (or of an inline span), then go in one call
+        self._on_calls = on_calls
+        self._on_actions = on_actions
+        self._calls_done: deque[tuple[Mapping[str, Any], str]] = deque()
+        self._actions_done: deque[tuple[Mapping[str, Any], float]] = deque()
         self._keep_content = keep_content
         self._max_tracked = max_tracked
         self._live: dict[int, LiveSpan] = {}
@@ -245,10 +260,12 @@ class CostSpanProcessor(SpanProcessor):
                 return
         if not (self._background and self._enqueue(item)):
             self._run(item)
+            self._record_done()
 
     def shutdown(self) -> None:
         self._drain(30_000)
         self._release_parked(force=True)  # inline when there was no worker (or it is gone)
+        self._record_done()
         self._stopping = True
         self._hurry.set()
         self._wake.set()
@@ -412,6 +429,8 @@ class CostSpanProcessor(SpanProcessor):
             last_yield = time.perf_counter()
             while queue:
                 self._run(queue.popleft())
+                if len(self._calls_done) >= _RECORD_BATCH:
+                    self._record_done()
                 # Hand the interpreter lock back every _YIELD_AFTER_S of work: an app thread
                 # that wants it would otherwise wait for the whole batch (up to the 5 ms switch
                 # interval per turn), which is what the app's p99 latency showed. Not after
@@ -423,6 +442,7 @@ class CostSpanProcessor(SpanProcessor):
                     last_yield = time.perf_counter()
             if self._parked:
                 self._release_parked(force=False)
+            self._record_done()
             if self._stopping:
                 return
 
@@ -446,6 +466,7 @@ class CostSpanProcessor(SpanProcessor):
             self._finish_action(item.root_id)  # type: ignore[union-attr]
         else:
             self._release_parked(force=True)  # a flush delivers everything, held spans too
+            self._record_done()
             item.done.set()  # type: ignore[union-attr]
 
     def _process(self, job: Job) -> None:
@@ -484,7 +505,9 @@ class CostSpanProcessor(SpanProcessor):
             self.actions_unpriced += 1
             return
         self.actions_recorded += 1
-        if self._on_action is not None:
+        if self._on_actions is not None:
+            self._actions_done.append((action.call, action.cost))
+        elif self._on_action is not None:
             try:
                 self._on_action(action.call, action.cost)
             except Exception as exc:  # noqa: BLE001
@@ -578,13 +601,39 @@ class CostSpanProcessor(SpanProcessor):
         self.calls_priced += 1
         if job.root_id is not None:
             self._add_to_action(job.root_id, call)
-        if self._on_call is not None:
+        if self._on_calls is not None:
+            scope = span.instrumentation_scope
+            self._calls_done.append((call, scope.name if scope is not None else ""))
+        elif self._on_call is not None:
             scope = span.instrumentation_scope
             try:
                 self._on_call(call, scope.name if scope is not None else "")
             except Exception as exc:  # noqa: BLE001
                 _guard.swallow("processor.on_call", exc)
         return with_attributes(span, extra, attrs)
+
+    def _record_done(self) -> None:
+        """Hand the calls and actions priced since the last time to the batch sinks.
+
+        Any thread may call this (the worker after a batch, an app thread after inline work):
+        each item is taken with one ``popleft``, so a call priced meanwhile on another thread
+        goes in this batch or in that thread's next one, never twice or never."""
+        for done, sink, where in (
+            (self._calls_done, self._on_calls, "processor.on_call"),
+            (self._actions_done, self._on_actions, "processor.on_action"),
+        ):
+            if not done or sink is None:
+                continue
+            batch = []
+            try:
+                while True:
+                    batch.append(done.popleft())
+            except IndexError:
+                pass
+            try:
+                sink(batch)
+            except Exception as exc:  # noqa: BLE001
+                _guard.swallow(where, exc)
 
     # -- twins held back (worker) ---------------------------------------------------------------
 

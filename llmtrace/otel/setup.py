@@ -217,8 +217,8 @@ def _setup(
     processor = CostSpanProcessor(
         downstream,
         pricer=pricer,
-        on_call=cost_metrics.record if cost_metrics is not None else None,
-        on_action=cost_metrics.record_action if cost_metrics is not None else None,
+        on_calls=cost_metrics.record_many if cost_metrics is not None else None,
+        on_actions=cost_metrics.record_actions if cost_metrics is not None else None,
         keep_content=settings.capture_content,
         max_queue_size=settings.max_queue_size,
         batch_delay_millis=settings.batch_delay_ms,
