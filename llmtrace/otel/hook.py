@@ -167,8 +167,89 @@ def fingerprint_attributes(
     if (inputs or system_instruction) and not tool_definitions:
         prompt = _direct_prompt(inputs, system_instruction)
         if prompt is not None:
-            return _attributes(fingerprint.fingerprint(prompt))
+            return prints_attributes(_CACHE.fingerprint(prompt))
     return shaped_fingerprint_attributes(inputs, system_instruction, tool_definitions)
+
+
+def fingerprint_fields(
+    inputs: Sequence[Any] | None,
+    system_instruction: Sequence[Any] | None,
+    tool_definitions: Sequence[Any] | None,
+) -> dict[str, Any] | None:
+    """``fingerprint.fingerprint`` of one call's input when it is plain text (most calls),
+    else None: what the live processor puts in the call record as it is, instead of writing
+    the attributes and reading them back (``fingerprint.recorded_fingerprints``)."""
+    if (inputs or system_instruction) and not tool_definitions:
+        prompt = _direct_prompt(inputs, system_instruction)
+        if prompt is not None:
+            return _CACHE.fingerprint(prompt)
+    return None
+
+
+def _key(content: Any) -> Any:
+    """A hashable stand-in for a text message's content (a str, or a list of strs), unlike
+    for unlike: a list becomes a tuple, which no str equals."""
+    return content if type(content) is str else tuple(content)
+
+
+class _PrefixCache:
+    """``fingerprint.fingerprint`` for plain-text prompts, with each step of its hash chain kept.
+
+    Why: an app sends the same system prompt on every call and an agent or chat the same
+    conversation again with one message more; each call re-serialised and re-hashed every
+    message of it (canonical JSON and blake2b per prefix, ~2/3 of the fingerprint cost). The
+    chain is keyed by what each step hashes: the template's system texts, then (the digest so
+    far, the message's role, name and text). Same inputs, same digests and token estimates, so
+    the fields are identical (tests/test_live_hook_fast.py). Bounded: emptied when full.
+    """
+
+    def __init__(self, limit: int = 8192) -> None:
+        self._limit = limit
+        self._steps: dict[Any, tuple[bytes, int]] = {}
+
+    def fingerprint(self, prompt: fingerprint.Prompt) -> dict[str, Any]:
+        if prompt.tools:
+            return fingerprint.fingerprint(prompt)
+        steps = self._steps
+        if len(steps) >= self._limit:
+            steps.clear()
+        key: Any = ("T", *(_key(part) for part in prompt.system))
+        step = steps.get(key)
+        if step is None:
+            template = {"system": prompt.system, "tools": prompt.tools}
+            digest = fingerprint._digest(b"T" + fingerprint.canonical_json(template).encode())
+            step = steps[key] = (
+                digest,
+                fingerprint.estimate_tokens(fingerprint._text_length(prompt.system)),
+            )
+        digest, tokens = step
+        hashes = [int.from_bytes(digest, "big")]
+        counts = [tokens]
+        for message in prompt.messages:
+            content = message["content"]
+            key = (digest, message["role"], message["name"], _key(content))
+            step = steps.get(key)
+            if step is None:
+                step = steps[key] = (
+                    fingerprint._digest(
+                        digest + b"M" + fingerprint.canonical_json(message).encode()
+                    ),
+                    fingerprint.MESSAGE_OVERHEAD_TOKENS
+                    + fingerprint.estimate_tokens(fingerprint._text_length(content)),
+                )
+            digest = step[0]
+            tokens += step[1]
+            hashes.append(int.from_bytes(digest, "big"))
+            counts.append(tokens)
+        return {
+            "prefix_hashes": hashes,
+            "prefix_tokens": counts,
+            "template_fingerprint": f"{hashes[0]:016x}" if prompt.system else None,
+            "input_fingerprint": f"{hashes[-1]:016x}",
+        }
+
+
+_CACHE = _PrefixCache()
 
 
 def shaped_fingerprint_attributes(
@@ -187,10 +268,10 @@ def shaped_fingerprint_attributes(
         attrs["gen_ai.tool.definitions"] = _plain(tool_definitions)
     if not attrs:
         return {}
-    return _attributes(fingerprint.content_fields(attrs))
+    return prints_attributes(fingerprint.content_fields(attrs))
 
 
-def _attributes(prints: Mapping[str, Any]) -> dict[str, Any]:
+def prints_attributes(prints: Mapping[str, Any]) -> dict[str, Any]:
     """The span attributes for fingerprint fields (empty when there is no prefix hash)."""
     if prints.get("prefix_hashes") is None:
         return {}

@@ -37,9 +37,9 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from llmtrace import dialects, twins
-from llmtrace.fingerprint import PREFIX_HASHES_ATTRIBUTE
+from llmtrace.fingerprint import INPUT_MARKERS, PREFIX_HASHES_ATTRIBUTE
 from llmtrace.otel import _guard
-from llmtrace.otel.hook import fingerprint_attributes
+from llmtrace.otel.hook import fingerprint_attributes, fingerprint_fields, prints_attributes
 from llmtrace.otel.jobs import FROM_HELD_TWIN, Action, ActionEnd, Flush, Job, LiveSpan, Parked
 from llmtrace.otel.pricer import LazyPriceBook, default_pricer
 from llmtrace.otel.spans import (
@@ -92,6 +92,7 @@ __all__ = [
 ]
 
 _MAX_HOPS = 64
+_INPUT_MARKERS = frozenset(INPUT_MARKERS)  # a span carrying its input: fingerprinted from that
 # How much work the live worker does between offers of the interpreter lock to the app. Measured
 # on a quiet machine (bench_live_spans.py, three pairs, load 1.0): after every span +167/+217/+173
 # us CPU per call and the app's p99 at 1.41/1.80/1.27x the bare instrumentation's; every 0.5 ms
@@ -524,8 +525,17 @@ class CostSpanProcessor(SpanProcessor):
             return span
         extra: dict[str, Any] = {}
         prompt = self._prompts.pop(job.span_id, None)
+        prints = None  # the hook input's fingerprint fields, when they go to the record directly
+        held: dict[str, Any] = {}  # ... and their attributes, added after span_to_call
         if prompt is not None and PREFIX_HASHES_ATTRIBUTE not in attrs:
-            extra.update(fingerprint_attributes(*prompt))
+            if not self._keep_content and _INPUT_MARKERS.isdisjoint(attrs):
+                # span_to_call would read these attributes back (hex strings -> ints): the
+                # record takes the fields as computed instead, the same values
+                prints = fingerprint_fields(*prompt)
+            if prints is not None:
+                held = prints_attributes(prints)
+            else:
+                extra.update(fingerprint_attributes(*prompt))
         if job.root_name and ACTION not in attrs:
             extra[ACTION] = job.root_name
         if job.agent is not None and AGENT_ATTRIBUTE not in attrs:
@@ -541,7 +551,12 @@ class CostSpanProcessor(SpanProcessor):
             _guard.swallow("processor.span_to_call", exc)
             if job.root_id is not None and job.ancestor_id is None:
                 self._add_to_action(job.root_id, {})  # a call of unknown cost
-            return with_attributes(span, {**extra, PRICE_STATUS: "invalid_usage"}, attrs)
+            return with_attributes(span, {**extra, **held, PRICE_STATUS: "invalid_usage"}, attrs)
+        if prints is not None:
+            extra.update(held)
+            call.update(prints)
+            if not call.get("prompt_name") and prints["template_fingerprint"]:
+                call["prompt"] = f"fp:{prints['template_fingerprint']}"  # as map_span keys it
         if job.ancestor_id is not None:
             if job.ancestor_id not in self._child_calls and _has_usage(call):
                 self._child_calls[job.ancestor_id] = call
