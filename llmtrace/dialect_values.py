@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from llmtrace.dialect_tables import (
@@ -170,10 +171,32 @@ def read_usage(attrs: Mapping[str, Any], dialect: Dialect, provider: str | None)
 
 
 def _usage(found: Found, attrs: Mapping[str, Any], dialect: Dialect, provider: str | None):
+    return dict(
+        zip(_RECORD_TOKEN_FIELDS, _usage_values(found, attrs, dialect, provider), strict=True)
+    )
+
+
+_TOKEN_SLOT_ITEMS = tuple(_TOKEN_SLOT.items())
+_RECORD_TOKEN_FIELDS = tuple(TOKEN_RECORD_FIELD[key] for key in _TOKEN_KEYS)
+_in_token_order = itemgetter(*_TOKEN_KEYS)
+
+
+def _usage_values(
+    found: Found, attrs: Mapping[str, Any], dialect: Dialect, provider: str | None
+) -> tuple[int | None, ...]:
+    """``_usage``'s counts as a tuple in ``_TOKEN_KEYS`` order (the importer's row form)."""
     tokens: dict[str, int | None] = {}
-    for key, slot in _TOKEN_SLOT.items():
+    for key, slot in _TOKEN_SLOT_ITEMS:
         hit = found.get(slot)
-        tokens[key] = None if hit is None else token_count(hit[2], hit[1])
+        if hit is None:
+            tokens[key] = None
+            continue
+        value = hit[2]
+        # a plain count (what OTLP intValue gives) is its own token_count; anything else is checked
+        if type(value) is int and 0 <= value <= INT64_MAX:
+            tokens[key] = value
+        else:
+            tokens[key] = token_count(value, hit[1])
     if dialect.usage_json is not None:
         from_json = _usage_from_json(attrs, dialect.usage_json)
         if from_json is not None:
@@ -184,7 +207,7 @@ def _usage(found: Found, attrs: Mapping[str, Any], dialect: Dialect, provider: s
     for key, value in tokens.items():  # sums of valid counts can still overflow
         if value is not None and value > INT64_MAX:
             raise SpanError(f"{key} tokens add up to {value}, beyond a 64-bit integer")
-    return {TOKEN_RECORD_FIELD[key]: tokens.get(key) for key in _TOKEN_KEYS}
+    return _in_token_order(tokens)
 
 
 def _make_inclusive(tokens: dict[str, int | None], dialect: Dialect, provider: str | None) -> None:

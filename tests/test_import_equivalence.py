@@ -25,6 +25,7 @@ import pytest
 from hostile import mutate
 from polars.testing import assert_frame_equal
 
+from llmtrace import dialect_values as dv
 from llmtrace import dialects
 from llmtrace.importers import otlp, otlp_fast, otlp_files, otlp_spans
 from llmtrace.importers.otlp_spans import _any_value, _Malformed
@@ -81,6 +82,77 @@ def plain_nanos(value: Any, field: str) -> int | None:
         except (TypeError, ValueError):
             raise _Malformed(f"{field} {value!r} is not an integer") from None
     return otlp_spans._checked_time(value, field)
+
+
+def plain_usage(found, attrs, dialect, provider):
+    tokens: dict[str, int | None] = {}
+    for key, slot in dv._TOKEN_SLOT.items():
+        hit = found.get(slot)
+        tokens[key] = None if hit is None else dv.token_count(hit[2], hit[1])
+    if dialect.usage_json is not None:
+        from_json = dv._usage_from_json(attrs, dialect.usage_json)
+        if from_json is not None:
+            tokens.update({k: v for k, v in from_json.items() if v is not None})
+    if dialect.raw_usage is not None:
+        dv._fill_from_raw(tokens, attrs, dialect.raw_usage)
+    dv._make_inclusive(tokens, dialect, provider)
+    for key, value in tokens.items():
+        if value is not None and value > dv.INT64_MAX:
+            raise dialects.SpanError(f"{key} tokens add up to {value}, beyond a 64-bit integer")
+    return {dv.TOKEN_RECORD_FIELD[key]: tokens.get(key) for key in dv._TOKEN_KEYS}
+
+
+def plain_map_span(span: Any, *, keep_content: bool = False) -> dict[str, Any]:
+    """``dialects.map_span`` as it was (commit 1de33a0), a dict built per call."""
+    d = dialects
+    attrs = span.get("attributes") or {}
+    resource = span.get("resource") or {}
+    dialect = d.detect_dialect(attrs, span.get("scope"))
+    found = d._collect(attrs, dialect)
+    value = {slot: hit[2] for slot, hit in found.items()}.get
+    provider = d.normalize_provider(value("provider"))
+    usage = plain_usage(found, attrs, dialect, provider)
+    reported_cost, reported_source = d._reported_cost(found, attrs)
+    request_model = d._text(value("request_model"))
+    model = d._text(value("response_model")) or request_model
+    is_error, error_type = d._error(span, attrs)
+    prompt_name = d._text(value("prompt_name"))
+    prompt_version = d._text(value("prompt_version"))
+    try:
+        prints = d.fingerprint.content_fields(attrs, keep_content=keep_content)
+    except d.fingerprint.ContentError as exc:
+        raise d.SpanError(str(exc)) from None
+    return {
+        "trace_id": span.get("trace_id"),
+        "span_id": span.get("span_id"),
+        "parent_span_id": span.get("parent_span_id") or None,
+        "response_id": d._text(value("response_id")),
+        "dialect": dialect.name,
+        "service": d._text(d._first(resource, d._SERVICE_NAMES) or value("service")),
+        "environment": d._text(d._first(resource, d._ENVIRONMENT_NAMES) or value("environment")),
+        "provider": provider,
+        "model": model,
+        "request_model": request_model or model,
+        "operation": d._operation(attrs),
+        "prompt_name": prompt_name,
+        "prompt_version": prompt_version,
+        "prompt": d._prompt_key(prompt_name, prompt_version, prints.get("template_fingerprint")),
+        "action": d._text(value("action")),
+        "conversation_id": d._text(value("conversation_id")),
+        "user_id": d._text(value("user_id")),
+        "reasoning_effort": d._text(value("reasoning_effort")),
+        "service_tier": d._service_tier(found, attrs),
+        "agent": d._text(attrs.get(d.AGENT_ATTRIBUTE)),
+        "tool": d._text(attrs.get(d.TOOL_ATTRIBUTE)),
+        "start_ns": d._start_ns(span, attrs, dialect),
+        "end_ns": span.get("end_ns"),
+        "is_error": is_error,
+        "error_type": error_type,
+        **usage,
+        "reported_cost": reported_cost,
+        "reported_cost_source": reported_source,
+        **prints,
+    }
 
 
 def plain_list_column(name: str, values: list[Any], dtype: pl.List) -> pl.Series:
@@ -313,3 +385,54 @@ def test_list_columns_match_the_plain_constructor() -> None:
             fast = otlp._list_column("x", values, dtype)
             assert fast.equals(plain_list_column("x", values, dtype)), values
             assert fast.dtype == dtype
+
+
+_TOKEN_VALUES: list[Any] = [0, 7, -1, 2**63 - 1, 2**63, 2**70, "12", "1.0", "1.5", " 3", "x", ""]
+_TOKEN_VALUES += [3.0, 2.5, -0.0, float("nan"), True, False, None, [1], {"a": 1}]
+
+
+def _corpus_spans() -> list[dict[str, Any]]:
+    """Every span mapping of the corpus, and of its lines with hostile values planted."""
+    rng = random.Random(21)
+    documents = [
+        json.loads(text)
+        for path in OTLP_FIXTURES
+        for text in (_lines(path) if path.suffix == ".jsonl" else [path.read_bytes()])
+    ]
+    documents += [mutate(rng.choice(documents), rng, count=2) for _ in range(300)]
+    spans = []
+    for doc in documents:
+        try:
+            pairs = list(otlp_spans._json_request_spans(doc))
+        except Exception:  # noqa: BLE001 - a request the importer rejects whole
+            continue
+        for raw, (scope, resource) in pairs:
+            try:
+                spans.append(otlp_spans._json_span(raw, scope, resource))
+            except Exception:  # noqa: BLE001 - a span rejected before mapping
+                continue
+    return spans
+
+
+def test_map_span_rows_match_the_dict_per_call_code() -> None:
+    """``map_span_row`` (a tuple per call, counts read without a call when they are plain
+    integers) against ``map_span`` as it was, on every span of the corpus and its hostile
+    variants, and with odd token counts planted in every usage attribute a span has."""
+    spans = _corpus_spans()
+    rng = random.Random(5)
+    usage_names = sorted(dialects.USAGE_ATTRIBUTES | set(dialects.SEMCONV_TOKENS["total"]))
+    planted = []
+    for span in spans:
+        names = [n for n in span["attributes"] if n in usage_names] or usage_names[:2]
+        attrs = {**span["attributes"], rng.choice(names): rng.choice(_TOKEN_VALUES)}
+        planted.append({**span, "attributes": attrs})
+    assert len(spans) > 300
+    for span in spans + planted:
+        for keep in (False, True):
+            plain = _outcome(
+                lambda s=span, k=keep: tuple(plain_map_span(s, keep_content=k).values())
+            )
+            fast = _outcome(lambda s=span, k=keep: dialects.map_span_row(s, keep_content=k))
+            assert fast == plain, span
+    assert list(plain_map_span(spans[0])) == list(dialects.CALL_FIELDS)
+    assert dialects.map_span(spans[0]) == plain_map_span(spans[0])

@@ -44,7 +44,6 @@ import gc
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import chain
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,7 @@ import polars as pl
 
 from llmtrace import twins
 from llmtrace.accuracy import AccuracyConfig
-from llmtrace.dialects import SpanError, agent_and_tool, is_llm_span, map_span
+from llmtrace.dialects import CALL_FIELDS, SpanError, agent_and_tool, is_llm_span, map_span_row
 from llmtrace.fingerprint import step_fingerprint
 from llmtrace.importers import ImportProblem, ImportResult
 from llmtrace.importers.otlp_files import INPUT_SUFFIXES, Progress, _read_file, find_inputs
@@ -118,7 +117,7 @@ class _Collector:
         self._reset()
 
     def _reset(self) -> None:
-        self.calls: list[dict[str, Any]] = []
+        self.calls: list[tuple[Any, ...]] = []  # map_span_row + emitter (_CALL_ROW)
         self.tree_trace: list[str] = []
         self.tree_span: list[str] = []
         self.tree_parent: list[str | None] = []
@@ -174,9 +173,8 @@ class _Collector:
         if is_llm_span(attrs, span["name"], span["scope"]):
             if span["start_ns"] is None:
                 raise _Malformed("LLM span has no startTimeUnixNano")
-            call = map_span(span, keep_content=self.keep_content)
-            call[twins.EMITTER] = twins.emitter(span["scope"], span["name"])
-            self.calls.append(call)
+            call = map_span_row(span, keep_content=self.keep_content)
+            self.calls.append((*call, twins.emitter(span["scope"], span["name"])))
             self.llm_spans += 1
         if evaluations:
             self.evaluations.extend(evaluations)
@@ -346,17 +344,18 @@ def _list_column(name: str, values: list[Any], dtype: pl.List) -> pl.Series:
     return grouped.gather(pl.Series(where, dtype=pl.UInt32)).alias(name)
 
 
-def _calls_frame(calls: list[dict[str, Any]], source: str) -> pl.DataFrame:
-    """The collected call dicts as one frame, built once; ``source`` names where they came from."""
+_CALL_ROW = (*CALL_FIELDS, twins.EMITTER)
+"""The fields of one collected call (``_Collector.calls``): ``map_span_row`` plus the emitter."""
+
+
+def _calls_frame(calls: list[tuple[Any, ...]], source: str) -> pl.DataFrame:
+    """The collected call rows as one frame, built once; ``source`` names where they came from."""
     names = _RAW_SCHEMA.names()
     if not calls:  # the same columns as a full batch, so held and new calls concatenate
-        columns: dict[str, list[Any]] = {name: [] for name in names}
-    else:
-        try:  # one C-level pass per row, then a transpose: twice as fast as a .get per field
-            rows = map(itemgetter(*names), calls)
-            columns = dict(zip(names, map(list, zip(*rows, strict=True)), strict=True))
-        except KeyError:  # a producer that left fields out (they are optional)
-            columns = {name: [c.get(name) for c in calls] for name in names}
+        columns: dict[str, Any] = {name: [] for name in names}
+    else:  # one C-level transpose of the rows; no dict per call, no lookup per field
+        by_field = dict(zip(_CALL_ROW, zip(*calls, strict=True), strict=True))
+        columns = {name: list(by_field[name]) for name in names}
     for name in _LIST_COLUMNS:
         columns[name] = _list_column(name, columns[name], _RAW_SCHEMA[name])
     frame = pl.DataFrame(columns, schema=_RAW_SCHEMA)
