@@ -224,9 +224,12 @@ def agent_and_tool(attrs: Mapping[str, Any]) -> tuple[str | None, str | None]:
     agent = None
     if operation in AGENT_OPERATIONS or operation is None:
         agent = _text(_first(attrs, AGENT_NAME_ATTRIBUTES))
-    is_tool = operation == "execute_tool" or any(
-        attrs.get(name) == value for name, value in TOOL_SPAN_MARKERS
-    )
+    is_tool = operation == "execute_tool"
+    if not is_tool:
+        for name, value in TOOL_SPAN_MARKERS:  # a loop, not any(<generator>): once per span
+            if attrs.get(name) == value:
+                is_tool = True
+                break
     tool = _text(_first(attrs, TOOL_NAME_ATTRIBUTES)) if is_tool else None
     if is_tool and tool is None:
         tool = _text(attrs.get("traceloop.entity.name"))

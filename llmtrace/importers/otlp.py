@@ -118,14 +118,7 @@ class _Collector:
 
     def _reset(self) -> None:
         self.calls: list[tuple[Any, ...]] = []  # map_span_row + emitter (_CALL_ROW)
-        self.tree_trace: list[str] = []
-        self.tree_span: list[str] = []
-        self.tree_parent: list[str | None] = []
-        self.tree_action: list[str | None] = []
-        self.tree_agent: list[str | None] = []
-        self.tree_tool: list[str | None] = []
-        self.tree_end: list[int | None] = []
-        self.tree_step: list[str | None] = []
+        self.tree: list[tuple[Any, ...]] = []  # one row per span, in _TREE_SCHEMA's order
         self.roots: list[tuple[str, str]] = []
         self.evaluations: list[tuple[Any, ...]] = []
         self.problems: list[ImportProblem] = []
@@ -152,15 +145,20 @@ class _Collector:
         except (SpanError, *_VALUE_ERRORS) as exc:  # e.g. a list as the operation name
             action = agent = tool = step = None
             failure = exc  # raised once the tree row is whole: the tree's lists stay aligned
-        self.tree_trace.append(span["trace_id"])
-        self.tree_span.append(span["span_id"])
-        self.tree_parent.append(span["parent_span_id"])
-        self.tree_action.append(action)
-        self.tree_agent.append(agent)
-        self.tree_tool.append(tool)
-        self.tree_end.append(span["end_ns"] if tool is not None else None)
-        self.tree_step.append(step)
-        if span["parent_span_id"] is None:
+        parent = span["parent_span_id"]
+        self.tree.append(
+            (
+                span["trace_id"],
+                span["span_id"],
+                parent,
+                action,
+                agent,
+                tool,
+                span["end_ns"] if tool is not None else None,
+                step,
+            )
+        )
+        if parent is None:
             self.roots.append((span["trace_id"], span["name"]))
         if failure is not None:
             raise failure
@@ -484,16 +482,10 @@ class _Stream:
 
 
 def _tree_columns(sink: _Collector) -> dict[str, list[Any]]:
-    return {
-        "trace_id": sink.tree_trace,
-        "span_id": sink.tree_span,
-        "parent_span_id": sink.tree_parent,
-        "action": sink.tree_action,
-        "agent": sink.tree_agent,
-        "tool": sink.tree_tool,
-        "tool_end": sink.tree_end,
-        "tool_step": sink.tree_step,
-    }
+    """The collected tree rows as columns (one C-level transpose)."""
+    if not sink.tree:
+        return {name: [] for name in _TREE_SCHEMA}
+    return dict(zip(_TREE_SCHEMA, map(list, zip(*sink.tree, strict=True)), strict=True))
 
 
 def _split(frame: pl.DataFrame, traces: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -235,6 +235,11 @@ def decode_line(line: bytes) -> list[tuple[str, dict[str, Any]]] | None:
 
 def _spans(request: _Request) -> list[tuple[str, dict[str, Any]]]:
     spans: list[tuple[str, dict[str, Any]]] = []
+    # ids already checked in this request, as ``_hex_id`` returned them: the spans of a trace
+    # share its id and siblings their parent's, so most checks are one lookup (failures are
+    # never kept: they decline the line)
+    traces: dict[Any, str] = {}
+    parents: dict[Any, str] = {}
     for resource_spans in request.resourceSpans or ():
         resource_struct = resource_spans.resource
         resource = _attributes(resource_struct.attributes if resource_struct else None)
@@ -242,17 +247,35 @@ def _spans(request: _Request) -> list[tuple[str, dict[str, Any]]]:
             scope = scope_spans.scope
             scope_name = scope.name if scope is not None else None
             for raw in scope_spans.spans or ():
-                spans.append((raw.spanId, _span(raw, scope_name, resource)))  # type: ignore[arg-type]
+                span = _span(raw, scope_name, resource, traces, parents)
+                spans.append((raw.spanId, span))  # type: ignore[arg-type]
     return spans
 
 
-def _span(raw: _Span, scope: str | None, resource: dict[str, Any]) -> dict[str, Any]:
+def _span(
+    raw: _Span,
+    scope: str | None,
+    resource: dict[str, Any],
+    traces: dict[Any, str],
+    parents: dict[Any, str],
+) -> dict[str, Any]:
+    trace = raw.traceId
+    trace_id = traces.get(trace)
+    if trace_id is None:
+        trace_id = traces[trace] = _hex_id(trace, 16, "traceId")
+    span_id = _hex_id(raw.spanId, 8, "spanId")
     parent = raw.parentSpanId
+    if parent:
+        parent_id = parents.get(parent)
+        if parent_id is None:
+            parent_id = parents[parent] = _hex_id(parent, 8, "parentSpanId")
+    else:
+        parent_id = None
     events = raw.events
     return {
-        "trace_id": _hex_id(raw.traceId, 16, "traceId"),
-        "span_id": _hex_id(raw.spanId, 8, "spanId"),
-        "parent_span_id": _hex_id(parent, 8, "parentSpanId") if parent else None,
+        "trace_id": trace_id,
+        "span_id": span_id,
+        "parent_span_id": parent_id,
         "name": raw.name or "",
         "scope": scope,
         "start_ns": _nanos(raw.startTimeUnixNano, "startTimeUnixNano"),
