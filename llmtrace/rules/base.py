@@ -189,6 +189,9 @@ class Rule(Protocol):
     # calls of each key together, so big windows run in parts split by it; and optional
     # ``partition_family``: a name in ``partition.SHARED_KEYS`` whose key keeps the rule's
     # groups whole too, so rules of one family share one spill of their calls.
+    # Optional ``bounded_memory: ClassVar[bool] = True``: ``aggregate`` bounds its own memory
+    # over any number of calls (it narrows to the few calls that need each other first), so
+    # the local engine runs it in one pass, without parts, despite its ``partition_key``.
 
     def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
         """Partial aggregates for one partition of the calls (mergeable across partitions)."""

@@ -648,6 +648,11 @@ class AggregateJob:
     def aggregate(self, code: str, calls: pl.LazyFrame) -> pl.LazyFrame:
         return self.entries[code].rule.aggregate(calls, self.contexts[code])
 
+    def bounds_memory(self, code: str) -> bool:
+        """The rule's aggregate keeps its own memory bounded (``bounded_memory``): the local
+        engine runs it in one pass even with a partition key, which Ray's parts still use."""
+        return bool(getattr(self.entries[code].rule, "bounded_memory", False))
+
     def family(self, code: str) -> str:
         """The shared key the rule can split by (``partition_family``), else its own code."""
         name = getattr(self.entries[code].rule, "partition_family", None)
@@ -677,7 +682,7 @@ def aggregate_locally(
         base = scan if job.needs_baseline(code) else current
         try:
             calls = base.select(job.columns(code))
-            key = job.key(code) if parts > 1 else None
+            key = job.key(code) if parts > 1 and not job.bounds_memory(code) else None
             if key is not None:
                 families.setdefault((job.family(code), job.needs_baseline(code)), []).append(code)
             else:
