@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
 import pytest
 from audit_cells import cells, demo_store, differences, frozen
 
+from llmtrace.rules.partition import aggregate_spilled
 from llmtrace.store import Store
 
 
@@ -44,3 +46,23 @@ def test_a_changed_token_is_caught(store: Store) -> None:
     assert differences(changed, want) == [f"{column}: 1 values differ"]
     assert not differences(want, want)
     assert Path(__file__).parent.joinpath("fixtures", "audit-cells", "LT301.parquet").exists()
+
+
+def test_lt502_spilled_when_its_repeated_calls_are_many(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LT502 runs in one pass on the calls of repeated requests, or, when those are more than
+    a part should hold, spills them by fingerprint: the same cells either way."""
+    from llmtrace.rules import lt502_duplicates
+
+    spilled: list[int] = []
+
+    def spill(*args: object, **kwargs: object) -> list[pl.DataFrame]:
+        spilled.append(1)
+        return aggregate_spilled(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lt502_duplicates, "PARTITION_ROWS", 500)
+    monkeypatch.setattr(lt502_duplicates, "aggregate_spilled", spill)
+    got = cells(store, 10**12)["LT502"]
+    assert spilled, "the demo's repeated calls should exceed 500"
+    assert not differences(got, frozen()["LT502"])
