@@ -97,6 +97,7 @@ _TOKEN_COLUMNS = [
     "cache_write_1h_tokens",
 ]
 _MINS = ["first_call"]
+_BUCKETS = 63  # hash bits per system prefix of _spine's first count
 
 
 @dataclass(frozen=True)
@@ -149,25 +150,29 @@ class CachingRule:
         """
         params = Params.from_mapping(ctx.params)
         eligible = _eligible_calls(calls, ctx)
-        names = (
+        names_plan = (
             eligible.select(*_NAMES, *_name_keys())
             .group_by("_m", "_s")
             .agg(pl.col(*_NAMES).first())
         )
-        # per-call values are summed inside the aggregation, never materialised per call
+        # one read of the calls for both (a part's file, or the scan): the numbers go on to the
+        # replay, the strings only into the small names table
+        numeric, names = pl.collect_all([_numeric(eligible, params), names_plan])
+        # per-call values are computed once, then summed per cell
+        sums = _per_call_sums()
         cells = (
-            _replay(_assign_groups(_numeric(eligible, params), params))
+            _per_call_values(_replay(_assign_groups(numeric, params)))
             .group_by("_g", "_m", "_s", "day", "band")
             .agg(
                 pl.col("depth").first(),
                 pl.col("prefix_hash").first(),
-                *(expr.sum().alias(name) for name, expr in _per_call_sums().items()),
+                pl.col(list(sums)).sum(),
                 pl.col("prefix_raw").max().alias("prefix_tokens_max"),
                 pl.col("start_time").min().alias("first_call"),
                 pl.col("start_time").max().alias("last_call"),
             )
         )
-        return cells.join(names, on=["_m", "_s"], how="left").select(
+        return cells.join(names.lazy(), on=["_m", "_s"], how="left").select(
             *_CELL, *_SUMS, *_MAXES, *_MINS
         )
 
@@ -256,11 +261,25 @@ def _spine(calls: pl.DataFrame, params: Params) -> pl.DataFrame:
     rows: list[pl.DataFrame] = []
     for depth in range(1, params.max_prefix_depth):
         head = pl.col("_hs").list.get(depth, null_on_oob=True)
-        counts = (
-            on.select("_k0", "_n0", head.alias("_h"))
+        level = (
+            on.lazy()
+            .select("_k0", "_n0", head.alias("_h"))
             .filter(pl.col("_h").is_not_null())
+            .with_columns((pl.col("_k0") ^ (pl.col("_h") & _BUCKETS)).alias("_b"))
+        )
+        # most (system prefix, hash) pairs are one conversation's own history: counted in a
+        # few buckets per system prefix first, only the calls of buckets holding `floor` calls
+        # (where any prefix shared widely enough must be) are counted exactly
+        wide = (
+            level.group_by("_b")  # min: two system prefixes sharing a bucket (xor) keep both
+            .agg(pl.len().alias("_n"), pl.col("_n0").min())
+            .filter(pl.col("_n").cast(pl.Float64) >= floor)
+        )
+        counts = (
+            level.join(wide.select("_b"), on="_b", how="semi")
             .group_by("_k0", "_h")
             .agg(pl.len().alias("_n"), pl.col("_n0").first())
+            .collect()
         )
         winners = (
             counts.filter(pl.col("_n").cast(pl.Float64) >= floor)
@@ -276,7 +295,7 @@ def _spine(calls: pl.DataFrame, params: Params) -> pl.DataFrame:
     return pl.concat(rows) if rows else pl.DataFrame(schema=schema)
 
 
-def _assign_groups(calls: pl.LazyFrame, params: Params) -> pl.LazyFrame:
+def _assign_groups(calls: pl.DataFrame, params: Params) -> pl.LazyFrame:
     """Give each call the deepest prefix shared widely enough (see the module docstring).
 
     Time and memory: one pass over the calls with a system prefix used by ``min_calls`` calls,
@@ -289,11 +308,14 @@ def _assign_groups(calls: pl.LazyFrame, params: Params) -> pl.LazyFrame:
     with ``deep_prefix_share`` < 0.5, where two branches may qualify at one depth and the more
     common one is kept) only makes the rule report a shallower prefix, never a wrong finding.
     """
-    calls = calls.with_columns((pl.col("_h0") ^ pl.col("_m")).alias("_k0"))
-    calls = calls.filter(pl.col("_h0").is_not_null()).with_columns(
-        pl.len().over("_k0").alias("_n0")
+    calls = (
+        calls.lazy()
+        .with_columns((pl.col("_h0") ^ pl.col("_m")).alias("_k0"))
+        .filter(pl.col("_h0").is_not_null())
+        .with_columns(pl.len().over("_k0").alias("_n0"))
+        .filter(pl.col("_n0") >= params.min_calls)
+        .collect()
     )
-    calls = calls.filter(pl.col("_n0") >= params.min_calls).collect()
     spine = _spine(calls, params)
     depths = sorted(set(spine["depth"].to_list())) if spine.height else []
     depth = pl.lit(0, dtype=pl.Int32)
@@ -348,14 +370,29 @@ def _replay(calls: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def _per_call_sums() -> dict[str, pl.Expr]:
-    """Name -> per-call expression summed per cell (see ``_SUMS``)."""
+def _per_call_values(calls: pl.LazyFrame) -> pl.LazyFrame:
+    """``calls`` with each of ``_per_call_sums`` as an Int64 column, to be summed per cell.
+
+    Computed in two ``with_columns`` before the group-by rather than inside its aggregations:
+    the hit flags, the gap's histogram bin and the prefix part not yet read are columns once
+    (inside ``agg`` each sum recomputed them: 0.49 against 0.27 CPU-s on 1.8M calls)."""
     gap = pl.col("gap_s")
-    hits = {
-        "short": (gap <= pl.col("ttl_s")).fill_null(False),
-        "long": (gap <= LONG_TTL_S).fill_null(False),
-    }
-    gap_bin = pl.sum_horizontal([(gap > edge).cast(pl.Int32) for edge in GAP_EDGES_S])
+    staged = calls.with_columns(
+        (gap <= pl.col("ttl_s")).fill_null(False).alias("_hit_short"),
+        (gap <= LONG_TTL_S).fill_null(False).alias("_hit_long"),
+        pl.sum_horizontal([(gap > edge).cast(pl.Int32) for edge in GAP_EDGES_S]).alias("_bin"),
+        (pl.col("prefix") - pl.col("read")).clip(lower_bound=0).alias("_missing"),
+    )
+    return staged.with_columns(expr.alias(name) for name, expr in _per_call_sums().items()).drop(
+        "_hit_short", "_hit_long", "_bin", "_missing"
+    )
+
+
+def _per_call_sums() -> dict[str, pl.Expr]:
+    """Name -> per-call expression summed per cell (see ``_SUMS``), over the columns that
+    ``_per_call_values`` stages."""
+    gap = pl.col("gap_s")
+    hits = {"short": pl.col("_hit_short"), "long": pl.col("_hit_long")}
     sums: dict[str, pl.Expr] = {
         "calls": pl.col("input").is_not_null(),
         **{name: pl.col(name) for name in ("input", "read", "write", "write_1h", "prefix")},
@@ -364,7 +401,7 @@ def _per_call_sums() -> dict[str, pl.Expr]:
     for scenario, hit in hits.items():
         sums |= _counterfactual(scenario, hit, one_hour=scenario == "long")
     for i, name in enumerate(_GAP_COLUMNS):
-        sums[name] = gap.is_not_null() & (gap_bin == i)
+        sums[name] = gap.is_not_null() & (pl.col("_bin") == i)
     return {name: expr.cast(pl.Int64) for name, expr in sums.items()}
 
 
@@ -376,7 +413,7 @@ def _counterfactual(scenario: str, hit: pl.Expr, *, one_hour: bool) -> dict[str,
     already cached beyond the prefix stays as it is, so the counterfactual never undoes caching.
     """
     read, write, write_1h = pl.col("read"), pl.col("write"), pl.col("write_1h")
-    missing = (pl.col("prefix") - read).clip(lower_bound=0)
+    missing = pl.col("_missing")  # (prefix - read), at least 0
     new_read = pl.when(hit).then(pl.max_horizontal(read, "prefix")).otherwise(read)
     new_write = (
         pl.when(hit)

@@ -50,7 +50,6 @@ from llmtrace.rules.history_replay import (
     LONG_TTL_S,
     SHORT_TTL_S,
     clean_cache_tokens,
-    ordered_with_neighbours,
 )
 
 CODE = "LT203"
@@ -134,18 +133,19 @@ class UnreadWritesRule:
             .rename({"write_1h": "w1h"})
         )
         names = base.group_by("_k").agg(pl.col(*_KEY).first())
-        ordered = ordered_with_neighbours(
-            base.select("_g", "_k", "start_time", "day", "band", "input", "read", "write", "w1h"),
-            "_g",
-        )
-        same_next, same_prev = pl.col("same_next"), pl.col("same_prev")
-        ordered = ordered.with_columns(
-            pl.col("gap_s").alias("gap_prev"),
-            pl.when(same_next).then(pl.col("gap_s").shift(-1)).alias("gap_next"),
-            pl.when(same_next).then(pl.col("read").shift(-1) > 0).alias("next_reads"),
-            pl.when(same_prev)
-            .then((pl.col("read") + pl.col("write")).shift(1) > 0)
-            .alias("prev_cached"),
+        # the neighbours in the lineage: calls in time order, shifted within each lineage (one
+        # sort by time, nearly sorted already, instead of one by lineage and time: 0.49 against
+        # 0.19 CPU-s on 1.9M calls)
+        us = start.dt.epoch("us")  # whole microseconds: gaps exact, as ``diff`` gives them
+        ordered = (
+            base.select("_g", "_k", "start_time", "day", "band", "input", "read", "write", "w1h")
+            .sort("start_time", maintain_order=True)
+            .with_columns(
+                ((us - us.shift(1)).over("_g") / 1e6).alias("gap_prev"),
+                ((us.shift(-1) - us).over("_g") / 1e6).alias("gap_next"),
+                (pl.col("read").shift(-1) > 0).over("_g").alias("next_reads"),
+                ((pl.col("read") + pl.col("write")).shift(1) > 0).over("_g").alias("prev_cached"),
+            )
         )
         w5 = pl.col("write") - pl.col("w1h")
         next_reads = pl.col("next_reads").fill_null(False)
