@@ -236,11 +236,10 @@ def _numeric(calls: pl.LazyFrame, params: Params) -> pl.LazyFrame:
         *(pl.col(c).cast(pl.Int32, strict=False) for c in _TOKEN_COLUMNS),
         provider_fact("short_ttl_s").cast(pl.Float32).alias("ttl_s"),
         provider_fact("step_tokens").cast(pl.Int32).alias("step"),
-        pl.col("prefix_hashes").list.head(params.max_prefix_depth).alias("_hs"),
-        pl.col("prefix_tokens")
-        .list.head(params.max_prefix_depth)
-        .cast(pl.List(pl.Int32), strict=False)
-        .alias("_ps"),
+        # the lists as stored (no copy): only depths below ``max_prefix_depth`` are ever read
+        # (``_spine`` stops there), and a prefix length is narrowed once it is picked
+        pl.col("prefix_hashes").alias("_hs"),
+        pl.col("prefix_tokens").alias("_ps"),
     ).with_columns(pl.col("_hs").list.first().alias("_h0"))
 
 
@@ -290,7 +289,10 @@ def _spine(calls: pl.DataFrame, params: Params) -> pl.DataFrame:
         if winners.height == 0:
             break
         rows.append(winners.with_columns(pl.lit(depth, dtype=pl.Int32).alias("depth")))
-        on = on.join(winners, on="_k0", how="inner").filter(head == pl.col("_h")).drop("_h")
+        winner = pl.col("_k0").replace_strict(
+            winners["_k0"], winners["_h"], default=None, return_dtype=pl.UInt64
+        )
+        on = on.filter((head == winner).fill_null(False))  # a lookup: no join of the lists
     schema = {"_k0": pl.UInt64, "_h": pl.UInt64, "depth": pl.Int32}
     return pl.concat(rows) if rows else pl.DataFrame(schema=schema)
 
@@ -320,14 +322,17 @@ def _assign_groups(calls: pl.DataFrame, params: Params) -> pl.LazyFrame:
     depths = sorted(set(spine["depth"].to_list())) if spine.height else []
     depth = pl.lit(0, dtype=pl.Int32)
     if depths:
-        wide = spine.pivot(on="depth", index="_k0", values="_h")
-        wide = wide.rename({str(d): f"_s{d}" for d in depths})
-        calls = calls.join(wide, on="_k0", how="left")
         running = pl.lit(True)
         for d in depths:
-            running = running & (
-                pl.col("_hs").list.get(d, null_on_oob=True) == pl.col(f"_s{d}")
-            ).fill_null(False)
+            # the spine's prefix at depth d of each call's system prefix: a lookup, not a join
+            # (a join would copy every call's prefix lists)
+            at = spine.filter(pl.col("depth") == d)
+            on_spine = pl.col("_k0").replace_strict(
+                at["_k0"], at["_h"], default=None, return_dtype=pl.UInt64
+            )
+            running = running & (pl.col("_hs").list.get(d, null_on_oob=True) == on_spine).fill_null(
+                False
+            )
             depth = depth + running.cast(pl.Int32)
     kept = ["_m", "_s", "start_time", "ttl_s", "step", *_TOKEN_COLUMNS]
     return (
@@ -337,6 +342,7 @@ def _assign_groups(calls: pl.DataFrame, params: Params) -> pl.LazyFrame:
             pl.col("_hs").list.get(pl.col("depth")).alias("prefix_hash"),
             pl.col("_ps")
             .list.get(pl.col("depth"), null_on_oob=True)
+            .cast(pl.Int32, strict=False)  # a length beyond Int32: unknown, as 0
             .fill_null(0)
             .alias("prefix_raw"),
         )
