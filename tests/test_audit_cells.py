@@ -27,7 +27,13 @@ def test_the_frozen_copy_covers_the_rules_the_rework_touched() -> None:
         assert want[code].height > 100, code  # many cells: a real comparison
 
 
-@pytest.mark.parametrize("rows_per_part", [10**12, 8_000], ids=["one pass", "parts"])
+@pytest.mark.parametrize(
+    "rows_per_part",
+    [10**12, 8_000, 25_000, 31_000],
+    # 60k calls: 8 parts, each family spilled alone; 3 parts: the session and lineage families
+    # share one grid spill; 2 parts: all three families do (partition.group_families)
+    ids=["one pass", "parts", "grid of two families", "grid of three families"],
+)
 def test_cells_equal_the_frozen_copy(store: Store, rows_per_part: int) -> None:
     got = cells(store, rows_per_part)
     want = frozen()

@@ -36,9 +36,11 @@ from llmtrace.rules.partition import (
     SHARED_KEYS,
     aggregate_spilled,
     filter_part,
+    group_families,
     part_count,
     part_of,
     spill_dir,
+    spill_grid,
 )
 from llmtrace.store import Store
 
@@ -102,6 +104,39 @@ def test_filter_parts_cover_every_row_once(priced: pl.DataFrame) -> None:
     for i, ids in enumerate(conversations):  # no conversation is split between parts
         assert all(not ids & other for other in conversations[i + 1 :])
     assert min(p.height for p in parts) > priced.height / 10  # single calls spread too
+
+
+def test_a_grid_spill_gives_each_key_its_parts_whole(priced: pl.DataFrame, tmp_path: Path) -> None:
+    """One spill split by two keys: for each key, its parts hold every row once, each part
+    exactly the rows whose key hashes to it (so every group whole), read from the grid's cells."""
+    keys = {"session": SHARED_KEYS["session"], "lineage": SHARED_KEYS["lineage"]}
+    columns = ["span_id", "trace_id", "conversation_id", "provider", "model", "prompt"]
+    lazy = priced.lazy().select(*columns, "prefix_hashes")
+    with spill_dir(tmp_path) as directory:
+        files = spill_grid(lazy, keys, 3, directory)
+        assert len(list(directory.rglob("*.parquet"))) == 9  # 3 x 3 cells
+        for name, key in keys.items():
+            assert len(files[name]) == 3
+            want = lazy.with_columns(part_of(key, 3).alias("_p")).collect()
+            for part, paths in enumerate(files[name]):
+                assert len(paths) == 3  # one cell per part of the other key
+                got = pl.read_parquet(paths, hive_partitioning=False)
+                expected = want.filter(pl.col("_p") == part).drop("_p")
+                assert got.sort("span_id").equals(expected.sort("span_id")), (name, part)
+
+
+def test_families_share_a_spill_only_while_the_grid_is_small() -> None:
+    """Most shared columns first; 2 parts: three families in 8 cells; 3 parts: two in 9; more
+    parts: each alone (a grid's sink buffers every cell)."""
+    columns = {
+        "session": ["a", "b", "c", "d"],
+        "lineage": ["a", "b", "c"],
+        "LT502": ["a", "e", "f"],
+    }
+    assert group_families(columns, 2) == [["session", "lineage", "LT502"]]
+    assert group_families(columns, 3) == [["session", "lineage"], ["LT502"]]
+    assert group_families(columns, 4) == [["session"], ["lineage"], ["LT502"]]
+    assert group_families(columns, 1, cells=1) == [["session", "lineage", "LT502"]]
 
 
 SPLIT_RULES = [

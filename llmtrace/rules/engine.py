@@ -11,7 +11,7 @@
    a rule that needs each key's calls together (``partition_key``: LT201, LT202, LT203, LT301,
    LT502, LT503) runs in key-hash parts when the window holds more calls than one part should,
    so memory stays bounded on 100M calls (``llmtrace.rules.partition``; rules of one
-   ``partition_family`` share the spill); with ``engine="ray"`` the parts run as Ray tasks
+   ``partition_family`` share the spill, and at few parts families share one); with ``engine="ray"`` the parts run as Ray tasks
    instead (``llmtrace.rules.ray_engine``);
 5. ``merge`` the partials and ``decide`` once, on the small aggregate of each rule.
 
@@ -41,7 +41,8 @@ from llmtrace.rules.loader import RuleEntry, builtin_logic, builtin_specs, load_
 from llmtrace.rules.partition import (
     PARTITION_ROWS,
     SHARED_KEYS,
-    aggregate_spilled_together,
+    aggregate_spilled_families,
+    group_families,
     is_url,
     part_count,
     partition_key,
@@ -664,10 +665,12 @@ def aggregate_locally(
 ) -> tuple[dict[str, list[pl.DataFrame]], int]:
     """Each rule's partial aggregates on this machine, and the calls in the current window.
 
-    Rules whose partials merge under any split are collected in one pass each over the window. A rule with a partition key, when the window holds more calls
-    than one part should (``rows_per_part``), runs in key-hash parts spilled to disk beside the
-    store (``llmtrace.rules.partition``): memory stays bounded by one part and time linear.
-    Rules of one ``partition_family`` share a spill (the union of their columns, written once).
+    Rules whose partials merge under any split are collected in one pass each over the
+    window. A rule with a partition key, when the window holds more calls than one part should
+    (``rows_per_part``), runs in key-hash parts spilled to disk beside the store
+    (``llmtrace.rules.partition``): memory stays bounded by one part and time linear. Rules of
+    one ``partition_family`` share a spill (the union of their columns, written once), and at
+    few parts several families share one (``partition.group_families``).
     """
     window = job.window
     start = min([window.since, *(job.start(code) for code in job.entries)])
@@ -692,35 +695,63 @@ def aggregate_locally(
     report(f"scanning calls for {', '.join(plans) or 'no rules'}")
     plans[CENSUS] = census_aggregate(current)
     partials = {code: [frame] for code, frame in _collect(plans, errors).items()}
-    for (family, baseline), codes in families.items():
-        report(f"scanning calls for {', '.join(codes)} in {parts} parts")
-        results = _aggregate_family(job, codes, family, scan if baseline else current, parts)
-        for code in codes:
-            result = results[code]
-            if isinstance(result, Exception):
-                errors.append(RuleError(code, f"aggregate failed: {_describe(result)}"))
-            else:
-                partials[code] = result
+    for baseline in (False, True):
+        chosen = {family: codes for (family, base), codes in families.items() if base == baseline}
+        if not chosen:
+            continue
+        columns = {family: _family_columns(job, codes) for family, codes in chosen.items()}
+        for group in group_families(columns, parts):
+            codes = [code for family in group for code in chosen[family]]
+            report(f"scanning calls for {', '.join(codes)} in {parts} parts")
+            calls = scan if baseline else current
+            results = _aggregate_families(job, {f: chosen[f] for f in group}, calls, parts)
+            for code in codes:
+                result = results[code]
+                if isinstance(result, Exception):
+                    errors.append(RuleError(code, f"aggregate failed: {_describe(result)}"))
+                else:
+                    partials[code] = result
     return partials, calls_scanned
 
 
-def _aggregate_family(
-    job: AggregateJob, codes: list[str], family: str, calls: pl.LazyFrame, parts: int
-) -> dict[str, list[pl.DataFrame] | Exception]:
-    """The partials of rules that split by one key, from one spill of the union of their
-    columns (each rule reads back only its own)."""
+def _family_key(job: AggregateJob, family: str, codes: list[str]) -> pl.Expr:
     key = SHARED_KEYS[family] if family in SHARED_KEYS else job.key(codes[0])
+    if key is None:
+        raise ValueError(f"{codes[0]} has no partition key")
+    return key
+
+
+def _family_columns(job: AggregateJob, codes: list[str]) -> list[str]:
+    """The columns one family's rules read (the key's are added when it is spilled)."""
+    return list(dict.fromkeys(c for code in codes for c in job.columns(code)))
+
+
+def _aggregate_families(
+    job: AggregateJob, families: dict[str, list[str]], calls: pl.LazyFrame, parts: int
+) -> dict[str, list[pl.DataFrame] | Exception]:
+    """The partials of rules that split by a shared key, from one spill of the union of their
+    families' columns, split by each family's key (``partition.spill_grid``); each rule reads
+    back only its own columns of its family's parts."""
+    codes = [code for members in families.values() for code in members]
     try:
-        if key is None:
-            raise ValueError(f"{codes[0]} has no partition key")
-        columns = [c for code in codes for c in job.columns(code)]
-        spilled = calls.select(list(dict.fromkeys([*columns, *key.meta.root_names()])))
-        aggregates = {
-            code: lambda part, code=code: job.aggregate(code, part.select(job.columns(code)))
-            for code in codes
+        keys = {family: _family_key(job, family, members) for family, members in families.items()}
+        columns = [c for members in families.values() for c in _family_columns(job, members)]
+        columns += [c for key in keys.values() for c in key.meta.root_names()]
+        spilled = calls.select(list(dict.fromkeys(columns)))
+        grid = {
+            family: (
+                keys[family],
+                {
+                    code: lambda part, code=code: job.aggregate(
+                        code, part.select(job.columns(code))
+                    )
+                    for code in members
+                },
+            )
+            for family, members in families.items()
         }
         with spill_dir(_spill_base(job.source)) as directory:
-            return aggregate_spilled_together(spilled, aggregates, key, parts, directory)
+            return aggregate_spilled_families(spilled, grid, parts, directory)
     except Exception as exc:
         return dict.fromkeys(codes, exc)
 
