@@ -11,8 +11,8 @@
    a rule that needs each key's calls together (``partition_key``: LT201, LT202, LT203, LT301,
    LT502, LT503) runs in key-hash parts when the window holds more calls than one part should,
    so memory stays bounded on 100M calls (``llmtrace.rules.partition``; rules of one
-   ``partition_family`` share the spill, and at few parts families share one); with ``engine="ray"`` the parts run as Ray tasks
-   instead (``llmtrace.rules.ray_engine``);
+   ``partition_family`` share the spill, and at few parts families share one); with
+   ``engine="ray"`` the parts run as Ray tasks instead (``llmtrace.rules.ray_engine``);
 5. ``merge`` the partials and ``decide`` once, on the small aggregate of each rule.
 
 A rule that fails (its module is missing, its query or decision raises) is reported as an error
