@@ -113,42 +113,55 @@ class AgentLoopRule:
                 .alias("_repeat"),
                 cost.alias("_cost"),
             )
-            .cache()  # three branches read it: computed once, not once per branch
+            .cache()  # four branches read it: computed once, not once per branch
         )
-        # numbers per session first; the strings only for the few sessions that make a row
-        per_session = base.group_by("_sid").agg(
-            pl.len().cast(pl.Int64).alias("calls"),
-            pl.col("_cost").sum().alias("cost"),
-            (pl.col("is_error").fill_null(False) & (pl.col("_cost") > 0))
-            .sum()
-            .cast(pl.Int64)
-            .alias("failed_calls"),
-            pl.col("_cost").filter(pl.col("is_error").fill_null(False)).sum().alias("failed_cost"),
-            pl.col("start_time").min().alias("first_seen"),
-            pl.col("start_time").max().alias("last_seen"),
-        )
-        # a loop is a request repeated min_repeats times in a session: most requests are
-        # sent once, so the groups are counted first (a plain count per UInt64 pair) and the
-        # first call's cost (arg_min per group) is found only for the few that loop
+        # A loop is a request repeated min_repeats times in a session: most requests are sent
+        # once, so the groups are counted first, on one UInt64 per (session, request) pair, and
+        # the first call's cost (arg_min per group) is found only for the few that loop.
         repeats = base.filter(pl.col("_repeat").is_not_null()).select(
-            "_sid", "_repeat", "start_time", "_cost"
+            "_sid", pl.struct("_sid", "_repeat").hash(71).alias("_pair"), "start_time", "_cost"
         )
         loops = (
-            repeats.group_by("_sid", "_repeat")
+            repeats.group_by("_pair")
             .agg(pl.len().cast(pl.Int64).alias("_n"))
             .filter(pl.col("_n") >= params.min_repeats)
         )
         first_cost = pl.col("_cost").get(pl.col("start_time").arg_min())
         groups = (
-            repeats.join(loops, on=["_sid", "_repeat"], how="inner")
-            .group_by("_sid", "_repeat")
-            .agg(pl.col("_n").first(), (pl.col("_cost").sum() - first_cost).alias("_waste"))
+            repeats.join(loops, on="_pair", how="inner")
+            .group_by("_pair")
+            .agg(
+                pl.col("_sid").first(),
+                pl.col("_n").first(),
+                (pl.col("_cost").sum() - first_cost).alias("_waste"),
+            )
             .group_by("_sid")
             .agg(
                 pl.len().cast(pl.Int64).alias("loops"),
                 (pl.col("_n") - 1).sum().cast(pl.Int64).alias("repeated_calls"),
                 pl.col("_waste").sum().alias("repeated_cost"),
                 pl.col("_n").max().cast(pl.Int64).alias("max_repeats"),
+            )
+        )
+        # Only sessions with a loop or a billed failure make a row: their numbers are summed
+        # over their calls alone, not over every session of the part (most are one call).
+        billed_failure = pl.col("is_error").fill_null(False) & (pl.col("_cost") > 0)
+        candidates = pl.concat(
+            [groups.select("_sid"), base.filter(billed_failure).select("_sid")]
+        ).unique()
+        per_session = (
+            base.join(candidates, on="_sid", how="semi")
+            .group_by("_sid")
+            .agg(
+                pl.len().cast(pl.Int64).alias("calls"),
+                pl.col("_cost").sum().alias("cost"),
+                billed_failure.sum().cast(pl.Int64).alias("failed_calls"),
+                pl.col("_cost")
+                .filter(pl.col("is_error").fill_null(False))
+                .sum()
+                .alias("failed_cost"),
+                pl.col("start_time").min().alias("first_seen"),
+                pl.col("start_time").max().alias("last_seen"),
             )
         )
         rows = (
