@@ -115,10 +115,21 @@ def _first(attrs: Mapping[str, Any], names: Sequence[str]) -> Any:
 
 
 def _bucket_sum(details: Mapping[str, Any], groups: tuple[tuple[str, ...], ...], attribute: str):
+    """The sum of the first group with a count present (its keys in order; a bad one raises).
+
+    Plain in-range integers are their own ``token_count``, so the attribute's name for the
+    error is only built for a value that needs checking."""
     for group in groups:
-        present = [key for key in group if details.get(key) is not None]
-        if present:
-            return sum(token_count(details[key], f"{attribute}.{key}") for key in present)
+        total = None
+        for key in group:
+            value = details.get(key)
+            if value is None:
+                continue
+            if type(value) is not int or not 0 <= value <= INT64_MAX:
+                value = token_count(value, f"{attribute}.{key}")
+            total = value if total is None else total + value
+        if total is not None:
+            return total
     return None
 
 

@@ -436,3 +436,41 @@ def test_map_span_rows_match_the_dict_per_call_code() -> None:
             assert fast == plain, span
     assert list(plain_map_span(spans[0])) == list(dialects.CALL_FIELDS)
     assert dialects.map_span(spans[0]) == plain_map_span(spans[0])
+
+
+def plain_bucket_sum(details: Any, groups: Any, attribute: str) -> Any:
+    for group in groups:
+        present = [key for key in group if details.get(key) is not None]
+        if present:
+            return sum(dv.token_count(details[key], f"{attribute}.{key}") for key in present)
+    return None
+
+
+def test_usage_bucket_sums_match_the_plain_code() -> None:
+    """Langfuse usage buckets: plain integers skip ``token_count``; every other value, and
+    every error (the first bad key of the group, in order), as before."""
+    rng = random.Random(9)
+    keys = ["a", "b", "c"]
+    groups = (("a",), ("b", "c"))
+    for _ in range(2000):
+        details = {k: rng.choice(_TOKEN_VALUES) for k in keys if rng.random() < 0.5}
+        fast = _outcome(dv._bucket_sum, details, groups, "usage")
+        assert fast == _outcome(plain_bucket_sum, details, groups, "usage"), details
+
+
+def test_an_import_leaves_the_collector_as_it_found_it(tmp_path) -> None:
+    """The import freezes what existed before it (so each batch's collection skips it) and
+    thaws it at the end; objects a caller froze stay frozen."""
+    import gc
+
+    path = OTLP_FIXTURES[0]
+    assert gc.get_freeze_count() == 0
+    otlp.import_otlp([path], accuracy_names=())
+    assert gc.get_freeze_count() == 0 and gc.isenabled()
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        otlp.import_otlp([path], accuracy_names=())
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
