@@ -353,7 +353,7 @@ def _calls_frame(calls: list[tuple[Any, ...]], source: str) -> pl.DataFrame:
         columns: dict[str, Any] = {name: [] for name in names}
     else:  # one C-level transpose of the rows; no dict per call, no lookup per field
         by_field = dict(zip(_CALL_ROW, zip(*calls, strict=True), strict=True))
-        columns = {name: list(by_field[name]) for name in names}
+        columns = {name: by_field[name] for name in names}  # tuples: Polars reads them as lists
     for name in _LIST_COLUMNS:
         columns[name] = _list_column(name, columns[name], _RAW_SCHEMA[name])
     frame = pl.DataFrame(columns, schema=_RAW_SCHEMA)
