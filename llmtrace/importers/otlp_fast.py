@@ -42,7 +42,9 @@ from llmtrace.importers.otlp_spans import (
 )
 
 # Every struct forbids unknown fields: see the module docstring (bounded depth, exact types).
-_OPTS = {"forbid_unknown_fields": True}
+# gc=False: a decoded request is a tree that nothing mutates, so its structs can never be in a
+# reference cycle; untracked, they cost the garbage collector nothing (~10% less decoding CPU).
+_OPTS = {"forbid_unknown_fields": True, "gc": False}
 
 
 class _Scalar(Struct, **_OPTS):
