@@ -7,12 +7,12 @@ storing; the minimum of ``--repeats`` runs of each, the GC off as the importer h
 
 * the orjson parse-only baseline (every line parsed, results kept);
 * msgspec's typed decode (``otlp_fast``), then building the span mappings from the structs;
-* mapping the LLM spans to call records (``dialects.map_span``), and within it the content
+* mapping the LLM spans to call records (``dialects.map_span_row``), and within it the content
   fingerprints (``fingerprint.content_fields``);
-* collecting every span (decode, build, tree rows, detection, ``map_span``: the reader's
+* collecting every span (decode, build, tree rows, detection, ``map_span_row``: the reader's
   whole per-span work) and the rest of it (what collecting adds to the three above);
 * the batch step in Polars (``_Stream.step``: call frame, twin merging, actions, agents,
-  scores), and within it building the call frame from the call dicts.
+  scores), and within it building the call frame from the call rows.
 
     python bench/bench_import_stages.py --spans 100000
 """
@@ -63,7 +63,7 @@ def main() -> None:
 
     from llmtrace import fingerprint
     from llmtrace.accuracy import AccuracyConfig
-    from llmtrace.dialects import is_llm_span, map_span
+    from llmtrace.dialects import is_llm_span, map_span_row
     from llmtrace.importers.otlp import _calls_frame, _Collector, _Stream
     from llmtrace.importers.otlp_fast import _DECODER, _spans, decode_line
 
@@ -79,7 +79,7 @@ def main() -> None:
         build, pairs = _best(lambda: [p for r in requests for p in _spans(r)], repeats)
         spans = [span for _, span in pairs]
         llm = [s for s in spans if is_llm_span(s["attributes"], s["name"], s["scope"])]
-        mapping, _ = _best(lambda: [map_span(s) for s in llm], repeats)
+        mapping, _ = _best(lambda: [map_span_row(s) for s in llm], repeats)
         content, _ = _best(lambda: [fingerprint.content_fields(s["attributes"]) for s in llm], 1)
 
         def collect() -> _Collector:
@@ -99,14 +99,14 @@ def main() -> None:
     stages = [
         ("msgspec typed decode (`otlp_fast`)", decode),
         ("span mappings built from the structs", build),
-        ("`map_span`: dialect mapping of the LLM spans, content included", mapping),
+        ("`map_span_row`: dialect mapping of the LLM spans, content included", mapping),
         ("↳ of which content fingerprints (`content_fields`)", content),
         (
             "rest of collecting (tree rows, detection, agent and tool)",
             collecting - decode - build - mapping,
         ),
         ("batch step in Polars (`_Stream.step`)", step),
-        ("↳ of which the call frame from the call dicts", frame),
+        ("↳ of which the call frame from the call rows", frame),
         ("**total** (collecting + batch step)", total),
     ]
     baseline = f"orjson parse-only: {parse * 1e6 / count:.1f} µs per span; total ÷ parse = {total / parse:.1f}"
