@@ -121,3 +121,22 @@ def test_prefix_cache_tells_apart_what_the_hash_tells_apart(variants: list[Any])
         seen.add(got["input_fingerprint"])
         expected.add(fingerprint.fingerprint(prompt)["input_fingerprint"])
     assert len(seen) == len(expected) >= 2
+
+
+def test_attributes_are_read_from_the_plain_dict_under_the_sdk_proxy() -> None:
+    """An SDK span's ``attributes`` is a read-only proxy over ``BoundedAttributes``, whose
+    Python-level methods cost ~0.5 us per question: the hooks read the dict underneath, and
+    the copy exporters get is a plain dict equal to the span's attributes."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from llmtrace.otel.spans import attributes_to_read, plain_attributes
+
+    span = TracerProvider().get_tracer("t").start_span("chat", attributes={"a": 1})
+    span.set_attribute("b", (2, 3))
+    read = attributes_to_read(span)
+    assert type(read) is dict and read == {"a": 1, "b": (2, 3)}
+    span.end()
+    copy = plain_attributes(span)
+    assert type(copy) is dict and copy == dict(span.attributes) and copy is not read
+    copy["c"] = 4
+    assert "c" not in span.attributes

@@ -92,24 +92,37 @@ def looks_like_llm_at_start(attrs: Mapping[str, Any] | None) -> bool:
 def attributes_to_read(span: ReadableSpan) -> Mapping[str, Any]:
     """A span's attributes for reading on the app's thread, without copying them.
 
-    An SDK span's ``BoundedAttributes`` answer every ``get`` and ``in`` through Python-level
-    methods that take a lock (~0.5 us each; the hooks ask a dozen questions per span); the
-    plain dict underneath answers in C. Only read here, never kept or changed.
+    An SDK span's ``attributes`` is a read-only proxy over its ``BoundedAttributes``, which
+    answer every ``get`` and ``in`` through Python-level methods (~0.5 us each; the hooks ask
+    a dozen questions per span); the plain dict underneath answers in C. Only read here, never
+    kept or changed.
     """
+    inner = _inner_dict(span)
+    if inner is not None:
+        return inner
     attrs = span.attributes
-    if not attrs:
-        return {}
+    return attrs if attrs else {}
+
+
+def _inner_dict(span: Any) -> dict[str, Any] | None:
+    """The plain dict holding an SDK span's attributes (the ``BoundedAttributes``' own, or a
+    copy's plain dict), or None when the span is not built that way."""
+    attrs = getattr(span, "_attributes", None)
+    if type(attrs) is dict:
+        return attrs
     inner = getattr(attrs, "_dict", None)
-    return inner if type(inner) is dict else attrs
+    return inner if type(inner) is dict else None
 
 
 def plain_attributes(span: ReadableSpan) -> dict[str, Any]:
     """A plain ``dict`` copy of a span's attributes, made once per span.
 
-    An SDK span's ``BoundedAttributes`` answer ``dict(...)`` through a Python-level
-    ``__getitem__`` per key; their ``copy()`` copies the dict underneath in one C call (the
-    worker made two such copies per LLM span before: ~10% of its time).
+    Copied from the dict under the SDK's read-only proxy in one C call: through the proxy
+    (``dict(...)`` or its ``copy()``) each key goes through a Python-level ``__getitem__``.
     """
+    inner = _inner_dict(span)
+    if inner is not None:
+        return inner.copy()
     attrs = span.attributes
     if not attrs:
         return {}
