@@ -400,23 +400,24 @@ class PriceBook:
     ) -> dict[str, Any]:
         """Cost fields of one call (``input_cost`` ... ``total_cost``, ``price_status``,
         ``price_source``), from the same rates and rules as ``price_calls``."""
-        tokens = (
-            input_tokens,
-            cache_read_tokens,
-            cache_write_tokens,
-            cache_write_1h_tokens,
-            output_tokens,
-            reasoning_tokens,
-        )
         result: dict[str, Any] = dict.fromkeys(_COST_NAMES)
         result["price_source"] = self.source
         if model is None or not model.strip():
             result["price_status"] = PRICE_NO_MODEL
             return result
-        if all(t is None for t in tokens):
+        # written out, not as generator expressions: the live side prices every call here
+        if (
+            input_tokens is None
+            and cache_read_tokens is None
+            and cache_write_tokens is None
+            and cache_write_1h_tokens is None
+            and output_tokens is None
+            and reasoning_tokens is None
+        ):
             result["price_status"] = PRICE_NO_USAGE
             return result
-        inp, cr, cw, cw1h, out, rs = (t or 0 for t in tokens)
+        inp, cr, cw = input_tokens or 0, cache_read_tokens or 0, cache_write_tokens or 0
+        cw1h, out, rs = cache_write_1h_tokens or 0, output_tokens or 0, reasoning_tokens or 0
         if min(inp, cr, cw, cw1h, out, rs) < 0 or cr + cw > inp or cw1h > cw or rs > out:
             result["price_status"] = PRICE_INVALID_USAGE
             return result

@@ -140,3 +140,29 @@ def test_attributes_are_read_from_the_plain_dict_under_the_sdk_proxy() -> None:
     assert type(copy) is dict and copy == dict(span.attributes) and copy is not read
     copy["c"] = 4
     assert "c" not in span.attributes
+
+
+def test_the_live_pricer_passes_every_token_field() -> None:
+    """``LazyPriceBook`` names the token fields one by one: each must reach ``price_one``."""
+    from datetime import UTC, datetime
+
+    from llmtrace.otel.spans import TOKEN_FIELDS
+
+    book = PRICER.get()
+    base = {"provider": "openai", "model": "gpt-4o", "start_time": datetime(2026, 11, 2, tzinfo=UTC),
+            "service_tier": None, "input_tokens": 10_000, "cache_read_tokens": 100,
+            "cache_write_tokens": 200, "cache_write_1h_tokens": 0, "output_tokens": 1000,
+            "reasoning_tokens": 0}  # fmt: skip
+    seen = set()
+    for field in TOKEN_FIELDS:
+        call = {**base, field: base[field] + 100}
+        expected = book.price_one(
+            call["provider"],
+            call["model"],
+            call["start_time"],
+            service_tier=None,
+            **{name: call[name] for name in TOKEN_FIELDS},
+        )
+        assert PRICER(call) == expected
+        seen.add(expected["total_cost"])
+    assert len(seen) > 1

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmtrace.otel import _guard
-from llmtrace.otel.spans import TOKEN_FIELDS
 
 
 class LazyPriceBook:
@@ -48,12 +47,18 @@ class LazyPriceBook:
 
     def __call__(self, call: Mapping[str, Any]) -> Mapping[str, Any]:
         """Price one call record with the loaded book."""
+        get = call.get  # the TOKEN_FIELDS, written out (once per call on the live side)
         return self.get().price_one(
-            call.get("provider"),
-            call.get("model"),
+            get("provider"),
+            get("model"),
             call["start_time"],
-            **{field: call.get(field) for field in TOKEN_FIELDS},
-            service_tier=call.get("service_tier"),
+            input_tokens=get("input_tokens"),
+            cache_read_tokens=get("cache_read_tokens"),
+            cache_write_tokens=get("cache_write_tokens"),
+            cache_write_1h_tokens=get("cache_write_1h_tokens"),
+            output_tokens=get("output_tokens"),
+            reasoning_tokens=get("reasoning_tokens"),
+            service_tier=get("service_tier"),
         )
 
 
