@@ -166,3 +166,22 @@ def test_the_live_pricer_passes_every_token_field() -> None:
         assert PRICER(call) == expected
         seen.add(expected["total_cost"])
     assert len(seen) > 1
+
+
+def test_prefix_cache_holds_a_bounded_length_of_text() -> None:
+    """The cache's keys hold the app's texts: their total length stays under ``max_chars``
+    and a text longer than ``max_text`` is never kept, whatever the app sends."""
+    from llmtrace import fingerprint
+
+    cache = hook._PrefixCache(max_chars=1000, max_text=300)
+    for number in range(40):
+        text = f"{number} " + "x" * (50 + 10 * number)
+        prompt = hook._direct_prompt(
+            _prepare_input_messages([{"role": "user", "content": text}]), []
+        )
+        assert prompt is not None
+        assert cache.fingerprint(prompt) == fingerprint.fingerprint(prompt)
+        assert cache._chars <= 1000
+        held = sum(len(k[3]) for k in cache._steps if k[0] != "T")
+        assert held == cache._chars and held <= 1000
+        assert all(len(k[3]) <= 300 for k in cache._steps if k[0] != "T")

@@ -200,28 +200,41 @@ class _PrefixCache:
     message of it (canonical JSON and blake2b per prefix, ~2/3 of the fingerprint cost). The
     chain is keyed by what each step hashes: the template's system texts, then (the digest so
     far, the message's role, name and text). Same inputs, same digests and token estimates, so
-    the fields are identical (tests/test_live_hook_fast.py). Bounded: emptied when full.
+    the fields are identical (tests/test_live_fast_paths.py). The keys hold the app's texts, so
+    the cache is bounded by their length as well as by their number (emptied when either is
+    full) and a text longer than ``max_text`` is hashed every time, never kept.
     """
 
-    def __init__(self, limit: int = 8192) -> None:
+    def __init__(
+        self, limit: int = 8192, max_chars: int = 8_000_000, max_text: int = 1_000_000
+    ) -> None:
         self._limit = limit
+        self._max_chars = max_chars
+        self._max_text = max_text
+        self._chars = 0  # characters of text the keys hold
         self._steps: dict[Any, tuple[bytes, int]] = {}
+
+    def _keep(self, key: Any, step: tuple[bytes, int], chars: int) -> None:
+        if chars > self._max_text:
+            return
+        if len(self._steps) >= self._limit or self._chars + chars > self._max_chars:
+            self._steps.clear()
+            self._chars = 0
+        self._steps[key] = step
+        self._chars += chars
 
     def fingerprint(self, prompt: fingerprint.Prompt) -> dict[str, Any]:
         if prompt.tools:
             return fingerprint.fingerprint(prompt)
         steps = self._steps
-        if len(steps) >= self._limit:
-            steps.clear()
         key: Any = ("T", *(_key(part) for part in prompt.system))
         step = steps.get(key)
         if step is None:
             template = {"system": prompt.system, "tools": prompt.tools}
             digest = fingerprint._digest(b"T" + fingerprint.canonical_json(template).encode())
-            step = steps[key] = (
-                digest,
-                fingerprint.estimate_tokens(fingerprint._text_length(prompt.system)),
-            )
+            chars = fingerprint._text_length(prompt.system)
+            step = (digest, fingerprint.estimate_tokens(chars))
+            self._keep(key, step, chars)
         digest, tokens = step
         hashes = [int.from_bytes(digest, "big")]
         counts = [tokens]
@@ -230,13 +243,14 @@ class _PrefixCache:
             key = (digest, message["role"], message["name"], _key(content))
             step = steps.get(key)
             if step is None:
-                step = steps[key] = (
+                chars = fingerprint._text_length(content)
+                step = (
                     fingerprint._digest(
                         digest + b"M" + fingerprint.canonical_json(message).encode()
                     ),
-                    fingerprint.MESSAGE_OVERHEAD_TOKENS
-                    + fingerprint.estimate_tokens(fingerprint._text_length(content)),
+                    fingerprint.MESSAGE_OVERHEAD_TOKENS + fingerprint.estimate_tokens(chars),
                 )
+                self._keep(key, step, chars + len(message["name"] or ""))
             digest = step[0]
             tokens += step[1]
             hashes.append(int.from_bytes(digest, "big"))
