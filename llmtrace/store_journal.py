@@ -101,11 +101,13 @@ def live_files(day_dir: Path, warn: Warn | None = None) -> list[Path]:
             break
     if plan is None:
         return files
+    # Whether the compaction is complete is read from the listing the journal belongs to, not
+    # from the folder now: a writer finishing its new files after the second listing would
+    # otherwise hide the replaced files the listing holds, and the day would read as empty.
+    listed = {f.name for f in files}
     targets = journal_targets(plan)
-    if all((day_dir / name).exists() for name in targets):
-        hidden = set(plan["replaces"])
-    else:
-        hidden = set(targets)
+    complete = all(name in listed for name in targets)
+    hidden = set(plan["replaces"]) if complete else set(targets)
     return [f for f in files if f.name not in hidden]
 
 

@@ -221,3 +221,33 @@ def test_stray_folders_are_skipped(tmp_path, name):
     seen = []
     assert Store(tmp_path, on_problem=seen.append).scan().collect().height == 12
     assert [p.path.name for p in seen] == [name]
+
+
+def test_a_compaction_finishing_during_a_listing_does_not_empty_the_day(tmp_path, monkeypatch):
+    """A writer writes all of a compaction's new files just after a reader listed the day (and
+    read its journal): the reader keeps the old files it listed. Reading "complete" from the
+    folder at that moment hid them, and a scan saw the day empty (a CI run of the concurrent
+    rewrite test above caught it once). The writer's step is injected at the one point
+    between the listing and the decision, so the interleaving is certain, not timed."""
+    from llmtrace import store_journal
+
+    store = two_files(tmp_path)
+    day = store.calls_dir / DAY
+    olds = day_files(store)
+    targets = ["compact-20261101-0000-abc.parquet"]
+    (day / store_journal.JOURNAL).write_text(
+        json.dumps({"targets": targets, "replaces": [p.name for p in olds]})
+    )
+    real_targets = store_journal.journal_targets
+
+    def writer_finishes_now(plan):
+        for name in targets:
+            if not (day / name).exists():
+                pl.concat([pl.read_parquet(p) for p in olds]).write_parquet(day / name)
+        return real_targets(plan)
+
+    monkeypatch.setattr(store_journal, "journal_targets", writer_finishes_now)
+    assert [p.name for p in Store(tmp_path).files()] == [p.name for p in olds]
+    monkeypatch.setattr(store_journal, "journal_targets", real_targets)
+    # listed again, the new files are complete and the old ones hidden: 12 calls, not 24
+    assert Store(tmp_path).scan().collect().height == 12
