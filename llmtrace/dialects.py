@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 from llmtrace import fingerprint
@@ -330,29 +331,43 @@ def map_span_row(span: Mapping[str, Any], *, keep_content: bool = False) -> tupl
     """
     attrs: Mapping[str, Any] = span.get("attributes") or {}
     resource: Mapping[str, Any] = span.get("resource") or {}
-    dialect = detect_dialect(attrs, span.get("scope"))
+    get = span.get
+    dialect = detect_dialect(attrs, get("scope"))
     found = _collect(attrs, dialect)
-    value = {slot: hit[2] for slot, hit in found.items()}.get  # _found without a call each
+    # _found without a call each; a found value is never None nor "" outside the token slots,
+    # so ``_text`` is only needed for one that is not already text
+    value = {slot: hit[2] for slot, hit in found.items()}.get
     provider = normalize_provider(value("provider"))
     usage = _usage_values(found, attrs, dialect, provider)
     reported_cost, reported_source = _reported_cost(found, attrs)
-    request_model = _text(value("request_model"))
-    model = _text(value("response_model")) or request_model
+    request_model = value("request_model")
+    if type(request_model) is not str:
+        request_model = _text(request_model)
+    model = value("response_model")
+    if type(model) is not str:
+        model = _text(model)
+    model = model or request_model
     is_error, error_type = _error(span, attrs)
-    prompt_name = _text(value("prompt_name"))
-    prompt_version = _text(value("prompt_version"))
+    prompt_name = value("prompt_name")
+    if type(prompt_name) is not str:
+        prompt_name = _text(prompt_name)
+    prompt_version = value("prompt_version")
+    if type(prompt_version) is not str:
+        prompt_version = _text(prompt_version)
     try:
         prints = fingerprint.content_fields(attrs, keep_content=keep_content)
     except fingerprint.ContentError as exc:
         raise SpanError(str(exc)) from None
+    service = _first(resource, _SERVICE_NAMES) or value("service")
+    environment = _first(resource, _ENVIRONMENT_NAMES) or value("environment")
     return (
-        span.get("trace_id"),
-        span.get("span_id"),
-        span.get("parent_span_id") or None,
+        get("trace_id"),
+        get("span_id"),
+        get("parent_span_id") or None,
         _text(value("response_id")),
         dialect.name,
-        _text(_first(resource, _SERVICE_NAMES) or value("service")),
-        _text(_first(resource, _ENVIRONMENT_NAMES) or value("environment")),
+        service if type(service) is str else _text(service),
+        environment if type(environment) is str else _text(environment),
         provider,
         model,
         request_model or model,
@@ -369,26 +384,22 @@ def map_span_row(span: Mapping[str, Any], *, keep_content: bool = False) -> tupl
         _text(attrs.get(AGENT_ATTRIBUTE)),
         _text(attrs.get(TOOL_ATTRIBUTE)),
         _start_ns(span, attrs, dialect),
-        span.get("end_ns"),
+        get("end_ns"),
         is_error,
         error_type,
         *usage,
         reported_cost,
         reported_source,
-        *(prints[name] for name in _PRINT_FIELDS),
+        *_print_values(prints),
     )
 
 
 _PRINT_FIELDS = tuple(fingerprint.EMPTY_FIELDS)
+_print_values = itemgetter(*_PRINT_FIELDS)  # one C call, not a generator per call
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _ns_to_datetime(value: int | None) -> datetime | None:
-    if value is None:
-        return None
-    return _EPOCH + timedelta(microseconds=value // 1000)
+_MICROSECOND = timedelta(microseconds=1)  # times an int: the same datetime, half the cost
 
 
 def span_to_call(span: Mapping[str, Any], *, keep_content: bool = False) -> dict[str, Any]:
@@ -398,14 +409,25 @@ def span_to_call(span: Mapping[str, Any], *, keep_content: bool = False) -> dict
     to fingerprints unless ``keep_content``. Not set here: ``action`` beyond the span's own
     ``llmtrace.action`` (ancestors are the importer's job), scores and prices.
     """
-    record = map_span(span, keep_content=keep_content)
-    start_ns, end_ns = record.pop("start_ns"), record.pop("end_ns")
-    record["start_time"] = _ns_to_datetime(start_ns)
-    record["end_time"] = _ns_to_datetime(end_ns)
+    # the row straight into the record (not map_span's dict, then two pops): this runs once per
+    # call on the live worker, where a dict built and rebuilt cost a few us a call (issue 15)
+    row = map_span_row(span, keep_content=keep_content)
+    record = dict(zip(_RECORD_FIELDS, _record_values(row), strict=True))
+    start_ns, end_ns = row[_START_INDEX], row[_END_INDEX]
+    record["start_time"] = None if start_ns is None else _EPOCH + _MICROSECOND * (start_ns // 1000)
+    record["end_time"] = None if end_ns is None else _EPOCH + _MICROSECOND * (end_ns // 1000)
     record["duration_ms"] = (
         (end_ns - start_ns) / 1e6 if start_ns is not None and end_ns is not None else None
     )
     return record
+
+
+_START_INDEX = CALL_FIELDS.index("start_ns")
+_END_INDEX = CALL_FIELDS.index("end_ns")
+_RECORD_INDEXES = tuple(i for i in range(len(CALL_FIELDS)) if i not in (_START_INDEX, _END_INDEX))
+_RECORD_FIELDS = tuple(CALL_FIELDS[i] for i in _RECORD_INDEXES)
+"""span_to_call's fields before the times, in map_span's order (the times go last, as before)."""
+_record_values = itemgetter(*_RECORD_INDEXES)
 
 
 __all__ = [
