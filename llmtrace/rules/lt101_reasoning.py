@@ -42,6 +42,7 @@ _SUMS = [
     "reasoning_cost",
     "priced_reasoning_tokens",
 ]
+_RIDE_ALONG = ["prompt_name", "prompt_version", "provider"]
 _TEST = ["comparison", "prompt", "model", "service", "arm_a", "arm_b"]
 
 # Reasoning effort names in increasing order; numeric efforts (thinking budgets) sort after them.
@@ -75,40 +76,55 @@ class ReasoningRule:
     # -- aggregate --------------------------------------------------------------------------
 
     def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
-        """Per key, effort, period and histogram bin: counts and sums that merge by addition."""
+        """Per key, effort, period and histogram bin: counts and sums that merge by addition.
+
+        The period is a boolean while the calls are grouped and becomes its name on the
+        grouped rows, and the priced calls' tokens a column summed like the others: a string
+        per call and a filtered sum per group were a third of the rule's CPU (1.7 -> 1.2 CPU-s
+        over the 10M store's two windows, issue 15).
+        """
         start = pl.col("start_time")
-        period = (
+        current = (
             pl.when((start >= ctx.since) & (start < ctx.until))
-            .then(pl.lit("current"))
+            .then(pl.lit(True))
             .when((start >= ctx.baseline_since) & (start < ctx.baseline_until))
-            .then(pl.lit("baseline"))
+            .then(pl.lit(False))
         )
         accuracy = _accuracy_expr(ctx)
         priced = pl.col("reasoning_cost").is_not_null()
+        keys = [c for c in _GROUP if c != "period"]
         return (
             calls.filter(
                 pl.col("reasoning_tokens").is_not_null() & (pl.col("reasoning_tokens") >= 0)
             )
             .with_columns(
-                period.alias("period"),
+                current.alias("_current"),
                 stats.reasoning_bin(pl.col("reasoning_tokens")).alias("bin"),
                 accuracy.alias("_acc"),
+                pl.when(priced).then(pl.col("reasoning_tokens")).otherwise(0).alias("_priced"),
             )
-            .filter(pl.col("period").is_not_null())
-            .group_by(_GROUP)
+            .filter(pl.col("_current").is_not_null())
+            .group_by([*keys, "_current"])
             .agg(
                 pl.len().cast(pl.Int64).alias("calls"),
                 pl.col("reasoning_tokens").sum().alias("reasoning_tokens"),
                 pl.col("_acc").count().cast(pl.Int64).alias("labelled"),
                 pl.col("_acc").sum().alias("correct"),
                 pl.col("reasoning_cost").sum().alias("reasoning_cost"),
-                pl.col("reasoning_tokens").filter(priced).sum().alias("priced_reasoning_tokens"),
+                pl.col("_priced").sum().alias("priced_reasoning_tokens"),
                 start.min().alias("first_seen"),
                 start.max().alias("last_seen"),
                 pl.col("prompt_name").max(),
                 pl.col("prompt_version").max(),
                 pl.col("provider").max(),
             )
+            .with_columns(
+                pl.when(pl.col("_current"))
+                .then(pl.lit("current"))
+                .otherwise(pl.lit("baseline"))
+                .alias("period")
+            )
+            .select(*_GROUP, *_SUMS, "first_seen", "last_seen", *_RIDE_ALONG)
         )
 
     def merge(self, partials: list[pl.DataFrame], ctx: AuditContext) -> pl.DataFrame:
