@@ -9,6 +9,7 @@ filtered scan reads only the row groups it needs.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -35,6 +36,7 @@ from llmtrace.rules.engine import run_audit
 from llmtrace.rules.partition import (
     SHARED_KEYS,
     aggregate_spilled,
+    bounded_prefetch,
     filter_part,
     group_families,
     part_count,
@@ -225,6 +227,22 @@ def test_audit_in_parts_finds_exactly_what_one_pass_finds(store: Store, tmp_path
     planted = {(p.rule, p.prompt) for p in demo.PLANTED if p.expected == demo.FINDING}
     assert planted <= found
     assert not (store.path / "tmp").exists() or not any((store.path / "tmp").iterdir())
+
+
+def test_the_audit_bounds_parquet_prefetch_and_gives_the_setting_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Inside, Polars' row-group prefetch is one per thread (what bounds the audit's peak on
+    big row groups); outside, the environment is as it was; a user's own value stands."""
+    name = "POLARS_ROW_GROUP_PREFETCH_SIZE"
+    monkeypatch.delenv(name, raising=False)
+    with bounded_prefetch():
+        assert os.environ[name] == str(max(2, pl.thread_pool_size()))
+    assert name not in os.environ
+    monkeypatch.setenv(name, "16")
+    with bounded_prefetch():
+        assert os.environ[name] == "16"
+    assert os.environ[name] == "16"
 
 
 def test_token_sums_do_not_wrap(tmp_path: Path) -> None:

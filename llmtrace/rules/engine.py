@@ -42,6 +42,7 @@ from llmtrace.rules.partition import (
     PARTITION_ROWS,
     SHARED_KEYS,
     aggregate_spilled_families,
+    bounded_prefetch,
     group_families,
     is_url,
     part_count,
@@ -413,7 +414,8 @@ def run_audit(
 
         partials, calls_scanned = aggregate_on_ray(job, errors, report, address=address)
     elif engine == "local":
-        partials, calls_scanned = aggregate_locally(job, errors, report)
+        with bounded_prefetch():
+            partials, calls_scanned = aggregate_locally(job, errors, report)
     else:
         raise ConfigError(f"unknown engine {engine!r} (engines: local, ray)")
     if calls_scanned == 0:
