@@ -17,14 +17,18 @@ from opentelemetry.instrumentation.genai.openai.utils import _prepare_input_mess
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util.genai.types import TextPart
-from recorded import fixture_paths, readable_spans
+from recorded import LIBRARIES, fixture_paths, readable_spans
 
 import llmtrace.otel.processor as processor_module
-from llmtrace.otel import hook
+from llmtrace import dialects
+from llmtrace.dialect_tables import _INDEXES
+from llmtrace.otel import calls, hook
 from llmtrace.otel.pricer import LazyPriceBook
 from llmtrace.otel.processor import CostSpanProcessor
+from llmtrace.otel.spans import span_mapping
 
 PRICER = LazyPriceBook()
+OTLP_FIXTURES = LIBRARIES.parent / "otlp"
 CONVERSATION = [
     {"role": "system", "content": "You are terse."},
     {"role": "user", "content": "What is the capital of France?"},
@@ -52,6 +56,8 @@ def _run(path: Any, *, shortcuts: bool) -> tuple[list[Any], list[dict[str, Any]]
         on_calls=lambda batch: calls.extend(call for call, _ in batch),
         background=False,
     )
+    if not shortcuts:  # every record made by span_to_call itself
+        processor._to_call = lambda mapping: dialects.span_to_call(mapping)
     for number, span in enumerate(readable_spans(path)):
         processor.stash_prompt(span.context.span_id, _prompt(number))
         processor.on_end(span)
@@ -185,3 +191,170 @@ def test_prefix_cache_holds_a_bounded_length_of_text() -> None:
         held = sum(len(k[3]) for k in cache._steps if k[0] != "T")
         assert held == cache._chars and held <= 1000
         assert all(len(k[3]) <= 300 for k in cache._steps if k[0] != "T")
+
+
+# -- the call record, remembered per span shape (llmtrace.otel.calls) ---------------------------
+
+
+def _outcome(to_call: Any, mapping: dict[str, Any]) -> Any:
+    try:
+        return to_call(mapping)
+    except dialects.SpanError as exc:
+        return ("SpanError", str(exc))
+
+
+def _varied(mapping: dict[str, Any], number: int) -> dict[str, Any]:
+    """The span with other per-call values: ids, times, and every attribute in a slot the
+    record copies per call (tokens, cost, response/conversation/user id) changed."""
+    attrs = dict(mapping["attributes"])
+    index = _INDEXES[dialects.detect_dialect(attrs, mapping["scope"]).name]
+    for key, value in attrs.items():
+        hit = index.get(key)
+        if hit is None or hit[0] not in calls._VOLATILE_SLOTS:
+            continue
+        if type(value) is int:
+            attrs[key] = value + number
+        elif type(value) is float:
+            attrs[key] = value * (number + 1)
+        elif type(value) is str:  # a count as text becomes an invalid one: both must raise
+            attrs[key] = f"{value}-{number}"
+    start = mapping["start_ns"]
+    return {
+        **mapping,
+        "attributes": attrs,
+        "trace_id": f"{number:032x}",
+        "span_id": f"{number + 1:016x}",
+        "start_ns": None if start is None else start + number * 1_000_003,
+        "end_ns": mapping["end_ns"] + number * 2_000_011,
+    }
+
+
+def _mappings(path: Any) -> list[dict[str, Any]]:
+    return [span_mapping(span) for span in readable_spans(path)]
+
+
+@pytest.mark.parametrize(
+    "path", [*fixture_paths(), OTLP_FIXTURES / "collector.jsonl"], ids=lambda p: p.stem
+)
+def test_call_mapper_gives_span_to_calls_records(path: Any) -> None:
+    """Every span of every recording, again and again with other per-call values: the same
+    record (or the same error) as span_to_call, field for field and in the same order."""
+    mapper = calls.CallMapper()
+    mappings = _mappings(path)
+    for number in range(4):
+        for mapping in mappings:
+            span = _varied(mapping, number) if number else mapping
+            got = _outcome(mapper, span)
+            expected = _outcome(dialects.span_to_call, span)
+            assert got == expected
+            if isinstance(got, dict):
+                assert list(got) == list(expected)
+    assert mapper.hits > 0 or not any(
+        isinstance(_outcome(dialects.span_to_call, m), dict)
+        and m["status_code"] != dialects.STATUS_ERROR
+        for m in mappings
+    )
+
+
+def _chat_span(**attributes: Any) -> dict[str, Any]:
+    attrs = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o",
+        "gen_ai.response.id": "chatcmpl-1",
+        "gen_ai.usage.input_tokens": 120,
+        "gen_ai.usage.output_tokens": 8,
+        **attributes,
+    }
+    return {
+        "trace_id": "1" * 32,
+        "span_id": "2" * 16,
+        "parent_span_id": None,
+        "name": "chat gpt-4o",
+        "scope": "opentelemetry.instrumentation.genai.openai",
+        "start_ns": 1_700_000_000_000_000_000,
+        "end_ns": 1_700_000_001_000_000_000,
+        "status_code": 0,
+        "attributes": attrs,
+        "resource": {"service.name": "shop"},
+    }
+
+
+def test_call_mapper_reuses_a_record_per_static_part() -> None:
+    mapper = calls.CallMapper()
+    first = mapper(_chat_span())
+    assert mapper.hits == 0
+    second = mapper(_chat_span(**{"gen_ai.usage.input_tokens": 7, "gen_ai.response.id": "b"}))
+    assert mapper.hits == 1
+    assert (second["input_tokens"], second["response_id"]) == (7, "b")
+    assert (first["input_tokens"], first["response_id"]) == (120, "chatcmpl-1")
+    assert second == dialects.span_to_call(
+        _chat_span(**{"gen_ai.usage.input_tokens": 7, "gen_ai.response.id": "b"})
+    )
+
+
+def test_call_mapper_tells_apart_equal_values_of_other_types() -> None:
+    """1 and True are one dict key, but the record's text differs: the types are in the key."""
+    mapper = calls.CallMapper()
+    as_int = mapper(_chat_span(**{"llmtrace.action": 1}))
+    as_bool = mapper(_chat_span(**{"llmtrace.action": True}))
+    assert (as_int["action"], as_bool["action"]) == ("1", "True")
+
+
+def test_call_mapper_follows_the_resource_and_leaves_errors_to_span_to_call() -> None:
+    mapper = calls.CallMapper()
+    mapper(_chat_span())
+    other = {**_chat_span(), "resource": {"service.name": "billing"}}
+    assert mapper(other)["service"] == "billing"
+    failed = {**_chat_span(), "status_code": dialects.STATUS_ERROR, "events": []}
+    hits = mapper.hits
+    assert mapper(failed) == dialects.span_to_call(failed)
+    assert mapper.hits == hits
+
+
+def test_call_mapper_takes_span_to_call_for_unhashable_values() -> None:
+    mapper = calls.CallMapper()
+    span = _chat_span(**{"custom.list": ["a", "b"]})
+    for _ in range(3):
+        assert mapper(span) == dialects.span_to_call(span)
+    assert mapper.hits == 0
+
+
+def test_sdk_spans_are_read_and_copied_by_their_fields_as_their_properties_give() -> None:
+    """``span_mapping`` and ``with_attributes`` read an SDK span's fields directly: the same
+    mapping and the same exported copy (every field) as through its properties."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Status, StatusCode
+
+    from llmtrace.otel import spans
+
+    provider = TracerProvider(resource=Resource({"service.name": "shop"}))
+    tracer = provider.get_tracer("opentelemetry.instrumentation.genai.openai")
+    with tracer.start_as_current_span("agent") as parent:
+        other = parent.get_span_context()
+        span = tracer.start_span("chat gpt-4o", attributes={"gen_ai.operation.name": "chat"})
+    span.add_link(other, {"why": "retry"})
+    span.add_event("exception", {"exception.type": "Timeout"})
+    span.set_status(Status(StatusCode.ERROR, "timed out"))
+    span.end()
+    assert type(span) in spans._SDK_SPANS, "the SDK's span class is read by its fields"
+    for subject in (span, spans.with_attributes(span, {"x": 1})):
+        fast_map = spans.span_mapping(subject)
+        fast_copy = spans.with_attributes(subject, {"llmtrace.cost.total": 0.5})
+        saved = spans._SDK_SPANS
+        spans._SDK_SPANS = ()
+        try:
+            slow_map = spans.span_mapping(subject)
+            slow_copy = spans.with_attributes(subject, {"llmtrace.cost.total": 0.5})
+        finally:
+            spans._SDK_SPANS = saved
+        assert fast_map == slow_map
+        assert fast_map["events"] and fast_map["parent_span_id"]
+        assert type(fast_copy) is type(slow_copy)
+        assert vars(fast_copy) == vars(slow_copy)
+        assert (
+            fast_copy.links
+            and fast_copy.events
+            and fast_copy.attributes["llmtrace.cost.total"] == 0.5
+        )

@@ -39,6 +39,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from llmtrace import dialects, twins
 from llmtrace.fingerprint import INPUT_MARKERS, PREFIX_HASHES_ATTRIBUTE
 from llmtrace.otel import _guard
+from llmtrace.otel.calls import CallMapper
 from llmtrace.otel.hook import fingerprint_attributes, fingerprint_fields, prints_attributes
 from llmtrace.otel.jobs import FROM_HELD_TWIN, Action, ActionEnd, Flush, Job, LiveSpan, Parked
 from llmtrace.otel.pricer import LazyPriceBook, default_pricer
@@ -192,6 +193,7 @@ class CostSpanProcessor(SpanProcessor):
         self._calls_done: deque[tuple[Mapping[str, Any], str]] = deque()
         self._actions_done: deque[tuple[Mapping[str, Any], float]] = deque()
         self._keep_content = keep_content
+        self._to_call = CallMapper(keep_content=keep_content)
         self._max_tracked = max_tracked
         self._live: dict[int, LiveSpan] = {}
         # per agent run (its invoke_agent span, else the local root): the tool that ended last
@@ -546,7 +548,7 @@ class CostSpanProcessor(SpanProcessor):
             attrs.update(extra)
         mapping = span_mapping(span, attrs)
         try:
-            call = dialects.span_to_call(mapping, keep_content=self._keep_content)
+            call = self._to_call(mapping)
         except dialects.SpanError as exc:
             _guard.swallow("processor.span_to_call", exc)
             if job.root_id is not None and job.ancestor_id is None:

@@ -19,6 +19,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from opentelemetry.sdk import trace as _sdk_trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
@@ -156,27 +157,73 @@ def _resource_attributes(resource: Any) -> Mapping[str, Any]:
 def span_mapping(span: ReadableSpan, attributes: dict[str, Any] | None = None) -> dict[str, Any]:
     """The plain mapping ``llmtrace.dialects.span_to_call`` reads, from an SDK span
     (``attributes``: its attributes already copied by ``plain_attributes``, used as they are)."""
-    context = span.context
-    parent = span.parent
-    scope = span.instrumentation_scope
-    status = span.status.status_code
+    fields = _sdk_fields(span)
+    if fields is None:
+        context, parent, scope = span.context, span.parent, span.instrumentation_scope
+        status, name, resource = span.status, span.name, span.resource
+        start, end, events = span.start_time, span.end_time, span.events
+    else:  # the same values, read from the SDK span's fields (its properties are Python calls)
+        context, parent, scope = (
+            fields["_context"],
+            fields["_parent"],
+            fields["_instrumentation_scope"],
+        )
+        status, name, resource = fields["_status"], fields["_name"], fields["_resource"]
+        start, end, events = fields["_start_time"], fields["_end_time"], fields["_events"]
+    code = status.status_code
     mapping: dict[str, Any] = {
         "trace_id": f"{context.trace_id:032x}",
         "span_id": f"{context.span_id:016x}",
         "parent_span_id": f"{parent.span_id:016x}" if parent is not None else None,
-        "name": span.name,
+        "name": name,
         "scope": scope.name if scope is not None else None,
-        "start_ns": span.start_time,
-        "end_ns": span.end_time,
-        "status_code": status.value,
+        "start_ns": start,
+        "end_ns": end,
+        "status_code": code.value,
         "attributes": plain_attributes(span) if attributes is None else attributes,
-        "resource": _resource_attributes(span.resource),
+        "resource": _resource_attributes(resource),
     }
-    if status is StatusCode.ERROR and span.events:
+    if code is StatusCode.ERROR and events:
         mapping["events"] = [
-            {"name": event.name, "attributes": event.attributes or {}} for event in span.events
+            {"name": event.name, "attributes": event.attributes or {}} for event in events
         ]
     return mapping
+
+
+_COPY_FIELDS = (
+    "_name",
+    "_context",
+    "_kind",
+    "_instrumentation_info",
+    "_instrumentation_scope",
+    "_parent",
+    "_start_time",
+    "_end_time",
+    "_attributes",
+    "_events",
+    "_links",
+    "_resource",
+    "_status",
+)
+"""The fields ``ReadableSpan.__init__`` sets, in its order, as ``with_attributes`` sets them."""
+_SDK_SPANS = (
+    (ReadableSpan, _sdk_trace.Span, getattr(_sdk_trace, "_Span", ReadableSpan))
+    if tuple(vars(ReadableSpan(name=""))) == _COPY_FIELDS
+    else ()
+)
+"""The SDK's span classes, whose properties return their ``_`` fields as they are (events
+and links as tuples): ``_sdk_fields`` reads those fields directly for them, and only them.
+Empty (every span read through its properties) for an SDK whose ``ReadableSpan`` has other
+fields than the ones this module copies."""
+
+
+def _sdk_fields(span: Any) -> dict[str, Any] | None:
+    """The fields of an SDK span object (its ``__dict__``), or None for any other span type
+    (a subclass may override a property: it is read through its properties)."""
+    if type(span) not in _SDK_SPANS:
+        return None
+    fields = getattr(span, "__dict__", None)
+    return fields if type(fields) is dict and "_end_time" in fields else None
 
 
 def with_attributes(
@@ -188,6 +235,28 @@ def with_attributes(
     take over and extend, instead of copying them again."""
     attributes = plain_attributes(span) if base is None else base
     attributes.update(extra)
+    fields = _sdk_fields(span)
+    if fields is not None and fields["_resource"] is not None:
+        # what ``ReadableSpan(...)`` below makes from the span's properties, without the
+        # constructor's keywords and a Python call per property (the worker copies every
+        # LLM span): the same fields, events and links as tuples, no instrumentation info
+        copy = _new_readable(ReadableSpan)
+        copy.__dict__ = {
+            "_name": fields["_name"],
+            "_context": fields["_context"],
+            "_kind": fields["_kind"],
+            "_instrumentation_info": None,
+            "_instrumentation_scope": fields["_instrumentation_scope"],
+            "_parent": fields["_parent"],
+            "_start_time": fields["_start_time"],
+            "_end_time": fields["_end_time"],
+            "_attributes": attributes,
+            "_events": tuple(fields["_events"]),
+            "_links": tuple(fields["_links"]),
+            "_resource": fields["_resource"],
+            "_status": fields["_status"],
+        }
+        return copy
     return ReadableSpan(
         name=span.name,
         context=span.context,
@@ -202,6 +271,9 @@ def with_attributes(
         end_time=span.end_time,
         instrumentation_scope=span.instrumentation_scope,
     )
+
+
+_new_readable = object.__new__
 
 
 def cost_attributes(costs: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,198 @@
+"""The live worker's span -> call record: ``dialects.span_to_call``, remembered per span shape.
+
+Why: the worker maps every LLM span with the importer's ``span_to_call`` (dialect detection,
+each slot's best-ranked attribute, normalisations, the record dict), ~11 us a call and the
+largest single step of the live path (issue 15, goal 3). An app's calls come from a handful
+of instrumentations and models: span after span carries the same attribute names, and the
+same values in all of them except a few that change per call. Those few are exactly the
+slots ``map_span_row`` copies into the record without deriving anything else from them:
+
+* the ids and times (from the span itself, not its attributes);
+* the token counts and the reported cost (``tokens.*`` and ``cost`` slots; the counts go
+  through the same ``_usage_values`` as in ``map_span_row``, with the provider it derived);
+* the response, conversation and user ids (``_text`` of the slot's value).
+
+So a record is made once per *static part*: the span's attribute names (in order), the values
+of every attribute outside those slots (with their types: ``1`` and ``True`` are equal keys
+but map to different text), its status code and scope, and its resource's attributes; later spans with
+the same static part copy that record and set the per-call fields. The result is the same
+dict, field for field and in the same order, as ``span_to_call`` gives
+(tests/test_live_fast_paths.py replays every recorded library fixture both ways, and spans
+that differ only in the per-call slots). Anything else takes ``span_to_call`` itself: error
+spans (their events decide the error type), content kept on spans (``keep_content``: the
+texts make every static part new), unhashable attribute values, a call that raised.
+Bounded: at most ``max_shapes`` attribute-name sets and ``max_records`` static parts each
+(a full table is emptied, not grown).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from operator import itemgetter
+from typing import Any
+
+from llmtrace import dialects
+from llmtrace.dialect_tables import _INDEXES, _TOKEN_SLOT, STATUS_ERROR
+from llmtrace.dialect_values import _reported_cost, _text, _usage_values
+
+# the slots whose values only reach their own record fields (see the module docstring)
+_TEXT_SLOTS = ("response_id", "conversation_id", "user_id")
+_VOLATILE_SLOTS = frozenset((*_TOKEN_SLOT.values(), "cost", *_TEXT_SLOTS))
+_TOKEN_FIELDS = tuple(dialects.TOKEN_RECORD_FIELD.values())
+# the record fields set per call, in the order ``_per_call`` gives their values
+_PER_CALL_FIELDS = (
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    *_TEXT_SLOTS,
+    *_TOKEN_FIELDS,
+    "reported_cost",
+    "reported_cost_source",
+    "start_time",
+    "end_time",
+    "duration_ms",
+)
+_EPOCH = dialects._EPOCH
+_MICROSECOND = dialects._MICROSECOND
+_INELIGIBLE: Any = None  # a shape that always takes span_to_call
+
+
+class _Shape:
+    """What one attribute-name set decides: the dialect, the per-call slots' candidate
+    attributes in rank order, a getter of the other attributes' values, and the records
+    made so far per static part."""
+
+    __slots__ = ("dialect", "candidates", "static", "records")
+
+    def __init__(self, dialect: Any, candidates: tuple, static: Any) -> None:
+        self.dialect = dialect
+        self.candidates = candidates  # ((slot, ((name, rank, is_token), ...)), ...)
+        self.static = static  # attrs -> tuple of the static attributes' values
+        self.records: dict[Any, tuple[Mapping[str, Any], dict[str, Any]]] = {}
+
+
+def _shape(names: tuple[str, ...], attrs: Mapping[str, Any], scope: Any) -> _Shape:
+    dialect = dialects.detect_dialect(attrs, scope)  # decided by names and scope alone
+    index = _INDEXES[dialect.name]
+    by_slot: dict[str, list[tuple[int, int, str, bool]]] = {}
+    volatile = set()
+    for position, name in enumerate(names):
+        hit = index.get(name)
+        if hit is not None and hit[0] in _VOLATILE_SLOTS:
+            slot, rank, is_token = hit
+            by_slot.setdefault(slot, []).append((rank, position, name, is_token))
+            volatile.add(name)
+    # _collect keeps the lowest rank, the first in attribute order among equal ranks
+    candidates = tuple(
+        (slot, tuple((name, rank, is_token) for rank, _, name, is_token in sorted(found)))
+        for slot, found in by_slot.items()
+    )
+    static_names = tuple(name for name in names if name not in volatile)
+    if len(static_names) > 1:
+        static = itemgetter(*static_names)
+    elif static_names:
+        only = static_names[0]
+
+        def static(attrs: Mapping[str, Any]) -> tuple[Any, ...]:
+            return (attrs[only],)
+    else:
+
+        def static(attrs: Mapping[str, Any]) -> tuple[Any, ...]:
+            return ()
+
+    return _Shape(dialect, candidates, static)
+
+
+class CallMapper:
+    """``dialects.span_to_call`` for the live worker (one thread), with made records kept per
+    span shape; see the module docstring."""
+
+    def __init__(
+        self, *, keep_content: bool = False, max_shapes: int = 256, max_records: int = 1024
+    ) -> None:
+        self._keep_content = keep_content
+        self._max_shapes = max_shapes
+        self._max_records = max_records
+        self._shapes: dict[Any, _Shape | None] = {}
+        self.hits = 0
+
+    def __call__(self, span: Mapping[str, Any]) -> dict[str, Any]:
+        """The call record of ``span`` (a ``span_mapping``); raises ``SpanError`` as
+        ``span_to_call`` does."""
+        if self._keep_content or span.get("status_code") == STATUS_ERROR:
+            return dialects.span_to_call(span, keep_content=self._keep_content)
+        attrs = span["attributes"]
+        scope = span["scope"]
+        names = tuple(attrs)
+        shapes = self._shapes
+        shape_key = (scope, names)
+        shape = shapes.get(shape_key, _MISSING)
+        if shape is _MISSING:
+            if len(shapes) >= self._max_shapes:
+                shapes.clear()
+            try:
+                shape = _shape(names, attrs, scope)
+            except Exception:  # noqa: BLE001 - an odd scope: the general path decides
+                shape = _INELIGIBLE
+            shapes[shape_key] = shape
+        if shape is _INELIGIBLE:
+            return dialects.span_to_call(span)
+        values = shape.static(attrs)
+        key = (values, tuple(map(type, values)), span["status_code"])
+        try:
+            made = shape.records.get(key)
+        except TypeError:  # an unhashable value (a list): this shape always has one
+            shapes[shape_key] = _INELIGIBLE
+            return dialects.span_to_call(span)
+        resource = span["resource"]
+        if made is None or (made[0] is not resource and made[0] != resource):
+            record = dialects.span_to_call(span)
+            if not record["is_error"]:
+                records = shape.records
+                if len(records) >= self._max_records:
+                    records.clear()
+                records[key] = (resource, record.copy())
+            return record
+        self.hits += 1
+        record = made[1].copy()
+        record.update(
+            zip(_PER_CALL_FIELDS, self._per_call(span, attrs, shape, record), strict=True)
+        )
+        return record
+
+    @staticmethod
+    def _per_call(
+        span: Mapping[str, Any], attrs: Mapping[str, Any], shape: _Shape, record: Mapping
+    ) -> tuple[Any, ...]:
+        """The per-call fields' values, as ``map_span_row`` and ``span_to_call`` make them."""
+        found: dict[str, tuple[int, str, Any]] = {}
+        for slot, names in shape.candidates:
+            for name, rank, is_token in names:  # _collect's choice among those present
+                value = attrs[name]
+                if value is None or (value == "" and not is_token):
+                    continue
+                found[slot] = (rank, name, value)
+                break
+        dialect = shape.dialect
+        usage = _usage_values(found, attrs, dialect, record["provider"])
+        reported = _reported_cost(found, attrs)
+        texts = []
+        for slot in _TEXT_SLOTS:
+            hit = found.get(slot)
+            texts.append(None if hit is None else _text(hit[2]))
+        start_ns = dialects._start_ns(span, attrs, dialect)
+        end_ns = span.get("end_ns")
+        return (
+            span.get("trace_id"),
+            span.get("span_id"),
+            span.get("parent_span_id") or None,
+            *texts,
+            *usage,
+            *reported,
+            None if start_ns is None else _EPOCH + _MICROSECOND * (start_ns // 1000),
+            None if end_ns is None else _EPOCH + _MICROSECOND * (end_ns // 1000),
+            (end_ns - start_ns) / 1e6 if start_ns is not None and end_ns is not None else None,
+        )
+
+
+_MISSING: Any = object()
