@@ -73,7 +73,7 @@ def test_shortcuts_give_the_same_records_and_spans(
     hook._CACHE._steps.clear()
     fast_calls, fast_spans = _run(path, shortcuts=True)
     warm_calls, warm_spans = _run(path, shortcuts=True)  # every hash-chain step kept
-    monkeypatch.setattr(processor_module, "fingerprint_fields", lambda *args: None)
+    monkeypatch.setattr(processor_module, "fingerprint_parts", lambda *args: None)
     monkeypatch.setattr(hook, "_CACHE", hook._PrefixCache(limit=0))  # nothing kept
     slow_calls, slow_spans = _run(path, shortcuts=False)
     assert slow_calls, "the fixture has priced calls"

@@ -15,6 +15,7 @@ import pytest
 from opentelemetry.instrumentation.genai.openai.utils import _prepare_input_messages
 from opentelemetry.util.genai.types import FunctionToolDefinition, TextPart
 
+from llmtrace import fingerprint
 from llmtrace.otel import hook
 
 ROLES = ["user", "assistant", "system", "developer", "User", " ai ", "model", "tool-ish", ""]
@@ -62,6 +63,22 @@ def test_direct_path_equals_the_shaped_path(seed: int) -> None:
     system = [TextPart(content=rng.choice(TEXTS)) for _ in range(rng.randrange(3))]
     for args in ((inputs, system, None), (inputs, [], None), ([], system, None)):
         assert hook.fingerprint_attributes(*args) == hook.shaped_fingerprint_attributes(*args)
+        _assert_parts_agree(*args)
+
+
+def _assert_parts_agree(inputs: Any, system: Any, tools: Any) -> None:
+    """``fingerprint_parts`` (the live worker's one step) gives what ``fingerprint.fingerprint``
+    of ``_direct_prompt``'s prompt and its ``prints_attributes`` give, or None where the direct
+    path does not apply; twice, the second time from the hash-chain steps it kept."""
+    prompt = hook._direct_prompt(inputs, system) if (inputs or system) and not tools else None
+    for _ in range(2):
+        got = hook.fingerprint_parts(inputs, system, tools)
+        if prompt is None:
+            assert got is None
+            continue
+        fields = fingerprint.fingerprint(prompt)
+        assert got == (fields, hook.prints_attributes(fields))
+        assert hook.fingerprint_fields(inputs, system, tools) == fields
 
 
 def test_direct_path_is_taken_for_text_messages() -> None:
@@ -83,6 +100,7 @@ def test_tools_take_the_shaped_path_and_agree() -> None:
     got = hook.fingerprint_attributes(inputs, [], tools)
     assert got == hook.shaped_fingerprint_attributes(inputs, [], tools)
     assert got != hook.fingerprint_attributes(inputs, [], None)  # the tools are in the template
+    _assert_parts_agree(inputs, [], tools)
 
 
 @pytest.mark.parametrize(
@@ -103,3 +121,4 @@ def test_text_part_shapes_agree(content: Any) -> None:
     assert hook._direct_prompt(inputs, system) is not None
     for args in ((inputs, system, None), (inputs, [], None)):
         assert hook.fingerprint_attributes(*args) == hook.shaped_fingerprint_attributes(*args)
+        _assert_parts_agree(*args)

@@ -179,11 +179,61 @@ def fingerprint_fields(
     """``fingerprint.fingerprint`` of one call's input when it is plain text (most calls),
     else None: what the live processor puts in the call record as it is, instead of writing
     the attributes and reading them back (``fingerprint.recorded_fingerprints``)."""
-    if (inputs or system_instruction) and not tool_definitions:
-        prompt = _direct_prompt(inputs, system_instruction)
-        if prompt is not None:
-            return _CACHE.fingerprint(prompt)
-    return None
+    both = fingerprint_parts(inputs, system_instruction, tool_definitions)
+    return None if both is None else both[0]
+
+
+def fingerprint_parts(
+    inputs: Sequence[Any] | None,
+    system_instruction: Sequence[Any] | None,
+    tool_definitions: Sequence[Any] | None,
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(``fingerprint_fields``, ``prints_attributes`` of them) for a plain-text input, else
+    None: the live worker's one step per call for both, read straight from util-genai's
+    message objects into the hash chain's keys (``_direct_prompt``'s checks and values,
+    without its message dicts) and the hex strings kept with each step."""
+    if not (inputs or system_instruction) or tool_definitions:
+        return None
+    types = _text_types()
+    if len(types) != 2:
+        return None
+    input_message, text_part = types
+    system: list[Any] = []
+    if system_instruction:
+        if not isinstance(system_instruction, list | tuple):
+            return None
+        for part in system_instruction:
+            if type(part) is not text_part or type(part.content) is not str:
+                return None
+            system.append(part.content)
+    messages: list[tuple[str, Any, Any]] = []
+    roles = _ROLES
+    for message in inputs or ():
+        if type(message) is not input_message:
+            return None
+        name = message.name
+        role = message.role
+        if not (name is None or type(name) is str) or type(role) is not str:
+            return None
+        if type(message.parts) is not list:
+            return None
+        content = _text_content(message.parts, text_part)
+        if content is _MISS:
+            return None
+        canonical = roles.get(role)
+        if canonical is None:
+            canonical = fingerprint.canonical_role(role)
+            if len(roles) < 256:
+                roles[role] = canonical
+        messages.append((canonical, name, content))
+    start = 0
+    while start < len(messages) and messages[start][0] == fingerprint.SYSTEM_ROLE:
+        system.append(messages[start][2])
+        start += 1
+    return _CACHE.parts(system, messages[start:] if start else messages)
+
+
+_ROLES: dict[str, str] = {}  # a role as util-genai gives it -> fingerprint.canonical_role of it
 
 
 def _key(content: Any) -> Any:
@@ -226,41 +276,69 @@ class _PrefixCache:
     def fingerprint(self, prompt: fingerprint.Prompt) -> dict[str, Any]:
         if prompt.tools:
             return fingerprint.fingerprint(prompt)
+        messages = [(m["role"], m["name"], m["content"]) for m in prompt.messages]
+        return self.parts(prompt.system, messages)[0]
+
+    def parts(
+        self, system: list[Any], messages: list[tuple[str, Any, Any]]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(fingerprint fields, their span attributes) of a prompt without tools: ``system``
+        texts and (canonical role, name, content) per message, as ``fingerprint.fingerprint``
+        and ``prints_attributes`` give them."""
         steps = self._steps
-        key: Any = ("T", *(_key(part) for part in prompt.system))
+        key: Any = ("T", *(_key(part) for part in system))
         step = steps.get(key)
         if step is None:
-            template = {"system": prompt.system, "tools": prompt.tools}
+            template = {"system": system, "tools": []}
             digest = fingerprint._digest(b"T" + fingerprint.canonical_json(template).encode())
-            chars = fingerprint._text_length(prompt.system)
-            step = (digest, fingerprint.estimate_tokens(chars))
+            chars = fingerprint._text_length(system)
+            step = (digest, fingerprint.estimate_tokens(chars), _hex(digest))
             self._keep(key, step, chars)
-        digest, tokens = step
+        digest, tokens, first = step
         hashes = [int.from_bytes(digest, "big")]
+        hexes = [first]
         counts = [tokens]
-        for message in prompt.messages:
-            content = message["content"]
-            key = (digest, message["role"], message["name"], _key(content))
+        for role, name, content in messages:
+            key = (digest, role, name, _key(content))
             step = steps.get(key)
             if step is None:
                 chars = fingerprint._text_length(content)
-                step = (
-                    fingerprint._digest(
-                        digest + b"M" + fingerprint.canonical_json(message).encode()
-                    ),
-                    fingerprint.MESSAGE_OVERHEAD_TOKENS + fingerprint.estimate_tokens(chars),
+                message = {"name": name, "role": role, "content": content}
+                digest = fingerprint._digest(
+                    digest + b"M" + fingerprint.canonical_json(message).encode()
                 )
-                self._keep(key, step, chars + len(message["name"] or ""))
+                step = (
+                    digest,
+                    fingerprint.MESSAGE_OVERHEAD_TOKENS + fingerprint.estimate_tokens(chars),
+                    _hex(digest),
+                )
+                self._keep(key, step, chars + len(name or ""))
             digest = step[0]
             tokens += step[1]
             hashes.append(int.from_bytes(digest, "big"))
+            hexes.append(step[2])
             counts.append(tokens)
-        return {
+        template = first if system else None
+        last = hexes[-1]
+        fields = {
             "prefix_hashes": hashes,
             "prefix_tokens": counts,
-            "template_fingerprint": f"{hashes[0]:016x}" if prompt.system else None,
-            "input_fingerprint": f"{hashes[-1]:016x}",
+            "template_fingerprint": template,
+            "input_fingerprint": last,
         }
+        attributes: dict[str, Any] = {
+            PREFIX_HASHES_ATTRIBUTE: hexes,
+            PREFIX_TOKENS_ATTRIBUTE: counts.copy(),
+            INPUT_FINGERPRINT_ATTRIBUTE: last,
+        }
+        if template:
+            attributes[TEMPLATE_FINGERPRINT_ATTRIBUTE] = template
+        return fields, attributes
+
+
+def _hex(digest: bytes) -> str:
+    """A hash as the 16-hex-digit text the attributes carry (``f"{int:016x}"``)."""
+    return f"{int.from_bytes(digest, 'big'):016x}"
 
 
 _CACHE = _PrefixCache()

@@ -40,7 +40,7 @@ from llmtrace import dialects, twins
 from llmtrace.fingerprint import INPUT_MARKERS, PREFIX_HASHES_ATTRIBUTE
 from llmtrace.otel import _guard
 from llmtrace.otel.calls import CallMapper
-from llmtrace.otel.hook import fingerprint_attributes, fingerprint_fields, prints_attributes
+from llmtrace.otel.hook import fingerprint_attributes, fingerprint_parts
 from llmtrace.otel.jobs import FROM_HELD_TWIN, Action, ActionEnd, Flush, Job, LiveSpan, Parked
 from llmtrace.otel.pricer import LazyPriceBook, default_pricer
 from llmtrace.otel.spans import (
@@ -530,12 +530,13 @@ class CostSpanProcessor(SpanProcessor):
         prints = None  # the hook input's fingerprint fields, when they go to the record directly
         held: dict[str, Any] = {}  # ... and their attributes, added after span_to_call
         if prompt is not None and PREFIX_HASHES_ATTRIBUTE not in attrs:
+            both = None
             if not self._keep_content and _INPUT_MARKERS.isdisjoint(attrs):
                 # span_to_call would read these attributes back (hex strings -> ints): the
                 # record takes the fields as computed instead, the same values
-                prints = fingerprint_fields(*prompt)
-            if prints is not None:
-                held = prints_attributes(prints)
+                both = fingerprint_parts(*prompt)
+            if both is not None:
+                prints, held = both  # the fields, and prints_attributes of them
             else:
                 extra.update(fingerprint_attributes(*prompt))
         if job.root_name and ACTION not in attrs:
