@@ -49,6 +49,7 @@ import threading
 from collections import deque
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the batch functions import polars themselves: the live processor, which
@@ -359,6 +360,8 @@ TWIN_FIELDS = (
     EMITTER,
 )
 
+_twin_values = itemgetter(*TWIN_FIELDS)
+
 
 class RecentCalls:
     """The live processor's memory of calls it priced lately, to find the twin of a new span.
@@ -385,7 +388,10 @@ class RecentCalls:
         """Keep the fields the twin rules read (``TWIN_FIELDS``), not the whole call record:
         4,096 full records (~45 fields, fingerprint lists) were megabytes an app kept for
         nothing."""
-        kept = {field: call.get(field) for field in TWIN_FIELDS}
+        try:  # a call record has every field (one C call); a partial mapping takes .get
+            kept = dict(zip(TWIN_FIELDS, _twin_values(call), strict=True))
+        except KeyError:
+            kept = {field: call.get(field) for field in TWIN_FIELDS}
         with self._lock:
             self._remember(kept)
 
@@ -413,6 +419,8 @@ class RecentCalls:
             same = self._by_id.get(response_id)
             if same is not None and are_twins(call, same):
                 return same
+        if response_id is not None and not self._without_id:
+            return None  # every call kept has an id: only the same id could be a twin
         best, best_distance = None, None
         # the ``scan`` most recent calls; with an id, only those without one (two ids that
         # differ, or were checked above, are never twins)
