@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
+from operator import itemgetter
 from typing import Any
 
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
@@ -191,7 +192,7 @@ class CostMetrics:
 
     def _action_entry(self, call: Mapping[str, Any]) -> tuple[dict[str, str], Any]:
         """An action's metric attributes and their key, built once per distinct label set."""
-        raw = tuple(call.get(field) for field in self._action_fields)
+        raw = _values(call, self._action_fields)
         try:
             entry = self._action_sets.get(raw)
         except TypeError:  # an unhashable label value: built each time
@@ -300,7 +301,7 @@ class CostMetrics:
         keeps, and these are never changed). A folder's answer for a value never changes
         (seen values stay seen; once full, a new value is ``other`` for good), so a cached
         answer is the answer ``attributes`` would give now."""
-        raw = tuple(call.get(field) for field in self._label_fields)
+        raw = _values(call, self._label_fields)
         try:
             entry = self._label_sets.get(raw)
         except TypeError:  # an unhashable label value (a list): built each time
@@ -325,6 +326,23 @@ class CostMetrics:
         except Exception as exc:  # noqa: BLE001 - never raise into the SDK's collection thread
             _guard.swallow("metrics:components", exc)
             return []
+
+
+def _values(call: Mapping[str, Any], fields: tuple[str, ...]) -> tuple[Any, ...]:
+    """``tuple(call.get(field) for field in fields)``: one C call for a call record holding
+    every field (the live worker's), the generator otherwise."""
+    getter = _GETTERS.get(fields)
+    if getter is None:
+        getter = _GETTERS[fields] = itemgetter(*fields) if len(fields) > 1 else None
+    if getter is not None and type(call) is dict:
+        try:
+            return getter(call)
+        except KeyError:
+            pass
+    return tuple(call.get(field) for field in fields)
+
+
+_GETTERS: dict[tuple[str, ...], Any] = {}  # the label field tuples of the CostMetrics made
 
 
 def _bounded(call: Mapping[str, Any], labels: list[tuple[str, str, LabelFolder]]) -> dict[str, str]:
