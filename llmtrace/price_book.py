@@ -151,6 +151,9 @@ class PriceBook:
             self.source += f" + overrides {overrides_label}"
         self._models: dict[tuple[str | None, str], _Model | None] = {}
         self._rates: dict[tuple[str | None, str, int, int], Rates | None] = {}
+        # (provider, model, service tier as given, UTC day) -> rates_for's answer, for models
+        # whose price has no time-of-day bands (``_rates_on``)
+        self._daily: dict[tuple[Any, ...], Rates | None] = {}
 
     @classmethod
     def load(cls, path: Path | str | None = None) -> PriceBook:
@@ -400,6 +403,34 @@ class PriceBook:
     ) -> dict[str, Any]:
         """Cost fields of one call (``input_cost`` ... ``total_cost``, ``price_status``,
         ``price_source``), from the same rates and rules as ``price_calls``."""
+        return self.price_counts(
+            provider,
+            model,
+            at,
+            input_tokens,
+            cache_read_tokens,
+            cache_write_tokens,
+            cache_write_1h_tokens,
+            output_tokens,
+            reasoning_tokens,
+            service_tier,
+        )
+
+    def price_counts(
+        self,
+        provider: str | None,
+        model: str | None,
+        at: datetime,
+        input_tokens: int | None,
+        cache_read_tokens: int | None,
+        cache_write_tokens: int | None,
+        cache_write_1h_tokens: int | None,
+        output_tokens: int | None,
+        reasoning_tokens: int | None,
+        service_tier: str | None,
+    ) -> dict[str, Any]:
+        """``price_one`` with every argument positional: the live worker prices each call
+        here (a call with eleven keywords cost more than the rule checks)."""
         result: dict[str, Any] = dict.fromkeys(_COST_NAMES)
         result["price_source"] = self.source
         if model is None or not model.strip():
@@ -421,7 +452,7 @@ class PriceBook:
         if min(inp, cr, cw, cw1h, out, rs) < 0 or cr + cw > inp or cw1h > cw or rs > out:
             result["price_status"] = PRICE_INVALID_USAGE
             return result
-        rates = self.rates_for(provider, model, at, service_tier)
+        rates = self._rates_on(provider, model, at, service_tier)
         if rates is None:
             result["price_status"] = self._unpriced_status(provider, model, at, service_tier)
             return result
@@ -429,6 +460,30 @@ class PriceBook:
         result["price_status"] = PRICE_OK
         result["price_source"] = rates.source
         return result
+
+    def _rates_on(
+        self, provider: str | None, model: str, at: datetime, service_tier: str | None
+    ) -> Rates | None:
+        """``rates_for``, remembered per UTC day for a time in UTC and a model without
+        time-of-day bands: its answer then depends on the day alone (the date bands are
+        days), so the live worker skips the time conversion, bisects and tier spelling per
+        call. The same ``Rates`` object ``rates_for`` gives (it caches per band)."""
+        if at.tzinfo is not UTC:
+            return self.rates_for(provider, model, at, service_tier)
+        key = (provider, model, service_tier, at.toordinal())
+        try:
+            rates = self._daily.get(key, _MISSING)
+        except TypeError:  # an unhashable tier: rates_for decides what it makes of it
+            return self.rates_for(provider, model, at, service_tier)
+        if rates is not _MISSING:
+            return rates
+        rates = self.rates_for(provider, model, at, service_tier)
+        resolved = self._models.get((provider, model))
+        if resolved is None or not resolved.tod_bounds:
+            if len(self._daily) >= 4096:
+                self._daily.clear()
+            self._daily[key] = rates
+        return rates
 
     def _unpriced_status(
         self, provider: str | None, model: str, at: datetime, service_tier: str | None

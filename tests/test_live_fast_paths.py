@@ -170,8 +170,43 @@ def test_the_live_pricer_passes_every_token_field() -> None:
             **{name: call[name] for name in TOKEN_FIELDS},
         )
         assert PRICER(call) == expected
+        partial = {name: value for name, value in call.items() if value}  # the .get path
+        assert PRICER(partial) == book.price_one(
+            "openai", "gpt-4o", call["start_time"], **{n: partial.get(n) for n in TOKEN_FIELDS}
+        )
         seen.add(expected["total_cost"])
     assert len(seen) > 1
+
+
+def test_rates_remembered_per_day_are_rates_for_answers() -> None:
+    """``PriceBook.price_counts`` takes rates remembered per UTC day (models without
+    time-of-day bands, times in UTC): the same prices as ``rates_for`` on a book without that
+    memory, across days, times of day (DeepSeek's off-peak bands), tiers, naive and non-UTC
+    times, unknown models."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from llmtrace.price_book import PriceBook
+
+    book = PriceBook()
+    plain = PriceBook()
+    plain._rates_on = lambda provider, model, at, tier: plain.rates_for(provider, model, at, tier)
+    models = [("openai", "gpt-4o"), ("deepseek", "deepseek-chat"), ("openai", "no-such-model"),
+              (None, "claude-sonnet-4-5"), ("google", "gemini-2.5-pro")]  # fmt: skip
+    start = datetime(2026, 10, 11, 20, 30, tzinfo=UTC)
+    times = [start + timedelta(hours=hours) for hours in range(0, 30, 3)]
+    times += [datetime(2026, 10, 12, 1), start.astimezone(timezone(timedelta(hours=5)))]
+    priced = set()
+    for _ in range(2):  # the second time from what the first remembered
+        for provider, model in models:
+            for at in times:
+                for tier in (None, "standard", "flex", "priority", "batch"):
+                    args = (provider, model, at, 90_000, 1_000, 0, 0, 500, 0, tier)
+                    got = book.price_counts(*args)
+                    assert got == plain.price_counts(*args)
+                    priced.add((model, got["total_cost"]))
+    assert book._daily, "rates were remembered"
+    deepseek = {cost for model, cost in priced if model == "deepseek-chat" and cost is not None}
+    assert len(deepseek) > 1, "off-peak and peak hours of one day priced apart"
 
 
 def test_prefix_cache_holds_a_bounded_length_of_text() -> None:

@@ -8,6 +8,7 @@ import threading
 import time
 import weakref
 from collections.abc import Mapping
+from operator import itemgetter
 from typing import Any
 
 from llmtrace.otel import _guard
@@ -47,20 +48,41 @@ class LazyPriceBook:
 
     def __call__(self, call: Mapping[str, Any]) -> Mapping[str, Any]:
         """Price one call record with the loaded book."""
-        get = call.get  # the TOKEN_FIELDS, written out (once per call on the live side)
-        return self.get().price_one(
-            get("provider"),
-            get("model"),
-            call["start_time"],
-            input_tokens=get("input_tokens"),
-            cache_read_tokens=get("cache_read_tokens"),
-            cache_write_tokens=get("cache_write_tokens"),
-            cache_write_1h_tokens=get("cache_write_1h_tokens"),
-            output_tokens=get("output_tokens"),
-            reasoning_tokens=get("reasoning_tokens"),
-            service_tier=get("service_tier"),
-        )
+        book = self._book
+        if book is None:
+            book = self.get()
+        try:  # a call record holds every field: one C call takes them in price_counts' order
+            fields = _price_fields(call)
+        except KeyError:
+            get = call.get
+            fields = (
+                get("provider"),
+                get("model"),
+                call["start_time"],
+                get("input_tokens"),
+                get("cache_read_tokens"),
+                get("cache_write_tokens"),
+                get("cache_write_1h_tokens"),
+                get("output_tokens"),
+                get("reasoning_tokens"),
+                get("service_tier"),
+            )
+        return book.price_counts(*fields)
 
+
+_price_fields = itemgetter(
+    "provider",
+    "model",
+    "start_time",
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "service_tier",
+)
+"""The call-record fields ``PriceBook.price_counts`` takes, in its order."""
 
 # How long an exiting app waits for a load still under way (it reads bundled data only and
 # takes about a second on a loaded machine; a price file on a hung disk must not hold exit).
