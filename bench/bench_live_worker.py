@@ -132,7 +132,7 @@ def parts(processor: Any, metrics: Any, jobs: list[Any], prompts: dict[int, Any]
     calls = []
     for job in jobs:
         attrs = spans.plain_attributes(job.span)
-        attrs.update(hook.fingerprint_attributes(*prompts[job.span_id]))
+        attrs.update(hook.prompt_attributes(prompts[job.span_id]))
         mapping = spans.span_mapping(job.span, attrs)
         call = dialects.span_to_call(mapping)
         call.update(processor._pricer(call))
@@ -143,8 +143,8 @@ def parts(processor: Any, metrics: Any, jobs: list[Any], prompts: dict[int, Any]
     scope = "opentelemetry.instrumentation.genai.openai"
     downstream = processor._downstream[0]
     steps = {
-        "fingerprints (hook input -> attributes)": lambda c: hook.fingerprint_attributes(
-            *prompts[c[0].span_id]
+        "fingerprints (hook input -> attributes)": lambda c: hook.prompt_attributes(
+            prompts[c[0].span_id]
         ),
         "span -> call (dialects.span_to_call)": lambda c: dialects.span_to_call(c[2]),
         "price (pricer, cached rates)": lambda c: processor._pricer(c[3]),

@@ -59,7 +59,10 @@ def _run(path: Any, *, shortcuts: bool) -> tuple[list[Any], list[dict[str, Any]]
     if not shortcuts:  # every record made by span_to_call itself
         processor._to_call = lambda mapping: dialects.span_to_call(mapping)
     for number, span in enumerate(readable_spans(path)):
-        processor.stash_prompt(span.context.span_id, _prompt(number))
+        prompt = _prompt(number)
+        if shortcuts:  # what the hook stashes: the texts when the input is plain text
+            prompt = hook.plain_texts(*prompt) or prompt
+        processor.stash_prompt(span.context.span_id, prompt)
         processor.on_end(span)
     processor.shutdown()
     spans = [dict(span.attributes or {}) for span in memory.get_finished_spans()]
@@ -73,7 +76,7 @@ def test_shortcuts_give_the_same_records_and_spans(
     hook._CACHE._steps.clear()
     fast_calls, fast_spans = _run(path, shortcuts=True)
     warm_calls, warm_spans = _run(path, shortcuts=True)  # every hash-chain step kept
-    monkeypatch.setattr(processor_module, "fingerprint_parts", lambda *args: None)
+    monkeypatch.setattr(processor_module, "prompt_parts", lambda prompt: None)
     monkeypatch.setattr(hook, "_CACHE", hook._PrefixCache(limit=0))  # nothing kept
     slow_calls, slow_spans = _run(path, shortcuts=False)
     assert slow_calls, "the fixture has priced calls"

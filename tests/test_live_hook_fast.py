@@ -75,10 +75,22 @@ def _assert_parts_agree(inputs: Any, system: Any, tools: Any) -> None:
         got = hook.fingerprint_parts(inputs, system, tools)
         if prompt is None:
             assert got is None
+            assert hook.plain_texts(inputs, system, tools) is None or not (inputs or system)
             continue
         fields = fingerprint.fingerprint(prompt)
         assert got == (fields, hook.prints_attributes(fields))
         assert hook.fingerprint_fields(inputs, system, tools) == fields
+        # what the hook stashes for the worker: texts only, the same fingerprints from them
+        texts = hook.plain_texts(inputs, system, tools)
+        assert texts is not None and _only_text(texts[1:])
+        assert hook.prompt_parts(texts) == got == hook.prompt_parts((inputs, system, tools))
+        assert hook.prompt_attributes(texts) == hook.fingerprint_attributes(inputs, system, tools)
+
+
+def _only_text(value: Any) -> bool:
+    if type(value) is tuple:
+        return all(_only_text(item) for item in value)
+    return value is None or type(value) is str
 
 
 def test_direct_path_is_taken_for_text_messages() -> None:

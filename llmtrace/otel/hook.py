@@ -192,22 +192,43 @@ def fingerprint_parts(
     None: the live worker's one step per call for both, read straight from util-genai's
     message objects into the hash chain's keys (``_direct_prompt``'s checks and values,
     without its message dicts) and the hex strings kept with each step."""
-    if not (inputs or system_instruction) or tool_definitions:
+    if not (inputs or system_instruction):
+        return None
+    texts = plain_texts(inputs, system_instruction, tool_definitions)
+    return None if texts is None else texts_parts(texts)
+
+
+def plain_texts(
+    inputs: Sequence[Any] | None,
+    system_instruction: Sequence[Any] | None,
+    tool_definitions: Sequence[Any] | None,
+) -> tuple[Any, ...] | None:
+    """A plain-text input (no tools, every part text) as tuples of its texts:
+    ``(PLAIN_TEXTS, system parts, ((role, name, content), ...))``, content a str or a tuple
+    of strs; None for any other input.
+
+    Why: the hook hands the call's input to the live worker, which fingerprints it a batch
+    later. Kept as util-genai's objects, every call left ~8 message, part and list objects
+    alive until then, long enough for the collector to carry them into its older
+    generations, whose collections then ran more often and cost more than the
+    fingerprints (bench/README.md). A tuple holding only text is let go by the collector at
+    its first look; and the texts cannot change after the call.
+    """
+    if tool_definitions:
         return None
     types = _text_types()
     if len(types) != 2:
         return None
     input_message, text_part = types
-    system: list[Any] = []
+    system: tuple[str, ...] = ()
     if system_instruction:
         if not isinstance(system_instruction, list | tuple):
             return None
         for part in system_instruction:
             if type(part) is not text_part or type(part.content) is not str:
                 return None
-            system.append(part.content)
-    messages: list[tuple[str, Any, Any]] = []
-    roles = _ROLES
+        system = tuple(part.content for part in system_instruction)
+    messages = []
     for message in inputs or ():
         if type(message) is not input_message:
             return None
@@ -220,17 +241,48 @@ def fingerprint_parts(
         content = _text_content(message.parts, text_part)
         if content is _MISS:
             return None
+        messages.append((role, name, content if type(content) is str else tuple(content)))
+    return (PLAIN_TEXTS, system, tuple(messages))
+
+
+PLAIN_TEXTS = "llmtrace.plain-texts"
+"""The first item of ``plain_texts``' tuple (a hook input's first item is a sequence)."""
+
+
+def texts_parts(texts: tuple[Any, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``fingerprint_parts`` of ``plain_texts``' tuple: roles made canonical, leading system
+    messages moved to the template, as ``_direct_prompt`` does."""
+    _, system_parts, items = texts
+    messages: list[tuple[str, Any, Any]] = []
+    roles = _ROLES
+    for role, name, content in items:
         canonical = roles.get(role)
         if canonical is None:
             canonical = fingerprint.canonical_role(role)
             if len(roles) < 256:
                 roles[role] = canonical
         messages.append((canonical, name, content))
+    system = list(system_parts)
     start = 0
     while start < len(messages) and messages[start][0] == fingerprint.SYSTEM_ROLE:
         system.append(messages[start][2])
         start += 1
     return _CACHE.parts(system, messages[start:] if start else messages)
+
+
+def prompt_parts(prompt: tuple[Any, ...]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``fingerprint_parts`` of what the hook stashed: ``plain_texts``' tuple, or the hook's
+    (inputs, system instruction, tool definitions) as util-genai gave them."""
+    if prompt[0] is PLAIN_TEXTS:
+        return texts_parts(prompt)
+    return fingerprint_parts(*prompt)
+
+
+def prompt_attributes(prompt: tuple[Any, ...]) -> dict[str, Any]:
+    """``fingerprint_attributes`` of what the hook stashed (see ``prompt_parts``)."""
+    if prompt[0] is PLAIN_TEXTS:
+        return texts_parts(prompt)[1]
+    return fingerprint_attributes(*prompt)
 
 
 _ROLES: dict[str, str] = {}  # a role as util-genai gives it -> fingerprint.canonical_role of it
@@ -289,6 +341,7 @@ class _PrefixCache:
         key: Any = ("T", *(_key(part) for part in system))
         step = steps.get(key)
         if step is None:
+            system = [list(part) if type(part) is tuple else part for part in system]
             template = {"system": system, "tools": []}
             digest = fingerprint._digest(b"T" + fingerprint.canonical_json(template).encode())
             chars = fingerprint._text_length(system)
@@ -302,6 +355,8 @@ class _PrefixCache:
             key = (digest, role, name, _key(content))
             step = steps.get(key)
             if step is None:
+                if type(content) is tuple:  # plain_texts' parts: measured and hashed as a list
+                    content = list(content)
                 chars = fingerprint._text_length(content)
                 message = {"name": name, "role": role, "content": content}
                 digest = fingerprint._digest(
@@ -405,7 +460,8 @@ class FingerprintHook:
                 prompt = (inputs, system_instruction, tool_definitions)
                 sink = self.sink or _current_sink()
                 span_id = span.get_span_context().span_id
-                if sink is None or not sink(span_id, prompt):
+                texts = plain_texts(*prompt) if sink is not None else None
+                if sink is None or not sink(span_id, texts or prompt):
                     attrs = fingerprint_attributes(*prompt)
                     if attrs:
                         span.set_attributes(attrs)

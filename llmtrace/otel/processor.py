@@ -40,7 +40,7 @@ from llmtrace import dialects, twins
 from llmtrace.fingerprint import INPUT_MARKERS, PREFIX_HASHES_ATTRIBUTE
 from llmtrace.otel import _guard
 from llmtrace.otel.calls import CallMapper
-from llmtrace.otel.hook import fingerprint_attributes, fingerprint_parts
+from llmtrace.otel.hook import prompt_attributes, prompt_parts
 from llmtrace.otel.jobs import FROM_HELD_TWIN, Action, ActionEnd, Flush, Job, LiveSpan, Parked
 from llmtrace.otel.pricer import LazyPriceBook, default_pricer
 from llmtrace.otel.spans import (
@@ -534,11 +534,11 @@ class CostSpanProcessor(SpanProcessor):
             if not self._keep_content and _INPUT_MARKERS.isdisjoint(attrs):
                 # span_to_call would read these attributes back (hex strings -> ints): the
                 # record takes the fields as computed instead, the same values
-                both = fingerprint_parts(*prompt)
+                both = prompt_parts(prompt)
             if both is not None:
                 prints, held = both  # the fields, and prints_attributes of them
             else:
-                extra.update(fingerprint_attributes(*prompt))
+                extra.update(prompt_attributes(prompt))
         if job.root_name and ACTION not in attrs:
             extra[ACTION] = job.root_name
         if job.agent is not None and AGENT_ATTRIBUTE not in attrs:
@@ -581,7 +581,7 @@ class CostSpanProcessor(SpanProcessor):
         if not _has_usage(call) and not call.get("is_error") and self._twin_wait > 0:
             self._park(job, span, call, extra)
             return None
-        held = self._take_parked(call) if _has_usage(call) else None
+        held = self._take_parked(call) if self._parked and _has_usage(call) else None
         if held is not None:
             for field in FROM_HELD_TWIN:
                 if call.get(field) is None:
