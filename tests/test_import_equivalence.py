@@ -166,8 +166,16 @@ def _outcome(function, *args) -> tuple[str, str]:
         return type(exc).__name__, str(exc)
 
 
-def _import(paths: list[Path], monkeypatch: pytest.MonkeyPatch, plain: bool, **options):
+def _import(
+    paths: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
+    plain: bool,
+    columnar: bool = True,
+    **options,
+):
     with monkeypatch.context() as patch:
+        if plain or not columnar:
+            patch.setattr(otlp_files, "_columnar", False)
         if plain:
             patch.setattr(otlp_files, "_fast_line", None)
             patch.setattr(otlp, "_list_column", plain_list_column)
@@ -179,13 +187,16 @@ def _import(paths: list[Path], monkeypatch: pytest.MonkeyPatch, plain: bool, **o
 
 
 def assert_same_import(paths: list[Path], monkeypatch: pytest.MonkeyPatch, **options) -> None:
+    """The plain per-span path, the fast per-span path (msgspec, no columnar lane) and the
+    columnar lane (``otlp_columns``, the default) give the same import."""
     plain = _import(paths, monkeypatch, True, **options)
-    fast = _import(paths, monkeypatch, False, **options)
-    assert [str(p) for p in fast.problems] == [str(p) for p in plain.problems]
-    assert_frame_equal(fast.calls, plain.calls)
-    assert_frame_equal(fast.score_targets, plain.score_targets)
-    counts = ("spans", "llm_spans", "merged", "rejected", "scores", "unmatched_scores")
-    assert [getattr(fast, c) for c in counts] == [getattr(plain, c) for c in counts]
+    for columnar in (False, True):
+        fast = _import(paths, monkeypatch, False, columnar, **options)
+        assert [str(p) for p in fast.problems] == [str(p) for p in plain.problems]
+        assert_frame_equal(fast.calls, plain.calls)
+        assert_frame_equal(fast.score_targets, plain.score_targets)
+        counts = ("spans", "llm_spans", "merged", "rejected", "scores", "unmatched_scores")
+        assert [getattr(fast, c) for c in counts] == [getattr(plain, c) for c in counts]
 
 
 def _lines(path: Path) -> list[bytes]:
@@ -474,3 +485,126 @@ def test_an_import_leaves_the_collector_as_it_found_it(tmp_path) -> None:
         assert gc.get_freeze_count() == frozen
     finally:
         gc.unfreeze()
+
+
+_RANDOM_TEXTS = [
+    "", "chat", "Chat", "LLM", "EMBEDDING", "TOOL", "tool", "generation", "Embedding",
+    "embedding", "execute_tool", "invoke_agent", "create_agent", "retrieval", "completion",
+    "openai", " OpenAI ", "anthropic", "gcp.vertex_ai", "Azure.AI.OpenAI", "default", "auto",
+    " Flex ", "STANDARD", "ERROR", "gpt-4o", "İstanbul", "KELVIN\u212a", "x", "12", "3.5",
+    "-1", "a\tb", "resp-1", "svc", "prod",
+]  # fmt: skip
+_RANDOM_NUMBERS: list[Any] = [0, 1, 5, 100, 1024, 2048, 4000, -3, 2**62, 2**63 - 1]
+_RANDOM_OTHER: list[Any] = [0.5, 3.0, -1.0, 1e300, 0.0123, True, False, ["a"], [1, 2]]
+
+
+def _random_value(rng: random.Random) -> dict[str, Any]:
+    roll = rng.random()
+    if roll < 0.5:
+        return {"stringValue": rng.choice(_RANDOM_TEXTS)}
+    if roll < 0.85:
+        return {"intValue": str(rng.choice(_RANDOM_NUMBERS))}
+    value = rng.choice(_RANDOM_OTHER)
+    if isinstance(value, bool):
+        return {"boolValue": value}
+    if isinstance(value, float):
+        return {"doubleValue": value}
+    return {"arrayValue": {"values": [{"stringValue": str(v)} for v in value]}}
+
+
+def _random_span(rng: random.Random, trace: str, number: int, parent: str | None) -> dict:
+    from llmtrace import dialect_columns, fingerprint
+
+    keys = list(dialect_columns.KEYS)
+    # every dialect's token names often, so calls (not only tree spans) are drawn
+    tokens = sorted(dialects.USAGE_ATTRIBUTES - {dialects.LANGFUSE_USAGE_JSON})
+    chosen = rng.sample(keys, rng.randint(0, 6)) + rng.sample(tokens, rng.randint(0, 3))
+    clean = rng.random() < 0.75  # most spans: text where text is read, counts where counts are
+    counted = set(tokens) | set(dialects.COST_ATTRIBUTES)
+    attributes = [
+        {
+            "key": key,
+            "value": {"intValue": str(rng.choice(_RANDOM_NUMBERS[:7]))}
+            if clean and key in counted
+            else {"stringValue": rng.choice(_RANDOM_TEXTS)}
+            if clean
+            else _random_value(rng),
+        }
+        for key in chosen
+    ]
+    if rng.random() < 0.4:  # plain counts where the dialects read them
+        for key in rng.sample(tokens, 2):
+            attributes.append({"key": key, "value": {"intValue": str(rng.randint(0, 5000))}})
+    if rng.random() < 0.4:  # the counting rules: sums and comparisons of small counts
+        dialect = rng.choice(dialects.DIALECTS)
+        for names in dialect.token_names.values():
+            if names and rng.random() < 0.6:
+                count = {"intValue": str(rng.choice([0, 100, 200, 300, 400, 600]))}
+                attributes.append({"key": rng.choice(names), "value": count})
+    if rng.random() < 0.15:  # Langfuse's JSON usage and cost (read per span in Python)
+        buckets = [k for groups in dv.USAGE_JSON_BUCKETS.values() for g in groups for k in g]
+        usage = {k: rng.choice([0, 10, 100, 300]) for k in rng.sample(buckets, 3)}
+        cost = rng.choice([{"total": 0.5}, {"input": 0.1, "output": 0.25}, {}, {"total": None}])
+        for key, value in (("usage_details", usage), ("cost_details", cost)):
+            text = {"stringValue": json.dumps(value)}
+            attributes.append({"key": f"langfuse.observation.{key}", "value": text})
+    if rng.random() < 0.1:
+        messages = [{"role": "user", "content": f"hi {number % 3}"}]
+        attributes.append(
+            {"key": "gen_ai.input.messages", "value": {"stringValue": json.dumps(messages)}}
+        )
+    if rng.random() < 0.05:
+        hashes = {"arrayValue": {"values": [{"stringValue": "00000000000000ab"}]}}
+        attributes.append({"key": fingerprint.PREFIX_HASHES_ATTRIBUTE, "value": hashes})
+    start = 1764201600000000000 + number * 1000
+    span: dict[str, Any] = {
+        "traceId": trace,
+        "spanId": f"{number + 1:016x}",
+        "name": rng.choice(["chat", "llm", "agent run", ""]),
+        "startTimeUnixNano": str(start),
+        "endTimeUnixNano": str(start if rng.random() < 0.1 else start + 5000),
+        "attributes": attributes,
+        "status": {"code": rng.choice([0, 1, 2])},
+    }
+    if parent is not None:
+        span["parentSpanId"] = parent
+    if rng.random() < 0.03:
+        span["events"] = [
+            {"name": "exception", "attributes": [{"key": "exception.type", "value": {"stringValue": "E"}}]}
+        ]  # fmt: skip
+    return span
+
+
+def test_random_spans_import_the_same_records(tmp_path, monkeypatch) -> None:
+    """Spans drawn at random from every attribute the columnar lane reads, with values of
+    every kind (text of every case and spacing, counts, negatives, huge numbers, doubles,
+    booleans, lists), under every dialect's scope: the columnar lane's expressions against
+    the per-span path, branch by branch (the corpus alone leaves many branches unexercised)."""
+    rng = random.Random(1515)
+    scopes = [p + "x" for d in dialects.DIALECTS for p in d.scope_prefixes]
+    scopes += ["", "other", None]
+    lines, number = [], 0
+    for _ in range(400):
+        scope_spans = []
+        for _ in range(rng.randint(1, 3)):
+            trace = f"{rng.getrandbits(128) | 1:032x}"
+            root = None
+            spans = []
+            for position in range(rng.randint(1, 6)):
+                number += 1
+                span = _random_span(rng, trace, number, root)
+                if position == 0:
+                    root = span["spanId"]
+                spans.append(span)
+            scope = rng.choice(scopes)
+            scope_spans.append({"scope": {} if scope is None else {"name": scope}, "spans": spans})
+        resource = [
+            {"key": key, "value": _random_value(rng)}
+            for key in rng.sample(["service.name", "deployment.environment.name", "x"], 2)
+        ]
+        request = {"resourceSpans": [{"resource": {"attributes": resource}, "scopeSpans": scope_spans}]}  # fmt: skip
+        lines.append(json.dumps(request))
+    path = tmp_path / "random.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    assert_same_import([path], monkeypatch)
+    assert_same_import([path], monkeypatch, keep_content=True)

@@ -53,7 +53,8 @@ from llmtrace import twins
 from llmtrace.accuracy import AccuracyConfig
 from llmtrace.dialects import CALL_FIELDS, SpanError, agent_and_tool, is_llm_span, map_span_row
 from llmtrace.fingerprint import step_fingerprint
-from llmtrace.importers import ImportProblem, ImportResult
+from llmtrace.importers import ImportProblem, ImportResult, otlp_columns
+from llmtrace.importers.otlp_columns import Pending
 from llmtrace.importers.otlp_files import INPUT_SUFFIXES, Progress, _read_file, find_inputs
 from llmtrace.importers.otlp_merge import (
     _inherited_actions,
@@ -117,6 +118,10 @@ class _Collector:
         self._reset()
 
     def _reset(self) -> None:
+        # what was collected before the lists below, in input order: (raw calls, tree, roots,
+        # evaluations) frames from the columnar lane and from earlier runs of the lists
+        self.segments: list[tuple[pl.DataFrame, ...]] = []
+        self.pending: Pending | None = None  # decoded lines for the columnar lane
         self.calls: list[tuple[Any, ...]] = []  # map_span_row + emitter (_CALL_ROW)
         self.tree: list[tuple[Any, ...]] = []  # one row per span, in _TREE_SCHEMA's order
         self.roots: list[tuple[str, str]] = []
@@ -127,7 +132,94 @@ class _Collector:
         self.rejected = 0
 
     def problem(self, file: str, line: int | None, span: str | None, message: str) -> None:
+        if self.pending is not None:  # problems stay in input order
+            self.settle()
         self.problems.append(ImportProblem(file, line, span, message))
+
+    # ----------------------------------------------------------------------------------------
+    # The columnar lane (``otlp_columns``)
+    # ----------------------------------------------------------------------------------------
+
+    def add_columnar(self, request: Any, file: str, line: int) -> bool:
+        """One decoded JSON line into the columnar lane; False when it declines the line
+        (which must then go through the per-span path)."""
+        pending = self.pending
+        if pending is None:
+            pending = self.pending = Pending(self.keep_content)
+        spans = pending.add_line(request, file, line)
+        if spans is None:
+            return False
+        self.spans += spans
+        if len(pending) >= SETTLE_SPANS:
+            self.settle()
+        self._check_full()
+        return True
+
+    def settle(self) -> None:
+        """Map the pending lines (``otlp_columns.settle``); the spans it leaves to the
+        per-span path go through ``add`` here, in order, and every row lands in one segment
+        in span order."""
+        pending, self.pending = self.pending, None
+        if pending is None or not len(pending):
+            return
+        self._freeze()
+        settled = otlp_columns.settle(pending, _RAW_NAMES)
+        marks: dict[str, list[int]] = {"calls": [], "tree": [], "roots": [], "evaluations": []}
+        for index in settled.python:
+            before = (len(self.calls), len(self.tree), len(self.roots), len(self.evaluations))
+            try:
+                self.add(pending.span_mapping(index))
+            except (SpanError, _Malformed) as exc:
+                self.rejected += 1
+                self.problem(*pending.where(index), str(exc))
+            except _VALUE_ERRORS as exc:
+                self.rejected += 1
+                self.problem(*pending.where(index), _value_error(exc))
+            for name, count in zip(marks, before, strict=True):
+                marks[name].extend([index] * (len(getattr(self, name)) - count))
+        self.llm_spans += settled.calls.height
+        order = pl.col("_i")
+
+        def merged(frame: pl.DataFrame, python: pl.DataFrame, name: str) -> pl.DataFrame:
+            if python.height == 0:
+                return frame.drop("_i")
+            python = python.with_columns(pl.Series("_i", marks[name], dtype=pl.Int64))
+            return pl.concat([frame, python.select(frame.columns)]).sort(order).drop("_i")
+
+        segment = (
+            merged(settled.calls, _raw_calls(self.calls), "calls"),
+            merged(settled.tree, pl.DataFrame(_tree_columns(self), schema=_TREE_SCHEMA), "tree"),
+            merged(
+                settled.roots, pl.DataFrame(self.roots, schema=_ROOTS_SCHEMA, orient="row"), "roots"
+            ),
+            _evaluations_frame(self.evaluations),
+        )
+        self.segments.append(segment)
+        self.calls, self.tree, self.roots, self.evaluations = [], [], [], []
+
+    def _freeze(self) -> None:
+        """Move what the per-span path collected into ``segments`` (input order is kept when
+        columnar rows follow)."""
+        if self.calls or self.tree or self.roots or self.evaluations:
+            self.segments.append(self._lists())
+            self.calls, self.tree, self.roots, self.evaluations = [], [], [], []
+
+    def _lists(self) -> tuple[pl.DataFrame, ...]:
+        return (
+            _raw_calls(self.calls),
+            pl.DataFrame(_tree_columns(self), schema=_TREE_SCHEMA),
+            pl.DataFrame(self.roots, schema=_ROOTS_SCHEMA, orient="row"),
+            _evaluations_frame(self.evaluations),
+        )
+
+    def frames(self) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+        """(raw calls, tree, roots, evaluations) of everything collected, in input order."""
+        self.settle()
+        if not self.segments:
+            return self._lists()  # type: ignore[return-value]
+        self._freeze()
+        parts = [pl.concat(p) for p in zip(*self.segments, strict=True)]
+        return parts[0], parts[1], parts[2], parts[3]
 
     def add(self, span: dict[str, Any]) -> None:
         """Keep one parsed span: always in the tree, and as a call if it is an LLM span.
@@ -179,6 +271,7 @@ class _Collector:
 
     def take(self) -> _Collector:
         """Hand over what was collected since the last take and start an empty batch."""
+        self.settle()
         batch = _Collector(self.keep_content)
         batch.__dict__.update(
             {k: v for k, v in self.__dict__.items() if k not in ("batch_spans", "on_full")}
@@ -199,6 +292,8 @@ class _Collector:
         ``check_unicode``: the line held a surrogate escape, so each span is checked for a
         lone surrogate (which Polars cannot store) before it is kept.
         """
+        if self.pending is not None:
+            self.settle()
         for raw, (scope, resource) in _json_request_spans(doc):
             self.spans += 1
             try:
@@ -216,6 +311,8 @@ class _Collector:
     def add_decoded(self, spans: list[tuple[str, dict[str, Any]]], file: str, line: int) -> None:
         """Every span of one request already decoded (``otlp_fast``: (raw span id, span)),
         kept as ``add_request`` keeps them, with the same problems for a bad span."""
+        if self.pending is not None:
+            self.settle()
         for span_id, span in spans:
             self.spans += 1
             try:
@@ -230,6 +327,8 @@ class _Collector:
 
     def add_proto(self, request: Any, file: str, line: int | None) -> None:
         """Every span of one protobuf ExportTraceServiceRequest."""
+        if self.pending is not None:
+            self.settle()
         for resource_spans in request.resource_spans:
             resource = _proto_attributes(resource_spans.resource.attributes)
             for scope_spans in resource_spans.scope_spans:
@@ -344,10 +443,14 @@ def _list_column(name: str, values: list[Any], dtype: pl.List) -> pl.Series:
 
 _CALL_ROW = (*CALL_FIELDS, twins.EMITTER)
 """The fields of one collected call (``_Collector.calls``): ``map_span_row`` plus the emitter."""
+_RAW_NAMES = _RAW_SCHEMA.names()
+SETTLE_SPANS = 20_000
+"""Spans the columnar lane flattens before mapping them: its decoded lines are held until
+then, so this bounds their memory whatever the batch size."""
 
 
-def _calls_frame(calls: list[tuple[Any, ...]], source: str) -> pl.DataFrame:
-    """The collected call rows as one frame, built once; ``source`` names where they came from."""
+def _raw_calls(calls: list[tuple[Any, ...]]) -> pl.DataFrame:
+    """Call rows (``_CALL_ROW``) as one ``_RAW_SCHEMA`` frame, built once."""
     names = _RAW_SCHEMA.names()
     if not calls:  # the same columns as a full batch, so held and new calls concatenate
         columns: dict[str, Any] = {name: [] for name in names}
@@ -356,7 +459,16 @@ def _calls_frame(calls: list[tuple[Any, ...]], source: str) -> pl.DataFrame:
         columns = {name: by_field[name] for name in names}  # tuples: Polars reads them as lists
     for name in _LIST_COLUMNS:
         columns[name] = _list_column(name, columns[name], _RAW_SCHEMA[name])
-    frame = pl.DataFrame(columns, schema=_RAW_SCHEMA)
+    return pl.DataFrame(columns, schema=_RAW_SCHEMA)
+
+
+def _calls_frame(calls: list[tuple[Any, ...]], source: str) -> pl.DataFrame:
+    """The collected call rows as one frame; ``source`` names where they came from."""
+    return _timed_calls(_raw_calls(calls), source)
+
+
+def _timed_calls(frame: pl.DataFrame, source: str) -> pl.DataFrame:
+    """Raw calls with times as datetimes and ``source`` naming where they came from."""
     return frame.with_columns(
         pl.from_epoch(pl.col("start_ns") // 1000, time_unit="us")
         .dt.replace_time_zone("UTC")
@@ -427,10 +539,10 @@ class _Stream:
 
     def step(self, sink: _Collector, *, final: bool) -> OtlpImportResult:
         """Finish the closed traces' calls among those held and those in ``sink``."""
-        calls = pl.concat([self.calls, _calls_frame(sink.calls, self.source)])
-        tree = pl.concat([self.tree, pl.DataFrame(_tree_columns(sink), schema=_TREE_SCHEMA)])
-        evaluations = pl.concat([self.evaluations, _evaluations_frame(sink.evaluations)])
-        roots = pl.DataFrame(sink.roots, schema=_ROOTS_SCHEMA, orient="row")
+        new_calls, new_tree, roots, new_evaluations = sink.frames()
+        calls = pl.concat([self.calls, _timed_calls(new_calls, self.source)])
+        tree = pl.concat([self.tree, new_tree])
+        evaluations = pl.concat([self.evaluations, new_evaluations])
         known_roots = pl.concat([roots, self.closed_roots])
         if final:
             ready_calls, ready_tree, ready_evals = calls, tree, evaluations

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from llmtrace.importers.otlp_columns import decode as decode_request
 from llmtrace.importers.otlp_fast import decode_line
 from llmtrace.importers.otlp_spans import (
     _SURROGATE_ESCAPE,
@@ -44,6 +45,11 @@ _loads: Callable[[bytes], Any] = json.loads
 # declines, which then goes through ``_loads`` and the per-span decoder. None here turns the
 # lane off (tests/test_import_equivalence.py compares both ways).
 _fast_line: Callable[[bytes], list[tuple[str, dict[str, Any]]] | None] | None = decode_line
+
+# The columnar lane (``otlp_columns``): lines decoded by msgspec are flattened into columns
+# and mapped by Polars expressions; a line it declines goes through ``_fast_line``, then
+# ``_loads``. False turns it off (tests/test_import_equivalence.py compares the lanes).
+_columnar = True
 
 INPUT_SUFFIXES: tuple[str, ...] = (".json", ".jsonl", ".ndjson", ".pb", ".binpb", ".protobuf")
 _PROGRESS_EVERY = 32  # lines between progress callbacks
@@ -210,6 +216,10 @@ def _read_lines(
             tracker.update()
         if not line.strip():
             continue
+        if _columnar:
+            request = decode_request(line)
+            if request is not None and sink.add_columnar(request, name, line_no):
+                continue
         if _fast_line is not None:
             spans = _fast_line(line)
             if spans is not None:

@@ -1,0 +1,468 @@
+"""OTLP JSON lines as columns: the import's columnar lane (issue 15, goal 1).
+
+Why: after msgspec's typed decode (``otlp_fast``), building a span mapping per span and
+mapping it in Python (``map_span_row``) cost ~70% of an import. Here one Python loop flattens
+a batch of decoded lines into span columns and, for the attributes the dialects read
+(``dialect_columns.KEYS``), one typed column per name, and the dialect mapping runs as Polars
+expressions over them (``llmtrace.dialect_columns``). Per-span Python is left where it must
+be: spans carrying content are fingerprinted by ``fingerprint.content_fields`` from their
+whole attributes (the same function on the same mapping as before), and every span the
+expressions are not sure of (``dialect_columns``' docstring: odd values, JSON usage, events,
+tool steps, ...) goes through ``_Collector.add`` whole, which reports problems as before.
+
+The guarantee: the same tree rows, roots, evaluations, call rows (in the same order) and
+problems as the per-span path. Lines are accepted exactly where ``otlp_fast.decode_line``
+accepts them (the same decoder and the same id and time checks, which run here while
+flattening); a line either is flattened whole or declined whole (``add_line`` returns False)
+and then read by the per-span path. tests/test_import_equivalence.py imports the corpus, its
+hostile mutations and the edge lines through both lanes and compares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import polars as pl
+from msgspec import UNSET
+
+from llmtrace import dialect_columns as dc
+from llmtrace import fingerprint
+from llmtrace.dialect_tables import _TOKEN_KEYS, COMMON_FIELDS
+from llmtrace.dialect_values import _first, _reported_cost, _text, _usage_from_json
+from llmtrace.dialects import _scope_dialect
+from llmtrace.importers import otlp_fast, otlp_spans
+from llmtrace.importers.otlp_fast import _DECODER, _attributes, _scalar, _status
+
+_SERVICE_NAMES = COMMON_FIELDS["service"]
+_ENVIRONMENT_NAMES = COMMON_FIELDS["environment"]
+_CONTENT = object()  # the marker for a content attribute in ``Pending.wanted``
+
+
+def decode(line: bytes) -> Any:
+    """The decoded request, or None where ``otlp_fast.decode_line`` would decline the line
+    before building spans (a surrogate escape, anything msgspec refuses)."""
+    if otlp_spans._SURROGATE_ESCAPE.search(line) is not None:
+        return None
+    try:
+        return _DECODER.decode(line)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+class _Store:
+    """The values of one attribute name in a batch: (span index, value) per Python type."""
+
+    __slots__ = ("last", "s_at", "s", "i_at", "i", "d_at", "d")
+
+    def __init__(self) -> None:
+        self.last = -1
+        self.s_at: list[int] = []
+        self.s: list[str] = []
+        self.i_at: list[int] = []
+        self.i: list[int] = []
+        self.d_at: list[int] = []
+        self.d: list[float] = []
+
+    def truncate(self, spans: int) -> None:
+        """Forget values of spans from ``spans`` on (a declined line's)."""
+        for at, values in ((self.s_at, self.s), (self.i_at, self.i), (self.d_at, self.d)):
+            while at and at[-1] >= spans:
+                at.pop()
+                values.pop()
+        self.last = -1
+
+
+class Pending:
+    """Decoded lines of one batch, flattened, waiting for ``settle``."""
+
+    def __init__(self, keep_content: bool) -> None:
+        self.keep_content = keep_content
+        self.wanted: dict[str, Any] = {key: _Store() for key in dc.KEYS}
+        for key in dc.CONTENT_KEYS | (dc.OUTPUT_KEYS if keep_content else frozenset()):
+            self.wanted[key] = _CONTENT
+        self.lines: list[tuple[str, int]] = []
+        self.resources: list[dict[str, Any]] = []
+        self.line: list[int] = []
+        self.trace: list[str] = []
+        self.span: list[str] = []
+        self.parent: list[str | None] = []
+        self.name: list[str] = []
+        self.scope: list[str | None] = []
+        self.start: list[int | None] = []
+        self.end: list[int | None] = []
+        self.status: list[int] = []
+        self.res: list[int] = []
+        self.raw: list[Any] = []
+        self.py: list[int] = []  # spans for the per-span path (may repeat)
+        self.content: list[int] = []  # spans carrying content
+
+    def __len__(self) -> int:
+        return len(self.span)
+
+    def add_line(self, request: Any, file: str, line_no: int) -> int | None:
+        """Flatten one decoded request; the number of its spans, or None when the line is
+        declined (as ``otlp_fast`` declines it: any exception while reading its spans)."""
+        mark = (len(self.span), len(self.resources), len(self.py), len(self.content))
+        try:
+            self._flatten(request, len(self.lines))
+        except Exception:  # noqa: BLE001 - any doubt declines the line; the per-span path reports it
+            self._rollback(*mark)
+            return None
+        self.lines.append((file, line_no))
+        return len(self.span) - mark[0]
+
+    def _rollback(self, spans: int, resources: int, py: int, content: int) -> None:
+        for column in (
+            self.line,
+            self.trace,
+            self.span,
+            self.parent,
+            self.name,
+            self.scope,
+            self.start,
+            self.end,
+            self.status,
+            self.res,
+            self.raw,
+        ):
+            del column[spans:]
+        del self.resources[resources:]
+        del self.py[py:]
+        del self.content[content:]
+        for store in self.wanted.values():
+            if store is not _CONTENT:
+                store.truncate(spans)
+
+    def _flatten(self, request: Any, line: int) -> None:
+        hex_id, nanos = otlp_spans._hex_id, otlp_spans._nanos
+        wanted = self.wanted.get
+        py, content = self.py, self.content
+        index = len(self.span)
+        traces: dict[Any, str] = {}
+        parents: dict[Any, str] = {}
+        for resource_spans in request.resourceSpans or ():
+            resource_struct = resource_spans.resource
+            resource = _attributes(resource_struct.attributes if resource_struct else None)
+            res = len(self.resources)
+            self.resources.append(resource)
+            for scope_spans in resource_spans.scopeSpans or ():
+                scope_struct = scope_spans.scope
+                scope = scope_struct.name if scope_struct is not None else None
+                for raw in scope_spans.spans or ():
+                    trace = raw.traceId
+                    trace_id = traces.get(trace)
+                    if trace_id is None:
+                        trace_id = traces[trace] = hex_id(trace, 16, "traceId")
+                    span_id = hex_id(raw.spanId, 8, "spanId")
+                    parent = raw.parentSpanId
+                    if parent:
+                        parent_id = parents.get(parent)
+                        if parent_id is None:
+                            parent_id = parents[parent] = hex_id(parent, 8, "parentSpanId")
+                    else:
+                        parent_id = None
+                    start = nanos(raw.startTimeUnixNano, "startTimeUnixNano")
+                    end = nanos(raw.endTimeUnixNano, "endTimeUnixNano")
+                    status = _status(raw.status)
+                    events = raw.events
+                    if events:
+                        py.append(index)
+                        for event in events:  # read as the per-span path reads them
+                            _attributes(event.attributes)
+                    for kv in raw.attributes or ():
+                        store = wanted(kv.key)
+                        value = kv.value
+                        if store is None or store is _CONTENT:
+                            # not read here, but read as the per-span path would (which may
+                            # raise: a double as bad text declines the line there too)
+                            if value is not None and value.stringValue is UNSET:
+                                _scalar(value)
+                            if store is _CONTENT and (not content or content[-1] != index):
+                                content.append(index)
+                            continue
+                        if value is None:
+                            py.append(index)
+                            continue
+                        item = value.stringValue
+                        if item is UNSET:
+                            item = _scalar(value)
+                        if store.last == index:  # a repeated name: the last one wins
+                            py.append(index)
+                            continue
+                        store.last = index
+                        kind = type(item)
+                        if kind is str:
+                            store.s_at.append(index)
+                            store.s.append(item)
+                        elif kind is int:
+                            store.i_at.append(index)
+                            store.i.append(item)
+                        elif kind is float:
+                            store.d_at.append(index)
+                            store.d.append(item)
+                        else:  # None, a boolean, a list, a map: Python formats those
+                            py.append(index)
+                    self.line.append(line)
+                    self.trace.append(trace_id)
+                    self.span.append(span_id)
+                    self.parent.append(parent_id)
+                    self.name.append(raw.name or "")
+                    self.scope.append(scope)
+                    self.start.append(start)
+                    self.end.append(end)
+                    self.status.append(status)
+                    self.res.append(res)
+                    self.raw.append(raw)
+                    index += 1
+
+    def span_mapping(self, index: int) -> dict[str, Any]:
+        """The span mapping ``otlp_fast`` builds, for the per-span path."""
+        resource = self.resources[self.res[index]]
+        return otlp_fast._span(self.raw[index], self.scope[index], resource, {}, {})
+
+    def where(self, index: int) -> tuple[str, int, str | None]:
+        """(file, line, raw span id) of a span, for its problems."""
+        file, line_no = self.lines[self.line[index]]
+        return file, line_no, self.raw[index].spanId or None
+
+
+def _column(name: str, size: int, at: list[int], values: list[Any], dtype: pl.DataType):
+    series = pl.Series(name, [None], dtype=dtype).extend_constant(None, size - 1)
+    return series.scatter(at, pl.Series(name, values, dtype=dtype))
+
+
+def _attribute_columns(pending: Pending, size: int, py: list[int]) -> list[pl.Series]:
+    columns = []
+    for key, store in pending.wanted.items():
+        if store is _CONTENT:
+            continue
+        if store.s_at:
+            columns.append(_column(f"{key}|s", size, store.s_at, store.s, pl.String()))
+        if store.i_at:
+            values = store.i
+            if any(not -(2**63) <= v < 2**63 for v in values):  # beyond Int64: Python reads it
+                keep = [n for n, v in enumerate(values) if -(2**63) <= v < 2**63]
+                py.extend(
+                    at for n, at in enumerate(store.i_at) if not -(2**63) <= values[n] < 2**63
+                )
+                at = [store.i_at[n] for n in keep]
+                values = [values[n] for n in keep]
+            else:
+                at = store.i_at
+            if at:
+                columns.append(_column(f"{key}|i", size, at, values, pl.Int64()))
+        if store.d_at:
+            columns.append(_column(f"{key}|d", size, store.d_at, store.d, pl.Float64()))
+    return columns
+
+
+def _resource_text(resource: dict[str, Any], names: tuple[str, ...]) -> str | None:
+    """The resource's own value as ``map_span_row`` takes it (a truthy one wins), as text."""
+    value = _first(resource, names)
+    return _text(value) if value else None
+
+
+_TREE_COLUMNS = (
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "action",
+    "agent",
+    "tool",
+    "tool_end",
+)
+
+
+class Settled:
+    """One batch of lines mapped: frames in span order (``_i``), and the spans left for the
+    per-span path (``python``), in order."""
+
+    def __init__(
+        self,
+        tree: pl.DataFrame,
+        roots: pl.DataFrame,
+        calls: pl.DataFrame,
+        python: list[int],
+    ) -> None:
+        self.tree, self.roots, self.calls, self.python = tree, roots, calls, python
+
+
+def settle(pending: Pending, raw_names: list[str]) -> Settled:
+    """Map the flattened spans: tree rows, roots and call rows (``raw_names`` columns plus
+    ``_i``) of every span the expressions are sure of."""
+    size = len(pending)
+    py = list(pending.py)
+    columns = _attribute_columns(pending, size, py)
+    resources = pending.resources
+    frame = pl.DataFrame(
+        [
+            pl.Series("_i", range(size), dtype=pl.Int64),
+            pl.Series("trace_id", pending.trace, dtype=pl.String),
+            pl.Series("span_id", pending.span, dtype=pl.String),
+            pl.Series("parent_span_id", pending.parent, dtype=pl.String),
+            pl.Series("name", pending.name, dtype=pl.String),
+            pl.Series("scope", pending.scope, dtype=pl.String),
+            pl.Series("start_ns", pending.start, dtype=pl.Int64),
+            pl.Series("end_ns", pending.end, dtype=pl.Int64),
+            pl.Series("status_code", pending.status, dtype=pl.Int64),
+            pl.Series("_res", pending.res, dtype=pl.UInt32),
+            *columns,
+        ]
+    )
+    a = dc.attrs_for(c.name for c in columns)
+    services = pl.Series([_resource_text(r, _SERVICE_NAMES) for r in resources], dtype=pl.String)
+    environments = pl.Series(
+        [_resource_text(r, _ENVIRONMENT_NAMES) for r in resources], dtype=pl.String
+    )
+    scopes = {s: _scope_name(s) for s in set(pending.scope) if s is not None}
+    flagged = pl.Series(py, dtype=pl.Int64)
+    frame = frame.with_columns(
+        *dc.tree_columns(a),
+        pl.col("_i").is_in(flagged.implode()).alias("_py"),
+    )
+    frame = frame.with_columns((pl.col("_py") | pl.col("_tree_py")).alias("_py"))
+    calls = frame.filter(pl.col("_llm") & ~pl.col("_py"))
+    calls = calls.with_columns(
+        services.gather(calls.get_column("_res")).alias("_res_service"),
+        environments.gather(calls.get_column("_res")).alias("_res_environment"),
+        dc.dialect_column(a, scopes),
+    )
+    json, json_failed = _json_columns(calls, a)
+    calls = calls.join(json, on="_i", how="left", maintain_order="left")
+    calls = calls.with_columns(dc.slot_columns(a)).with_columns(dc.call_columns(a))
+    call_py = calls.filter(pl.col("_call_py")).get_column("_i").to_list() + json_failed
+    calls = calls.filter(~pl.col("_call_py"))
+    if json_failed:
+        calls = calls.filter(~pl.col("_i").is_in(pl.Series(json_failed, dtype=pl.Int64).implode()))
+    content, failed = _content(pending, calls)
+    tree_py = frame.filter(pl.col("_tree_py")).get_column("_i").to_list()
+    python = sorted(set(py) | set(tree_py) | set(call_py) | set(failed))
+    if failed:
+        calls = calls.filter(~pl.col("_i").is_in(pl.Series(failed, dtype=pl.Int64).implode()))
+    out = pl.Series(python, dtype=pl.Int64).implode()
+    kept = frame.filter(~pl.col("_i").is_in(out))
+    tree = kept.select("_i", *_TREE_COLUMNS, pl.lit(None, pl.String).alias("tool_step"))
+    roots = kept.filter(pl.col("parent_span_id").is_null()).select(
+        "_i", "trace_id", pl.col("name").alias("_root_name")
+    )
+    calls = calls.join(content, on="_i", how="left", maintain_order="left").with_columns(
+        dc.prompt_key(),
+        pl.format("{}\x1f{}", pl.col("scope").fill_null(""), pl.col("name")).alias("_emitter"),
+    )
+    return Settled(tree, roots, calls.select("_i", *raw_names), python)
+
+
+_JSON_SCHEMA = {
+    "_i": pl.Int64,
+    **{f"_ju_{key}": pl.Int64 for key in _TOKEN_KEYS},
+    "_jc_cost": pl.Float64,
+    "_jc_source": pl.String,
+    "_jc_has": pl.Boolean,
+}
+_JSON_LIMIT = 2**60  # counts beyond this go to Python (sums in Polars must not overflow)
+
+
+def _json_columns(calls: pl.DataFrame, a: Any) -> tuple[pl.DataFrame, list[int]]:
+    """Langfuse's JSON usage (on spans of its dialect) and cost (on any call), read per span
+    by ``dialect_values``' own functions; and the spans where they raise or are not text."""
+    usage, cost = dc.JSON_USAGE, dc.JSON_COST
+    usage_applies = pl.col("dialect").is_in(dc.JSON_DIALECTS) & a.present(usage)
+    rows = calls.filter(usage_applies | a.present(cost)).select(
+        "_i",
+        pl.when(usage_applies).then(a.s(usage)).alias("usage"),
+        (usage_applies & a.s(usage).is_null()).alias("usage_odd"),
+        a.s(cost).alias("cost"),
+        (a.present(cost) & a.s(cost).is_null()).alias("cost_odd"),
+    )
+    out: dict[str, list[Any]] = {name: [] for name in _JSON_SCHEMA}
+    failed: list[int] = []
+    for index, usage_text, usage_odd, cost_text, cost_odd in rows.iter_rows():
+        if usage_odd or cost_odd:
+            failed.append(index)
+            continue
+        try:
+            tokens = (
+                _usage_from_json({usage: usage_text}, usage) if usage_text is not None else None
+            )
+            amount, source = _json_cost(cost_text) if cost_text is not None else (None, None)
+        except Exception:  # noqa: BLE001 - the per-span path raises and reports it again
+            failed.append(index)
+            continue
+        if tokens is not None and any(v is not None and v >= _JSON_LIMIT for v in tokens.values()):
+            failed.append(index)
+            continue
+        out["_i"].append(index)
+        for key in _TOKEN_KEYS:
+            out[f"_ju_{key}"].append(None if tokens is None else tokens[key])
+        out["_jc_cost"].append(amount)
+        out["_jc_source"].append(source)
+        out["_jc_has"].append(source is not None)
+    return pl.DataFrame(out, schema=_JSON_SCHEMA), failed
+
+
+def _json_cost(text: str) -> tuple[float | None, str | None]:
+    """``_reported_cost`` of the JSON alone: (cost, source), or (None, None) when the JSON
+    holds none (an empty object), so the attributes' cost is read."""
+    return _reported_cost({}, {dc.JSON_COST: text})
+
+
+def _scope_name(scope: str) -> str | None:
+    dialect = _scope_dialect(scope) if scope else None
+    return None if dialect is None else dialect.name
+
+
+_CONTENT_SCHEMA = {
+    "_i": pl.Int64,
+    "prefix_hashes": pl.List(pl.UInt64),
+    "prefix_tokens": pl.List(pl.Int64),
+    "template_fingerprint": pl.String,
+    "input_fingerprint": pl.String,
+    "input_content": pl.String,
+    "output_content": pl.String,
+}
+_EMPTY_CONTENT = tuple(fingerprint.EMPTY_FIELDS.values())
+
+
+def _content(pending: Pending, calls: pl.DataFrame) -> tuple[pl.DataFrame, list[int]]:
+    """Fingerprint fields of the calls that carry content (``content_fields`` of their whole
+    attributes, as ``map_span_row`` reads them), and the spans whose content raised."""
+    carrying = (
+        calls.select("_i")
+        .join(pl.DataFrame({"_i": pending.content}, schema={"_i": pl.Int64}), on="_i")
+        .get_column("_i")
+        .to_list()
+    )
+    rows: dict[str, list[Any]] = {name: [] for name in _CONTENT_SCHEMA}
+    failed = []
+    fields = fingerprint.content_fields
+    keep = pending.keep_content
+    raw = pending.raw
+    names = list(fingerprint.EMPTY_FIELDS)
+    for index in carrying:
+        try:
+            printed = fields(_attributes(raw[index].attributes), keep_content=keep)
+        except Exception:  # noqa: BLE001 - the per-span path raises and reports it again
+            failed.append(index)
+            continue
+        rows["_i"].append(index)
+        for name in names:
+            rows[name].append(printed[name])
+    return _content_frame(rows), failed
+
+
+def _content_frame(rows: dict[str, list[Any]]) -> pl.DataFrame:
+    from llmtrace.importers.otlp import _list_column
+
+    columns = {}
+    for name, dtype in _CONTENT_SCHEMA.items():
+        if isinstance(dtype, pl.List):
+            columns[name] = _list_column(name, rows[name], dtype)
+        else:
+            columns[name] = pl.Series(name, rows[name], dtype=dtype)
+    return pl.DataFrame(columns)
+
+
+def make_settle(raw_names: list[str]) -> Callable[[Pending], Settled]:
+    return lambda pending: settle(pending, raw_names)
