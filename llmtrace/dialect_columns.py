@@ -91,6 +91,7 @@ class _Attrs:
 
     def __init__(self, names: Iterable[str]) -> None:
         self.names = frozenset(names)
+        self.slots: set[str] = set()  # slot columns made (``slot_columns``)
 
     def _col(self, key: str, kind: str, dtype: pl.DataType) -> pl.Expr:
         name = f"{key}|{kind}"
@@ -225,19 +226,33 @@ _SLOT_KEYS = _slot_keys()
 
 
 def slot_columns(a: _Attrs) -> list[pl.Expr]:
-    """Every slot's value (``_collect``) as columns ``@<slot>|s/i/d/name``: computed once,
-    then read by ``call_columns`` (expressions referring to them would repeat the choice)."""
+    """Every slot's value (``_collect``) as columns ``@<slot>|s/i/d`` (and ``|name`` for the
+    cost): computed once, then read by ``call_columns`` (expressions referring to the choice
+    would repeat it). Fields no attribute of the batch can fill stay null literals."""
     exprs = []
     for slot in _SLOTS:
+        keys = {k for keys in _SLOT_KEYS[slot] for k in keys}
         value = _choose_slot(a, slot)
-        for field in ("s", "i", "d", "name"):
+        fields = [f for f in "sid" if any(f"{k}|{f}" in a.names for k in keys)]
+        if slot == t._COST_SLOT and fields:
+            fields.append("name")
+        for field in fields:
             exprs.append(getattr(value, field).alias(f"@{slot}|{field}"))
+            a.slots.add(f"@{slot}|{field}")
     return exprs
+
+
+_NULLS = {"s": pl.String(), "i": pl.Int64(), "d": pl.Float64(), "name": pl.String()}
 
 
 def _slot(a: _Attrs, slot: str) -> _Value:
     """The slot's value, from ``slot_columns``."""
-    return _Value(*(pl.col(f"@{slot}|{field}") for field in ("s", "i", "d", "name")))
+    return _Value(
+        *(
+            pl.col(f"@{slot}|{f}") if f"@{slot}|{f}" in a.slots else pl.lit(None, _NULLS[f])
+            for f in ("s", "i", "d", "name")
+        )
+    )
 
 
 def _choose_slot(a: _Attrs, slot: str) -> _Value:

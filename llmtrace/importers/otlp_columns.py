@@ -34,6 +34,7 @@ from llmtrace.dialect_values import _first, _reported_cost, _text, _usage_from_j
 from llmtrace.dialects import _scope_dialect
 from llmtrace.importers import otlp_fast, otlp_spans
 from llmtrace.importers.otlp_fast import _DECODER, _attributes, _scalar, _status
+from llmtrace.limits import EARLIEST_NS, LATEST_NS
 
 _SERVICE_NAMES = COMMON_FIELDS["service"]
 _ENVIRONMENT_NAMES = COMMON_FIELDS["environment"]
@@ -136,9 +137,23 @@ class Pending:
                 store.truncate(spans)
 
     def _flatten(self, request: Any, line: int) -> None:
+        """One request's spans into the lists; raises where the per-span lane would decline.
+
+        The hot loop of the lane: ids, times and values are read as ``otlp_fast._span`` reads
+        them, with the common case (a lowercase hex id, a time as decimal text, a text or
+        integer value) inline and every other case through the same functions."""
         hex_id, nanos = otlp_spans._hex_id, otlp_spans._nanos
+        span_hex = otlp_spans._LOWER_HEX[8].fullmatch
+        earliest, latest = EARLIEST_NS, LATEST_NS
         wanted = self.wanted.get
-        py, content = self.py, self.content
+        py, content = self.py.append, self.content
+        content_append = content.append
+        line_append, trace_append = self.line.append, self.trace.append
+        span_append, parent_append = self.span.append, self.parent.append
+        name_append, scope_append = self.name.append, self.scope.append
+        start_append, end_append = self.start.append, self.end.append
+        status_append, res_append = self.status.append, self.res.append
+        raw_append = self.raw.append
         index = len(self.span)
         traces: dict[Any, str] = {}
         parents: dict[Any, str] = {}
@@ -155,7 +170,9 @@ class Pending:
                     trace_id = traces.get(trace)
                     if trace_id is None:
                         trace_id = traces[trace] = hex_id(trace, 16, "traceId")
-                    span_id = hex_id(raw.spanId, 8, "spanId")
+                    span_id = raw.spanId
+                    if not (type(span_id) is str and span_hex(span_id) and span_id.strip("0")):
+                        span_id = hex_id(span_id, 8, "spanId")
                     parent = raw.parentSpanId
                     if parent:
                         parent_id = parents.get(parent)
@@ -163,12 +180,25 @@ class Pending:
                             parent_id = parents[parent] = hex_id(parent, 8, "parentSpanId")
                     else:
                         parent_id = None
-                    start = nanos(raw.startTimeUnixNano, "startTimeUnixNano")
-                    end = nanos(raw.endTimeUnixNano, "endTimeUnixNano")
-                    status = _status(raw.status)
+                    start = raw.startTimeUnixNano
+                    if type(start) is str and start.isdigit() and start.isascii() and start != "0":
+                        start = int(start)
+                        if not earliest <= start < latest:
+                            start = nanos(raw.startTimeUnixNano, "startTimeUnixNano")
+                    else:
+                        start = nanos(start, "startTimeUnixNano")
+                    end = raw.endTimeUnixNano
+                    if type(end) is str and end.isdigit() and end.isascii() and end != "0":
+                        end = int(end)
+                        if not earliest <= end < latest:
+                            end = nanos(raw.endTimeUnixNano, "endTimeUnixNano")
+                    else:
+                        end = nanos(end, "endTimeUnixNano")
+                    status = raw.status
+                    status = 0 if status is None else _status(status)
                     events = raw.events
                     if events:
-                        py.append(index)
+                        py(index)
                         for event in events:  # read as the per-span path reads them
                             _attributes(event.attributes)
                     for kv in raw.attributes or ():
@@ -176,20 +206,32 @@ class Pending:
                         value = kv.value
                         if store is None or store is _CONTENT:
                             # not read here, but read as the per-span path would (which may
-                            # raise: a double as bad text declines the line there too)
-                            if value is not None and value.stringValue is UNSET:
+                            # raise: a double as bad text declines the line there too);
+                            # text and integers never raise
+                            if (
+                                value is not None
+                                and value.stringValue is UNSET
+                                and value.intValue is UNSET
+                            ):
                                 _scalar(value)
                             if store is _CONTENT and (not content or content[-1] != index):
-                                content.append(index)
+                                content_append(index)
                             continue
                         if value is None:
-                            py.append(index)
+                            py(index)
                             continue
                         item = value.stringValue
                         if item is UNSET:
-                            item = _scalar(value)
+                            item = value.intValue
+                            if type(item) is str:
+                                try:
+                                    item = int(item)
+                                except ValueError:  # kept as text, as _scalar keeps it
+                                    item = value.intValue
+                            elif item is UNSET or item is None:
+                                item = _scalar(value)
                         if store.last == index:  # a repeated name: the last one wins
-                            py.append(index)
+                            py(index)
                             continue
                         store.last = index
                         kind = type(item)
@@ -203,18 +245,18 @@ class Pending:
                             store.d_at.append(index)
                             store.d.append(item)
                         else:  # None, a boolean, a list, a map: Python formats those
-                            py.append(index)
-                    self.line.append(line)
-                    self.trace.append(trace_id)
-                    self.span.append(span_id)
-                    self.parent.append(parent_id)
-                    self.name.append(raw.name or "")
-                    self.scope.append(scope)
-                    self.start.append(start)
-                    self.end.append(end)
-                    self.status.append(status)
-                    self.res.append(res)
-                    self.raw.append(raw)
+                            py(index)
+                    line_append(line)
+                    trace_append(trace_id)
+                    span_append(span_id)
+                    parent_append(parent_id)
+                    name_append(raw.name or "")
+                    scope_append(scope)
+                    start_append(start)
+                    end_append(end)
+                    status_append(status)
+                    res_append(res)
+                    raw_append(raw)
                     index += 1
 
     def span_mapping(self, index: int) -> dict[str, Any]:
@@ -378,21 +420,23 @@ def _json_columns(calls: pl.DataFrame, a: Any) -> tuple[pl.DataFrame, list[int]]
     )
     out: dict[str, list[Any]] = {name: [] for name in _JSON_SCHEMA}
     failed: list[int] = []
+    # the same text reads the same (a pure function of it): each distinct text once per batch
+    usages: dict[str, Any] = {None: None}  # type: ignore[dict-item]
+    costs: dict[str, Any] = {None: (None, None)}  # type: ignore[dict-item]
     for index, usage_text, usage_odd, cost_text, cost_odd in rows.iter_rows():
         if usage_odd or cost_odd:
             failed.append(index)
             continue
-        try:
-            tokens = (
-                _usage_from_json({usage: usage_text}, usage) if usage_text is not None else None
-            )
-            amount, source = _json_cost(cost_text) if cost_text is not None else (None, None)
-        except Exception:  # noqa: BLE001 - the per-span path raises and reports it again
+        tokens = usages.get(usage_text, _UNREAD)
+        if tokens is _UNREAD:
+            tokens = usages[usage_text] = _read_usage(usage_text)
+        cost_read = costs.get(cost_text, _UNREAD)
+        if cost_read is _UNREAD:
+            cost_read = costs[cost_text] = _read_cost(cost_text)
+        if tokens is _FAILED or cost_read is _FAILED:
             failed.append(index)
             continue
-        if tokens is not None and any(v is not None and v >= _JSON_LIMIT for v in tokens.values()):
-            failed.append(index)
-            continue
+        amount, source = cost_read
         out["_i"].append(index)
         for key in _TOKEN_KEYS:
             out[f"_ju_{key}"].append(None if tokens is None else tokens[key])
@@ -402,10 +446,29 @@ def _json_columns(calls: pl.DataFrame, a: Any) -> tuple[pl.DataFrame, list[int]]
     return pl.DataFrame(out, schema=_JSON_SCHEMA), failed
 
 
-def _json_cost(text: str) -> tuple[float | None, str | None]:
+_UNREAD, _FAILED = object(), object()
+
+
+def _read_usage(text: str) -> Any:
+    """``_usage_from_json`` of one text, or ``_FAILED`` where it raises or a count is beyond
+    what Polars can add up safely (the per-span path then reads the span)."""
+    try:
+        tokens = _usage_from_json({dc.JSON_USAGE: text}, dc.JSON_USAGE)
+    except Exception:  # noqa: BLE001 - the per-span path raises and reports it again
+        return _FAILED
+    if tokens is None or any(v is not None and v >= _JSON_LIMIT for v in tokens.values()):
+        return _FAILED
+    return tokens
+
+
+def _read_cost(text: str) -> Any:
     """``_reported_cost`` of the JSON alone: (cost, source), or (None, None) when the JSON
-    holds none (an empty object), so the attributes' cost is read."""
-    return _reported_cost({}, {dc.JSON_COST: text})
+    holds none (an empty object), so the attributes' cost is read; ``_FAILED`` where it
+    raises."""
+    try:
+        return _reported_cost({}, {dc.JSON_COST: text})
+    except Exception:  # noqa: BLE001 - the per-span path raises and reports it again
+        return _FAILED
 
 
 def _scope_name(scope: str) -> str | None:
