@@ -535,6 +535,10 @@ def _random_span(rng: random.Random, trace: str, number: int, parent: str | None
     if rng.random() < 0.4:  # plain counts where the dialects read them
         for key in rng.sample(tokens, 2):
             attributes.append({"key": key, "value": {"intValue": str(rng.randint(0, 5000))}})
+    if attributes and rng.random() < 0.05:  # a name twice: the last value wins
+        repeated = rng.choice(attributes)["key"]
+        value = rng.choice([{"stringValue": "again"}, {"intValue": "7"}])
+        attributes.append({"key": repeated, "value": value})
     if rng.random() < 0.4:  # the counting rules: sums and comparisons of small counts
         dialect = rng.choice(dialects.DIALECTS)
         for names in dialect.token_names.values():

@@ -53,18 +53,26 @@ def decode(line: bytes) -> Any:
 
 
 class _Store:
-    """The values of one attribute name in a batch: (span index, value) per Python type."""
+    """The values of one attribute name in a batch: (span index, value) per Python type.
+    ``appends``: the lists' bound ``append`` methods, which the flatten loop calls."""
 
-    __slots__ = ("last", "s_at", "s", "i_at", "i", "d_at", "d")
+    __slots__ = ("s_at", "s", "i_at", "i", "d_at", "d", "appends")
 
     def __init__(self) -> None:
-        self.last = -1
         self.s_at: list[int] = []
         self.s: list[str] = []
         self.i_at: list[int] = []
         self.i: list[int] = []
         self.d_at: list[int] = []
         self.d: list[float] = []
+        self.appends = (
+            self.s_at.append,
+            self.s.append,
+            self.i_at.append,
+            self.i.append,
+            self.d_at.append,
+            self.d.append,
+        )
 
     def truncate(self, spans: int) -> None:
         """Forget values of spans from ``spans`` on (a declined line's)."""
@@ -72,7 +80,14 @@ class _Store:
             while at and at[-1] >= spans:
                 at.pop()
                 values.pop()
-        self.last = -1
+
+    def repeated(self) -> list[int]:
+        """Spans holding this name more than once (the per-span path keeps the last)."""
+        at = self.s_at + self.i_at + self.d_at
+        if len(set(at)) == len(at):
+            return []
+        seen: set[int] = set()
+        return [i for i in at if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
 
 
 class Pending:
@@ -80,7 +95,8 @@ class Pending:
 
     def __init__(self, keep_content: bool) -> None:
         self.keep_content = keep_content
-        self.wanted: dict[str, Any] = {key: _Store() for key in dc.KEYS}
+        self.stores = {key: _Store() for key in dc.KEYS}
+        self.wanted: dict[str, Any] = {key: store.appends for key, store in self.stores.items()}
         for key in dc.CONTENT_KEYS | (dc.OUTPUT_KEYS if keep_content else frozenset()):
             self.wanted[key] = _CONTENT
         self.lines: list[tuple[str, int]] = []
@@ -132,9 +148,8 @@ class Pending:
         del self.resources[resources:]
         del self.py[py:]
         del self.content[content:]
-        for store in self.wanted.values():
-            if store is not _CONTENT:
-                store.truncate(spans)
+        for store in self.stores.values():
+            store.truncate(spans)
 
     def _flatten(self, request: Any, line: int) -> None:
         """One request's spans into the lists; raises where the per-span lane would decline.
@@ -230,20 +245,16 @@ class Pending:
                                     item = value.intValue
                             elif item is UNSET or item is None:
                                 item = _scalar(value)
-                        if store.last == index:  # a repeated name: the last one wins
-                            py(index)
-                            continue
-                        store.last = index
                         kind = type(item)
                         if kind is str:
-                            store.s_at.append(index)
-                            store.s.append(item)
+                            store[0](index)
+                            store[1](item)
                         elif kind is int:
-                            store.i_at.append(index)
-                            store.i.append(item)
+                            store[2](index)
+                            store[3](item)
                         elif kind is float:
-                            store.d_at.append(index)
-                            store.d.append(item)
+                            store[4](index)
+                            store[5](item)
                         else:  # None, a boolean, a list, a map: Python formats those
                             py(index)
                     line_append(line)
@@ -271,20 +282,19 @@ class Pending:
 
 
 def _column(name: str, size: int, at: list[int], values: list[Any], dtype: pl.DataType):
-    series = pl.Series(name, [None], dtype=dtype).extend_constant(None, size - 1)
+    series = pl.Series(name, dtype=dtype).extend_constant(None, size)
     return series.scatter(at, pl.Series(name, values, dtype=dtype))
 
 
 def _attribute_columns(pending: Pending, size: int, py: list[int]) -> list[pl.Series]:
     columns = []
-    for key, store in pending.wanted.items():
-        if store is _CONTENT:
-            continue
+    for key, store in pending.stores.items():
+        py.extend(store.repeated())  # a repeated name: values of both are in the lists
         if store.s_at:
             columns.append(_column(f"{key}|s", size, store.s_at, store.s, pl.String()))
         if store.i_at:
             values = store.i
-            if any(not -(2**63) <= v < 2**63 for v in values):  # beyond Int64: Python reads it
+            if max(values) >= 2**63 or min(values) < -(2**63):  # beyond Int64: Python reads it
                 keep = [n for n, v in enumerate(values) if -(2**63) <= v < 2**63]
                 py.extend(
                     at for n, at in enumerate(store.i_at) if not -(2**63) <= values[n] < 2**63
