@@ -6,13 +6,12 @@ Stages, on bench_import's generated JSON lines, in this process (no start-up, no
 storing; the minimum of ``--repeats`` runs of each, the GC off as the importer has it):
 
 * the orjson parse-only baseline (every line parsed, results kept);
-* msgspec's typed decode (``otlp_fast``), then building the span mappings from the structs;
-* mapping the LLM spans to call records (``dialects.map_span_row``), and within it the content
-  fingerprints (``fingerprint.content_fields``);
-* collecting every span (decode, build, tree rows, detection, ``map_span_row``: the reader's
-  whole per-span work) and the rest of it (what collecting adds to the three above);
-* the batch step in Polars (``_Stream.step``: call frame, twin merging, actions, agents,
-  scores), and within it building the call frame from the call rows.
+* the columnar lane (``otlp_columns``), as ``_read_lines`` drives it: msgspec's typed decode,
+  the one Python loop flattening spans and the attributes the dialects read into lists, and
+  ``settle`` (typed attribute columns, Langfuse's JSON read per distinct text, content
+  fingerprints of the calls carrying content, and the rest: frames and the dialect
+  expressions of ``dialect_columns``);
+* the batch step in Polars (``_Stream.step``: twin merging, actions, agents, scores).
 
     python bench/bench_import_stages.py --spans 100000
 """
@@ -61,58 +60,87 @@ def main() -> None:
 
     import orjson
 
-    from llmtrace import fingerprint
     from llmtrace.accuracy import AccuracyConfig
-    from llmtrace.dialects import is_llm_span, map_span_row
-    from llmtrace.importers.otlp import _calls_frame, _Collector, _Stream
-    from llmtrace.importers.otlp_fast import _DECODER, _spans, decode_line
+    from llmtrace.importers import otlp_columns
+    from llmtrace.importers.otlp import _Collector, _Stream
+    from llmtrace.importers.otlp_columns import Pending, decode
 
     with tempfile.TemporaryDirectory() as tmp:
         count, _ = write_dataset(Path(tmp), args.spans)
         lines = [line for path in sorted(Path(tmp).iterdir()) for line in path.open("rb")]
     gc.disable()
     repeats = args.repeats
-    stages: list[tuple[str, float]] = []
+    parts = ("_attribute_columns", "_json_columns", "_content")
+    spent = dict.fromkeys(parts, 0.0)
+    originals = {name: getattr(otlp_columns, name) for name in parts}
+
+    def timed(name: str) -> Callable[..., Any]:
+        def run(*args: Any) -> Any:
+            began = time.process_time()
+            try:
+                return originals[name](*args)
+            finally:
+                spent[name] += time.process_time() - began
+
+        return run
+
     with Measure() as whole:
         parse, _ = _best(lambda: [orjson.loads(line) for line in lines], repeats)
-        decode, requests = _best(lambda: [_DECODER.decode(line) for line in lines], repeats)
-        build, pairs = _best(lambda: [p for r in requests for p in _spans(r)], repeats)
-        spans = [span for _, span in pairs]
-        llm = [s for s in spans if is_llm_span(s["attributes"], s["name"], s["scope"])]
-        mapping, _ = _best(lambda: [map_span_row(s) for s in llm], repeats)
-        content, _ = _best(lambda: [fingerprint.content_fields(s["attributes"]) for s in llm], 1)
+        decoding, requests = _best(lambda: [decode(line) for line in lines], repeats)
+
+        def flatten() -> Pending:
+            pending = Pending(False)
+            for number, request in enumerate(requests, start=1):
+                pending.add_line(request, "bench", number)
+            return pending
+
+        flattening, _ = _best(flatten, repeats)
 
         def collect() -> _Collector:
             sink = _Collector(False)
             for number, line in enumerate(lines, start=1):
-                sink.add_decoded(decode_line(line) or [], "bench", number)
+                sink.add_columnar(decode(line), "bench", number)
+            sink.settle()
             return sink
 
         collecting, sink = _best(collect, repeats)
-        frame, _ = _best(lambda: _calls_frame(sink.calls, "otlp"), repeats)
+        for name in parts:  # one more run, its settle's parts timed
+            setattr(otlp_columns, name, timed(name))
+        try:
+            collect()
+        finally:
+            for name, function in originals.items():
+                setattr(otlp_columns, name, function)
         accuracy = AccuracyConfig.resolve((), None)
-        step, result = _best(
-            lambda: _Stream(accuracy, "otlp", 1_000_000).step(sink, final=True), repeats
-        )
+        segments = list(sink.segments)
+
+        def step() -> Any:
+            sink.segments = list(segments)
+            return _Stream(accuracy, "otlp", 1_000_000).step(sink, final=True)
+
+        stepping, result = _best(step, repeats)
     gc.enable()
-    total = collecting + step
+    total = collecting + stepping
+    columns, json, content = (spent[name] for name in parts)
+    settling = collecting - decoding - flattening
     stages = [
-        ("msgspec typed decode (`otlp_fast`)", decode),
-        ("span mappings built from the structs", build),
-        ("`map_span_row`: dialect mapping of the LLM spans, content included", mapping),
-        ("↳ of which content fingerprints (`content_fields`)", content),
+        ("msgspec typed decode (`otlp_columns.decode`)", decoding),
+        ("flattening spans and read attributes into lists (`Pending.add_line`)", flattening),
+        ("settle: typed attribute columns from the lists", columns),
+        ("settle: Langfuse JSON usage and cost, per distinct text", json),
+        ("settle: content fingerprints (`content_fields`), calls with content", content),
         (
-            "rest of collecting (tree rows, detection, agent and tool)",
-            collecting - decode - build - mapping,
+            "settle: the rest (frames, dialect expressions, segment)",
+            settling - columns - json - content,
         ),
-        ("batch step in Polars (`_Stream.step`)", step),
-        ("↳ of which the call frame from the call rows", frame),
+        ("batch step in Polars (`_Stream.step`)", stepping),
         ("**total** (collecting + batch step)", total),
     ]
+    llm = result.calls.height
     baseline = f"orjson parse-only: {parse * 1e6 / count:.1f} µs per span; total ÷ parse = {total / parse:.1f}"
     size = (
-        f"{count:,} spans, {len(llm):,} LLM spans, {result.calls.height:,} calls, in one "
-        "process (peak RSS: the bench's, every span held)"
+        f"{count:,} spans, {llm:,} calls, columnar lane, in one process (peak RSS: the "
+        "bench's, every span held)"
     )
     for name, seconds in stages:
         report.row(

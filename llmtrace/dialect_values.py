@@ -133,14 +133,23 @@ def _bucket_sum(details: Mapping[str, Any], groups: tuple[tuple[str, ...], ...],
     return None
 
 
+_BUCKETS = tuple(
+    (key, groups, frozenset(name for group in groups for name in group))
+    for key, groups in USAGE_JSON_BUCKETS.items()
+)
+
+
 def _usage_from_json(attrs: Mapping[str, Any], attribute: str) -> dict[str, int | None] | None:
     """Tokens from Langfuse usage_details (exclusive buckets) as inclusive counts."""
     raw = attrs.get(attribute)
     if raw is None:
         return None
     details = _json_object(raw, attribute)
+    present = details.keys()
+    # a bucket none of whose keys is present sums to None: skip it with one set operation
     got = {
-        key: _bucket_sum(details, groups, attribute) for key, groups in USAGE_JSON_BUCKETS.items()
+        key: None if present.isdisjoint(names) else _bucket_sum(details, groups, attribute)
+        for key, groups, names in _BUCKETS
     }
     cache = (got["cache_read"] or 0) + (got["cache_write"] or 0)
     if got["input_inclusive"] is not None:

@@ -612,3 +612,35 @@ def test_random_spans_import_the_same_records(tmp_path, monkeypatch) -> None:
     path.write_text("\n".join(lines) + "\n")
     assert_same_import([path], monkeypatch)
     assert_same_import([path], monkeypatch, keep_content=True)
+
+
+def plain_usage_from_json(attrs: Any, attribute: str) -> Any:
+    """``dialect_values._usage_from_json`` as it was: every bucket summed, none skipped."""
+    raw = attrs.get(attribute)
+    if raw is None:
+        return None
+    details = dv._json_object(raw, attribute)
+    got = {
+        key: dv._bucket_sum(details, groups, attribute)
+        for key, groups in dv.USAGE_JSON_BUCKETS.items()
+    }
+    cache = (got["cache_read"] or 0) + (got["cache_write"] or 0)
+    if got["input_inclusive"] is not None:
+        got["input"] = got["input_inclusive"]
+    elif got["input"] is not None or cache:
+        got["input"] = (got["input"] or 0) + cache
+    if got["output"] is not None or got["reasoning"]:
+        got["output"] = (got["output"] or 0) + (got["reasoning"] or 0)
+    return {key: got[key] for key in dv._TOKEN_KEYS}
+
+
+def test_json_usage_matches_the_plain_code() -> None:
+    """Langfuse usage details: buckets with no key present are skipped, same counts and errors."""
+    rng = random.Random(11)
+    names = [k for groups in dv.USAGE_JSON_BUCKETS.values() for g in groups for k in g]
+    names += ["other", "total"]
+    for _ in range(3000):
+        details = {k: rng.choice(_TOKEN_VALUES[:12]) for k in rng.sample(names, rng.randint(0, 5))}
+        attrs = {"usage": json.dumps(details) if rng.random() < 0.8 else details}
+        fast = _outcome(dv._usage_from_json, attrs, "usage")
+        assert fast == _outcome(plain_usage_from_json, attrs, "usage"), details

@@ -4,6 +4,12 @@ Inputs (JSON lines, JSON documents, protobuf, gzip, directories) are found and r
 ``llmtrace.importers.otlp_files``; spans are decoded by ``otlp_spans``; the whole-batch Polars
 steps are ``otlp_merge`` (one call = one record, actions, agents) and ``otlp_scores``.
 
+JSON lines take the columnar lane (``otlp_columns`` and ``llmtrace.dialect_columns``): each
+batch of decoded lines is flattened into columns and mapped by Polars expressions, with
+per-span Python only for content fingerprints, Langfuse's JSON usage and spans the
+expressions are not sure of (those go through ``_Collector.add``, as every span of the other
+inputs does). The lanes give the same records and problems (tests/test_import_equivalence.py).
+
 Problems name the file and the line (for protobuf: the message's number in the file) and, for a
 rejected span, its span id.
 
