@@ -121,3 +121,81 @@ def test_five_minute_writes_rewritten_every_twenty_minutes_should_be_one_hour() 
     _, [finding] = run(frame)
     assert finding.evidence["action"] in {"to_1h", "drop"}
     assert finding.evidence["monthly_savings_switch_to_1h_usd"] > 0
+
+
+def test_aggregate_matches_a_call_by_call_replay_of_each_lineage() -> None:
+    """Every cell sum against a plain loop over each lineage in time order, on lineages that
+    write and read, only read (a read after a 5-60 minute gap counts there too), or never
+    touch the cache; gaps on both sides of both lifetimes."""
+    import random
+
+    rng = random.Random(7)
+    rows, at = [], SINCE + timedelta(seconds=30)
+    for i in range(400):
+        at += timedelta(seconds=rng.choice([5, 120, 299, 301, 900, 3599, 3601, 7200]) / 3)
+        lineage = rng.choice(["writes", "writes", "reads", "none"])
+        read = rng.choice([0, 4_000]) if lineage != "none" else 0
+        write = rng.choice([0, 3_000, 6_000]) if lineage == "writes" else 0
+        rows.append(
+            {
+                "trace_id": f"t{i}",
+                "span_id": "01",
+                "provider": "anthropic",
+                "model": MODEL,
+                "service": "svc",
+                "prompt": "brief@v1",
+                "start_time": at,
+                "input_tokens": 10_000,
+                "output_tokens": 100,
+                "cache_read_tokens": read,
+                "cache_write_tokens": write,
+                "cache_write_1h_tokens": rng.choice([0, write]),
+                "prefix_hashes": [{"writes": 1, "reads": 2, "none": 3}[lineage], 1000 + i],
+                "prefix_tokens": [8_000, 10_000],
+            }
+        )
+    frame = pl.DataFrame(rows, schema_overrides={"start_time": pl.Datetime("us", "UTC")})
+    frame = frame.with_columns(pl.col("prefix_hashes").cast(pl.List(pl.UInt64)))
+    expected = dict.fromkeys(
+        [
+            "calls",
+            "read",
+            "writing_calls",
+            "write_5m",
+            "write_1h",
+            "wasted_5m",
+            "wasted_1h",
+            "write_1h_next_within_5m",
+            "reads_after_mid_gap",
+            "rewrites_after_mid_gap",
+        ],
+        0,
+    )
+    for lineage in (1, 2, 3):
+        seq = [r for r in rows if r["prefix_hashes"][0] == lineage]
+        for i, r in enumerate(seq):
+            w1h = min(r["cache_write_1h_tokens"], r["cache_write_tokens"])
+            w5 = r["cache_write_tokens"] - w1h
+            prev, nxt = seq[i - 1] if i else None, seq[i + 1] if i + 1 < len(seq) else None
+            gap_prev = (r["start_time"] - prev["start_time"]).total_seconds() if prev else None
+            gap_next = (nxt["start_time"] - r["start_time"]).total_seconds() if nxt else None
+            next_reads = nxt is not None and nxt["cache_read_tokens"] > 0
+            mid = gap_prev is not None and 300 < gap_prev <= 3600
+            cached = prev is not None and prev["cache_read_tokens"] + prev["cache_write_tokens"] > 0
+            expected["calls"] += 1
+            expected["read"] += r["cache_read_tokens"]
+            expected["writing_calls"] += r["cache_write_tokens"] > 0
+            expected["write_5m"] += w5
+            expected["write_1h"] += w1h
+            expected["wasted_5m"] += 0 if next_reads and gap_next <= 300 else w5
+            expected["wasted_1h"] += 0 if next_reads and gap_next <= 3600 else w1h
+            expected["write_1h_next_within_5m"] += (
+                w1h if gap_next is not None and gap_next <= 300 else 0
+            )
+            expected["reads_after_mid_gap"] += r["cache_read_tokens"] if mid else 0
+            expected["rewrites_after_mid_gap"] += w5 if mid and cached else 0
+    ctx = context()
+    cells = RULE.aggregate(conform(frame.lazy()), ctx).collect()
+    assert expected["reads_after_mid_gap"] > 0 and expected["rewrites_after_mid_gap"] > 0
+    assert {name: cells[name].sum() for name in expected} == expected
+    assert (cells["first_call"].min(), cells["last_call"].max()) == (rows[0]["start_time"], at)

@@ -43,7 +43,6 @@ from llmtrace.rules.caching_findings import (
     priced_cells,
     rounded,
     severity_for,
-    sum_cells,
     sum_if_all_priced,
 )
 from llmtrace.rules.history_replay import (
@@ -70,6 +69,7 @@ _SUMS = [
     "rewrites_after_mid_gap",
     "read",
 ]
+_CELL_KEY = ["_k", "day", "band"]  # a cell while the calls are summed (``_k``: the key's hash)
 _MAXES = ["last_call"]
 _MINS = ["first_call"]
 
@@ -113,7 +113,15 @@ class UnreadWritesRule:
     partition_family: ClassVar[str] = "lineage"  # partition.SHARED_KEYS, the same key
 
     def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
-        """Per cell: written tokens, and those no later call of the lineage read in time."""
+        """Per cell: written tokens, and those no later call of the lineage read in time.
+
+        Two branches over the same calls: plain sums (and the key's names) per cell from every
+        call, no order needed; the neighbour sums (a write read by the next call, a gap before
+        a read or rewrite) only from the lineages that read or write the cache at all, as a
+        lineage that does neither adds nothing to them. Only those calls are put in time order
+        (half the 10M demo window's; the three lineage parts took about a quarter less CPU,
+        issue 15). ``test_aggregate_matches_a_call_by_call_replay_of_each_lineage`` pins it.
+        """
         start = pl.col("start_time")
         base = (
             calls.select(*self.columns)
@@ -132,13 +140,27 @@ class UnreadWritesRule:
             )
             .rename({"write_1h": "w1h"})
         )
-        names = base.group_by("_k").agg(pl.col(*_KEY).first())
+        w5 = pl.col("write") - pl.col("w1h")
+        plain = base.group_by(_CELL_KEY).agg(
+            pl.len().cast(pl.Int64).alias("calls"),
+            pl.col("input").sum(),
+            pl.col("read").sum(),
+            (pl.col("write") > 0).sum().cast(pl.Int64).alias("writing_calls"),
+            w5.sum().alias("write_5m"),
+            pl.col("w1h").sum().alias("write_1h"),
+            start.min().alias("first_call"),
+            start.max().alias("last_call"),
+            # a key's strings are the same on each of its calls (``_k`` hashes them)
+            pl.col(*_KEY).first(),
+        )
+        cached = base.filter((pl.col("read") + pl.col("write")) > 0).select("_g").unique()
         # the neighbours in the lineage: calls in time order, shifted within each lineage (one
         # sort by time, nearly sorted already, instead of one by lineage and time: 0.49 against
         # 0.19 CPU-s on 1.9M calls)
         us = start.dt.epoch("us")  # whole microseconds: gaps exact, as ``diff`` gives them
         ordered = (
-            base.select("_g", "_k", "start_time", "day", "band", "input", "read", "write", "w1h")
+            base.select("_g", "_k", "start_time", "day", "band", "read", "write", "w1h")
+            .join(cached, on="_g", how="semi")
             .sort("start_time", maintain_order=True)
             .with_columns(
                 ((us - us.shift(1)).over("_g") / 1e6).alias("gap_prev"),
@@ -147,7 +169,6 @@ class UnreadWritesRule:
                 ((pl.col("read") + pl.col("write")).shift(1) > 0).over("_g").alias("prev_cached"),
             )
         )
-        w5 = pl.col("write") - pl.col("w1h")
         next_reads = pl.col("next_reads").fill_null(False)
         read_5m = next_reads & (pl.col("gap_next") <= SHORT_TTL_S).fill_null(False)
         read_1h = next_reads & (pl.col("gap_next") <= LONG_TTL_S).fill_null(False)
@@ -155,12 +176,6 @@ class UnreadWritesRule:
             False
         )
         values = {
-            "calls": pl.lit(1, dtype=pl.Int64),
-            "input": pl.col("input"),
-            "read": pl.col("read"),
-            "writing_calls": (pl.col("write") > 0).cast(pl.Int64),
-            "write_5m": w5,
-            "write_1h": pl.col("w1h"),
             "wasted_5m": pl.when(read_5m).then(0).otherwise(w5),
             "wasted_1h": pl.when(read_1h).then(0).otherwise(pl.col("w1h")),
             "write_1h_next_within_5m": pl.when((pl.col("gap_next") <= SHORT_TTL_S).fill_null(False))
@@ -171,8 +186,16 @@ class UnreadWritesRule:
             .then(w5)
             .otherwise(0),
         }
-        cells = sum_cells(ordered, values)
-        return cells.join(names, on="_k", how="left").select(*_CELL, *_SUMS, *_MAXES, *_MINS)
+        neighbours = (
+            ordered.with_columns(expr.cast(pl.Int64).alias(name) for name, expr in values.items())
+            .group_by(_CELL_KEY)
+            .agg(pl.col(*values).sum())
+        )
+        return (
+            plain.join(neighbours, on=_CELL_KEY, how="left")
+            .with_columns(pl.col(*values).fill_null(0))
+            .select(*_CELL, *_SUMS, *_MAXES, *_MINS)
+        )
 
     def merge(self, partials: list[pl.DataFrame], ctx: AuditContext) -> pl.DataFrame:
         """Concatenate partials and re-aggregate by cell (exact when split by lineage)."""
