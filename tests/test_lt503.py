@@ -141,3 +141,18 @@ def test_demo_transcripts_plant_one_loop_and_a_clean_near_miss(tmp_path):
     calls = store.scan().collect()
     assert demo_agents.NEAR_MISS_SESSION in set(calls["conversation_id"])
     assert (calls.filter(pl.col("agent") == "claude-code:subagent").height) > 0
+
+
+def test_a_loop_of_exactly_min_repeats_calls_counts_one_fewer_does_not():
+    """The edge of ``min_repeats``, in a session of the demo's shape (a trace, no
+    conversation), beside sessions sent once each: the first read's sort must find the loop
+    however many other requests there are."""
+    three = [r | {"conversation_id": None} for r in session("t3", [("Bash", "same", None)] * 3)]
+    two = [r | {"conversation_id": None} for r in session("t2", [("Bash", "again", None)] * 2)]
+    once = [r for i in range(40) for r in session(f"u{i}", [(None, None, f"req-{i}")])]
+    (finding,) = decide(priced(three + two + once))
+    assert finding.evidence["loops"] == 1 and finding.evidence["repeated_calls"] == 2
+    (worst,) = finding.evidence["worst_sessions"]
+    assert worst["conversation_id"] == f"trace:{'t3':0>32}" and worst["max_repeats"] == 3
+    (finding,) = decide(priced(three + two + once), min_repeats=2)
+    assert finding.evidence["loops"] == 2 and finding.evidence["sessions_affected"] == 2
