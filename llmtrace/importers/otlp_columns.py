@@ -394,7 +394,9 @@ def settle(pending: Pending, raw_names: list[str]) -> Settled:
     if failed:
         calls = calls.filter(~pl.col("_i").is_in(pl.Series(failed, dtype=pl.Int64).implode()))
     out = pl.Series(python, dtype=pl.Int64).implode()
-    kept = frame.filter(~pl.col("_i").is_in(out))
+    kept = frame.select("_i", *_TREE_COLUMNS, "name")  # not the wide attribute columns
+    if python:
+        kept = kept.filter(~pl.col("_i").is_in(out))
     tree = kept.select("_i", *_TREE_COLUMNS, pl.lit(None, pl.String).alias("tool_step"))
     roots = kept.filter(pl.col("parent_span_id").is_null()).select(
         "_i", "trace_id", pl.col("name").alias("_root_name")
