@@ -128,6 +128,7 @@ def parts(processor: Any, metrics: Any, jobs: list[Any], prompts: dict[int, Any]
     """Thread CPU per call of each step of the worker, each timed alone over the jobs."""
     from llmtrace import dialects, twins
     from llmtrace.otel import hook, spans
+    from llmtrace.otel.calls import CallMapper
 
     calls = []
     for job in jobs:
@@ -142,11 +143,17 @@ def parts(processor: Any, metrics: Any, jobs: list[Any], prompts: dict[int, Any]
         recent.remember({**call, "span_id": f"other-{call['span_id']}"})
     scope = "opentelemetry.instrumentation.genai.openai"
     downstream = processor._downstream[0]
+    mapper = CallMapper()
+    # the worker maps a span before the fingerprint attributes join it (the record takes the
+    # fields as computed); with them, the hex lists make every span's static part unhashable
+    bare = {id(c): spans.span_mapping(c[0].span) for c in calls}
     steps = {
         "fingerprints (hook input -> attributes)": lambda c: hook.prompt_attributes(
             prompts[c[0].span_id]
         ),
         "span -> call (dialects.span_to_call)": lambda c: dialects.span_to_call(c[2]),
+        # what the worker runs: span_to_call's record made once per span shape, then copied
+        "span -> call (CallMapper, per span shape)": lambda c: mapper(bare[id(c)]),
         "price (pricer, cached rates)": lambda c: processor._pricer(c[3]),
         "cost attributes": lambda c: spans.cost_attributes(c[3]),
         "exported copy (with_attributes)": lambda c: spans.with_attributes(
