@@ -163,13 +163,7 @@ def aggregate_cells(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
     # and the three cached layouts (they differ only in read/write columns)
     turns = _fit(replay_turns(conv.rename({"input": "L"})).rename({"L": "input"}), params)
     parts = [
-        _conversation_cells(_variant(turns, None), params),
-        *(
-            _conversation_cells(_variant(turns, layout), params).with_columns(
-                pl.lit(kind).alias("kind")
-            )
-            for layout, kind in ON_TOP_KINDS.items()
-        ),
+        *_conversation_cells(_variants(turns), params),
         _single_cells(single, params),
         _histograms(single),
     ]
@@ -219,31 +213,57 @@ _TURN = [c for c in _NARROW if c not in ("read", "write", "write_1h")]
 _FIT = ["turn", "slope", "r2", "qualifies", "output_per_turn", "turns"]
 
 
-def _variant(turns: pl.LazyFrame, layout: str | None) -> pl.LazyFrame:
-    """The fitted turns (``_fit``) with the read/write split of one variant, and ``cached``.
+# the variants: as billed ("conv") and LT202's layouts (``ON_TOP_KINDS``), each named by the
+# suffix of its columns in the one frame ``_variants`` builds
+_VARIANTS: dict[str, tuple[str, str | None]] = {
+    "": ("conv", None),
+    **{f"_{layout}": (kind, layout) for layout, kind in ON_TOP_KINDS.items()},
+}
+_SPLIT = ("read", "write", "write_1h")
+# the columns of a cell that differ between variants (the rest is the same for all of them)
+_PER_VARIANT = [
+    *_SPLIT,
+    *(f"{p}_{t}" for p in _POLICIES for t in _SPLIT),
+    "summary_call_read",
+]
 
-    ``None``: as billed. A layout: replayed turns (``lt202_history.replay_turns``) of
-    conversations that cache nothing, re-split as LT202's breakpoint ``layout`` would bill them;
-    conversations that already cache, providers whose caching is not modelled, and 1-hour
-    layouts where 1-hour writes are not offered keep their real split. ``evaluate`` prices
-    trimming on top of the cheapest of these and the billed cells, so a trimming saving never
-    includes what caching alone would save (LT202's). ``cached``: the conversation reads or
-    writes the cache in this variant.
+
+def _variants(turns: pl.LazyFrame) -> pl.LazyFrame:
+    """The fitted turns (``_fit``) with the read/write split of every variant side by side
+    (columns suffixed as in ``_VARIANTS``), and ``cached<suffix>``.
+
+    As billed (no suffix): the turns' own split. A layout: replayed turns
+    (``lt202_history.replay_turns``) of conversations that cache nothing, re-split as LT202's
+    breakpoint ``layout`` would bill them; conversations that already cache, providers whose
+    caching is not modelled, and 1-hour layouts where 1-hour writes are not offered keep their
+    real split. ``evaluate`` prices trimming on top of the cheapest of these and the billed
+    cells, so a trimming saving never includes what caching alone would save (LT202's).
+    ``cached<suffix>``: the conversation reads or writes the cache in that variant. Side by
+    side, the columns every variant shares (the fit, the kept input of both policies, the
+    summary calls' prompts) are computed and summed once, not once per variant.
     """
-    names = ("read", "write", "write_1h")
-    if layout is None:
-        split = [pl.col(name) for name in names]
-    else:
+    split: list[pl.Expr] = [pl.col("_billed_cached").alias("cached")]
+    for suffix, (_, layout) in _VARIANTS.items():
+        if layout is None:
+            continue
         replace = ~pl.col("_billed_cached") & pl.col("minimum").is_not_null()
         if layout != "short":
             replace = replace & pl.col("long_ok")
-        split = [
-            pl.when(replace).then(pl.col(f"cf_{name}_{layout}")).otherwise(pl.col(name))
-            for name in names
+        split += [
+            pl.when(replace)
+            .then(pl.col(f"cf_{name}_{layout}"))
+            .otherwise(pl.col(name))
+            .alias(f"{name}{suffix}")
+            for name in _SPLIT
         ]
-    turns = turns.select(*_TURN, *_FIT, *(e.alias(n) for e, n in zip(split, names, strict=True)))
+    turns = turns.select(*_TURN, *_FIT, *_SPLIT, *split)
     return turns.with_columns(
-        ((pl.col("read") + pl.col("write")) > 0).any().over("_c").alias("cached")
+        ((pl.col(f"read{suffix}") + pl.col(f"write{suffix}")) > 0)
+        .any()
+        .over("_c")
+        .alias(f"cached{suffix}")
+        for suffix in _VARIANTS
+        if suffix
     )
 
 
@@ -291,23 +311,24 @@ def _fit(turns: pl.LazyFrame, params: Params) -> pl.LazyFrame:
     )
 
 
-def _conversation_cells(conv: pl.LazyFrame, params: Params) -> pl.LazyFrame:
-    """Fitted turns of one variant (``_variant``) re-costed under both policies, summed per
-    cell; qualifying conversations only."""
-    conv = _summary_policy(_budget_policy(conv, params, conversation=True), params)
+def _conversation_cells(conv: pl.LazyFrame, params: Params) -> list[pl.LazyFrame]:
+    """Fitted turns of every variant (``_variants``) re-costed under both policies, summed per
+    cell in one group-by; qualifying conversations only. One frame per variant's kind."""
+    for suffix in _VARIANTS:
+        conv = _budget_policy(conv, params, conversation=True, suffix=suffix)
+    conv = _summary_policy(conv, params, suffixes=list(_VARIANTS))
     q = pl.col("qualifies").cast(pl.Int64)
     last = (pl.col("turn") == pl.col("turns") - 1).cast(pl.Int64)
     flagged_last = (last * q).cast(pl.Float64)
     # per-turn values first, plain sums in the aggregation: Polars' fast path for group sums
-    values = {
+    shared = {
         "calls": q,
-        **{c: pl.col(c) * q for c in _TOKENS},
-        **{f"{p}_{t}": pl.col(f"{p}_{t}") * q for p in _POLICIES for t in _TOKENS},
+        "input": pl.col("input") * q,
+        **{f"{p}_input": pl.col(f"{p}_input") * q for p in _POLICIES},
         "trimmed_budget": (pl.col("input") - pl.col("budget_input")) * q,
         "trimmed_summary": (pl.col("input") - pl.col("summary_input")) * q,
         "summary_calls": pl.col("summary_call") * q,
         "summary_call_input": pl.col("summary_call_input") * q,
-        "summary_call_read": pl.col("summary_call_read") * q,
         "summary_call_output": pl.col("summary_call") * q * params.summary_tokens,
         "output": pl.col("output") * q,
         "conversations": last,
@@ -316,64 +337,88 @@ def _conversation_cells(conv: pl.LazyFrame, params: Params) -> pl.LazyFrame:
         "r2_sum": pl.col("r2") * flagged_last,
         "turns_sum": pl.col("turns") * flagged_last,
         "output_per_turn_sum": pl.col("output_per_turn") * flagged_last,
-        "input_max": pl.col("input") * q,
+    }
+    each = {
+        f"{name}{suffix}": pl.col(f"{name}{suffix}") * q
+        for suffix in _VARIANTS
+        for name in _PER_VARIANT
     }
     flagged_time = pl.when(pl.col("qualifies")).then(pl.col("start_time"))
-    return (
+    cells = (
         conv.select(
             *_CELL_KEY,
-            *(expr.alias(name) for name, expr in values.items()),
+            *(expr.alias(name) for name, expr in {**shared, **each}.items()),
+            (pl.col("input") * q).alias("input_max"),
             flagged_time.alias("_t"),
         )
         .group_by(*_CELL_KEY)
         .agg(
-            *(pl.col(name).sum() for name in values if name != "input_max"),
+            pl.col(*shared, *each).sum(),
             pl.col("input_max").max(),
             pl.col("_t").min().alias("first_call"),
             pl.col("_t").max().alias("last_call"),
         )
-        .with_columns(pl.lit("conv").alias("kind"), pl.lit(None, dtype=pl.Int32).alias("bin"))
+        .cache()  # small; read once per variant below
     )
+    return [
+        cells.select(
+            *_CELL_KEY,
+            *shared,
+            *(pl.col(f"{name}{suffix}").alias(name) for name in _PER_VARIANT),
+            "input_max",
+            "first_call",
+            "last_call",
+            pl.lit(kind).alias("kind"),
+            pl.lit(None, dtype=pl.Int32).alias("bin"),
+        )
+        for suffix, (kind, _) in _VARIANTS.items()
+    ]
 
 
-def _budget_policy(lf: pl.LazyFrame, params: Params, *, conversation: bool) -> pl.LazyFrame:
+def _budget_policy(
+    lf: pl.LazyFrame, params: Params, *, conversation: bool, suffix: str = ""
+) -> pl.LazyFrame:
     """Tokens of each call trimmed to ``budget_tokens`` (never below the system prefix).
 
     In a conversation the trimmed window slides each turn, so a conversation that uses caching
     keeps only its system-prefix reads and writes the rest again. A single call is trimmed at
     its tail: uncached tokens go first, then writes, then reads.
     """
-    inp, read, write = pl.col("input"), pl.col("read"), pl.col("write")
-    keep = pl.max_horizontal(
-        pl.min_horizontal(inp, params.budget_tokens), pl.min_horizontal(inp, "p0")
-    )
-    lf = lf.with_columns(keep.alias("budget_input"))
+    inp, read, write = pl.col("input"), pl.col(f"read{suffix}"), pl.col(f"write{suffix}")
+    if "budget_input" not in lf.collect_schema():  # the same for every variant
+        keep = pl.max_horizontal(
+            pl.min_horizontal(inp, params.budget_tokens), pl.min_horizontal(inp, "p0")
+        )
+        lf = lf.with_columns(keep.alias("budget_input"))
     keep, trimmed = pl.col("budget_input"), inp - pl.col("budget_input")
+    budget_read = pl.col(f"budget_read{suffix}")
     if conversation:
         new_read = pl.when(trimmed > 0).then(pl.min_horizontal(read, "p0", keep)).otherwise(read)
-        lf = lf.with_columns(new_read.alias("budget_read"))
-        rewrite = (trimmed > 0) & pl.col("cached")
-        new_write = pl.when(rewrite).then(keep - pl.col("budget_read")).otherwise(write)
+        lf = lf.with_columns(new_read.alias(f"budget_read{suffix}"))
+        rewrite = (trimmed > 0) & pl.col(f"cached{suffix}")
+        new_write = pl.when(rewrite).then(keep - budget_read).otherwise(write)
     else:
         uncached = inp - read - write
         cut_write = (trimmed - uncached).clip(0, write)
         cut_read = (trimmed - uncached - cut_write).clip(0, read)
-        lf = lf.with_columns((read - cut_read).alias("budget_read"))
+        lf = lf.with_columns((read - cut_read).alias(f"budget_read{suffix}"))
         new_write = write - cut_write
-    new_write = pl.min_horizontal(new_write, keep - pl.col("budget_read")).clip(0)
-    return lf.with_columns(new_write.alias("budget_write")).with_columns(
-        _one_hour_share("budget_write").alias("budget_write_1h")
+    new_write = pl.min_horizontal(new_write, keep - budget_read).clip(0)
+    return lf.with_columns(new_write.alias(f"budget_write{suffix}")).with_columns(
+        _one_hour_share(f"budget_write{suffix}", suffix).alias(f"budget_write_1h{suffix}")
     )
 
 
-def _one_hour_share(new_write: str) -> pl.Expr:
+def _one_hour_share(new_write: str, suffix: str = "") -> pl.Expr:
     """New writes keep the call's share of 1-hour writes (an app uses one TTL per breakpoint)."""
-    share = pl.when(pl.col("write") > 0).then(pl.col("write_1h") / pl.col("write")).otherwise(0.0)
+    write, write_1h = pl.col(f"write{suffix}"), pl.col(f"write_1h{suffix}")
+    share = pl.when(write > 0).then(write_1h / write).otherwise(0.0)
     return (pl.col(new_write) * share).round(0).cast(pl.Int64)
 
 
-def _summary_policy(lf: pl.LazyFrame, params: Params) -> pl.LazyFrame:
-    """Tokens of each turn if the history were summarised every K turns.
+def _summary_policy(lf: pl.LazyFrame, params: Params, suffixes: list[str]) -> pl.LazyFrame:
+    """Tokens of each turn if the history were summarised every K turns, for the read/write
+    split of each variant in ``suffixes`` (``_variants``).
 
     At turn t >= K the history up to the last compaction turn c = K*floor(t/K) (the input of
     turn c-1) is replaced by ``summary_tokens``. The compaction turn itself re-reads only the
@@ -381,10 +426,10 @@ def _summary_policy(lf: pl.LazyFrame, params: Params) -> pl.LazyFrame:
     later turns read the compacted prefix, so what they lose are cache reads first. Each
     compaction costs one summarisation call over the previous turn's (compacted) history plus its
     answer, with ``summary_tokens`` of output (reading that history from the cache when the
-    conversation caches).
+    conversation caches). What is kept, and the summary calls, are the same for every variant.
     """
     k, s = params.summarize_after_turns, params.summary_tokens
-    turn, inp, read, write = pl.col("turn"), pl.col("input"), pl.col("read"), pl.col("write")
+    turn, inp = pl.col("turn"), pl.col("input")
     # rows are sorted by conversation and time (the replay's sort): for turns >= K the
     # latest "turn K*j - 1" row before a row, and the row before a compaction turn, are always
     # in the same conversation, so plain shifts are exact there (other turns do not use them)
@@ -402,36 +447,39 @@ def _summary_policy(lf: pl.LazyFrame, params: Params) -> pl.LazyFrame:
         ((turn >= k) & (turn % k == 0) & (pl.col("_trim") > 0)).alias("_compact"),
     )
     keep, trim, compact = pl.col("summary_input"), pl.col("_trim"), pl.col("_compact")
-    from_reads = pl.min_horizontal(trim, (read - pl.col("p0")).clip(lower_bound=0))
-    new_read = (
-        pl.when(compact)
-        .then(pl.min_horizontal(read, "p0", keep))
-        .otherwise(pl.min_horizontal(read - from_reads, keep))
-    )
-    lf = lf.with_columns(new_read.alias("summary_read"))
-    new_write = (
-        pl.when(compact & pl.col("cached"))
-        .then(keep - pl.col("summary_read"))
-        .when(compact)
-        .then(write)
-        .otherwise(write - pl.min_horizontal(trim - from_reads, write))
-    )
-    new_write = pl.min_horizontal(new_write, keep - pl.col("summary_read")).clip(0)
     previous_prompt = pl.col("summary_input").shift(1)
     summary_call_input = pl.when(compact).then(previous_prompt + pl.col("output").shift(1))
-    # a caching conversation's summary call reads the previous turn's (cached) prompt
-    summary_call_read = pl.when(compact & pl.col("cached")).then(previous_prompt)
-    return (
-        lf.with_columns(new_write.alias("summary_write"))
-        .with_columns(
-            _one_hour_share("summary_write").alias("summary_write_1h"),
-            compact.cast(pl.Int64).alias("summary_call"),
-        )
-        .with_columns(
-            summary_call_input.fill_null(0).alias("summary_call_input"),
-            summary_call_read.fill_null(0).alias("summary_call_read"),
-        )
+    lf = lf.with_columns(
+        compact.cast(pl.Int64).alias("summary_call"),
+        summary_call_input.fill_null(0).alias("summary_call_input"),
     )
+    reads, writes, others = [], [], []
+    for suffix in suffixes:
+        read, write = pl.col(f"read{suffix}"), pl.col(f"write{suffix}")
+        cached, summary_read = pl.col(f"cached{suffix}"), pl.col(f"summary_read{suffix}")
+        from_reads = pl.min_horizontal(trim, (read - pl.col("p0")).clip(lower_bound=0))
+        new_read = (
+            pl.when(compact)
+            .then(pl.min_horizontal(read, "p0", keep))
+            .otherwise(pl.min_horizontal(read - from_reads, keep))
+        )
+        reads.append(new_read.alias(f"summary_read{suffix}"))
+        new_write = (
+            pl.when(compact & cached)
+            .then(keep - summary_read)
+            .when(compact)
+            .then(write)
+            .otherwise(write - pl.min_horizontal(trim - from_reads, write))
+        )
+        new_write = pl.min_horizontal(new_write, keep - summary_read).clip(0)
+        writes.append(new_write.alias(f"summary_write{suffix}"))
+        # a caching conversation's summary call reads the previous turn's (cached) prompt
+        summary_call_read = pl.when(compact & cached).then(previous_prompt)
+        others += [
+            _one_hour_share(f"summary_write{suffix}", suffix).alias(f"summary_write_1h{suffix}"),
+            summary_call_read.fill_null(0).alias(f"summary_call_read{suffix}"),
+        ]
+    return lf.with_columns(reads).with_columns(writes).with_columns(others)
 
 
 def _single_cells(single: pl.LazyFrame, params: Params) -> pl.LazyFrame:
