@@ -376,7 +376,8 @@ def test_sdk_spans_are_read_and_copied_by_their_fields_as_their_properties_give(
     span.add_event("exception", {"exception.type": "Timeout"})
     span.set_status(Status(StatusCode.ERROR, "timed out"))
     span.end()
-    assert type(span) in spans._SDK_SPANS, "the SDK's span class is read by its fields"
+    # read by its fields, unless this SDK's ReadableSpan has other fields than spans copies
+    assert type(span) in spans._SDK_SPANS or not spans._SDK_SPANS
     for subject in (span, spans.with_attributes(span, {"x": 1})):
         fast_map = spans.span_mapping(subject)
         fast_copy = spans.with_attributes(subject, {"llmtrace.cost.total": 0.5})
