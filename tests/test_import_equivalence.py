@@ -27,7 +27,7 @@ from polars.testing import assert_frame_equal
 
 from llmtrace import dialect_values as dv
 from llmtrace import dialects
-from llmtrace.importers import otlp, otlp_fast, otlp_files, otlp_spans
+from llmtrace.importers import otlp, otlp_columns, otlp_fast, otlp_files, otlp_spans
 from llmtrace.importers.otlp_spans import _any_value, _Malformed
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -178,7 +178,7 @@ def _import(
             patch.setattr(otlp_files, "_columnar", False)
         if plain:
             patch.setattr(otlp_files, "_fast_line", None)
-            patch.setattr(otlp, "_list_column", plain_list_column)
+            patch.setattr(otlp, "list_column", plain_list_column)
             patch.setattr(dialects, "_scope_dialect", dialects._scan_scope)
             patch.setattr(otlp_spans, "_attributes", plain_attributes)
             patch.setattr(otlp_spans, "_hex_id", plain_hex_id)
@@ -393,7 +393,7 @@ def test_list_columns_match_the_plain_constructor() -> None:
         for dtype in (pl.List(pl.UInt64), pl.List(pl.Int64)):
             if dtype.inner == pl.Int64 and values == [[2**64 - 1]]:
                 continue
-            fast = otlp._list_column("x", values, dtype)
+            fast = otlp_columns.list_column("x", values, dtype)
             assert fast.equals(plain_list_column("x", values, dtype)), values
             assert fast.dtype == dtype
 

@@ -49,7 +49,6 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +59,7 @@ from llmtrace.accuracy import AccuracyConfig
 from llmtrace.dialects import CALL_FIELDS, SpanError, agent_and_tool, is_llm_span, map_span_row
 from llmtrace.fingerprint import step_fingerprint
 from llmtrace.importers import ImportProblem, ImportResult, otlp_columns
-from llmtrace.importers.otlp_columns import Pending
+from llmtrace.importers.otlp_columns import Pending, list_column
 from llmtrace.importers.otlp_files import INPUT_SUFFIXES, Progress, _read_file, find_inputs
 from llmtrace.importers.otlp_merge import (
     _inherited_actions,
@@ -423,30 +422,6 @@ _RAW_SCHEMA = pl.Schema(
 _LIST_COLUMNS = [name for name, dtype in _RAW_SCHEMA.items() if isinstance(dtype, pl.List)]
 
 
-def _list_column(name: str, values: list[Any], dtype: pl.List) -> pl.Series:
-    """A list column (the prefix hashes and tokens) from per-row lists or None, built from one
-    flat series of the elements: Polars builds a series per row from a list of lists, ~half
-    the cost of the whole call frame (issue 15). Same values, nulls and type."""
-    present = [i for i, value in enumerate(values) if value is not None]
-    lists = [values[i] for i in present]
-    if not lists or not all(type(value) is list and value for value in lists):
-        return pl.Series(name, values, dtype=dtype)  # nothing to gain, or empty lists
-    flat = pl.Series(name, list(chain.from_iterable(lists)), dtype=dtype.inner)
-    owner = pl.Series(range(len(lists)), dtype=pl.UInt32).repeat_by(
-        pl.Series(list(map(len, lists)), dtype=pl.UInt32)
-    )
-    grouped = (
-        pl.DataFrame({"_owner": owner.explode(), name: flat})
-        .group_by("_owner", maintain_order=True)
-        .agg(pl.col(name))
-        .get_column(name)
-    )
-    where: list[int | None] = [None] * len(values)
-    for number, row in enumerate(present):
-        where[row] = number
-    return grouped.gather(pl.Series(where, dtype=pl.UInt32)).alias(name)
-
-
 _CALL_ROW = (*CALL_FIELDS, twins.EMITTER)
 """The fields of one collected call (``_Collector.calls``): ``map_span_row`` plus the emitter."""
 _RAW_NAMES = _RAW_SCHEMA.names()
@@ -464,7 +439,7 @@ def _raw_calls(calls: list[tuple[Any, ...]]) -> pl.DataFrame:
         by_field = dict(zip(_CALL_ROW, zip(*calls, strict=True), strict=True))
         columns = {name: by_field[name] for name in names}  # tuples: Polars reads them as lists
     for name in _LIST_COLUMNS:
-        columns[name] = _list_column(name, columns[name], _RAW_SCHEMA[name])
+        columns[name] = list_column(name, columns[name], _RAW_SCHEMA[name])
     return pl.DataFrame(columns, schema=_RAW_SCHEMA)
 
 

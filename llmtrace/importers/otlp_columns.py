@@ -21,6 +21,7 @@ hostile mutations and the edge lines through both lanes and compares.
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import chain
 from typing import Any
 
 import msgspec
@@ -35,6 +36,7 @@ from llmtrace.dialects import _scope_dialect
 from llmtrace.importers import otlp_fast, otlp_spans
 from llmtrace.importers.otlp_fast import _DECODER, _attributes, _scalar, _status
 from llmtrace.limits import EARLIEST_NS, LATEST_NS
+from llmtrace.record import CALL_SCHEMA
 
 _SERVICE_NAMES = COMMON_FIELDS["service"]
 _ENVIRONMENT_NAMES = COMMON_FIELDS["environment"]
@@ -488,16 +490,8 @@ def _scope_name(scope: str) -> str | None:
     return None if dialect is None else dialect.name
 
 
-_CONTENT_SCHEMA = {
-    "_i": pl.Int64,
-    "prefix_hashes": pl.List(pl.UInt64),
-    "prefix_tokens": pl.List(pl.Int64),
-    "template_fingerprint": pl.String,
-    "input_fingerprint": pl.String,
-    "input_content": pl.String,
-    "output_content": pl.String,
-}
-_EMPTY_CONTENT = tuple(fingerprint.EMPTY_FIELDS.values())
+# the fingerprint fields (``fingerprint.EMPTY_FIELDS``) with the call schema's types
+_CONTENT_SCHEMA = {"_i": pl.Int64, **{name: CALL_SCHEMA[name] for name in fingerprint.EMPTY_FIELDS}}
 
 
 def _content(pending: Pending, calls: pl.DataFrame) -> tuple[pl.DataFrame, list[int]]:
@@ -528,15 +522,37 @@ def _content(pending: Pending, calls: pl.DataFrame) -> tuple[pl.DataFrame, list[
 
 
 def _content_frame(rows: dict[str, list[Any]]) -> pl.DataFrame:
-    from llmtrace.importers.otlp import _list_column
-
     columns = {}
     for name, dtype in _CONTENT_SCHEMA.items():
         if isinstance(dtype, pl.List):
-            columns[name] = _list_column(name, rows[name], dtype)
+            columns[name] = list_column(name, rows[name], dtype)
         else:
             columns[name] = pl.Series(name, rows[name], dtype=dtype)
     return pl.DataFrame(columns)
+
+
+def list_column(name: str, values: list[Any], dtype: pl.List) -> pl.Series:
+    """A list column (the prefix hashes and tokens) from per-row lists or None, built from one
+    flat series of the elements: Polars builds a series per row from a list of lists, ~half
+    the cost of the whole call frame (issue 15). Same values, nulls and type."""
+    present = [i for i, value in enumerate(values) if value is not None]
+    lists = [values[i] for i in present]
+    if not lists or not all(type(value) is list and value for value in lists):
+        return pl.Series(name, values, dtype=dtype)  # nothing to gain, or empty lists
+    flat = pl.Series(name, list(chain.from_iterable(lists)), dtype=dtype.inner)
+    owner = pl.Series(range(len(lists)), dtype=pl.UInt32).repeat_by(
+        pl.Series(list(map(len, lists)), dtype=pl.UInt32)
+    )
+    grouped = (
+        pl.DataFrame({"_owner": owner.explode(), name: flat})
+        .group_by("_owner", maintain_order=True)
+        .agg(pl.col(name))
+        .get_column(name)
+    )
+    where: list[int | None] = [None] * len(values)
+    for number, row in enumerate(present):
+        where[row] = number
+    return grouped.gather(pl.Series(where, dtype=pl.UInt32)).alias(name)
 
 
 def make_settle(raw_names: list[str]) -> Callable[[Pending], Settled]:

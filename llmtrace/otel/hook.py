@@ -115,6 +115,19 @@ def _text_content(parts: Any, text_part: type) -> Any:
 _MISS: Any = object()
 
 
+def _system_texts(system_instruction: Any, text_part: type) -> tuple[str, ...] | None:
+    """The system instruction's texts when every part is util-genai's text part (empty when
+    there is none); None for anything else, which takes the general path."""
+    if not system_instruction:
+        return ()
+    if not isinstance(system_instruction, list | tuple):
+        return None
+    for part in system_instruction:
+        if type(part) is not text_part or type(part.content) is not str:
+            return None
+    return tuple(part.content for part in system_instruction)
+
+
 def _direct_prompt(
     inputs: Sequence[Any] | None, system_instruction: Sequence[Any] | None
 ) -> fingerprint.Prompt | None:
@@ -140,14 +153,10 @@ def _direct_prompt(
         messages.append(
             {"name": name, "role": fingerprint.canonical_role(message.role), "content": content}
         )
-    system: list[Any] = []
-    if system_instruction:
-        if not isinstance(system_instruction, list | tuple):
-            return None
-        for part in system_instruction:
-            if type(part) is not text_part or type(part.content) is not str:
-                return None
-            system.append(part.content)
+    texts = _system_texts(system_instruction, text_part)
+    if texts is None:
+        return None
+    system: list[Any] = list(texts)
     while messages and messages[0]["role"] == fingerprint.SYSTEM_ROLE:
         system.append(messages.pop(0)["content"])
     return fingerprint.Prompt(system=system, tools=[], messages=messages)
@@ -220,14 +229,9 @@ def plain_texts(
     if len(types) != 2:
         return None
     input_message, text_part = types
-    system: tuple[str, ...] = ()
-    if system_instruction:
-        if not isinstance(system_instruction, list | tuple):
-            return None
-        for part in system_instruction:
-            if type(part) is not text_part or type(part.content) is not str:
-                return None
-        system = tuple(part.content for part in system_instruction)
+    system = _system_texts(system_instruction, text_part)
+    if system is None:
+        return None
     messages = []
     for message in inputs or ():
         if type(message) is not input_message:
