@@ -262,6 +262,57 @@ def test_lt501_declared_offline_and_unverified_without_batch_rates(
     assert "prices.toml" in verified.evidence["batch_price"]
 
 
+def test_lt501_prices_the_batch_saving_on_priced_calls_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call whose total is unknown (null: a component could not be priced) but whose output
+    cost is known adds to neither side of the saving: the cost in the window is the priced
+    calls' total, and the batch cost must scale those same calls' components. Counting its
+    output cost on the batch side alone would shrink the saving below half the cost at a 0.5
+    batch multiplier."""
+    end = datetime(2026, 9, 1, tzinfo=UTC)
+    rows = [
+        {
+            "trace_id": f"t{i}",
+            "span_id": f"s{i}",
+            "provider": "openai",
+            "model": "gpt-4o",
+            "service": "reports",
+            "action": "weekly",
+            "prompt": "p",
+            "start_time": end - timedelta(days=7) + timedelta(minutes=7 * i),
+            "duration_ms": 4000.0,
+            "input_tokens": 5000,
+            "output_tokens": 800,
+            "is_error": False,
+        }
+        for i in range(1400)
+    ]
+    priced = price_calls(_frame(rows), PriceBook())
+    unpriced = pl.int_range(pl.len()) % 3 == 0  # a third: total and input unknown, output known
+    calls = priced.with_columns(
+        pl.when(~unpriced).then(pl.col(c)).alias(c) for c in ("total_cost", "input_cost")
+    )
+    assert calls.filter(unpriced)["output_cost"].null_count() == 0
+    config_file = tmp_path / "llmtrace.toml"
+    config_file.write_text('[rules.LT501]\noffline_services = ["reports"]\n')
+    prices = tmp_path / "prices.toml"
+    prices.write_text(
+        '[[price]]\nprovider = "openai"\nmodel = "gpt-4o"\nservice_tier = "batch"\n'
+        "multiplier = 0.5\n"
+    )
+    monkeypatch.setenv("LLMTRACE_PRICES", str(prices))
+    from llmtrace.config import load_config
+
+    (finding,) = run_audit(
+        calls.lazy(), until=end, config=load_config(config_file), select="LT501"
+    ).findings
+    cost = float(calls["total_cost"].sum())
+    assert finding.evidence["calls"] == 1400
+    assert finding.evidence["cost_in_window_usd"] == pytest.approx(cost, rel=1e-9)
+    assert finding.evidence["saving_in_window_usd"] == pytest.approx(cost / 2, rel=1e-6)
+
+
 def test_lt401_never_recommends_a_switch_without_labels() -> None:
     """Two models on one prompt, the cheaper far cheaper, no labels at all: inconclusive (info,
     not counted) with the labels needed; with labels showing it equally accurate: a finding."""
