@@ -76,11 +76,24 @@ def clean_cache_tokens(
     return out
 
 
+def sorted_in_memory(frame: pl.LazyFrame, *by: str, maintain_order: bool = False) -> pl.LazyFrame:
+    """``frame`` sorted by ``by``, the sort done by the in-memory engine on the collected rows.
+
+    Why: a sort buffers every row in either engine, and Polars' streaming sort costs about
+    twice the in-memory one on a part's turns (2.1.0, 450k conversation turns sorted by
+    conversation and time: 0.12 against 0.06 CPU-s, ``history_replay`` and LT202 with it 0.24
+    against 0.13); the rest of the plan stays on the engine that collects it. Columns must be
+    chosen before (projections do not pass the function), filters pass neither way.
+    """
+    columns = list(by)
+    return frame.map_batches(lambda rows: rows.sort(columns, maintain_order=maintain_order))
+
+
 def ordered_with_neighbours(frame: pl.LazyFrame, group: str) -> pl.LazyFrame:
     """``frame`` sorted by (``group``, start time) with ``same_prev`` / ``same_next`` (the
     neighbouring row belongs to the same group) and ``gap_s`` (seconds since the previous row
     of the group, null on its first). Positional shifts after one sort: cheaper than windows."""
-    ordered = frame.sort(group, "start_time")
+    ordered = sorted_in_memory(frame, group, "start_time")
     same_prev = (pl.col(group) == pl.col(group).shift(1)).fill_null(False)
     same_next = (pl.col(group) == pl.col(group).shift(-1)).fill_null(False)
     seconds = pl.col("start_time").diff().dt.total_microseconds() / 1e6

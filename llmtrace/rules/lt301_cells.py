@@ -163,7 +163,7 @@ def aggregate_cells(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
     # and the three cached layouts (they differ only in read/write columns)
     turns = _fit(replay_turns(conv.rename({"input": "L"})).rename({"L": "input"}), params)
     parts = [
-        *_conversation_cells(_variants(turns), params),
+        *_conversation_cells(turns, params),
         _single_cells(single, params),
         _histograms(single),
     ]
@@ -196,7 +196,7 @@ def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
             pl.col("prefix_tokens").list.first().fill_null(0).clip(0, inp).alias("p0"),
             start.dt.date().alias("day"),
             inp.cast(pl.Float64).log(2).floor().cast(pl.Int32).alias("band"),
-            pl.struct(*KEY).hash(31).alias("_k"),
+            _key_hash().alias("_k"),
             pl.col("conversation_id").hash(37).alias("_c"),
         )
         .with_columns(
@@ -205,6 +205,17 @@ def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
             .alias("write_1h"),
             pl.when(pl.col("conversation_id").is_not_null()).then(pl.col("_c")).alias("_c"),
         )
+    )
+
+
+def _key_hash() -> pl.Expr:
+    """The prompt key's UInt64 id: an xor of its columns' seeded hashes (cheaper than hashing
+    a struct of the four strings; internal only, the key's strings are joined back)."""
+    return (
+        pl.col("provider").hash(31)
+        ^ pl.col("model").hash(32)
+        ^ pl.col("service").hash(33)
+        ^ pl.col("prompt").hash(34)
     )
 
 
@@ -311,58 +322,73 @@ def _fit(turns: pl.LazyFrame, params: Params) -> pl.LazyFrame:
     )
 
 
-def _conversation_cells(conv: pl.LazyFrame, params: Params) -> list[pl.LazyFrame]:
+def _conversation_cells(turns: pl.LazyFrame, params: Params) -> list[pl.LazyFrame]:
     """Fitted turns of every variant (``_variants``) re-costed under both policies, summed per
-    cell in one group-by; qualifying conversations only. One frame per variant's kind."""
+    cell in one group-by; qualifying conversations only. One frame per variant's kind.
+
+    Only the turns of qualifying conversations are re-split and re-costed (the sums of the
+    others are zero): a cell's ``conversations`` (every conversation ending in it, qualifying
+    or not) comes from a count over all turns, joined to the qualifying turns' sums; cells with
+    none of those keep zero sums, as when every turn was summed times its ``qualifies``.
+    """
+    replayed = [f"cf_{name}_{layout}" for layout in ON_TOP_KINDS for name in _SPLIT]
+    turns = turns.select(
+        *_TURN, *_FIT, *_SPLIT, "_billed_cached", "minimum", "long_ok", *replayed
+    ).cache()  # read twice: the count of every conversation, the qualifying turns' sums
+    last = (pl.col("turn") == pl.col("turns") - 1).cast(pl.Int64)
+    counted = turns.group_by(*_CELL_KEY).agg(last.sum().alias("conversations"))
+    conv = _variants(turns.filter(pl.col("qualifies")))
     for suffix in _VARIANTS:
         conv = _budget_policy(conv, params, conversation=True, suffix=suffix)
     conv = _summary_policy(conv, params, suffixes=list(_VARIANTS))
-    q = pl.col("qualifies").cast(pl.Int64)
-    last = (pl.col("turn") == pl.col("turns") - 1).cast(pl.Int64)
-    flagged_last = (last * q).cast(pl.Float64)
+    last_f = last.cast(pl.Float64)
     # per-turn values first, plain sums in the aggregation: Polars' fast path for group sums
     shared = {
-        "calls": q,
-        "input": pl.col("input") * q,
-        **{f"{p}_input": pl.col(f"{p}_input") * q for p in _POLICIES},
-        "trimmed_budget": (pl.col("input") - pl.col("budget_input")) * q,
-        "trimmed_summary": (pl.col("input") - pl.col("summary_input")) * q,
-        "summary_calls": pl.col("summary_call") * q,
-        "summary_call_input": pl.col("summary_call_input") * q,
-        "summary_call_output": pl.col("summary_call") * q * params.summary_tokens,
-        "output": pl.col("output") * q,
-        "conversations": last,
-        "flagged": last * q,
-        "slope_sum": pl.col("slope") * flagged_last,
-        "r2_sum": pl.col("r2") * flagged_last,
-        "turns_sum": pl.col("turns") * flagged_last,
-        "output_per_turn_sum": pl.col("output_per_turn") * flagged_last,
+        "calls": pl.lit(1, dtype=pl.Int64),
+        "input": pl.col("input"),
+        **{f"{p}_input": pl.col(f"{p}_input") for p in _POLICIES},
+        "trimmed_budget": pl.col("input") - pl.col("budget_input"),
+        "trimmed_summary": pl.col("input") - pl.col("summary_input"),
+        "summary_calls": pl.col("summary_call"),
+        "summary_call_input": pl.col("summary_call_input"),
+        "summary_call_output": pl.col("summary_call") * params.summary_tokens,
+        "output": pl.col("output"),
+        "flagged": last,
+        "slope_sum": pl.col("slope") * last_f,
+        "r2_sum": pl.col("r2") * last_f,
+        "turns_sum": pl.col("turns") * last_f,
+        "output_per_turn_sum": pl.col("output_per_turn") * last_f,
     }
     each = {
-        f"{name}{suffix}": pl.col(f"{name}{suffix}") * q
+        f"{name}{suffix}": pl.col(f"{name}{suffix}")
         for suffix in _VARIANTS
         for name in _PER_VARIANT
     }
-    flagged_time = pl.when(pl.col("qualifies")).then(pl.col("start_time"))
+    sums = [*shared, *each]
     cells = (
         conv.select(
             *_CELL_KEY,
             *(expr.alias(name) for name, expr in {**shared, **each}.items()),
-            (pl.col("input") * q).alias("input_max"),
-            flagged_time.alias("_t"),
+            pl.col("input").alias("input_max"),
+            "start_time",
         )
         .group_by(*_CELL_KEY)
         .agg(
-            pl.col(*shared, *each).sum(),
+            pl.col(*sums).sum(),
             pl.col("input_max").max(),
-            pl.col("_t").min().alias("first_call"),
-            pl.col("_t").max().alias("last_call"),
+            pl.col("start_time").min().alias("first_call"),
+            pl.col("start_time").max().alias("last_call"),
         )
+    )
+    cells = (
+        counted.join(cells, on=_CELL_KEY, how="left")
+        .with_columns(pl.col(*sums, "input_max").fill_null(0))
         .cache()  # small; read once per variant below
     )
     return [
         cells.select(
             *_CELL_KEY,
+            "conversations",
             *shared,
             *(pl.col(f"{name}{suffix}").alias(name) for name in _PER_VARIANT),
             "input_max",
