@@ -373,7 +373,9 @@ def test_sdk_spans_are_read_and_copied_by_their_fields_as_their_properties_give(
         other = parent.get_span_context()
         span = tracer.start_span("chat gpt-4o", attributes={"gen_ai.operation.name": "chat"})
     span.add_link(other, {"why": "retry"})
+    span.add_link(other, {"why": "second"})
     span.add_event("exception", {"exception.type": "Timeout"})
+    span.add_event("retry", {"attempt": 2})
     span.set_status(Status(StatusCode.ERROR, "timed out"))
     span.end()
     # read by its fields, unless this SDK's ReadableSpan has other fields than spans copies
@@ -393,7 +395,10 @@ def test_sdk_spans_are_read_and_copied_by_their_fields_as_their_properties_give(
         assert type(fast_copy) is type(slow_copy)
         assert vars(fast_copy) == vars(slow_copy)
         assert (
-            fast_copy.links
-            and fast_copy.events
+            len(fast_copy.links) == len(fast_copy.events) == 2
             and fast_copy.attributes["llmtrace.cost.total"] == 0.5
         )
+    bare = tracer.start_span("chat gpt-4o")  # no events, no links: the empty tuples
+    bare.end()
+    copy = spans.with_attributes(bare, {})
+    assert copy.events == () == copy.links and copy._events == bare.events

@@ -222,9 +222,12 @@ def _all_points(reader: InMemoryMetricReader) -> list[tuple[Any, ...]]:
     return sorted(out, key=repr)
 
 
-def test_cost_metrics_record_many_equals_record_per_call() -> None:
+@pytest.mark.parametrize("max_values", [50, 1], ids=["kept", "folded"])
+def test_cost_metrics_record_many_equals_record_per_call(max_values: int) -> None:
     """The worker's batch (``CostMetrics.record_many`` / ``record_actions``) gives the points
-    and component sums per-call ``record`` / ``record_action`` give, for varied calls."""
+    and component sums per-call ``record`` / ``record_action`` give, for varied calls; also
+    when several label sets fold into one (``other``), their values interleaved in the calls'
+    order."""
     from llmtrace.otel.metrics import CostMetrics
     from llmtrace.otel.settings import LiveSettings
 
@@ -250,7 +253,9 @@ def test_cost_metrics_record_many_equals_record_per_call() -> None:
     points = []
     for batch in (False, True):
         reader = InMemoryMetricReader()
-        metrics = CostMetrics(MeterProvider(metric_readers=[reader]), LiveSettings())
+        metrics = CostMetrics(
+            MeterProvider(metric_readers=[reader]), LiveSettings(metric_max_values=max_values)
+        )
         pairs = [(call, scopes[n % 2]) for n, call in enumerate(calls)]
         actions = [(call, 0.01 * n) for n, call in enumerate(calls)]
         if batch:
@@ -266,3 +271,32 @@ def test_cost_metrics_record_many_equals_record_per_call() -> None:
     assert points[0] == points[1]
     names = {point[0] for point in points[1]}
     assert {"gen_ai.usage.cost", "llmtrace.cost", "llmtrace.action.cost"} <= names
+
+
+def test_record_many_adds_a_folded_sets_values_in_the_calls_order() -> None:
+    """Two label sets folded into one (``other``) are one set: its sum adds the values in the
+    calls' order, interleaved as they came (0.255, 0.495, 0.449 sum to 1.199 in that order and
+    to 1.1989999999999998 with each model's values together), as per-call ``record`` does."""
+    from llmtrace.otel.metrics import CostMetrics
+    from llmtrace.otel.settings import LiveSettings
+
+    calls = [
+        {"service": "svc", "request_model": model, "provider": "openai", "action": "a",
+         "total_cost": cost, "input_cost": cost, "input_tokens": 10}
+        for model, cost in (("gpt-4o", 0.1), ("mini", 0.255), ("claude", 0.495), ("mini", 0.449))
+    ]  # fmt: skip
+    points = []
+    for batch in (False, True):
+        reader = InMemoryMetricReader()
+        metrics = CostMetrics(
+            MeterProvider(metric_readers=[reader]), LiveSettings(metric_max_values=1)
+        )
+        pairs = [(call, "anthropic") for call in calls]
+        if batch:
+            metrics.record_many(pairs)
+        else:
+            for call, scope in pairs:
+                metrics.record(call, scope)
+        points.append(_all_points(reader))
+    assert points[0] == points[1]
+    assert any("1.199," in point[2] for point in points[1])  # the folded set's sum, in order

@@ -134,3 +134,35 @@ def test_text_part_shapes_agree(content: Any) -> None:
     for args in ((inputs, system, None), (inputs, [], None)):
         assert hook.fingerprint_attributes(*args) == hook.shaped_fingerprint_attributes(*args)
         _assert_parts_agree(*args)
+
+
+def test_named_messages_in_the_stashed_texts_agree() -> None:
+    """What the hook stashes (one flat tuple of texts, three items a message) keeps each
+    message's role, name and content: named text messages, a multi-part one and system parts
+    give the fingerprints of the objects themselves (the random inputs above never have a
+    name on an all-text input)."""
+    inputs = _prepare_input_messages(
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi", "name": "bob"},
+            {"role": "assistant", "content": "Hello", "name": "shop bot"},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+                "name": "bob",
+            },
+        ]  # fmt: skip
+    )
+    system = [TextPart(content="rule 1"), TextPart(content="rule 2")]
+    texts = hook.plain_texts(inputs, system, None)
+    assert texts is not None and len(texts) == 2 + 3 * len(inputs)
+    assert texts[2:] == ("system", None, "Be brief.", "user", "bob", "Hi", "assistant",
+                         "shop bot", "Hello", "user", "bob", ("a", "b"))  # fmt: skip
+    fields = fingerprint.fingerprint(hook._direct_prompt(inputs, system))
+    assert hook.prompt_parts(texts) == (fields, hook.prints_attributes(fields))
+    assert hook.prompt_attributes(texts) == hook.shaped_fingerprint_attributes(inputs, system, None)
+    anonymous = hook.plain_texts(
+        _prepare_input_messages([{"role": "user", "content": "Hi"}]), [], None
+    )
+    named = hook.plain_texts(inputs[1:2], [], None)
+    assert hook.prompt_parts(anonymous) != hook.prompt_parts(named)  # the name is hashed

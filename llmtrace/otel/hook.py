@@ -212,16 +212,18 @@ def plain_texts(
     system_instruction: Sequence[Any] | None,
     tool_definitions: Sequence[Any] | None,
 ) -> tuple[Any, ...] | None:
-    """A plain-text input (no tools, every part text) as tuples of its texts:
-    ``(PLAIN_TEXTS, system parts, ((role, name, content), ...))``, content a str or a tuple
-    of strs; None for any other input.
+    """A plain-text input (no tools, every part text) as one flat tuple of its texts:
+    ``(PLAIN_TEXTS, system parts, role, name, content, role, name, content, ...)``, three
+    items per message, content a str or a tuple of strs; None for any other input.
 
     Why: the hook hands the call's input to the live worker, which fingerprints it a batch
     later. Kept as util-genai's objects, every call left ~8 message, part and list objects
     alive until then, long enough for the collector to carry them into its older
     generations, whose collections then ran more often and cost more than the
     fingerprints (bench/README.md). A tuple holding only text is let go by the collector at
-    its first look; and the texts cannot change after the call.
+    its first look; and the texts cannot change after the call. One tuple, not one per
+    message inside another: each container made counts towards the collector's next
+    collection until it is freed, and these live until the worker's batch.
     """
     if tool_definitions:
         return None
@@ -232,7 +234,7 @@ def plain_texts(
     system = _system_texts(system_instruction, text_part)
     if system is None:
         return None
-    messages = []
+    out: list[Any] = [PLAIN_TEXTS, system]
     for message in inputs or ():
         if type(message) is not input_message:
             return None
@@ -245,8 +247,8 @@ def plain_texts(
         content = _text_content(message.parts, text_part)
         if content is _MISS:
             return None
-        messages.append((role, name, content if type(content) is str else tuple(content)))
-    return (PLAIN_TEXTS, system, tuple(messages))
+        out += (role, name, content if type(content) is str else tuple(content))
+    return tuple(out)
 
 
 PLAIN_TEXTS = "llmtrace.plain-texts"
@@ -256,10 +258,12 @@ PLAIN_TEXTS = "llmtrace.plain-texts"
 def texts_parts(texts: tuple[Any, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``fingerprint_parts`` of ``plain_texts``' tuple: roles made canonical, leading system
     messages moved to the template, as ``_direct_prompt`` does."""
-    _, system_parts, items = texts
+    system_parts = texts[1]
     messages: list[tuple[str, Any, Any]] = []
     roles = _ROLES
-    for role, name, content in items:
+    items = iter(texts)
+    next(items), next(items)  # the marker and the system parts
+    for role, name, content in zip(items, items, items, strict=True):
         canonical = roles.get(role)
         if canonical is None:
             canonical = fingerprint.canonical_role(role)

@@ -163,6 +163,7 @@ class CostMetrics:
         ]
         self._label_fields = tuple(_LABEL_FIELDS.get(name, name) for name, _, _ in self._labels)
         self._label_sets: dict[tuple[Any, ...], Any] = {}
+        self._token_types = tuple(TOKEN_TYPES.items())
         self._action_labels = [entry for entry in self._labels if entry[0] in ACTION_LABELS] + [
             ("environment", ENVIRONMENT, self._folder(settings, "environment"))
         ]
@@ -232,46 +233,71 @@ class CostMetrics:
 
         Why: the live worker records a batch of calls at once. The values are grouped by
         attribute set, in the calls' order, and each histogram takes a set's values in one go
-        (``FastHistogram.record_many``), the component sums take their lock once."""
-        costs: dict[Any, tuple[dict[str, str], list[float]]] = {}
-        tokens: dict[Any, tuple[dict[str, str], list[float]]] = {}
-        adds: list[tuple[Any, float]] = []
+        (``FastHistogram.record_many``), the component sums take their lock once and each
+        sum its values in the calls' order (the same additions, so the same floats). Groups
+        are found by the label set's identity (``_label_set`` gives one entry per distinct
+        set), not by hashing its attribute tuples, which Python does not cache (a tuple of
+        seven pairs, hashed per component and per token type of every call, was half of
+        this)."""
+        # One group per attribute set (per ``base``: two entries may fold to the same set),
+        # found by the entry's id after its first call in the batch. The batch's values are
+        # keyed by the group's id and, like the keys they stand for, kept in first-seen order
+        # (the SDK files attribute sets, and the sums their keys, in the order they come).
+        by_entry: dict[int, tuple[Any, ...]] = {}
+        by_base: dict[tuple[tuple[str, str], ...], tuple[Any, ...]] = {}
+        held = []  # the entries: kept alive, so no id is reused during the batch
+        costs: dict[int, tuple[Any, list[float]]] = {}
+        parts: dict[tuple[int, str], tuple[Any, list[float]]] = {}
+        tokens: dict[tuple[int, str], tuple[Any, list[int]]] = {}
+        skip = ("input", "output")
+        token_types = self._token_types
         for call, scope in calls:
             try:
-                attrs, keys, by_type, base = self._label_set(call)
+                entry = self._label_set(call)
+                group = by_entry.get(id(entry))
+                if group is None:
+                    group = by_base.setdefault(entry[3], entry)
+                    by_entry[id(entry)] = group
+                    held.append(entry)
+                ident = id(group)
                 total = call.get("total_cost")
                 if total is not None:
                     value = float(total)
                     for field in COMPONENTS:
                         part = call.get(field)
                         if part:
-                            adds.append((keys[field], float(part)))
-                    entry = costs.get(base)
-                    if entry is None:
-                        entry = costs[base] = (attrs, [])
-                    entry[1].append(value)
+                            slot = parts.get((ident, field))
+                            if slot is None:
+                                slot = parts[ident, field] = (group[1][field], [])
+                            slot[1].append(float(part))
+                    values = costs.get(ident)
+                    if values is None:
+                        values = costs[ident] = (group, [])
+                    values[1].append(value)
                 skip_io = scope.startswith(_SCOPES_WITH_TOKEN_METRICS)
-                for token_type, field in TOKEN_TYPES.items():
-                    if skip_io and token_type in ("input", "output"):
+                for token_type, field in token_types:
+                    if skip_io and token_type in skip:
                         continue
                     count = call.get(field)
                     if count:
-                        key = (base, token_type)
-                        entry = tokens.get(key)
-                        if entry is None:
-                            entry = tokens[key] = (by_type[token_type], [])
-                        entry[1].append(int(count))
+                        slot = tokens.get((ident, token_type))
+                        if slot is None:
+                            slot = tokens[ident, token_type] = (group, [])
+                        slot[1].append(int(count))
             except Exception as exc:  # noqa: BLE001 - one bad call must not lose the batch
                 _guard.swallow("metrics.record", exc)
-        if adds:
+        if parts:
             sums = self._component_sums
             with self._sums_lock:
-                for key, value in adds:
-                    sums[key] = sums.get(key, 0.0) + value
-        for base, (attrs, values) in costs.items():
-            self._cost.record_many(values, attrs, base)
-        for key, (attrs, values) in tokens.items():
-            self._tokens.record_many(values, attrs, key)
+                for key, values in parts.values():
+                    total = sums.get(key, 0.0)
+                    for value in values:  # one at a time, in order: the same floats
+                        total = total + value
+                    sums[key] = total
+        for group, values in costs.values():
+            self._cost.record_many(values, group[0], group[3])
+        for (_, token_type), (group, counts) in tokens.items():
+            self._tokens.record_many(counts, group[2][token_type], (group[3], token_type))
 
     def record_actions(self, actions: Iterable[tuple[Mapping[str, Any], float]]) -> None:
         """``record_action`` for each (first call, cost) of completed actions, the same points."""
