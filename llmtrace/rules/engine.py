@@ -733,13 +733,15 @@ def _aggregate_families(
 ) -> dict[str, list[pl.DataFrame] | Exception]:
     """The partials of rules that split by a shared key, from one spill of the union of their
     families' columns, split by each family's key (``partition.spill_grid``); each rule reads
-    back only its own columns of its family's parts."""
+    back only its own columns of its family's parts. A column only a key reads (the session
+    key's ``trace_id`` when no rule in parts reads it) is not written."""
     codes = [code for members in families.values() for code in members]
     try:
         keys = {family: _family_key(job, family, members) for family, members in families.items()}
-        columns = [c for members in families.values() for c in _family_columns(job, members)]
-        columns += [c for key in keys.values() for c in key.meta.root_names()]
-        spilled = calls.select(list(dict.fromkeys(columns)))
+        read = [c for members in families.values() for c in _family_columns(job, members)]
+        read = list(dict.fromkeys(read))
+        keyed = [c for key in keys.values() for c in key.meta.root_names()]
+        spilled = calls.select(list(dict.fromkeys([*read, *keyed])))
         grid = {
             family: (
                 keys[family],
@@ -753,7 +755,8 @@ def _aggregate_families(
             for family, members in families.items()
         }
         with spill_dir(_spill_base(job.source)) as directory:
-            return aggregate_spilled_families(spilled, grid, parts, directory)
+            # only the columns the rules read are written: a key's other columns are hashed
+            return aggregate_spilled_families(spilled, grid, parts, directory, keep=read)
     except Exception as exc:
         return dict.fromkeys(codes, exc)
 

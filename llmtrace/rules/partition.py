@@ -80,15 +80,21 @@ Aggregate = Callable[[pl.LazyFrame], pl.LazyFrame]
 SHARED_KEYS: dict[str, pl.Expr] = {
     # one model and one system prefix (else prompt): LT203's lineages, and LT201's prefix
     # groups, which never span models or system prefixes either
-    "lineage": pl.struct(
-        "provider",
-        "model",
-        pl.coalesce(pl.col("prefix_hashes").list.first(), pl.col("prompt").hash(3)),
-    ).hash(53),
+    "lineage": pl.col("provider").hash(41)
+    ^ pl.col("model").hash(42)
+    ^ pl.coalesce(pl.col("prefix_hashes").list.first(), pl.col("prompt").hash(3)).hash(43),
     # the conversation, else the trace (one agent run): LT503's sessions; LT202 and LT301 need
     # each conversation whole and take calls outside conversations in any part
-    "session": pl.coalesce("conversation_id", pl.concat_str(pl.lit("trace:"), "trace_id")).hash(53),
+    "session": pl.when(pl.col("conversation_id").is_null())
+    .then(pl.col("trace_id").hash(44))
+    .otherwise(pl.col("conversation_id").hash(45)),
 }
+# Why xors of seeded column hashes: they split the calls by the same values as a struct's
+# hash (each family's groups stay whole; which part a group lands in may differ, which no
+# rule's merge depends on) at a fraction of its CPU: on the 10M store's window (5.0M calls)
+# the two keys' parts took 0.18 against 0.61 CPU-s (the struct over (provider, model,
+# prefix), and ``coalesce(conversation, "trace:" + trace)``'s string per call), inside the
+# spill that computes them (issue 15).
 
 
 def partition_key(rule: Any, ctx: AuditContext) -> pl.Expr | None:
@@ -164,13 +170,21 @@ def bounded_prefetch() -> Iterator[None]:
         os.environ.pop(_PREFETCH_ENV, None)
 
 
-def spill(calls: pl.LazyFrame, key: pl.Expr, parts: int, directory: Path) -> list[Path]:
+def spill(
+    calls: pl.LazyFrame,
+    key: pl.Expr,
+    parts: int,
+    directory: Path,
+    keep: Sequence[str] | None = None,
+) -> list[Path]:
     """Write ``calls`` once, split by part, as Parquet; returns each part's directory.
 
     One streaming pass (the sink never holds the whole input). A part that got no rows has no
-    directory; its entry is still returned so part numbers stay aligned.
+    directory; its entry is still returned so part numbers stay aligned. ``keep``: the columns
+    to write (default: all); the key may read others, which are hashed, not written.
     """
-    calls.with_columns(part_of(key, parts).alias(_PART)).sink_parquet(
+    parted = calls.with_columns(part_of(key, parts).alias(_PART))
+    _written(parted, keep, [_PART]).sink_parquet(
         pl.PartitionBy(directory, key=_PART, include_key=False),
         mkdir=True,
         compression=_SPILL_COMPRESSION,
@@ -179,7 +193,11 @@ def spill(calls: pl.LazyFrame, key: pl.Expr, parts: int, directory: Path) -> lis
 
 
 def spill_grid(
-    calls: pl.LazyFrame, keys: Mapping[str, pl.Expr], parts: int, directory: Path
+    calls: pl.LazyFrame,
+    keys: Mapping[str, pl.Expr],
+    parts: int,
+    directory: Path,
+    keep: Sequence[str] | None = None,
 ) -> dict[str, list[list[Path]]]:
     """Write ``calls`` once, split by the part of each key: a grid of ``parts ** len(keys)``
     cells, one directory each. Returns, for each key's name, each of its parts' files (the cells
@@ -188,11 +206,12 @@ def spill_grid(
     Why: families whose columns overlap (LT201/LT203's lineage columns are all among the
     session family's) are written and encoded once instead of once per family, and each
     family still reads back parts that hold every one of its groups whole. The sink buffers
-    each cell, so the grid is for few cells (``GRID_CELLS``), with small row groups.
+    each cell, so the grid is for few cells (``GRID_CELLS``), with small row groups. ``keep``
+    as in ``spill``.
     """
     names = {f"{_PART}{i}": name for i, name in enumerate(keys)}
     columns = {column: part_of(keys[name], parts) for column, name in names.items()}
-    calls.with_columns(**columns).sink_parquet(
+    _written(calls.with_columns(**columns), keep, list(columns)).sink_parquet(
         pl.PartitionBy(directory, key=list(columns), include_key=False),
         mkdir=True,
         compression=_SPILL_COMPRESSION,
@@ -204,6 +223,16 @@ def spill_grid(
         for cell, name in zip(cells, names.values(), strict=True):
             files[name][int(cell.partition("=")[2])].append(path)
     return files
+
+
+def _written(calls: pl.LazyFrame, keep: Sequence[str] | None, parts: list[str]) -> pl.LazyFrame:
+    """The columns a spill writes: ``keep`` (all when None) and the part columns. A column
+    only a key reads (LT503's ``trace_id`` when LT503 does not run in parts) is hashed into
+    the part and not written: the spill's Parquet encoding and every read of it cost per
+    column, and near-unique strings the most."""
+    if keep is None:
+        return calls
+    return calls.select(*dict.fromkeys(c for c in keep if c not in parts), *parts)
 
 
 def group_families(
@@ -253,17 +282,19 @@ def aggregate_spilled_together(
     key: pl.Expr,
     parts: int,
     directory: Path,
+    keep: Sequence[str] | None = None,
 ) -> dict[str, list[pl.DataFrame] | Exception]:
     """One spill of ``calls`` by part, then each named aggregate over each part in turn.
 
     The aggregates run one after the other on a part (memory stays bounded by the hungriest
     one, not their sum); each reads only its columns of the part's files. A failing aggregate
-    gets its exception instead of partials and the others carry on.
+    gets its exception instead of partials and the others carry on. ``keep``: the columns
+    the aggregates read (default: all of ``calls``; the key may read others).
     """
-    schema = calls.collect_schema()
+    schema = _schema(calls, keep)
     partials: dict[str, list[pl.DataFrame]] = {name: [] for name in aggregates}
     failed: dict[str, Exception] = {}
-    for part_dir in spill(calls, key, parts, directory):
+    for part_dir in spill(calls, key, parts, directory, keep):
         if not part_dir.is_dir():
             continue
         part = pl.scan_parquet(part_dir, schema=schema, hive_partitioning=False)
@@ -277,6 +308,7 @@ def aggregate_spilled_families(
     families: Mapping[str, tuple[pl.Expr, Mapping[str, Aggregate]]],
     parts: int,
     directory: Path,
+    keep: Sequence[str] | None = None,
 ) -> dict[str, list[pl.DataFrame] | Exception]:
     """One spill of ``calls`` (the union of the families' columns) split by every family's
     key (``spill_grid``), then each family's aggregates over each of its parts in turn.
@@ -284,13 +316,14 @@ def aggregate_spilled_families(
     ``families`` maps a family to its key and its named aggregates (names unique across
     families). Memory is bounded as in ``aggregate_spilled_together``: a family's part holds
     the same calls as its own spill would; the files go when the last family has read them.
+    ``keep`` as in ``aggregate_spilled_together``.
     """
     if len(families) == 1:
         ((key, aggregates),) = families.values()
-        return aggregate_spilled_together(calls, aggregates, key, parts, directory)
-    schema = calls.collect_schema()
+        return aggregate_spilled_together(calls, aggregates, key, parts, directory, keep)
+    schema = _schema(calls, keep)
     spilled = spill_grid(
-        calls, {name: key for name, (key, _) in families.items()}, parts, directory
+        calls, {name: key for name, (key, _) in families.items()}, parts, directory, keep
     )
     results: dict[str, list[pl.DataFrame] | Exception] = {}
     last = list(families)[-1]
@@ -307,6 +340,11 @@ def aggregate_spilled_families(
                     path.unlink(missing_ok=True)
         results |= _finish(calls, aggregates, partials, failed)
     return results
+
+
+def _schema(calls: pl.LazyFrame, keep: Sequence[str] | None) -> pl.Schema:
+    """The schema of what a spill of ``calls`` writes (its parts are read with it)."""
+    return (calls if keep is None else calls.select(keep)).collect_schema()
 
 
 def _run_part(
