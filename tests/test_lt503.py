@@ -156,3 +156,44 @@ def test_a_loop_of_exactly_min_repeats_calls_counts_one_fewer_does_not():
     assert worst["conversation_id"] == f"trace:{'t3':0>32}" and worst["max_repeats"] == 3
     (finding,) = decide(priced(three + two + once), min_repeats=2)
     assert finding.evidence["loops"] == 2 and finding.evidence["sessions_affected"] == 2
+
+
+def test_looping_sessions_spilled_by_session_give_the_same_rows(monkeypatch):
+    """The local engine runs LT503 in one pass (``bounded_memory``); when the sessions that loop
+    or bill a failure hold more calls than a part should, they are spilled by session and
+    aggregated part by part: the same rows, session by session, as without the spill."""
+    from llmtrace.rules import lt503_agent_loops
+    from llmtrace.rules.partition import aggregate_spilled
+
+    rows = session("typed", [(None, "p-continue", None)] * 4)
+    for i in range(12):
+        rows += session(f"stuck-{i}", [("Read", "r1", None)] + [("Bash", f"fails-{i}", None)] * 4)
+        rows += session(f"storm-{i}", [(None, None, f"same-{i % 3}")] * 3)
+        rows += session(f"failing-{i}", [("Bash", f"x{j}", None) for j in range(2)], is_error=True)
+        # agent runs without a conversation: the trace is the session
+        trace = session(f"run-{i}", [("Bash", "again", None)] * 3, conversation_id=None)
+        rows += trace
+    calls = priced(rows).lazy()
+    ctx = context()
+    assert RULE.bounded_memory is True
+
+    def collected() -> pl.DataFrame:
+        out = RULE.aggregate(calls, ctx).collect()
+        return out.sort("service", "conversation_id")
+
+    whole = collected()
+    spilled: list[int] = []
+
+    def spill(*args: object, **kwargs: object) -> list[pl.DataFrame]:
+        spilled.append(1)
+        return aggregate_spilled(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lt503_agent_loops, "PARTITION_ROWS", 20)
+    monkeypatch.setattr(lt503_agent_loops, "aggregate_spilled", spill)
+    parted = collected()
+    assert spilled, "the looping sessions' calls should exceed 20"
+    assert whole.height == 48  # 12 of each kind: every looping or failing session, once
+    assert whole.select(pl.col("loops").sum()).item() == 36
+    from polars.testing import assert_frame_equal
+
+    assert_frame_equal(parted, whole)
