@@ -223,10 +223,12 @@ def _eligible_calls(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
 
 
 def _name_keys() -> list[pl.Expr]:
-    """UInt64 keys of (provider, model) and (service, prompt)."""
+    """UInt64 keys of (provider, model) and (service, prompt): xors of the columns' seeded
+    hashes, cheaper than hashing a struct of the strings (internal ids; the strings are joined
+    back onto the cells)."""
     return [
-        pl.struct("provider", "model").hash(17).alias("_m"),
-        pl.struct("service", "prompt").hash(29).alias("_s"),
+        (pl.col("provider").hash(17) ^ pl.col("model").hash(18)).alias("_m"),
+        (pl.col("service").hash(29) ^ pl.col("prompt").hash(30)).alias("_s"),
     ]
 
 
