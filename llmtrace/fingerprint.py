@@ -160,8 +160,18 @@ def _maybe_json(value: Any) -> Any:
 
 
 def _role(value: Any) -> str:
+    if type(value) is str:  # a role seen before: its canonical form, kept (a few names)
+        role = _ROLES.get(value)
+        if role is not None:
+            return role
     role = str(value or "user").strip().lower()
-    return _ROLE_ALIASES.get(role, role)
+    role = _ROLE_ALIASES.get(role, role)
+    if type(value) is str and len(_ROLES) < 256:
+        _ROLES[value] = role
+    return role
+
+
+_ROLES: dict[str, str] = {}  # a role as a span gives it -> _role of it
 
 
 canonical_role = _role  # for the live hook's direct path (llmtrace.otel.hook._direct_prompt)
@@ -193,10 +203,19 @@ def _content(value: Any) -> Any:
     return _part(value)
 
 
+_NO_BODY: Any = object()
+
+
 def _message(raw: Any) -> dict[str, Any]:
     """One message in canonical shape, from the OTel, OpenAI or Langfuse message forms."""
     if not isinstance(raw, Mapping):
         return {"role": "user", "content": _content(raw)}
+    if type(raw) is dict and len(raw) == 2 and "role" in raw:  # the common shapes, no copy
+        body = raw.get("parts", _NO_BODY)
+        if body is _NO_BODY:
+            body = raw.get("content", _NO_BODY)
+        if body is not _NO_BODY:
+            return {"role": _role(raw["role"]), "content": _content(body)}
     message = {k: v for k, v in raw.items() if k not in ("role", "content", "parts")}
     message["role"] = _role(raw.get("role"))
     body = raw.get("parts") if "parts" in raw else raw.get("content")
@@ -266,7 +285,8 @@ def _indexed_messages(attrs: Mapping[str, Any], prefix: str, suffix: str) -> lis
     messages = []
     for _, base in _indexed(attrs, prefix, suffix):
         content = _openinference_content(attrs, base)
-        messages.append(_message({"role": attrs.get(f"{base}role"), "content": content}))
+        # what _message makes of {"role": ..., "content": ...}, without the dict it copies
+        messages.append({"role": _role(attrs.get(f"{base}role")), "content": _content(content)})
     return messages
 
 
@@ -371,18 +391,97 @@ def _digest(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=8).digest()
 
 
+def _template_step(system: list[Any], tools: list[Any]) -> tuple[bytes, int]:
+    """(digest, token estimate) of the template: ``prefix_hashes[0]``'s bytes and
+    ``prefix_tokens[0]``. Kept per system texts when there are no tools (an app sends the same
+    system prompt on every call): the same bytes are hashed, so the same values."""
+    global _TEMPLATE_CHARS
+    key = None
+    if not tools and all(type(part) is str for part in system):
+        key = tuple(system)
+        step = _TEMPLATES.get(key)
+        if step is not None:
+            return step
+    template = {"system": system, "tools": tools}
+    digest = _digest(b"T" + canonical_json(template).encode())
+    tokens = estimate_tokens(_text_length(system)) + (
+        estimate_tokens(len(canonical_json(tools))) if tools else 0
+    )
+    if key is not None:
+        chars = sum(map(len, key))
+        if chars <= _TEMPLATE_MAX_TEXT:
+            if len(_TEMPLATES) >= _TEMPLATE_LIMIT or _TEMPLATE_CHARS + chars > _TEMPLATE_MAX_CHARS:
+                _TEMPLATES.clear()
+                _TEMPLATE_CHARS = 0
+            _TEMPLATES[key] = (digest, tokens)
+            _TEMPLATE_CHARS += chars
+    return digest, tokens
+
+
+# System texts -> template step, bounded by count and by the characters the keys hold.
+_TEMPLATES: dict[tuple[str, ...], tuple[bytes, int]] = {}
+_TEMPLATE_CHARS = 0
+_TEMPLATE_LIMIT = 1024
+_TEMPLATE_MAX_CHARS = 2_000_000
+_TEMPLATE_MAX_TEXT = 200_000
+
+
+def _message_step(digest: bytes, message: Any) -> tuple[bytes, int]:
+    """(the next prefix hash's bytes, the message's token estimate with its framing).
+
+    A message of a text role and a text content only (most) is written directly: keys in
+    sorted order, each string as the encoder writes it (the same C ``encode_basestring`` it
+    calls), so the same bytes; and its step is kept per (digest so far, role, text): a chat or
+    an agent sends its history again with one message more, and the steps it shares were
+    hashed before (the same bytes hashed, so the same values)."""
+    if type(message) is dict and len(message) == 2:
+        content = message.get("content")
+        role = message.get("role")
+        if type(content) is str and type(role) is str:
+            key = (digest, role, content)
+            step = _STEPS.get(key)
+            if step is not None:
+                return step
+            text = '{"content":' + _STRING(content) + ',"role":' + _STRING(role) + "}"
+            step = (
+                _digest(digest + b"M" + text.encode()),
+                MESSAGE_OVERHEAD_TOKENS + estimate_tokens(len(content)),
+            )
+            _keep_step(key, step, len(content))
+            return step
+    data = canonical_json(message).encode()
+    chars = _text_length(message["content"])
+    return _digest(digest + b"M" + data), MESSAGE_OVERHEAD_TOKENS + estimate_tokens(chars)
+
+
+def _keep_step(key: tuple[bytes, str, str], step: tuple[bytes, int], chars: int) -> None:
+    global _STEP_CHARS
+    if chars > _STEP_MAX_TEXT:
+        return
+    if len(_STEPS) >= _STEP_LIMIT or _STEP_CHARS + chars > _STEP_MAX_CHARS:
+        _STEPS.clear()
+        _STEP_CHARS = 0
+    _STEPS[key] = step
+    _STEP_CHARS += chars
+
+
+# (digest so far, role, text) -> message step; bounded by count and by the characters kept.
+_STEPS: dict[tuple[bytes, str, str], tuple[bytes, int]] = {}
+_STEP_CHARS = 0
+_STEP_LIMIT = 16384
+_STEP_MAX_CHARS = 4_000_000
+_STEP_MAX_TEXT = 200_000
+_STRING = encode_basestring  # what the canonical encoder writes a str as (ensure_ascii=False)
+
+
 def fingerprint(prompt: Prompt) -> dict[str, Any]:
     """Prefix hashes, prefix token estimates, template and input fingerprints of ``prompt``."""
-    template = {"system": prompt.system, "tools": prompt.tools}
-    digest = _digest(b"T" + canonical_json(template).encode())
-    tokens = estimate_tokens(_text_length(prompt.system)) + (
-        estimate_tokens(len(canonical_json(prompt.tools))) if prompt.tools else 0
-    )
+    digest, tokens = _template_step(prompt.system, prompt.tools)
     hashes = [int.from_bytes(digest, "big")]
     counts = [tokens]
     for message in prompt.messages:
-        digest = _digest(digest + b"M" + canonical_json(message).encode())
-        tokens += MESSAGE_OVERHEAD_TOKENS + estimate_tokens(_text_length(message["content"]))
+        digest, added = _message_step(digest, message)
+        tokens += added
         hashes.append(int.from_bytes(digest, "big"))
         counts.append(tokens)
     has_template = bool(prompt.system or prompt.tools)

@@ -1,0 +1,417 @@
+"""``llmtrace.fingerprint`` as it was at 8d3ae20, frozen: the reference the fingerprint
+shortcuts of issue 15 are compared with (tests/test_import_fingerprints.py). Do not edit."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
+from typing import Any
+
+# Attributes whose presence means a span carries input content (checked before any parsing).
+INPUT_MARKERS: tuple[str, ...] = (
+    "gen_ai.input.messages",
+    "gen_ai.system_instructions",
+    "gen_ai.tool.definitions",
+    "gen_ai.prompt.0.role",
+    "gen_ai.prompt.0.content",
+    "llm.input_messages.0.message.role",
+    "llm.input_messages.0.message.content",
+    "gen_ai.prompt",
+    "langfuse.observation.input",
+)
+OUTPUT_MARKERS: tuple[str, ...] = (
+    "gen_ai.output.messages",
+    "gen_ai.completion.0.role",
+    "gen_ai.completion.0.content",
+    "llm.output_messages.0.message.role",
+    "llm.output_messages.0.message.content",
+    "gen_ai.completion",
+    "langfuse.observation.output",
+)
+
+# Fingerprints already computed where the call happened (llmtrace's completion hook writes them
+# instead of content): hex strings, read back as they are.
+PREFIX_HASHES_ATTRIBUTE = "llmtrace.prompt.prefix_hashes"
+PREFIX_TOKENS_ATTRIBUTE = "llmtrace.prompt.prefix_tokens"
+TEMPLATE_FINGERPRINT_ATTRIBUTE = "llmtrace.prompt.template_fingerprint"
+INPUT_FINGERPRINT_ATTRIBUTE = "llmtrace.prompt.input_fingerprint"
+
+
+class ContentError(ValueError):
+    """A fingerprint attribute that cannot be read; the message names it."""
+
+
+_INPUT_MARKER_SET = frozenset(INPUT_MARKERS)
+_OUTPUT_MARKER_SET = frozenset(OUTPUT_MARKERS)
+_ROLE_ALIASES = {"model": "assistant", "ai": "assistant", "human": "user", "developer": "system"}
+_SYSTEM = "system"
+CHARS_PER_TOKEN = 4
+MESSAGE_OVERHEAD_TOKENS = 4
+
+EMPTY_FIELDS: dict[str, Any] = {
+    "prefix_hashes": None,
+    "prefix_tokens": None,
+    "template_fingerprint": None,
+    "input_fingerprint": None,
+    "input_content": None,
+    "output_content": None,
+}
+
+
+@dataclass
+class Prompt:
+    """Normalised input: template parts and the conversation, in canonical shape."""
+
+    system: list[Any]
+    tools: list[Any]
+    messages: list[dict[str, Any]]
+
+
+# --------------------------------------------------------------------------------------------
+# Canonical form
+# --------------------------------------------------------------------------------------------
+
+
+# One encoder for every call: json.dumps with options builds a new encoder each time.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+# ... and JSONEncoder.encode builds its C encoder on every call: build it once (no circular
+# check: values come from JSON text or span attributes, which cannot hold cycles)
+_C_ENCODE = (
+    None
+    if c_make_encoder is None
+    else c_make_encoder(
+        None, _ENCODER.default, encode_basestring, None, ":", ",", True, False, True
+    )
+)
+
+
+def canonical_json(value: Any) -> str:
+    """The one serialisation everything is hashed in (stdlib json, sorted keys, no spaces);
+    the same bytes as ``json.dumps(value, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)``."""
+    if _C_ENCODE is None:  # pragma: no cover - CPython has the C encoder
+        return _ENCODER.encode(value)
+    return "".join(_C_ENCODE(value, 0))
+
+
+def _maybe_json(value: Any) -> Any:
+    """Parse a JSON-looking string attribute; a tuple becomes a list; anything else (or invalid
+    JSON) is returned as is.
+
+    The OpenTelemetry SDK stores sequence attributes as tuples where an OTLP decoder yields
+    lists; both must read (and hash) alike, so the difference ends here.
+    """
+    if isinstance(value, str) and value[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _role(value: Any) -> str:
+    role = str(value or "user").strip().lower()
+    return _ROLE_ALIASES.get(role, role)
+
+
+canonical_role = _role  # for the live hook's direct path (llmtrace.otel.hook._direct_prompt)
+SYSTEM_ROLE = _SYSTEM
+
+
+def _part(part: Any) -> Any:
+    """A text part becomes its text; other parts stay as they are (canonical JSON later)."""
+    if isinstance(part, str):
+        return part
+    if isinstance(part, Mapping):
+        kind = part.get("type", "text")
+        if kind == "text":
+            for key in ("content", "text"):
+                if isinstance(part.get(key), str):
+                    return part[key]
+        return dict(part)
+    return part
+
+
+def _content(value: Any) -> Any:
+    if isinstance(value, list):
+        parts = [_part(p) for p in value]
+        if len(parts) == 1 and isinstance(parts[0], str):
+            return parts[0]
+        return parts
+    if value is None or isinstance(value, str):
+        return value or ""
+    return _part(value)
+
+
+def _message(raw: Any) -> dict[str, Any]:
+    """One message in canonical shape, from the OTel, OpenAI or Langfuse message forms."""
+    if not isinstance(raw, Mapping):
+        return {"role": "user", "content": _content(raw)}
+    message = {k: v for k, v in raw.items() if k not in ("role", "content", "parts")}
+    message["role"] = _role(raw.get("role"))
+    body = raw.get("parts") if "parts" in raw else raw.get("content")
+    message["content"] = _content(body)
+    return message
+
+
+def _tool(raw: Any) -> Any:
+    raw = _maybe_json(raw)
+    if isinstance(raw, Mapping):
+        inner = raw.get("function") if isinstance(raw.get("function"), Mapping) else raw
+        return {
+            "name": inner.get("name"),
+            "description": inner.get("description"),
+            "parameters": _maybe_json(inner.get("parameters")),
+        }
+    return raw
+
+
+def _text_length(content: Any) -> int:
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):
+        return sum(len(p) if isinstance(p, str) else len(canonical_json(p)) for p in content)
+    return len(canonical_json(content))
+
+
+def estimate_tokens(chars: int) -> int:
+    """Estimated tokens for ``chars`` characters: ceil(chars / 4)."""
+    return -(-chars // CHARS_PER_TOKEN)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading messages from span attributes
+# --------------------------------------------------------------------------------------------
+
+
+def _indexed(attrs: Mapping[str, Any], prefix: str, suffix: str) -> Iterator[tuple[int, str]]:
+    """Indices 0, 1, ... while ``{prefix}{i}{suffix}...`` keys exist (no scan of all keys)."""
+    index = 0
+    role, content, text = _MESSAGE_KEYS
+    while True:
+        base = f"{prefix}{index}{suffix}"
+        if not (base + role in attrs or base + content in attrs or base + text in attrs):
+            return
+        yield index, base
+        index += 1
+
+
+_MESSAGE_KEYS = ("role", "content", "contents.0.message_content.text")
+
+
+def _openinference_content(attrs: Mapping[str, Any], base: str) -> Any:
+    if f"{base}content" in attrs:
+        return attrs[f"{base}content"]
+    parts = []
+    index = 0
+    while f"{base}contents.{index}.message_content.text" in attrs:
+        parts.append(
+            {"type": "text", "text": attrs[f"{base}contents.{index}.message_content.text"]}
+        )
+        index += 1
+    return parts
+
+
+def _indexed_messages(attrs: Mapping[str, Any], prefix: str, suffix: str) -> list[dict[str, Any]]:
+    messages = []
+    for _, base in _indexed(attrs, prefix, suffix):
+        content = _openinference_content(attrs, base)
+        messages.append(_message({"role": attrs.get(f"{base}role"), "content": content}))
+    return messages
+
+
+def _indexed_tools(attrs: Mapping[str, Any]) -> list[Any]:
+    tools = []
+    index = 0
+    while f"llm.request.functions.{index}.name" in attrs:  # OpenLLMetry
+        base = f"llm.request.functions.{index}."
+        tools.append(
+            _tool(
+                {
+                    "name": attrs.get(f"{base}name"),
+                    "description": attrs.get(f"{base}description"),
+                    "parameters": attrs.get(f"{base}parameters"),
+                }
+            )
+        )
+        index += 1
+    index = 0
+    while f"llm.tools.{index}.tool.json_schema" in attrs:  # OpenInference
+        tools.append(_tool(attrs[f"llm.tools.{index}.tool.json_schema"]))
+        index += 1
+    return tools
+
+
+def _message_list(value: Any) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Messages (and tools, for Langfuse's ``{"messages", "tools"}``) from a JSON attribute."""
+    value = _maybe_json(value)
+    if isinstance(value, Mapping) and isinstance(value.get("messages"), list):
+        return [_message(m) for m in value["messages"]], [
+            _tool(t) for t in value.get("tools") or []
+        ]
+    if isinstance(value, list):
+        return [_message(m) for m in value], []
+    return [_message(value)], []
+
+
+def _system_parts(value: Any) -> list[Any]:
+    value = _maybe_json(value)
+    items = value if isinstance(value, list) else [value]
+    return [_part(item) for item in items]
+
+
+def read_prompt(attrs: Mapping[str, Any]) -> Prompt | None:
+    """The span's input as a ``Prompt``, or None when it carries no input content."""
+    system: list[Any] = []
+    tools = [_tool(t) for t in _as_list(attrs.get("gen_ai.tool.definitions"))]
+    if "gen_ai.input.messages" in attrs or "gen_ai.system_instructions" in attrs:
+        messages, _ = _message_list(attrs.get("gen_ai.input.messages") or [])
+        if attrs.get("gen_ai.system_instructions") is not None:
+            system = _system_parts(attrs["gen_ai.system_instructions"])
+    elif "gen_ai.prompt.0.role" in attrs or "gen_ai.prompt.0.content" in attrs:
+        messages = _indexed_messages(attrs, "gen_ai.prompt.", ".")
+    elif "llm.input_messages.0.message.role" in attrs or (
+        "llm.input_messages.0.message.content" in attrs
+    ):
+        messages = _indexed_messages(attrs, "llm.input_messages.", ".message.")
+    elif attrs.get("gen_ai.prompt") is not None:
+        messages, _ = _message_list(attrs["gen_ai.prompt"])
+    elif attrs.get("langfuse.observation.input") is not None:
+        messages, more_tools = _message_list(attrs["langfuse.observation.input"])
+        tools += more_tools
+    elif tools:
+        messages = []
+    else:
+        return None
+    tools += _indexed_tools(attrs)
+    while messages and messages[0]["role"] == _SYSTEM:
+        system.append(messages.pop(0)["content"])
+    return Prompt(system=system, tools=tools, messages=messages)
+
+
+def read_output(attrs: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """The span's output messages in canonical shape, or None when it carries none."""
+    if attrs.get("gen_ai.output.messages") is not None:
+        return _message_list(attrs["gen_ai.output.messages"])[0]
+    if "gen_ai.completion.0.role" in attrs or "gen_ai.completion.0.content" in attrs:
+        return _indexed_messages(attrs, "gen_ai.completion.", ".")
+    if "llm.output_messages.0.message.role" in attrs or (
+        "llm.output_messages.0.message.content" in attrs
+    ):
+        return _indexed_messages(attrs, "llm.output_messages.", ".message.")
+    for key in ("gen_ai.completion", "langfuse.observation.output"):
+        if attrs.get(key) is not None:
+            return _message_list(attrs[key])[0]
+    return None
+
+
+def _as_list(value: Any) -> list[Any]:
+    value = _maybe_json(value)
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+# --------------------------------------------------------------------------------------------
+# Hashing
+# --------------------------------------------------------------------------------------------
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=8).digest()
+
+
+def fingerprint(prompt: Prompt) -> dict[str, Any]:
+    """Prefix hashes, prefix token estimates, template and input fingerprints of ``prompt``."""
+    template = {"system": prompt.system, "tools": prompt.tools}
+    digest = _digest(b"T" + canonical_json(template).encode())
+    tokens = estimate_tokens(_text_length(prompt.system)) + (
+        estimate_tokens(len(canonical_json(prompt.tools))) if prompt.tools else 0
+    )
+    hashes = [int.from_bytes(digest, "big")]
+    counts = [tokens]
+    for message in prompt.messages:
+        digest = _digest(digest + b"M" + canonical_json(message).encode())
+        tokens += MESSAGE_OVERHEAD_TOKENS + estimate_tokens(_text_length(message["content"]))
+        hashes.append(int.from_bytes(digest, "big"))
+        counts.append(tokens)
+    has_template = bool(prompt.system or prompt.tools)
+    return {
+        "prefix_hashes": hashes,
+        "prefix_tokens": counts,
+        "template_fingerprint": f"{hashes[0]:016x}" if has_template else None,
+        "input_fingerprint": f"{hashes[-1]:016x}",
+    }
+
+
+def content_fields(attrs: Mapping[str, Any], *, keep_content: bool = False) -> dict[str, Any]:
+    """Fingerprint fields for a span's attributes (all null when it carries no content).
+
+    With ``keep_content`` also ``input_content`` (canonical JSON of ``{"system", "tools",
+    "messages"}``) and ``output_content`` (canonical JSON of the output messages).
+    """
+    if _INPUT_MARKER_SET.isdisjoint(attrs) and (
+        not keep_content or _OUTPUT_MARKER_SET.isdisjoint(attrs)
+    ):
+        if PREFIX_HASHES_ATTRIBUTE in attrs:
+            return {**EMPTY_FIELDS, **recorded_fingerprints(attrs)}
+        return dict(EMPTY_FIELDS)
+    fields = dict(EMPTY_FIELDS)
+    prompt = read_prompt(attrs)
+    if prompt is not None:
+        fields.update(fingerprint(prompt))
+    if keep_content:
+        if prompt is not None:
+            fields["input_content"] = canonical_json(
+                {"system": prompt.system, "tools": prompt.tools, "messages": prompt.messages}
+            )
+        output = read_output(attrs)
+        if output is not None:
+            fields["output_content"] = canonical_json(output)
+    return fields
+
+
+def recorded_fingerprints(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Fingerprint fields from the ``llmtrace.prompt.*`` attributes a live app recorded.
+
+    Raises ``ContentError`` naming the attribute when a value is not what llmtrace writes
+    (hex hashes, integer token counts of the same length).
+    """
+    hashes = _as_list(attrs.get(PREFIX_HASHES_ATTRIBUTE))
+    try:
+        values = [int(h, 16) for h in hashes]
+    except (TypeError, ValueError):
+        raise ContentError(f"{PREFIX_HASHES_ATTRIBUTE}: expected 16-digit hex strings") from None
+    if not values or any(v < 0 or v >= 1 << 64 for v in values):
+        raise ContentError(f"{PREFIX_HASHES_ATTRIBUTE}: expected 16-digit hex strings")
+    tokens = attrs.get(PREFIX_TOKENS_ATTRIBUTE)
+    counts = None
+    if tokens is not None:
+        try:
+            counts = [int(t) for t in _as_list(tokens)]
+        except (TypeError, ValueError):
+            raise ContentError(f"{PREFIX_TOKENS_ATTRIBUTE}: expected integers") from None
+        if len(counts) != len(values) or any(c < 0 for c in counts):
+            raise ContentError(
+                f"{PREFIX_TOKENS_ATTRIBUTE}: expected one count >= 0 per prefix hash"
+            )
+    template = attrs.get(TEMPLATE_FINGERPRINT_ATTRIBUTE)
+    return {
+        "prefix_hashes": values,
+        "prefix_tokens": counts,
+        "template_fingerprint": None if template is None else str(template),
+        "input_fingerprint": str(attrs.get(INPUT_FINGERPRINT_ATTRIBUTE) or f"{values[-1]:016x}"),
+    }
+
+
+def step_fingerprint(*parts: Any) -> str:
+    """Hex blake2b-64 of what one agent step consumed: a typed prompt, or a tool call with its
+    arguments and result (canonical JSON of ``parts``, never kept). Equal values within one
+    session mean the agent did the same thing and read the same answer again (LT503)."""
+    data = canonical_json(list(parts)).encode("utf-8", "surrogatepass")
+    return _digest(data).hex()
