@@ -8,6 +8,8 @@ tree walks bounded by ``_MAX_DEPTH`` rounds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import polars as pl
 
 from llmtrace import twins
@@ -128,7 +130,8 @@ def _merge_duplicates(
     already stored. A late span that is their twin is merged into them: it is dropped, and its
     evaluations go to the stored call through ``members``; a stored call is never emitted again.
     """
-    calls = calls.unique(subset=list(KEY_FIELDS), keep="first", maintain_order=True)
+    if calls.select(pl.struct(*KEY_FIELDS).is_duplicated().any()).item():  # else: as it is
+        calls = calls.unique(subset=list(KEY_FIELDS), keep="first", maintain_order=True)
     stored = pl.lit(False).alias("_stored")
     if handed_on is not None and handed_on.height:
         # a re-exported span (same key) is left to the store, which counts it as stored
@@ -142,8 +145,11 @@ def _merge_duplicates(
     calls = calls.with_row_index("_node")
     labels = _merge_labels(calls)
     detail = pl.sum_horizontal(pl.col(*TOKEN_FIELDS).is_not_null().cast(pl.Int32))
-    grouped = calls.join(labels, on="_node", how="inner").with_columns(detail.alias("_detail"))
-    singles = calls.join(labels, on="_node", how="anti").drop("_node")
+    if labels.is_empty():  # no call is one with another: every call stays as it is
+        grouped, singles = calls.clear(), calls.drop("_node")
+    else:
+        grouped = calls.join(labels, on="_node", how="inner").with_columns(detail.alias("_detail"))
+        singles = calls.join(labels, on="_node", how="anti").drop("_node")
     members = calls.filter(~pl.col("_stored")).select(
         "trace_id",
         pl.col("span_id").alias("_member"),
@@ -214,7 +220,8 @@ def _walk_actions(walk: pl.DataFrame, tree: pl.DataFrame, column: str = "action"
     has the nearest ancestor's ``column`` or runs out of ancestors; returns KEY_FIELDS and
     ``column`` (``action``, or ``agent`` for the innermost agent)."""
     tree = tree.select("trace_id", "span_id", "parent_span_id", column)
-    tree = tree.unique(subset=list(KEY_FIELDS), keep="first", maintain_order=True)
+    if tree.select(pl.struct(*KEY_FIELDS).is_duplicated().any()).item():  # else: as it is
+        tree = tree.unique(subset=list(KEY_FIELDS), keep="first", maintain_order=True)
     ancestors = tree.rename({"span_id": "_ancestor", "parent_span_id": "_next", column: "_found"})
     for _ in range(_MAX_DEPTH):
         if walk.filter(pl.col("_ancestor").is_not_null()).is_empty():
@@ -256,6 +263,34 @@ def _resolve_agents(calls: pl.DataFrame, tree: pl.DataFrame) -> pl.DataFrame:
 
     agents = innermost(calls, "span_id")
     tool_spans = marked.filter(pl.col("tool").is_not_null() & pl.col("tool_end").is_not_null())
+    if tool_spans.is_empty():  # no tool was run: no call consumed one (the same empty match)
+        consumed = tool_spans.select(*KEY_FIELDS, "tool", "tool_step")
+    else:
+        consumed = _consumed_tools(calls, agents, tool_spans, innermost)
+    tree_found = agents.select(*KEY_FIELDS, pl.col("agent").alias("_agent")).join(
+        consumed.rename({"tool": "_tool", "tool_step": "step_fingerprint"}),
+        on=list(KEY_FIELDS),
+        how="left",
+    )
+    return (
+        calls.drop("step_fingerprint", strict=False)
+        .join(tree_found, on=list(KEY_FIELDS), how="left")
+        .with_columns(  # what the live processor recorded on the span comes first
+            pl.coalesce("agent", "_agent").alias("agent"),
+            pl.coalesce("tool", "_tool").alias("tool"),
+        )
+        .drop("_agent", "_tool")
+    )
+
+
+def _consumed_tools(
+    calls: pl.DataFrame,
+    agents: pl.DataFrame,
+    tool_spans: pl.DataFrame,
+    innermost: Callable[[pl.DataFrame, str], pl.DataFrame],
+) -> pl.DataFrame:
+    """KEY_FIELDS, ``tool`` and ``tool_step`` of the calls that consumed a tool's result
+    (``_resolve_agents``' docstring says which)."""
     tools = (
         innermost(tool_spans, "parent_span_id")
         .join(tool_spans.select(*KEY_FIELDS, "tool", "tool_end", "tool_step"), on=list(KEY_FIELDS))
@@ -277,7 +312,7 @@ def _resolve_agents(calls: pl.DataFrame, tree: pl.DataFrame) -> pl.DataFrame:
         .sort("start_time")
         .with_columns(pl.col("start_time").shift(1).over("trace_id", "_run").alias("_prev"))
     )
-    consumed = (
+    return (
         runs.join_asof(
             tools,
             left_on="start_time",
@@ -288,20 +323,6 @@ def _resolve_agents(calls: pl.DataFrame, tree: pl.DataFrame) -> pl.DataFrame:
         )
         .filter(pl.col("_prev").is_null() | (pl.col("_tool_end") >= pl.col("_prev")))
         .select(*KEY_FIELDS, "tool", "tool_step")
-    )
-    tree_found = agents.select(*KEY_FIELDS, pl.col("agent").alias("_agent")).join(
-        consumed.rename({"tool": "_tool", "tool_step": "step_fingerprint"}),
-        on=list(KEY_FIELDS),
-        how="left",
-    )
-    return (
-        calls.drop("step_fingerprint", strict=False)
-        .join(tree_found, on=list(KEY_FIELDS), how="left")
-        .with_columns(  # what the live processor recorded on the span comes first
-            pl.coalesce("agent", "_agent").alias("agent"),
-            pl.coalesce("tool", "_tool").alias("tool"),
-        )
-        .drop("_agent", "_tool")
     )
 
 
