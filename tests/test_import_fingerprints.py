@@ -1,8 +1,9 @@
 """Content fingerprints after issue 15's shortcuts are byte for byte what they were.
 
 ``llmtrace.fingerprint`` now writes text messages' canonical JSON directly, keeps the template
-step per system texts and each message step per (digest so far, role, text), and reads the
-common message shapes without copying them. The import and the live path store these values,
+step per system texts and each message step per (digest so far, role, text), reads the
+common message shapes without copying them, and reads JSON text with msgspec's decoder where
+msgspec is loaded (``json.loads`` where it refuses the text). The import and the live path store these values,
 so any difference would split prefixes that used to match. Every case here runs through the
 code as it was (tests/fingerprint_reference.py, frozen at 8d3ae20) and the code as it is, twice
 (the second time from the caches), and compares the fields, or the exception's type and text.
@@ -64,6 +65,27 @@ def _message(rng: random.Random) -> Any:
     return {1: "a", "role": role}  # a key that does not sort with text
 
 
+# JSON text msgspec's decoder refuses or might read otherwise (json.loads decides them)
+ODD_JSON = [
+    '[{"role": "user", "content": NaN}]',
+    '[{"role": "user", "content": Infinity}, {"role": "user", "content": -1e400}]',
+    '[{"role": "user", "content": "\\ud800 lone"}]',
+    '[{"role": "user", "content": "\\udc00\\ud800"}]',
+    '[{"role": "user", "content": 123456789012345678901234567890}]',
+    '[{"role": "user", "content": 1.7976931348623157e309}]',
+    '[{"role": "user", "content": 0.1000000000000000055511151231257827}]',
+    '[{"role": "a", "role": "b", "content": "last wins"}]',
+    '[{"role": "user", "content": "x"}] trailing',
+    '[{"role": "user", "content": "tab\tinside"}]',
+    '[{"role": "user", "content": "\\ud83d\\ude00"}]',
+    '{"messages": [{"role": "user", "content": "\\u00e9"}], "tools": [1e5, -0]}',
+    "[" * 3000 + "]" * 3000,
+    '[{"role": "user", "content": ' + "1" * 5000 + "}]",
+    '[{"role": "user", "content": 1e-400}, {"role": "user", "content": -0.0}]',
+    '[{"role": "user", "content": [{"type": "text", "text": "\\u0000"}]}]',
+]
+
+
 def _dumps(value: Any) -> Any:
     try:
         return json.dumps(value)
@@ -76,8 +98,15 @@ def _attributes(rng: random.Random) -> dict[str, Any]:
     messages = [_message(rng) for _ in range(rng.randint(0, 5))]
     system = [_text(rng)] if rng.random() < 0.5 else []
     attrs: dict[str, Any] = {}
-    kind = rng.randrange(6)
-    if kind == 0:  # OTel GenAI: JSON strings, sometimes structured values or tuples
+    kind = rng.randrange(7)
+    if kind == 6:  # JSON text of every odd kind, where each JSON attribute is read
+        attribute = rng.choice(
+            ["gen_ai.input.messages", "gen_ai.prompt", "langfuse.observation.input"]
+        )
+        attrs[attribute] = rng.choice(ODD_JSON)
+        attrs["gen_ai.system_instructions"] = rng.choice(ODD_JSON + [None])
+        attrs["gen_ai.output.messages"] = rng.choice(ODD_JSON)
+    elif kind == 0:  # OTel GenAI: JSON strings, sometimes structured values or tuples
         attrs["gen_ai.input.messages"] = rng.choice([_dumps, list, tuple])(messages)
         if system or rng.random() < 0.2:
             attrs["gen_ai.system_instructions"] = _dumps(
@@ -141,6 +170,7 @@ def _assert_same(cases: list[Any]) -> None:
 
 
 def test_random_and_hostile_content_gives_the_same_fingerprints() -> None:
+    assert fingerprint._msgspec_decode() is not None  # the importer's JSON reading is tested
     rng = random.Random(15)
     cases = [_attributes(rng) for _ in range(1500)]
     kinds = [_outcome(reference.content_fields, a) for a in cases]

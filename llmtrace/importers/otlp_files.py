@@ -190,8 +190,8 @@ def _read_json(stream: BinaryIO, name: str, sink: _Collector, tracker: _Tracker)
         rest = b"".join(ahead) + stream.read()
         _read_whole_document(first, rest, line_no, name, sink, tracker)
         return
-    _add_line(doc, first, name, line_no, sink)
-    _read_lines(lines, line_no + 1, name, sink, tracker)
+    del doc  # a whole value: read again by the lanes every line takes (the columnar lane first)
+    _read_lines(itertools.chain([first], lines), line_no, name, sink, tracker)
 
 
 def _lines_ahead(lines: Iterator[bytes], count: int = 3, limit: int = 1 << 20) -> list[bytes]:
