@@ -159,19 +159,14 @@ def _resource_attributes(resource: Any) -> Mapping[str, Any]:
 def span_mapping(span: ReadableSpan, attributes: dict[str, Any] | None = None) -> dict[str, Any]:
     """The plain mapping ``llmtrace.dialects.span_to_call`` reads, from an SDK span
     (``attributes``: its attributes already copied by ``plain_attributes``, used as they are)."""
-    fields = _sdk_fields(span)
-    if fields is None:
+    if type(span) not in _SDK_SPANS:
         context, parent, scope = span.context, span.parent, span.instrumentation_scope
         status, name, resource = span.status, span.name, span.resource
         start, end, events = span.start_time, span.end_time, span.events
     else:  # the same values, read from the SDK span's fields (its properties are Python calls)
-        context, parent, scope = (
-            fields["_context"],
-            fields["_parent"],
-            fields["_instrumentation_scope"],
-        )
-        status, name, resource = fields["_status"], fields["_name"], fields["_resource"]
-        start, end, events = fields["_start_time"], fields["_end_time"], fields["_events"]
+        context, parent, scope = span._context, span._parent, span._instrumentation_scope
+        status, name, resource = span._status, span._name, span._resource
+        start, end, events = span._start_time, span._end_time, span._events
     code = status.status_code
     mapping: dict[str, Any] = {
         "trace_id": f"{context.trace_id:032x}",
@@ -214,18 +209,13 @@ _SDK_SPANS = (
     else ()
 )
 """The SDK's span classes, whose properties return their ``_`` fields as they are (events
-and links as tuples): ``_sdk_fields`` reads those fields directly for them, and only them.
+and links as tuples; every one of them sets all of ``_COPY_FIELDS`` when made):
+``span_mapping`` and ``with_attributes`` read those fields directly for them, and only them
+(a subclass may override a property: it is read through its properties). Attribute by
+attribute, not through ``vars(span)``: the object keeps them inline, and asking for its
+``__dict__`` makes one (~1 us and one more container for the collector, per LLM span).
 Empty (every span read through its properties) for an SDK whose ``ReadableSpan`` has other
 fields than the ones this module copies."""
-
-
-def _sdk_fields(span: Any) -> dict[str, Any] | None:
-    """The fields of an SDK span object (its ``__dict__``), or None for any other span type
-    (a subclass may override a property: it is read through its properties)."""
-    if type(span) not in _SDK_SPANS:
-        return None
-    fields = getattr(span, "__dict__", None)
-    return fields if type(fields) is dict and "_end_time" in fields else None
 
 
 def with_attributes(
@@ -237,8 +227,7 @@ def with_attributes(
     take over and extend, instead of copying them again."""
     attributes = plain_attributes(span) if base is None else base
     attributes.update(extra)
-    fields = _sdk_fields(span)
-    if fields is not None and fields["_resource"] is not None:
+    if type(span) in _SDK_SPANS and span._resource is not None:
         # what ``ReadableSpan(...)`` below makes from the span's properties, without the
         # constructor's keywords and a Python call per property (the worker copies every
         # LLM span): the same fields, events and links as tuples, no instrumentation info
@@ -246,19 +235,19 @@ def with_attributes(
         # set one by one, in the constructor's order: the object keeps them inline, where
         # assigning a ``__dict__`` makes one more container for the collector (per LLM span,
         # alive until the batch processor exports the copy)
-        copy._name = fields["_name"]
-        copy._context = fields["_context"]
-        copy._kind = fields["_kind"]
+        copy._name = span._name
+        copy._context = span._context
+        copy._kind = span._kind
         copy._instrumentation_info = None
-        copy._instrumentation_scope = fields["_instrumentation_scope"]
-        copy._parent = fields["_parent"]
-        copy._start_time = fields["_start_time"]
-        copy._end_time = fields["_end_time"]
+        copy._instrumentation_scope = span._instrumentation_scope
+        copy._parent = span._parent
+        copy._start_time = span._start_time
+        copy._end_time = span._end_time
         copy._attributes = attributes
-        copy._events = _as_tuple(fields["_events"])
-        copy._links = _as_tuple(fields["_links"])
-        copy._resource = fields["_resource"]
-        copy._status = fields["_status"]
+        copy._events = _as_tuple(span._events)
+        copy._links = _as_tuple(span._links)
+        copy._resource = span._resource
+        copy._status = span._status
         return copy
     return ReadableSpan(
         name=span.name,
