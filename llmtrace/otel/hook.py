@@ -261,15 +261,14 @@ def texts_parts(texts: tuple[Any, ...]) -> tuple[dict[str, Any], dict[str, Any]]
     system_parts = texts[1]
     messages: list[tuple[str, Any, Any]] = []
     roles = _ROLES
-    items = iter(texts)
-    next(items), next(items)  # the marker and the system parts
-    for role, name, content in zip(items, items, items, strict=True):
+    for index in range(2, len(texts), 3):
+        role = texts[index]
         canonical = roles.get(role)
         if canonical is None:
             canonical = fingerprint.canonical_role(role)
             if len(roles) < 256:
                 roles[role] = canonical
-        messages.append((canonical, name, content))
+        messages.append((canonical, texts[index + 1], texts[index + 2]))
     system = list(system_parts)
     start = 0
     while start < len(messages) and messages[start][0] == fingerprint.SYSTEM_ROLE:
