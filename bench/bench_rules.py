@@ -84,14 +84,15 @@ def _grid(job, directory: Path) -> tuple[dict[str, str], dict[str, list[list[Pat
     marker = directory / "done"
     if not marker.exists():
         parts = part_count(int(current.select(pl.len()).collect().item()))
-        columns = [c for f in names for c in _family_columns(job, families[f])]
-        columns += [c for f in names for c in SHARED_KEYS[f].meta.root_names()]
+        read = list(dict.fromkeys(c for f in names for c in _family_columns(job, families[f])))
+        keyed = [c for f in names for c in SHARED_KEYS[f].meta.root_names()]
         began = time.process_time()
-        spill_grid(
-            current.select(list(dict.fromkeys(columns))),
+        spill_grid(  # as the engine writes it: the rules' columns, a key's others hashed only
+            current.select(list(dict.fromkeys([*read, *keyed]))),
             {f: SHARED_KEYS[f] for f in names},
             parts,
             directory,
+            keep=read,
         )
         print(f"spill grid of {names} in {parts} parts: {time.process_time() - began:.2f} CPU-s")
         marker.write_text(str(parts))
