@@ -51,12 +51,12 @@ from _measure import Report, add_json_argument  # noqa: E402
 
 # how run_all.py runs this script (read with ast.literal_eval, never imported by it): the
 # import command at 1M spans beside the orjson parse-only baseline and the importer as it was
-# before the columnar lane (9dce512), interleaved in the same run
+# before this round (8d3ae20, the eighth session's start), interleaved in the same run
 RUN_ALL = {
     "name": "import",
     "order": 20,
-    "full": ["--command", "--sizes", "1000000", "--runs", "2", "--compare-commit", "9dce512"],
-    "quick": ["--command", "--sizes", "20000", "--runs", "1", "--compare-commit", "9dce512"],
+    "full": ["--command", "--sizes", "1000000", "--runs", "2", "--compare-commit", "8d3ae20"],
+    "quick": ["--command", "--sizes", "20000", "--runs", "1", "--compare-commit", "8d3ae20"],
     "requires": ["orjson"],
 }
 
