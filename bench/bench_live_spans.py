@@ -58,7 +58,18 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN_ALL = {
     "name": "live",
     "order": 60,
-    "full": ["--spans", "2000", "--rounds", "7", "--retained", "6000", "--latency-rounds", "10"],
+    "full": [
+        "--spans",
+        "2000",
+        "--rounds",
+        "7",
+        "--retained",
+        "6000",
+        "--latency-rounds",
+        "10",
+        "--latency-calls",
+        "1000",
+    ],
     "quick": [
         "--spans",
         "200",
