@@ -260,15 +260,9 @@ def texts_parts(texts: tuple[Any, ...]) -> tuple[dict[str, Any], dict[str, Any]]
     messages moved to the template, as ``_direct_prompt`` does."""
     system_parts = texts[1]
     messages: list[tuple[str, Any, Any]] = []
-    roles = _ROLES
+    canonical_role = fingerprint.canonical_role  # keeps each role name's canonical form itself
     for index in range(2, len(texts), 3):
-        role = texts[index]
-        canonical = roles.get(role)
-        if canonical is None:
-            canonical = fingerprint.canonical_role(role)
-            if len(roles) < 256:
-                roles[role] = canonical
-        messages.append((canonical, texts[index + 1], texts[index + 2]))
+        messages.append((canonical_role(texts[index]), texts[index + 1], texts[index + 2]))
     system = list(system_parts)
     start = 0
     while start < len(messages) and messages[start][0] == fingerprint.SYSTEM_ROLE:
@@ -290,9 +284,6 @@ def prompt_attributes(prompt: tuple[Any, ...]) -> dict[str, Any]:
     if prompt[0] is PLAIN_TEXTS:
         return texts_parts(prompt)[1]
     return fingerprint_attributes(*prompt)
-
-
-_ROLES: dict[str, str] = {}  # a role as util-genai gives it -> fingerprint.canonical_role of it
 
 
 def _key(content: Any) -> Any:
