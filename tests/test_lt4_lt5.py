@@ -210,14 +210,10 @@ def test_lt502_ignores_repeats_inside_one_session(tmp_path: Path) -> None:
     assert len(found) == 1 and found[0].evidence["repeats"] == 299
 
 
-def test_lt501_declared_offline_and_unverified_without_batch_rates(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A declared-offline service is eligible whatever its shape; before genai-prices models
-    batch rates (2026-10-14) the saving is unverified and names the price-file entry, until the
-    user's price file gives the batch tier's price."""
-    end = datetime(2026, 9, 1, tzinfo=UTC)
-    rows = [
+def _weekly_reports(end: datetime) -> list[dict[str, object]]:
+    """1,400 calls of the "reports" service, one every 7 minutes over the week before ``end``:
+    spread over the day (not batch-shaped), so LT501 flags them only when declared offline."""
+    return [
         {
             "trace_id": f"t{i}",
             "span_id": f"s{i}",
@@ -234,6 +230,16 @@ def test_lt501_declared_offline_and_unverified_without_batch_rates(
         }
         for i in range(1400)
     ]
+
+
+def test_lt501_declared_offline_and_unverified_without_batch_rates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A declared-offline service is eligible whatever its shape; before genai-prices models
+    batch rates (2026-10-14) the saving is unverified and names the price-file entry, until the
+    user's price file gives the batch tier's price."""
+    end = datetime(2026, 9, 1, tzinfo=UTC)
+    rows = _weekly_reports(end)
     priced = price_calls(_frame(rows), PriceBook()).lazy()
     config_file = tmp_path / "llmtrace.toml"
     config_file.write_text('[rules.LT501]\noffline_services = ["reports"]\n')
@@ -271,23 +277,7 @@ def test_lt501_prices_the_batch_saving_on_priced_calls_only(
     output cost on the batch side alone would shrink the saving below half the cost at a 0.5
     batch multiplier."""
     end = datetime(2026, 9, 1, tzinfo=UTC)
-    rows = [
-        {
-            "trace_id": f"t{i}",
-            "span_id": f"s{i}",
-            "provider": "openai",
-            "model": "gpt-4o",
-            "service": "reports",
-            "action": "weekly",
-            "prompt": "p",
-            "start_time": end - timedelta(days=7) + timedelta(minutes=7 * i),
-            "duration_ms": 4000.0,
-            "input_tokens": 5000,
-            "output_tokens": 800,
-            "is_error": False,
-        }
-        for i in range(1400)
-    ]
+    rows = _weekly_reports(end)
     priced = price_calls(_frame(rows), PriceBook())
     unpriced = pl.int_range(pl.len()) % 3 == 0  # a third: total and input unknown, output known
     calls = priced.with_columns(
