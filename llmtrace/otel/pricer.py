@@ -31,6 +31,12 @@ class LazyPriceBook:
         self._lock = threading.Lock()
         _BOOKS.add(self)
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the book is loaded (pricing now takes microseconds, not a load): the
+        processor works a span on the app's thread only then (``inline_when_idle``)."""
+        return self._book is not None
+
     def get(self) -> Any:
         book = self._book
         if book is not None:

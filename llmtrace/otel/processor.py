@@ -117,6 +117,11 @@ def _adopt_usage(call: dict[str, Any], child: Mapping[str, Any]) -> None:
             call[field] = child.get(field)
 
 
+def _ready(pricer: Any) -> bool:
+    """Whether pricing a call now cannot wait for price data to load (``LazyPriceBook``)."""
+    return getattr(pricer, "loaded", True) is not False
+
+
 def _utc(value: datetime | None) -> datetime:
     return value if value is not None else datetime.now(UTC)
 
@@ -154,6 +159,18 @@ class CostSpanProcessor(SpanProcessor):
     inline. ``force_flush`` waits until the worker has reached everything queued before it,
     then flushes downstream.
 
+    **Inline when idle** (``inline_when_idle=True``; ``LLMTRACE_PROCESSING=inline``). The
+    span is worked right in ``on_end``, on the app's thread, when nothing is ahead of it:
+    nothing queued, no other thread working an item (``_busy``), the price data loaded.
+    Otherwise it is queued for the worker as above, so spans are still worked in the order
+    they ended and the app never waits for llmtrace (the first call's price load, another
+    thread's item, a busy worker all send the span to the queue). Why: the worker competes
+    with the app's threads for the interpreter lock, and an app thread that wants it back
+    (after each socket read or write of its HTTP client) waits for the worker's next offer;
+    worked inline, the same tens of microseconds are spread over every call instead of
+    landing on the calls that overlap a batch. Metrics are still recorded by the worker
+    once per batch (``on_calls``), for spans worked inline too, off the app's request.
+
     **Actions.** An action instance is one local root span (a span without a parent in this
     process: the trace's root, or the entry span of a distributed trace's part that runs here)
     with everything under it. Its cost is the sum of its LLM calls' costs, closed when the root
@@ -179,6 +196,7 @@ class CostSpanProcessor(SpanProcessor):
         max_queue_size: int = 4096,
         batch_delay_millis: float = 200.0,
         twin_wait_millis: float = 60_000.0,
+        inline_when_idle: bool = False,
     ) -> None:
         self._downstream: tuple[SpanProcessor, ...] = (
             (downstream,) if isinstance(downstream, SpanProcessor) else tuple(downstream)
@@ -206,6 +224,11 @@ class CostSpanProcessor(SpanProcessor):
         self._parked: dict[int, Parked] = {}  # worker only
         self._twin_wait = twin_wait_millis / 1000
         self._background = background
+        self._inline_when_idle = inline_when_idle
+        self._prices_ready = False  # set once the pricer says its data is loaded
+        # held by whoever works an item (the worker, or an app thread working one inline
+        # when idle): one at a time, in the order the items came
+        self._busy = threading.Lock()
         self._max_queue = max_queue_size
         self._hurry_at = max(1, max_queue_size // 4)
         self._delay = batch_delay_millis / 1000
@@ -261,13 +284,21 @@ class CostSpanProcessor(SpanProcessor):
             self._forward(span)  # not an LLM span: downstream as it is, now
             if item is None:
                 return
+        if self._inline_when_idle and self._background and self._run_if_idle(item):
+            return
         if not (self._background and self._enqueue(item)):
             self._run(item)
             self._record_done()
 
     def shutdown(self) -> None:
         self._drain(30_000)
-        self._release_parked(force=True)  # inline when there was no worker (or it is gone)
+        # a worker stuck downstream must not hold the app's exit: after a while, without it
+        busy = self._busy.acquire(timeout=5)
+        try:
+            self._release_parked(force=True)  # inline when there was no worker (or it is gone)
+        finally:
+            if busy:
+                self._busy.release()
         self._record_done()
         self._stopping = True
         self._hurry.set()
@@ -285,6 +316,7 @@ class CostSpanProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         ok = self._drain(timeout_millis)
+        self._record_done()  # worked inline and not recorded yet (no worker, or it is gone)
         for processor in self._downstream:
             try:
                 ok = processor.force_flush(timeout_millis) and ok
@@ -384,6 +416,40 @@ class CostSpanProcessor(SpanProcessor):
             job.tool = self._tools.pop(live.run, None)
         return job
 
+    def _run_if_idle(self, item: Job | ActionEnd) -> bool:
+        """Work ``item`` now on this thread if nothing is queued or being worked and the
+        prices are loaded; False (nothing done) otherwise, and the caller queues it.
+
+        Never waits: the lock is only tried. An item queued by another thread between the
+        check and the lock stays ahead of this one (checked again under the lock). What was
+        priced here is recorded in the metrics by the worker, woken once per batch delay,
+        which also releases spans held for a twin when their wait is over."""
+        if self._queue or not self._prices_ready and not self._check_prices():
+            return False
+        busy = self._busy
+        if not busy.acquire(blocking=False):
+            return False
+        try:
+            if self._queue:  # queued by another thread meanwhile: behind it, on the worker
+                return False
+            self._run(item)
+        finally:
+            busy.release()
+        if not self._armed:
+            if self._calls_done or self._actions_done or self._parked:
+                if self._worker is None:
+                    self._start_worker()
+                self._armed = True
+                self._wake.set()
+        elif len(self._calls_done) >= self._hurry_at and not self._hurry.is_set():
+            self._hurry.set()  # a fast app: record before the batch delay is over
+        return True
+
+    def _check_prices(self) -> bool:
+        """Whether the pricer's data is loaded (remembered once it is: it stays loaded)."""
+        self._prices_ready = _ready(self._pricer)
+        return self._prices_ready
+
     def _enqueue(self, item: Job | ActionEnd) -> bool:
         """Hand ``item`` to the worker; False when it must be done inline (full or stopped)."""
         queue = self._queue
@@ -415,6 +481,7 @@ class CostSpanProcessor(SpanProcessor):
         """In a forked child: the parent's queue is the parent's; start afresh, lazily."""
         self._queue.clear()
         self._start_lock = threading.Lock()
+        self._busy = threading.Lock()  # another thread of the parent's may have held it
         self._wake = threading.Event()
         self._hurry = threading.Event()
         self._armed = False
@@ -422,6 +489,7 @@ class CostSpanProcessor(SpanProcessor):
 
     def _work(self) -> None:
         queue = self._queue
+        busy = self._busy
         while True:
             self._wake.wait(self._park_timeout())
             if not self._stopping:
@@ -431,7 +499,9 @@ class CostSpanProcessor(SpanProcessor):
             self._armed = False  # from here on, the next append wakes us again
             last_yield = time.perf_counter()
             while queue:
-                self._run(queue.popleft())
+                with busy:  # taken before the item leaves the queue: see _run_if_idle
+                    if queue:
+                        self._run(queue.popleft())
                 if len(self._calls_done) >= _RECORD_BATCH:
                     self._record_done()
                 # Hand the interpreter lock back every _YIELD_AFTER_S of work: an app thread
@@ -444,8 +514,14 @@ class CostSpanProcessor(SpanProcessor):
                     time.sleep(0)
                     last_yield = time.perf_counter()
             if self._parked:
-                self._release_parked(force=False)
-            self._record_done()
+                with busy:
+                    self._release_parked(force=False)
+            # what app threads priced inline may be more than a batch: hand it over in
+            # batches, offering the interpreter lock between them
+            while self._calls_done or self._actions_done:
+                self._record_done(_RECORD_BATCH)
+                if self._calls_done or self._actions_done:
+                    time.sleep(0)
             if self._stopping:
                 return
 
@@ -630,8 +706,9 @@ class CostSpanProcessor(SpanProcessor):
                 _guard.swallow("processor.on_call", exc)
         return with_attributes(span, extra, attrs)
 
-    def _record_done(self) -> None:
-        """Hand the calls and actions priced since the last time to the batch sinks.
+    def _record_done(self, limit: int = 0) -> None:
+        """Hand the calls and actions priced since the last time to the batch sinks (at most
+        ``limit`` of each when it is not 0).
 
         Any thread may call this (the worker after a batch, an app thread after inline work):
         each item is taken with one ``popleft``, so a call priced meanwhile on another thread
@@ -644,8 +721,12 @@ class CostSpanProcessor(SpanProcessor):
                 continue
             batch = []
             try:
-                while True:
-                    batch.append(done.popleft())
+                if limit:
+                    for _ in range(limit):
+                        batch.append(done.popleft())
+                else:
+                    while True:
+                        batch.append(done.popleft())
             except IndexError:
                 pass
             try:

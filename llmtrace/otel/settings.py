@@ -36,6 +36,10 @@ METRIC_LABELS: dict[str, str] = {
 DEFAULT_METRIC_LABELS = ("model", "provider", "operation", "service", "prompt", "action", "agent")
 # SDKs llmtrace instruments with the official OpenTelemetry GenAI instrumentations.
 INSTRUMENTABLE = ("openai", "anthropic", "google_genai")
+# Where the live side prices an LLM span (``LLMTRACE_PROCESSING``): ``worker`` - always on its
+# background thread, in batches; ``inline`` - on the app's thread inside ``span.end()`` when no
+# other span is queued or being priced (else queued for the worker, in order)
+PROCESSING_MODES = ("worker", "inline")
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,12 @@ class LiveSettings:
     # LLMTRACE_BATCH_DELAY_MS: how long the pricing worker lets spans gather before it prices
     # them as one batch; longer = less CPU per span, later costs (exporters batch on their own)
     batch_delay_ms: float = 200.0
+    # LLMTRACE_PROCESSING=worker|inline: where each LLM span is priced. ``worker``: on the
+    # background thread, in batches. ``inline``: on the app's thread inside ``span.end()``
+    # (tens of microseconds a call, spread evenly over calls) when no other span is queued or
+    # being priced, else queued for the worker as in ``worker``; metrics are still recorded by
+    # the worker once per batch, and the first call's price load stays on the worker
+    processing: str = "worker"
     # LLMTRACE_EXIT_TIMEOUT_MS: the most an unreachable or silent OTLP endpoint may delay the
     # app's exit (or LiveHandle.shutdown()); spans not exported by then are dropped and counted
     exit_timeout_ms: float = 3000.0
@@ -162,6 +172,13 @@ def _delay_ms(value: str | float) -> float:
     return number
 
 
+def _processing(value: str) -> str:
+    mode = str(value).strip().lower()
+    if mode not in PROCESSING_MODES:
+        raise ValueError(f"unknown processing mode {value!r}; choose from {list(PROCESSING_MODES)}")
+    return mode
+
+
 def _positive_int(value: str | int) -> int:
     number = int(value)
     if number <= 0:
@@ -193,6 +210,7 @@ _SOURCES: dict[str, tuple[tuple[str, ...], Any]] = {
     "prices": (("LLMTRACE_PRICES",), Path),
     "max_queue_size": (("LLMTRACE_MAX_QUEUE_SIZE",), _positive_int),
     "batch_delay_ms": (("LLMTRACE_BATCH_DELAY_MS",), _delay_ms),
+    "processing": (("LLMTRACE_PROCESSING",), _processing),
     "exit_timeout_ms": (("LLMTRACE_EXIT_TIMEOUT_MS",), _delay_ms),
     "set_global": ((), bool),
 }

@@ -129,7 +129,7 @@ def init(
     Keywords are the ``LiveSettings`` fields (``service_name``, ``exporters``, ``store``,
     ``otlp_endpoint``, ``otlp_protocol``, ``otlp_headers``, ``metric_labels``,
     ``metric_allow``, ``metric_max_values``, ``capture_content``, ``instrument``, ``prices``,
-    ``max_queue_size``, ``set_global``...), plus objects no variable can name:
+    ``max_queue_size``, ``processing``, ``set_global``...), plus objects no variable can name:
     ``tracer_provider`` / ``meter_provider`` to use, extra ``metric_readers`` and extra
     ``span_exporters`` (each behind its own batch processor).
 
@@ -222,6 +222,7 @@ def _setup(
         keep_content=settings.capture_content,
         max_queue_size=settings.max_queue_size,
         batch_delay_millis=settings.batch_delay_ms,
+        inline_when_idle=settings.processing == "inline",
     )
     tracer_provider.add_span_processor(processor)
 
