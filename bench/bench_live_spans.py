@@ -14,23 +14,34 @@ pipeline minus the client and the network, in one process, so the difference is 
 * ``llmtrace`` - the same, with ``llmtrace.init()``'s pipeline: the cost span processor around
                  the same batch processor, the cost, token and action metrics on the same meter
                  provider, and the completion hook fed the call's input (so prompt fingerprints
-                 are computed, as they are for a real call).
+                 are computed, as they are for a real call); spans priced on its worker thread
+                 (``processing="worker"``);
+* ``llmtrace-inline`` - the same with ``processing="inline"`` (``LLMTRACE_PROCESSING``): each
+                 span priced on the app's thread inside ``end()`` when nothing is queued or
+                 being priced. Measured when the llmtrace on the path has that mode
+                 (``--modes worker`` leaves it out).
 
 Each span is what the official OpenAI instrumentation emits for bench_overhead.py's call
 (start attributes, then usage and response attributes, then the hook, then ``end``). A round is
 ``--spans`` spans then a flush (llmtrace's worker drains, the batch processor exports); the
-figure is process CPU (user + system, all threads) per span. Rounds alternate between the two
+figure is process CPU (user + system, all threads) per span. Rounds rotate over the
 configurations (each its own provider pair, built once) and the medians are reported, with
-their difference: llmtrace's added CPU per call, app thread and worker together. In llmtrace's
+each llmtrace configuration's difference from bare: llmtrace's added CPU per call, app thread
+and worker together. In llmtrace's
 configuration the hook's arguments are built per call by the official instrumentation's own
 converters (``_prepare_input_messages``, ``_prepare_output_messages``): the instrumentation
 does that work only because a completion hook is configured, so it is llmtrace's cost.
 
-``--latency-rounds`` adds the app's tail latency end to end: bench_overhead.py's official and
-llmtrace configurations (real ``openai`` client, loopback server, one process each), rounds
-alternating, and the 99th percentile of the app thread's wall time per call in each. Wall
-time on a loaded machine is noisy: the figure is reported with the load average it ran under.
-``python bench/run_all.py --only live`` runs both and writes bench/results/live.json.
+``--latency-rounds`` adds the app's tail latency end to end: bench_overhead.py's official,
+llmtrace and llmtrace-inline configurations (real ``openai`` client, loopback server, one
+process each), rounds rotating, and the 99th percentile of the app thread's wall time per call
+in each. Wall time on a loaded machine is noisy: the figure is reported with the load average
+it ran under. ``python bench/run_all.py --only live`` runs both and writes
+bench/results/live.json (rows for the worker mode, then for the inline mode).
+
+To compare with an older commit, run this script for both with ``PYTHONPATH`` naming each
+tree (``git worktree add /tmp/old COMMIT``; ``PYTHONPATH=/tmp/old python
+bench/bench_live_spans.py ...``): the latency rounds' processes take the same tree.
 """
 
 from __future__ import annotations
@@ -84,6 +95,7 @@ RUN_ALL = {
     ],
 }
 SCOPE = "opentelemetry.instrumentation.genai.openai"
+MODES = {"llmtrace": "worker", "llmtrace-inline": "inline"}  # configuration -> processing
 START_ATTRIBUTES = {
     "gen_ai.operation.name": "chat",
     "gen_ai.request.model": "gpt-4o",
@@ -129,16 +141,20 @@ class Config:
                 BatchSpanProcessor(bench_overhead.NoopExporter())
             )
         else:
-            from llmtrace.otel.setup import init
+            from llmtrace.otel import setup
 
             self.tracer_provider = TracerProvider()
-            self.handle = init(
+            # each configuration its own pipeline: init() returns the one in force, if any
+            setup._handle = None
+            mode = {"processing": "inline"} if MODES[name] == "inline" else {}
+            self.handle = setup.init(
                 exporters="none",
                 span_exporters=[bench_overhead.NoopExporter()],
                 tracer_provider=self.tracer_provider,
                 meter_provider=self.meter_provider,
                 instrument=(),
                 set_global=False,
+                **mode,
             )
             assert self.handle is not None
             self.handle.processor._pricer.get()  # price data loaded, as init's thread does
@@ -182,15 +198,15 @@ class Config:
         assert error_counts() == {}, error_counts()
 
 
-def latency(rounds: int, calls: int, warmup: int) -> dict[str, Any]:
+def latency(rounds: int, calls: int, warmup: int, modes: list[str]) -> dict[str, Any]:
     """The app's per-call latency, bare official instrumentation vs llmtrace, end to end.
 
     bench_overhead.py's set-up: the real ``openai`` client against the loopback server, each
-    configuration in its own long-lived process, rounds alternating. The app thread's wall time
+    configuration in its own long-lived process, rounds rotating. The app thread's wall time
     per call is what a user of the app waits; its 99th percentile is where llmtrace's worker,
     competing for the interpreter lock, would show."""
     server, url = bench_overhead.start_server()
-    configs = ("official", "llmtrace")
+    configs = ("official", *modes)
     workers: list[Any] = []
     times: dict[str, list[float]] = {c: [] for c in configs}
     cpu: dict[str, list[float]] = {c: [] for c in configs}
@@ -200,7 +216,8 @@ def latency(rounds: int, calls: int, warmup: int) -> dict[str, Any]:
     try:
         workers = [bench_overhead.Worker(c, sys.executable, url) for c in configs]
         for index in range(rounds):
-            for w in workers if index % 2 == 0 else workers[::-1]:
+            shift = index % len(workers)
+            for w in workers[shift:] + workers[:shift]:  # rotate the order every round
                 result = w.round(calls, warmup)
                 times[w.config].extend(result["times"])
                 cpu[w.config].append(result["cpu"])
@@ -219,6 +236,7 @@ def latency(rounds: int, calls: int, warmup: int) -> dict[str, Any]:
         "median_us": {c: statistics.median(v) * 1e6 for c, v in times.items()},
         "cpu_us_per_call": {c: sum(v) / (rounds * calls) * 1e6 for c, v in cpu.items()},
         "cpu_s": sum(cpu["llmtrace"]),
+        "cpu_s_by_config": {c: sum(v) for c, v in cpu.items()},
         "peak_rss_mb": rss,
         "wall_s": time.perf_counter() - clock,
         "load": [min(loads), max(loads)],
@@ -289,11 +307,26 @@ def main() -> None:
         "app's p99 latency",
     )
     parser.add_argument("--latency-calls", type=int, default=300)
+    parser.add_argument(
+        "--modes",
+        default="worker,inline",
+        help="llmtrace's processing modes to measure beside bare (LLMTRACE_PROCESSING): "
+        "worker, inline or both; inline is left out when the llmtrace on the path lacks it",
+    )
     args = parser.parse_args()
 
-    configs = [Config("bare"), Config("llmtrace")]
+    wanted = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if "inline" in wanted and not bench_overhead.inline_supported():
+        print("this llmtrace has no inline processing mode: llmtrace-inline not measured")
+        wanted.remove("inline")
+    names = [name for name, mode in MODES.items() if mode in wanted]
+    if not names:
+        parser.error(f"--modes: choose from {sorted(MODES.values())}")
+    configs = [Config("bare"), *(Config(name) for name in names)]
     if args.inline or args.profile:
-        configs[1].handle.processor._background = False
+        for config in configs[1:]:
+            if config.name == "llmtrace":
+                config.handle.processor._background = False
     counts = dict.fromkeys((c.name for c in configs), 0)
     for config in configs:
         config.calls(args.warmup, 0)
@@ -301,10 +334,12 @@ def main() -> None:
     per_span: dict[str, list[float]] = {c.name: [] for c in configs}
     wall = dict.fromkeys(per_span, 0.0)
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    by_thread: dict[str, list[float]] = {}  # llmtrace's rounds: CPU per call of each thread
+    # each llmtrace configuration's rounds: CPU per call of each thread
+    by_thread: dict[str, dict[str, list[float]]] = {name: {} for name in names}
     loads = [os.getloadavg()[0]]
     for index in range(args.rounds):
-        for config in configs if index % 2 == 0 else configs[::-1]:
+        shift = index % len(configs)
+        for config in configs[shift:] + configs[:shift]:  # rotate the order every round
             profile = None
             if args.profile and config.name == "llmtrace":
                 import cProfile
@@ -319,111 +354,72 @@ def main() -> None:
                 profile.disable()
                 profile.dump_stats(args.profile)
             per_span[config.name].append((time.process_time() - start) / args.spans)
-            if config.name == "llmtrace":
+            if config.name in by_thread:
                 for name, seconds in thread_cpu().items():
                     spent = (seconds - threads.get(name, 0.0)) / args.spans
-                    by_thread.setdefault(name, []).append(spent)
+                    by_thread[config.name].setdefault(name, []).append(spent)
             counts[config.name] += args.spans
         loads.append(os.getloadavg()[0])
     for config in configs:
         config.check(counts[config.name])
     retained = {config.name: held_after(config, args.retained, counts) for config in configs}
     medians = {name: statistics.median(values) for name, values in per_span.items()}
-    paired = [b - a for a, b in zip(per_span["bare"], per_span["llmtrace"], strict=True)]
-    added = statistics.median(paired)
+    paired = {
+        name: [b - a for a, b in zip(per_span["bare"], per_span[name], strict=True)]
+        for name in names
+    }
+    added = {name: statistics.median(v) for name, v in paired.items()}
+    mean_added = {name: statistics.mean(v) for name, v in paired.items()}
+    threads = {
+        config: {
+            name: statistics.median(v)
+            for name, v in spent.items()
+            if len(v) == len(per_span[config])
+        }
+        for config, spent in by_thread.items()
+    }
     print(
-        f"commit {git_state()[0]}; {args.rounds} alternating rounds x {args.spans} spans; "
+        f"commit {git_state()[0]}; {args.rounds} rotating rounds x {args.spans} spans; "
         f"1-min load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} CPUs"
     )
     print("command: " + " ".join(["python", "bench/bench_live_spans.py", *sys.argv[1:]]))
     for name, value in medians.items():
-        print(f"  {name:9s} process CPU per call (all threads): {value * 1e6:7.1f} us (median)")
-    mean_added = statistics.mean(paired)
-    print(
-        f"  llmtrace - bare: {added * 1e6:+.1f} us CPU per call (median of paired rounds; "
-        f"mean {mean_added * 1e6:+.1f} us)"
-    )
-    threads = {
-        name: statistics.median(v)
-        for name, v in by_thread.items()
-        if len(v) == len(per_span["llmtrace"])
-    }
-    print(
-        "  llmtrace's rounds by thread (median CPU per call): "
-        + ", ".join(f"{name} {value * 1e6:.1f} us" for name, value in threads.items())
-    )
+        print(f"  {name:15s} process CPU per call (all threads): {value * 1e6:7.1f} us (median)")
+    for name in names:
+        print(
+            f"  {name} - bare: {added[name] * 1e6:+.1f} us CPU per call (median of paired "
+            f"rounds; mean {mean_added[name] * 1e6:+.1f} us); by thread (median CPU per call): "
+            + ", ".join(f"{k} {v * 1e6:.1f} us" for k, v in threads[name].items())
+        )
     if args.retained:
         print(
             f"  memory still held after {args.retained} more calls (tracemalloc, after a "
             "collection): " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in retained.items())
         )
-    tail = latency(args.latency_rounds, args.latency_calls, 30) if args.latency_rounds else None
+    tail = (
+        latency(args.latency_rounds, args.latency_calls, 30, names) if args.latency_rounds else None
+    )
     if tail is not None:
-        p99s = tail["p99_us"]
+        p99s, cpus = tail["p99_us"], tail["cpu_us_per_call"]
         print(
             f"  end to end ({tail['rounds']} rounds x {tail['calls']} calls, load "
             f"{tail['load'][0]:.1f}-{tail['load'][1]:.1f}): app p99 official "
-            f"{p99s['official']:.0f} us, llmtrace {p99s['llmtrace']:.0f} us "
-            f"(ratio {p99s['llmtrace'] / p99s['official']:.3f}); CPU per call official "
-            f"{tail['cpu_us_per_call']['official']:.0f} us, llmtrace "
-            f"{tail['cpu_us_per_call']['llmtrace']:.0f} us"
+            f"{p99s['official']:.0f} us (median {tail['median_us']['official']:.0f} us, CPU per "
+            f"call {cpus['official']:.0f} us)"
         )
+        for name in names:
+            print(
+                f"    {name}: p99 {p99s[name]:.0f} us (ratio {p99s[name] / p99s['official']:.3f}), "
+                f"median {tail['median_us'][name]:.0f} us, CPU per call {cpus[name]:.0f} us "
+                f"({cpus[name] - cpus['official']:+.0f} us)"
+            )
     if args.json:
         command = " ".join(["python", "bench/bench_live_spans.py", *sys.argv[1:]])
         command = command.split(" --json")[0]
-        main_thread = threads.get("MainThread", 0.0)
-        worker = threads.get("llmtrace-costs")
-        split = f"app thread {main_thread * 1e6:.0f} µs" + (
-            f", worker {worker * 1e6:.0f} µs" if worker is not None else " (inline)"
-        )
-        row = {
-            "figure": "**live side**: CPU per LLM call llmtrace adds to a bare SDK pipeline "
-            "(all threads; goal ≤ 50 µs)",
-            "size": f"{args.rounds} alternating rounds × {args.spans:,} spans",
-            "result": f"**{added * 1e6:+.0f} µs per call** (median of paired rounds; mean "
-            f"{mean_added * 1e6:+.0f} µs); llmtrace's rounds by thread: {split}",
-            "cpu_s": round(sum(per_span["llmtrace"]) * args.spans, 3),
-            "wall_s": round(wall["llmtrace"], 3),
-            "peak_rss_mb": round(peak_rss_mb(), 1),
-            "baseline": f"bare pipeline: {medians['bare'] * 1e6:.0f} µs CPU per call",
-            "load_average_1m": [min(loads), max(loads)],
-            "added_cpu_us_per_call": added * 1e6,
-            # the mean counts the collector's full collections (tens of ms, one every few
-            # thousand calls) at their rate; the median of a few rounds may miss or catch one
-            "added_cpu_us_per_call_mean": mean_added * 1e6,
-            "cpu_us_per_call": {k: v * 1e6 for k, v in medians.items()},
-            "llmtrace_cpu_us_per_call_by_thread": {k: v * 1e6 for k, v in threads.items()},
-            "inline": bool(args.inline),
-            "retained_bytes": retained if args.retained else None,
-            "rounds_us": {k: [v * 1e6 for v in vs] for k, vs in per_span.items()},
-        }
-        rows = [row]
+        rows = [cpu_row(args, name, added, mean_added, threads, per_span, wall, loads, retained)
+                for name in names]  # fmt: skip
         if tail is not None:
-            p99s, cpus = tail["p99_us"], tail["cpu_us_per_call"]
-            rows.append(
-                {
-                    "figure": "**live side, end to end**: the app thread's p99 latency per LLM "
-                    "call (real `openai` client, loopback server; goal ≤ 1.10× the bare "
-                    "instrumentation's)",
-                    "size": f"{tail['rounds']} alternating rounds × {tail['calls']} calls "
-                    "per configuration",
-                    "result": f"**p99 {p99s['llmtrace'] / 1000:.2f} ms, "
-                    f"{p99s['llmtrace'] / p99s['official']:.2f}× the bare instrumentation's**; "
-                    f"median {tail['median_us']['llmtrace'] / 1000:.2f} ms; CPU per call "
-                    f"{cpus['llmtrace'] - cpus['official']:+.0f} µs (whole process, HTTP "
-                    "client included)",
-                    "cpu_s": round(tail["cpu_s"], 3),
-                    "wall_s": round(tail["wall_s"], 3),
-                    "peak_rss_mb": round(tail["peak_rss_mb"]["llmtrace"], 1),
-                    "baseline": f"official GenAI instrumentation, same batch processor and "
-                    f"exporter: p99 {p99s['official'] / 1000:.2f} ms, median "
-                    f"{tail['median_us']['official'] / 1000:.2f} ms, "
-                    f"{cpus['official']:.0f} µs CPU per call, peak RSS "
-                    f"{tail['peak_rss_mb']['official']:.0f} MB",
-                    "load_average_1m": tail["load"],
-                    **{f"latency_{k}": v for k, v in tail.items() if k not in ("load",)},
-                }
-            )
+            rows += [latency_row(tail, name) for name in names]
         args.json.write_text(
             json.dumps(
                 {
@@ -444,6 +440,79 @@ def main() -> None:
                 indent=2,
             )
         )
+
+
+def _mode_title(name: str) -> str:
+    """How a row names the configuration: the worker mode's rows keep their old titles."""
+    return "" if MODES[name] == "worker" else ", inline mode (`LLMTRACE_PROCESSING=inline`)"
+
+
+def cpu_row(
+    args: Any,
+    name: str,
+    added: dict[str, float],
+    mean_added: dict[str, float],
+    threads: dict[str, dict[str, float]],
+    per_span: dict[str, list[float]],
+    wall: dict[str, float],
+    loads: list[float],
+    retained: dict[str, int],
+) -> dict[str, Any]:
+    """bench/results/live.json's CPU row for one llmtrace configuration."""
+    main_thread = threads[name].get("MainThread", 0.0)
+    worker = threads[name].get("llmtrace-costs")
+    split = f"app thread {main_thread * 1e6:.0f} µs" + (
+        f", worker {worker * 1e6:.0f} µs" if worker is not None else " (inline)"
+    )
+    bare = statistics.median(per_span["bare"])
+    return {
+        "figure": f"**live side{_mode_title(name)}**: CPU per LLM call llmtrace adds to a bare "
+        "SDK pipeline (all threads; goal ≤ 50 µs)",
+        "size": f"{args.rounds} rotating rounds × {args.spans:,} spans",
+        "result": f"**{added[name] * 1e6:+.0f} µs per call** (median of paired rounds; mean "
+        f"{mean_added[name] * 1e6:+.0f} µs); llmtrace's rounds by thread: {split}",
+        "cpu_s": round(sum(per_span[name]) * args.spans, 3),
+        "wall_s": round(wall[name], 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "baseline": f"bare pipeline: {bare * 1e6:.0f} µs CPU per call",
+        "load_average_1m": [min(loads), max(loads)],
+        "mode": MODES[name],
+        "added_cpu_us_per_call": added[name] * 1e6,
+        # the mean counts the collector's full collections (tens of ms, one every few
+        # thousand calls) at their rate; the median of a few rounds may miss or catch one
+        "added_cpu_us_per_call_mean": mean_added[name] * 1e6,
+        "cpu_us_per_call": {k: statistics.median(v) * 1e6 for k, v in per_span.items()},
+        "llmtrace_cpu_us_per_call_by_thread": {k: v * 1e6 for k, v in threads[name].items()},
+        "inline": bool(args.inline),
+        "retained_bytes": retained if args.retained else None,
+        "rounds_us": {k: [v * 1e6 for v in vs] for k, vs in per_span.items()},
+    }
+
+
+def latency_row(tail: dict[str, Any], name: str) -> dict[str, Any]:
+    """bench/results/live.json's end-to-end row for one llmtrace configuration."""
+    p99s, cpus = tail["p99_us"], tail["cpu_us_per_call"]
+    return {
+        "figure": f"**live side, end to end{_mode_title(name)}**: the app thread's p99 latency "
+        "per LLM call (real `openai` client, loopback server; goal ≤ 1.10× the bare "
+        "instrumentation's)",
+        "size": f"{tail['rounds']} rotating rounds × {tail['calls']} calls per configuration",
+        "result": f"**p99 {p99s[name] / 1000:.2f} ms, "
+        f"{p99s[name] / p99s['official']:.2f}× the bare instrumentation's**; "
+        f"median {tail['median_us'][name] / 1000:.2f} ms; CPU per call "
+        f"{cpus[name] - cpus['official']:+.0f} µs (whole process, HTTP client included)",
+        "cpu_s": round(tail["cpu_s_by_config"][name], 3),
+        "wall_s": round(tail["wall_s"], 3),
+        "peak_rss_mb": round(tail["peak_rss_mb"][name], 1),
+        "baseline": f"official GenAI instrumentation, same batch processor and "
+        f"exporter: p99 {p99s['official'] / 1000:.2f} ms, median "
+        f"{tail['median_us']['official'] / 1000:.2f} ms, "
+        f"{cpus['official']:.0f} µs CPU per call, peak RSS "
+        f"{tail['peak_rss_mb']['official']:.0f} MB",
+        "load_average_1m": tail["load"],
+        "mode": MODES[name],
+        **{f"latency_{k}": v for k, v in tail.items() if k not in ("load",)},
+    }
 
 
 if __name__ == "__main__":

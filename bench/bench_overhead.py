@@ -15,7 +15,10 @@ rounds are interleaved (the order rotates every round) so machine noise hits the
                        against);
 * ``llmtrace``       - ``llmtrace.init()`` with the same no-op exporter: cost span processor,
                        price lookup, enriched span copy, completion hook (fingerprints), cost,
-                       token and action-cost metrics;
+                       token and action-cost metrics; spans priced on its worker thread
+                       (``LLMTRACE_PROCESSING=worker``);
+* ``llmtrace-inline`` - the same with ``processing="inline"``: each span priced on the app's
+                       thread inside ``end()`` when nothing is queued or being priced;
 * ``openlit-none``   - no instrumentation, in the OpenLIT virtualenv (openlit 1.45 pins
                        ``openai<3``, so its client is an older ``openai``: its own baseline);
 * ``openlit``        - ``openlit.init()`` there on the same providers (traces to the no-op
@@ -71,7 +74,7 @@ MESSAGES = [
     {"role": "user", "content": "Which plan includes priority support?"},
 ]
 OPENLIT_PYTHON = Path("/tmp/openlit-venv/bin/python")
-LOCAL = ("none", "official", "llmtrace")
+LOCAL = ("none", "official", "llmtrace", "llmtrace-inline")
 OPENLIT = ("openlit-none", "openlit")
 # OpenLIT's price file shape (per 1k tokens); only gpt-4o is called. A local file: openlit.init
 # would otherwise fetch its price list over the network.
@@ -132,7 +135,7 @@ def setup_official() -> tuple[Flush, Flush]:
     return tracer_provider.force_flush, teardown
 
 
-def setup_llmtrace() -> tuple[Flush, Flush]:
+def setup_llmtrace(**options: Any) -> tuple[Flush, Flush]:
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
     from llmtrace.otel.setup import init
@@ -143,6 +146,7 @@ def setup_llmtrace() -> tuple[Flush, Flush]:
         metric_readers=[InMemoryMetricReader()],
         instrument="openai",
         set_global=False,
+        **options,
     )
     assert handle is not None and handle.instrumented == ["openai"]
     handle.processor._pricer.get()  # price data loaded before timing, as init's thread does
@@ -193,6 +197,7 @@ SETUPS: dict[str, Callable[[], tuple[Flush, Flush]]] = {
     "none": setup_none,
     "official": setup_official,
     "llmtrace": setup_llmtrace,
+    "llmtrace-inline": lambda: setup_llmtrace(processing="inline"),
     "openlit-none": setup_none,
     "openlit": setup_openlit,
 }
@@ -243,7 +248,10 @@ class Worker:
     """One configuration's process and its line protocol."""
 
     def __init__(self, config: str, python: str, url: str) -> None:
-        env = {**os.environ, "PYTHONPATH": str(REPO)} if config in LOCAL else dict(os.environ)
+        # this checkout's llmtrace, unless PYTHONPATH names another tree (an older commit's
+        # worktree, measured with this script: PYTHONPATH=/tmp/old python bench/...)
+        tree = os.environ.get("PYTHONPATH") or str(REPO)
+        env = {**os.environ, "PYTHONPATH": tree} if config in LOCAL else dict(os.environ)
         self.config = config
         self.process = subprocess.Popen(
             [python, __file__, "--worker", config, "--url", url],
@@ -278,6 +286,15 @@ class Worker:
             self.process.wait(30)
 
 
+def inline_supported() -> bool:
+    """Whether the llmtrace on the path has ``processing="inline"`` (not before acf0c60)."""
+    from dataclasses import fields
+
+    from llmtrace.otel.settings import LiveSettings
+
+    return "processing" in {f.name for f in fields(LiveSettings)}
+
+
 def start_server() -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "llmtrace.loopback"],
@@ -308,7 +325,12 @@ def report(
             f"  {name:13s} {us(statistics.median(values))} {us(statistics.fmean(values))} "
             f"{us(p99(values))} {us(sum(cpu[name]) / (rounds * calls))}"
         )
-    pairs = [("official", "none"), ("llmtrace", "official"), ("openlit", "openlit-none")]
+    pairs = [
+        ("official", "none"),
+        ("llmtrace", "official"),
+        ("llmtrace-inline", "official"),
+        ("openlit", "openlit-none"),
+    ]
     for a, b in pairs:
         if a not in per_call or b not in per_call:
             continue
@@ -349,6 +371,9 @@ def main() -> None:
         return
 
     configs = [c for c in args.configs.split(",") if c]
+    if "llmtrace-inline" in configs and not inline_supported():
+        print("this llmtrace has no inline processing mode: llmtrace-inline not measured")
+        configs.remove("llmtrace-inline")
     if any(c in OPENLIT for c in configs) and not args.openlit_python.exists():
         print(f"no {args.openlit_python}: OpenLIT not measured (see the docstring)")
         configs = [c for c in configs if c not in OPENLIT]
