@@ -154,8 +154,16 @@ def parts(processor: Any, metrics: Any, jobs: list[Any], prompts: dict[int, Any]
         "span -> call (dialects.span_to_call)": lambda c: dialects.span_to_call(c[2]),
         # what the worker runs: span_to_call's record made once per span shape, then copied
         "span -> call (CallMapper, per span shape)": lambda c: mapper(bare[id(c)]),
+        # what the worker runs since: the known shape's record straight from the SDK span
+        "span -> call (CallMapper.from_span)": lambda c: mapper.from_span(
+            c[0].span, spans.plain_attributes(c[0].span)
+        ),
         "price (pricer, cached rates)": lambda c: processor._pricer(c[3]),
         "cost attributes": lambda c: spans.cost_attributes(c[3]),
+        # what the worker runs: the price as a tuple, its attributes from that tuple
+        "price + cost attributes (tuple)": lambda c: spans.cost_attributes_of(
+            processor._pricer.values(c[3])
+        ),
         "exported copy (with_attributes)": lambda c: spans.with_attributes(
             c[0].span, {"llmtrace.cost.total": 0.1}, dict(c[1])
         ),

@@ -429,13 +429,45 @@ class PriceBook:
         reasoning_tokens: int | None,
         service_tier: str | None,
     ) -> dict[str, Any]:
-        """``price_one`` with every argument positional: the live worker prices each call
-        here (a call with eleven keywords cost more than the rule checks)."""
-        result: dict[str, Any] = dict.fromkeys(_COST_NAMES)
-        result["price_source"] = self.source
+        """``price_one`` with every argument positional (a call with eleven keywords cost
+        more than the rule checks)."""
+        return dict(
+            zip(
+                PRICE_FIELDS,
+                self.price_values(
+                    provider,
+                    model,
+                    at,
+                    input_tokens,
+                    cache_read_tokens,
+                    cache_write_tokens,
+                    cache_write_1h_tokens,
+                    output_tokens,
+                    reasoning_tokens,
+                    service_tier,
+                ),
+                strict=True,
+            )
+        )
+
+    def price_values(
+        self,
+        provider: str | None,
+        model: str | None,
+        at: datetime,
+        input_tokens: int | None,
+        cache_read_tokens: int | None,
+        cache_write_tokens: int | None,
+        cache_write_1h_tokens: int | None,
+        output_tokens: int | None,
+        reasoning_tokens: int | None,
+        service_tier: str | None,
+    ) -> tuple[Any, ...]:
+        """``price_counts``' values as a tuple in ``PRICE_FIELDS`` order: what the live worker
+        prices each call with (no dict per call: it writes the values into the call record and
+        the span's attributes itself)."""
         if model is None or not model.strip():
-            result["price_status"] = PRICE_NO_MODEL
-            return result
+            return _UNPRICED_SEVEN + (self.source, PRICE_NO_MODEL)
         # written out, not as generator expressions: the live side prices every call here
         if (
             input_tokens is None
@@ -445,21 +477,16 @@ class PriceBook:
             and output_tokens is None
             and reasoning_tokens is None
         ):
-            result["price_status"] = PRICE_NO_USAGE
-            return result
+            return _UNPRICED_SEVEN + (self.source, PRICE_NO_USAGE)
         inp, cr, cw = input_tokens or 0, cache_read_tokens or 0, cache_write_tokens or 0
         cw1h, out, rs = cache_write_1h_tokens or 0, output_tokens or 0, reasoning_tokens or 0
         if min(inp, cr, cw, cw1h, out, rs) < 0 or cr + cw > inp or cw1h > cw or rs > out:
-            result["price_status"] = PRICE_INVALID_USAGE
-            return result
+            return _UNPRICED_SEVEN + (self.source, PRICE_INVALID_USAGE)
         rates = self._rates_on(provider, model, at, service_tier)
         if rates is None:
-            result["price_status"] = self._unpriced_status(provider, model, at, service_tier)
-            return result
-        result.update(rates.cost(inp, cr, cw, cw1h, out, rs))
-        result["price_status"] = PRICE_OK
-        result["price_source"] = rates.source
-        return result
+            status = self._unpriced_status(provider, model, at, service_tier)
+            return _UNPRICED_SEVEN + (self.source, status)
+        return rates.cost_values(inp, cr, cw, cw1h, out, rs) + (rates.source, PRICE_OK)
 
     def _rates_on(
         self, provider: str | None, model: str, at: datetime, service_tier: str | None
@@ -497,6 +524,9 @@ class PriceBook:
 
 _MISSING: Any = object()
 _COST_NAMES = (*COST_COMPONENTS, "total_cost")
+PRICE_FIELDS = (*_COST_NAMES, "price_source", "price_status")
+"""The fields ``PriceBook.price_counts`` gives, in its order (``price_values``' tuple)."""
+_UNPRICED_SEVEN = (None,) * len(_COST_NAMES)
 
 
 def standard_tier(service_tier: str | None) -> str | None:

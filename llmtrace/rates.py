@@ -117,24 +117,69 @@ class Rates:
         reasoning_tokens: int = 0,
     ) -> dict[str, float]:
         """Disjoint costs of one call with valid usage; the same formula as ``price_calls``."""
+        return dict(
+            zip(
+                COST_FIELDS,
+                self.cost_values(
+                    input_tokens,
+                    cache_read_tokens,
+                    cache_write_tokens,
+                    cache_write_1h_tokens,
+                    output_tokens,
+                    reasoning_tokens,
+                ),
+                strict=True,
+            )
+        )
 
-        inp = input_tokens
+    def cost_values(
+        self,
+        inp: int,
+        cache_read_tokens: int,
+        cache_write_tokens: int,
+        cache_write_1h_tokens: int,
+        output_tokens: int,
+        reasoning_tokens: int,
+    ) -> tuple[float, float, float, float, float, float, float]:
+        """``cost``'s values as a tuple in ``COST_FIELDS`` order (the live worker's form: no
+        dict per call). The total adds the components in ``sum_costs``' order."""
         token, request = 1_000_000, PER["request"]  # written out: this is the live hot path
-        costs = {
-            "input_cost": (inp - cache_read_tokens - cache_write_tokens)
-            * self.input.price_at(inp)
-            / token,
-            "cache_read_cost": cache_read_tokens * self.cache_read.price_at(inp) / token,
-            "cache_write_cost": (cache_write_tokens - cache_write_1h_tokens)
-            * self.cache_write.price_at(inp)
-            / token
-            + cache_write_1h_tokens * self.cache_write_1h.price_at(inp) / token,
-            "output_cost": (output_tokens - reasoning_tokens) * self.output.price_at(inp) / token,
-            "reasoning_cost": reasoning_tokens * self.reasoning.price_at(inp) / token,
-            "request_cost": 1 * self.request.price_at(inp) / request,
-        }
-        costs["total_cost"] = sum_costs(costs)
-        return costs
+        input_cost = (
+            (inp - cache_read_tokens - cache_write_tokens) * self.input.price_at(inp) / token
+        )
+        cache_read_cost = cache_read_tokens * self.cache_read.price_at(inp) / token
+        cache_write_cost = (cache_write_tokens - cache_write_1h_tokens) * self.cache_write.price_at(
+            inp
+        ) / token + cache_write_1h_tokens * self.cache_write_1h.price_at(inp) / token
+        output_cost = (output_tokens - reasoning_tokens) * self.output.price_at(inp) / token
+        reasoning_cost = reasoning_tokens * self.reasoning.price_at(inp) / token
+        request_cost = 1 * self.request.price_at(inp) / request
+        return (
+            input_cost,
+            cache_read_cost,
+            cache_write_cost,
+            output_cost,
+            reasoning_cost,
+            request_cost,
+            input_cost
+            + cache_read_cost
+            + cache_write_cost
+            + output_cost
+            + reasoning_cost
+            + request_cost,
+        )
+
+
+COST_FIELDS = (
+    "input_cost",
+    "cache_read_cost",
+    "cache_write_cost",
+    "output_cost",
+    "reasoning_cost",
+    "request_cost",
+    "total_cost",
+)
+"""The cost fields ``Rates.cost`` gives, in its order (components, then their sum)."""
 
 
 def sum_costs(costs: Mapping[str, float]) -> float:

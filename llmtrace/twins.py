@@ -361,6 +361,9 @@ TWIN_FIELDS = (
 )
 
 _twin_values = itemgetter(*TWIN_FIELDS)
+_SPAN_ID = TWIN_FIELDS.index("span_id")
+_RESPONSE_ID = TWIN_FIELDS.index("response_id")
+_EMITTER = TWIN_FIELDS.index(EMITTER)
 
 
 class RecentCalls:
@@ -374,39 +377,41 @@ class RecentCalls:
     def __init__(self, size: int = 4096, scan: int = 64) -> None:
         # a full queue makes the processor work inline on an app thread beside the worker
         self._lock = threading.Lock()
-        self._recent: deque[Mapping[str, Any]] = deque(maxlen=size)
+        self._recent: deque[tuple[Any, ...]] = deque(maxlen=size)  # TWIN_FIELDS' values
         # the calls without a response id, numbered in the order remembered: a call with an id
         # can only be a time twin of one of them, and scanning the 64 most recent calls for
         # them cost 6-8 us a span when every call has an id (1-2 us now)
-        self._without_id: deque[tuple[int, Mapping[str, Any]]] = deque(maxlen=size)
+        self._without_id: deque[tuple[int, tuple[Any, ...]]] = deque(maxlen=size)
         self._count = 0
-        self._by_id: dict[str, Mapping[str, Any]] = {}
+        self._by_id: dict[str, tuple[Any, ...]] = {}
         self._paired: set[str] = set()
         self._scan = scan
 
     def remember(self, call: Mapping[str, Any]) -> None:
         """Keep the fields the twin rules read (``TWIN_FIELDS``), not the whole call record:
         4,096 full records (~45 fields, fingerprint lists) were megabytes an app kept for
-        nothing."""
+        nothing. Kept as the tuple of their values (one C call; made into a mapping only
+        when a look-up compares it): a dict of them per call cost ~1 us more."""
         try:  # a call record has every field (one C call); a partial mapping takes .get
-            kept = dict(zip(TWIN_FIELDS, _twin_values(call), strict=True))
+            kept = _twin_values(call)
         except KeyError:
-            kept = {field: call.get(field) for field in TWIN_FIELDS}
+            kept = tuple(call.get(field) for field in TWIN_FIELDS)
         with self._lock:
             self._remember(kept)
 
-    def _remember(self, call: Mapping[str, Any]) -> None:
+    def _remember(self, kept: tuple[Any, ...]) -> None:
         recent = self._recent
         if len(recent) == recent.maxlen:
             old = recent[0]
-            if self._by_id.get(old.get("response_id")) is old:  # type: ignore[arg-type]
-                del self._by_id[old["response_id"]]
-            self._paired.discard(old.get("span_id"))  # type: ignore[arg-type]
-        recent.append(call)
-        if call.get("response_id") is not None:
-            self._by_id.setdefault(call["response_id"], call)
+            if self._by_id.get(old[_RESPONSE_ID]) is old:
+                del self._by_id[old[_RESPONSE_ID]]
+            self._paired.discard(old[_SPAN_ID])
+        recent.append(kept)
+        response_id = kept[_RESPONSE_ID]
+        if response_id is not None:
+            self._by_id.setdefault(response_id, kept)
         else:
-            self._without_id.append((self._count, call))
+            self._without_id.append((self._count, kept))
         self._count += 1
 
     def find(self, call: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -417,8 +422,10 @@ class RecentCalls:
         response_id = call.get("response_id")
         if response_id is not None:
             same = self._by_id.get(response_id)
-            if same is not None and are_twins(call, same):
-                return same
+            if same is not None:
+                same_call = dict(zip(TWIN_FIELDS, same, strict=True))
+                if are_twins(call, same_call):
+                    return same_call
         if response_id is not None and not self._without_id:
             return None  # every call kept has an id: only the same id could be a twin
         best, best_distance = None, None
@@ -435,9 +442,15 @@ class RecentCalls:
             if response_id is not None
             else itertools.islice(reversed(self._recent), self._scan)
         )
-        for other in candidates:
-            if other.get("span_id") in self._paired:
+        emitter = call.get(EMITTER)
+        for kept in candidates:
+            if kept[_SPAN_ID] in self._paired:
                 continue
+            # in a scan at most one of the two has a response id, so one emitter's two spans
+            # are never twins (``are_twins``' rule): skipped before a mapping is made
+            if emitter is not None and emitter == kept[_EMITTER]:
+                continue
+            other = dict(zip(TWIN_FIELDS, kept, strict=True))
             if are_twins(call, other):
                 gap = distance(call, other)
                 if best_distance is None or gap < best_distance:

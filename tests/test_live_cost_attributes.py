@@ -59,3 +59,19 @@ def test_written_out_cost_attributes_equal_the_loop(seed: int) -> None:
     got, want = spans.cost_attributes(costs), reference(costs)
     assert list(got) == list(want)
     assert repr(got) == repr(want)  # nan == nan is false: compare the printed values
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_cost_attributes_of_a_price_tuple_equal_the_loop(seed: int) -> None:
+    """The live worker's form: the price as ``LazyPriceBook.values`` gives it."""
+    from llmtrace.otel.pricer import PRICE_FIELDS
+
+    rng = random.Random(seed)
+    values = tuple(rng.choice(VALUES) if rng.random() < 0.9 else None for _ in range(7)) + (
+        rng.choice(["genai-prices 0.2.5", None, ""]),
+        rng.choice([PRICE_OK, PRICE_OK, PRICE_OK, "unknown_model", None]),
+    )
+    got = spans.cost_attributes_of(values)
+    want = reference(dict(zip(PRICE_FIELDS, values, strict=True)))
+    assert list(got) == list(want)
+    assert repr(got) == repr(want)

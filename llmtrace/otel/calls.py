@@ -31,12 +31,23 @@ from collections.abc import Mapping
 from operator import itemgetter
 from typing import Any
 
+from opentelemetry.trace import StatusCode
+
 from llmtrace import dialects
-from llmtrace.dialect_tables import _INDEXES, _TOKEN_SLOT, STATUS_ERROR
+from llmtrace.dialect_tables import (
+    _INDEXES,
+    _TOKEN_KEYS,
+    _TOKEN_SLOT,
+    LANGFUSE_COST_JSON,
+    STATUS_ERROR,
+)
 from llmtrace.dialect_values import _reported_cost, _text, _usage_values
+from llmtrace.limits import INT64_MAX
+from llmtrace.otel.spans import _SDK_SPANS, _resource_attributes, span_mapping
 
 # the slots whose values only reach their own record fields (see the module docstring)
 _TEXT_SLOTS = ("response_id", "conversation_id", "user_id")
+_TOKEN_SLOTS = tuple(_TOKEN_SLOT[key] for key in (*_TOKEN_KEYS, "total"))  # _usage_values' order
 _VOLATILE_SLOTS = frozenset((*_TOKEN_SLOT.values(), "cost", *_TEXT_SLOTS))
 _TOKEN_FIELDS = tuple(dialects.TOKEN_RECORD_FIELD.values())
 # the record fields set per call, in the order ``_per_call`` gives their values
@@ -62,13 +73,17 @@ class _Shape:
     attributes in rank order, a getter of the other attributes' values, and the records
     made so far per static part."""
 
-    __slots__ = ("dialect", "candidates", "static", "records")
+    __slots__ = ("dialect", "candidates", "static", "records", "plain")
 
-    def __init__(self, dialect: Any, candidates: tuple, static: Any) -> None:
+    def __init__(self, dialect: Any, candidates: tuple, static: Any, plain: Any) -> None:
         self.dialect = dialect
         self.candidates = candidates  # ((slot, ((name, rank, is_token), ...)), ...)
         self.static = static  # attrs -> tuple of the static attributes' values
         self.records: dict[Any, tuple[Mapping[str, Any], dict[str, Any]]] = {}
+        # when the usage is the token slots' counts alone (no usage JSON, raw usage or
+        # reported cost to read): (token slots, text slots), each ((position, candidate
+        # names in rank order), ...), for ``_plain_per_call``; else None
+        self.plain = plain
 
 
 def _shape(names: tuple[str, ...], attrs: Mapping[str, Any], scope: Any) -> _Shape:
@@ -100,7 +115,27 @@ def _shape(names: tuple[str, ...], attrs: Mapping[str, Any], scope: Any) -> _Sha
         def static(attrs: Mapping[str, Any]) -> tuple[Any, ...]:
             return ()
 
-    return _Shape(dialect, candidates, static)
+    plain = None
+    if (
+        dialect.usage_json is None
+        and dialect.raw_usage is None
+        and LANGFUSE_COST_JSON not in names
+        and "cost" not in by_slot
+    ):
+        names_of = {slot: tuple(name for name, _, _ in found) for slot, found in candidates}
+        plain = (
+            tuple(
+                (position, names_of[slot])
+                for position, slot in enumerate(_TOKEN_SLOTS)
+                if slot in names_of
+            ),
+            tuple(
+                (position, names_of[slot])
+                for position, slot in enumerate(_TEXT_SLOTS)
+                if slot in names_of
+            ),
+        )
+    return _Shape(dialect, candidates, static, plain)
 
 
 class CallMapper:
@@ -114,6 +149,7 @@ class CallMapper:
         self._max_shapes = max_shapes
         self._max_records = max_records
         self._shapes: dict[Any, _Shape | None] = {}
+        self._last_scope: tuple[Any, str | None] = (_MISSING, None)
         self.hits = 0
 
     def __call__(self, span: Mapping[str, Any]) -> dict[str, Any]:
@@ -156,43 +192,167 @@ class CallMapper:
         self.hits += 1
         record = made[1].copy()
         record.update(
-            zip(_PER_CALL_FIELDS, self._per_call(span, attrs, shape, record), strict=True)
+            zip(
+                _PER_CALL_FIELDS,
+                _per_call(
+                    shape,
+                    attrs,
+                    record["provider"],
+                    span.get("trace_id"),
+                    span.get("span_id"),
+                    span.get("parent_span_id") or None,
+                    span.get("start_ns"),
+                    span.get("end_ns"),
+                ),
+                strict=True,
+            )
         )
         return record
 
-    @staticmethod
-    def _per_call(
-        span: Mapping[str, Any], attrs: Mapping[str, Any], shape: _Shape, record: Mapping
-    ) -> tuple[Any, ...]:
-        """The per-call fields' values, as ``map_span_row`` and ``span_to_call`` make them."""
+    def from_span(self, span: Any, attrs: dict[str, Any]) -> dict[str, Any]:
+        """``self(span_mapping(span, attrs))`` for an SDK span, without the mapping when its
+        record is known (the common case): the shape and static part are read from the span's
+        fields, the per-call fields from its ids and times. Anything else (a new shape or
+        static part, an error status, another span class) takes the mapping and ``__call__``."""
+        if type(span) not in _SDK_SPANS or self._keep_content:
+            return self(span_mapping(span, attrs))
+        code = span._status.status_code
+        scope = span._instrumentation_scope
+        last = self._last_scope  # (scope, its name): a provider's spans share a few scopes
+        if last[0] is not scope:
+            last = self._last_scope = (scope, scope.name if scope is not None else None)
+        shape = self._shapes.get((last[1], tuple(attrs)))
+        if shape is None or code is StatusCode.ERROR:  # new, ineligible (None) or an error
+            return self(span_mapping(span, attrs))
+        values = shape.static(attrs)
+        try:  # the enum's value as its own field: ``.value`` is a Python-level property
+            made = shape.records.get((values, tuple(map(type, values)), code._value_))
+        except TypeError:  # unhashable: __call__ marks the shape
+            made = None
+        resource = _resource_attributes(span._resource)
+        if made is None or (made[0] is not resource and made[0] != resource):
+            return self(span_mapping(span, attrs))
+        self.hits += 1
+        record = made[1].copy()
+        context, parent = span._context, span._parent
+        record.update(
+            zip(
+                _PER_CALL_FIELDS,
+                _per_call(
+                    shape,
+                    attrs,
+                    record["provider"],
+                    f"{context.trace_id:032x}",
+                    f"{context.span_id:016x}",
+                    f"{parent.span_id:016x}" if parent is not None else None,
+                    span._start_time,
+                    span._end_time,
+                ),
+                strict=True,
+            )
+        )
+        return record
+
+
+def _per_call(
+    shape: _Shape,
+    attrs: Mapping[str, Any],
+    provider: Any,
+    trace_id: Any,
+    span_id: Any,
+    parent_span_id: Any,
+    start: Any,
+    end_ns: Any,
+) -> tuple[Any, ...]:
+    """The per-call fields' values (``_PER_CALL_FIELDS``), as ``map_span_row`` and
+    ``span_to_call`` make them."""
+    plain = shape.plain
+    usage = None
+    dialect = shape.dialect
+    if plain is not None:  # the slots read straight into their places: no Found dict
+        counts = [None, None, None, None, None, None, None]
+        for position, names in plain[0]:
+            for name in names:  # _collect's choice: the first present (None is absent)
+                value = attrs[name]
+                if value is not None:
+                    counts[position] = value
+                    break
+        usage = _plain_usage(counts, dialect, provider)
+    if usage is not None:
+        reported = _NO_REPORTED_COST  # a plain shape has no cost slot nor Langfuse's cost JSON
+        texts = [None, None, None]
+        for position, names in plain[1]:  # type: ignore[index]
+            for name in names:
+                value = attrs[name]
+                if value is not None and value != "":
+                    texts[position] = value if type(value) is str else _text(value)
+                    break
+        response_id, conversation_id, user_id = texts
+    else:
         found: dict[str, tuple[int, str, Any]] = {}
-        for slot, names in shape.candidates:
-            for name, rank, is_token in names:  # _collect's choice among those present
+        for slot, candidates in shape.candidates:
+            for name, rank, is_token in candidates:  # _collect's choice among those present
                 value = attrs[name]
                 if value is None or (value == "" and not is_token):
                     continue
                 found[slot] = (rank, name, value)
                 break
-        dialect = shape.dialect
-        usage = _usage_values(found, attrs, dialect, record["provider"])
+        usage = _usage_values(found, attrs, dialect, provider)
         reported = _reported_cost(found, attrs)
-        texts = []
-        for slot in _TEXT_SLOTS:
-            hit = found.get(slot)
-            texts.append(None if hit is None else _text(hit[2]))
-        start_ns = dialects._start_ns(span, attrs, dialect)
-        end_ns = span.get("end_ns")
-        return (
-            span.get("trace_id"),
-            span.get("span_id"),
-            span.get("parent_span_id") or None,
-            *texts,
-            *usage,
-            *reported,
-            None if start_ns is None else _EPOCH + _MICROSECOND * (start_ns // 1000),
-            None if end_ns is None else _EPOCH + _MICROSECOND * (end_ns // 1000),
-            (end_ns - start_ns) / 1e6 if start_ns is not None and end_ns is not None else None,
+        hit = found.get("response_id")
+        response_id = None if hit is None else _text(hit[2])
+        hit = found.get("conversation_id")
+        conversation_id = None if hit is None else _text(hit[2])
+        hit = found.get("user_id")
+        user_id = None if hit is None else _text(hit[2])
+    # dialects._start_ns: a point-in-time span with an elapsed duration began that long before
+    start_ns = start
+    if dialect.elapsed is not None and start is not None and start == end_ns:
+        start_ns = dialects._start_ns({"start_ns": start, "end_ns": end_ns}, attrs, dialect)
+    return (
+        trace_id,
+        span_id,
+        parent_span_id,
+        response_id,
+        conversation_id,
+        user_id,
+        *usage,
+        *reported,
+        None if start_ns is None else _EPOCH + _MICROSECOND * (start_ns // 1000),
+        None if end_ns is None else _EPOCH + _MICROSECOND * (end_ns // 1000),
+        (end_ns - start_ns) / 1e6 if start_ns is not None and end_ns is not None else None,
+    )
+
+
+_NO_REPORTED_COST = (None, None)
+
+
+def _plain_usage(counts: list[Any], dialect: Any, provider: Any) -> tuple[Any, ...] | None:
+    """``_usage_values`` for a plain shape (its usage is its token slots alone) from the
+    counts found per slot (``_TOKEN_SLOTS`` order) when each is a plain int in range (what
+    OTLP's intValue gives); None otherwise (the general function then decides, and raises
+    what it raises). The same counting rules as ``_make_inclusive``, written out on locals
+    instead of a dict per call."""
+    for value in counts:
+        if value is not None and (type(value) is not int or not 0 <= value <= INT64_MAX):
+            return None
+    inp, out, cache_read, cache_write, cache_write_1h, reasoning, total = counts
+    cache = (cache_read or 0) + (cache_write or 0)
+    input_tokens = inp
+    if inp is not None and cache and (provider in dialect.exclusive_input_providers or cache > inp):
+        input_tokens = inp + cache
+        if input_tokens > INT64_MAX:
+            return None
+    output_tokens = out
+    if out is not None and reasoning:
+        exclusive = reasoning > out or (
+            total is not None and inp is not None and total == inp + out + reasoning
         )
+        if exclusive:
+            output_tokens = out + reasoning
+            if output_tokens > INT64_MAX:
+                return None
+    return input_tokens, output_tokens, cache_read, cache_write, cache_write_1h, reasoning
 
 
 _MISSING: Any = object()

@@ -54,6 +54,12 @@ class LazyPriceBook:
 
     def __call__(self, call: Mapping[str, Any]) -> Mapping[str, Any]:
         """Price one call record with the loaded book."""
+        return dict(zip(PRICE_FIELDS, self.values(call), strict=True))
+
+    def values(self, call: Mapping[str, Any]) -> tuple[Any, ...]:
+        """``__call__``'s values as a tuple in ``PRICE_FIELDS`` order (``price_values``): the
+        live worker's form, written into the record and the span's attributes without a dict
+        of costs in between."""
         book = self._book
         if book is None:
             book = self.get()
@@ -73,7 +79,7 @@ class LazyPriceBook:
                 get("reasoning_tokens"),
                 get("service_tier"),
             )
-        return book.price_counts(*fields)
+        return book.price_values(*fields)
 
 
 _price_fields = itemgetter(
@@ -89,6 +95,19 @@ _price_fields = itemgetter(
     "service_tier",
 )
 """The call-record fields ``PriceBook.price_counts`` takes, in its order."""
+PRICE_FIELDS = (
+    "input_cost",
+    "cache_read_cost",
+    "cache_write_cost",
+    "output_cost",
+    "reasoning_cost",
+    "request_cost",
+    "total_cost",
+    "price_source",
+    "price_status",
+)
+"""The fields a price gives, in ``PriceBook.price_counts``' order (repeated here so the live
+side does not import the price book while the app starts; a test checks they agree)."""
 
 # How long an exiting app waits for a load still under way (it reads bundled data only and
 # takes about a second on a loaded machine; a price file on a hung disk must not hold exit).

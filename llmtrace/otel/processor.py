@@ -42,7 +42,7 @@ from llmtrace.otel import _guard
 from llmtrace.otel.calls import CallMapper
 from llmtrace.otel.hook import prompt_attributes, prompt_parts
 from llmtrace.otel.jobs import FROM_HELD_TWIN, Action, ActionEnd, Flush, Job, LiveSpan, Parked
-from llmtrace.otel.pricer import LazyPriceBook, default_pricer
+from llmtrace.otel.pricer import PRICE_FIELDS, LazyPriceBook, default_pricer
 from llmtrace.otel.spans import (
     ACTION,
     AGENT_ATTRIBUTE,
@@ -60,6 +60,7 @@ from llmtrace.otel.spans import (
     TOTAL_COST,
     attributes_to_read,
     cost_attributes,
+    cost_attributes_of,
     looks_like_llm_at_start,
     maybe_tool,
     plain_attributes,
@@ -623,9 +624,12 @@ class CostSpanProcessor(SpanProcessor):
             extra[TOOL_ATTRIBUTE] = job.tool
         if extra:
             attrs.update(extra)
-        mapping = span_mapping(span, attrs)
+        to_call = self._to_call
         try:
-            call = self._to_call(mapping)
+            if type(to_call) is CallMapper:  # a known shape's record without the mapping
+                call = to_call.from_span(span, attrs)
+            else:
+                call = to_call(span_mapping(span, attrs))
         except dialects.SpanError as exc:
             _guard.swallow("processor.span_to_call", exc)
             if job.root_id is not None and job.ancestor_id is None:
@@ -689,9 +693,15 @@ class CostSpanProcessor(SpanProcessor):
         """Price one call, count it (metrics, its action) and return the span to forward
         (``attrs``: the span's attributes already copied, as ``with_attributes`` takes them)."""
         call["start_time"] = _utc(call.get("start_time"))
-        costs = self._pricer(call)
-        extra.update(cost_attributes(costs))
-        call.update(costs)
+        pricer = self._pricer
+        if type(pricer) is LazyPriceBook:  # the price as a tuple: no dict of costs read back
+            values = pricer.values(call)
+            extra.update(cost_attributes_of(values))
+            call.update(zip(PRICE_FIELDS, values, strict=True))
+        else:
+            costs = pricer(call)
+            extra.update(cost_attributes(costs))
+            call.update(costs)
         self.calls_priced += 1
         if job.root_id is not None:
             self._add_to_action(job.root_id, call)

@@ -283,19 +283,36 @@ def _as_tuple(items: Any) -> tuple[Any, ...]:
 
 def cost_attributes(costs: Mapping[str, Any]) -> dict[str, Any]:
     """Span attributes for a priced call's cost fields (floats) or its price status."""
-    status = costs.get("price_status")
-    total = costs.get("total_cost")
+    get = costs.get
+    return cost_attributes_of(
+        (
+            get("input_cost"),
+            get("cache_read_cost"),
+            get("cache_write_cost"),
+            get("output_cost"),
+            get("reasoning_cost"),
+            get("request_cost"),
+            get("total_cost"),
+            get("price_source"),
+            get("price_status"),
+        )
+    )
+
+
+def cost_attributes_of(values: tuple[Any, ...]) -> dict[str, Any]:
+    """``cost_attributes`` of a price as ``LazyPriceBook.values`` gives it (a tuple in
+    ``pricer.PRICE_FIELDS`` order): the live worker's form, no dict of costs read back."""
+    inp, read, write, out_, reasoning, request, total, source, status = values
     if status != PRICE_OK or total is None:
         return {PRICE_STATUS: str(status or "not_priced")}
-    get = costs.get
     # written out (this runs once per call on the worker): the same keys, order and values as
     # a loop over COST_ATTRIBUTES
-    inp = float(get("input_cost") or 0.0)
-    read = float(get("cache_read_cost") or 0.0)
-    write = float(get("cache_write_cost") or 0.0)
-    out_ = float(get("output_cost") or 0.0)
-    reasoning = float(get("reasoning_cost") or 0.0)
-    whole = float(get("total_cost") or 0.0)
+    inp = float(inp or 0.0)
+    read = float(read or 0.0)
+    write = float(write or 0.0)
+    out_ = float(out_ or 0.0)
+    reasoning = float(reasoning or 0.0)
+    whole = float(total or 0.0)
     out: dict[str, Any] = {
         TOTAL_COST: float(total),
         "llmtrace.cost.input": inp,
@@ -305,17 +322,16 @@ def cost_attributes(costs: Mapping[str, Any]) -> dict[str, Any]:
         "llmtrace.cost.reasoning": reasoning,
         "llmtrace.cost.total": whole,
     }
-    request = get("request_cost")
     if request:
         out[REQUEST_COST] = float(request)
-    values = (inp, read, write, out_, reasoning, whole)
     if math.isfinite(inp + read + write + out_ + reasoning + whole):
         # floats' repr is valid JSON for finite values and ~4x cheaper than json.dumps here
-        out[LANGFUSE_COST_DETAILS] = _DETAILS % values
+        out[LANGFUSE_COST_DETAILS] = _DETAILS % (inp, read, write, out_, reasoning, whole)
     else:
         out[LANGFUSE_COST_DETAILS] = json.dumps(
-            dict(zip(_DETAIL_KEYS, values, strict=True)), separators=(",", ":")
+            dict(zip(_DETAIL_KEYS, (inp, read, write, out_, reasoning, whole), strict=True)),
+            separators=(",", ":"),
         )
-    out[PRICE_SOURCE] = str(get("price_source") or "")
+    out[PRICE_SOURCE] = str(source or "")
     out[PRICE_STATUS] = PRICE_OK
     return out
