@@ -29,8 +29,10 @@ configurations (each its own provider pair, built once) and the medians are repo
 each llmtrace configuration's difference from bare: llmtrace's added CPU per call, app thread
 and worker together. In llmtrace's
 configuration the hook's arguments are built per call by the official instrumentation's own
-converters (``_prepare_input_messages``, ``_prepare_output_messages``): the instrumentation
-does that work only because a completion hook is configured, so it is llmtrace's cost.
+converters (``_prepare_input_messages``, ``_prepare_output_messages``, as ``init()`` leaves
+them when it instruments openai: made lean by llmtrace/otel/lean.py since it exists): the
+instrumentation does that work only because a completion hook is configured, so it is
+llmtrace's cost.
 
 ``--latency-rounds`` adds the app's tail latency end to end: bench_overhead.py's official,
 llmtrace and llmtrace-inline configurations (real ``openai`` client, loopback server, one
@@ -159,15 +161,21 @@ class Config:
             assert self.handle is not None
             self.handle.processor._pricer.get()  # price data loaded, as init's thread does
             self.hook = self.handle.hook
+            try:  # the converters init() makes lean when it instruments openai (since lean.py)
+                from llmtrace.otel import lean
+            except ImportError:
+                pass
+            else:
+                lean.install(self.hook)
         self.tracer = self.tracer_provider.get_tracer(SCOPE)
         self.choices = choices()
 
     def calls(self, count: int, first: int) -> None:
-        from opentelemetry.instrumentation.genai.openai.utils import (
-            _prepare_input_messages,
-            _prepare_output_messages,
-        )
+        from opentelemetry.instrumentation.genai.openai import patch, utils
 
+        # looked up where the instrumentation looks them up (llmtrace may have made them lean)
+        _prepare_input_messages = utils._prepare_input_messages
+        _prepare_output_messages = patch._prepare_output_messages
         tracer, hook = self.tracer, self.hook
         messages, reply = bench_overhead.MESSAGES, self.choices
         for number in range(first, first + count):

@@ -41,6 +41,7 @@ from llmtrace.fingerprint import (
     TEMPLATE_FINGERPRINT_ATTRIBUTE,
 )
 from llmtrace.otel import _guard
+from llmtrace.otel.lean import TextsInput
 
 HOOK_NAME = "llmtrace"
 
@@ -455,11 +456,20 @@ class FingerprintHook:
         try:
             self.calls += 1
             if span is not None and span.is_recording() and (inputs or system_instruction):
-                prompt = (inputs, system_instruction, tool_definitions)
                 sink = self.sink or _current_sink()
+                texts = None
+                if type(inputs) is TextsInput:  # lean.py: the texts, without the objects
+                    if sink is not None and not system_instruction and not tool_definitions:
+                        texts = inputs.texts
+                    else:
+                        inputs = inputs.built()
+                prompt = (inputs, system_instruction, tool_definitions)
                 span_id = span.get_span_context().span_id
-                texts = plain_texts(*prompt) if sink is not None else None
+                if texts is None and sink is not None:
+                    texts = plain_texts(*prompt)
                 if sink is None or not sink(span_id, texts or prompt):
+                    if type(inputs) is TextsInput:
+                        prompt = (inputs.built(), system_instruction, tool_definitions)
                     attrs = fingerprint_attributes(*prompt)
                     if attrs:
                         span.set_attributes(attrs)
@@ -468,7 +478,7 @@ class FingerprintHook:
         if self.then is not None:
             try:
                 self.then.on_completion(
-                    inputs=inputs,
+                    inputs=inputs.built() if type(inputs) is TextsInput else inputs,
                     outputs=outputs,
                     system_instruction=system_instruction,
                     tool_definitions=tool_definitions,

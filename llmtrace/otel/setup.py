@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmtrace.otel import _guard, deferred
+from llmtrace.otel import _guard, deferred, lean
 from llmtrace.otel.settings import LiveSettings, resolve
 
 # SDK module -> (instrumentation module, instrumentor class)
@@ -99,6 +99,7 @@ class LiveHandle:
                 for name in names:
                     with deferred.unless_imported(deferred.deferrable(name)):
                         _instrumentor(name).uninstrument()
+                lean.uninstall()
                 if self.owns_tracer_provider:
                     self.tracer_provider.shutdown()
                 else:
@@ -323,6 +324,11 @@ def _instrument(name: str, handle: LiveHandle) -> bool:
         _guard.swallow(f"instrument.{name}", exc)
         return False
     handle.instrumented.append(name)
+    if name == "openai":
+        try:  # the hook's message objects built lean while it is their only reader
+            lean.install(handle.hook)
+        except Exception as exc:  # noqa: BLE001
+            _guard.swallow("instrument.lean", exc)
     if part is not None and not shown:
 
         def wrap_part(_module: Any) -> None:
