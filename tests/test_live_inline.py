@@ -406,3 +406,21 @@ def test_processing_setting_reaches_the_processor(tmp_path: Any) -> None:
             assert handle.processor._inline_when_idle is inline
         finally:
             handle.shutdown()
+
+
+def test_an_error_in_inline_work_never_reaches_the_app(prices: LazyPriceBook) -> None:
+    """Whatever fails while a span is worked on the app's thread is swallowed and counted;
+    ``end()`` returns and the next span is worked again."""
+    _guard.reset()
+    rig = Rig(prices, batch_delay_millis=60_000, inline_when_idle=True)
+    work = rig.processor._process
+    try:
+        rig.processor._process = lambda job: 1 / 0  # type: ignore[method-assign]
+        rig.call(0).end()
+        assert _guard.error_counts() == {"processor.inline": 1}
+        rig.processor._process = work  # type: ignore[method-assign]
+        rig.call(1).end()
+        assert rig.numbers() == [1]
+    finally:
+        rig.close()
+        _guard.reset()

@@ -434,6 +434,8 @@ class CostSpanProcessor(SpanProcessor):
             if self._queue:  # queued by another thread meanwhile: behind it, on the worker
                 return False
             self._run(item)
+        except Exception as exc:  # noqa: BLE001 - never into the app's end()
+            _guard.swallow("processor.inline", exc)
         finally:
             busy.release()
         if not self._armed:
