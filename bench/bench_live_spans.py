@@ -166,7 +166,10 @@ class Config:
             except ImportError:
                 pass
             else:
-                lean.install(self.hook)
+                import opentelemetry.instrumentation.genai.openai.patch  # noqa: F401 - as
+                # instrumenting imports it: lean replaces names in that module and utils
+
+                assert lean.install(self.hook) or lean._replaced
         self.tracer = self.tracer_provider.get_tracer(SCOPE)
         self.choices = choices()
 
