@@ -258,3 +258,80 @@ def test_price_values_are_price_counts_values() -> None:
             assert list(PRICER(call).items()) == list(zip(PRICE_FIELDS, values, strict=True))
             assert PRICER(call) == book.price_one("openai", model, at, **dict(
                 zip(TOKEN_FIELDS, usage, strict=True)))  # fmt: skip
+
+
+def _random_texts(rng: random.Random) -> tuple[Any, ...]:
+    """A ``plain_texts`` tuple: system parts, then role, name, content per message."""
+    from llmtrace.otel import hook
+
+    words = ["You are terse.", "Be kind.", "hi", "", "Paris?", "x" * 50, "naïve ✓"]
+    out: list[Any] = [hook.PLAIN_TEXTS, tuple(rng.sample(words, rng.randint(0, 2)))]
+    for _ in range(rng.randint(0, 5)):
+        role = rng.choice(("user", "assistant", "system", "System", "developer", "tool", "USER"))
+        name = rng.choice((None, None, "bob"))
+        content: Any = rng.choice(words)
+        if rng.random() < 0.3:
+            content = tuple(rng.sample(words, rng.randint(1, 3)))
+        out += (role, name, content)
+    return tuple(out)
+
+
+def test_texts_walk_equals_the_message_tuples_way() -> None:
+    """``_PrefixCache.texts`` (the flat tuple walked in place) gives ``parts``' fields and
+    attributes through message tuples, cold and warm, and so does ``texts_parts`` when a
+    content is a list (unhashable: the message tuples' way)."""
+    from llmtrace.otel import hook
+
+    rng = random.Random(11)
+    walked, listed = hook._PrefixCache(), hook._PrefixCache()
+    for number in range(2000):
+        texts = _random_texts(rng)
+        expected = _message_tuples_way(listed, texts)
+        assert walked.texts(texts) == expected, texts
+        if number % 7 == 0:  # a list inside: the fallback
+            as_lists = tuple(list(item) if type(item) is tuple else item for item in texts)
+            assert hook.texts_parts((texts[0], *as_lists[1:])) == expected
+
+
+def _message_tuples_way(cache: Any, texts: tuple[Any, ...]) -> Any:
+    from llmtrace import fingerprint
+
+    messages = [
+        (fingerprint.canonical_role(texts[i]), texts[i + 1], texts[i + 2])
+        for i in range(2, len(texts), 3)
+    ]
+    system = list(texts[1])
+    while messages and messages[0][0] == fingerprint.SYSTEM_ROLE:
+        system.append(messages.pop(0)[2])
+    return cache.parts(system, messages)
+
+
+def test_record_many_of_priced_records_equals_record_per_call() -> None:
+    """Whole priced records (every field: ``record_many`` reads their costs and counts with
+    one getter each) give the points and sums per-call ``record`` gives."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from test_live_histograms import _all_points
+
+    from llmtrace.otel.metrics import CostMetrics
+    from llmtrace.otel.settings import LiveSettings
+
+    pairs: list[Any] = []
+    for path in PATHS:
+        spans = [_varied(span, n) if n else span for n in range(2) for span in readable_spans(path)]
+        priced, _ = _run(spans, fused=True)
+        pairs += [(dict(items), scope) for items, scope in priced]
+    assert sum(call["total_cost"] is not None for call, _ in pairs) > 20
+    points = []
+    for batch in (False, True):
+        reader = InMemoryMetricReader()
+        metrics = CostMetrics(MeterProvider(metric_readers=[reader]), LiveSettings())
+        if batch:
+            metrics.record_many(pairs[:31])
+            metrics.record_many(pairs[31:])
+        else:
+            for call, scope in pairs:
+                metrics.record(call, scope)
+        points.append(_all_points(reader))
+    assert points[0] == points[1]
+    assert any(name == "gen_ai.client.token.usage" for name, _, _ in points[1])

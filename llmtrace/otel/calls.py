@@ -191,21 +191,16 @@ class CallMapper:
             return record
         self.hits += 1
         record = made[1].copy()
-        record.update(
-            zip(
-                _PER_CALL_FIELDS,
-                _per_call(
-                    shape,
-                    attrs,
-                    record["provider"],
-                    span.get("trace_id"),
-                    span.get("span_id"),
-                    span.get("parent_span_id") or None,
-                    span.get("start_ns"),
-                    span.get("end_ns"),
-                ),
-                strict=True,
-            )
+        _per_call(
+            record,
+            shape,
+            attrs,
+            record["provider"],
+            span.get("trace_id"),
+            span.get("span_id"),
+            span.get("parent_span_id") or None,
+            span.get("start_ns"),
+            span.get("end_ns"),
         )
         return record
 
@@ -235,26 +230,22 @@ class CallMapper:
         self.hits += 1
         record = made[1].copy()
         context, parent = span._context, span._parent
-        record.update(
-            zip(
-                _PER_CALL_FIELDS,
-                _per_call(
-                    shape,
-                    attrs,
-                    record["provider"],
-                    f"{context.trace_id:032x}",
-                    f"{context.span_id:016x}",
-                    f"{parent.span_id:016x}" if parent is not None else None,
-                    span._start_time,
-                    span._end_time,
-                ),
-                strict=True,
-            )
+        _per_call(
+            record,
+            shape,
+            attrs,
+            record["provider"],
+            f"{context.trace_id:032x}",
+            f"{context.span_id:016x}",
+            f"{parent.span_id:016x}" if parent is not None else None,
+            span._start_time,
+            span._end_time,
         )
         return record
 
 
 def _per_call(
+    record: dict[str, Any],
     shape: _Shape,
     attrs: Mapping[str, Any],
     provider: Any,
@@ -263,9 +254,11 @@ def _per_call(
     parent_span_id: Any,
     start: Any,
     end_ns: Any,
-) -> tuple[Any, ...]:
-    """The per-call fields' values (``_PER_CALL_FIELDS``), as ``map_span_row`` and
-    ``span_to_call`` make them."""
+) -> None:
+    """Set the per-call fields (``_PER_CALL_FIELDS``) of ``record``, a copy of a record made
+    for the same static part, as ``map_span_row`` and ``span_to_call`` make them. Each is
+    there already, so each keeps its place (written one by one: a tuple of them zipped into
+    ``update`` cost ~0.4 us more)."""
     plain = shape.plain
     usage = None
     dialect = shape.dialect
@@ -309,18 +302,25 @@ def _per_call(
     start_ns = start
     if dialect.elapsed is not None and start is not None and start == end_ns:
         start_ns = dialects._start_ns({"start_ns": start, "end_ns": end_ns}, attrs, dialect)
-    return (
-        trace_id,
-        span_id,
-        parent_span_id,
-        response_id,
-        conversation_id,
-        user_id,
-        *usage,
-        *reported,
-        None if start_ns is None else _EPOCH + _MICROSECOND * (start_ns // 1000),
-        None if end_ns is None else _EPOCH + _MICROSECOND * (end_ns // 1000),
-        (end_ns - start_ns) / 1e6 if start_ns is not None and end_ns is not None else None,
+    record["trace_id"] = trace_id
+    record["span_id"] = span_id
+    record["parent_span_id"] = parent_span_id
+    record["response_id"] = response_id
+    record["conversation_id"] = conversation_id
+    record["user_id"] = user_id
+    (
+        record["input_tokens"],
+        record["output_tokens"],
+        record["cache_read_tokens"],
+        record["cache_write_tokens"],
+        record["cache_write_1h_tokens"],
+        record["reasoning_tokens"],
+    ) = usage
+    record["reported_cost"], record["reported_cost_source"] = reported
+    record["start_time"] = None if start_ns is None else _EPOCH + _MICROSECOND * (start_ns // 1000)
+    record["end_time"] = None if end_ns is None else _EPOCH + _MICROSECOND * (end_ns // 1000)
+    record["duration_ms"] = (
+        (end_ns - start_ns) / 1e6 if start_ns is not None and end_ns is not None else None
     )
 
 

@@ -258,7 +258,16 @@ PLAIN_TEXTS = "llmtrace.plain-texts"
 
 def texts_parts(texts: tuple[Any, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
     """``fingerprint_parts`` of ``plain_texts``' tuple: roles made canonical, leading system
-    messages moved to the template, as ``_direct_prompt`` does."""
+    messages moved to the template, as ``_direct_prompt`` does (``_PrefixCache.texts``)."""
+    try:
+        return _CACHE.texts(texts)
+    except TypeError:  # a list where a text or a tuple of texts was meant: keyed item by item
+        return _texts_parts(texts)
+
+
+def _texts_parts(texts: tuple[Any, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``texts_parts`` through a list of message tuples and ``_PrefixCache.parts`` (which
+    makes each content its own key): any sequence of texts, not only tuples."""
     system_parts = texts[1]
     messages: list[tuple[str, Any, Any]] = []
     canonical_role = fingerprint.canonical_role  # keeps each role name's canonical form itself
@@ -313,9 +322,9 @@ class _PrefixCache:
         self._max_chars = max_chars
         self._max_text = max_text
         self._chars = 0  # characters of text the keys hold
-        self._steps: dict[Any, tuple[bytes, int]] = {}
+        self._steps: dict[Any, tuple[bytes, int, str, int]] = {}  # key -> _step
 
-    def _keep(self, key: Any, step: tuple[bytes, int], chars: int) -> None:
+    def _keep(self, key: Any, step: tuple[bytes, int, str, int], chars: int) -> None:
         if chars > self._max_text:
             return
         if len(self._steps) >= self._limit or self._chars + chars > self._max_chars:
@@ -344,55 +353,107 @@ class _PrefixCache:
             template = {"system": system, "tools": []}
             digest = fingerprint._digest(b"T" + fingerprint.canonical_json(template).encode())
             chars = fingerprint._text_length(system)
-            step = (digest, fingerprint.estimate_tokens(chars), _hex(digest))
+            step = _step(digest, fingerprint.estimate_tokens(chars))
             self._keep(key, step, chars)
-        digest, tokens, first = step
-        hashes = [int.from_bytes(digest, "big")]
+        digest, tokens, first, number = step
+        hashes = [number]
         hexes = [first]
         counts = [tokens]
         for role, name, content in messages:
             key = (digest, role, name, _key(content))
             step = steps.get(key)
             if step is None:
-                if type(content) is tuple:  # plain_texts' parts: measured and hashed as a list
-                    content = list(content)
-                chars = fingerprint._text_length(content)
-                message = {"name": name, "role": role, "content": content}
-                digest = fingerprint._digest(
-                    digest + b"M" + fingerprint.canonical_json(message).encode()
-                )
-                step = (
-                    digest,
-                    fingerprint.MESSAGE_OVERHEAD_TOKENS + fingerprint.estimate_tokens(chars),
-                    _hex(digest),
-                )
-                self._keep(key, step, chars + len(name or ""))
+                step = self._message_step(key, digest, role, name, content)
             digest = step[0]
             tokens += step[1]
-            hashes.append(int.from_bytes(digest, "big"))
+            hashes.append(step[3])
             hexes.append(step[2])
             counts.append(tokens)
-        template = first if system else None
-        last = hexes[-1]
-        fields = {
-            "prefix_hashes": hashes,
-            "prefix_tokens": counts,
-            "template_fingerprint": template,
-            "input_fingerprint": last,
-        }
-        attributes: dict[str, Any] = {
-            PREFIX_HASHES_ATTRIBUTE: hexes,
-            PREFIX_TOKENS_ATTRIBUTE: counts.copy(),
-            INPUT_FINGERPRINT_ATTRIBUTE: last,
-        }
-        if template:
-            attributes[TEMPLATE_FINGERPRINT_ATTRIBUTE] = template
-        return fields, attributes
+        return _fields_and_attributes(hashes, hexes, counts, first if system else None)
+
+    def texts(self, texts: tuple[Any, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``parts`` of ``plain_texts``' flat tuple, walked in place: roles made canonical and
+        leading system messages moved to the template, as ``texts_parts`` did through a list
+        of message tuples. Its items are texts or tuples of texts, so they are their own keys
+        (``_key`` of each is equal to it)."""
+        canonical_role = fingerprint.canonical_role
+        end = len(texts)
+        index = 2
+        system: Any = texts[1]
+        while index < end and canonical_role(texts[index]) == fingerprint.SYSTEM_ROLE:
+            system = (*system, texts[index + 2])
+            index += 3
+        steps = self._steps
+        key: Any = ("T", *system)
+        step = steps.get(key)
+        if step is None:
+            listed = [list(part) if type(part) is tuple else part for part in system]
+            template = {"system": listed, "tools": []}
+            digest = fingerprint._digest(b"T" + fingerprint.canonical_json(template).encode())
+            chars = fingerprint._text_length(listed)
+            step = _step(digest, fingerprint.estimate_tokens(chars))
+            self._keep(key, step, chars)
+        digest, tokens, first, number = step
+        hashes = [number]
+        hexes = [first]
+        counts = [tokens]
+        for at in range(index, end, 3):
+            role = canonical_role(texts[at])
+            name = texts[at + 1]
+            content = texts[at + 2]
+            key = (digest, role, name, content)
+            step = steps.get(key)
+            if step is None:
+                step = self._message_step(key, digest, role, name, content)
+            digest = step[0]
+            tokens += step[1]
+            hashes.append(step[3])
+            hexes.append(step[2])
+            counts.append(tokens)
+        return _fields_and_attributes(hashes, hexes, counts, first if system else None)
+
+    def _message_step(
+        self, key: Any, digest: bytes, role: str, name: Any, content: Any
+    ) -> tuple[bytes, int, str, int]:
+        """The hash-chain step of one message after ``digest``, made and kept under ``key``."""
+        if type(content) is tuple:  # plain_texts' parts: measured and hashed as a list
+            content = list(content)
+        chars = fingerprint._text_length(content)
+        message = {"name": name, "role": role, "content": content}
+        digest = fingerprint._digest(digest + b"M" + fingerprint.canonical_json(message).encode())
+        step = _step(
+            digest, fingerprint.MESSAGE_OVERHEAD_TOKENS + fingerprint.estimate_tokens(chars)
+        )
+        self._keep(key, step, chars + len(name or ""))
+        return step
 
 
-def _hex(digest: bytes) -> str:
-    """A hash as the 16-hex-digit text the attributes carry (``f"{int:016x}"``)."""
-    return f"{int.from_bytes(digest, 'big'):016x}"
+def _step(digest: bytes, tokens: int) -> tuple[bytes, int, str, int]:
+    """A kept hash-chain step: the digest, the prefix's token estimate, the digest's hex text
+    and its number (what the fields and attributes take, made once per step)."""
+    number = int.from_bytes(digest, "big")
+    return digest, tokens, f"{number:016x}", number
+
+
+def _fields_and_attributes(
+    hashes: list[int], hexes: list[str], counts: list[int], template: str | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fingerprint fields and ``prints_attributes`` of one walked hash chain."""
+    last = hexes[-1]
+    fields = {
+        "prefix_hashes": hashes,
+        "prefix_tokens": counts,
+        "template_fingerprint": template,
+        "input_fingerprint": last,
+    }
+    attributes: dict[str, Any] = {
+        PREFIX_HASHES_ATTRIBUTE: hexes,
+        PREFIX_TOKENS_ATTRIBUTE: counts.copy(),
+        INPUT_FINGERPRINT_ATTRIBUTE: last,
+    }
+    if template:
+        attributes[TEMPLATE_FINGERPRINT_ATTRIBUTE] = template
+    return fields, attributes
 
 
 _CACHE = _PrefixCache()

@@ -123,10 +123,6 @@ def _ready(pricer: Any) -> bool:
     return getattr(pricer, "loaded", True) is not False
 
 
-def _utc(value: datetime | None) -> datetime:
-    return value if value is not None else datetime.now(UTC)
-
-
 ActionSink = Callable[[Mapping[str, Any], float], None]
 CallsSink = Callable[[list[tuple[Mapping[str, Any], str]]], None]
 ActionsSink = Callable[[list[tuple[Mapping[str, Any], float]]], None]
@@ -653,22 +649,24 @@ class CostSpanProcessor(SpanProcessor):
         if adopted is not None and call.get("service_tier") is None:
             call["service_tier"] = adopted.get("service_tier")  # often only the SDK's span says
         scope = span.instrumentation_scope
-        call[twins.EMITTER] = twins.emitter(scope.name if scope is not None else None, span.name)
+        scope_name = scope.name if scope is not None else None
+        call[twins.EMITTER] = twins.emitter(scope_name, span.name)
         twin = self._recent.find(call)
         if twin is not None:  # a twin in another trace (or not in progress) was priced already
             extra[PRICED_SPAN_ID] = str(twin.get("span_id"))
             extra[PRICED_TRACE_ID] = str(twin.get("trace_id"))
             self.calls_deferred += 1
             return with_attributes(span, extra, attrs)
-        if not _has_usage(call) and not call.get("is_error") and self._twin_wait > 0:
+        has_usage = _has_usage(call)  # the tokens do not change from here on
+        if not has_usage and not call.get("is_error") and self._twin_wait > 0:
             self._park(job, span, call, extra)
             return None
-        held = self._take_parked(call) if self._parked and _has_usage(call) else None
+        held = self._take_parked(call) if has_usage and self._parked else None
         if held is not None:
             for field in FROM_HELD_TWIN:
                 if call.get(field) is None:
                     call[field] = held.call.get(field)
-        out = self._price(job, span, call, extra, attrs)
+        out = self._price(job, span, call, extra, attrs, scope_name or "")
         self._recent.remember(call)
         if held is not None:
             self.calls_deferred += 1
@@ -691,10 +689,13 @@ class CostSpanProcessor(SpanProcessor):
         call: dict[str, Any],
         extra: dict[str, Any],
         attrs: dict[str, Any] | None = None,
+        scope_name: str | None = None,
     ) -> ReadableSpan:
         """Price one call, count it (metrics, its action) and return the span to forward
-        (``attrs``: the span's attributes already copied, as ``with_attributes`` takes them)."""
-        call["start_time"] = _utc(call.get("start_time"))
+        (``attrs``: the span's attributes already copied, as ``with_attributes`` takes them;
+        ``scope_name``: its instrumentation scope's name, "" for none, when already read)."""
+        if call.get("start_time") is None:
+            call["start_time"] = datetime.now(UTC)
         pricer = self._pricer
         if type(pricer) is LazyPriceBook:  # the price as a tuple: no dict of costs read back
             values = pricer.values(call)
@@ -707,13 +708,14 @@ class CostSpanProcessor(SpanProcessor):
         self.calls_priced += 1
         if job.root_id is not None:
             self._add_to_action(job.root_id, call)
+        if scope_name is None and (self._on_calls is not None or self._on_call is not None):
+            scope = span.instrumentation_scope
+            scope_name = scope.name if scope is not None else ""
         if self._on_calls is not None:
-            scope = span.instrumentation_scope
-            self._calls_done.append((call, scope.name if scope is not None else ""))
+            self._calls_done.append((call, scope_name))
         elif self._on_call is not None:
-            scope = span.instrumentation_scope
             try:
-                self._on_call(call, scope.name if scope is not None else "")
+                self._on_call(call, scope_name)
             except Exception as exc:  # noqa: BLE001
                 _guard.swallow("processor.on_call", exc)
         return with_attributes(span, extra, attrs)
