@@ -147,6 +147,7 @@ def parts(processor: Any, metrics: Any, jobs: list[Any], prompts: dict[int, Any]
     # the worker maps a span before the fingerprint attributes join it (the record takes the
     # fields as computed); with them, the hex lists make every span's static part unhashable
     bare = {id(c): spans.span_mapping(c[0].span) for c in calls}
+    unseen = {id(c): {**c[3], "response_id": f"unseen-{n}"} for n, c in enumerate(calls)}
     steps = {
         "fingerprints (hook input -> attributes)": lambda c: hook.prompt_attributes(
             prompts[c[0].span_id]
@@ -176,7 +177,10 @@ def parts(processor: Any, metrics: Any, jobs: list[Any], prompts: dict[int, Any]
         "metrics per action, batch (record_actions)": _batch(
             lambda cs: metrics.record_actions([(c[3], 0.01) for c in cs])
         ),
+        # every call finds its own twin here (its response id remembered under another span)
         "twin lookup (64 recent calls)": lambda c: recent._find(c[3]),
+        # the worker's usual case: a response id not seen before, no twin
+        "twin lookup, no twin": lambda c: recent._find(unseen[id(c)]),
         "batch processor on_end": lambda c: downstream.on_end(c[0].span),
     }
     print("worker steps, each alone (thread CPU per call, min / median of 5 passes):")
