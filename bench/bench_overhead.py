@@ -18,7 +18,10 @@ rounds are interleaved (the order rotates every round) so machine noise hits the
                        token and action-cost metrics; spans priced on its worker thread
                        (``LLMTRACE_PROCESSING=worker``);
 * ``llmtrace-inline`` - the same with ``processing="inline"``: each span priced on the app's
-                       thread inside ``end()`` when nothing is queued or being priced;
+                       thread inside ``end()`` when nothing is queued or being priced; with
+                       ``--switch-modes`` measured in the ``llmtrace`` processes instead, the
+                       processor's mode switched between rounds, so the two modes are compared
+                       without the few hundred µs a process's placement moves its CPU per call;
 * ``openlit-none``   - no instrumentation, in the OpenLIT virtualenv (openlit 1.45 pins
                        ``openai<3``, so its client is an older ``openai``: its own baseline);
 * ``openlit``        - ``openlit.init()`` there on the same providers (traces to the no-op
@@ -217,7 +220,8 @@ def time_calls(client: Any, calls: int) -> list[float]:
 
 
 def worker(config: str, url: str) -> None:
-    """Set ``config`` up once, then run rounds on command: ``run CALLS WARMUP`` / ``quit``."""
+    """Set ``config`` up once, then run rounds on command: ``run CALLS WARMUP`` / ``quit``;
+    ``mode worker|inline`` switches llmtrace's processing mode between rounds."""
     import openai
 
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-bench", max_retries=0)
@@ -229,6 +233,14 @@ def worker(config: str, url: str) -> None:
         command = line.split()
         if command[0] == "quit":
             break
+        if command[0] == "mode":  # the same process, the processor's other mode
+            from llmtrace.otel.setup import current
+
+            handle = current()
+            assert handle is not None
+            handle.processor._inline_when_idle = command[1] == "inline"
+            print(json.dumps({"mode": command[1]}), flush=True)
+            continue
         calls, warmup = int(command[1]), int(command[2])
         time_calls(client, warmup)
         cpu = time.process_time()
@@ -329,6 +341,7 @@ def report(
         ("official", "none"),
         ("llmtrace", "official"),
         ("llmtrace-inline", "official"),
+        ("llmtrace-inline", "llmtrace"),
         ("openlit", "openlit-none"),
     ]
     for a, b in pairs:
@@ -363,6 +376,12 @@ def main() -> None:
     )
     parser.add_argument("--openlit-python", type=Path, default=OPENLIT_PYTHON)
     parser.add_argument("--configs", default=",".join(LOCAL + OPENLIT))
+    parser.add_argument(
+        "--switch-modes",
+        action="store_true",
+        help="measure llmtrace-inline in the llmtrace processes, the processor's mode switched "
+        "between rounds (no process placement between the two modes), not in processes of its own",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -377,11 +396,16 @@ def main() -> None:
     if any(c in OPENLIT for c in configs) and not args.openlit_python.exists():
         print(f"no {args.openlit_python}: OpenLIT not measured (see the docstring)")
         configs = [c for c in configs if c not in OPENLIT]
+    switch = args.switch_modes and "llmtrace" in configs
+    if switch and "llmtrace-inline" not in configs:
+        configs.append("llmtrace-inline")
     server, url = start_server()
     workers: list[Worker] = []
     try:
         for _ in range(args.processes):
             for config in configs:
+                if switch and config == "llmtrace-inline":
+                    continue  # measured in the llmtrace processes
                 python = str(args.openlit_python) if config in OPENLIT else sys.executable
                 workers.append(Worker(config, python, url))
         per_call: dict[str, list[float]] = {c: [] for c in configs}
@@ -393,10 +417,17 @@ def main() -> None:
             shift = index % len(workers)
             this_round: dict[str, list[float]] = {c: [] for c in configs}
             for w in workers[shift:] + workers[:shift]:  # rotate the order every round
-                result = w.round(args.calls, args.warmup)
-                this_round[w.config].extend(result["times"])
-                cpu[w.config].append(result["cpu"])
-                rss[w.config] = max(rss[w.config], result["rss"])
+                names = [w.config]
+                if switch and w.config == "llmtrace":  # both modes, the order alternating
+                    names = ["llmtrace", "llmtrace-inline"][:: 1 if index % 2 == 0 else -1]
+                for name in names:
+                    if len(names) == 2:
+                        w.send("mode inline" if name == "llmtrace-inline" else "mode worker")
+                        w.reply()
+                    result = w.round(args.calls, args.warmup)
+                    this_round[name].extend(result["times"])
+                    cpu[name].append(result["cpu"])
+                    rss[name] = max(rss[name], result["rss"])
             loads.append(os.getloadavg()[0])
             for config, times in this_round.items():
                 per_call[config].extend(times)
