@@ -36,6 +36,7 @@ import polars as pl
 from llmtrace.config import ConfigError
 from llmtrace.rules import runrate, stats
 from llmtrace.rules.base import AuditContext, Finding, RuleParams, Severity, merge_cells
+from llmtrace.rules.cells import Cells, cells_aggregate
 
 CODE = "LT401"
 NAME = "model-right-sizing"
@@ -84,29 +85,31 @@ class RightSizingRule:
 
     def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
         """Per (provider, model, service, prompt): calls, cost, labelled and correct calls."""
+        return cells_aggregate(calls, self.cells(ctx))
+
+    def cells(self, ctx: AuditContext) -> Cells:
+        """The aggregate as cells (``llmtrace.rules.cells``): the engine computes them in one
+        group-by with the other one-pass rules'."""
         accuracy = pl.col("accuracy")
         if ctx.accuracy_scores:
             accuracy = pl.coalesce(ctx.accuracy.from_scores("scores"), accuracy)
         start = pl.col("start_time")
-        return (
-            calls.filter(
-                (start >= ctx.since)
-                & (start < ctx.until)
-                & pl.col("prompt").is_not_null()
-                & pl.col("model").is_not_null()
-                & ~pl.col("is_error").fill_null(False)
-            )
-            .with_columns(accuracy.alias("_acc"))
-            .group_by(_CELL)
-            .agg(
-                pl.len().alias("calls"),
-                pl.col("total_cost").is_not_null().sum().alias("priced_calls"),
-                pl.col("total_cost").sum().alias("cost"),
-                pl.col("_acc").is_not_null().sum().alias("labelled"),
-                pl.col("_acc").sum().alias("correct"),
-                start.min().alias("first_call"),
-                start.max().alias("last_call"),
-            )
+        return Cells(
+            where=(start >= ctx.since)
+            & (start < ctx.until)
+            & pl.col("prompt").is_not_null()
+            & pl.col("model").is_not_null()
+            & ~pl.col("is_error").fill_null(False),
+            keys={name: pl.col(name) for name in _CELL},
+            aggs={
+                "calls": (pl.len(), "sum"),
+                "priced_calls": (pl.col("total_cost").is_not_null().sum(), "sum"),
+                "cost": (pl.col("total_cost").sum(), "sum"),
+                "labelled": (accuracy.is_not_null().sum(), "sum"),
+                "correct": (accuracy.sum(), "sum"),
+                "first_call": (start.min(), "min"),
+                "last_call": (start.max(), "max"),
+            },
         )
 
     def merge(self, partials: list[pl.DataFrame], ctx: AuditContext) -> pl.DataFrame:
