@@ -120,7 +120,9 @@ def run_scan_once(store_path: Path) -> dict[str, Any]:
     for code in builtin_specs():
         rule = builtin_logic(code)
         wanted = baseline if getattr(rule, "needs_baseline", False) else current
-        wanted.update(rule.columns)
+        derived = getattr(rule, "derived_columns", None) or {}
+        for column in rule.columns:  # a derived column: the store columns it is computed from
+            wanted.update(derived[column].meta.root_names() if column in derived else [column])
     plans = []
     for since, columns in ((SINCE, current - baseline), (BASELINE, baseline)):
         if not columns:

@@ -63,13 +63,13 @@ def _window_plan(job, code: str):  # noqa: ANN001, ANN202
     scan = job.source.scan(job.start(code), window.until)
     if not job.needs_baseline(code):
         scan = scan.filter(pl.col("start_time") >= window.since)
-    return lambda: job.aggregate(code, scan.select(job.columns(code))).collect()
+    return lambda: job.aggregate(code, scan.select(job.column_exprs(code))).collect()
 
 
 def _grid(job, directory: Path) -> tuple[dict[str, str], dict[str, list[list[Path]]]]:  # noqa: ANN001
     import polars as pl
 
-    from llmtrace.rules.engine import _family_columns
+    from llmtrace.rules.engine import _family_columns, column_exprs
     from llmtrace.rules.partition import SHARED_KEYS, part_count, spill_grid
 
     window = job.window
@@ -85,10 +85,11 @@ def _grid(job, directory: Path) -> tuple[dict[str, str], dict[str, list[list[Pat
     if not marker.exists():
         parts = part_count(int(current.select(pl.len()).collect().item()))
         read = list(dict.fromkeys(c for f in names for c in _family_columns(job, families[f])))
-        keyed = [c for f in names for c in SHARED_KEYS[f].meta.root_names()]
+        keyed = [c for f in names for c in SHARED_KEYS[f].meta.root_names() if c not in read]
+        derived = job.derived([code for f in names for code in families[f]])
         began = time.process_time()
         spill_grid(  # as the engine writes it: the rules' columns, a key's others hashed only
-            current.select(list(dict.fromkeys([*read, *keyed]))),
+            current.select(column_exprs(list(dict.fromkeys([*read, *keyed])), derived)),
             {f: SHARED_KEYS[f] for f in names},
             parts,
             directory,
@@ -118,7 +119,7 @@ def _parts_plan(job, code: str, files: list[list[Path]]):  # noqa: ANN001, ANN20
             if part_files:
                 part = pl.scan_parquet(part_files, hive_partitioning=False)
                 part = part.select(job.columns(code)).cast(
-                    {c: schema[c] for c in job.columns(code)}
+                    {c: schema[c] for c in job.columns(code) if c in schema}
                 )
                 out.append(job.aggregate(code, part).collect())
         return pl.concat(out, how="vertical_relaxed")

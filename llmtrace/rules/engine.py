@@ -336,6 +336,34 @@ def _rule_columns(entry: RuleEntry, ctx: AuditContext) -> list[str]:
     return list(dict.fromkeys([*columns, "start_time"]))
 
 
+def derived_columns(rule: Any) -> dict[str, pl.Expr]:
+    """The rule's ``derived_columns``: names it may list among its columns, each computed from
+    store columns by an expression where the calls are read (none when it declares none).
+
+    Why: a rule that needs a little of a wide column (LT202 and LT301 read the first element of
+    ``prefix_tokens``) reads a narrow one instead; a spill writes it as a plain column, so the
+    rule's reads of every part skip decoding the wide one.
+    """
+    return dict(getattr(rule, "derived_columns", None) or {})
+
+
+def column_exprs(names: Sequence[str], derived: Mapping[str, pl.Expr]) -> list[pl.Expr]:
+    """The expressions that read ``names`` from call records: a derived column by its
+    expression, any other by name."""
+    return [derived[name].alias(name) if name in derived else pl.col(name) for name in names]
+
+
+def _merged_derived(rules: Iterable[Any]) -> dict[str, pl.Expr]:
+    """The derived columns of several rules; one name must mean one expression."""
+    merged: dict[str, pl.Expr] = {}
+    for rule in rules:
+        for name, expr in derived_columns(rule).items():
+            if name in merged and not merged[name].meta.eq(expr):
+                raise ValueError(f"derived column {name!r} is defined twice, differently")
+            merged[name] = expr
+    return merged
+
+
 def _collect(plans: dict[str, pl.LazyFrame], errors: list[RuleError]) -> dict[str, pl.DataFrame]:
     """Collect the plans one after the other; a failing rule is named.
 
@@ -656,6 +684,14 @@ class AggregateJob:
     def columns(self, code: str) -> list[str]:
         return _rule_columns(self.entries[code], self.contexts[code])
 
+    def column_exprs(self, code: str) -> list[pl.Expr]:
+        """What the rule reads of call records: its columns, derived ones computed."""
+        return column_exprs(self.columns(code), derived_columns(self.entries[code].rule))
+
+    def derived(self, codes: Iterable[str]) -> dict[str, pl.Expr]:
+        """The derived columns the rules ``codes`` read (one name, one expression)."""
+        return _merged_derived(self.entries[code].rule for code in codes)
+
     def key(self, code: str) -> pl.Expr | None:
         """The rule's partition key (None: any split of its calls merges exactly)."""
         return partition_key(self.entries[code].rule, self.contexts[code])
@@ -698,7 +734,7 @@ def aggregate_locally(
     for code in job.entries:
         base = scan if job.needs_baseline(code) else current
         try:
-            calls = base.select(job.columns(code))
+            calls = base.select(job.column_exprs(code))
             key = job.key(code) if parts > 1 and not job.bounds_memory(code) else None
             if key is not None:
                 families.setdefault((job.family(code), job.needs_baseline(code)), []).append(code)
@@ -761,11 +797,12 @@ def _shared_cells(
         chosen[CENSUS] = census_cells()
     if len(chosen) < 2:
         return {}
-    columns = [c for code in chosen if code != CENSUS for c in job.columns(code)]
+    codes = [code for code in chosen if code != CENSUS]
+    columns = [c for code in codes for c in job.columns(code)]
     if CENSUS in chosen:
         columns += _CENSUS_COLUMNS
     try:
-        calls = current.select(list(dict.fromkeys(columns)))
+        calls = current.select(column_exprs(list(dict.fromkeys(columns)), job.derived(codes)))
         return {code: plan.collect() for code, plan in shared_cells(calls, chosen).items()}
     except Exception:  # each plan on its own reports what failed
         return {}
@@ -795,8 +832,10 @@ def _aggregate_families(
         keys = {family: _family_key(job, family, members) for family, members in families.items()}
         read = [c for members in families.values() for c in _family_columns(job, members)]
         read = list(dict.fromkeys(read))
-        keyed = [c for key in keys.values() for c in key.meta.root_names()]
-        spilled = calls.select(list(dict.fromkeys([*read, *keyed])))
+        keyed = [c for key in keys.values() for c in key.meta.root_names() if c not in read]
+        spilled = calls.select(
+            column_exprs(list(dict.fromkeys([*read, *keyed])), job.derived(codes))
+        )
         grid = {
             family: (
                 keys[family],

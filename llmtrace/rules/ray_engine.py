@@ -50,7 +50,7 @@ class RuleTask:
     code: str
     rule: Any  # None for the call count
     ctx: AuditContext | None
-    columns: tuple[str, ...]
+    columns: tuple[pl.Expr, ...]  # what it reads of call records (``AggregateJob.column_exprs``)
     since: datetime
     until: datetime
 
@@ -163,7 +163,7 @@ def aggregate_on_ray(
         try:
             key = job.key(code)
             ctx = dataclasses.replace(job.contexts[code], price=_no_pricing)
-            columns = tuple(job.columns(code))
+            columns = tuple(job.column_exprs(code))
         except Exception as exc:
             errors.append(RuleError(code, f"aggregate failed: {_describe(exc)}"))
             continue
