@@ -26,7 +26,6 @@ addition, min and max.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -154,36 +153,36 @@ def noninferiority_p(
 
     def lower(z: np.ndarray) -> np.ndarray:
         # Newcombe's bound at |z|, mirrored for negative z so it falls monotonically in z
-        frame = pl.DataFrame({"xc": x_c, "nc": n_c, "xe": x_e, "ne": n_e, "z": z})
-        p_c = pl.col("xc") / pl.col("nc")
-        p_e = pl.col("xe") / pl.col("ne")
-        z_abs = pl.col("z").abs()
-        lc, _ = _wilson(pl.col("xc"), pl.col("nc"), z_abs)
-        _, ue = _wilson(pl.col("xe"), pl.col("ne"), z_abs)
-        spread = ((p_c - lc) ** 2 + (ue - p_e) ** 2).sqrt()
-        bound = (p_c - p_e) - pl.col("z").sign() * spread
-        return frame.select(bound.fill_nan(None)).to_series().fill_null(math.nan).to_numpy()
+        z_abs = np.abs(z)
+        lc, _ = _wilson(x_c, n_c, z_abs)
+        _, ue = _wilson(x_e, n_e, z_abs)
+        spread = np.sqrt((p_c - lc) ** 2 + (ue - p_e) ** 2)
+        return (p_c - p_e) - np.sign(z) * spread
 
-    for _ in range(60):
-        mid = (lo + hi) / 2.0
-        above = lower(mid) > -margin
-        lo = np.where(above, mid, lo)
-        hi = np.where(above, hi, mid)
+    with np.errstate(divide="ignore", invalid="ignore"):  # arms without labels: NaN
+        p_c, p_e = x_c / n_c, x_e / n_e
+        for _ in range(60):
+            mid = (lo + hi) / 2.0
+            above = lower(mid) > -margin
+            lo = np.where(above, mid, lo)
+            hi = np.where(above, hi, mid)
     z_star = (lo + hi) / 2.0
     p = stats.normal_sf(z_star)
     return np.where(valid, p, np.nan)
 
 
-def _wilson(x: pl.Expr, n: pl.Expr, z: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
-    """``stats.wilson_bounds`` with z per row (for the bisection over z)."""
-    n_f = n.cast(pl.Float64)
-    p = x.cast(pl.Float64) / n_f
+def _wilson(x: np.ndarray, n: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``stats.wilson_bounds`` with z per row (for the bisection over z), on numpy arrays:
+    60 bisection steps over a few dozen pairs, where a Polars frame per step cost 0.38 CPU-s
+    of the 10M store's audit (issue 15). The same operations in the same order as the Polars
+    expressions it replaced, so the same bounds."""
+    p = x / n
     z2 = z * z
-    denominator = 1.0 + z2 / n_f
-    centre = (p + z2 / (2.0 * n_f)) / denominator
-    half = z * (p * (1.0 - p) / n_f + z2 / (4.0 * n_f * n_f)).clip(lower_bound=0.0).sqrt()
+    denominator = 1.0 + z2 / n
+    centre = (p + z2 / (2.0 * n)) / denominator
+    half = z * np.sqrt(np.clip(p * (1.0 - p) / n + z2 / (4.0 * n * n), 0.0, None))
     half = half / denominator
-    return (centre - half).clip(0.0, 1.0), (centre + half).clip(0.0, 1.0)
+    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
 
 
 # -- decide --------------------------------------------------------------------------------------
