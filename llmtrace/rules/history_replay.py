@@ -104,6 +104,52 @@ def ordered_with_neighbours(frame: pl.LazyFrame, group: str) -> pl.LazyFrame:
     )
 
 
+# what ``_ordered_turns`` adds, in its order
+_ORDERED = {
+    "_same": pl.Boolean,
+    "_n": pl.UInt32,
+    "_prev_n": pl.UInt32,
+    "_prev_last": pl.UInt64,
+    "_at": pl.UInt64,
+}
+
+
+def _ordered_turns(rows: pl.DataFrame) -> pl.DataFrame:
+    """``rows`` sorted by conversation (``_c``) and time, without ``prefix_hashes`` but with
+    what the replay reads of it: ``_n`` (its length), ``_prev_n`` and ``_prev_last`` (the
+    previous turn's length and last hash, null on a conversation's first turn) and ``_at``
+    (this turn's hash at the previous turn's last position); ``_same``: the previous row is of the
+    same conversation.
+
+    Why eager and without the list: sorting carries every column, and a list column costs
+    about as much to move as all the others (a part's 445k turns: 0.12 against 0.07 CPU-s);
+    the one list element the replay compares is looked up in the input order, where the list
+    is, with the previous turn's length scattered back to it. The sort is the same (the same
+    keys; other columns do not change the order), in memory (``sorted_in_memory``'s reason).
+    """
+    hashes = rows.get_column("prefix_hashes")
+    narrow = rows.drop("prefix_hashes").with_columns(
+        hashes.list.len().alias("_n"),
+        hashes.list.last().alias("_prev_last"),
+        pl.int_range(rows.height, dtype=pl.UInt32, eager=True).alias("_i"),
+    )
+    ordered = narrow.sort("_c", "start_time")
+    same = pl.col("_same")
+    ordered = ordered.with_columns(
+        (pl.col("_c") == pl.col("_c").shift(1)).fill_null(False).alias("_same")
+    ).with_columns(
+        pl.when(same).then(pl.col("_n").shift(1)).alias("_prev_n"),
+        pl.when(same).then(pl.col("_prev_last").shift(1)).alias("_prev_last"),
+    )
+    order, prev_n = ordered.get_column("_i"), ordered.get_column("_prev_n")
+    # the previous turn's length at this turn's position in the input, to index its list there
+    at_input = pl.Series(values=[None] * rows.height, dtype=pl.UInt32).scatter(order, prev_n)
+    index = (at_input.cast(pl.Int64) - 1).clip(lower_bound=0)
+    at = hashes.list.get(index, null_on_oob=True).gather(order)
+    kept = [name for name in rows.columns if name != "prefix_hashes"]
+    return ordered.with_columns(at.alias("_at")).select(*kept, *_ORDERED)
+
+
 def replay_turns(turns: pl.LazyFrame, step: pl.Expr | None = None) -> pl.LazyFrame:
     """Turns sorted by conversation and time, with what each layout would read and write.
 
@@ -116,21 +162,29 @@ def replay_turns(turns: pl.LazyFrame, step: pl.Expr | None = None) -> pl.LazyFra
     under every layout (no breakpoints, no 1-hour writes).
     """
     step = step if step is not None else pl.when(pl.col("explicit")).then(1).otherwise(128)
-    turns = ordered_with_neighbours(turns, "_c").rename({"same_prev": "_same"}).drop("same_next")
+    schema = turns.collect_schema()
+    schema = pl.Schema(
+        {
+            **{name: dtype for name, dtype in schema.items() if name != "prefix_hashes"},
+            **_ORDERED,
+        }
+    )
+    turns = turns.map_batches(_ordered_turns, schema=schema, streamable=False)
     same = pl.col("_same")
-    hashes = pl.col("prefix_hashes")
+    # the gap in the plan, not in ``_ordered_turns``: the engines' divisions differ in the
+    # last bit on a few rows (2 of 445k), and the gap is compared with the lifetimes
+    seconds = pl.col("start_time").diff().dt.total_microseconds() / 1e6
     turns = turns.with_columns(
+        pl.when(same).then(seconds).alias("gap_s"),
         (~same).alias("first"),
         pl.when(same).then(pl.col("L").shift(1)).alias("prev_L"),
-        hashes.list.len().alias("_n"),
-        pl.when(same).then(hashes.list.len().shift(1)).alias("_prev_n"),
-        pl.when(same).then(hashes.list.last().shift(1)).alias("_prev_last"),
     )
-    at = hashes.list.get((pl.col("_prev_n") - 1).clip(lower_bound=0), null_on_oob=True)
     resent = (
-        (pl.col("_prev_n") > 0) & (at == pl.col("_prev_last")) & (pl.col("prev_L") <= pl.col("L"))
+        (pl.col("_prev_n") > 0)
+        & (pl.col("_at") == pl.col("_prev_last"))
+        & (pl.col("prev_L") <= pl.col("L"))
     ).fill_null(False)
-    turns = turns.with_columns(resent.alias("resent")).drop("_prev_last")
+    turns = turns.with_columns(resent.alias("resent")).drop("_prev_last", "_at")
 
     length, prev, minimum, gap = pl.col("L"), pl.col("prev_L"), pl.col("minimum"), pl.col("gap_s")
     explicit = pl.col("explicit").fill_null(False)
