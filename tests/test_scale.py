@@ -182,7 +182,7 @@ def test_spilled_parts_merge_to_the_one_pass_aggregate(
 ) -> None:
     """Each rule's merged partials over 6 spilled parts, split by its own key or by its
     family's shared key, equal its aggregate over all calls."""
-    from llmtrace.rules.engine import audit_window, resolve_params
+    from llmtrace.rules.engine import audit_window, column_exprs, derived_columns, resolve_params
     from llmtrace.rules.loader import builtin_specs
 
     key = rule.partition_key
@@ -194,7 +194,10 @@ def test_spilled_parts_merge_to_the_one_pass_aggregate(
     window = audit_window(None, END, config)
     ctx = _context(window, resolve_params(builtin_specs()[rule.code], config))
     columns = list(dict.fromkeys([*rule.columns, *key.meta.root_names()]))
-    calls = store.scan(window.since, window.until).select(columns)
+    # a derived column (``derived_columns``) computed where the calls are read, as the engine does
+    calls = store.scan(window.since, window.until).select(
+        column_exprs(columns, derived_columns(rule))
+    )
     whole = rule.merge([rule.aggregate(calls.select(rule.columns), ctx).collect()], ctx)
     with spill_dir(tmp_path) as directory:
         partials = aggregate_spilled(

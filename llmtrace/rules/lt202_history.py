@@ -81,11 +81,13 @@ from llmtrace.rules.caching_model import (
     split_cost,
 )
 from llmtrace.rules.history_replay import (
+    FIRST_PREFIX_TOKENS,
     LAYOUTS,
     LONG_TTL_S,
     SHORT_TTL_S,
     clean_cache_tokens,
     replay_turns,
+    with_derived,
 )
 
 __all__ = ["LONG_TTL_S", "RULE", "SHORT_TTL_S", "evaluate", "replay_turns"]  # LT301 reads these
@@ -150,8 +152,10 @@ class HistoryRule:
         "cache_write_tokens",
         "cache_write_1h_tokens",
         "prefix_hashes",
-        "prefix_tokens",
+        "_p0",
     )
+    # the first element of ``prefix_tokens`` (the system prefix's size), computed by the engine
+    derived_columns: ClassVar[dict[str, pl.Expr]] = FIRST_PREFIX_TOKENS
     # a conversation's turns must stay together; calls without one are dropped, so they may all
     # land in one part
     partition_key: ClassVar[pl.Expr] = pl.col("conversation_id").hash(37)
@@ -246,7 +250,8 @@ def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
     """Current-window conversation calls on a modelled provider, with clean token columns."""
     start = pl.col("start_time")
     return (
-        calls.select(*HistoryRule.columns)
+        with_derived(calls, FIRST_PREFIX_TOKENS)
+        .select(*HistoryRule.columns)
         .filter(
             (start >= ctx.since)
             & (start < ctx.until)
@@ -262,7 +267,7 @@ def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
             pl.col("conversation_id").hash(37).alias("_c"),
         )
         .with_columns(
-            pl.col("prefix_tokens").list.first().fill_null(0).clip(0, pl.col("L")).alias("p0"),
+            pl.col("_p0").fill_null(0).clip(0, pl.col("L")).alias("p0"),
             pl.col("L").cast(pl.Float64).log(2).floor().cast(pl.Int32).alias("band"),
         )
     )

@@ -46,9 +46,11 @@ from llmtrace.rules.caching_findings import (
     sum_if_all_priced,
 )
 from llmtrace.rules.history_replay import (
+    FIRST_PREFIX_HASH,
     LONG_TTL_S,
     SHORT_TTL_S,
     clean_cache_tokens,
+    with_derived,
 )
 
 CODE = "LT203"
@@ -96,7 +98,7 @@ def _lineage_id() -> pl.Expr:
     """The lineage as a UInt64 inside ``aggregate``: the seeded hashes of its parts combined
     with xor, cheaper than hashing a struct of them (the same groups; ``_lineage`` stays the
     partition key the engine shares with LT201)."""
-    first = pl.col("prefix_hashes").list.first()
+    first = pl.col("_h0")  # ``prefix_hashes[0]``, computed by the engine (``derived_columns``)
     system = pl.coalesce(first, pl.col("prompt").hash(3))
     return pl.col("provider").hash(71) ^ pl.col("model").hash(72) ^ system.hash(73)
 
@@ -126,8 +128,10 @@ class UnreadWritesRule:
         "cache_read_tokens",
         "cache_write_tokens",
         "cache_write_1h_tokens",
-        "prefix_hashes",
+        "_h0",
     )
+    # the first element of ``prefix_hashes``, all the lineage id reads of it
+    derived_columns: ClassVar[dict[str, pl.Expr]] = FIRST_PREFIX_HASH
     partition_key: ClassVar[pl.Expr] = _lineage()
     partition_family: ClassVar[str] = "lineage"  # partition.SHARED_KEYS, the same key
 
@@ -143,7 +147,8 @@ class UnreadWritesRule:
         """
         start = pl.col("start_time")
         base = (
-            calls.select(*self.columns)
+            with_derived(calls, FIRST_PREFIX_HASH)
+            .select(*self.columns)
             .filter(
                 (start >= ctx.since)
                 & (start < ctx.until)

@@ -33,6 +33,7 @@ from llmtrace.rules.caching_model import (
     normalised_model_expr,
     provider_fact,
 )
+from llmtrace.rules.history_replay import FIRST_PREFIX_TOKENS, with_derived
 from llmtrace.rules.lt202_history import replay_turns
 
 _EXPLICIT = [p for p, facts in PROVIDERS.items() if facts.mode == "explicit"]
@@ -125,9 +126,11 @@ COLUMNS: tuple[str, ...] = (
     "cache_write_tokens",
     "cache_write_1h_tokens",
     "output_tokens",
-    "prefix_tokens",
+    "_p0",
     "prefix_hashes",
 )
+# the first element of ``prefix_tokens`` (the system prefix's size), computed by the engine
+DERIVED = FIRST_PREFIX_TOKENS
 
 
 def aggregate_cells(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
@@ -184,7 +187,8 @@ def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
     read = pl.col("cache_read_tokens").fill_null(0).clip(0, inp)
     write = pl.min_horizontal(pl.col("cache_write_tokens").fill_null(0), inp - read).clip(0)
     return (
-        calls.select(*COLUMNS)
+        with_derived(calls, FIRST_PREFIX_TOKENS)
+        .select(*COLUMNS)
         .filter(
             (start >= ctx.since) & (start < ctx.until) & (inp > 0) & pl.col("model").is_not_null()
         )
@@ -193,7 +197,7 @@ def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
             read.alias("read"),
             write.alias("write"),
             pl.col("output_tokens").fill_null(0).alias("output"),
-            pl.col("prefix_tokens").list.first().fill_null(0).clip(0, inp).alias("p0"),
+            pl.col("_p0").fill_null(0).clip(0, inp).alias("p0"),
             start.dt.date().alias("day"),
             inp.cast(pl.Float64).log(2).floor().cast(pl.Int32).alias("band"),
             _key_hash().alias("_k"),

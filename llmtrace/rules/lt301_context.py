@@ -61,6 +61,7 @@ from llmtrace.rules.lt301_cells import (
     CELL,
     CODE,
     COLUMNS,
+    DERIVED,
     KEY,
     MAXES,
     MINS,
@@ -88,6 +89,7 @@ class ContextRule:
     code: ClassVar[str] = CODE
     name: ClassVar[str] = NAME
     columns: ClassVar[tuple[str, ...]] = COLUMNS
+    derived_columns: ClassVar[dict[str, pl.Expr]] = DERIVED
     # A conversation's turns must stay together; single calls merge under any split, so they
     # are spread by start time (one part for all of them would defeat the split).
     partition_key: ClassVar[pl.Expr] = (
