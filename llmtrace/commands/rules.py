@@ -18,7 +18,7 @@ from llmtrace.commands.common import console, err_console, format_option
 from llmtrace.config import Config, ConfigError, load_config
 from llmtrace.errors import EXIT_USAGE, UsageError
 from llmtrace.rules.base import RuleSpec
-from llmtrace.rules.engine import Catalogue, params_table, rule_catalogue
+from llmtrace.rules.catalogue import Catalogue, params_table, rule_catalogue
 
 EXIT_CONFIG = EXIT_USAGE
 
