@@ -339,6 +339,19 @@ class _PrefixCache:
         messages = [(m["role"], m["name"], m["content"]) for m in prompt.messages]
         return self.parts(prompt.system, messages)[0]
 
+    def _template_step(self, key: Any, system: Any) -> tuple[Any, ...]:
+        """The kept hash step of a prompt's template (its ``system`` texts, no tools), made
+        and kept on first sight: ``parts`` and ``texts`` both start their chain here."""
+        step = self._steps.get(key)
+        if step is None:
+            listed = [list(part) if type(part) is tuple else part for part in system]
+            template = {"system": listed, "tools": []}
+            digest = fingerprint._digest(b"T" + fingerprint.canonical_json(template).encode())
+            chars = fingerprint._text_length(listed)
+            step = _step(digest, fingerprint.estimate_tokens(chars))
+            self._keep(key, step, chars)
+        return step
+
     def parts(
         self, system: list[Any], messages: list[tuple[str, Any, Any]]
     ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -346,15 +359,7 @@ class _PrefixCache:
         texts and (canonical role, name, content) per message, as ``fingerprint.fingerprint``
         and ``prints_attributes`` give them."""
         steps = self._steps
-        key: Any = ("T", *(_key(part) for part in system))
-        step = steps.get(key)
-        if step is None:
-            system = [list(part) if type(part) is tuple else part for part in system]
-            template = {"system": system, "tools": []}
-            digest = fingerprint._digest(b"T" + fingerprint.canonical_json(template).encode())
-            chars = fingerprint._text_length(system)
-            step = _step(digest, fingerprint.estimate_tokens(chars))
-            self._keep(key, step, chars)
+        step = self._template_step(("T", *(_key(part) for part in system)), system)
         digest, tokens, first, number = step
         hashes = [number]
         hexes = [first]
@@ -384,15 +389,7 @@ class _PrefixCache:
             system = (*system, texts[index + 2])
             index += 3
         steps = self._steps
-        key: Any = ("T", *system)
-        step = steps.get(key)
-        if step is None:
-            listed = [list(part) if type(part) is tuple else part for part in system]
-            template = {"system": listed, "tools": []}
-            digest = fingerprint._digest(b"T" + fingerprint.canonical_json(template).encode())
-            chars = fingerprint._text_length(listed)
-            step = _step(digest, fingerprint.estimate_tokens(chars))
-            self._keep(key, step, chars)
+        step = self._template_step(("T", *system), system)
         digest, tokens, first, number = step
         hashes = [number]
         hexes = [first]
