@@ -87,9 +87,10 @@ def aggregate_part(
             if task.rule is None:
                 plans[task.code] = calls.select(pl.len().cast(pl.Int64))
                 continue
-            calls = calls.select(task.columns)
-            if key is not None:
+            if key is not None:  # before the select: a key may read a column the rule
+                # reads only through a derived one (LT203's lineage: ``prefix_hashes``)
                 calls = filter_part(calls, key, part, parts)
+            calls = calls.select(task.columns)
             plans[task.code] = task.rule.aggregate(calls, task.ctx)
         except Exception as exc:
             failed[task.code] = _describe(exc)
