@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.util.genai.types import TextPart
 from recorded import LIBRARIES, fixture_paths, readable_spans
 
-import llmtrace.otel.processor as processor_module
+import llmtrace.otel.span_work as span_work_module
 from llmtrace import dialects
 from llmtrace.dialect_tables import _INDEXES
 from llmtrace.otel import calls, hook
@@ -76,7 +76,7 @@ def test_shortcuts_give_the_same_records_and_spans(
     hook._CACHE._steps.clear()
     fast_calls, fast_spans = _run(path, shortcuts=True)
     warm_calls, warm_spans = _run(path, shortcuts=True)  # every hash-chain step kept
-    monkeypatch.setattr(processor_module, "prompt_parts", lambda prompt: None)
+    monkeypatch.setattr(span_work_module, "prompt_parts", lambda prompt: None)
     monkeypatch.setattr(hook, "_CACHE", hook._PrefixCache(limit=0))  # nothing kept
     slow_calls, slow_spans = _run(path, shortcuts=False)
     assert slow_calls, "the fixture has priced calls"
