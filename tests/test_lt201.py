@@ -353,3 +353,83 @@ def test_break_even_formula() -> None:
     assert break_even_hit_rate(1.25, 0.1) == pytest.approx(0.2174, abs=1e-4)
     assert break_even_hit_rate(2.0, 0.1) == pytest.approx(0.5263, abs=1e-4)
     assert break_even_hit_rate(1.0, 0.5) == 0.0
+
+
+def mixed_depth_calls() -> pl.DataFrame:
+    """Three system prefixes: one shared only at depth 0, one with a few-shot block at depth 1
+    and one whose calls branch after it (depth 1 and their own messages), with 4-10 messages,
+    uneven gaps and some cached tokens: every narrow column and the depth choice are used."""
+    rng = np.random.default_rng(7)
+    rows: dict[str, list[Any]] = {c: [] for c in ("hashes", "tokens", "start", "input", "read")}
+    for _ in range(3000):
+        system = int(rng.integers(1, 4))
+        length = int(rng.integers(2, 11))
+        chain = [system, *(int(rng.integers(10**6, 10**7)) for _ in range(length - 1))]
+        if system >= 2 and rng.random() < 0.8:
+            chain[1] = 50 + system  # the shared block
+        tokens = [2000 * system + 300 * d + int(rng.integers(0, 5)) for d in range(length)]
+        rows["hashes"].append(chain)
+        rows["tokens"].append(tokens)
+        rows["start"].append(SINCE + timedelta(seconds=float(rng.uniform(0, 86_000))))
+        rows["input"].append(tokens[-1] + 50)
+        rows["read"].append(int(tokens[0]) if rng.random() < 0.1 else 0)
+    n = len(rows["start"])
+    frame = pl.DataFrame(
+        {
+            "provider": ["anthropic"] * n,
+            "model": ["claude-sonnet-4-5"] * n,
+            "service": ["svc"] * n,
+            "prompt": [f"p{i % 3}" for i in range(n)],
+            "start_time": rows["start"],
+            "input_tokens": rows["input"],
+            "cache_read_tokens": rows["read"],
+            "cache_write_tokens": [0] * n,
+            "cache_write_1h_tokens": [0] * n,
+            "prefix_hashes": rows["hashes"],
+            "prefix_tokens": rows["tokens"],
+        },
+        schema_overrides={"prefix_hashes": pl.List(pl.UInt64)},
+    )
+    return frame.with_columns(pl.col("start_time").dt.cast_time_unit("us"))
+
+
+@pytest.mark.parametrize("deep", [False, True])
+def test_narrow_prefix_columns_give_the_cells_of_the_lists(
+    deep: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cells from the narrow columns (``NARROW_DEPTH``) equal those from the whole prefix
+    lists, exactly; a spine that reaches that depth (a second shared block) falls back to the
+    lists, with the same cells as the lists' path."""
+    from llmtrace.rules import lt201_caching
+
+    frame = mixed_depth_calls()
+    if deep:  # system prefix 3's block goes on: depth 2 and 3 shared too
+        frame = frame.with_columns(
+            pl.when(pl.col("prefix_hashes").list.get(1) == 53)
+            .then(
+                pl.concat_list(
+                    pl.col("prefix_hashes").list.head(1),
+                    pl.lit([53, 61, 62], dtype=pl.List(pl.UInt64)),
+                    pl.col("prefix_hashes").list.slice(4),
+                )
+            )
+            .otherwise(pl.col("prefix_hashes"))
+            .alias("prefix_hashes")
+        )
+    ctx = context()
+    used: list[bool] = []
+    narrow = lt201_caching._assign_narrow
+
+    def spy(calls: pl.DataFrame, params: Any) -> Any:
+        grouped = narrow(calls, params)
+        used.append(grouped is not None)
+        return grouped
+
+    monkeypatch.setattr(lt201_caching, "_assign_narrow", spy)
+    got = RULE.aggregate(frame.lazy(), ctx).collect()
+    assert used == [not deep]
+    monkeypatch.setattr(lt201_caching, "_assign_narrow", lambda calls, params: None)
+    expected = RULE.aggregate(frame.lazy(), ctx).collect()
+    keys = ["prefix_hash", "depth", "prompt", "day", "band"]
+    assert got.height > 10 and set(got["depth"]) == ({0, 1, 3} if deep else {0, 1})
+    assert_frame_equal(got.sort(keys), expected.sort(keys))

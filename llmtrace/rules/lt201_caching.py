@@ -55,6 +55,7 @@ from llmtrace.rules.caching_model import (
     regimes_frame,
     split_cost,
 )
+from llmtrace.rules.history_replay import FIRST_PREFIX_HASH, FIRST_PREFIX_TOKENS, with_derived
 
 CODE = "LT201"
 NAME = "cacheable-prefix-not-cached"
@@ -98,6 +99,29 @@ _TOKEN_COLUMNS = [
 ]
 _MINS = ["first_call"]
 _BUCKETS = 63  # hash bits per system prefix of _spine's first count
+# Prefix depths read from narrow columns the engine derives where it reads the calls
+# (``derived_columns``): ``_h0`` .. ``_h2`` (``prefix_hashes[d]``) and ``_p0``, ``_p1``
+# (``prefix_tokens[d]``). A spine of depth < NARROW_DEPTH needs no more: its search stops at
+# the first depth without winners (at most NARROW_DEPTH, whose hash is ``_h2``), and a call's
+# depth, where its prefix length is read, is at most the spine's. A spine that reaches
+# NARROW_DEPTH falls back to the lists (read lazily: only then are they decoded). Why: the
+# lists are decoded whole for every call of a part (~0.19 of LT201's ~1.4 CPU-s a part of
+# the 10M window's grid) and copied by every filter up to the spine.
+NARROW_DEPTH = 2
+_NARROW_HASHES = [f"_h{d}" for d in range(NARROW_DEPTH + 1)]
+_NARROW_TOKENS = [f"_p{d}" for d in range(NARROW_DEPTH)]
+DERIVED: dict[str, pl.Expr] = {
+    **FIRST_PREFIX_HASH,
+    **{
+        f"_h{d}": pl.col("prefix_hashes").list.get(d, null_on_oob=True)
+        for d in range(1, NARROW_DEPTH + 1)
+    },
+    **FIRST_PREFIX_TOKENS,
+    **{
+        f"_p{d}": pl.col("prefix_tokens").list.get(d, null_on_oob=True)
+        for d in range(1, NARROW_DEPTH)
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -134,7 +158,12 @@ class CachingRule:
         "cache_write_1h_tokens",
         "prefix_hashes",
         "prefix_tokens",
+        *_NARROW_HASHES,
+        *_NARROW_TOKENS,
     )
+    # the first prefix depths as plain columns (``NARROW_DEPTH``); the lists stay among the
+    # columns for a deeper spine, and a lazy read decodes them only then
+    derived_columns: ClassVar[dict[str, pl.Expr]] = DERIVED
     # Groups never span system prefixes (a group's key is its system prefix's hash with the
     # model), so parts split by the system-prefix hash keep every group whole: exact partials.
     partition_key: ClassVar[pl.Expr] = pl.col("prefix_hashes").list.first()
@@ -149,7 +178,7 @@ class CachingRule:
         which keeps memory and time down on millions of calls.
         """
         params = Params.from_mapping(ctx.params)
-        eligible = _eligible_calls(calls, ctx)
+        eligible = _eligible_calls(with_derived(calls, DERIVED), ctx)
         names_plan = (
             eligible.select(*_NAMES, *_name_keys())
             .group_by("_m", "_s")
@@ -160,12 +189,17 @@ class CachingRule:
         # the calls of widely used system prefixes only, filtered in the same collect: a
         # filtered copy of the collected calls (prefix lists included) doubled LT201's peak
         numeric, names = pl.collect_all(
-            [_on_shared_prefixes(_numeric(eligible, params), params), names_plan]
+            [_on_shared_prefixes(_numeric(eligible, params, narrow=True), params), names_plan]
         )
+        grouped = _assign_narrow(numeric, params)
+        if grouped is None:  # a spine reaches NARROW_DEPTH: the prefix lists after all
+            del numeric
+            numeric = _on_shared_prefixes(_numeric(eligible, params), params).collect()
+            grouped = _assign_groups(numeric, params)
         # per-call values are computed once, then summed per cell
         sums = _per_call_sums()
         cells = (
-            _per_call_values(_replay(_assign_groups(numeric, params)))
+            _per_call_values(_replay(grouped))
             .group_by("_g", "_m", "_s", "day", "band")
             .agg(
                 pl.col("depth").first(),
@@ -213,7 +247,7 @@ RULE = CachingRule()
 def _eligible_calls(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
     """Calls of the current window on a provider whose caching is modelled."""
     start = pl.col("start_time")
-    return calls.select(*CachingRule.columns).filter(
+    return calls.select(*CachingRule.columns).filter(  # lazy: unused columns are not read
         (start >= ctx.since)
         & (start < ctx.until)
         & pl.col("provider").is_in(list(PROVIDERS))
@@ -232,8 +266,19 @@ def _name_keys() -> list[pl.Expr]:
     ]
 
 
-def _numeric(calls: pl.LazyFrame, params: Params) -> pl.LazyFrame:
-    """The numbers the replay needs: keys, times, tokens, provider facts, the prefix lists."""
+def _numeric(calls: pl.LazyFrame, params: Params, *, narrow: bool = False) -> pl.LazyFrame:
+    """The numbers the replay needs: keys, times, tokens, provider facts, the prefix lists
+    (``narrow``: their first depths' columns instead, ``NARROW_DEPTH``)."""
+    if narrow:
+        prefixes = [pl.col(_NARROW_HASHES), pl.col(_NARROW_TOKENS)]
+    else:
+        prefixes = [
+            # the lists as stored (no copy): only depths below ``max_prefix_depth`` are ever
+            # read (``_spine`` stops there), and a prefix length is narrowed once it is picked
+            pl.col("prefix_hashes").alias("_hs"),
+            pl.col("prefix_tokens").alias("_ps"),
+            pl.col("_h0"),
+        ]
     return calls.select(
         *_name_keys(),
         "start_time",
@@ -242,11 +287,8 @@ def _numeric(calls: pl.LazyFrame, params: Params) -> pl.LazyFrame:
         *(pl.col(c).cast(pl.Int32, strict=False) for c in _TOKEN_COLUMNS),
         provider_fact("short_ttl_s").cast(pl.Float32).alias("ttl_s"),
         provider_fact("step_tokens").cast(pl.Int32).alias("step"),
-        # the lists as stored (no copy): only depths below ``max_prefix_depth`` are ever read
-        # (``_spine`` stops there), and a prefix length is narrowed once it is picked
-        pl.col("prefix_hashes").alias("_hs"),
-        pl.col("prefix_tokens").alias("_ps"),
-    ).with_columns(pl.col("_hs").list.first().alias("_h0"))
+        *prefixes,
+    )
 
 
 def _on_shared_prefixes(calls: pl.LazyFrame, params: Params) -> pl.LazyFrame:
@@ -260,7 +302,14 @@ def _on_shared_prefixes(calls: pl.LazyFrame, params: Params) -> pl.LazyFrame:
     )
 
 
-def _spine(calls: pl.DataFrame, params: Params) -> pl.DataFrame:
+def _hash_at(depth: int, *, narrow: bool) -> pl.Expr:
+    """Each call's prefix hash at ``depth``: from the list, or its narrow column."""
+    if narrow:
+        return pl.col(f"_h{depth}")
+    return pl.col("_hs").list.get(depth, null_on_oob=True)
+
+
+def _spine(calls: pl.DataFrame, params: Params, *, narrow: bool = False) -> pl.DataFrame | None:
     """Per system prefix (``_k0``): the chain of deeper prefixes shared widely enough.
 
     A prefix at depth d is shared widely when at least ``max(min_calls, deep_prefix_share x
@@ -269,14 +318,17 @@ def _spine(calls: pl.DataFrame, params: Params) -> pl.DataFrame:
     depth can qualify: the qualifying prefixes form one chain (the spine), found depth by depth
     among the calls still on it (the most common hash at the next depth, kept if it qualifies).
     The search stops at the first depth where no system prefix extends its spine.
+    ``narrow``: from the columns ``_h1`` .. ``_h2``; None if the search goes deeper.
     """
     floor = pl.max_horizontal(
         pl.lit(float(params.min_calls)), pl.col("_n0").cast(pl.Float64) * params.deep_prefix_share
     )
-    on = calls.select("_k0", "_n0", "_hs")
+    on = calls.select("_k0", "_n0", *(_NARROW_HASHES[1:] if narrow else ["_hs"]))
     rows: list[pl.DataFrame] = []
     for depth in range(1, params.max_prefix_depth):
-        head = pl.col("_hs").list.get(depth, null_on_oob=True)
+        if narrow and depth > NARROW_DEPTH:
+            return None
+        head = _hash_at(depth, narrow=narrow)
         level = (
             on.lazy()
             .select("_k0", "_n0", head.alias("_h"))
@@ -330,6 +382,19 @@ def _assign_groups(calls: pl.DataFrame, params: Params) -> pl.LazyFrame:
     if "_n0" not in calls.columns:  # not yet narrowed by ``_on_shared_prefixes``
         calls = _on_shared_prefixes(calls.lazy(), params).collect()
     spine = _spine(calls, params)
+    assert spine is not None
+    return _grouped(calls, spine, narrow=False)
+
+
+def _assign_narrow(calls: pl.DataFrame, params: Params) -> pl.LazyFrame | None:
+    """``_assign_groups`` from the narrow columns (``NARROW_DEPTH``), or None when a spine
+    reaches that depth (the lists are needed)."""
+    spine = _spine(calls, params, narrow=True)
+    return None if spine is None else _grouped(calls, spine, narrow=True)
+
+
+def _grouped(calls: pl.DataFrame, spine: pl.DataFrame, *, narrow: bool) -> pl.LazyFrame:
+    """Each call's depth on its spine, the prefix hash and length there, and its group."""
     depths = sorted(set(spine["depth"].to_list())) if spine.height else []
     depth = pl.lit(0, dtype=pl.Int32)
     if depths:
@@ -341,19 +406,25 @@ def _assign_groups(calls: pl.DataFrame, params: Params) -> pl.LazyFrame:
             on_spine = pl.col("_k0").replace_strict(
                 at["_k0"], at["_h"], default=None, return_dtype=pl.UInt64
             )
-            running = running & (pl.col("_hs").list.get(d, null_on_oob=True) == on_spine).fill_null(
-                False
-            )
+            running = running & (_hash_at(d, narrow=narrow) == on_spine).fill_null(False)
             depth = depth + running.cast(pl.Int32)
     kept = ["_m", "_s", "start_time", "ttl_s", "step", *_TOKEN_COLUMNS]
+    if narrow:  # depth < NARROW_DEPTH: a choice among the columns
+        at = pl.col("depth")
+        prefix_hash = pl.when(at == 0).then(pl.col("_h0"))
+        prefix_raw = pl.when(at == 0).then(pl.col("_p0"))
+        for d in range(1, NARROW_DEPTH):
+            prefix_hash = prefix_hash.when(at == d).then(pl.col(f"_h{d}"))
+            prefix_raw = prefix_raw.when(at == d).then(pl.col(f"_p{d}"))
+    else:
+        prefix_hash = pl.col("_hs").list.get(pl.col("depth"))
+        prefix_raw = pl.col("_ps").list.get(pl.col("depth"), null_on_oob=True)
     return (
         calls.lazy()
         .with_columns(depth.alias("depth"))
         .with_columns(
-            pl.col("_hs").list.get(pl.col("depth")).alias("prefix_hash"),
-            pl.col("_ps")
-            .list.get(pl.col("depth"), null_on_oob=True)
-            .cast(pl.Int32, strict=False)  # a length beyond Int32: unknown, as 0
+            prefix_hash.alias("prefix_hash"),
+            prefix_raw.cast(pl.Int32, strict=False)  # a length beyond Int32: unknown, as 0
             .fill_null(0)
             .alias("prefix_raw"),
         )
