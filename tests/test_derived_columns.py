@@ -115,3 +115,40 @@ def test_derived_columns_in_one_pass_and_in_parts(
 def _window() -> tuple[Any, Any]:
     window = audit_window(None, END, Config(path=None, data={}))
     return window.since, window.until
+
+
+def test_lt202_and_lt301_spill_the_conversation_hash_not_its_id(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session spill writes ``_c`` (8 bytes a call), not the near-unique id strings, for
+    the two rules that read only the conversation's hash (their cells against the frozen copy:
+    tests/test_audit_cells.py)."""
+    config = Config(path=None, data={})
+    catalogue = load_catalogue(config)
+    window = audit_window(None, END, config)
+    codes = ["LT202", "LT301"]
+    entries = {code: catalogue.entries[code] for code in codes}
+    job = AggregateJob(
+        source=store,
+        window=window,
+        entries=entries,
+        contexts=contexts_of(catalogue, entries, window, config),
+        rows_per_part=30_000,
+    )
+    written: list[list[str]] = []
+    spilled = engine.aggregate_spilled_families
+
+    def spy(calls: pl.LazyFrame, *args: Any, keep: list[str], **kwargs: Any) -> Any:
+        written.append(keep)
+        return spilled(calls, *args, keep=keep, **kwargs)
+
+    monkeypatch.setattr(engine, "aggregate_spilled_families", spy)
+    errors: list = []
+    partials, _ = aggregate_locally(job, errors, lambda _: None)
+    assert not errors, errors
+    assert all(partials[code] for code in codes)
+    assert len(written) == 1
+    assert "_c" in written[0]
+    assert "conversation_id" not in written[0]
+    in_conversations = sum(int(p["conversations"].sum()) for p in partials["LT202"])
+    assert in_conversations > 0  # conversations found through the spilled hash

@@ -63,6 +63,13 @@ LAYOUTS: tuple[str, ...] = ("short", "long", "mixed")
 # spill writes a derived column as a plain one, so the parts' reads skip the lists.
 FIRST_PREFIX_TOKENS: dict[str, pl.Expr] = {"_p0": pl.col("prefix_tokens").list.first()}
 FIRST_PREFIX_HASH: dict[str, pl.Expr] = {"_h0": pl.col("prefix_hashes").list.first()}
+# The conversation's UInt64 id (null outside a conversation), which is all LT202 and LT301 read
+# of ``conversation_id``. Why derived: the near-unique id strings were the widest column the
+# session spill wrote only for these two rules, and each decoded and hashed them again in
+# every part; hashed where the calls are read, the spill writes 8 bytes per call instead.
+CONVERSATION_HASH: dict[str, pl.Expr] = {
+    "_c": pl.when(pl.col("conversation_id").is_not_null()).then(pl.col("conversation_id").hash(37))
+}
 
 
 def with_derived(calls: pl.LazyFrame, derived: dict[str, pl.Expr]) -> pl.LazyFrame:

@@ -81,6 +81,7 @@ from llmtrace.rules.caching_model import (
     split_cost,
 )
 from llmtrace.rules.history_replay import (
+    CONVERSATION_HASH,
     FIRST_PREFIX_TOKENS,
     LAYOUTS,
     LONG_TTL_S,
@@ -145,7 +146,7 @@ class HistoryRule:
         "model",
         "service",
         "prompt",
-        "conversation_id",
+        "_c",
         "start_time",
         "input_tokens",
         "cache_read_tokens",
@@ -154,8 +155,9 @@ class HistoryRule:
         "prefix_hashes",
         "_p0",
     )
-    # the first element of ``prefix_tokens`` (the system prefix's size), computed by the engine
-    derived_columns: ClassVar[dict[str, pl.Expr]] = FIRST_PREFIX_TOKENS
+    # the first element of ``prefix_tokens`` (the system prefix's size) and the conversation's
+    # hash, computed by the engine
+    derived_columns: ClassVar[dict[str, pl.Expr]] = FIRST_PREFIX_TOKENS | CONVERSATION_HASH
     # a conversation's turns must stay together; calls without one are dropped, so they may all
     # land in one part
     partition_key: ClassVar[pl.Expr] = pl.col("conversation_id").hash(37)
@@ -250,13 +252,13 @@ def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
     """Current-window conversation calls on a modelled provider, with clean token columns."""
     start = pl.col("start_time")
     return (
-        with_derived(calls, FIRST_PREFIX_TOKENS)
+        with_derived(calls, HistoryRule.derived_columns)
         .select(*HistoryRule.columns)
         .filter(
             (start >= ctx.since)
             & (start < ctx.until)
             & (pl.col("input_tokens") > 0)
-            & pl.col("conversation_id").is_not_null()
+            & pl.col("_c").is_not_null()
             & pl.col("model").is_not_null()
             & pl.col("provider").is_in(_MODELLED)
         )
@@ -264,7 +266,6 @@ def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
             *clean_cache_tokens(),
             start.dt.date().alias("day"),
             pl.struct(*_KEY).hash(43).alias("_k"),
-            pl.col("conversation_id").hash(37).alias("_c"),
         )
         .with_columns(
             pl.col("_p0").fill_null(0).clip(0, pl.col("L")).alias("p0"),

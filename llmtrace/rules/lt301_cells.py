@@ -33,7 +33,7 @@ from llmtrace.rules.caching_model import (
     normalised_model_expr,
     provider_fact,
 )
-from llmtrace.rules.history_replay import FIRST_PREFIX_TOKENS, with_derived
+from llmtrace.rules.history_replay import CONVERSATION_HASH, FIRST_PREFIX_TOKENS, with_derived
 from llmtrace.rules.lt202_history import replay_turns
 
 _EXPLICIT = [p for p, facts in PROVIDERS.items() if facts.mode == "explicit"]
@@ -119,7 +119,7 @@ COLUMNS: tuple[str, ...] = (
     "model",
     "service",
     "prompt",
-    "conversation_id",
+    "_c",
     "start_time",
     "input_tokens",
     "cache_read_tokens",
@@ -129,8 +129,9 @@ COLUMNS: tuple[str, ...] = (
     "_p0",
     "prefix_hashes",
 )
-# the first element of ``prefix_tokens`` (the system prefix's size), computed by the engine
-DERIVED = FIRST_PREFIX_TOKENS
+# the first element of ``prefix_tokens`` (the system prefix's size) and the conversation's hash
+# (null outside a conversation), computed by the engine
+DERIVED = FIRST_PREFIX_TOKENS | CONVERSATION_HASH
 
 
 def aggregate_cells(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
@@ -187,7 +188,7 @@ def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
     read = pl.col("cache_read_tokens").fill_null(0).clip(0, inp)
     write = pl.min_horizontal(pl.col("cache_write_tokens").fill_null(0), inp - read).clip(0)
     return (
-        with_derived(calls, FIRST_PREFIX_TOKENS)
+        with_derived(calls, DERIVED)
         .select(*COLUMNS)
         .filter(
             (start >= ctx.since) & (start < ctx.until) & (inp > 0) & pl.col("model").is_not_null()
@@ -201,13 +202,11 @@ def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
             start.dt.date().alias("day"),
             inp.cast(pl.Float64).log(2).floor().cast(pl.Int32).alias("band"),
             _key_hash().alias("_k"),
-            pl.col("conversation_id").hash(37).alias("_c"),
         )
         .with_columns(
             pl.min_horizontal(pl.col("cache_write_1h_tokens").fill_null(0), "write")
             .clip(0)
             .alias("write_1h"),
-            pl.when(pl.col("conversation_id").is_not_null()).then(pl.col("_c")).alias("_c"),
         )
     )
 
