@@ -88,9 +88,16 @@ def ratio_interval(
     return result
 
 
-def verdict(low: float, high: float, bound: float) -> str:
+def verdict(low: float, high: float, bound: float, floor: tuple[float, float] | None = None) -> str:
     """'met' when the whole interval is within ``bound``, 'not met' when all of it is past it,
-    else 'undecided' (the bench cannot tell at this noise: more processes or rounds)."""
+    else 'undecided' (the bench cannot tell at this noise: more processes or rounds).
+
+    ``floor`` is the A/A control's interval (two identical configurations): when it reaches
+    past ``bound`` either way, the run's noise alone spans the distance being judged, and
+    any interval is 'undecided' (bootstrap intervals from few processes come out narrower
+    than the noise the A/A shows)."""
+    if floor is not None and (floor[1] > bound or floor[0] < 1 / bound):
+        return "undecided"
     if high <= bound:
         return "met"
     if low > bound:

@@ -73,7 +73,8 @@ the same for both sides; each side's processes resampled on their own), and CPU 
 With ``--processes 4`` or more the process stage of the bootstrap has enough distinct draws;
 with 2 its interval is too narrow (compare with the A/A line). A verdict is printed per ratio:
 ``met`` when the whole interval is <= 1.10, ``not met`` when all of it is above, else
-``undecided``. ``--json`` writes every figure (also the per-process, per-round p99s and CPU).
+``undecided``, and always ``undecided`` when the A/A interval itself reaches past 1.10 or
+below 1/1.10 (the run's noise spans the distance being judged). ``--json`` writes every figure (also the per-process, per-round p99s and CPU).
 """
 
 from __future__ import annotations
@@ -400,7 +401,9 @@ def report_intervals(
     if "official" not in cells:
         return out
     print(f"  against official, 95% intervals ({draws} draws over processes x rounds):")
-    for name in cells:
+    floor = None
+    names = sorted(cells, key=lambda n: n != "official-aa")  # the A/A control first
+    for name in names:
         if name in ("official", "none") or name in OPENLIT:
             continue
         found = ratio_interval(
@@ -408,7 +411,9 @@ def report_intervals(
             cpu_b=cpu_cells["official"], calls=calls, draws=draws,
         )  # fmt: skip
         low, high = found["p99_ratio_ci"]
-        found["verdict"] = verdict(low, high, P99_BOUND)
+        found["verdict"] = verdict(low, high, P99_BOUND, floor)
+        if name == "official-aa":
+            floor = (low, high)
         clow, chigh = found["cpu_diff_ci_s"]
         control = " (A/A control: the noise floor)" if name == "official-aa" else ""
         print(

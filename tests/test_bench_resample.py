@@ -70,3 +70,8 @@ def test_verdict() -> None:
     assert verdict(1.11, 1.40, 1.10) == "not met"
     assert verdict(1.02, 1.25, 1.10) == "undecided"
     assert verdict(1.10, 1.10, 1.10) == "met"
+    # the A/A control's interval reaches past the bound: no verdict either way
+    assert verdict(0.95, 1.08, 1.10, floor=(0.65, 1.38)) == "undecided"
+    assert verdict(1.20, 1.40, 1.10, floor=(0.85, 1.05)) == "undecided"
+    assert verdict(0.95, 1.08, 1.10, floor=(0.93, 1.06)) == "met"
+    assert verdict(1.20, 1.40, 1.10, floor=(0.93, 1.06)) == "not met"
