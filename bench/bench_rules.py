@@ -112,15 +112,16 @@ def _grid(job, directory: Path) -> tuple[dict[str, str], dict[str, list[list[Pat
 def _parts_plan(job, code: str, files: list[list[Path]]):  # noqa: ANN001, ANN202
     import polars as pl
 
+    from llmtrace.rules.partition import present_columns
+
     def collect() -> pl.DataFrame:
         schema = job.source.scan(job.window.since, job.window.until).collect_schema()
         out = []
         for part_files in files:
             if part_files:
                 part = pl.scan_parquet(part_files, hive_partitioning=False)
-                part = part.select(job.columns(code)).cast(
-                    {c: schema[c] for c in job.columns(code) if c in schema}
-                )
+                columns = present_columns(part, job.columns(code))  # not a rare column
+                part = part.select(columns).cast({c: schema[c] for c in columns if c in schema})
                 out.append(job.aggregate(code, part).collect())
         return pl.concat(out, how="vertical_relaxed")
 

@@ -56,6 +56,7 @@ from llmtrace.rules.partition import (
     is_url,
     part_count,
     partition_key,
+    present_columns,
     scan_location,
     spill_dir,
 )
@@ -556,6 +557,11 @@ class AggregateJob:
         """What the rule reads of call records: its columns, derived ones computed."""
         return column_exprs(self.columns(code), derived_columns(self.entries[code].rule))
 
+    def rare(self, code: str) -> tuple[str, ...]:
+        """Columns the rule reads only in rare cases (``rare_columns``): a spill does not
+        write them, and a part that needs them is read again (``partition.ColumnsNotSpilled``)."""
+        return tuple(getattr(self.entries[code].rule, "rare_columns", None) or ())
+
     def derived(self, codes: Iterable[str]) -> dict[str, pl.Expr]:
         """The derived columns the rules ``codes`` read (one name, one expression)."""
         return _merged_derived(self.entries[code].rule for code in codes)
@@ -684,8 +690,12 @@ def _family_key(job: AggregateJob, family: str, codes: list[str]) -> pl.Expr:
 
 
 def _family_columns(job: AggregateJob, codes: list[str]) -> list[str]:
-    """The columns one family's rules read (the key's are added when it is spilled)."""
-    return list(dict.fromkeys(c for code in codes for c in job.columns(code)))
+    """The columns one family's spill writes: what its rules read, but a rule's
+    ``rare_columns`` only when another rule reads them too (the key's are added when it is
+    spilled)."""
+    return list(
+        dict.fromkeys(c for code in codes for c in job.columns(code) if c not in job.rare(code))
+    )
 
 
 def _aggregate_families(
@@ -701,15 +711,17 @@ def _aggregate_families(
         read = [c for members in families.values() for c in _family_columns(job, members)]
         read = list(dict.fromkeys(read))
         keyed = [c for key in keys.values() for c in key.meta.root_names() if c not in read]
+        rare = [c for code in codes for c in job.rare(code) if c not in read]
+        # the rare columns are not written, but a part read again from ``spilled`` has them
         spilled = calls.select(
-            column_exprs(list(dict.fromkeys([*read, *keyed])), job.derived(codes))
+            column_exprs(list(dict.fromkeys([*read, *rare, *keyed])), job.derived(codes))
         )
         grid = {
             family: (
                 keys[family],
                 {
                     code: lambda part, code=code: job.aggregate(
-                        code, part.select(job.columns(code))
+                        code, part.select(present_columns(part, job.columns(code)))
                     )
                     for code in members
                 },

@@ -56,6 +56,7 @@ from llmtrace.rules.caching_model import (
     split_cost,
 )
 from llmtrace.rules.history_replay import FIRST_PREFIX_HASH, FIRST_PREFIX_TOKENS, with_derived
+from llmtrace.rules.partition import ColumnsNotSpilled, present_columns
 
 CODE = "LT201"
 NAME = "cacheable-prefix-not-cached"
@@ -164,6 +165,8 @@ class CachingRule:
     # the first prefix depths as plain columns (``NARROW_DEPTH``); the lists stay among the
     # columns for a deeper spine, and a lazy read decodes them only then
     derived_columns: ClassVar[dict[str, pl.Expr]] = DERIVED
+    # ...so a spill need not write the lists for LT201 (``partition.ColumnsNotSpilled``)
+    rare_columns: ClassVar[tuple[str, ...]] = ("prefix_hashes", "prefix_tokens")
     # Groups never span system prefixes (a group's key is its system prefix's hash with the
     # model), so parts split by the system-prefix hash keep every group whole: exact partials.
     partition_key: ClassVar[pl.Expr] = pl.col("prefix_hashes").list.first()
@@ -193,6 +196,8 @@ class CachingRule:
         )
         grouped = _assign_narrow(numeric, params)
         if grouped is None:  # a spine reaches NARROW_DEPTH: the prefix lists after all
+            if not set(CachingRule.rare_columns) <= set(calls.collect_schema().names()):
+                raise ColumnsNotSpilled(f"{CODE}: a prefix spine reaches depth {NARROW_DEPTH}")
             del numeric
             numeric = _on_shared_prefixes(_numeric(eligible, params), params).collect()
             grouped = _assign_groups(numeric, params)
@@ -247,7 +252,8 @@ RULE = CachingRule()
 def _eligible_calls(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
     """Calls of the current window on a provider whose caching is modelled."""
     start = pl.col("start_time")
-    return calls.select(*CachingRule.columns).filter(  # lazy: unused columns are not read
+    # lazy: unused columns are not read; a spilled part lacks the rare columns
+    return calls.select(present_columns(calls, CachingRule.columns)).filter(
         (start >= ctx.since)
         & (start < ctx.until)
         & pl.col("provider").is_in(list(PROVIDERS))

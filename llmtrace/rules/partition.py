@@ -97,6 +97,20 @@ SHARED_KEYS: dict[str, pl.Expr] = {
 # spill that computes them (issue 15).
 
 
+class ColumnsNotSpilled(Exception):
+    """Raised by a rule's ``aggregate`` on a part that lacks one of its ``rare_columns``: a
+    spill does not write them (they are read for few calls, or none, but decoded for every
+    call of every part), and the part is read again from the calls the spill was written from,
+    filtered by its key's hash, where they are (``_run_part``)."""
+
+
+def present_columns(part: pl.LazyFrame, names: Sequence[str]) -> list[str]:
+    """Those of ``names`` that a part's frame holds (a spilled part lacks the rules' rare
+    columns)."""
+    held = set(part.collect_schema().names())
+    return [name for name in names if name in held]
+
+
 def partition_key(rule: Any, ctx: AuditContext) -> pl.Expr | None:
     """The rule's partition key expression, or None if any split of its calls merges exactly."""
     key = getattr(rule, "partition_key", None)
@@ -294,11 +308,11 @@ def aggregate_spilled_together(
     schema = _schema(calls, keep)
     partials: dict[str, list[pl.DataFrame]] = {name: [] for name in aggregates}
     failed: dict[str, Exception] = {}
-    for part_dir in spill(calls, key, parts, directory, keep):
+    for index, part_dir in enumerate(spill(calls, key, parts, directory, keep)):
         if not part_dir.is_dir():
             continue
         part = pl.scan_parquet(part_dir, schema=schema, hive_partitioning=False)
-        _run_part(aggregates, part, partials, failed)
+        _run_part(aggregates, part, partials, failed, _rescan(calls, key, index, parts))
         shutil.rmtree(part_dir, ignore_errors=True)  # free the disk as we go
     return _finish(calls, aggregates, partials, failed)
 
@@ -327,14 +341,14 @@ def aggregate_spilled_families(
     )
     results: dict[str, list[pl.DataFrame] | Exception] = {}
     last = list(families)[-1]
-    for family, (_, aggregates) in families.items():
+    for family, (key, aggregates) in families.items():
         partials: dict[str, list[pl.DataFrame]] = {name: [] for name in aggregates}
         failed: dict[str, Exception] = {}
-        for files in spilled[family]:
+        for index, files in enumerate(spilled[family]):
             if not files:
                 continue
             part = pl.scan_parquet(files, schema=schema, hive_partitioning=False)
-            _run_part(aggregates, part, partials, failed)
+            _run_part(aggregates, part, partials, failed, _rescan(calls, key, index, parts))
             if family == last:
                 for path in files:  # free the disk as we go
                     path.unlink(missing_ok=True)
@@ -347,18 +361,33 @@ def _schema(calls: pl.LazyFrame, keep: Sequence[str] | None) -> pl.Schema:
     return (calls if keep is None else calls.select(keep)).collect_schema()
 
 
+def _rescan(
+    calls: pl.LazyFrame, key: pl.Expr, index: int, parts: int
+) -> Callable[[], pl.LazyFrame]:
+    """The calls of part ``index`` read again from ``calls`` (the ``filter`` way), with every
+    column, for an aggregate that needs a column the spill did not write."""
+    return lambda: filter_part(calls, key, index, parts)
+
+
 def _run_part(
     aggregates: Mapping[str, Aggregate],
     part: pl.LazyFrame,
     partials: dict[str, list[pl.DataFrame]],
     failed: dict[str, Exception],
+    rescan: Callable[[], pl.LazyFrame] | None = None,
 ) -> None:
-    """Each aggregate that has not failed yet, over one part."""
+    """Each aggregate that has not failed yet, over one part; one that needs a column the
+    spill did not write (``ColumnsNotSpilled``) over the part read again by ``rescan``."""
     for name in aggregates:
         if name in failed:
             continue
         try:
-            partials[name].append(aggregates[name](part).collect())
+            try:
+                partials[name].append(aggregates[name](part).collect())
+            except ColumnsNotSpilled:
+                if rescan is None:
+                    raise
+                partials[name].append(aggregates[name](rescan()).collect())
         except Exception as exc:
             failed[name] = exc
 
