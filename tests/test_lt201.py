@@ -436,42 +436,36 @@ def test_narrow_prefix_columns_give_the_cells_of_the_lists(
 
 
 @pytest.mark.parametrize("select", [["LT201", "LT203"], ["LT201", "LT202"]])
-def test_a_part_whose_spine_needs_the_lists_is_read_again_from_the_store(
+def test_a_spine_that_needs_the_lists_runs_again_over_a_spill_of_every_column(
     select: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The spill writes no prefix lists for LT201 (``rare_columns``; the session family's
-    LT202 still reads ``prefix_hashes``); the part holding a spine 30 messages deep is read
-    again from the store, and the audit in parts finds exactly what one pass finds."""
+    LT202 still reads ``prefix_hashes``); a part holding a spine 30 messages deep makes LT201
+    run again over one more spill, of every column, and the audit in parts finds exactly what
+    one pass finds."""
     from llmtrace.rules import partition
 
     store = Store(tmp_path / "store")
     store.append(deep_calls(1440, 30))
     store.append(prefix_calls(2880, 30.0, jitter_s=10.0, system_hash=222))
     store.append(prefix_calls(1440, 60.0, system_hash=333, seed=2, prompt="other@v1"))
-    kept: list[list[str]] = []
-    rescans: list[int] = []
-    spill_grid, filter_part = partition.spill_grid, partition.filter_part
+    kept: list[list[str] | None] = []
+    spill_grid, spill = partition.spill_grid, partition.spill
 
     def grid(calls: Any, keys: Any, parts: int, directory: Path, keep: Any = None) -> Any:
         kept.append(list(keep))
         return spill_grid(calls, keys, parts, directory, keep)
 
-    def spill(calls: Any, key: Any, parts: int, directory: Path, keep: Any = None) -> Any:
-        kept.append(list(keep))
-        return partition.spill.__wrapped__(calls, key, parts, directory, keep)  # type: ignore[attr-defined]
+    def one_key(calls: Any, key: Any, parts: int, directory: Path, keep: Any = None) -> Any:
+        kept.append(None if keep is None else list(keep))
+        return spill(calls, key, parts, directory, keep)
 
-    def rescan(calls: Any, key: Any, part: int, parts: int) -> Any:
-        rescans.append(part)
-        return filter_part(calls, key, part, parts)
-
-    spill.__wrapped__ = partition.spill  # type: ignore[attr-defined]
     monkeypatch.setattr(partition, "spill_grid", grid)
-    monkeypatch.setattr(partition, "spill", spill)
-    monkeypatch.setattr(partition, "filter_part", rescan)
+    monkeypatch.setattr(partition, "spill", one_key)
     audit = {"since": SINCE, "until": SINCE + DAY, "config": Config(), "price_book": BOOK}
     parts = run_audit(store, select=select, rows_per_part=2500, **audit)
-    assert kept and rescans  # spilled, and a part read again
-    assert "prefix_tokens" not in kept[0]
+    assert len(kept) == 2 and kept[1] is None  # spilled, then once more with every column
+    assert kept[0] is not None and "prefix_tokens" not in kept[0]
     assert ("prefix_hashes" in kept[0]) == ("LT202" in select)
     one = run_audit(store, select=select, **audit)
     assert parts.errors == one.errors == []

@@ -99,9 +99,9 @@ SHARED_KEYS: dict[str, pl.Expr] = {
 
 class ColumnsNotSpilled(Exception):
     """Raised by a rule's ``aggregate`` on a part that lacks one of its ``rare_columns``: a
-    spill does not write them (they are read for few calls, or none, but decoded for every
-    call of every part), and the part is read again from the calls the spill was written from,
-    filtered by its key's hash, where they are (``_run_part``)."""
+    spill does not write them (they are needed in few audits, but decoded for every call of
+    every part), and the rule then runs over a second spill with every column
+    (``_respilled``)."""
 
 
 def present_columns(part: pl.LazyFrame, names: Sequence[str]) -> list[str]:
@@ -308,13 +308,14 @@ def aggregate_spilled_together(
     schema = _schema(calls, keep)
     partials: dict[str, list[pl.DataFrame]] = {name: [] for name in aggregates}
     failed: dict[str, Exception] = {}
-    for index, part_dir in enumerate(spill(calls, key, parts, directory, keep)):
+    for part_dir in spill(calls, key, parts, directory, keep):
         if not part_dir.is_dir():
             continue
         part = pl.scan_parquet(part_dir, schema=schema, hive_partitioning=False)
-        _run_part(aggregates, part, partials, failed, _rescan(calls, key, index, parts))
+        _run_part(aggregates, part, partials, failed)
         shutil.rmtree(part_dir, ignore_errors=True)  # free the disk as we go
-    return _finish(calls, aggregates, partials, failed)
+    results = _finish(calls, aggregates, partials, failed)
+    return results | _respilled(calls, aggregates, results, key, parts, directory, keep)
 
 
 def aggregate_spilled_families(
@@ -344,15 +345,16 @@ def aggregate_spilled_families(
     for family, (key, aggregates) in families.items():
         partials: dict[str, list[pl.DataFrame]] = {name: [] for name in aggregates}
         failed: dict[str, Exception] = {}
-        for index, files in enumerate(spilled[family]):
+        for files in spilled[family]:
             if not files:
                 continue
             part = pl.scan_parquet(files, schema=schema, hive_partitioning=False)
-            _run_part(aggregates, part, partials, failed, _rescan(calls, key, index, parts))
+            _run_part(aggregates, part, partials, failed)
             if family == last:
                 for path in files:  # free the disk as we go
                     path.unlink(missing_ok=True)
-        results |= _finish(calls, aggregates, partials, failed)
+        done = _finish(calls, aggregates, partials, failed)
+        results |= done | _respilled(calls, aggregates, done, key, parts, directory, keep)
     return results
 
 
@@ -361,12 +363,27 @@ def _schema(calls: pl.LazyFrame, keep: Sequence[str] | None) -> pl.Schema:
     return (calls if keep is None else calls.select(keep)).collect_schema()
 
 
-def _rescan(
-    calls: pl.LazyFrame, key: pl.Expr, index: int, parts: int
-) -> Callable[[], pl.LazyFrame]:
-    """The calls of part ``index`` read again from ``calls`` (the ``filter`` way), with every
-    column, for an aggregate that needs a column the spill did not write."""
-    return lambda: filter_part(calls, key, index, parts)
+def _respilled(
+    calls: pl.LazyFrame,
+    aggregates: Mapping[str, Aggregate],
+    results: Mapping[str, list[pl.DataFrame] | Exception],
+    key: pl.Expr,
+    parts: int,
+    directory: Path,
+    keep: Sequence[str] | None,
+) -> dict[str, list[pl.DataFrame] | Exception]:
+    """The aggregates that needed a column the spill did not write (``ColumnsNotSpilled``, a
+    rule's ``rare_columns``), over a second spill of every column of ``calls`` by ``key``.
+
+    Why a second spill and not each part read again from the store: a part's calls are
+    found only by decoding the whole window (the key reads the prefix lists), so a re-read
+    per part cost ~10 CPU-s more on the 10M window's 3 parts and would grow with the parts;
+    one more spill costs about the first one at any size (issue 15)."""
+    names = [n for n, r in results.items() if isinstance(r, ColumnsNotSpilled)]
+    if not names or keep is None:  # a spill of every column lacks none
+        return {}
+    again = {name: aggregates[name] for name in names}
+    return aggregate_spilled_together(calls, again, key, parts, directory / "whole")
 
 
 def _run_part(
@@ -374,20 +391,14 @@ def _run_part(
     part: pl.LazyFrame,
     partials: dict[str, list[pl.DataFrame]],
     failed: dict[str, Exception],
-    rescan: Callable[[], pl.LazyFrame] | None = None,
 ) -> None:
-    """Each aggregate that has not failed yet, over one part; one that needs a column the
-    spill did not write (``ColumnsNotSpilled``) over the part read again by ``rescan``."""
+    """Each aggregate that has not failed yet, over one part (one that needs a column the
+    spill did not write fails with ``ColumnsNotSpilled``: ``_respilled`` runs it again)."""
     for name in aggregates:
         if name in failed:
             continue
         try:
-            try:
-                partials[name].append(aggregates[name](part).collect())
-            except ColumnsNotSpilled:
-                if rescan is None:
-                    raise
-                partials[name].append(aggregates[name](rescan()).collect())
+            partials[name].append(aggregates[name](part).collect())
         except Exception as exc:
             failed[name] = exc
 
