@@ -1,7 +1,7 @@
 """CPU per LLM span that llmtrace's live side adds to an app, without the HTTP noise.
 
     python bench/bench_live_spans.py [--spans 2000] [--rounds 7] [--json out.json]
-                                     [--latency-rounds 10 [--latency-calls 300]]
+                                     [--latency-rounds 10 [--latency-calls 300] [--latency-aa]]
 
 ``bench_overhead.py`` measures the whole app (real ``openai`` client, loopback server, official
 instrumentation): one call costs ~2 ms of CPU there and a loaded machine moves that by more than
@@ -38,7 +38,12 @@ llmtrace's cost.
 llmtrace and llmtrace-inline configurations (real ``openai`` client, loopback server, one
 process each), rounds rotating, and the 99th percentile of the app thread's wall time per call
 in each. Wall time on a loaded machine is noisy: the figure is reported with the load average
-it ran under. ``python bench/run_all.py --only live`` runs both and writes
+it ran under, and each ratio with a 95% bootstrap interval over the rounds (one process a
+configuration: the interval leaves process placement out). ``--latency-aa`` adds the official
+set-up again in a process of its own, ``official-aa``: its ratio to official is the run's noise
+floor, and no verdict on the 1.10x bound is given when that floor reaches past it
+(bench_overhead.py ``--aa --processes 4`` gives the interval over processes too).
+``python bench/run_all.py --only live`` runs both and writes
 bench/results/live.json (rows for the worker mode, then for the inline mode).
 
 To compare with an older commit, run this script for both with ``PYTHONPATH`` naming each
@@ -82,6 +87,7 @@ RUN_ALL = {
         "10",
         "--latency-calls",
         "1000",
+        "--latency-aa",
     ],
     "quick": [
         "--spans",
@@ -209,19 +215,29 @@ class Config:
         assert error_counts() == {}, error_counts()
 
 
-def latency(rounds: int, calls: int, warmup: int, modes: list[str]) -> dict[str, Any]:
+def latency(
+    rounds: int, calls: int, warmup: int, modes: list[str], aa: bool = False
+) -> dict[str, Any]:
     """The app's per-call latency, bare official instrumentation vs llmtrace, end to end.
 
     bench_overhead.py's set-up: the real ``openai`` client against the loopback server, each
     configuration in its own long-lived process, rounds rotating. The app thread's wall time
     per call is what a user of the app waits; its 99th percentile is where llmtrace's worker,
-    competing for the interpreter lock, would show."""
+    competing for the interpreter lock, would show.
+
+    Each ratio to official comes with a 95% bootstrap interval over the rounds (bench/_resample.py;
+    one process a configuration, so process placement is not in it), and with ``aa`` an
+    ``official-aa`` configuration (the official set-up again, a process of its own) measures the
+    run's noise floor: its ratio to official is 1.0 but for noise."""
+    from _resample import ratio_interval, verdict
+
     server, url = bench_overhead.start_server()
-    configs = ("official", *modes)
+    configs = ("official", *(("official-aa",) if aa else ()), *modes)
     workers: list[Any] = []
     times: dict[str, list[float]] = {c: [] for c in configs}
     cpu: dict[str, list[float]] = {c: [] for c in configs}
     rss = dict.fromkeys(configs, 0.0)
+    cells: dict[str, list[list[float]]] = {c: [] for c in configs}  # per round, one process
     loads = [os.getloadavg()[0]]
     clock = time.perf_counter()
     try:
@@ -232,6 +248,7 @@ def latency(rounds: int, calls: int, warmup: int, modes: list[str]) -> dict[str,
                 result = w.round(calls, warmup)
                 times[w.config].extend(result["times"])
                 cpu[w.config].append(result["cpu"])
+                cells[w.config].append(result["times"])
                 rss[w.config] = max(rss[w.config], result["rss"])
             loads.append(os.getloadavg()[0])
         for w in workers:
@@ -242,7 +259,20 @@ def latency(rounds: int, calls: int, warmup: int, modes: list[str]) -> dict[str,
                 w.process.kill()
         server.terminate()
         server.wait()
+    intervals: dict[str, dict[str, Any]] = {}
+    floor = None
+    for name in configs[1:]:  # official-aa first when there
+        found = ratio_interval(
+            [cells[name]], [cells["official"]], cpu_a=[cpu[name]], cpu_b=[cpu["official"]],
+            calls=calls, draws=1000,
+        )  # fmt: skip
+        low, high = found["p99_ratio_ci"]
+        found["verdict"] = verdict(low, high, bench_overhead.P99_BOUND, floor)
+        if name == "official-aa":
+            floor = (low, high)
+        intervals[name] = found
     return {
+        "intervals": intervals,
         "p99_us": {c: bench_overhead.p99(v) * 1e6 for c, v in times.items()},
         "median_us": {c: statistics.median(v) * 1e6 for c, v in times.items()},
         "cpu_us_per_call": {c: sum(v) / (rounds * calls) * 1e6 for c, v in cpu.items()},
@@ -318,6 +348,12 @@ def main() -> None:
         "app's p99 latency",
     )
     parser.add_argument("--latency-calls", type=int, default=300)
+    parser.add_argument(
+        "--latency-aa",
+        action="store_true",
+        help="add official-aa to the latency rounds: the official set-up again in a process of "
+        "its own, whose p99 ratio to official is the run's noise floor",
+    )
     parser.add_argument(
         "--modes",
         default="worker,inline",
@@ -408,7 +444,9 @@ def main() -> None:
             "collection): " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in retained.items())
         )
     tail = (
-        latency(args.latency_rounds, args.latency_calls, 30, names) if args.latency_rounds else None
+        latency(args.latency_rounds, args.latency_calls, 30, names, args.latency_aa)
+        if args.latency_rounds
+        else None
     )
     if tail is not None:
         p99s, cpus = tail["p99_us"], tail["cpu_us_per_call"]
@@ -418,9 +456,11 @@ def main() -> None:
             f"{p99s['official']:.0f} us (median {tail['median_us']['official']:.0f} us, CPU per "
             f"call {cpus['official']:.0f} us)"
         )
-        for name in names:
+        for name in (["official-aa"] if args.latency_aa else []) + names:
+            low, high = tail["intervals"][name]["p99_ratio_ci"]
             print(
-                f"    {name}: p99 {p99s[name]:.0f} us (ratio {p99s[name] / p99s['official']:.3f}), "
+                f"    {name}: p99 {p99s[name]:.0f} us (ratio {p99s[name] / p99s['official']:.3f} "
+                f"[{low:.3f} .. {high:.3f}] over rounds: {tail['intervals'][name]['verdict']}), "
                 f"median {tail['median_us'][name]:.0f} us, CPU per call {cpus[name]:.0f} us "
                 f"({cpus[name] - cpus['official']:+.0f} us)"
             )
@@ -503,13 +543,22 @@ def cpu_row(
 def latency_row(tail: dict[str, Any], name: str) -> dict[str, Any]:
     """bench/results/live.json's end-to-end row for one llmtrace configuration."""
     p99s, cpus = tail["p99_us"], tail["cpu_us_per_call"]
+    low, high = tail["intervals"][name]["p99_ratio_ci"]
+    floor = ""
+    if "official-aa" in tail["intervals"]:
+        aa = tail["intervals"]["official-aa"]
+        floor = (
+            f"; A/A control (official again, its own process): {aa['p99_ratio']:.2f}× "
+            f"[{aa['p99_ratio_ci'][0]:.2f}–{aa['p99_ratio_ci'][1]:.2f}]"
+        )
     return {
         "figure": f"**live side, end to end{_mode_title(name)}**: the app thread's p99 latency "
         "per LLM call (real `openai` client, loopback server; goal ≤ 1.10× the bare "
         "instrumentation's)",
         "size": f"{tail['rounds']} rotating rounds × {tail['calls']} calls per configuration",
         "result": f"**p99 {p99s[name] / 1000:.2f} ms, "
-        f"{p99s[name] / p99s['official']:.2f}× the bare instrumentation's**; "
+        f"{p99s[name] / p99s['official']:.2f}× the bare instrumentation's** "
+        f"[{low:.2f}–{high:.2f}, 95% over rounds: {tail['intervals'][name]['verdict']}]; "
         f"median {tail['median_us'][name] / 1000:.2f} ms; CPU per call "
         f"{cpus[name] - cpus['official']:+.0f} µs (whole process, HTTP client included)",
         "cpu_s": round(tail["cpu_s_by_config"][name], 3),
@@ -519,7 +568,7 @@ def latency_row(tail: dict[str, Any], name: str) -> dict[str, Any]:
         f"exporter: p99 {p99s['official'] / 1000:.2f} ms, median "
         f"{tail['median_us']['official'] / 1000:.2f} ms, "
         f"{cpus['official']:.0f} µs CPU per call, peak RSS "
-        f"{tail['peak_rss_mb']['official']:.0f} MB",
+        f"{tail['peak_rss_mb']['official']:.0f} MB{floor}",
         "load_average_1m": tail["load"],
         "mode": MODES[name],
         **{f"latency_{k}": v for k, v in tail.items() if k not in ("load",)},

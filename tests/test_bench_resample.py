@@ -75,3 +75,32 @@ def test_verdict() -> None:
     assert verdict(1.20, 1.40, 1.10, floor=(0.85, 1.05)) == "undecided"
     assert verdict(0.95, 1.08, 1.10, floor=(0.93, 1.06)) == "met"
     assert verdict(1.20, 1.40, 1.10, floor=(0.93, 1.06)) == "not met"
+
+
+def test_live_latency_row_carries_the_interval_and_the_aa_floor() -> None:
+    import bench_live_spans
+
+    tail = {
+        "intervals": {
+            "official-aa": {"p99_ratio": 0.97, "p99_ratio_ci": [0.9, 1.2], "verdict": "undecided"},
+            "llmtrace": {"p99_ratio": 1.3, "p99_ratio_ci": [1.15, 1.5], "verdict": "undecided"},
+        },
+        "p99_us": {"official": 2000.0, "official-aa": 1940.0, "llmtrace": 2600.0},
+        "median_us": {"official": 1800.0, "official-aa": 1790.0, "llmtrace": 1830.0},
+        "cpu_us_per_call": {"official": 1500.0, "official-aa": 1490.0, "llmtrace": 1560.0},
+        "cpu_s_by_config": {"official": 15.0, "official-aa": 14.9, "llmtrace": 15.6},
+        "peak_rss_mb": {"official": 76.0, "official-aa": 76.0, "llmtrace": 80.0},
+        "wall_s": 60.0,
+        "load": [0.8, 1.1],
+        "rounds": 10,
+        "calls": 1000,
+    }
+    row = bench_live_spans.latency_row(tail, "llmtrace")
+    assert (
+        "1.30× the bare instrumentation's** [1.15–1.50, 95% over rounds: undecided]"
+        in (row["result"])
+    )
+    assert row["baseline"].endswith(
+        "A/A control (official again, its own process): 0.97× [0.90–1.20]"
+    )
+    assert row["latency_intervals"]["llmtrace"]["p99_ratio_ci"] == [1.15, 1.5]
