@@ -121,8 +121,8 @@ def test_lt202_and_lt301_spill_the_conversation_hash_not_its_id(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The session spill writes ``_c`` (8 bytes a call), not the near-unique id strings, for
-    the two rules that read only the conversation's hash (their cells against the frozen copy:
-    tests/test_audit_cells.py)."""
+    the two rules that read only the conversation's hash, and ``_hc``, the prefix hashes of
+    conversation calls only (their cells against the frozen copy: tests/test_audit_cells.py)."""
     config = Config(path=None, data={})
     catalogue = load_catalogue(config)
     window = audit_window(None, END, config)
@@ -150,5 +150,8 @@ def test_lt202_and_lt301_spill_the_conversation_hash_not_its_id(
     assert len(written) == 1
     assert "_c" in written[0]
     assert "conversation_id" not in written[0]
+    # and the conversation calls' prefix hashes, not every call's
+    assert "_hc" in written[0]
+    assert "prefix_hashes" not in written[0]
     in_conversations = sum(int(p["conversations"].sum()) for p in partials["LT202"])
     assert in_conversations > 0  # conversations found through the spilled hash

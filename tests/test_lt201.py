@@ -440,7 +440,7 @@ def test_a_spine_that_needs_the_lists_runs_again_over_a_spill_of_every_column(
     select: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The spill writes no prefix lists for LT201 (``rare_columns``; the session family's
-    LT202 still reads ``prefix_hashes``); a part holding a spine 30 messages deep makes LT201
+    LT202 reads only its conversation calls' hashes, ``_hc``); a part holding a spine 30 messages deep makes LT201
     run again over one more spill, of every column, and the audit in parts finds exactly what
     one pass finds."""
     from llmtrace.rules import partition
@@ -466,7 +466,8 @@ def test_a_spine_that_needs_the_lists_runs_again_over_a_spill_of_every_column(
     parts = run_audit(store, select=select, rows_per_part=2500, **audit)
     assert len(kept) == 2 and kept[1] is None  # spilled, then once more with every column
     assert kept[0] is not None and "prefix_tokens" not in kept[0]
-    assert ("prefix_hashes" in kept[0]) == ("LT202" in select)
+    assert "prefix_hashes" not in kept[0]
+    assert ("_hc" in kept[0]) == ("LT202" in select)
     one = run_audit(store, select=select, **audit)
     assert parts.errors == one.errors == []
     deep = [f for f in one.findings if f.rule == "LT201" and f.evidence["prefix_depth"] == 30]

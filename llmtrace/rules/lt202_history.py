@@ -82,6 +82,7 @@ from llmtrace.rules.caching_model import (
 )
 from llmtrace.rules.history_replay import (
     CONVERSATION_HASH,
+    CONVERSATION_PREFIX_HASHES,
     FIRST_PREFIX_TOKENS,
     LAYOUTS,
     LONG_TTL_S,
@@ -152,12 +153,14 @@ class HistoryRule:
         "cache_read_tokens",
         "cache_write_tokens",
         "cache_write_1h_tokens",
-        "prefix_hashes",
+        "_hc",
         "_p0",
     )
     # the first element of ``prefix_tokens`` (the system prefix's size) and the conversation's
     # hash, computed by the engine
-    derived_columns: ClassVar[dict[str, pl.Expr]] = FIRST_PREFIX_TOKENS | CONVERSATION_HASH
+    derived_columns: ClassVar[dict[str, pl.Expr]] = (
+        FIRST_PREFIX_TOKENS | CONVERSATION_HASH | CONVERSATION_PREFIX_HASHES
+    )
     # a conversation's turns must stay together; calls without one are dropped, so they may all
     # land in one part
     partition_key: ClassVar[pl.Expr] = pl.col("conversation_id").hash(37)
@@ -254,6 +257,7 @@ def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
     return (
         with_derived(calls, HistoryRule.derived_columns)
         .select(*HistoryRule.columns)
+        .rename({"_hc": "prefix_hashes"})
         .filter(
             (start >= ctx.since)
             & (start < ctx.until)

@@ -33,7 +33,12 @@ from llmtrace.rules.caching_model import (
     normalised_model_expr,
     provider_fact,
 )
-from llmtrace.rules.history_replay import CONVERSATION_HASH, FIRST_PREFIX_TOKENS, with_derived
+from llmtrace.rules.history_replay import (
+    CONVERSATION_HASH,
+    CONVERSATION_PREFIX_HASHES,
+    FIRST_PREFIX_TOKENS,
+    with_derived,
+)
 from llmtrace.rules.lt202_history import replay_turns
 
 _EXPLICIT = [p for p, facts in PROVIDERS.items() if facts.mode == "explicit"]
@@ -127,11 +132,11 @@ COLUMNS: tuple[str, ...] = (
     "cache_write_1h_tokens",
     "output_tokens",
     "_p0",
-    "prefix_hashes",
+    "_hc",
 )
 # the first element of ``prefix_tokens`` (the system prefix's size) and the conversation's hash
 # (null outside a conversation), computed by the engine
-DERIVED = FIRST_PREFIX_TOKENS | CONVERSATION_HASH
+DERIVED = FIRST_PREFIX_TOKENS | CONVERSATION_HASH | CONVERSATION_PREFIX_HASHES
 
 
 def aggregate_cells(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
@@ -190,6 +195,7 @@ def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
     return (
         with_derived(calls, DERIVED)
         .select(*COLUMNS)
+        .rename({"_hc": "prefix_hashes"})
         .filter(
             (start >= ctx.since) & (start < ctx.until) & (inp > 0) & pl.col("model").is_not_null()
         )
