@@ -24,7 +24,7 @@ from llmtrace.report.evidence import clean_timestamps, code_spans, evidence_rows
 from llmtrace.report.text import money, ordered
 from llmtrace.rules.base import Finding
 from llmtrace.rules.engine import AuditResult
-from llmtrace.rules.lt201_caching import GAP_EDGES_S, GAP_LABELS
+from llmtrace.rules.lt201_replay import GAP_EDGES_S, GAP_LABELS
 
 SEVERITY_COLOUR = {"high": "#c62828", "medium": "#e08a00", "low": "#00838f", "info": "#9e9e9e"}
 OTHER_COLOUR = "#5c6bc0"
