@@ -214,6 +214,24 @@ def empty_calls() -> pl.DataFrame:
     return pl.DataFrame(schema=CALL_SCHEMA)
 
 
+def holds_struct(dtype: pl.DataType) -> bool:
+    """Whether ``dtype`` is a struct or a (nested) list or array of structs."""
+    while isinstance(dtype, (pl.List, pl.Array)):
+        dtype = dtype.inner
+    return isinstance(dtype, pl.Struct)
+
+
+def cast_by_name(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """``expr`` cast to ``dtype``; a struct (or a list of structs) matches its fields by name.
+
+    Why: the store's score struct grew a field (``id``), and files or frames of the older
+    four-field shape must still conform. Polars 2.2 refuses a strict cast between structs of
+    other fields (2.1 matched them by name); ``strict=False`` matches them by name in both,
+    missing fields becoming null. Every other type keeps the strict cast, so a bad value is
+    an error, never a silent null."""
+    return expr.cast(dtype, strict=not holds_struct(dtype))
+
+
 def conform(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     """Return ``frame`` with exactly the call-record columns, in order and with their types.
 
@@ -228,7 +246,7 @@ def conform(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
         if name == "day" and "start_time" in present:
             columns.append(pl.col("start_time").cast(UTC_TIME).dt.date().alias("day"))
         elif name in present:
-            columns.append(pl.col(name).cast(dtype).alias(name))
+            columns.append(cast_by_name(pl.col(name), dtype).alias(name))
         elif name == "price_status":
             columns.append(pl.lit(PRICE_NOT_PRICED, dtype=pl.String).alias(name))
         else:

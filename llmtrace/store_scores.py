@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from llmtrace.record import KEY_FIELDS, SCORE_STRUCT
+from llmtrace.record import KEY_FIELDS, SCORE_STRUCT, cast_by_name
 
 if TYPE_CHECKING:
     from llmtrace.accuracy import AccuracyConfig
@@ -44,7 +44,7 @@ def score_rows(scores: pl.DataFrame) -> pl.DataFrame:
             pl.col("trace_id").cast(pl.String),
             optional("span_id", pl.String).alias("span_id"),
             optional("response_id", pl.String).alias("response_id"),
-            pl.col("score").cast(SCORE_STRUCT),
+            cast_by_name(pl.col("score"), SCORE_STRUCT),  # a four-field score (before ids) too
         )
         .filter(pl.col("score").is_not_null())
     )

@@ -36,7 +36,7 @@ def calls() -> pl.DataFrame:
 
 def _write_old_shape(store: Store, frame: pl.DataFrame) -> list[Path]:
     """Write ``frame`` as the store did before: a file per day, scores of four fields."""
-    old = frame.with_columns(pl.col("scores").cast(pl.List(OLD_STRUCT)))
+    old = frame.with_columns(pl.col("scores").cast(pl.List(OLD_STRUCT), strict=False))  # by name
     paths = []
     for (day,), part in old.group_by("day"):
         day_dir = store.calls_dir / f"day={day.isoformat()}"
