@@ -95,14 +95,7 @@ def test_derived_columns_in_one_pass_and_in_parts(
         .sort("model", nulls_last=True),
     }
     assert want["LT202"]["p0"].sum() > 0  # prefixes to sum: a real comparison
-    written: list[list[str]] = []
-    spilled = engine.aggregate_spilled_families
-
-    def spy(calls: pl.LazyFrame, *args: Any, keep: list[str], **kwargs: Any) -> Any:
-        written.append(keep)
-        return spilled(calls, *args, keep=keep, **kwargs)
-
-    monkeypatch.setattr(engine, "aggregate_spilled_families", spy)
+    written = _spilled_columns(monkeypatch)
     for rows_per_part in (10**12, 30_000):  # one pass; 2 parts: one grid of both families
         got = _merged(store, rows_per_part)
         for code in want:
@@ -135,14 +128,7 @@ def test_lt202_and_lt301_spill_the_conversation_hash_not_its_id(
         contexts=contexts_of(catalogue, entries, window, config),
         rows_per_part=30_000,
     )
-    written: list[list[str]] = []
-    spilled = engine.aggregate_spilled_families
-
-    def spy(calls: pl.LazyFrame, *args: Any, keep: list[str], **kwargs: Any) -> Any:
-        written.append(keep)
-        return spilled(calls, *args, keep=keep, **kwargs)
-
-    monkeypatch.setattr(engine, "aggregate_spilled_families", spy)
+    written = _spilled_columns(monkeypatch)
     errors: list = []
     partials, _ = aggregate_locally(job, errors, lambda _: None)
     assert not errors, errors
@@ -155,3 +141,16 @@ def test_lt202_and_lt301_spill_the_conversation_hash_not_its_id(
     assert "prefix_hashes" not in written[0]
     in_conversations = sum(int(p["conversations"].sum()) for p in partials["LT202"])
     assert in_conversations > 0  # conversations found through the spilled hash
+
+
+def _spilled_columns(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The columns each family spill of the engine writes (``keep``), as the audit runs."""
+    written: list[list[str]] = []
+    spilled = engine.aggregate_spilled_families
+
+    def spy(calls: pl.LazyFrame, *args: Any, keep: list[str], **kwargs: Any) -> Any:
+        written.append(keep)
+        return spilled(calls, *args, keep=keep, **kwargs)
+
+    monkeypatch.setattr(engine, "aggregate_spilled_families", spy)
+    return written

@@ -77,6 +77,10 @@ CONVERSATION_HASH: dict[str, pl.Expr] = {
 CONVERSATION_PREFIX_HASHES: dict[str, pl.Expr] = {
     "_hc": pl.when(pl.col("conversation_id").is_not_null()).then(pl.col("prefix_hashes"))
 }
+# All that LT202 and LT301 read through derived columns: ``_p0``, ``_c`` and ``_hc``.
+SESSION_DERIVED: dict[str, pl.Expr] = (
+    FIRST_PREFIX_TOKENS | CONVERSATION_HASH | CONVERSATION_PREFIX_HASHES
+)
 
 
 def with_derived(calls: pl.LazyFrame, derived: dict[str, pl.Expr]) -> pl.LazyFrame:
@@ -107,34 +111,6 @@ def clean_cache_tokens(
     return out
 
 
-def sorted_in_memory(frame: pl.LazyFrame, *by: str, maintain_order: bool = False) -> pl.LazyFrame:
-    """``frame`` sorted by ``by``, the sort done by the in-memory engine on the collected rows.
-
-    Why: a sort buffers every row in either engine, and Polars' streaming sort costs about
-    twice the in-memory one on a part's turns (2.1.0, 450k conversation turns sorted by
-    conversation and time: 0.12 against 0.06 CPU-s, ``history_replay`` and LT202 with it 0.24
-    against 0.13); the rest of the plan stays on the engine that collects it. Columns must be
-    chosen before (projections do not pass the function), filters pass neither way.
-    """
-    columns = list(by)
-    return frame.map_batches(lambda rows: rows.sort(columns, maintain_order=maintain_order))
-
-
-def ordered_with_neighbours(frame: pl.LazyFrame, group: str) -> pl.LazyFrame:
-    """``frame`` sorted by (``group``, start time) with ``same_prev`` / ``same_next`` (the
-    neighbouring row belongs to the same group) and ``gap_s`` (seconds since the previous row
-    of the group, null on its first). Positional shifts after one sort: cheaper than windows."""
-    ordered = sorted_in_memory(frame, group, "start_time")
-    same_prev = (pl.col(group) == pl.col(group).shift(1)).fill_null(False)
-    same_next = (pl.col(group) == pl.col(group).shift(-1)).fill_null(False)
-    seconds = pl.col("start_time").diff().dt.total_microseconds() / 1e6
-    return ordered.with_columns(
-        same_prev.alias("same_prev"),
-        same_next.alias("same_next"),
-        pl.when(same_prev).then(seconds).alias("gap_s"),
-    )
-
-
 # what ``_ordered_turns`` adds, in its order
 _ORDERED = {
     "_same": pl.Boolean,
@@ -156,7 +132,8 @@ def _ordered_turns(rows: pl.DataFrame) -> pl.DataFrame:
     about as much to move as all the others (a part's 445k turns: 0.12 against 0.07 CPU-s);
     the one list element the replay compares is looked up in the input order, where the list
     is, with the previous turn's length scattered back to it. The sort is the same (the same
-    keys; other columns do not change the order), in memory (``sorted_in_memory``'s reason).
+    keys; other columns do not change the order), in memory: Polars' streaming sort cost about
+    twice the in-memory one on a part's turns (2.1.0: 0.12 against 0.06 CPU-s).
     """
     hashes = rows.get_column("prefix_hashes")
     narrow = rows.drop("prefix_hashes").with_columns(

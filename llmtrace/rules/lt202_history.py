@@ -81,11 +81,9 @@ from llmtrace.rules.caching_model import (
     split_cost,
 )
 from llmtrace.rules.history_replay import (
-    CONVERSATION_HASH,
-    CONVERSATION_PREFIX_HASHES,
-    FIRST_PREFIX_TOKENS,
     LAYOUTS,
     LONG_TTL_S,
+    SESSION_DERIVED,
     SHORT_TTL_S,
     clean_cache_tokens,
     replay_turns,
@@ -156,11 +154,9 @@ class HistoryRule:
         "_hc",
         "_p0",
     )
-    # the first element of ``prefix_tokens`` (the system prefix's size) and the conversation's
-    # hash, computed by the engine
-    derived_columns: ClassVar[dict[str, pl.Expr]] = (
-        FIRST_PREFIX_TOKENS | CONVERSATION_HASH | CONVERSATION_PREFIX_HASHES
-    )
+    # the system prefix's size, the conversation's hash and its calls' prefix hashes, computed
+    # by the engine
+    derived_columns: ClassVar[dict[str, pl.Expr]] = SESSION_DERIVED
     # a conversation's turns must stay together; calls without one are dropped, so they may all
     # land in one part
     partition_key: ClassVar[pl.Expr] = pl.col("conversation_id").hash(37)

@@ -33,12 +33,7 @@ from llmtrace.rules.caching_model import (
     normalised_model_expr,
     provider_fact,
 )
-from llmtrace.rules.history_replay import (
-    CONVERSATION_HASH,
-    CONVERSATION_PREFIX_HASHES,
-    FIRST_PREFIX_TOKENS,
-    with_derived,
-)
+from llmtrace.rules.history_replay import SESSION_DERIVED, with_derived
 from llmtrace.rules.lt202_history import replay_turns
 
 _EXPLICIT = [p for p, facts in PROVIDERS.items() if facts.mode == "explicit"]
@@ -134,9 +129,9 @@ COLUMNS: tuple[str, ...] = (
     "_p0",
     "_hc",
 )
-# the first element of ``prefix_tokens`` (the system prefix's size) and the conversation's hash
-# (null outside a conversation), computed by the engine
-DERIVED = FIRST_PREFIX_TOKENS | CONVERSATION_HASH | CONVERSATION_PREFIX_HASHES
+# the system prefix's size, the conversation's hash and its calls' prefix hashes, computed by
+# the engine (``history_replay.SESSION_DERIVED``, the same as LT202's)
+DERIVED = SESSION_DERIVED
 
 
 def aggregate_cells(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
