@@ -23,6 +23,7 @@ declare ``needs_baseline = True`` (LT101), in which case the baseline window's c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,10 +47,13 @@ from llmtrace.rules.catalogue import (
     select_codes,
 )
 from llmtrace.rules.cells import Cells, cells_aggregate, shared_cells
+from llmtrace.rules.history_joint import JOINT, JointParts
+from llmtrace.rules.history_joint import applies as joint_applies
 from llmtrace.rules.loader import RuleEntry
 from llmtrace.rules.partition import (
     PARTITION_ROWS,
     SHARED_KEYS,
+    Aggregate,
     aggregate_spilled_families,
     bounded_prefetch,
     group_families,
@@ -717,15 +721,7 @@ def _aggregate_families(
             column_exprs(list(dict.fromkeys([*read, *rare, *keyed])), job.derived(codes))
         )
         grid = {
-            family: (
-                keys[family],
-                {
-                    code: lambda part, code=code: job.aggregate(
-                        code, part.select(present_columns(part, job.columns(code)))
-                    )
-                    for code in members
-                },
-            )
+            family: (keys[family], _part_aggregates(job, members))
             for family, members in families.items()
         }
         with spill_dir(_spill_base(job.source)) as directory:
@@ -733,6 +729,21 @@ def _aggregate_families(
             return aggregate_spilled_families(spilled, grid, parts, directory, keep=read)
     except Exception as exc:
         return dict.fromkeys(codes, exc)
+
+
+def _part_aggregates(job: AggregateJob, codes: list[str]) -> dict[str, Aggregate]:
+    """Each rule's aggregate over a part, reading its own columns of it; LT202's and LT301's
+    from one read and one replay of the part (``history_joint``) when both run over it."""
+
+    def own(code: str, part: pl.LazyFrame) -> pl.LazyFrame:
+        return job.aggregate(code, part.select(present_columns(part, job.columns(code))))
+
+    aggregates: dict[str, Aggregate] = {code: functools.partial(own, code) for code in codes}
+    if all(code in codes for code in JOINT) and joint_applies(job.entries, job.contexts):
+        columns = list(dict.fromkeys(c for code in JOINT for c in job.columns(code)))
+        joint = JointParts(job.contexts, columns, own)
+        aggregates |= {code: functools.partial(joint.aggregate, code) for code in JOINT}
+    return aggregates
 
 
 def _spill_base(source: Store | pl.LazyFrame | str) -> Path | None:

@@ -141,7 +141,9 @@ def _ordered_turns(rows: pl.DataFrame) -> pl.DataFrame:
         hashes.list.last().alias("_prev_last"),
         pl.int_range(rows.height, dtype=pl.UInt32, eager=True).alias("_i"),
     )
-    ordered = narrow.sort("_c", "start_time")
+    # stable: turns of one conversation at the same instant keep their input order, so a
+    # conversation replays the same among any other turns (``history_joint`` relies on it)
+    ordered = narrow.sort("_c", "start_time", maintain_order=True)
     same = pl.col("_same")
     ordered = ordered.with_columns(
         (pl.col("_c") == pl.col("_c").shift(1)).fill_null(False).alias("_same")
@@ -158,6 +160,12 @@ def _ordered_turns(rows: pl.DataFrame) -> pl.DataFrame:
     return ordered.with_columns(at.alias("_at")).select(*kept, *_ORDERED)
 
 
+def default_step(explicit: pl.Expr | None = None) -> pl.Expr:
+    """The hit granularity ``replay_turns`` uses unless told: 1 token for explicit breakpoints
+    (``explicit``, default the ``explicit`` column), 128 for automatic caching."""
+    return pl.when(explicit if explicit is not None else pl.col("explicit")).then(1).otherwise(128)
+
+
 def replay_turns(turns: pl.LazyFrame, step: pl.Expr | None = None) -> pl.LazyFrame:
     """Turns sorted by conversation and time, with what each layout would read and write.
 
@@ -169,7 +177,7 @@ def replay_turns(turns: pl.LazyFrame, step: pl.Expr | None = None) -> pl.LazyFra
     ``cf_write_1h_<o>`` (see the module docstring). Automatic providers get the same values
     under every layout (no breakpoints, no 1-hour writes).
     """
-    step = step if step is not None else pl.when(pl.col("explicit")).then(1).otherwise(128)
+    step = step if step is not None else default_step()
     schema = turns.collect_schema()
     schema = pl.Schema(
         {

@@ -113,7 +113,7 @@ _SUMS = [
 _MAXES = ["last_call", "input_max"]
 _MINS = ["first_call"]
 _EXPLICIT = [p for p, facts in PROVIDERS.items() if facts.mode == "explicit"]
-_MODELLED = [*PROVIDERS, *IMPLICIT]
+MODELLED = [*PROVIDERS, *IMPLICIT]
 _STEPS = {p: facts.step_tokens for p, facts in (PROVIDERS | IMPLICIT).items()}
 # what each layout is called in evidence and messages
 OPTION_NAMES = {
@@ -167,20 +167,13 @@ class HistoryRule:
         """Per cell: history tokens as billed and as each replayed option would bill them."""
         base = _base(calls, ctx)
         names = base.group_by("_k").agg(pl.col(*_KEY).first())
-        facts = _model_facts()
-        narrow = [c for c in _NARROW if c not in facts]
+        facts = model_facts()
+        narrow = [c for c in NARROW if c not in facts]
         turns = replay_turns(
             base.select(narrow).join(key_facts(names, "_k", facts), on="_k", how="left"),
             step=pl.col("step"),
         )
-        per_turn = _per_turn_sums(turns)
-        cells = sum_cells(
-            turns,
-            per_turn,
-            pl.col("L").sum().alias("input"),
-            pl.col("L").max().alias("input_max"),
-        )
-        return cells.join(names, on="_k", how="left").select(*_CELL, *_SUMS, *_MAXES, *_MINS)
+        return cells_from_replay(turns, names)
 
     def merge(self, partials: list[pl.DataFrame], ctx: AuditContext) -> pl.DataFrame:
         """Concatenate partials and re-aggregate by cell (exact when split by conversation)."""
@@ -229,7 +222,8 @@ RULE = HistoryRule()
 
 # -- aggregate ---------------------------------------------------------------------------------
 
-_NARROW = [
+# what its replay reads of each call (``history_joint`` too)
+NARROW = [
     "_k",
     "_c",
     "start_time",
@@ -260,7 +254,7 @@ def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
             & (pl.col("input_tokens") > 0)
             & pl.col("_c").is_not_null()
             & pl.col("model").is_not_null()
-            & pl.col("provider").is_in(_MODELLED)
+            & pl.col("provider").is_in(MODELLED)
         )
         .with_columns(
             *clean_cache_tokens(),
@@ -274,7 +268,37 @@ def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
     )
 
 
-def _model_facts() -> dict[str, pl.Expr]:
+# what the cells read of a replayed turn (``cells_from_replay``)
+REPLAYED = [
+    "_k",
+    "day",
+    "band",
+    "start_time",
+    "L",
+    "p0",
+    "read",
+    "write",
+    "write_1h",
+    "first",
+    "resent",
+    *(f"hit_{o}" for o in _OPTIONS),
+    *(f"cf_{name}_{o}" for o in _OPTIONS for name in ("read", "write", "write_1h")),
+]
+
+
+def cells_from_replay(turns: pl.LazyFrame, names: pl.LazyFrame) -> pl.LazyFrame:
+    """LT202's cells from its turns replayed (``replay_turns``; ``REPLAYED`` is what is read)
+    and the prompt key's strings per ``_k`` (``names``)."""
+    cells = sum_cells(
+        turns,
+        _per_turn_sums(turns),
+        pl.col("L").sum().alias("input"),
+        pl.col("L").max().alias("input_max"),
+    )
+    return cells.join(names, on="_k", how="left").select(*_CELL, *_SUMS, *_MAXES, *_MINS)
+
+
+def model_facts() -> dict[str, pl.Expr]:
     """What the replay needs of each call's (provider, model), looked up once per prompt key
     (``caching_model.key_facts``), not per call."""
     return {

@@ -145,27 +145,44 @@ def aggregate_cells(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
     params = Params.from_mapping(ctx.params)
     # cached: it feeds three branches (keys, single calls, conversations), and Polars' streaming
     # engine runs a shared input once per branch unless told (LT301 on 5M calls: 11.6 -> 6.9 s)
-    base = _base(calls, ctx).cache()
+    base = base_calls(calls, ctx).cache()
     keys = base.group_by("_k").agg(pl.col(*KEY).first())
-    narrow = base.select(*_NARROW)
-    # what LT202's replay needs of each call's model, looked up once per prompt key
+    # one sort by (conversation, time) - the replay's - and one fit, shared by the billed cells
+    # and the three cached layouts (they differ only in read/write columns)
+    replayed = replay_turns(conversation_turns(base, keys).rename({"input": "L"}))
+    return cells_from_replay(base, keys, replayed, params)
+
+
+def conversation_turns(
+    base: pl.LazyFrame, keys: pl.LazyFrame, extra: dict[str, pl.Expr] | None = None
+) -> pl.LazyFrame:
+    """The conversation calls of ``base`` (``_base``) with what LT202's replay needs of each
+    call's model, looked up once per prompt key of ``keys``; ``extra``: more such facts, kept
+    as columns (``history_joint``'s)."""
     facts = {
         "minimum": min_tokens_expr(normalised_model_expr()),
         "explicit": pl.col("provider").is_in(_EXPLICIT),
         # 1-hour layouts only where the provider offers 1-hour writes (provider level:
         # Bedrock's few 1-hour models stay on the 5-minute baseline, a conservative choice)
         "long_ok": provider_fact("long_ttl_s").is_not_null(),
+        **(extra or {}),
     }
-    conv = (
+    return (
         base.filter(pl.col("_c").is_not_null())
         .select(*_NARROW, "prefix_hashes")
         .join(key_facts(keys, "_k", facts), on="_k", how="left")
-        .select(*_NARROW, *_REPLAY)
+        .select(*_NARROW, *_REPLAY, *(extra or {}))
     )
-    single = narrow.filter(pl.col("_c").is_null())
-    # one sort by (conversation, time) - the replay's - and one fit, shared by the billed cells
-    # and the three cached layouts (they differ only in read/write columns)
-    turns = _fit(replay_turns(conv.rename({"input": "L"})).rename({"L": "input"}), params)
+
+
+def cells_from_replay(
+    base: pl.LazyFrame, keys: pl.LazyFrame, replayed: pl.LazyFrame, params: Params
+) -> pl.LazyFrame:
+    """LT301's cells from ``base`` (``_base``, for the single calls), its prompt ``keys`` and
+    its conversation turns replayed (``replay_turns`` of ``conversation_turns``, input as
+    ``L``)."""
+    single = base.select(*_NARROW).filter(pl.col("_c").is_null())
+    turns = _fit(replayed.rename({"L": "input"}), params)
     parts = [
         *_conversation_cells(turns, params),
         _single_cells(single, params),
@@ -181,7 +198,7 @@ def aggregate_cells(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
 # -- aggregate ---------------------------------------------------------------------------------
 
 
-def _base(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
+def base_calls(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
     """Current-window calls: clean token columns, system-prefix size ``p0`` and hashed keys."""
     start = pl.col("start_time")
     inp = pl.col("input_tokens")
