@@ -252,3 +252,37 @@ def test_engine_finds_it_in_a_real_store(tmp_path: Path) -> None:
 def test_bad_parameter_is_named() -> None:
     with pytest.raises(ConfigError, match="summarize_after_turns"):
         run(conversations(count=2), context(summarize_after_turns=0))
+
+
+def test_conversation_sums_are_exact_past_int64_running_sums() -> None:
+    """A conversation's sums are differences of running sums over the whole part; those pass
+    2^63 here (inputs of 2e9 tokens, squared) while each conversation's own sums fit."""
+    from llmtrace.rules.lt301_cells import ON_TOP_KINDS, _conversation_sums
+
+    inputs = [[3, 5, 8], [2_000_000_000], [2_000_000_000, 7], [2_000_000_000], [1, 2]]
+    rows = pl.DataFrame(
+        {
+            "_c": [c for c, turns in enumerate(inputs) for _ in turns],
+            "input": [y for turns in inputs for y in turns],
+            "output": [1] * sum(map(len, inputs)),
+            "read": [0] * sum(map(len, inputs)),
+            "write": [0] * sum(map(len, inputs)),
+            "minimum": [None] * sum(map(len, inputs)),
+            "long_ok": [False] * sum(map(len, inputs)),
+            **{
+                f"cf_{name}_{layout}": [0] * sum(map(len, inputs))
+                for layout in ON_TOP_KINDS
+                for name in ("read", "write")
+            },
+        },
+        schema_overrides={"_c": pl.UInt64, "minimum": pl.Int64},
+    )
+    got = _conversation_sums(rows)
+    for c, turns in enumerate(inputs):
+        mine = got.filter(pl.col("_c") == c)
+        assert mine["turn"].to_list() == list(range(len(turns)))
+        assert mine["_n"].to_list() == [float(len(turns))] * len(turns)
+        assert mine["_sxx"][0] == float(sum(x * x for x in range(len(turns))))
+        assert mine["_sxy"][0] == float(sum(x * y for x, y in enumerate(turns)))
+        assert mine["_syy"][0] == float(sum(y * y for y in turns))
+        assert mine["_sy"][0] == float(sum(turns))
