@@ -153,7 +153,11 @@ SPLIT_RULES = [
 
 @pytest.mark.parametrize(
     ("family", "owner"),
-    [("lineage", lt203_unread_writes.RULE), ("session", lt503_agent_loops.RULE)],
+    [
+        ("lineage", lt203_unread_writes.RULE),
+        ("session", lt503_agent_loops.RULE),
+        ("conversation", lt301_context.RULE),
+    ],
 )
 def test_shared_keys_split_by_the_keys_their_owners_split_by(
     family: str, owner: object, priced: pl.DataFrame
@@ -161,7 +165,8 @@ def test_shared_keys_split_by_the_keys_their_owners_split_by(
     """A family's key groups the calls exactly as the key of the rule it was made for (LT203's
     lineage, LT503's session): one family key per owner key and one owner key per family key
     over the demo's calls (the other members' groups are coarser-or-equal: tested below). The
-    family key is cheaper to compute (xors of column hashes), not another grouping."""
+    family key is cheaper to compute (xors of column hashes), not another grouping; LT301's
+    conversation key places calls outside conversations by start time, never by trace."""
     shared, own = SHARED_KEYS[family], owner.partition_key  # type: ignore[attr-defined]
     assert set(shared.meta.root_names()) == set(own.meta.root_names())
     keys = priced.select(shared.alias("shared"), own.alias("own"))

@@ -160,8 +160,8 @@ class HistoryRule:
     # a conversation's turns must stay together; calls without one are dropped, so they may all
     # land in one part
     partition_key: ClassVar[pl.Expr] = pl.col("conversation_id").hash(37)
-    # LT503's sessions keep conversations whole too: one spill serves LT202, LT301, LT503
-    partition_family: ClassVar[str] = "session"
+    # LT301's key keeps conversations whole too: one spill serves LT202 and LT301
+    partition_family: ClassVar[str] = "conversation"
 
     def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
         """Per cell: history tokens as billed and as each replayed option would bill them."""

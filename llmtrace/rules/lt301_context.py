@@ -97,7 +97,7 @@ class ContextRule:
         .then(pl.col("conversation_id").hash(37))
         .otherwise(pl.col("start_time").hash(41))
     )
-    partition_family: ClassVar[str] = "session"  # conversations whole: shares LT503's spill
+    partition_family: ClassVar[str] = "conversation"  # the same key: shares LT202's spill
 
     def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
         """Cells of conversation turns and single calls, plus single-call histograms

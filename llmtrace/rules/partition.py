@@ -21,7 +21,7 @@ Two ways to run the parts:
   the union of their columns: writing a spill costs more than aggregating most rules, so six
   split rules spill three times, not six. At few parts, families go further and share one
   spill split by each family's key (``spill_grid``: a grid of cells, each family reading its
-  part's cells): the lineage family's columns are all among the session family's, so at 3
+  part's cells): the lineage family's columns are all among the conversation family's, so at 3
   parts (the 10M store's 5.0M calls) the two are written once, 6.0-6.6 CPU-s against
   8.4-8.6 for the two spills (issue 15).
 * ``filter`` (a cluster, ``llmtrace.rules.ray_engine``): each part scans the store itself and
@@ -83,10 +83,18 @@ SHARED_KEYS: dict[str, pl.Expr] = {
     "lineage": pl.col("provider").hash(41)
     ^ pl.col("model").hash(42)
     ^ pl.coalesce(pl.col("prefix_hashes").list.first(), pl.col("prompt").hash(3)).hash(43),
-    # the conversation, else the trace (one agent run): LT503's sessions; LT202 and LT301 need
-    # each conversation whole and take calls outside conversations in any part
+    # the conversation, else the trace (one agent run): LT503's sessions (which the local
+    # engine runs in one pass: ``bounded_memory``)
     "session": pl.when(pl.col("conversation_id").is_null())
     .then(pl.col("trace_id").hash(44))
+    .otherwise(pl.col("conversation_id").hash(45)),
+    # the conversation, else the call's start time: LT202 and LT301 need each conversation
+    # whole and take calls outside conversations in any part (LT301's own key). Why not the
+    # session key: it decodes and hashes the near-unique trace ids of the 73% of calls outside
+    # conversations only to place calls anywhere; without them the 10M store's grid spill took
+    # 2.9-3.2 against 3.4-3.8 CPU-s (issue 15)
+    "conversation": pl.when(pl.col("conversation_id").is_null())
+    .then(pl.col("start_time").hash(46))
     .otherwise(pl.col("conversation_id").hash(45)),
 }
 # Why xors of seeded column hashes: they split the calls by the same values as a struct's
@@ -218,7 +226,7 @@ def spill_grid(
     of that part of that key, whatever the other keys' parts).
 
     Why: families whose columns overlap (LT201/LT203's lineage columns are all among the
-    session family's) are written and encoded once instead of once per family, and each
+    conversation family's) are written and encoded once instead of once per family, and each
     family still reads back parts that hold every one of its groups whole. The sink buffers
     each cell, so the grid is for few cells (``GRID_CELLS``), with small row groups. ``keep``
     as in ``spill``.
