@@ -87,6 +87,15 @@ def default_store_path() -> Path:
     return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE)
 
 
+def _by_day(frame: pl.DataFrame) -> list[tuple[date, pl.DataFrame]]:
+    """(day, its rows in input order) per day of ``frame``, in the order days first appear;
+    a frame of one day (most of an import's batches) as it is, without a group-by's copy."""
+    days = frame.get_column("day")
+    if days.n_unique() == 1:
+        return [(days[0], frame)]
+    return [(day, part) for (day,), part in frame.group_by("day", maintain_order=True)]
+
+
 @dataclass(frozen=True)
 class AppendResult:
     """What one append did: rows written, and rows skipped because their key was stored.
@@ -202,11 +211,14 @@ class Store:
         if bad:
             raise ValueError(f"{bad} call record(s) lack trace_id, span_id or start_time")
         incoming = frame.height
-        frame = frame.unique(subset=list(KEY_FIELDS), keep="first", maintain_order=True)
+        # the check hashes two key columns, the de-duplication copies every column (~6x the
+        # CPU): an importer's batch has unique keys (issue 15)
+        if frame.select(pl.struct(*KEY_FIELDS).is_duplicated().any()).item():
+            frame = frame.unique(subset=list(KEY_FIELDS), keep="first", maintain_order=True)
         added = 0
         written: list[pl.DataFrame] = [frame.select(KEY_FIELDS).clear()]
         with self._locked():
-            for (day,), part in frame.group_by("day", maintain_order=True):
+            for day, part in _by_day(frame):
                 day_dir = self._day_dir(day)
                 stored = self._stored_keys(day_dir) if check_stored else None
                 if stored is not None:

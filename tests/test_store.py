@@ -55,6 +55,36 @@ def test_partial_overlap_adds_only_new_rows_and_dedupes_within_batch(tmp_path):
     assert store.scan().collect().height == 15
 
 
+def test_a_key_repeated_within_a_batch_of_new_rows_is_written_once_the_first_kept(tmp_path):
+    """The de-duplication runs only where a key repeats (issue 15): a batch of new keys, one
+    of them twice with other values, stores the first of the two."""
+    store = Store(tmp_path)
+    calls = _calls(6, T0)
+    twice = calls.slice(4, 1).with_columns(pl.lit(999, dtype=pl.Int64).alias("input_tokens"))
+    result = store.append(pl.concat([calls, twice]))
+    assert (result.added, result.duplicates) == (6, 1)
+    assert result.keys is not None and result.keys.height == 6
+    stored = store.scan().collect()
+    assert sorted(stored["input_tokens"].to_list()) == list(range(6))
+
+
+def test_a_batch_of_one_day_is_written_as_one_file_of_that_day(tmp_path):
+    """A batch within one day skips the group-by by day (issue 15): every row lands in that
+    day's single file, and a batch across days still lands day by day."""
+    store = Store(tmp_path)
+    one_day = _calls(3, T0)  # 03:00, 10:00, 17:00 of one day
+    assert store.append(one_day).added == 3
+    assert [d.isoformat() for d in store.days()] == [T0.date().isoformat()]
+    assert len(store.files()) == 1
+    assert sorted(store.scan().collect()["input_tokens"].to_list()) == [0, 1, 2]
+    later = _calls(8, T0 + timedelta(days=3), prefix="u")
+    assert store.append(later).added == 8
+    days = {(T0 + timedelta(days=3, hours=7 * i)).date() for i in range(8)} | {T0.date()}
+    assert set(store.days()) == days
+    by_day = store.scan().group_by("day").len().collect()
+    assert by_day.get_column("len").sum() == 11 and by_day.height == len(days)
+
+
 def test_scan_window_filters_by_start_time(tmp_path):
     store = Store(tmp_path)
     store.append(_calls(20, T0))

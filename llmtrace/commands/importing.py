@@ -111,7 +111,12 @@ def _store_batch(store: Store, book: PriceBook, batch: OtlpImportResult, tally: 
         tally.total_cost += priced.get_column("total_cost").sum() or 0.0
     tally.batches += 1
     new_keys = appended.keys if appended.keys is not None else priced.select(KEY_FIELDS).clear()
-    new_calls = priced.join(new_keys, on=list(KEY_FIELDS), how="semi")
+    if tally.pending is None and batch.score_targets.is_empty():
+        return  # no evaluation waits for a call: the new calls are not needed (issue 15)
+    if appended.added == priced.height:  # every call was new (the usual case): no join
+        new_calls = priced
+    else:
+        new_calls = priced.join(new_keys, on=list(KEY_FIELDS), how="semi")
     if tally.pending is not None:
         tally.pending = _mark_late(tally.pending, new_calls)
     targets = batch.score_targets

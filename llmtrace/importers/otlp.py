@@ -582,8 +582,8 @@ def _tree_columns(sink: _Collector) -> dict[str, list[Any]]:
 
 
 def _split(frame: pl.DataFrame, traces: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(rows of ``traces``, the other rows), each in input order."""
-    inside = pl.col("trace_id").is_in(traces.get_column("trace_id").implode())
+    """(rows of ``traces``, the other rows), each in input order (one membership test)."""
+    inside = frame.get_column("trace_id").is_in(traces.get_column("trace_id").implode())
     return frame.filter(inside), frame.filter(~inside)
 
 
