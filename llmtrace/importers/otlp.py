@@ -155,7 +155,11 @@ class _Collector:
         if spans is None:
             return False
         self.spans += spans
-        if len(pending) >= SETTLE_SPANS:
+        full = len(pending) >= SETTLE_SPANS
+        # no reference left here: once settled, the decoded lines are freed before a full
+        # batch's gc.collect, which otherwise traversed their ~20k lists (~25 ms a batch)
+        del pending
+        if full:
             self.settle()
         self._check_full()
         return True
