@@ -30,6 +30,7 @@ from llmtrace.rules import lt202_history, lt301_cells, lt301_context
 from llmtrace.rules.base import AuditContext
 from llmtrace.rules.caching_model import min_tokens_expr, normalised_model_expr
 from llmtrace.rules.history_replay import default_step, replay_turns
+from llmtrace.rules.partition import present_columns
 
 JOINT = ("LT202", "LT301")
 
@@ -94,10 +95,9 @@ class JointParts:
         """``code``'s aggregate over ``part`` (a frame already collected, as a LazyFrame)."""
         if part is not self._part:
             self._part, self._frames = part, {}
-            held = set(part.collect_schema().names())
             try:
                 plans, check = joint_aggregates(
-                    part.select([c for c in self._columns if c in held]), self._contexts
+                    part.select(present_columns(part, self._columns)), self._contexts
                 )
                 *frames, otherwise = pl.collect_all([*plans.values(), check])
                 self._frames = dict(zip(plans, frames, strict=True))
