@@ -23,6 +23,10 @@ rounds are interleaved (the order rotates every round) so machine noise hits the
                        ``--switch-modes`` measured in the ``llmtrace`` processes instead, the
                        processor's mode switched between rounds, so the two modes are compared
                        without the few hundred µs a process's placement moves its CPU per call;
+* ``llmtrace-store`` - ``llmtrace.init()`` as an app gets it by default: the same, plus the
+                       ``store`` exporter (``LLMTRACE_EXPORTERS`` unset means ``store``) writing
+                       to a fresh store directory per process; ``llmtrace-store - llmtrace`` is
+                       what the local store costs the app per call;
 * ``openlit-none``   - no instrumentation, in the OpenLIT virtualenv (openlit 1.45 pins
                        ``openai<3``, so its client is an older ``openai``: its own baseline);
 * ``openlit``        - ``openlit.init()`` there on the same providers (traces to the no-op
@@ -98,7 +102,15 @@ MESSAGES = [
     {"role": "user", "content": "Which plan includes priority support?"},
 ]
 OPENLIT_PYTHON = Path("/tmp/openlit-venv/bin/python")
-LOCAL = ("none", "official", "official-aa", "llmtrace", "llmtrace-inline", "llmtrace-old")
+LOCAL = (
+    "none",
+    "official",
+    "official-aa",
+    "llmtrace",
+    "llmtrace-inline",
+    "llmtrace-store",
+    "llmtrace-old",
+)
 P99_BOUND = 1.10  # issue 15, goal 3: p99 app latency within 10% of the bare instrumentation's
 OPENLIT = ("openlit-none", "openlit")
 # OpenLIT's price file shape (per 1k tokens); only gpt-4o is called. A local file: openlit.init
@@ -160,13 +172,20 @@ def setup_official() -> tuple[Flush, Flush]:
     return tracer_provider.force_flush, teardown
 
 
+def _scratch_store() -> str:
+    """A fresh store directory for the ``llmtrace-store`` configuration (the default exporter)."""
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="llmtrace-bench-store-")
+
+
 def setup_llmtrace(**options: Any) -> tuple[Flush, Flush]:
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
     from llmtrace.otel.setup import init
 
+    options.setdefault("exporters", "none")
     handle = init(
-        exporters="none",
         span_exporters=[NoopExporter()],
         metric_readers=[InMemoryMetricReader()],
         instrument="openai",
@@ -224,6 +243,7 @@ SETUPS: dict[str, Callable[[], tuple[Flush, Flush]]] = {
     "official-aa": setup_official,  # the A/A control: the same set-up, processes of its own
     "llmtrace": setup_llmtrace,
     "llmtrace-inline": lambda: setup_llmtrace(processing="inline"),
+    "llmtrace-store": lambda: setup_llmtrace(exporters="store", store=_scratch_store()),
     "llmtrace-old": setup_llmtrace,  # llmtrace from --old-tree (PYTHONPATH set by Worker)
     "openlit-none": setup_none,
     "openlit": setup_openlit,
@@ -367,6 +387,8 @@ def report(
         ("llmtrace", "official"),
         ("llmtrace-inline", "official"),
         ("llmtrace-inline", "llmtrace"),
+        ("llmtrace-store", "official"),
+        ("llmtrace-store", "llmtrace"),
         ("openlit", "openlit-none"),
     ]
     for a, b in pairs:
