@@ -20,6 +20,11 @@ pipeline minus the client and the network, in one process, so the difference is 
                  span priced on the app's thread inside ``end()`` when nothing is queued or
                  being priced. Measured when the llmtrace on the path has that mode
                  (``--modes worker`` leaves it out).
+* ``llmtrace-store`` - ``llmtrace``'s set-up as an app gets it by default: the same pipeline
+                 plus the ``store`` exporter (what ``LLMTRACE_EXPORTERS`` unset means), writing
+                 to a fresh store directory; ``--modes store`` adds it. Its difference from
+                 ``llmtrace`` is what the local store costs the app per call; at the end the
+                 store is read back and must hold one row per call.
 
 Each span is what the official OpenAI instrumentation emits for bench_overhead.py's call
 (start attributes, then usage and response attributes, then the hook, then ``end``). A round is
@@ -88,6 +93,8 @@ RUN_ALL = {
         "--latency-calls",
         "1000",
         "--latency-aa",
+        "--modes",
+        "worker,inline,store",
     ],
     "quick": [
         "--spans",
@@ -103,7 +110,8 @@ RUN_ALL = {
     ],
 }
 SCOPE = "opentelemetry.instrumentation.genai.openai"
-MODES = {"llmtrace": "worker", "llmtrace-inline": "inline"}  # configuration -> processing
+# configuration -> its --modes name; "store" is the worker mode with the default exporter
+MODES = {"llmtrace": "worker", "llmtrace-inline": "inline", "llmtrace-store": "store"}
 START_ATTRIBUTES = {
     "gen_ai.operation.name": "chat",
     "gen_ai.request.model": "gpt-4o",
@@ -154,9 +162,15 @@ class Config:
             self.tracer_provider = TracerProvider()
             # each configuration its own pipeline: init() returns the one in force, if any
             setup._handle = None
-            mode = {"processing": "inline"} if MODES[name] == "inline" else {}
+            mode: dict[str, Any] = {"processing": "inline"} if MODES[name] == "inline" else {}
+            self.store: str | None = None
+            if MODES[name] == "store":
+                import tempfile
+
+                self.store = tempfile.mkdtemp(prefix="llmtrace-bench-live-store-")
+                mode.update(exporters="store", store=self.store)
             self.handle = setup.init(
-                exporters="none",
+                exporters=mode.pop("exporters", "none"),
                 span_exporters=[bench_overhead.NoopExporter()],
                 tracer_provider=self.tracer_provider,
                 meter_provider=self.meter_provider,
@@ -213,6 +227,11 @@ class Config:
         assert processor.calls_priced == spans, (processor.calls_priced, spans)
         assert processor.calls_deferred == 0, processor.calls_deferred
         assert error_counts() == {}, error_counts()
+        if self.store is not None:  # the default exporter kept every call, once
+            from llmtrace.store import Store
+
+            stored = Store(self.store).scan().select("span_id").collect().height
+            assert stored == spans, (stored, spans)
 
 
 def latency(
@@ -357,8 +376,9 @@ def main() -> None:
     parser.add_argument(
         "--modes",
         default="worker,inline",
-        help="llmtrace's processing modes to measure beside bare (LLMTRACE_PROCESSING): "
-        "worker, inline or both; inline is left out when the llmtrace on the path lacks it",
+        help="llmtrace's configurations to measure beside bare: worker, inline "
+        "(LLMTRACE_PROCESSING) and store (the worker mode with the default store exporter); "
+        "inline is left out when the llmtrace on the path lacks it",
     )
     args = parser.parse_args()
 
@@ -495,7 +515,11 @@ def main() -> None:
 
 def _mode_title(name: str) -> str:
     """How a row names the configuration: the worker mode's rows keep their old titles."""
-    return "" if MODES[name] == "worker" else ", inline mode (`LLMTRACE_PROCESSING=inline`)"
+    return {
+        "worker": "",
+        "inline": ", inline mode (`LLMTRACE_PROCESSING=inline`)",
+        "store": ", default exporter (`store`)",
+    }[MODES[name]]
 
 
 def cpu_row(
