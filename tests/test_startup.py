@@ -158,3 +158,25 @@ def test_import_langfuse_help_loads_no_langfuse_sdk(tmp_path: Path) -> None:
     out, loaded = cli_loaded(["import", "langfuse", "--help"], tmp_path, "langfuse")
     assert "--since" in out  # the help was shown
     assert loaded == []
+
+
+def test_the_importers_per_span_step_loads_no_polars(tmp_path: Path) -> None:
+    """``otlp_rows`` turns spans into rows inside the app (the store exporter): no Polars."""
+    code = (
+        "from llmtrace.importers.otlp_rows import SpanRows; rows = SpanRows(False); "
+        "rows.add({'trace_id': 't', 'span_id': 's', 'parent_span_id': None, 'name': 'chat', "
+        "'scope': None, 'events': [], 'resource': {}, 'start_ns': 1, 'end_ns': 2, "
+        "'attributes': {'gen_ai.system': 'openai', 'gen_ai.request.model': 'gpt-4o', "
+        "'gen_ai.usage.input_tokens': 3}}); assert len(rows.calls) == 1, rows.calls"
+    )
+    assert imported_after(code, tmp_path, "polars") == []
+
+
+def test_the_per_span_rows_name_the_importers_columns() -> None:
+    """The Polars frames are built from the rows by position: the names must agree."""
+    from llmtrace.importers import otlp, otlp_rows, otlp_scores
+
+    assert tuple(otlp._TREE_SCHEMA) == otlp_rows.TREE_FIELDS
+    assert tuple(otlp._ROOTS_SCHEMA) == otlp_rows.ROOTS_FIELDS
+    assert tuple(otlp_scores._EVALUATION_SCHEMA) == otlp_rows.EVALUATION_FIELDS
+    assert set(otlp._RAW_SCHEMA.names()) <= set(otlp_rows.CALL_ROW)

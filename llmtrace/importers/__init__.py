@@ -8,11 +8,20 @@ so a command can print ``FILE:LINE: span SPANID: message`` and still store the r
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import polars as pl
-
-from llmtrace.record import empty_calls
 from llmtrace.safe_text import escape
+
+if TYPE_CHECKING:
+    import polars as pl
+
+
+def _empty_calls() -> pl.DataFrame:
+    """No calls yet; imported here, not at module level, so that the Polars-free per-span step
+    (``otlp_rows``, used inside the app by the live store exporter) does not load Polars."""
+    from llmtrace.record import empty_calls
+
+    return empty_calls()
 
 
 @dataclass(frozen=True)
@@ -41,7 +50,7 @@ class ImportResult:
     cover unreadable files and lines, which are not spans).
     """
 
-    calls: pl.DataFrame = field(default_factory=empty_calls)
+    calls: pl.DataFrame = field(default_factory=_empty_calls)
     problems: list[ImportProblem] = field(default_factory=list)
     files: int = 0
     spans: int = 0

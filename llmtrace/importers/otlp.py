@@ -56,8 +56,7 @@ import polars as pl
 
 from llmtrace import twins
 from llmtrace.accuracy import AccuracyConfig
-from llmtrace.dialects import CALL_FIELDS, SpanError, agent_and_tool, is_llm_span, map_span_row
-from llmtrace.fingerprint import step_fingerprint
+from llmtrace.dialects import SpanError
 from llmtrace.importers import ImportProblem, ImportResult, otlp_columns
 from llmtrace.importers.otlp_columns import Pending, list_column
 from llmtrace.importers.otlp_files import INPUT_SUFFIXES, Progress, _read_file, find_inputs
@@ -68,6 +67,7 @@ from llmtrace.importers.otlp_merge import (
     _resolve_agents,
     _twin_candidates,
 )
+from llmtrace.importers.otlp_rows import CALL_ROW, SpanRows
 from llmtrace.importers.otlp_scores import (
     _EVALUATION_SCHEMA,
     _attach_scores,
@@ -91,7 +91,6 @@ from llmtrace.record import (
     conform,
 )
 
-EVALUATION_EVENT = "gen_ai.evaluation.result"
 __all__ = [
     "INPUT_SUFFIXES",
     "OtlpImportResult",
@@ -108,8 +107,12 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
-class _Collector:
-    """Accumulates calls, the span tree and evaluations across all files of one import."""
+class _Collector(SpanRows):
+    """Accumulates calls, the span tree and evaluations across all files of one import.
+
+    Its per-span step, ``add``, is ``SpanRows.add`` (Polars-free, shared with the live store
+    exporter); this class adds the columnar lane, batching and the Polars frames.
+    """
 
     def __init__(
         self,
@@ -230,54 +233,6 @@ class _Collector:
         parts = [pl.concat(p) for p in zip(*self.segments, strict=True)]
         return parts[0], parts[1], parts[2], parts[3]
 
-    def add(self, span: dict[str, Any]) -> None:
-        """Keep one parsed span: always in the tree, and as a call if it is an LLM span.
-
-        A span rejected for its content (a bad token count) still links its children to its
-        ancestors: the tree is only used to resolve actions and is never stored.
-        """
-        attrs = span["attributes"]
-        action = attrs.get("llmtrace.action")
-        failure: Exception | None = None
-        try:
-            action = None if action is None else str(action)
-            agent, tool = agent_and_tool(attrs)
-            step = _tool_step(tool, attrs) if tool is not None else None
-        except (SpanError, *_VALUE_ERRORS) as exc:  # e.g. a list as the operation name
-            action = agent = tool = step = None
-            failure = exc  # raised once the tree row is whole: the tree's lists stay aligned
-        parent = span["parent_span_id"]
-        self.tree.append(
-            (
-                span["trace_id"],
-                span["span_id"],
-                parent,
-                action,
-                agent,
-                tool,
-                span["end_ns"] if tool is not None else None,
-                step,
-            )
-        )
-        if parent is None:
-            self.roots.append((span["trace_id"], span["name"]))
-        if failure is not None:
-            raise failure
-        events = span["events"]
-        evaluations = (
-            [_evaluation(span, e) for e in events if e.get("name") == EVALUATION_EVENT]
-            if events
-            else None
-        )
-        if is_llm_span(attrs, span["name"], span["scope"]):
-            if span["start_ns"] is None:
-                raise _Malformed("LLM span has no startTimeUnixNano")
-            call = map_span_row(span, keep_content=self.keep_content)
-            self.calls.append((*call, twins.emitter(span["scope"], span["name"])))
-            self.llm_spans += 1
-        if evaluations:
-            self.evaluations.extend(evaluations)
-
     def take(self) -> _Collector:
         """Hand over what was collected since the last take and start an empty batch."""
         self.settle()
@@ -360,48 +315,6 @@ class _Collector:
         self.problem(file, line, str(span_id) if span_id else None, message)
 
 
-def _tool_step(tool: str, attrs: Mapping[str, Any]) -> str | None:
-    """The step fingerprint of a tool run whose arguments or result were recorded (the opt-in
-    ``gen_ai.tool.call.arguments`` / ``.result``): the call that reads it took this step."""
-    arguments = attrs.get("gen_ai.tool.call.arguments")
-    result = attrs.get("gen_ai.tool.call.result")
-    if arguments is None and result is None:
-        return None
-    return step_fingerprint("tool", tool, arguments, result)
-
-
-def _score_number(value: Any) -> float | None:
-    if value is None:
-        return None
-    if type(value) is bool:
-        raise SpanError(f"gen_ai.evaluation.score.value {value!r} is not a number")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise SpanError(f"gen_ai.evaluation.score.value {value!r} is not a number") from None
-    if number != number or number in (float("inf"), float("-inf")):
-        raise SpanError(f"gen_ai.evaluation.score.value {value!r} is not finite")
-    return number
-
-
-def _evaluation(span: Mapping[str, Any], event: Mapping[str, Any]) -> tuple[Any, ...]:
-    attrs = event.get("attributes") or {}
-    name = attrs.get("gen_ai.evaluation.name")
-    if not name:
-        raise SpanError(f"{EVALUATION_EVENT} event has no gen_ai.evaluation.name")
-    label = attrs.get("gen_ai.evaluation.score.label")
-    response_id = attrs.get("gen_ai.response.id")
-    return (
-        span["trace_id"],
-        span["span_id"],
-        span["parent_span_id"],
-        None if response_id is None else str(response_id),
-        str(name),
-        _score_number(attrs.get("gen_ai.evaluation.score.value")),
-        None if label is None else str(label),
-    )
-
-
 # --------------------------------------------------------------------------------------------
 # Whole-import steps (Polars)
 # --------------------------------------------------------------------------------------------
@@ -426,8 +339,7 @@ _RAW_SCHEMA = pl.Schema(
 _LIST_COLUMNS = [name for name, dtype in _RAW_SCHEMA.items() if isinstance(dtype, pl.List)]
 
 
-_CALL_ROW = (*CALL_FIELDS, twins.EMITTER)
-"""The fields of one collected call (``_Collector.calls``): ``map_span_row`` plus the emitter."""
+_CALL_ROW = CALL_ROW
 _RAW_NAMES = _RAW_SCHEMA.names()
 SETTLE_SPANS = 20_000
 """Spans the columnar lane flattens before mapping them: its decoded lines are held until
