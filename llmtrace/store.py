@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from llmtrace import store_files
+from llmtrace import spool, store_files
 from llmtrace.record import CALL_SCHEMA, KEY_FIELDS, SCORE_STRUCT, conform, empty_calls
 from llmtrace.store_files import FIX, StoreProblem
 from llmtrace.store_journal import (
@@ -64,6 +64,7 @@ from llmtrace.store_scores import (
 
 if TYPE_CHECKING:
     from llmtrace.accuracy import AccuracyConfig
+    from llmtrace.store_spool import SettleResult
 
 DEFAULT_STORE = ".llmtrace"
 STORE_ENV = "LLMTRACE_STORE"
@@ -156,6 +157,7 @@ class Store:
         # once each (to ``on_problem``, e.g. a warning on stderr) so the rest still answers.
         self.problems: dict[Path, StoreProblem] = {}
         self.on_problem = on_problem
+        self._holding = 0  # depth of this object's hold on the writer lock
 
     def _problem(self, path: Path, message: str) -> None:
         if path in self.problems:
@@ -187,9 +189,11 @@ class Store:
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.path / ".lock", "a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
+            self._holding += 1  # readers called under the lock do not settle (a second flock)
             try:
                 yield
             finally:
+                self._holding -= 1
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def append(
@@ -215,23 +219,58 @@ class Store:
         # CPU): an importer's batch has unique keys (issue 15)
         if frame.select(pl.struct(*KEY_FIELDS).is_duplicated().any()).item():
             frame = frame.unique(subset=list(KEY_FIELDS), keep="first", maintain_order=True)
+        with self._locked():
+            return self._write_days(frame, incoming, check_stored)
+
+    def _append_held(self, calls: pl.DataFrame) -> AppendResult:
+        """``append`` for a caller that holds the writer lock already (``settle``)."""
+        frame = conform(calls).collect()
+        if frame.is_empty():
+            return AppendResult(0, 0, frame.select(KEY_FIELDS))
+        incoming = frame.height
+        if frame.select(pl.struct(*KEY_FIELDS).is_duplicated().any()).item():
+            frame = frame.unique(subset=list(KEY_FIELDS), keep="first", maintain_order=True)
+        return self._write_days(frame, incoming, True)
+
+    def _write_days(self, frame: pl.DataFrame, incoming: int, check_stored: bool) -> AppendResult:
+        """Write ``frame``'s rows not stored yet, one new file per day; under the lock."""
         added = 0
         written: list[pl.DataFrame] = [frame.select(KEY_FIELDS).clear()]
-        with self._locked():
-            for day, part in _by_day(frame):
-                day_dir = self._day_dir(day)
-                stored = self._stored_keys(day_dir) if check_stored else None
-                if stored is not None:
-                    part = part.join(stored, on=list(KEY_FIELDS), how="anti")
-                if part.is_empty():
-                    continue
-                finish_compaction(day_dir, self._problem)
-                self._write_atomic(day_dir, part)
-                added += part.height
-                written.append(part.select(KEY_FIELDS))
+        for day, part in _by_day(frame):
+            day_dir = self._day_dir(day)
+            stored = self._stored_keys(day_dir) if check_stored else None
+            if stored is not None:
+                part = part.join(stored, on=list(KEY_FIELDS), how="anti")
+            if part.is_empty():
+                continue
+            finish_compaction(day_dir, self._problem)
+            self._write_atomic(day_dir, part)
+            added += part.height
+            written.append(part.select(KEY_FIELDS))
         return AppendResult(
             added=added, duplicates=incoming - added, keys=pl.concat(written, rechunk=False)
         )
+
+    # -- the live exporter's spool -------------------------------------------------------------
+
+    def settle(self, progress: Callable[[int, int], None] | None = None) -> SettleResult | None:
+        """Add the calls the live store exporter spooled (``llmtrace.spool``) to the store.
+
+        Every reader below calls this first, so ``scan()`` sees what a running app exported
+        (one directory listing when nothing is spooled). Never raises: a store that cannot be
+        written (read-only) or a failure is reported as a problem and readers still answer
+        with what is stored. None when there was nothing to do (or the lock is held here).
+        """
+        if self._holding or not spool.has_pending(self.path):
+            return None
+        from llmtrace import store_spool
+
+        try:
+            with self._locked():
+                return store_spool.settle(self, progress=progress)
+        except Exception as exc:  # noqa: BLE001 - readers must still answer
+            self._problem(spool.spool_dir(self.path), f"spooled live calls not settled yet: {exc}")
+            return None
 
     def _day_dir(self, day: date) -> Path:
         return self.calls_dir / f"day={day.isoformat()}"
@@ -516,10 +555,12 @@ class Store:
 
     def days(self) -> list[date]:
         """The days that hold at least one file."""
+        self.settle()
         return [day for p in self._day_dirs() if self._live(p) and (day := day_of(p))]
 
     def files(self, since: datetime | None = None, until: datetime | None = None) -> list[Path]:
         """Parquet files of the days that overlap [since, until)."""
+        self.settle()
         first = since.astimezone(UTC).date() if since else None
         # until is exclusive: a window ending at midnight does not open the next day's files
         last = (until.astimezone(UTC) - timedelta(microseconds=1)).date() if until else None
@@ -594,3 +635,4 @@ class Store:
         with self._locked():
             shutil.rmtree(self.calls_dir, ignore_errors=True)
             shutil.rmtree(self.state_dir, ignore_errors=True)
+            shutil.rmtree(spool.spool_dir(self.path), ignore_errors=True)

@@ -124,10 +124,12 @@ def readable_spans(path: Path) -> list[Any]:
     return sorted(spans, key=lambda span: span.end_time)
 
 
-def replay(path: Path, pricer: Any, store: Path | None = None) -> list[Any]:
+def replay(
+    path: Path, pricer: Any, store: Path | None = None, exporter_class: Any = None
+) -> list[Any]:
     """Feed a recording's spans to the live ``CostSpanProcessor`` in the order they ended
-    (with a ``StoreSpanExporter`` into ``store`` when given); returns what reached the
-    exporters, after the processor's shutdown."""
+    (with a ``StoreSpanExporter``, or ``exporter_class``, into ``store`` when given); returns
+    what reached the exporters, after the processor's shutdown."""
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -137,7 +139,8 @@ def replay(path: Path, pricer: Any, store: Path | None = None) -> list[Any]:
     memory = InMemorySpanExporter()
     downstream = [SimpleSpanProcessor(memory)]
     if store is not None:
-        downstream.append(SimpleSpanProcessor(StoreSpanExporter(store, pricer=pricer)))
+        exporter_class = exporter_class or StoreSpanExporter
+        downstream.append(SimpleSpanProcessor(exporter_class(store, pricer=pricer)))
     processor = CostSpanProcessor(downstream, pricer=pricer, background=False)
     for span in readable_spans(path):
         processor.on_end(span)

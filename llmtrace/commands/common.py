@@ -140,7 +140,34 @@ def open_store(store_path: str | None) -> Store:
     meets is named on stderr once (with how to fix it) and skipped."""
     from llmtrace.store import Store, default_store_path
 
-    return Store(store_path if store_path else default_store_path(), on_problem=_warn_store)
+    store = Store(store_path if store_path else default_store_path(), on_problem=_warn_store)
+    _settle_with_bar(store)
+    return store
+
+
+SETTLE_BAR_FILES = 200
+"""Spool files (each a batch of up to 512 spans of a live app) from which settling them shows
+a progress bar on stderr; fewer settle in a moment, when the store is first read."""
+
+
+def _settle_with_bar(store: Store) -> None:
+    """Settle what live apps spooled (``Store.settle``) now, with a bar when there is a lot."""
+    from llmtrace import spool
+
+    waiting = len(spool.pending(store.path))
+    if waiting < SETTLE_BAR_FILES:
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("settling live calls"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("settle", total=waiting)
+        store.settle(progress=lambda done, total: bar.update(task, completed=done, total=total))
 
 
 def open_existing_store(store_path: str | None) -> Store:

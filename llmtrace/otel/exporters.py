@@ -8,8 +8,10 @@ disk drops spans rather than blocking or growing the app.
   (``http/protobuf`` default, as the OTLP spec recommends, or ``grpc``); endpoint, headers,
   timeout, compression and certificates are read by the exporters from the standard
   ``OTEL_EXPORTER_OTLP_*`` variables unless ``init()`` was given them. Metrics go the same way.
-* ``store`` - call records into the local Parquet store, the same rows ``llmtrace import otlp``
-  writes for the same spans, so ``llmtrace costs`` / ``llmtrace audit`` work on live data.
+* ``store`` - call records for the local Parquet store, the same rows ``llmtrace import otlp``
+  writes for the same spans, so ``llmtrace costs`` / ``llmtrace audit`` work on live data: the
+  app spools each batch's rows (no Polars, no Parquet in the app) and the store's readers
+  settle them (``llmtrace.spool``, ``Store.settle``).
 * ``console`` - one line per LLM call on stderr (model, tokens, cost): for trying things out.
 """
 
@@ -19,6 +21,7 @@ import os
 import sys
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
@@ -31,6 +34,8 @@ from opentelemetry.sdk.trace.export import (
 from llmtrace.otel import _guard
 from llmtrace.otel.processor import PRICED_SPAN_ID, span_mapping
 from llmtrace.otel.settings import LiveSettings
+
+DEFAULT_STORE = ".llmtrace"  # store.DEFAULT_STORE, without importing the store (Polars)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -99,11 +104,16 @@ def otlp_metric_exporter(settings: LiveSettings) -> Any:
 
 
 class StoreSpanExporter(SpanExporter):
-    """Writes the LLM calls of each batch of spans to the local store as priced call records.
+    """Spools the LLM calls of each batch of spans for the local store (``llmtrace.spool``).
 
-    Spans go through the OTLP importer's span->record path (``spans_to_calls``: dialects,
-    merging of two spans of one call, actions, scores) and ``price_calls``, so the live store and
-    ``llmtrace import otlp`` of the same spans hold the same rows (``source`` says ``live``).
+    The app does not write Parquet, price in Polars or even import Polars: each batch goes
+    through the OTLP importer's per-span step (``importers.otlp_rows.SpanRows``: dialects,
+    fingerprints, the span tree, evaluations) and its rows are written as one spool file
+    (``STORE/spool/``, atomically). Store readers settle spool files into the store
+    (``Store.settle``: ``llmtrace costs`` / ``audit`` / ``llmtrace run`` do it) with the
+    importer's batch step (merging two spans of one call, actions, scores) and ``price_calls``
+    per file, so the store holds the rows ``llmtrace import otlp`` writes for the same spans
+    (``source`` says ``live``), priced with the price file the app's pricer uses.
 
     Merging needs both spans of a call in one batch. A span that defers to another
     (``llmtrace.priced_span_id``) whose target is not in the batch yet is held back until the
@@ -112,8 +122,10 @@ class StoreSpanExporter(SpanExporter):
     written in an earlier batch: a span deferring to a span written lately (the last
     ``max_pending`` ids) is already counted there and is not written again.
 
-    ``keep_content`` stores the messages spans carry (``LLMTRACE_CAPTURE_CONTENT``), as
-    ``import otlp --keep-content`` does; without it only their fingerprints are stored.
+    ``keep_content`` keeps the messages spans carry (``LLMTRACE_CAPTURE_CONTENT``), as
+    ``import otlp --keep-content`` does; without it only their fingerprints reach the spool
+    file (and the store). A span the importer rejects is counted through the guard, never
+    raised; a full disk fails the batch (``FAILURE``), never the app.
     """
 
     def __init__(
@@ -124,32 +136,34 @@ class StoreSpanExporter(SpanExporter):
         max_pending: int = 10_000,
         keep_content: bool = False,
     ) -> None:
-        # The store (and polars with it) is opened on the first export, on the exporter's
-        # thread, not while the app starts; the variable is read now, as Store() would.
+        # the variable is read now, as Store() would; the spool folder is made on first write
         self._path = path if path is not None else (os.environ.get("LLMTRACE_STORE") or None)
-        self._store: Any = None
+        self._writer: Any = None
         self._pricer = pricer
         self._keep_content = keep_content
         self._pending: dict[str, list[ReadableSpan]] = {}
         self._pending_count = 0
         self._max_pending = max_pending
         self._written: OrderedDict[str, None] = OrderedDict()  # span ids of recent batches
-        self.rows_written = 0
+        self.rows_written = 0  # call rows spooled (settling merges twins and drops stored keys)
         self.twins_dropped = 0
 
     @property
-    def store(self) -> Any:
-        """The ``Store`` written to (opened on first use)."""
-        if self._store is None:
-            from llmtrace.store import Store
+    def store_path(self) -> Path:
+        """The store's folder (``$LLMTRACE_STORE``, else ``./.llmtrace``, as ``Store()``)."""
+        return Path(self._path) if self._path is not None else Path(DEFAULT_STORE)
 
-            self._store = Store(self._path)
-        return self._store
+    def _spool(self) -> Any:
+        if self._writer is None:
+            from llmtrace.spool import SpoolWriter
 
-    def _book(self) -> Any:
-        if self._pricer is not None and hasattr(self._pricer, "get"):
-            return self._pricer.get()
-        return None
+            self._writer = SpoolWriter(
+                self.store_path,
+                keep_content=self._keep_content,
+                prices=_price_file(self._pricer),
+                config=_config_file(),
+            )
+        return self._writer
 
     def _ready(self, spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
         """This batch plus held-back spans whose target arrived, minus newly held-back ones."""
@@ -172,12 +186,10 @@ class StoreSpanExporter(SpanExporter):
         return ready
 
     def _write(self, spans: Sequence[ReadableSpan]) -> None:
-        from llmtrace.pricing import price_calls
-
-        calls = spans_to_calls(spans, keep_content=self._keep_content)
-        if calls.height:
-            priced = price_calls(calls, self._book())
-            self.rows_written += self.store.append(priced).added
+        rows = span_rows(spans, keep_content=self._keep_content)
+        if rows.calls:  # as before: a batch without a call adds nothing to the store
+            self._spool().write(rows)
+            self.rows_written += len(rows.calls)
         written = self._written
         for span in spans:
             written[f"{span.context.span_id:016x}"] = None
@@ -206,6 +218,32 @@ class StoreSpanExporter(SpanExporter):
         return True
 
 
+def _price_file(pricer: Any) -> str | None:
+    """The price file the app's pricer loads (``LazyPriceBook``'s path, else what
+    ``PriceBook.load`` resolves: ``$LLMTRACE_PRICES``, the config's ``prices``); None for the
+    bundled prices, also when the config is unreadable (the pricer then uses those too)."""
+    from llmtrace.price_file import find_price_file
+
+    try:
+        found = find_price_file(getattr(pricer, "_path", None))
+    except Exception as exc:  # noqa: BLE001 - the pricer reports it; settle uses bundled prices
+        _guard.swallow("exporter.store.prices", exc)
+        return None
+    return None if found is None else str(Path(found).resolve())
+
+
+def _config_file() -> str | None:
+    """The config file in force in the app (for the accuracy settings settle applies)."""
+    from llmtrace.config import find_config
+
+    try:
+        found = find_config()
+    except Exception as exc:  # noqa: BLE001
+        _guard.swallow("exporter.store.config", exc)
+        return None
+    return None if found is None else str(Path(found).resolve())
+
+
 def importer_mapping(span: ReadableSpan) -> dict[str, Any]:
     """The span mapping the OTLP importer builds from a decoded span, from an SDK span."""
     mapping = span_mapping(span)
@@ -213,6 +251,28 @@ def importer_mapping(span: ReadableSpan) -> dict[str, Any]:
         {"name": event.name, "attributes": dict(event.attributes or {})} for event in span.events
     ]
     return mapping
+
+
+def span_rows(spans: Sequence[ReadableSpan], *, keep_content: bool = False) -> Any:
+    """The importer's rows (``otlp_rows.SpanRows``) of a batch of SDK spans, without Polars.
+
+    As ``calls_from_spans`` collects them: a span the importer rejects is counted and logged
+    once (``<spans>:N: span ID: why``), never raised.
+    """
+    from llmtrace.importers import ImportProblem
+    from llmtrace.importers.otlp_rows import SpanRows
+
+    rows = SpanRows(keep_content)
+    for number, span in enumerate(spans, start=1):
+        mapping = importer_mapping(span)
+        rows.spans += 1
+        try:
+            rows.add({"events": [], "resource": {}, "scope": None, **mapping})
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:  # SpanError, _Malformed
+            rows.rejected += 1
+            problem = ImportProblem("<spans>", number, mapping.get("span_id"), str(exc))
+            _guard.swallow("exporter.store.span", ValueError(str(problem)))
+    return rows
 
 
 def spans_to_calls(spans: Sequence[ReadableSpan], *, keep_content: bool = False) -> pl.DataFrame:

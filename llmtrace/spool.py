@@ -1,0 +1,236 @@
+"""The live store exporter's spool: one file of collected rows per batch of spans, no Polars.
+
+Why: an app that exports to the store used to run the whole importer inside itself on every
+batch (Polars frames, pricing, a Parquet write that first read every key stored that day):
++0.2 ms of CPU per call and twice the memory, growing over the day. Now the app only turns
+each batch into the importer's plain rows (``importers.otlp_rows.SpanRows``) and writes them
+here; a store reader *settles* them into the store (``llmtrace.store_spool``): the same
+merging, actions, scores and prices as before, so the same rows. It is the OpenTelemetry
+Collector's file-exporter pattern with the store as the reader.
+
+Layout::
+
+    STORE/spool/<utc-stamp>-<pid>-<seq>.msgpack    one batch, complete (renamed into place)
+    STORE/spool/.<name>.tmp                        being written (never read)
+    STORE/spool/rejected/<name>                    a file settle could not read, kept
+
+A file is msgpack (msgspec) of ``{"header": ..., "calls": [...], "tree": [...], "roots":
+[...], "evaluations": [...]}``. The header names the format and its version, the source
+(``live``), ``keep_content``, the field names of each list (a later llmtrace maps rows by
+name, and refuses a file it cannot read instead of guessing), the counts of spans, and the
+price file and config file the app would use, so settling prices and scores as the app would
+have. Without ``keep_content`` no prompt or completion text is in the rows (only
+fingerprints), as in the store itself.
+
+Written as ``.tmp``, fsynced, renamed, and the folder fsynced: a reader sees a whole batch or
+none, and a crash loses at most the batch being written.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from llmtrace.importers.otlp_rows import (
+    CALL_ROW,
+    EVALUATION_FIELDS,
+    ROOTS_FIELDS,
+    TREE_FIELDS,
+    SpanRows,
+)
+
+FORMAT = "llmtrace-spool"
+VERSION = 1
+"""Bumped when a file of this version would be misread by an older reader (which then leaves
+such files in place, with a problem, for a newer llmtrace to settle)."""
+SUFFIX = ".msgpack"
+SPOOL = "spool"
+REJECTED = "rejected"
+LISTS = ("calls", "tree", "roots", "evaluations")
+FIELDS = {
+    "calls": CALL_ROW,
+    "tree": TREE_FIELDS,
+    "roots": ROOTS_FIELDS,
+    "evaluations": EVALUATION_FIELDS,
+}
+
+_ENCODER = msgspec.msgpack.Encoder()
+
+
+class SpoolError(Exception):
+    """A spool file that cannot be settled: unreadable, not a spool file, or missing fields."""
+
+
+class SpoolTooNew(SpoolError):
+    """A spool file of a newer format version: left for a newer llmtrace to settle."""
+
+
+@dataclass
+class SpoolBatch:
+    """One spool file read back: its header and its four lists in this llmtrace's field order."""
+
+    path: Path
+    header: dict[str, Any]
+    calls: list[Any]
+    tree: list[Any]
+    roots: list[Any]
+    evaluations: list[Any]
+
+
+def spool_dir(store: Path) -> Path:
+    return store / SPOOL
+
+
+def pending(store: Path) -> list[Path]:
+    """The complete spool files of ``store`` in name order (batch order within a process)."""
+    try:
+        with os.scandir(spool_dir(store)) as entries:
+            names = [
+                e.name
+                for e in entries
+                if e.name.endswith(SUFFIX) and not e.name.startswith(".") and e.is_file()
+            ]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    folder = spool_dir(store)
+    return [folder / name for name in sorted(names)]
+
+
+def has_pending(store: Path) -> bool:
+    """Whether ``store`` holds spooled batches: one directory listing, no file read."""
+    try:
+        with os.scandir(spool_dir(store)) as entries:
+            return any(e.name.endswith(SUFFIX) and not e.name.startswith(".") for e in entries)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class SpoolWriter:
+    """Writes one spool file per batch of rows into ``STORE/spool`` (the app's side).
+
+    ``prices`` and ``config`` are the files the app's pricer and accuracy settings come from
+    (None: the bundled prices, no config); they go into every header.
+    """
+
+    def __init__(
+        self,
+        store: Path,
+        *,
+        keep_content: bool,
+        prices: str | None,
+        config: str | None,
+    ) -> None:
+        self.folder = spool_dir(store)
+        self._seq = 0
+        self._made = False
+        self._header = {
+            "format": FORMAT,
+            "version": VERSION,
+            "source": "live",
+            "keep_content": keep_content,
+            "fields": {name: list(fields) for name, fields in FIELDS.items()},
+            "prices": prices,
+            "config": config,
+        }
+
+    def write(self, rows: SpanRows) -> Path:
+        """Spool ``rows`` as one file; returns its path. Raises ``OSError`` (full disk...)."""
+        if not self._made:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._made = True
+        self._seq += 1
+        now = time.time_ns()
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 1_000_000_000))
+        name = f"{stamp}.{now % 1_000_000_000:09d}Z-{os.getpid()}-{self._seq:09d}{SUFFIX}"
+        header = {
+            **self._header,
+            "spans": rows.spans,
+            "llm_spans": rows.llm_spans,
+            "rejected": rows.rejected,
+        }
+        data = _ENCODER.encode(
+            {
+                "header": header,
+                "calls": rows.calls,
+                "tree": rows.tree,
+                "roots": rows.roots,
+                "evaluations": rows.evaluations,
+            }
+        )
+        final = self.folder / name
+        temp = self.folder / f".{name}.tmp"
+        try:
+            with open(temp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, final)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        fsync_dir(self.folder)
+        return final
+
+
+def read(path: Path) -> SpoolBatch:
+    """A spool file's header and lists, each row in this llmtrace's field order.
+
+    Raises ``FileNotFoundError`` (settled meanwhile by another reader), ``SpoolTooNew`` and
+    ``SpoolError`` (cannot be read; the message says why).
+    """
+    data = path.read_bytes()
+    try:
+        doc = msgspec.msgpack.decode(data)
+    except msgspec.DecodeError as exc:
+        raise SpoolError(f"not a readable spool file ({exc})") from None
+    header = doc.get("header") if isinstance(doc, dict) else None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise SpoolError(f"not a spool file (no {FORMAT!r} header)")
+    version = header.get("version")
+    if not isinstance(version, int):
+        raise SpoolError("spool header has no version")
+    if version > VERSION:
+        raise SpoolTooNew(
+            f"spool format version {version} is newer than this llmtrace reads ({VERSION}); "
+            "left in place: settle it with a newer llmtrace"
+        )
+    fields = header.get("fields")
+    if not isinstance(fields, dict):
+        raise SpoolError("spool header has no field names")
+    lists = {name: _by_name(name, doc.get(name), fields.get(name)) for name in LISTS}
+    return SpoolBatch(path, header, **lists)
+
+
+def _by_name(name: str, rows: Any, stored: Any) -> list[Any]:
+    """``rows`` of list ``name`` reordered from the file's fields to ours. A call field the
+    file lacks is null (as a column missing from an old Parquet file); any other missing
+    field, or a row of the wrong length, makes the file unreadable."""
+    ours: Sequence[str] = FIELDS[name]
+    if not isinstance(rows, list) or not isinstance(stored, list):
+        raise SpoolError(f"spool list {name!r} or its field names are missing")
+    if any(len(row) != len(stored) for row in rows if isinstance(row, list)) or not all(
+        isinstance(row, list) for row in rows
+    ):
+        raise SpoolError(f"a row of spool list {name!r} does not match its field names")
+    if list(ours) == stored:
+        return rows
+    position = {field: i for i, field in enumerate(stored)}
+    missing = [field for field in ours if field not in position]
+    if missing and (name != "calls" or {"trace_id", "span_id", "start_ns"} & set(missing)):
+        raise SpoolError(f"spool list {name!r} lacks field(s) {', '.join(missing)}")
+    picks = [position.get(field) for field in ours]
+    return [[None if i is None else row[i] for i in picks] for row in rows]

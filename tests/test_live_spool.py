@@ -1,0 +1,321 @@
+"""The store exporter spools, store readers settle: the same rows as when the app wrote them.
+
+The app's side (``llmtrace.spool``) writes one file of the importer's rows per batch; the
+store's readers (``Store.settle``, ``llmtrace.store_spool``) turn them into priced call
+records. These tests hold the settled rows to the rows the exporter wrote itself before it
+spooled (``_AppWrites`` below is that exporter), and check what a spool must survive: a crash
+between the append and the removal of the files, two readers at once, a damaged file, a file
+of a newer version, an app writing while a reader settles.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import polars as pl
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from recorded import fixture_paths, replay
+
+from llmtrace import spool
+from llmtrace.otel.exporters import StoreSpanExporter, spans_to_calls
+from llmtrace.otel.processor import LazyPriceBook
+from llmtrace.pricing import price_calls
+from llmtrace.store import Store
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+KEYS = ["trace_id", "span_id"]
+
+
+class _AppWrites(StoreSpanExporter):
+    """The store exporter as it was before the spool (06ca7cd): each batch through the
+    importer's whole path and appended by the app itself."""
+
+    def _write(self, spans: Sequence[ReadableSpan]) -> None:
+        calls = spans_to_calls(spans, keep_content=self._keep_content)
+        if calls.height:
+            book = self._pricer.get() if self._pricer is not None else None
+            Store(self.store_path).append(price_calls(calls, book))
+        for span in spans:
+            self._written[f"{span.context.span_id:016x}"] = None
+
+
+@pytest.fixture(scope="module")
+def prices() -> LazyPriceBook:
+    book = LazyPriceBook()
+    book.get()
+    return book
+
+
+def _rows(store: Path) -> pl.DataFrame:
+    return Store(store).scan().collect().sort(KEYS)
+
+
+@pytest.mark.parametrize("path", fixture_paths(), ids=lambda p: p.stem)
+def test_settled_rows_equal_the_rows_the_app_wrote_itself(
+    path: Path, prices: LazyPriceBook, tmp_path: Path
+) -> None:
+    """Every recorded library, replayed through the live pipeline: the spooled and settled
+    store equals, row for row and column for column, the store the old exporter wrote."""
+    replay(path, prices, tmp_path / "spooled")
+    replay(path, prices, tmp_path / "written", exporter_class=_AppWrites)
+    assert spool.pending(tmp_path / "spooled"), "the app wrote no spool file"
+    assert not list((tmp_path / "spooled").glob("calls/*/*.parquet")), "the app wrote Parquet"
+    written = _rows(tmp_path / "written")
+    assert written.height > 0
+    settled = _rows(tmp_path / "spooled")
+    assert spool.pending(tmp_path / "spooled") == []
+    assert settled.equals(written, null_equal=True), (settled, written)
+
+
+def _spans(count: int, trace: int = 0, prompt: str = "hello") -> list[ReadableSpan]:
+    """``count`` LLM calls under one root, as finished SDK spans (children end first)."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("test")
+    usage = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.usage.input_tokens": 100,
+        "gen_ai.usage.output_tokens": 10,
+        "gen_ai.input.messages": f'[{{"role": "user", "content": "{prompt}"}}]',
+    }
+    with tracer.start_as_current_span(f"POST /ask/{trace}"):
+        for _ in range(count):
+            with tracer.start_as_current_span("chat", attributes=usage):
+                pass
+    return list(memory.get_finished_spans())
+
+
+def _spool_batches(store: Path, batches: int, per_batch: int = 5) -> int:
+    """``batches`` spool files of ``per_batch`` calls each; returns the number of calls."""
+    exporter = StoreSpanExporter(store)
+    for number in range(batches):
+        exporter.export(_spans(per_batch, trace=number))
+    assert len(spool.pending(store)) == batches
+    return batches * per_batch
+
+
+def test_a_settle_interrupted_before_the_files_are_removed_adds_nothing_again(
+    tmp_path: Path,
+) -> None:
+    """A crash between the append and the unlink leaves the files: settling them again adds
+    no row (the store's key check), and the store holds each call once."""
+    store = tmp_path / "store"
+    calls = _spool_batches(store, 3)
+    saved = {path: path.read_bytes() for path in spool.pending(store)}
+    first = Store(store).settle()
+    assert first is not None and first.added == calls and first.files == 3
+    for path, data in saved.items():  # as if the process died before unlinking
+        path.write_bytes(data)
+    again = Store(store).settle()
+    assert again is not None and again.added == 0 and again.duplicates == calls
+    rows = _rows(store)
+    assert rows.height == calls and rows.select(KEYS).is_unique().all()
+    assert spool.pending(store) == []
+
+
+def test_two_processes_settling_at_once_store_each_call_once(tmp_path: Path) -> None:
+    """They start settling together (they wait for a go file, everything imported), and each
+    dawdles between reading the stored keys and writing (so without the writer lock each
+    would miss the others' rows): the lock makes one settle everything, the others find
+    nothing left or only stored keys."""
+    store = tmp_path / "store"
+    calls = _spool_batches(store, 60, per_batch=3)
+    go = tmp_path / "go"
+    code = (
+        "import sys, os, time\n"
+        "from llmtrace.store import Store\n"
+        "keys = Store._stored_keys\n"
+        "def slow(self, day_dir):\n"
+        "    found = keys(self, day_dir)\n"
+        "    time.sleep(0.3)\n"
+        "    return found\n"
+        "Store._stored_keys = slow\n"
+        "store = Store(sys.argv[1])\n"
+        "print('ready', flush=True)\n"
+        "while not os.path.exists(sys.argv[2]): time.sleep(0.001)\n"
+        "store.settle()\n"
+    )
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(store), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    for reader in readers:
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "ready"
+    go.touch()
+    for reader in readers:
+        _, err = reader.communicate(timeout=120)
+        assert reader.returncode == 0, err
+    rows = _rows(store)
+    assert rows.height == calls and rows.select(KEYS).is_unique().all()
+
+
+def test_a_damaged_spool_file_is_reported_and_kept_aside_and_the_rest_settles(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    calls = _spool_batches(store, 2)
+    bad = spool.spool_dir(store) / "00000000T000000.000000000Z-1-000000001.msgpack"
+    bad.write_bytes(b"\x93not msgpack at all")
+    problems: list[Any] = []
+    rows = Store(store, on_problem=problems.append).scan().collect()
+    assert rows.height == calls
+    assert [p.path for p in problems] == [bad] and "spool file not settled" in problems[0].message
+    assert (spool.spool_dir(store) / spool.REJECTED / bad.name).read_bytes().startswith(b"\x93")
+    assert spool.pending(store) == []
+
+
+def test_a_spool_file_of_a_newer_version_is_left_in_place(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    _spool_batches(store, 1)
+    (path,) = spool.pending(store)
+    doc = msgspec.msgpack.decode(path.read_bytes())
+    doc["header"]["version"] = spool.VERSION + 1
+    path.write_bytes(msgspec.msgpack.encode(doc))
+    problems: list[Any] = []
+    assert Store(store, on_problem=problems.append).scan().collect().height == 0
+    assert spool.pending(store) == [path]
+    assert "newer" in problems[0].message
+
+
+def test_fields_are_mapped_by_name_not_position(tmp_path: Path) -> None:
+    """A file whose call fields come in another order (another llmtrace version) settles to
+    the same rows."""
+    store = tmp_path / "store"
+    calls = _spool_batches(store, 1)
+    (path,) = spool.pending(store)
+    doc = msgspec.msgpack.decode(path.read_bytes())
+    fields = doc["header"]["fields"]["calls"]
+    doc["header"]["fields"]["calls"] = fields[::-1]
+    doc["calls"] = [row[::-1] for row in doc["calls"]]
+    expected = tmp_path / "expected"
+    expected.mkdir()
+    (expected / "spool").mkdir()
+    (expected / "spool" / path.name).write_bytes(path.read_bytes())
+    path.write_bytes(msgspec.msgpack.encode(doc))
+    assert _rows(store).equals(_rows(expected), null_equal=True)
+    assert _rows(store).height == calls
+
+
+def test_readers_survive_an_app_that_keeps_spooling(tmp_path: Path) -> None:
+    """An app spooling batch after batch while readers settle and scan: nothing is lost,
+    nothing counted twice, no reader fails."""
+    store = tmp_path / "store"
+    exporter = StoreSpanExporter(store)
+    done = threading.Event()
+    errors: list[BaseException] = []
+    batches = [_spans(4, trace=n) for n in range(60)]
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                Store(store).scan().select(KEYS).collect()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    for batch in batches:
+        exporter.export(batch)
+    done.set()
+    for reader in readers:
+        reader.join()
+    assert errors == []
+    rows = _rows(store)
+    assert rows.height == 60 * 4 and rows.select(KEYS).is_unique().all()
+
+
+def test_without_capture_no_prompt_text_reaches_the_spool(tmp_path: Path) -> None:
+    """Privacy: the spool file holds the fingerprints, never the messages, unless asked."""
+    for keep, store in ((False, tmp_path / "plain"), (True, tmp_path / "kept")):
+        exporter = StoreSpanExporter(store, keep_content=keep)
+        exporter.export(_spans(2, prompt="secret order 4711"))
+        (path,) = spool.pending(store)
+        assert (b"secret order 4711" in path.read_bytes()) is keep
+        (row, _) = _rows(store).to_dicts()
+        assert row["input_fingerprint"] is not None
+        assert (row["input_content"] is not None) is keep
+
+
+def test_a_store_that_cannot_be_written_still_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only store (no writer lock to be had): spooled calls wait, with a problem, and
+    the stored calls are still read."""
+    store = tmp_path / "store"
+    _spool_batches(store, 1)
+    assert Store(store).scan().collect().height == 5
+    StoreSpanExporter(store).export(_spans(2, trace=9))
+    reader = Store(store, on_problem=lambda p: None)
+
+    def no_lock() -> Any:
+        raise PermissionError(13, "Permission denied", str(store / ".lock"))
+
+    monkeypatch.setattr(reader, "_locked", no_lock)
+    assert reader.scan().collect().height == 5
+    assert "not settled yet" in reader.problems[spool.spool_dir(store)].message
+    assert len(spool.pending(store)) == 1
+
+
+def test_a_one_call_app_exporting_to_the_store_imports_no_polars(tmp_path: Path) -> None:
+    """The app spools; Polars (and the Parquet writer) stay in the store's readers."""
+    code = (
+        "import llmtrace\n"
+        "handle = llmtrace.init(exporters='store', service_name='one-call', metrics=False)\n"
+        "tracer = handle.tracer_provider.get_tracer('app')\n"
+        "attrs = {'gen_ai.operation.name': 'chat', 'gen_ai.provider.name': 'openai',\n"
+        "         'gen_ai.request.model': 'gpt-4o', 'gen_ai.usage.input_tokens': 1000,\n"
+        "         'gen_ai.usage.output_tokens': 10}\n"
+        "with tracer.start_as_current_span('chat gpt-4o', attributes=attrs):\n"
+        "    pass\n"
+        "handle.shutdown()\n"
+        "import sys\n"
+        "print(','.join(m for m in ('polars', 'pyarrow', 'llmtrace.store') if m in sys.modules))\n"
+    )
+    env = {"LLMTRACE_STORE": str(tmp_path / "store"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""
+    assert len(spool.pending(tmp_path / "store")) == 1
+    (row,) = _rows(tmp_path / "store").to_dicts()
+    assert row["source"] == "live" and row["price_status"] == "ok" and row["total_cost"] > 0
+    assert os.listdir(tmp_path / "store" / "spool") == []
+
+
+def test_a_command_opening_the_store_settles_a_big_spool_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From ``SETTLE_BAR_FILES`` files on, opening the store settles them (with a bar on
+    stderr) before the command reads; fewer wait for the first read."""
+    from llmtrace.commands import common
+
+    store = tmp_path / "store"
+    _spool_batches(store, 3)
+    monkeypatch.setattr(common, "SETTLE_BAR_FILES", 4)
+    common.open_store(str(store))
+    assert len(spool.pending(store)) == 3
+    monkeypatch.setattr(common, "SETTLE_BAR_FILES", 3)
+    common.open_store(str(store))
+    assert spool.pending(store) == []
+    assert list((store / "calls").glob("*/*.parquet"))
