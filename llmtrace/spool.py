@@ -11,7 +11,8 @@ Collector's file-exporter pattern with the store as the reader.
 Layout::
 
     STORE/spool/<utc-stamp>-<pid>-<seq>.msgpack    one batch, complete (renamed into place)
-    STORE/spool/.<name>.tmp                        being written (never read)
+    STORE/spool/.<name>.tmp                        being written (never read; removed by a
+                                                   settle once an hour old: a killed app's)
     STORE/spool/rejected/<name>                    a file settle could not read, kept
 
 A file is msgpack (msgspec) of ``{"header": ..., "calls": [...], "tree": [...], "roots":
@@ -28,6 +29,7 @@ none, and a crash loses at most the batch being written.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -109,6 +111,33 @@ def has_pending(store: Path) -> bool:
             return any(e.name.endswith(SUFFIX) and not e.name.startswith(".") for e in entries)
     except (FileNotFoundError, NotADirectoryError):
         return False
+
+
+STALE_TEMPORARY_S = 3600.0
+"""A ``.tmp`` this old is what a killed app left mid-write (a batch takes milliseconds)."""
+
+
+def remove_stale_temporaries(store: Path, now: float | None = None) -> int:
+    """Remove the half-written files of apps killed mid-write; returns how many. A younger
+    one may be a live app's batch being written: left alone."""
+    limit = (time.time() if now is None else now) - STALE_TEMPORARY_S
+    removed = 0
+    try:
+        with os.scandir(spool_dir(store)) as entries:
+            stale = [
+                e.path
+                for e in entries
+                if e.name.startswith(".")
+                and e.name.endswith(".tmp")
+                and e.stat(follow_symlinks=False).st_mtime < limit
+            ]
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for path in stale:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+            removed += 1
+    return removed
 
 
 def fsync_dir(path: Path) -> None:

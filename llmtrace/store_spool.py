@@ -54,6 +54,7 @@ Progress = Callable[[int, int], None]
 def settle(store: Store, *, progress: Progress | None = None) -> SettleResult:
     """Settle ``store``'s spool files; the caller holds the store's writer lock."""
     result = SettleResult()
+    spool.remove_stale_temporaries(store.path)
     files = spool.pending(store.path)
     if not files:
         return result

@@ -319,3 +319,18 @@ def test_a_command_opening_the_store_settles_a_big_spool_at_once(
     common.open_store(str(store))
     assert spool.pending(store) == []
     assert list((store / "calls").glob("*/*.parquet"))
+
+
+def test_a_settle_removes_what_a_killed_app_left_half_written_and_only_that(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    _spool_batches(store, 1)
+    folder = spool.spool_dir(store)
+    old, fresh = folder / ".old.msgpack.tmp", folder / ".fresh.msgpack.tmp"
+    old.write_bytes(b"half")
+    fresh.write_bytes(b"being written")
+    hours_ago = old.stat().st_mtime - 2 * spool.STALE_TEMPORARY_S
+    os.utime(old, (hours_ago, hours_ago))
+    assert Store(store).scan().collect().height == 5
+    assert not old.exists() and fresh.exists()
