@@ -18,9 +18,10 @@ three apps, because "adds to an app's start" has two honest readings:
 * **with its first LLM call**: an app that imports ``openai`` and makes one chat call to a
   loopback provider (``llmtrace.loopback``, started by this script) and exits: everything llmtrace
   does for that call as well - the official instrumentation's span, pricing on the worker thread
-  (which loads genai-prices' data on the first call), and the store exporter writing the call as
-  Parquet (which imports Polars) at exit. This is the total CPU of a short app, background work
-  included.
+  (which loads genai-prices' data on the first call), and the store exporter spooling the call
+  at exit (since 3c80e61 one msgpack file, no Polars; before, a Parquet write through Polars).
+  Settling the spool into the store is a reader's work, not the app's, and not in this figure.
+  This is the total CPU of a short app, background work included.
 
 The target (issue 14) is at most 0.5 s and 40 MB, and 0.3 s for ``llmtrace --version`` /
 ``--help``. ``--baseline TREE`` runs the init configurations a second time with ``TREE``
@@ -93,7 +94,7 @@ ROWS = (
     (
         ONE_CALL,
         NOTHING_EXPORTED,
-        "the same, nothing exported (LLMTRACE_EXPORTERS=none): no Parquet write, no Polars",
+        "the same, nothing exported (LLMTRACE_EXPORTERS=none): no spool file",
     ),
 )
 
@@ -122,7 +123,7 @@ def chat():
 step("the first chat call, on the app's thread (with openai's own chat modules)", chat)
 step("loading the price data (genai-prices; on the pricing worker in an app)",
      current().processor._pricer.get)
-step("flush: pricing the call, the store writing it (Polars, Parquet)", current().force_flush)
+step("flush: pricing the call, the store exporter spooling it", current().force_flush)
 print(json.dumps(steps))
 """
 STEPS = "steps of an app making one openai call + init"
@@ -147,7 +148,7 @@ def configurations(baseline: Path | None) -> dict[str, tuple[list[str], dict[str
         configs[f"{app} + init"] = (py(with_init), {})
         if baseline is not None:
             configs[f"{app} + init [baseline]"] = (py(with_init), {"PYTHONPATH": str(baseline)})
-    # the same call with nothing exported: llmtrace's own work without the store's Parquet write
+    # the same call with nothing exported: llmtrace's own work without the store exporter's
     configs[NOTHING_EXPORTED] = (
         py(APPS[ONE_CALL][1]),
         {"LLMTRACE_EXPORTERS": "none"},

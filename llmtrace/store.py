@@ -4,6 +4,7 @@ Layout::
 
     STORE/calls/day=2026-11-27/part-<time>-<uuid>.parquet
     STORE/state/<name>.json        checkpoints of incremental importers
+    STORE/spool/*.msgpack          batches a live app spooled, not settled yet (``settle``)
     STORE/.lock                    held while a writer changes the store
 
 Why this shape: a day partition lets ``scan(since, until)`` open only the days asked for;
@@ -12,6 +13,10 @@ Parquet keeps the columns the rules need cheap to read; and writing a new file p
 file or nothing, never half a batch. Appends are idempotent on ``(trace_id, span_id)``: rows whose
 key is already stored are skipped, so importing the same file twice adds nothing and an
 interrupted import can simply be run again.
+
+Live apps do not write here: their store exporter spools each batch of spans as plain rows
+(``llmtrace.spool``, no Polars in the app) and every reader settles the spool first
+(``settle``, ``llmtrace.store_spool``), so a scan sees every call an app has exported.
 
 This module is the store's face (append, scan, compact, attach scores, rewrite) and holds the
 writer lock; the jobs under it live beside it: ``store_journal`` (how files are replaced
