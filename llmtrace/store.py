@@ -213,6 +213,13 @@ class Store:
         ``demo.generate_chunks``, where reading every stored key of a day on each append would
         make loading 100M rows quadratic.
         """
+        with self._locked():
+            return self._append_held(calls, check_stored=check_stored)
+
+    def _append_held(
+        self, calls: pl.DataFrame | pl.LazyFrame, *, check_stored: bool = True
+    ) -> AppendResult:
+        """``append``'s work, for a caller that holds the writer lock (``append``, ``settle``)."""
         frame = conform(calls).collect()
         if frame.is_empty():
             return AppendResult(0, 0, frame.select(KEY_FIELDS))
@@ -224,21 +231,6 @@ class Store:
         # CPU): an importer's batch has unique keys (issue 15)
         if frame.select(pl.struct(*KEY_FIELDS).is_duplicated().any()).item():
             frame = frame.unique(subset=list(KEY_FIELDS), keep="first", maintain_order=True)
-        with self._locked():
-            return self._write_days(frame, incoming, check_stored)
-
-    def _append_held(self, calls: pl.DataFrame) -> AppendResult:
-        """``append`` for a caller that holds the writer lock already (``settle``)."""
-        frame = conform(calls).collect()
-        if frame.is_empty():
-            return AppendResult(0, 0, frame.select(KEY_FIELDS))
-        incoming = frame.height
-        if frame.select(pl.struct(*KEY_FIELDS).is_duplicated().any()).item():
-            frame = frame.unique(subset=list(KEY_FIELDS), keep="first", maintain_order=True)
-        return self._write_days(frame, incoming, True)
-
-    def _write_days(self, frame: pl.DataFrame, incoming: int, check_stored: bool) -> AppendResult:
-        """Write ``frame``'s rows not stored yet, one new file per day; under the lock."""
         added = 0
         written: list[pl.DataFrame] = [frame.select(KEY_FIELDS).clear()]
         for day, part in _by_day(frame):

@@ -1,15 +1,21 @@
 """Settling the live exporter's spool (``llmtrace.spool``) into the store: the reader's side.
 
-Each spool file is one batch of the app's spans as the importer's plain rows. Settling turns
-each file into call records exactly as the exporter did before it spooled: the importer's
-batch step (``_Stream(accuracy, "live", 0).step``: merging, actions, agents, scores) on that
-file alone, and ``price_calls`` with the price file the app used. Per file, so the records do
-not depend on when, or by whom, the spool is settled. Then the calls of many files are added
-in one ``Store.append`` (one read of the stored keys per day and group, instead of one per
-batch as when the app wrote each batch itself), and only then are the files removed: a crash
-in between leaves them to be settled again, which adds nothing (``append`` skips stored keys).
+Each spool file is one batch of the app's spans as the importer's plain rows. Settling reads
+the files in name order (a process's batches in the order it wrote them) and runs a *group*
+of them through the importer's batch step as one input (``_Stream(accuracy, "live", 0).step``
+with ``final=True``: merging, actions, agents, scores), then ``price_calls`` with the price
+file the app used, exactly as ``llmtrace import otlp`` finishes the same spans read as one
+file. So a call whose spans, or whose trace's root, came in different batches is finished
+with all of them, and the Polars step's fixed cost (~45 ms) is paid per group, not per batch.
+A group ends at ``GROUP_CALLS`` calls (memory) or where the app's price or config file
+changes; a trace split across two groups is finished in each as an import with
+``--batch-spans`` would finish it at a batch boundary. A file whose rows the step cannot take
+is found by stepping the group's files one by one, and moved aside.
 
-Evaluations that match no call of their batch are dropped, as the exporter always did.
+The group's calls are added in one ``Store.append`` (one read of the stored keys per day), and
+only then are its files removed: a crash in between leaves them to be settled again, which
+adds nothing (``append`` skips stored keys). Evaluations that match no call of their group are
+dropped, as the exporter always dropped those of its batch.
 """
 
 from __future__ import annotations
@@ -59,33 +65,54 @@ def settle(store: Store, *, progress: Progress | None = None) -> SettleResult:
     if not files:
         return result
     context = _Context(store)
-    group: list[tuple[Path, pl.DataFrame]] = []
+    group: list[spool.SpoolBatch] = []
     count = 0
     for number, path in enumerate(files, start=1):
-        calls = context.calls_of(path, result)
-        if calls is not None:
-            group.append((path, calls))
-            count += calls.height
-        if count >= GROUP_CALLS:
-            _add(store, group, result)
-            group, count = [], 0
+        batch = context.read(path, result)
+        if batch is not None:
+            if group and (count >= GROUP_CALLS or _key(batch) != _key(group[0])):
+                _add(store, context, group, result)
+                group, count = [], 0
+            group.append(batch)
+            count += len(batch.calls)
         if progress is not None:
             progress(number, len(files))
-    _add(store, group, result)
+    _add(store, context, group, result)
     return result
 
 
-def _add(store: Store, group: list[tuple[Path, pl.DataFrame]], result: SettleResult) -> None:
-    """Append a group's calls in one go, then remove its files (in that order: see above)."""
+def _key(batch: spool.SpoolBatch) -> tuple[Any, Any]:
+    """What a group's files must share: the app's config (accuracy) and price file."""
+    return batch.header.get("config"), batch.header.get("prices")
+
+
+def _add(
+    store: Store, context: _Context, group: list[spool.SpoolBatch], result: SettleResult
+) -> None:
+    """Finish, price and append a group's calls in one go, then remove its files (in that
+    order: see above)."""
     if not group:
         return
-    added = store._append_held(pl.concat([calls for _, calls in group], how="vertical_relaxed"))
-    result.added += added.added
-    result.duplicates += added.duplicates
-    for path, _ in group:
-        path.unlink(missing_ok=True)
+    try:
+        calls = context.calls_of(group)
+    except _STEP_ERRORS:
+        if len(group) == 1:
+            context.reject(group[0].path, result)
+            return
+        for batch in group:  # find the file the step cannot take; settle the others alone
+            _add(store, context, [batch], result)
+        return
+    if calls.height:
+        added = store._append_held(calls)
+        result.added += added.added
+        result.duplicates += added.duplicates
+    for batch in group:
+        batch.path.unlink(missing_ok=True)
         result.files += 1
-    fsync_dir(group[0][0].parent)
+    fsync_dir(group[0].path.parent)
+
+
+_STEP_ERRORS = (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError)
 
 
 class _Context:
@@ -96,10 +123,10 @@ class _Context:
         self.books: dict[str | None, Any] = {}
         self.accuracies: dict[str | None, AccuracyConfig] = {}
 
-    def calls_of(self, path: Path, result: SettleResult) -> pl.DataFrame | None:
-        """One file's priced call records; None when it is gone, too new or unreadable."""
+    def read(self, path: Path, result: SettleResult) -> spool.SpoolBatch | None:
+        """One spool file; None when it is gone, too new or unreadable (then reported)."""
         try:
-            batch = spool.read(path)
+            return spool.read(path)
         except FileNotFoundError:
             return None  # settled by another reader meanwhile
         except spool.SpoolTooNew as exc:
@@ -107,25 +134,30 @@ class _Context:
             self.store._problem(path, str(exc))
             return None
         except (spool.SpoolError, OSError) as exc:
-            self._reject(path, str(exc), result)
-            return None
-        header = batch.header
-        sink = _Collector(bool(header.get("keep_content")))
-        sink.calls, sink.tree, sink.roots = batch.calls, batch.tree, batch.roots
-        sink.evaluations = batch.evaluations
-        sink.spans = int(header.get("spans") or 0)
-        sink.llm_spans = int(header.get("llm_spans") or 0)
-        sink.rejected = int(header.get("rejected") or 0)
-        try:
-            step = _Stream(self.accuracy(header.get("config")), "live", 0).step(sink, final=True)
-            if not step.calls.height:
-                return step.calls
-            return price_calls(step.calls, self.book(header.get("prices")))
-        except (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError) as exc:
-            self._reject(path, f"its rows cannot be read as call records ({exc})", result)
+            self._move_aside(path, str(exc), result)
             return None
 
-    def _reject(self, path: Path, why: str, result: SettleResult) -> None:
+    def calls_of(self, group: list[spool.SpoolBatch]) -> pl.DataFrame:
+        """The group's priced call records: its files' rows as one input to the batch step."""
+        sink = _Collector(False)  # keep_content acts when rows are made, in the app
+        for batch in group:
+            sink.calls.extend(batch.calls)
+            sink.tree.extend(batch.tree)
+            sink.roots.extend(batch.roots)
+            sink.evaluations.extend(batch.evaluations)
+            sink.spans += int(batch.header.get("spans") or 0)
+            sink.llm_spans += int(batch.header.get("llm_spans") or 0)
+            sink.rejected += int(batch.header.get("rejected") or 0)
+        config, prices = _key(group[0])
+        step = _Stream(self.accuracy(config), "live", 0).step(sink, final=True)
+        if not step.calls.height:
+            return step.calls
+        return price_calls(step.calls, self.book(prices))
+
+    def reject(self, path: Path, result: SettleResult) -> None:
+        self._move_aside(path, "its rows cannot be read as call records", result)
+
+    def _move_aside(self, path: Path, why: str, result: SettleResult) -> None:
         """Move an unreadable file aside (kept, not deleted) and report it once."""
         result.rejected_files += 1
         aside = path.parent / spool.REJECTED / path.name

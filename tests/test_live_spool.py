@@ -22,7 +22,7 @@ import msgspec
 import polars as pl
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from recorded import fixture_paths, replay
 
@@ -50,6 +50,31 @@ class _AppWrites(StoreSpanExporter):
             self._written[f"{span.context.span_id:016x}"] = None
 
 
+class _OneBatch:
+    """Holds every span it is given and exports them as one batch at shutdown: the old
+    exporter finished each batch alone, the spool finishes spans of many batches together,
+    so the two agree on a whole recording exported in one batch."""
+
+    def __init__(self, inner: type[StoreSpanExporter]) -> None:
+        self.inner = inner
+
+    def __call__(self, store: Path, pricer: Any) -> Any:
+        exporter = self.inner(store, pricer=pricer)
+        held: list[ReadableSpan] = []
+        export, shutdown = exporter.export, exporter.shutdown
+
+        def hold(spans: Sequence[ReadableSpan]) -> Any:
+            held.extend(spans)
+            return SpanExportResult.SUCCESS
+
+        def finish() -> None:
+            export(held)
+            shutdown()
+
+        exporter.export, exporter.shutdown = hold, finish  # type: ignore[method-assign]
+        return exporter
+
+
 @pytest.fixture(scope="module")
 def prices() -> LazyPriceBook:
     book = LazyPriceBook()
@@ -65,10 +90,11 @@ def _rows(store: Path) -> pl.DataFrame:
 def test_settled_rows_equal_the_rows_the_app_wrote_itself(
     path: Path, prices: LazyPriceBook, tmp_path: Path
 ) -> None:
-    """Every recorded library, replayed through the live pipeline: the spooled and settled
-    store equals, row for row and column for column, the store the old exporter wrote."""
-    replay(path, prices, tmp_path / "spooled")
-    replay(path, prices, tmp_path / "written", exporter_class=_AppWrites)
+    """Every recorded library, replayed through the live pipeline and exported as one batch:
+    the spooled and settled store equals, row for row and column for column, the store the
+    old exporter wrote."""
+    replay(path, prices, tmp_path / "spooled", exporter_class=_OneBatch(StoreSpanExporter))
+    replay(path, prices, tmp_path / "written", exporter_class=_OneBatch(_AppWrites))
     assert spool.pending(tmp_path / "spooled"), "the app wrote no spool file"
     assert not list((tmp_path / "spooled").glob("calls/*/*.parquet")), "the app wrote Parquet"
     written = _rows(tmp_path / "written")
@@ -334,3 +360,52 @@ def test_a_settle_removes_what_a_killed_app_left_half_written_and_only_that(
     os.utime(old, (hours_ago, hours_ago))
     assert Store(store).scan().collect().height == 5
     assert not old.exists() and fresh.exists()
+
+
+def test_a_trace_spooled_over_many_batches_settles_as_an_import_of_its_spans(
+    tmp_path: Path,
+) -> None:
+    """Each span its own batch, the roots last (as SDKs end them): the settled rows equal
+    ``llmtrace import otlp`` of the same spans as one file, so a call gets its trace's root
+    name as action even though the root came in another batch (the old exporter, finishing
+    each batch alone, gave those calls the service name)."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from llmtrace.importers.otlp import import_otlp
+    from llmtrace.price_book import PriceBook
+
+    store = tmp_path / "store"
+    spans = [*_spans(3, trace=1), *_spans(2, trace=2)]
+    exporter = StoreSpanExporter(store)
+    for span in spans:
+        exporter.export([span])
+    assert len(spool.pending(store)) == 7  # roots too: they name their trace's action
+    settled = _rows(store)
+    path = tmp_path / "spans.pb"
+    path.write_bytes(encode_spans(spans).SerializeToString())
+    result = import_otlp([path])
+    assert result.problems == []
+    imported = price_calls(result.calls, PriceBook.load()).sort(KEYS)
+    assert sorted(settled["action"]) == ["POST /ask/1"] * 3 + ["POST /ask/2"] * 2
+    compare = [c for c in settled.columns if c != "source"]
+    assert settled.select(compare).equals(imported.select(compare), null_equal=True)
+
+
+def test_a_file_the_batch_step_cannot_take_is_set_aside_and_its_group_still_settles(
+    tmp_path: Path,
+) -> None:
+    """Rows that decode but are not call records (a token count that is text): the group's
+    files are stepped one by one, the bad one moved aside, the others stored."""
+    store = tmp_path / "store"
+    calls = _spool_batches(store, 3)
+    bad = spool.pending(store)[1]
+    doc = msgspec.msgpack.decode(bad.read_bytes())
+    column = doc["header"]["fields"]["calls"].index("input_tokens")
+    for row in doc["calls"]:
+        row[column] = "many"
+    bad.write_bytes(msgspec.msgpack.encode(doc))
+    problems: list[Any] = []
+    assert Store(store, on_problem=problems.append).scan().collect().height == calls - 5
+    assert [p.path for p in problems] == [bad]
+    assert (spool.spool_dir(store) / spool.REJECTED / bad.name).exists()
+    assert spool.pending(store) == []

@@ -110,10 +110,11 @@ class StoreSpanExporter(SpanExporter):
     through the OTLP importer's per-span step (``importers.otlp_rows.SpanRows``: dialects,
     fingerprints, the span tree, evaluations) and its rows are written as one spool file
     (``STORE/spool/``, atomically). Store readers settle spool files into the store
-    (``Store.settle``: ``llmtrace costs`` / ``audit`` / ``llmtrace run`` do it) with the
-    importer's batch step (merging two spans of one call, actions, scores) and ``price_calls``
-    per file, so the store holds the rows ``llmtrace import otlp`` writes for the same spans
-    (``source`` says ``live``), priced with the price file the app's pricer uses.
+    (``Store.settle``: every reader, ``llmtrace costs`` / ``audit`` included, does it first)
+    with the importer's batch step (merging two spans of one call, actions, scores) over many
+    files at once and ``price_calls``, so the store holds the rows ``llmtrace import otlp``
+    writes for the same spans (``source`` says ``live``), priced with the price file the app's
+    pricer uses.
 
     Merging needs both spans of a call in one batch. A span that defers to another
     (``llmtrace.priced_span_id``) whose target is not in the batch yet is held back until the
@@ -121,6 +122,10 @@ class StoreSpanExporter(SpanExporter):
     cannot turn one call into two rows. A twin in another trace is often priced first and so
     written in an earlier batch: a span deferring to a span written lately (the last
     ``max_pending`` ids) is already counted there and is not written again.
+
+    Every batch is spooled, also one without an LLM call: its spans may be the root or an
+    ancestor that names a call's action, and settling finishes many batches together, as
+    ``llmtrace import otlp`` finishes the spans of its files.
 
     ``keep_content`` keeps the messages spans carry (``LLMTRACE_CAPTURE_CONTENT``), as
     ``import otlp --keep-content`` does; without it only their fingerprints reach the spool
@@ -187,7 +192,7 @@ class StoreSpanExporter(SpanExporter):
 
     def _write(self, spans: Sequence[ReadableSpan]) -> None:
         rows = span_rows(spans, keep_content=self._keep_content)
-        if rows.calls:  # as before: a batch without a call adds nothing to the store
+        if rows.tree:  # a batch without a call still holds roots and ancestors of calls
             self._spool().write(rows)
             self.rows_written += len(rows.calls)
         written = self._written
