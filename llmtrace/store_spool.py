@@ -7,8 +7,8 @@ with ``final=True``: merging, actions, agents, scores), then ``price_calls`` wit
 file the app used, exactly as ``llmtrace import otlp`` finishes the same spans read as one
 file. So a call whose spans, or whose trace's root, came in different batches is finished
 with all of them, and the Polars step's fixed cost (~45 ms) is paid per group, not per batch.
-A group ends at ``GROUP_CALLS`` calls (memory) or where the app's price or config file
-changes; a trace split across two groups is finished in each as an import with
+A group ends at ``GROUP_SPANS`` spans (memory: every span is a tree row, and an app's
+spans are mostly not LLM calls) or where the app's price or config file changes; a trace split across two groups is finished in each as an import with
 ``--batch-spans`` would finish it at a batch boundary. A file whose rows the step cannot take
 is found by stepping the group's files one by one, and moved aside.
 
@@ -38,8 +38,9 @@ from llmtrace.store_journal import fsync_dir
 if TYPE_CHECKING:
     from llmtrace.store import Store
 
-GROUP_CALLS = 200_000
-"""Calls settled per ``append``: bounds a settle's memory however much was spooled."""
+GROUP_SPANS = 100_000
+"""Spans finished per step and ``append`` (``import otlp``'s default batch, 0.7-0.8 GB peak
+there): bounds a settle's memory however much was spooled."""
 
 
 @dataclass
@@ -70,11 +71,11 @@ def settle(store: Store, *, progress: Progress | None = None) -> SettleResult:
     for number, path in enumerate(files, start=1):
         batch = context.read(path, result)
         if batch is not None:
-            if group and (count >= GROUP_CALLS or _key(batch) != _key(group[0])):
+            if group and (count >= GROUP_SPANS or _key(batch) != _key(group[0])):
                 _add(store, context, group, result)
                 group, count = [], 0
             group.append(batch)
-            count += len(batch.calls)
+            count += len(batch.tree)
         if progress is not None:
             progress(number, len(files))
     _add(store, context, group, result)

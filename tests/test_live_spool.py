@@ -409,3 +409,17 @@ def test_a_file_the_batch_step_cannot_take_is_set_aside_and_its_group_still_sett
     assert [p.path for p in problems] == [bad]
     assert (spool.spool_dir(store) / spool.REJECTED / bad.name).exists()
     assert spool.pending(store) == []
+
+
+def test_a_big_spool_settles_in_groups_of_bounded_spans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory: a group ends once it holds ``GROUP_SPANS`` spans (each batch here is 5 calls
+    and their root: 6 spans), one append (one new file a day) per group."""
+    from llmtrace import store_spool
+
+    store = tmp_path / "store"
+    calls = _spool_batches(store, 3)
+    monkeypatch.setattr(store_spool, "GROUP_SPANS", 6)
+    assert _rows(store).height == calls
+    assert len(list((store / "calls").glob("*/*.parquet"))) == 3
