@@ -210,7 +210,11 @@ def test_spilled_parts_merge_to_the_one_pass_aggregate(
         )
         assert len(partials) == 6
     assert not directory.exists()  # the spill is removed
-    merged = rule.merge(partials, ctx)
+    _assert_same_cells(whole, rule.merge(partials, ctx))
+
+
+def _assert_same_cells(whole: pl.DataFrame, merged: pl.DataFrame) -> None:
+    """The same cells with the same values (floats up to summation order)."""
     key = [c for c in whole.columns if whole[c].dtype in (pl.String, pl.Date, pl.Int32)]
     numbers = [c for c in whole.columns if c not in key]
     a = whole.sort(key, nulls_last=True)
@@ -218,10 +222,71 @@ def test_spilled_parts_merge_to_the_one_pass_aggregate(
     assert a.select(key).equals(b.select(key))
     for column in numbers:
         left, right = a[column], b[column]
+        assert left.dtype == right.dtype, column
         if left.dtype.is_float():
             assert ((left - right).abs() <= 1e-9 * (left.abs() + 1)).all(), column
         else:
             assert left.equals(right), column
+
+
+@pytest.mark.parametrize("rule", [lt202_history.RULE, lt301_context.RULE], ids=lambda r: r.code)
+def test_calls_needing_no_part_merge_with_the_parts(rule, store: Store, tmp_path: Path) -> None:
+    """A rule's ``aggregate_unparted`` of the calls its ``part_rows`` leaves out, merged with
+    its aggregate of the others in 6 spilled parts, equals its aggregate of all calls: what
+    lets the engine spill only the conversation family's conversation calls."""
+    from llmtrace.rules.engine import audit_window, column_exprs, derived_columns, resolve_params
+    from llmtrace.rules.loader import builtin_specs
+
+    key = SHARED_KEYS[rule.partition_family]
+    config = empty_config(tmp_path)
+    window = audit_window(None, END, config)
+    ctx = _context(window, resolve_params(builtin_specs()[rule.code], config))
+    columns = list(dict.fromkeys([*rule.columns, *key.meta.root_names()]))
+    calls = store.scan(window.since, window.until).select(
+        column_exprs(columns, derived_columns(rule))
+    )
+    whole = rule.merge([rule.aggregate(calls.select(rule.columns), ctx).collect()], ctx)
+    rows = rule.part_rows
+    single = calls.filter(~rows).select(rule.columns)
+    assert 0 < single.select(pl.len()).collect().item() < calls.select(pl.len()).collect().item()
+    with spill_dir(tmp_path) as directory:
+        partials = aggregate_spilled(
+            calls.filter(rows),
+            lambda part: rule.aggregate(part.select(rule.columns), ctx),
+            key,
+            6,
+            directory,
+        )
+    partials.append(rule.aggregate_unparted(single, ctx).collect())
+    _assert_same_cells(whole, rule.merge(partials, ctx))
+
+
+def test_a_family_spilling_alone_writes_only_the_calls_needing_a_part(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In many parts the conversation family spills alone, and only its conversation calls:
+    the others go to LT202's and LT301's one-pass aggregates. Findings as in one pass."""
+    from llmtrace.rules import partition
+    from llmtrace.rules.engine import audit_window
+
+    written: list[int] = []
+    real = partition.spill
+
+    def spy(calls: pl.LazyFrame, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        written.append(calls.select(pl.len()).collect().item())
+        return real(calls, *args, **kwargs)
+
+    monkeypatch.setattr(partition, "spill", spy)
+    config = empty_config(tmp_path)
+    codes = ["LT202", "LT301"]
+    one = run_audit(store, until=END, config=config, select=codes)
+    parts = run_audit(store, until=END, config=config, select=codes, rows_per_part=8_000)
+    assert not one.errors and not parts.errors and parts.calls_scanned > 5 * 8_000
+    window = audit_window(None, END, config)
+    current = store.scan(window.since, window.until)
+    talks = current.filter(pl.col("conversation_id").is_not_null()).select(pl.len()).collect()
+    assert written == [talks.item()] and talks.item() < parts.calls_scanned
+    assert same_up_to_summation_order(findings(parts), findings(one)), findings(parts)
 
 
 def _context(window, params):

@@ -192,6 +192,10 @@ class Rule(Protocol):
     # Optional ``bounded_memory: ClassVar[bool] = True``: ``aggregate`` bounds its own memory
     # over any number of calls (it narrows to the few calls that need each other first), so
     # the local engine runs it in one pass, without parts, despite its ``partition_key``.
+    # Optional ``part_rows`` (an expression) with ``aggregate_unparted(calls, ctx)``: only the
+    # calls it marks need their key's part; the others merge under any split, and when the
+    # rule's family spills alone they are not spilled but given to ``aggregate_unparted``, a
+    # day at a time (``partition.Unparted``: LT202's and LT301's calls outside conversations).
 
     def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
         """Partial aggregates for one partition of the calls (mergeable across partitions)."""

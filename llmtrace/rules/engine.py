@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -54,6 +55,7 @@ from llmtrace.rules.partition import (
     PARTITION_ROWS,
     SHARED_KEYS,
     Aggregate,
+    Unparted,
     aggregate_spilled_families,
     bounded_prefetch,
     group_families,
@@ -67,6 +69,7 @@ from llmtrace.rules.partition import (
 from llmtrace.store import Store
 
 DEFAULT_WINDOW = timedelta(days=7)
+DAY = timedelta(days=1)
 
 Progress = Callable[[str], None]
 
@@ -714,7 +717,9 @@ def _aggregate_families(
         keys = {family: _family_key(job, family, members) for family, members in families.items()}
         read = [c for members in families.values() for c in _family_columns(job, members)]
         read = list(dict.fromkeys(read))
-        keyed = [c for key in keys.values() for c in key.meta.root_names() if c not in read]
+        alone = {f: u for f, members in families.items() if (u := _unparted(job, members))}
+        roots = [*keys.values(), *(u.rows for u in alone.values())]
+        keyed = [c for key in roots for c in key.meta.root_names() if c not in read]
         rare = [c for code in codes for c in job.rare(code) if c not in read]
         # the rare columns are not written, but a part read again from ``spilled`` has them
         spilled = calls.select(
@@ -726,9 +731,36 @@ def _aggregate_families(
         }
         with spill_dir(_spill_base(job.source)) as directory:
             # only the columns the rules read are written: a key's other columns are hashed
-            return aggregate_spilled_families(spilled, grid, parts, directory, keep=read)
+            return aggregate_spilled_families(
+                spilled, grid, parts, directory, keep=read, unparted=alone
+            )
     except Exception as exc:
         return dict.fromkeys(codes, exc)
+
+
+def _unparted(job: AggregateJob, codes: list[str]) -> Unparted | None:
+    """The calls a family's rules all need in no part (``part_rows``, one expression for
+    every rule), and each rule's one-pass aggregate of them (``aggregate_unparted``), one day
+    of the window at a time: a day's store files, and memory bounded by a day's calls."""
+    rules = [job.entries[code].rule for code in codes]
+    rows = [getattr(rule, "part_rows", None) for rule in rules]
+    if not all(isinstance(r, pl.Expr) and r.meta.eq(rows[0]) for r in rows) or not all(
+        callable(getattr(rule, "aggregate_unparted", None)) for rule in rules
+    ):
+        return None
+
+    def one_pass(code: str, calls: pl.LazyFrame) -> pl.LazyFrame:
+        rule, columns = job.entries[code].rule, present_columns(calls, job.columns(code))
+        return rule.aggregate_unparted(calls.select(columns), job.contexts[code])
+
+    # UTC days, as the store's files hold them: each file is read by one slice
+    start, end = min(job.start(code) for code in codes), job.window.until
+    first = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    days = [first + DAY * i for i in range(math.ceil((end - first) / DAY))]
+    at = pl.col("start_time")
+    slices = [(at >= max(day, start)) & (at < min(day + DAY, end)) for day in days]
+    aggregates = {code: functools.partial(one_pass, code) for code in codes}
+    return Unparted(rows[0], aggregates, slices)
 
 
 def _part_aggregates(job: AggregateJob, codes: list[str]) -> dict[str, Aggregate]:

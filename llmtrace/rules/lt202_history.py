@@ -162,6 +162,12 @@ class HistoryRule:
     partition_key: ClassVar[pl.Expr] = pl.col("conversation_id").hash(37)
     # LT301's key keeps conversations whole too: one spill serves LT202 and LT301
     partition_family: ClassVar[str] = "conversation"
+    # as LT301's: the calls outside conversations need no part (this rule drops them)
+    part_rows: ClassVar[pl.Expr] = pl.col("conversation_id").is_not_null()
+
+    def aggregate_unparted(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
+        """``aggregate`` of calls outside conversations: of none, as it drops them all."""
+        return self.aggregate(calls.clear(), ctx)
 
     def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
         """Per cell: history tokens as billed and as each replayed option would bill them."""

@@ -153,6 +153,27 @@ def aggregate_cells(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
     return cells_from_replay(base, keys, replayed, params)
 
 
+def single_calls_cells(calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
+    """What ``aggregate_cells`` gives for the single calls (outside conversations) of
+    ``calls``, in one streaming pass: their cells and histograms, with its columns and types
+    (a conversation cell's own columns null, as they are on its single-call rows).
+
+    Why: single calls merge under any split, so the engine need not spill them with the
+    conversations (``partition.Unparted``); and ``aggregate_cells``'s conversation branch
+    would hold them all (its join waits for the keys' group-by of the same input)."""
+    params = Params.from_mapping(ctx.params)
+    base = base_calls(calls, ctx).filter(pl.col("_c").is_null()).cache()
+    keys = base.group_by("_k").agg(pl.col(*KEY).first())
+    single = base.select(*_NARROW)
+    cells = pl.concat(
+        [_single_cells(single, params), _histograms(single)], how="diagonal_relaxed"
+    ).join(keys, on="_k", how="left")
+    schema = aggregate_cells(calls.clear(), ctx).collect_schema()
+    held = set(cells.collect_schema().names())
+    absent = [pl.lit(None, dtype=t).alias(c) for c, t in schema.items() if c not in held]
+    return cells.with_columns(absent).select(*schema).cast(dict(schema))
+
+
 def conversation_turns(
     base: pl.LazyFrame, keys: pl.LazyFrame, extra: dict[str, pl.Expr] | None = None
 ) -> pl.LazyFrame:

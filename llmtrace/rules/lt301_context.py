@@ -71,6 +71,7 @@ from llmtrace.rules.lt301_cells import (
     SUMS,
     Params,
     aggregate_cells,
+    single_calls_cells,
 )
 
 # what the evidence calls each layout (as LT202's)
@@ -98,11 +99,19 @@ class ContextRule:
         .otherwise(pl.col("start_time").hash(41))
     )
     partition_family: ClassVar[str] = "conversation"  # the same key: shares LT202's spill
+    # only conversation calls need their part; single calls are summed per cell in one pass
+    # (``aggregate_unparted``) when the family spills alone (``partition.Unparted``)
+    part_rows: ClassVar[pl.Expr] = pl.col("conversation_id").is_not_null()
 
     def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
         """Cells of conversation turns and single calls, plus single-call histograms
         (``lt301_cells.aggregate_cells``)."""
         return aggregate_cells(calls, ctx)
+
+    def aggregate_unparted(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
+        """``aggregate`` of calls outside conversations, in one pass
+        (``lt301_cells.single_calls_cells``)."""
+        return single_calls_cells(calls, ctx)
 
     def merge(self, partials: list[pl.DataFrame], ctx: AuditContext) -> pl.DataFrame:
         """Concatenate partials and re-aggregate by cell (exact when split by conversation)."""

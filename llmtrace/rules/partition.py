@@ -37,6 +37,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,28 @@ _SPILL_COMPRESSION = "uncompressed"
 _PREFETCH_ENV = "POLARS_ROW_GROUP_PREFETCH_SIZE"
 
 Aggregate = Callable[[pl.LazyFrame], pl.LazyFrame]
+
+
+@dataclass(frozen=True)
+class Unparted:
+    """Calls a family's rules need in no particular part, and their one-pass aggregates.
+
+    ``rows`` says which calls need their key's part (true) and which merge under any split
+    (false or null); ``aggregates`` are the rules' plans over the latter, read straight from
+    the calls in one bounded pass. Why: LT202 drops the calls outside conversations and
+    LT301 only sums them per cell, yet they are 73% of the window and the conversation
+    family's own spill wrote and read them all (at 100M calls, 21 parts, where that family
+    spills alone; issue 15). Given to ``aggregate_spilled_together`` only: a grid's cells
+    serve other families, which need every call.
+    """
+
+    rows: pl.Expr
+    aggregates: Mapping[str, Aggregate]
+    # filters that split those calls into slices aggregated one after the other (exact: they
+    # merge under any split). Why: one pass over the 100M window's 36M single calls peaked at
+    # 3.47 GB, so the engine passes one slice per day of the window (a day's store files).
+    slices: Sequence[pl.Expr] = (pl.lit(True),)
+
 
 # Keys more than one rule can split by: every group each of the rules needs whole stays in one
 # part. A rule names one in ``partition_family``; its own ``partition_key`` still serves alone
@@ -305,18 +328,29 @@ def aggregate_spilled_together(
     parts: int,
     directory: Path,
     keep: Sequence[str] | None = None,
+    unparted: Unparted | None = None,
 ) -> dict[str, list[pl.DataFrame] | Exception]:
     """One spill of ``calls`` by part, then each named aggregate over each part in turn.
 
     The aggregates run one after the other on a part (memory stays bounded by the hungriest
     one, not their sum); each reads only its columns of the part's files. A failing aggregate
     gets its exception instead of partials and the others carry on. ``keep``: the columns
-    the aggregates read (default: all of ``calls``; the key may read others).
+    the aggregates read (default: all of ``calls``; the key may read others). ``unparted``:
+    only the calls its ``rows`` marks are spilled; its aggregates give one more partial each,
+    of the other calls, read from ``calls`` (an aggregate it lacks: spilled as before).
     """
     schema = _schema(calls, keep)
     partials: dict[str, list[pl.DataFrame]] = {name: [] for name in aggregates}
     failed: dict[str, Exception] = {}
-    for part_dir in spill(calls, key, parts, directory, keep):
+    spilled = calls
+    if unparted is not None and set(aggregates) <= set(unparted.aggregates):
+        needs_part = unparted.rows.fill_null(False)
+        spilled = calls.filter(needs_part)
+        for where in unparted.slices:
+            others = calls.filter(~needs_part & where)
+            others = others if keep is None else others.select(keep)
+            _run_part(unparted.aggregates, others, partials, failed)
+    for part_dir in spill(spilled, key, parts, directory, keep):
         if not part_dir.is_dir():
             continue
         part = pl.scan_parquet(part_dir, schema=schema, hive_partitioning=False)
@@ -332,6 +366,7 @@ def aggregate_spilled_families(
     parts: int,
     directory: Path,
     keep: Sequence[str] | None = None,
+    unparted: Mapping[str, Unparted] | None = None,
 ) -> dict[str, list[pl.DataFrame] | Exception]:
     """One spill of ``calls`` (the union of the families' columns) split by every family's
     key (``spill_grid``), then each family's aggregates over each of its parts in turn.
@@ -339,11 +374,13 @@ def aggregate_spilled_families(
     ``families`` maps a family to its key and its named aggregates (names unique across
     families). Memory is bounded as in ``aggregate_spilled_together``: a family's part holds
     the same calls as its own spill would; the files go when the last family has read them.
-    ``keep`` as in ``aggregate_spilled_together``.
+    ``keep`` as in ``aggregate_spilled_together``; ``unparted``: a family's ``Unparted``,
+    used when it spills alone.
     """
     if len(families) == 1:
-        ((key, aggregates),) = families.values()
-        return aggregate_spilled_together(calls, aggregates, key, parts, directory, keep)
+        ((family, (key, aggregates)),) = families.items()
+        alone = (unparted or {}).get(family)
+        return aggregate_spilled_together(calls, aggregates, key, parts, directory, keep, alone)
     schema = _schema(calls, keep)
     spilled = spill_grid(
         calls, {name: key for name, (key, _) in families.items()}, parts, directory, keep
