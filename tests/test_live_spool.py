@@ -423,3 +423,38 @@ def test_a_big_spool_settles_in_groups_of_bounded_spans(
     monkeypatch.setattr(store_spool, "GROUP_SPANS", 6)
     assert _rows(store).height == calls
     assert len(list((store / "calls").glob("*/*.parquet"))) == 3
+
+
+def _plain_spans(name: str) -> list[ReadableSpan]:
+    """A trace of an app's other work (HTTP, database): no LLM call in it."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("web")
+    query = {"db.system": "postgres"}
+    with (
+        tracer.start_as_current_span(name),
+        tracer.start_as_current_span("SELECT", attributes=query),
+    ):
+        pass
+    return list(memory.get_finished_spans())
+
+
+def test_an_apps_other_traces_spool_nothing(tmp_path: Path) -> None:
+    """Only traces with an LLM call (in this batch or lately) are spooled: a batch of other
+    traces writes no file, and beside a call's trace the others leave no tree row."""
+    from llmtrace.importers.otlp_rows import CALL_ROW
+    from llmtrace.otel import exporters
+
+    assert CALL_ROW.index("trace_id") == exporters._CALL_TRACE
+    store = tmp_path / "store"
+    exporter = StoreSpanExporter(store)
+    exporter.export(_plain_spans("GET /health"))
+    assert spool.pending(store) == []
+    llm = _spans(2, trace=1)
+    exporter.export([*_plain_spans("GET /orders"), *llm])
+    (path,) = spool.pending(store)
+    doc = msgspec.msgpack.decode(path.read_bytes())
+    llm_trace = f"{llm[0].context.trace_id:032x}"
+    assert {row[0] for row in doc["tree"]} == {llm_trace}
+    assert len(doc["tree"]) == 3 and len(doc["calls"]) == 2

@@ -36,6 +36,7 @@ from llmtrace.otel.processor import PRICED_SPAN_ID, span_mapping
 from llmtrace.otel.settings import LiveSettings
 
 DEFAULT_STORE = ".llmtrace"  # store.DEFAULT_STORE, without importing the store (Polars)
+_CALL_TRACE = 0  # the position of trace_id in a collected call row (otlp_rows.CALL_ROW)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -123,9 +124,11 @@ class StoreSpanExporter(SpanExporter):
     written in an earlier batch: a span deferring to a span written lately (the last
     ``max_pending`` ids) is already counted there and is not written again.
 
-    Every batch is spooled, also one without an LLM call: its spans may be the root or an
-    ancestor that names a call's action, and settling finishes many batches together, as
-    ``llmtrace import otlp`` finishes the spans of its files.
+    A batch is spooled as far as it concerns LLM calls: the spans of traces with a call or an
+    evaluation in it or in a recent batch (a root or ancestor exported after its call still
+    names the call's action, as settling finishes many batches together, the way ``llmtrace
+    import otlp`` finishes the spans of its files); a batch of an app's other traces writes
+    nothing. A root that ended before its first LLM call's batch is not seen, as before.
 
     ``keep_content`` keeps the messages spans carry (``LLMTRACE_CAPTURE_CONTENT``), as
     ``import otlp --keep-content`` does; without it only their fingerprints reach the spool
@@ -150,6 +153,7 @@ class StoreSpanExporter(SpanExporter):
         self._pending_count = 0
         self._max_pending = max_pending
         self._written: OrderedDict[str, None] = OrderedDict()  # span ids of recent batches
+        self._llm_traces: OrderedDict[str, None] = OrderedDict()  # traces with a call lately
         self.rows_written = 0  # call rows spooled (settling merges twins and drops stored keys)
         self.twins_dropped = 0
 
@@ -192,7 +196,7 @@ class StoreSpanExporter(SpanExporter):
 
     def _write(self, spans: Sequence[ReadableSpan]) -> None:
         rows = span_rows(spans, keep_content=self._keep_content)
-        if rows.tree:  # a batch without a call still holds roots and ancestors of calls
+        if self._keep_relevant(rows):
             self._spool().write(rows)
             self.rows_written += len(rows.calls)
         written = self._written
@@ -200,6 +204,22 @@ class StoreSpanExporter(SpanExporter):
             written[f"{span.context.span_id:016x}"] = None
         while len(written) > self._max_pending:
             written.popitem(last=False)
+
+    def _keep_relevant(self, rows: Any) -> bool:
+        """Keep only the tree rows and roots of traces with an LLM call or evaluation in this
+        batch or a recent one (the last ``max_pending`` such traces): actions and agents
+        resolve within a trace, and ancestors end after their calls, so this loses nothing a
+        settle uses, while an app's other traces (HTTP, database) spool nothing. False when
+        nothing is left to spool."""
+        traces = self._llm_traces
+        for trace in {call[_CALL_TRACE] for call in rows.calls} | {e[0] for e in rows.evaluations}:
+            traces[trace] = None
+            traces.move_to_end(trace)
+        while len(traces) > self._max_pending:
+            traces.popitem(last=False)
+        rows.tree = [row for row in rows.tree if row[0] in traces]
+        rows.roots = [row for row in rows.roots if row[0] in traces]
+        return bool(rows.calls or rows.evaluations or rows.tree)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
