@@ -141,6 +141,9 @@ def remove_stale_temporaries(store: Path, now: float | None = None) -> int:
 
 
 def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in ``path`` durable (the folder's own entry list on disk); the
+    store's writers use it too (``store_journal``), from here because the app loads this
+    module without Polars."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -21,6 +21,7 @@ from typing import Any
 import polars as pl
 
 from llmtrace import store_files
+from llmtrace.spool import fsync_dir  # one copy, in the module the app loads without Polars
 from llmtrace.store_files import FIX, DamagedJournal
 
 # Compacted files are named so; a day whose files are all compacted is left alone.
@@ -144,11 +145,3 @@ def write_text_atomic(path: Path, text: str) -> None:
         os.fsync(handle.fileno())
     os.replace(temp, path)
     fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -36,7 +36,6 @@ from llmtrace.otel.processor import PRICED_SPAN_ID, span_mapping
 from llmtrace.otel.settings import LiveSettings
 
 DEFAULT_STORE = ".llmtrace"  # store.DEFAULT_STORE, without importing the store (Polars)
-_CALL_TRACE = 0  # the position of trace_id in a collected call row (otlp_rows.CALL_ROW)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -211,14 +210,22 @@ class StoreSpanExporter(SpanExporter):
         resolve within a trace, and ancestors end after their calls, so this loses nothing a
         settle uses, while an app's other traces (HTTP, database) spool nothing. False when
         nothing is left to spool."""
+        from llmtrace.importers import otlp_rows as fields  # Polars-free, loaded with the rows
+
+        call_trace = fields.CALL_ROW.index("trace_id")
+        evaluation_trace = fields.EVALUATION_FIELDS.index("trace_id")
+        tree_trace = fields.TREE_FIELDS.index("trace_id")
+        root_trace = fields.ROOTS_FIELDS.index("trace_id")
         traces = self._llm_traces
-        for trace in {call[_CALL_TRACE] for call in rows.calls} | {e[0] for e in rows.evaluations}:
+        for trace in {call[call_trace] for call in rows.calls} | {
+            evaluation[evaluation_trace] for evaluation in rows.evaluations
+        }:
             traces[trace] = None
             traces.move_to_end(trace)
         while len(traces) > self._max_pending:
             traces.popitem(last=False)
-        rows.tree = [row for row in rows.tree if row[0] in traces]
-        rows.roots = [row for row in rows.roots if row[0] in traces]
+        rows.tree = [row for row in rows.tree if row[tree_trace] in traces]
+        rows.roots = [row for row in rows.roots if row[root_trace] in traces]
         return bool(rows.calls or rows.evaluations or rows.tree)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
