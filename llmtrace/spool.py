@@ -117,26 +117,31 @@ STALE_TEMPORARY_S = 3600.0
 """A ``.tmp`` this old is what a killed app left mid-write (a batch takes milliseconds)."""
 
 
-def remove_stale_temporaries(store: Path, now: float | None = None) -> int:
-    """Remove the half-written files of apps killed mid-write; returns how many. A younger
-    one may be a live app's batch being written: left alone."""
+def stale_temporaries(store: Path, now: float | None = None) -> list[Path]:
+    """The half-written files of apps killed mid-write. A younger ``.tmp`` may be a live
+    app's batch being written: not listed."""
     limit = (time.time() if now is None else now) - STALE_TEMPORARY_S
-    removed = 0
     try:
         with os.scandir(spool_dir(store)) as entries:
-            stale = [
-                e.path
+            return sorted(
+                Path(e.path)
                 for e in entries
                 if e.name.startswith(".")
                 and e.name.endswith(".tmp")
                 and e.stat(follow_symlinks=False).st_mtime < limit
-            ]
+            )
     except (FileNotFoundError, NotADirectoryError):
-        return 0
-    for path in stale:
+        return []
+
+
+def remove_stale_temporaries(store: Path, now: float | None = None) -> list[Path]:
+    """Remove the half-written files of apps killed mid-write (``stale_temporaries``);
+    returns the ones removed."""
+    removed = []
+    for path in stale_temporaries(store, now):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-            removed += 1
+            removed.append(path)
     return removed
 
 

@@ -5,7 +5,10 @@ columns with the record's types), every data page decodes, no row lacks its key,
 SHA-256 equals the digest the writer recorded (``store_files``; files written before digests
 were recorded are counted as unverified). Also found: folders that are not days, damaged
 compaction journals, unfinished compactions, leftovers of killed writers, and snapshot folders
-of readers that are gone.
+of readers that are gone. In the live exporter's spool (``llmtrace.spool``; the command settles
+it first, as every reader does): files a settle could not read (``spool/rejected/``), batches
+still not settled (a newer format, or a settle that failed: its warning says why) and
+half-written files of killed apps.
 
 ``repair`` moves bad files, folders and journals under ``STORE/quarantine/`` (nothing is
 deleted that a person may want to inspect), finishes compactions, and removes leftovers and
@@ -19,7 +22,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmtrace import store_files
+from llmtrace import spool, store_files
 from llmtrace.store import Store
 from llmtrace.store_files import DamagedJournal, StoreProblem
 from llmtrace.store_journal import JOURNAL, day_of, finish_compaction, live_files
@@ -42,19 +45,42 @@ class CheckReport:
 def check_store(store: Store, *, repair: bool = False) -> CheckReport:
     """Check (and with ``repair``, fix) every file of ``store``."""
     report = CheckReport()
-    if not store.calls_dir.is_dir():
-        return report
+    store.settle()  # as every reader: what live apps spooled first (before the lock is held)
     lock = store._locked() if repair else contextlib.nullcontext()
     with lock:
-        for path in sorted(store.calls_dir.iterdir()):
-            if path.is_dir() and day_of(path) is None:
-                _found(report, store, path, "stray folder (not day=YYYY-MM-DD)", repair)
-            elif path.is_dir():
-                _check_day(report, store, path, repair)
+        if store.calls_dir.is_dir():
+            for path in sorted(store.calls_dir.iterdir()):
+                if path.is_dir() and day_of(path) is None:
+                    _found(report, store, path, "stray folder (not day=YYYY-MM-DD)", repair)
+                elif path.is_dir():
+                    _check_day(report, store, path, repair)
         for folder in store_files.stale_snapshots(store.path / store_files.SNAPSHOTS):
             if repair:
                 shutil.rmtree(folder, ignore_errors=True)
+        _check_spool(report, store, repair)
     return report
+
+
+def _check_spool(report: CheckReport, store: Store, repair: bool) -> None:
+    """The live exporter's spool: what a settle set aside or left, and killed apps' halves.
+
+    Rejected files are quarantined by ``repair`` (kept for inspection, like damaged Parquet);
+    a batch still pending cannot be repaired here (a newer llmtrace, or a writable store,
+    settles it), so it stays a problem; stale half-written files are removed."""
+    rejected = spool.spool_dir(store.path) / spool.REJECTED
+    if rejected.is_dir():
+        for path in sorted(rejected.iterdir()):
+            message = "spool file a settle could not read (its live calls are not in the store)"
+            _found(report, store, path, message, repair)
+    for path in spool.pending(store.path):
+        report.problems.append(
+            StoreProblem(path, "spooled live batch not settled (see the warning about it)")
+        )
+    for path in spool.stale_temporaries(store.path):
+        report.problems.append(StoreProblem(path, "half-written spool file of a killed app"))
+    if repair:
+        for path in spool.remove_stale_temporaries(store.path):
+            report.repairs.append(f"removed {path}")
 
 
 def _found(report: CheckReport, store: Store, path: Path, message: str, repair: bool) -> None:

@@ -454,3 +454,64 @@ def test_an_apps_other_traces_spool_nothing(tmp_path: Path) -> None:
     llm_trace = f"{llm[0].context.trace_id:032x}"
     assert {row[0] for row in doc["tree"]} == {llm_trace}
     assert len(doc["tree"]) == 3 and len(doc["calls"]) == 2
+
+
+def test_store_check_names_what_the_spool_holds_back_and_repair_sets_it_aside(
+    tmp_path: Path,
+) -> None:
+    """``llmtrace store check`` settles first, then names a file the settle rejected and a
+    batch of a newer format still waiting (exit 1); ``--repair`` quarantines the first and
+    still exits 1 for the batch it cannot settle."""
+    store = tmp_path / "store"
+    calls = _spool_batches(store, 3)
+    first, second, _ = spool.pending(store)
+    first.write_bytes(b"\x93not msgpack at all")
+    doc = msgspec.msgpack.decode(second.read_bytes())
+    doc["header"]["version"] = spool.VERSION + 1
+    second.write_bytes(msgspec.msgpack.encode(doc))
+
+    outcome = _store_check(store)
+    assert outcome.exit_code == 1, outcome.output
+    rejected = spool.spool_dir(store) / spool.REJECTED / first.name
+    assert f"{rejected}: spool file a settle could not read" in outcome.stdout
+    assert f"{second}: spooled live batch not settled" in outcome.stdout
+    assert Store(store).scan().collect().height == calls // 3  # the third batch settled
+
+    outcome = _store_check(store, "--repair")
+    assert outcome.exit_code == 1, outcome.output  # the newer batch cannot be repaired here
+    assert not rejected.exists()
+    assert (store / "quarantine" / "spool" / spool.REJECTED / first.name).is_file()
+    assert spool.pending(store) == [second]
+
+
+def test_store_check_names_a_killed_apps_half_written_spool_file_and_repair_removes_it(
+    tmp_path: Path,
+) -> None:
+    """With nothing to settle, a ``.tmp`` older than an hour is named and ``--repair``
+    removes it; a younger one may be a live app's batch being written: left alone."""
+    store = tmp_path / "store"
+    _spool_batches(store, 1)
+    Store(store).scan().collect()  # settled: nothing pending
+    half, young = (spool.spool_dir(store) / f".{n}.msgpack.tmp" for n in ("old", "young"))
+    for path in (half, young):
+        path.write_bytes(b"\x82")
+    old = half.stat().st_mtime - spool.STALE_TEMPORARY_S - 60
+    os.utime(half, (old, old))
+
+    outcome = _store_check(store)
+    assert outcome.exit_code == 1, outcome.output
+    assert f"{half}: half-written spool file of a killed app" in outcome.stdout
+    assert str(young) not in outcome.stdout
+    outcome = _store_check(store, "--repair")
+    assert outcome.exit_code == 0, outcome.output
+    assert f"repaired: removed {half}" in outcome.stdout
+    assert not half.exists() and young.exists()
+    assert _store_check(store).exit_code == 0
+
+
+def _store_check(store: Path, *options: str) -> Any:
+    from click.testing import CliRunner
+
+    from llmtrace.cli import cli
+
+    return CliRunner().invoke(cli, ["store", "check", *options, "--store", str(store)])

@@ -20,15 +20,22 @@ def store_group() -> None:
 @click.option(
     "--repair",
     is_flag=True,
-    help="Move bad files and stray folders to STORE/quarantine/, remove leftovers of killed "
-    "writers, finish interrupted compactions.",
+    help="Move bad files, stray folders and unreadable spool files to STORE/quarantine/, "
+    "remove leftovers of killed writers and apps, finish interrupted compactions.",
 )
 @store_option
 def check(repair: bool, store_path: str | None) -> None:
     """Verify every store file: readable, call records, data pages, checksums.
 
+    Also the live exporter's spool (STORE/spool/, settled first as by every reader): files a
+    settle could not read, batches still not settled, half-written files of killed apps.
     Prints one line per problem (PATH: what is wrong). Exit code 0 when the store is sound
     (or every problem was repaired), 1 when problems remain.
+
+    \b
+    Examples:
+      llmtrace store check                      exit 1 when anything is wrong
+      llmtrace store check --repair --store /data/llmtrace
     """
     from llmtrace.store_check import check_store
 
@@ -53,4 +60,7 @@ def check(repair: bool, store_path: str | None) -> None:
     click.echo(summary, err=True)
     if report.problems and not repair:
         click.echo("Run `llmtrace store check --repair` to fix them.", err=True)
-    sys.exit(EXIT_FINDINGS if report.problems and not repair else EXIT_OK)
+    # with --repair: 1 only when something could not be repaired (a spooled batch of a newer
+    # format waits for a newer llmtrace)
+    remaining = report.unrepaired if repair else len(report.problems)
+    sys.exit(EXIT_FINDINGS if remaining else EXIT_OK)
