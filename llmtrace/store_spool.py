@@ -31,14 +31,14 @@ import polars as pl
 from llmtrace import spool
 from llmtrace.accuracy import AccuracyConfig
 from llmtrace.config import Config, load_config
-from llmtrace.importers.otlp import _Collector, _Stream
+from llmtrace.importers.otlp import DEFAULT_BATCH_SPANS, _Collector, _Stream
 from llmtrace.pricing import price_calls
 from llmtrace.store_journal import fsync_dir
 
 if TYPE_CHECKING:
     from llmtrace.store import Store
 
-GROUP_SPANS = 100_000
+GROUP_SPANS = DEFAULT_BATCH_SPANS
 """Spans finished per step and ``append`` (``import otlp``'s default batch, 0.7-0.8 GB peak
 there): bounds a settle's memory however much was spooled."""
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -187,23 +188,12 @@ def test_spilled_parts_merge_to_the_one_pass_aggregate(
 ) -> None:
     """Each rule's merged partials over 6 spilled parts, split by its own key or by its
     family's shared key, equal its aggregate over all calls."""
-    from llmtrace.rules.engine import audit_window, column_exprs, derived_columns, resolve_params
-    from llmtrace.rules.loader import builtin_specs
-
     key = rule.partition_key
     if shared:
         if getattr(rule, "partition_family", None) is None:
             pytest.skip(f"{rule.code} has no family")
         key = SHARED_KEYS[rule.partition_family]
-    config = empty_config(tmp_path)
-    window = audit_window(None, END, config)
-    ctx = _context(window, resolve_params(builtin_specs()[rule.code], config))
-    columns = list(dict.fromkeys([*rule.columns, *key.meta.root_names()]))
-    # a derived column (``derived_columns``) computed where the calls are read, as the engine does
-    calls = store.scan(window.since, window.until).select(
-        column_exprs(columns, derived_columns(rule))
-    )
-    whole = rule.merge([rule.aggregate(calls.select(rule.columns), ctx).collect()], ctx)
+    ctx, calls, whole = _rule_over_window(rule, key, store, tmp_path)
     with spill_dir(tmp_path) as directory:
         partials = aggregate_spilled(
             calls, lambda part: rule.aggregate(part.select(rule.columns), ctx), key, 6, directory
@@ -211,6 +201,25 @@ def test_spilled_parts_merge_to_the_one_pass_aggregate(
         assert len(partials) == 6
     assert not directory.exists()  # the spill is removed
     _assert_same_cells(whole, rule.merge(partials, ctx))
+
+
+def _rule_over_window(
+    rule, key: pl.Expr, store: Store, tmp_path: Path
+) -> tuple[Any, pl.LazyFrame, pl.DataFrame]:
+    """The rule's context, the window's calls with its and the key's columns (a derived
+    column computed where the calls are read, as the engine does), and its one-pass result."""
+    from llmtrace.rules.engine import audit_window, column_exprs, derived_columns, resolve_params
+    from llmtrace.rules.loader import builtin_specs
+
+    config = empty_config(tmp_path)
+    window = audit_window(None, END, config)
+    ctx = _context(window, resolve_params(builtin_specs()[rule.code], config))
+    columns = list(dict.fromkeys([*rule.columns, *key.meta.root_names()]))
+    calls = store.scan(window.since, window.until).select(
+        column_exprs(columns, derived_columns(rule))
+    )
+    whole = rule.merge([rule.aggregate(calls.select(rule.columns), ctx).collect()], ctx)
+    return ctx, calls, whole
 
 
 def _assert_same_cells(whole: pl.DataFrame, merged: pl.DataFrame) -> None:
@@ -234,18 +243,8 @@ def test_calls_needing_no_part_merge_with_the_parts(rule, store: Store, tmp_path
     """A rule's ``aggregate_unparted`` of the calls its ``part_rows`` leaves out, merged with
     its aggregate of the others in 6 spilled parts, equals its aggregate of all calls: what
     lets the engine spill only the conversation family's conversation calls."""
-    from llmtrace.rules.engine import audit_window, column_exprs, derived_columns, resolve_params
-    from llmtrace.rules.loader import builtin_specs
-
     key = SHARED_KEYS[rule.partition_family]
-    config = empty_config(tmp_path)
-    window = audit_window(None, END, config)
-    ctx = _context(window, resolve_params(builtin_specs()[rule.code], config))
-    columns = list(dict.fromkeys([*rule.columns, *key.meta.root_names()]))
-    calls = store.scan(window.since, window.until).select(
-        column_exprs(columns, derived_columns(rule))
-    )
-    whole = rule.merge([rule.aggregate(calls.select(rule.columns), ctx).collect()], ctx)
+    ctx, calls, whole = _rule_over_window(rule, key, store, tmp_path)
     rows = rule.part_rows
     single = calls.filter(~rows).select(rule.columns)
     assert 0 < single.select(pl.len()).collect().item() < calls.select(pl.len()).collect().item()

@@ -67,7 +67,7 @@ from llmtrace.importers.otlp_merge import (
     _resolve_agents,
     _twin_candidates,
 )
-from llmtrace.importers.otlp_rows import CALL_ROW, SpanRows
+from llmtrace.importers.otlp_rows import CALL_ROW, ROOTS_FIELDS, TREE_FIELDS, SpanRows
 from llmtrace.importers.otlp_scores import (
     _EVALUATION_SCHEMA,
     _attach_scores,
@@ -398,12 +398,9 @@ class OtlpImportResult(ImportResult):
 # --------------------------------------------------------------------------------------------
 
 
-_TREE_SCHEMA = {
-    **{n: pl.String for n in ("trace_id", "span_id", "parent_span_id", "action", "agent", "tool")},
-    "tool_end": pl.Int64,
-    "tool_step": pl.String,
-}
-_ROOTS_SCHEMA = {"trace_id": pl.String, "_root_name": pl.String}
+# the Polars types of the per-span rows (``otlp_rows``), whose field names they take
+_TREE_SCHEMA = {name: pl.Int64 if name == "tool_end" else pl.String for name in TREE_FIELDS}
+_ROOTS_SCHEMA = dict.fromkeys(ROOTS_FIELDS, pl.String)
 # what a late twin is matched by (``_merge_labels``), kept for calls already handed on
 _TWIN_SCHEMA = {
     name: _RAW_SCHEMA[name] if name in _RAW_SCHEMA else CALL_SCHEMA[name]

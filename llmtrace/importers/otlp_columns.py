@@ -35,6 +35,7 @@ from llmtrace.dialect_values import _first, _reported_cost, _text, _usage_from_j
 from llmtrace.dialects import _scope_dialect
 from llmtrace.importers import otlp_fast, otlp_spans
 from llmtrace.importers.otlp_fast import _DECODER, _attributes, _scalar, _status
+from llmtrace.importers.otlp_rows import TREE_FIELDS
 from llmtrace.limits import EARLIEST_NS, LATEST_NS
 from llmtrace.record import CALL_SCHEMA
 
@@ -318,15 +319,8 @@ def _resource_text(resource: dict[str, Any], names: tuple[str, ...]) -> str | No
     return _text(value) if value else None
 
 
-_TREE_COLUMNS = (
-    "trace_id",
-    "span_id",
-    "parent_span_id",
-    "action",
-    "agent",
-    "tool",
-    "tool_end",
-)
+# the tree's columns this lane fills from attributes (tool steps come from the per-span path)
+_TREE_COLUMNS = tuple(name for name in TREE_FIELDS if name != "tool_step")
 
 
 class Settled:

@@ -11,20 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from llmtrace.importers.otlp_rows import EVALUATION_FIELDS
 from llmtrace.record import KEY_FIELDS, SCORE_STRUCT
 
 if TYPE_CHECKING:
     from llmtrace.accuracy import AccuracyConfig
 
 
+# the Polars types of the per-span evaluation rows (``otlp_rows``), named as those are
 _EVALUATION_SCHEMA = {
-    "trace_id": pl.String,
-    "_holder": pl.String,
-    "_holder_parent": pl.String,
-    "response_id": pl.String,
-    "name": pl.String,
-    "value": pl.Float64,
-    "label": pl.String,
+    name: pl.Float64 if name == "value" else pl.String for name in EVALUATION_FIELDS
 }
 
 

@@ -257,7 +257,7 @@ def _price_file(pricer: Any) -> str | None:
     from llmtrace.price_file import find_price_file
 
     try:
-        found = find_price_file(getattr(pricer, "_path", None))
+        found = find_price_file(getattr(pricer, "path", None))
     except Exception as exc:  # noqa: BLE001 - the pricer reports it; settle uses bundled prices
         _guard.swallow("exporter.store.prices", exc)
         return None

@@ -32,6 +32,12 @@ class LazyPriceBook:
         _BOOKS.add(self)
 
     @property
+    def path(self) -> Any:
+        """The price file given (None: ``PriceBook.load`` resolves ``$LLMTRACE_PRICES`` or the
+        config's): the store exporter records what it resolves to in each spool file."""
+        return self._path
+
+    @property
     def loaded(self) -> bool:
         """Whether the book is loaded (pricing now takes microseconds, not a load): the
         processor works a span on the app's thread only then (``inline_when_idle``)."""
