@@ -58,7 +58,7 @@ from llmtrace.price_book import (
     tier_rates,
 )
 from llmtrace.price_file import PRICES_ENV, Override, load_overrides
-from llmtrace.rates import COMPONENTS, PER, Rate, Rates, sum_costs
+from llmtrace.rates import COMPONENTS, PER, PER_INVERSE, Rate, Rates, sum_costs
 from llmtrace.record import (
     CALL_SCHEMA,
     COST_COMPONENTS,
@@ -335,7 +335,7 @@ def _cost_exprs() -> list[tuple[str, pl.Expr]]:
     t = {k: pl.col(v).fill_null(0) for k, v in _TOKENS.items()}
 
     def part(count: pl.Expr, name: str) -> pl.Expr:
-        return count * pl.col(f"_{name}") / PER[name]
+        return count * pl.col(f"_{name}") * PER_INVERSE[name]  # see PER_INVERSE: not / PER
 
     return [
         ("input_cost", part(t["in"] - t["cr"] - t["cw"], "input")),

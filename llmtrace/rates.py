@@ -22,7 +22,13 @@ COMPONENTS: tuple[str, ...] = (
 )
 # How many units a quoted price is for: tokens per million, requests per thousand.
 PER: Mapping[str, int] = {name: 1_000_000 for name in COMPONENTS} | {"request": 1_000}
-_PER_REQUEST = PER["request"]
+# What one unit costs is its quoted price times 1 / PER, never the price divided by PER: Polars
+# divides a column by a scalar as a multiply by the scalar's reciprocal when the column has more
+# than one row, and divides exactly for one row (pola-rs/polars#20038, #27753: by design), so
+# ``count * price / PER`` gave a call priced alone (``price_one``, the live pricer, a one-call
+# batch) a cost one ulp off the same call's in a larger batch for ~30% of calls. Multiplying by
+# the reciprocal everywhere gives every path the bulk path's bits (stored costs do not move).
+PER_INVERSE: Mapping[str, float] = {name: 1 / per for name, per in PER.items()}
 # Price-file / genai-prices price keys -> component.
 PRICE_KEYS: Mapping[str, str] = {
     "input_mtok": "input",
@@ -144,7 +150,8 @@ class Rates:
     ) -> tuple[float, float, float, float, float, float, float]:
         """``cost``'s values as a tuple in ``COST_FIELDS`` order (the live worker's form: no
         dict per call). The total adds the components in ``sum_costs``' order."""
-        token, request = 1_000_000, _PER_REQUEST  # written out: this is the live hot path
+        # times the reciprocal (``PER_INVERSE``: price_calls' bits), read once: the live hot path
+        token, request = PER_INVERSE["input"], PER_INVERSE["request"]
         # each rate's ``price_at(inp)``, its base read directly when it has no tiers (most
         # models: a method call per component was a fifth of this)
         rate = self.input
@@ -161,14 +168,14 @@ class Rates:
         reasoning_price = rate.price_at(inp) if rate.tiers else rate.base
         rate = self.request
         request_price = rate.price_at(inp) if rate.tiers else rate.base
-        input_cost = (inp - cache_read_tokens - cache_write_tokens) * input_price / token
-        cache_read_cost = cache_read_tokens * cache_read_price / token
+        input_cost = (inp - cache_read_tokens - cache_write_tokens) * input_price * token
+        cache_read_cost = cache_read_tokens * cache_read_price * token
         cache_write_cost = (
             cache_write_tokens - cache_write_1h_tokens
-        ) * cache_write_price / token + cache_write_1h_tokens * cache_write_1h_price / token
-        output_cost = (output_tokens - reasoning_tokens) * output_price / token
-        reasoning_cost = reasoning_tokens * reasoning_price / token
-        request_cost = 1 * request_price / request
+        ) * cache_write_price * token + cache_write_1h_tokens * cache_write_1h_price * token
+        output_cost = (output_tokens - reasoning_tokens) * output_price * token
+        reasoning_cost = reasoning_tokens * reasoning_price * token
+        request_cost = 1 * request_price * request
         return (
             input_cost,
             cache_read_cost,

@@ -199,17 +199,18 @@ def test_plain_usage_counts_as_usage_values() -> None:
 
 
 def _old_cost(r: rates.Rates, counts: tuple[int, ...]) -> dict[str, float]:
-    """``Rates.cost`` as it was written before ``cost_values`` (the reference)."""
+    """``Rates.cost`` as it was written before ``cost_values`` (the reference), times the
+    reciprocal of PER as ``price_calls`` prices (``rates.PER_INVERSE``)."""
     inp, cache_read, cache_write, cache_write_1h, output, reasoning = counts
-    token, request = 1_000_000, rates.PER["request"]
+    token, request = rates.PER_INVERSE["input"], rates.PER_INVERSE["request"]
     costs = {
-        "input_cost": (inp - cache_read - cache_write) * r.input.price_at(inp) / token,
-        "cache_read_cost": cache_read * r.cache_read.price_at(inp) / token,
-        "cache_write_cost": (cache_write - cache_write_1h) * r.cache_write.price_at(inp) / token
-        + cache_write_1h * r.cache_write_1h.price_at(inp) / token,
-        "output_cost": (output - reasoning) * r.output.price_at(inp) / token,
-        "reasoning_cost": reasoning * r.reasoning.price_at(inp) / token,
-        "request_cost": 1 * r.request.price_at(inp) / request,
+        "input_cost": (inp - cache_read - cache_write) * r.input.price_at(inp) * token,
+        "cache_read_cost": cache_read * r.cache_read.price_at(inp) * token,
+        "cache_write_cost": (cache_write - cache_write_1h) * r.cache_write.price_at(inp) * token
+        + cache_write_1h * r.cache_write_1h.price_at(inp) * token,
+        "output_cost": (output - reasoning) * r.output.price_at(inp) * token,
+        "reasoning_cost": reasoning * r.reasoning.price_at(inp) * token,
+        "request_cost": 1 * r.request.price_at(inp) * request,
     }
     costs["total_cost"] = rates.sum_costs(costs)
     return costs
