@@ -629,3 +629,30 @@ def test_pydantic_ai_provider_details_fill_cache_counts():
         "gen_ai.usage.details.cached_tokens": 1024,
     }
     assert call(attrs, "pydantic-ai")["cache_read_tokens"] == 1024
+
+
+def test_durations_have_the_same_bits_alone_and_in_an_import() -> None:
+    """``span_to_call`` (the live side, one span) and ``import otlp``'s Polars batch give the
+    same ``duration_ms``: Polars divides a multi-row column by a scalar through its reciprocal,
+    so ``/ 1e6`` in Python differed in the last bit for about a third of these durations."""
+    from llmtrace.importers.otlp import calls_from_spans
+
+    durations = [1_234_567, 7_000_001, 2_500_000_000, 333_333_333, 98_765_432_109, 1, 17]
+    attrs = {"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 1}
+    spans = [
+        {
+            "trace_id": f"{i + 1:032x}",
+            "span_id": f"{i + 1:016x}",
+            "parent_span_id": None,
+            "name": "chat",
+            "start_ns": START_NS,
+            "end_ns": START_NS + duration,
+            "status_code": 0,
+            "attributes": attrs,
+        }
+        for i, duration in enumerate(durations)
+    ]
+    alone = [call(attrs, **span)["duration_ms"] for span in spans]
+    imported = calls_from_spans(spans).calls.sort("span_id")["duration_ms"].to_list()
+    assert alone == imported
+    assert any(d / 1e6 != ms for d, ms in zip(durations, alone, strict=True))  # the case it tests

@@ -48,7 +48,7 @@ from typing import Any
 
 import polars as pl
 
-from llmtrace.dialects import normalize_service_tier
+from llmtrace.dialects import MS_PER_US, normalize_service_tier
 from llmtrace.fingerprint import step_fingerprint as fingerprint
 from llmtrace.importers import ImportProblem
 from llmtrace.importers.transcript_files import FileRead, count, hex_id
@@ -338,7 +338,7 @@ def to_calls(
         pl.col("session").alias("conversation_id"),
         pl.col("start_time"),
         pl.col("end_time"),
-        ((pl.col("end_time") - pl.col("start_time")).dt.total_microseconds() / 1000.0).alias(
+        ((pl.col("end_time") - pl.col("start_time")).dt.total_microseconds() * MS_PER_US).alias(
             "duration_ms"
         ),
         pl.col("is_error"),

@@ -56,7 +56,7 @@ import polars as pl
 
 from llmtrace import twins
 from llmtrace.accuracy import AccuracyConfig
-from llmtrace.dialects import SpanError
+from llmtrace.dialects import MS_PER_NS, SpanError
 from llmtrace.importers import ImportProblem, ImportResult, otlp_columns
 from llmtrace.importers.otlp_columns import Pending, list_column
 from llmtrace.importers.otlp_files import INPUT_SUFFIXES, Progress, _read_file, find_inputs
@@ -373,7 +373,7 @@ def _timed_calls(frame: pl.DataFrame, source: str) -> pl.DataFrame:
         pl.from_epoch(pl.col("end_ns") // 1000, time_unit="us")
         .dt.replace_time_zone("UTC")
         .alias("end_time"),
-        ((pl.col("end_ns") - pl.col("start_ns")) / 1e6).alias("duration_ms"),
+        ((pl.col("end_ns") - pl.col("start_ns")) * MS_PER_NS).alias("duration_ms"),
         pl.lit(source).alias("source"),
     ).drop("start_ns", "end_ns")
 

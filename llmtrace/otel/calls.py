@@ -65,6 +65,7 @@ _PER_CALL_FIELDS = (
 )
 _EPOCH = dialects._EPOCH
 _MICROSECOND = dialects._MICROSECOND
+_MS_PER_NS = dialects.MS_PER_NS
 _INELIGIBLE: Any = None  # a shape that always takes span_to_call
 
 
@@ -320,7 +321,7 @@ def _per_call(
     record["start_time"] = None if start_ns is None else _EPOCH + _MICROSECOND * (start_ns // 1000)
     record["end_time"] = None if end_ns is None else _EPOCH + _MICROSECOND * (end_ns // 1000)
     record["duration_ms"] = (
-        (end_ns - start_ns) / 1e6 if start_ns is not None and end_ns is not None else None
+        (end_ns - start_ns) * _MS_PER_NS if start_ns is not None and end_ns is not None else None
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 
 from llmtrace import fingerprint
-from llmtrace.dialects import SERVICE_TIER_VALUES, USAGE_JSON_BUCKETS
+from llmtrace.dialects import MS_PER_US, SERVICE_TIER_VALUES, USAGE_JSON_BUCKETS
 from llmtrace.limits import EARLIEST, LATEST, MAX_JSON_COUNT
 from llmtrace.record import CALL_SCHEMA
 
@@ -570,7 +570,7 @@ def _calls_and_rejects(
         start.alias("start_time"),
         end.alias("end_time"),
         pl.coalesce(
-            (end - start).dt.total_microseconds() / 1000.0, pl.col("latency") * 1000.0
+            (end - start).dt.total_microseconds() * MS_PER_US, pl.col("latency") * 1000.0
         ).alias("duration_ms"),
         (pl.col("level") == "ERROR").fill_null(False).alias("is_error"),
         *_usage_exprs(raw),
