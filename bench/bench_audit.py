@@ -110,12 +110,12 @@ def run_scan_once(store_path: Path) -> dict[str, Any]:
     import polars as pl
 
     from llmtrace.record import CALL_SCHEMA
-    from llmtrace.rules.engine import _CENSUS_COLUMNS
+    from llmtrace.rules.coverage import CENSUS_COLUMNS
     from llmtrace.rules.loader import builtin_logic, builtin_specs
     from llmtrace.store import Store
 
     store = Store(store_path)
-    current: set[str] = set(_CENSUS_COLUMNS)
+    current: set[str] = set(CENSUS_COLUMNS)
     baseline: set[str] = set()
     for code in builtin_specs():
         rule = builtin_logic(code)

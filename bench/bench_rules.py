@@ -69,7 +69,8 @@ def _window_plan(job, code: str):  # noqa: ANN001, ANN202
 def _grid(job, directory: Path) -> tuple[dict[str, str], dict[str, list[list[Path]]]]:  # noqa: ANN001
     import polars as pl
 
-    from llmtrace.rules.engine import _family_columns, column_exprs
+    from llmtrace.rules.job import column_exprs
+    from llmtrace.rules.local_engine import family_columns
     from llmtrace.rules.partition import SHARED_KEYS, part_count, spill_grid
 
     window = job.window
@@ -84,7 +85,7 @@ def _grid(job, directory: Path) -> tuple[dict[str, str], dict[str, list[list[Pat
     marker = directory / "done"
     if not marker.exists():
         parts = part_count(int(current.select(pl.len()).collect().item()))
-        read = list(dict.fromkeys(c for f in names for c in _family_columns(job, families[f])))
+        read = list(dict.fromkeys(c for f in names for c in family_columns(job, families[f])))
         keyed = [c for f in names for c in SHARED_KEYS[f].meta.root_names() if c not in read]
         derived = job.derived([code for f in names for code in families[f]])
         began = time.process_time()

@@ -10,7 +10,7 @@ import pytest
 from audit_cells import END, demo_store
 
 from llmtrace.config import Config
-from llmtrace.rules import engine
+from llmtrace.rules import local_engine
 from llmtrace.rules.engine import AggregateJob, aggregate_locally, audit_window, load_catalogue
 from llmtrace.rules.engine import rule_contexts as contexts_of
 from llmtrace.rules.loader import RuleEntry
@@ -146,11 +146,11 @@ def test_lt202_and_lt301_spill_the_conversation_hash_not_its_id(
 def _spilled_columns(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """The columns each family spill of the engine writes (``keep``), as the audit runs."""
     written: list[list[str]] = []
-    spilled = engine.aggregate_spilled_families
+    spilled = local_engine.aggregate_spilled_families
 
     def spy(calls: pl.LazyFrame, *args: Any, keep: list[str], **kwargs: Any) -> Any:
         written.append(keep)
         return spilled(calls, *args, keep=keep, **kwargs)
 
-    monkeypatch.setattr(engine, "aggregate_spilled_families", spy)
+    monkeypatch.setattr(local_engine, "aggregate_spilled_families", spy)
     return written

@@ -10,7 +10,7 @@ import pytest
 from audit_cells import END, demo_store
 
 from llmtrace.config import Config
-from llmtrace.rules import engine
+from llmtrace.rules import local_engine
 from llmtrace.rules.cells import Cells, shared_cells
 from llmtrace.rules.engine import (
     CENSUS,
@@ -85,7 +85,7 @@ def test_the_engine_shares_one_group_by_and_gets_each_rules_own_aggregate(
         shared.append(set(rules))
         return shared_cells(calls, rules)
 
-    monkeypatch.setattr(engine, "shared_cells", spy)
+    monkeypatch.setattr(local_engine, "shared_cells", spy)
     errors: list = []
     partials, _ = aggregate_locally(job, errors, lambda _: None)
     assert not errors
@@ -119,7 +119,7 @@ def test_a_rule_whose_cells_fail_runs_on_its_own(
     def failing(calls: pl.LazyFrame, rules: dict[str, Cells]) -> dict[str, pl.LazyFrame]:
         raise RuntimeError("shared pass failed")
 
-    monkeypatch.setattr(engine, "shared_cells", failing)
+    monkeypatch.setattr(local_engine, "shared_cells", failing)
     partials, _ = aggregate_locally(job, [], lambda _: None)
     assert all(_differences(partials[c][0], want[c]) == [] for c in want)
 

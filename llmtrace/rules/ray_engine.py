@@ -34,7 +34,8 @@ import polars as pl
 
 from llmtrace.config import ConfigError
 from llmtrace.rules.base import AuditContext
-from llmtrace.rules.engine import AggregateJob, Progress, RuleError, _describe
+from llmtrace.rules.catalogue import RuleError
+from llmtrace.rules.job import AggregateJob, Progress, describe
 from llmtrace.rules.partition import filter_part, part_count, scan_location
 from llmtrace.store import Store
 
@@ -93,7 +94,7 @@ def aggregate_part(
             calls = calls.select(task.columns)
             plans[task.code] = task.rule.aggregate(calls, task.ctx)
         except Exception as exc:
-            failed[task.code] = _describe(exc)
+            failed[task.code] = describe(exc)
     try:
         frames = pl.collect_all(list(plans.values()))
         return {**failed, **dict(zip(plans, frames, strict=True))}
@@ -104,7 +105,7 @@ def aggregate_part(
         try:
             results[code] = plan.collect()
         except Exception as exc:
-            results[code] = _describe(exc)
+            results[code] = describe(exc)
     return results
 
 
@@ -166,7 +167,7 @@ def aggregate_on_ray(
             ctx = dataclasses.replace(job.contexts[code], price=_no_pricing)
             columns = tuple(job.column_exprs(code))
         except Exception as exc:
-            errors.append(RuleError(code, f"aggregate failed: {_describe(exc)}"))
+            errors.append(RuleError(code, f"aggregate failed: {describe(exc)}"))
             continue
         tasks[code] = RuleTask(code, entry.rule, ctx, columns, job.start(code), window.until)
         if key is not None:
