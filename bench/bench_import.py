@@ -55,8 +55,8 @@ from _measure import Report, add_json_argument  # noqa: E402
 RUN_ALL = {
     "name": "import",
     "order": 20,
-    "full": ["--command", "--sizes", "1000000", "--runs", "2", "--compare-commit", "06ca7cd"],
-    "quick": ["--command", "--sizes", "20000", "--runs", "1", "--compare-commit", "06ca7cd"],
+    "full": ["--command", "--sizes", "1000000", "--runs", "2", "--compare-commit", "2ae18f3"],
+    "quick": ["--command", "--sizes", "20000", "--runs", "1", "--compare-commit", "2ae18f3"],
     "requires": ["orjson"],
 }
 
