@@ -13,6 +13,9 @@ Layout::
     STORE/spool/<utc-stamp>-<pid>-<seq>.msgpack    one batch, complete (renamed into place)
     STORE/spool/.<name>.tmp                        being written (never read; removed by a
                                                    settle once an hour old: a killed app's)
+    STORE/spool/<batch>-carry-<sec>-<tag>.msgpack  rows a settle carried over (scores
+                                                   waiting for their call; see
+                                                   ``llmtrace.spool_carry``)
     STORE/spool/rejected/<name>                    a file settle could not read, kept
 
 A file is msgpack (msgspec) of ``{"header": ..., "calls": [...], "tree": [...], "roots":
@@ -29,6 +32,7 @@ none, and a crash loses at most the batch being written.
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import os
 import time
@@ -104,13 +108,62 @@ def pending(store: Path) -> list[Path]:
     return [folder / name for name in sorted(names)]
 
 
-def has_pending(store: Path) -> bool:
-    """Whether ``store`` holds spooled batches: one directory listing, no file read."""
+def has_pending(store: Path, now: float | None = None) -> bool:
+    """Whether ``store`` holds spooled batches a settle would act on: one directory listing,
+    no file read. A carry file (``carry_name``) alone counts only once its oldest rows are
+    ``CARRY_S`` old: until then only a new batch can close its traces or match its
+    evaluations, so readers do not re-read it for nothing."""
+    clock = time.time() if now is None else now
     try:
         with os.scandir(spool_dir(store)) as entries:
-            return any(e.name.endswith(SUFFIX) and not e.name.startswith(".") for e in entries)
+            return any(
+                e.name.endswith(SUFFIX)
+                and not e.name.startswith(".")
+                and (not is_carry(e.name) or carry_due(e.name) <= clock)
+                for e in entries
+            )
     except (FileNotFoundError, NotADirectoryError):
         return False
+
+
+CARRY = "-carry-"
+CARRY_S = 900.0
+"""How long a settle carries over (``llmtrace.store_spool``) evaluations whose call is not
+stored yet (a judge's trace exported before the call's). Past it, such an evaluation is dropped
+as matching no call, as ``llmtrace import otlp`` does at the end of its input. Fifteen minutes:
+longer than a judge takes, short enough that the spool does not keep scores of calls that
+never come."""
+
+
+def is_carry(name: str) -> bool:
+    """Whether a spool file name is a settle's carry file rather than an app's batch."""
+    return CARRY in name
+
+
+def carry_name(first: str, oldest_ns: int, tag: str) -> str:
+    """The name of a carry file: the name of the oldest batch it holds rows of (so it sorts
+    where its rows came from, before newer batches), then the spool time of its oldest row
+    (``has_pending`` reads when it is due from the name) and a unique tag."""
+    base = first.split(CARRY, 1)[0].removesuffix(SUFFIX)
+    return f"{base}{CARRY}{oldest_ns // 1_000_000_000:012d}-{tag}{SUFFIX}"
+
+
+def carry_due(name: str) -> float:
+    """When a carry file's oldest rows reach ``CARRY_S`` (epoch seconds); 0 when unreadable."""
+    try:
+        return int(name.split(CARRY, 1)[1].split("-", 1)[0]) + CARRY_S
+    except (IndexError, ValueError):
+        return 0.0
+
+
+def batch_origin(name: str) -> tuple[int | None, int | None]:
+    """(spool time in ns, pid) of an app's batch, from its name; (None, None) if not one."""
+    try:
+        stamp, pid, _ = name.split(CARRY, 1)[0].removesuffix(SUFFIX).split("-", 2)
+        seconds = calendar.timegm(time.strptime(stamp[:15], "%Y%m%dT%H%M%S"))
+        return seconds * 1_000_000_000 + int(stamp[16:25]), int(pid)
+    except ValueError:
+        return None, None
 
 
 STALE_TEMPORARY_S = 3600.0
@@ -186,6 +239,16 @@ class SpoolWriter:
 
     def write(self, rows: SpanRows) -> Path:
         """Spool ``rows`` as one file; returns its path. Raises ``OSError`` (full disk...)."""
+        header = {
+            **self._header,
+            "spans": rows.spans,
+            "llm_spans": rows.llm_spans,
+            "rejected": rows.rejected,
+        }
+        lists = (rows.calls, rows.tree, rows.roots, rows.evaluations)
+        return self._write(header, lists)
+
+    def _write(self, header: dict[str, Any], lists: tuple[list[Any], ...]) -> Path:
         if not self._made:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._made = True
@@ -193,34 +256,25 @@ class SpoolWriter:
         now = time.time_ns()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 1_000_000_000))
         name = f"{stamp}.{now % 1_000_000_000:09d}Z-{os.getpid()}-{self._seq:09d}{SUFFIX}"
-        header = {
-            **self._header,
-            "spans": rows.spans,
-            "llm_spans": rows.llm_spans,
-            "rejected": rows.rejected,
-        }
-        data = _ENCODER.encode(
-            {
-                "header": header,
-                "calls": rows.calls,
-                "tree": rows.tree,
-                "roots": rows.roots,
-                "evaluations": rows.evaluations,
-            }
-        )
-        final = self.folder / name
-        temp = self.folder / f".{name}.tmp"
-        try:
-            with open(temp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, final)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        fsync_dir(self.folder)
-        return final
+        return write_file(self.folder / name, header, lists)
+
+
+def write_file(final: Path, header: dict[str, Any], lists: Sequence[list[Any]]) -> Path:
+    """Write one spool file atomically (``.tmp``, fsync, rename, fsync of the folder): a
+    reader sees the whole file or none. ``lists`` in ``LISTS`` order."""
+    data = _ENCODER.encode({"header": header, **dict(zip(LISTS, lists, strict=True))})
+    temp = final.parent / f".{final.name}.tmp"
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, final)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    fsync_dir(final.parent)
+    return final
 
 
 def read(path: Path) -> SpoolBatch:

@@ -391,21 +391,31 @@ class Store:
         rewritten, through the compaction journal, so a crash leaves every call exactly once,
         either with its old scores or with the new.
         """
+        if score_rows(scores).is_empty():
+            return ScoreAttachResult()
+        with self._locked():
+            return self._attach_scores_held(scores, accuracy)
+
+    def _attach_scores_held(
+        self, scores: pl.DataFrame, accuracy: AccuracyConfig
+    ) -> ScoreAttachResult:
+        """``attach_scores``' work, for a caller that holds the writer lock (``attach_scores``,
+        ``settle``: a second flock of the lock file from this process would wait for ever, and
+        ``self.files()`` does not settle again while the lock is held here)."""
         rows = score_rows(scores)
         if rows.is_empty():
             return ScoreAttachResult()
-        with self._locked():
-            for day_dir in self._day_dirs():
-                finish_compaction(day_dir, self._problem)
-            files = self.files()
-            targets = score_targets(rows, self._stored_score_keys(rows, files))
-            ids = set(rows.get_column("_sid").unique())
-            matched = set(targets.get_column("_sid").unique())
-            if targets.is_empty():
-                return ScoreAttachResult(unmatched_ids=frozenset(ids - matched))
-            held = self._scan_files(sorted({Path(f) for f in targets["_file"]}))
-            new, drops = new_scores(targets, held)
-            changed = self._rewrite_scored(new, drops, accuracy)
+        for day_dir in self._day_dirs():
+            finish_compaction(day_dir, self._problem)
+        files = self.files()
+        targets = score_targets(rows, self._stored_score_keys(rows, files))
+        ids = set(rows.get_column("_sid").unique())
+        matched = set(targets.get_column("_sid").unique())
+        if targets.is_empty():
+            return ScoreAttachResult(unmatched_ids=frozenset(ids - matched))
+        held = self._scan_files(sorted({Path(f) for f in targets["_file"]}))
+        new, drops = new_scores(targets, held)
+        changed = self._rewrite_scored(new, drops, accuracy)
         replaced = sids(new, REPLACE)
         gained = sids(new, NEW) - replaced
         return ScoreAttachResult(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +74,8 @@ def _check_spool(report: CheckReport, store: Store, repair: bool) -> None:
             message = "spool file a settle could not read (its live calls are not in the store)"
             _found(report, store, path, message, repair)
     for path in spool.pending(store.path):
+        if spool.is_carry(path.name) and spool.carry_due(path.name) > time.time():
+            continue  # open traces and scores waiting for their call: settled when due
         report.problems.append(
             StoreProblem(path, "spooled live batch not settled (see the warning about it)")
         )

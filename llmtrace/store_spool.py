@@ -7,22 +7,32 @@ with ``final=True``: merging, actions, agents, scores), then ``price_calls`` wit
 file the app used, exactly as ``llmtrace import otlp`` finishes the same spans read as one
 file. So a call whose spans, or whose trace's root, came in different batches is finished
 with all of them, and the Polars step's fixed cost (~45 ms) is paid per group, not per batch.
-A group ends at ``GROUP_SPANS`` spans (memory: every span is a tree row, and an app's
-spans are mostly not LLM calls) or where the app's price or config file changes; a trace split across two groups is finished in each as an import with
-``--batch-spans`` would finish it at a batch boundary. A file whose rows the step cannot take
-is found by stepping the group's files one by one, and moved aside.
+A group ends at ``GROUP_SPANS`` spans (memory: every span is a tree row, and an app's spans
+are mostly not LLM calls) or where the app's price or config file changes. A file whose rows
+the step cannot take is found by stepping the group's parts one by one, and moved aside.
 
-The group's calls are added in one ``Store.append`` (one read of the stored keys per day), and
-only then are its files removed: a crash in between leaves them to be settled again, which
-adds nothing (``append`` skips stored keys). Evaluations that match no call of their group are
-dropped, as the exporter always dropped those of its batch.
+Late scores (the importer's policy, applied across settles: ``llmtrace.spool_carry``): an
+evaluation not written with a call new in its group (its call was stored by an earlier settle
+or import, or comes later) goes to ``Store.attach_scores`` once, after every group was appended
+(under the lock already held: ``_attach_scores_held``); one that matches no stored call either
+(a judge's trace spooled before the call's) is carried until its call arrives, and dropped as
+matching no call ``spool.CARRY_S`` after it was spooled. A trace split across two groups is
+finished in each as an import with ``--batch-spans`` would finish it at a batch boundary.
+
+Nothing is lost or doubled by a crash: the groups' calls are appended, then the scores
+attached, then the carry files written (atomically, naming the files they replace), and only
+then are the files removed. A crash before the carry leaves the files to be settled again,
+which adds nothing (``append`` skips stored keys, ``attach_scores`` adds a score only as far
+as the batch gives more copies than the call holds); a crash after it leaves files a carry
+replaces, which the next settle removes unread.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +43,8 @@ from llmtrace.accuracy import AccuracyConfig
 from llmtrace.config import Config, load_config
 from llmtrace.importers.otlp import DEFAULT_BATCH_SPANS, _Collector, _Stream
 from llmtrace.pricing import price_calls
+from llmtrace.record import KEY_FIELDS
+from llmtrace.spool_carry import Part, Traces, replaced_by_carries, write_carry
 from llmtrace.store_journal import fsync_dir
 
 if TYPE_CHECKING:
@@ -45,17 +57,35 @@ there): bounds a settle's memory however much was spooled."""
 
 @dataclass
 class SettleResult:
-    """What one settle did: spool files taken, calls added and already stored, files kept."""
+    """What one settle did: spool files taken, calls added and already stored, files kept;
+    late scores attached to stored calls, evaluations carried to the next settle, and
+    evaluations dropped because no call matched them within ``spool.CARRY_S``."""
 
     files: int = 0
     added: int = 0
     duplicates: int = 0
     rejected_files: int = 0
     left: int = 0
+    scores: int = 0
+    carried_scores: int = 0
+    dropped_scores: int = 0
 
 
 Progress = Callable[[int, int], None]
 """Called with (files settled so far, files to settle)."""
+
+Key = tuple[Any, Any]
+
+
+@dataclass
+class _Key:
+    """One (config, price file)'s share of a settle: its files, the evaluations of each step
+    that wait for ``attach_scores``."""
+
+    header: dict[str, Any]
+    files: list[Path] = field(default_factory=list)
+    targets: list[pl.DataFrame] = field(default_factory=list)
+    evaluations: dict[int, list[Any]] = field(default_factory=dict)
 
 
 def settle(store: Store, *, progress: Progress | None = None) -> SettleResult:
@@ -66,51 +96,120 @@ def settle(store: Store, *, progress: Progress | None = None) -> SettleResult:
     if not files:
         return result
     context = _Context(store)
-    group: list[spool.SpoolBatch] = []
+    files = context.drop_replaced(files, result)
+    traces = Traces(time.time_ns())
+    keys: dict[Key, _Key] = {}
+    group: list[Part] = []
+    group_key: Key | None = None
     count = 0
     for number, path in enumerate(files, start=1):
         batch = context.read(path, result)
         if batch is not None:
-            if group and (count >= GROUP_SPANS or _key(batch) != _key(group[0])):
-                _add(store, context, group, result)
+            key = _key(batch)
+            if group and group_key is not None and (count >= GROUP_SPANS or key != group_key):
+                _finish(store, context, keys[group_key], group, result)
                 group, count = [], 0
-            group.append(batch)
+            traces.read(batch)
+            keys.setdefault(key, _Key(batch.header)).files.append(path)
+            group_key = key
+            group.append(Part.of(batch))
             count += len(batch.tree)
         if progress is not None:
             progress(number, len(files))
-    _add(store, context, group, result)
+    if group and group_key is not None:
+        _finish(store, context, keys[group_key], group, result)
+    for key, state in keys.items():
+        _close(store, context, key, state, traces, result)
+    for path in [path for state in keys.values() for path in state.files]:
+        if path not in context.rejected:  # only now: every row is stored, attached or carried
+            path.unlink(missing_ok=True)
+            result.files += 1
+    if keys:
+        fsync_dir(spool.spool_dir(store.path))
     return result
 
 
-def _key(batch: spool.SpoolBatch) -> tuple[Any, Any]:
+def _key(batch: spool.SpoolBatch) -> Key:
     """What a group's files must share: the app's config (accuracy) and price file."""
     return batch.header.get("config"), batch.header.get("prices")
 
 
-def _add(
-    store: Store, context: _Context, group: list[spool.SpoolBatch], result: SettleResult
+def _finish(
+    store: Store, context: _Context, state: _Key, parts: list[Part], result: SettleResult
 ) -> None:
-    """Finish, price and append a group's calls in one go, then remove its files (in that
-    order: see above)."""
-    if not group:
-        return
+    """Step, price and append ``parts`` as one input; keep their evaluations not written
+    with a new call for ``attach_scores``. A file whose rows the step cannot take is found
+    by stepping the files alone, and moved aside with all its rows."""
+    config, prices = _key_of(state)
     try:
-        calls = context.calls_of(group)
+        step = context.step(parts, config, prices)
     except _STEP_ERRORS:
-        if len(group) == 1:
-            context.reject(group[0].path, result)
+        bad = {part.path for part in parts if not context.steps(part, config, prices)}
+        if not bad:
+            raise
+        for path in bad:
+            context.reject(path, result)
+        parts = [part for part in parts if part.path not in bad]
+        if not parts:
             return
-        for batch in group:  # find the file the step cannot take; settle the others alone
-            _add(store, context, [batch], result)
+        step = context.step(parts, config, prices)
+    appended = store._append_held(step.calls) if step.calls.height else None
+    if appended is not None:
+        result.added += appended.added
+        result.duplicates += appended.duplicates
+    targets = step.score_targets
+    if targets.is_empty():
         return
-    if calls.height:
-        added = store._append_held(calls)
-        result.added += added.added
-        result.duplicates += added.duplicates
-    for batch in group:
-        batch.path.unlink(missing_ok=True)
-        result.files += 1
-    fsync_dir(group[0].path.parent)
+    if appended is not None and appended.keys is not None:
+        written = targets.filter(pl.col("matched")).join(
+            appended.keys, on=list(KEY_FIELDS), how="semi"
+        )
+        targets = targets.join(written.select("score_id"), on="score_id", how="anti")
+    number = len(state.evaluations)
+    state.evaluations[number] = [row for part in parts for row in part.lists[3]]
+    state.targets.append(
+        targets.with_columns(
+            pl.format(f"{number}:{{}}", "score_id").alias("score_id"),
+            pl.lit(number, dtype=pl.Int64).alias("batch"),
+        )
+    )
+
+
+def _key_of(state: _Key) -> Key:
+    return state.header.get("config"), state.header.get("prices")
+
+
+def _close(
+    store: Store,
+    context: _Context,
+    key: Key,
+    state: _Key,
+    traces: Traces,
+    result: SettleResult,
+) -> Path | None:
+    """End of the settle for one key: attach the late scores, and carry those that match no
+    call (written before any of the key's files is removed)."""
+    waiting: list[Any] = []
+    if state.targets:
+        attached = store._attach_scores_held(pl.concat(state.targets), context.accuracy(key[0]))
+        result.scores += attached.attached
+        for number, index in sorted(_position(sid) for sid in attached.unmatched_ids):
+            row = state.evaluations[number][index]
+            if traces.expired(row[0]):
+                result.dropped_scores += 1
+            else:
+                waiting.append(row)
+    if not waiting:
+        return None
+    result.carried_scores += len(waiting)
+    folder = spool.spool_dir(store.path)
+    return write_carry(folder, state.header, [], waiting, state.files, traces)
+
+
+def _position(score_id: str) -> tuple[int, int]:
+    """(step, evaluation) of a score id ``<step>:e<n>`` (``_finish``)."""
+    step, evaluation = score_id.split(":", 1)
+    return int(step), int(evaluation.removeprefix("e"))
 
 
 _STEP_ERRORS = (pl.exceptions.PolarsError, TypeError, ValueError, OverflowError)
@@ -123,9 +222,13 @@ class _Context:
         self.store = store
         self.books: dict[str | None, Any] = {}
         self.accuracies: dict[str | None, AccuracyConfig] = {}
+        self.cache: dict[Path, spool.SpoolBatch] = {}  # carries read by ``drop_replaced``
+        self.rejected: set[Path] = set()
 
     def read(self, path: Path, result: SettleResult) -> spool.SpoolBatch | None:
         """One spool file; None when it is gone, too new or unreadable (then reported)."""
+        if path in self.cache:
+            return self.cache.pop(path)
         try:
             return spool.read(path)
         except FileNotFoundError:
@@ -138,22 +241,47 @@ class _Context:
             self._move_aside(path, str(exc), result)
             return None
 
-    def calls_of(self, group: list[spool.SpoolBatch]) -> pl.DataFrame:
-        """The group's priced call records: its files' rows as one input to the batch step."""
+    def drop_replaced(self, files: list[Path], result: SettleResult) -> list[Path]:
+        """``files`` without those a carry among them replaces (removed now: their rows are
+        stored or in the carry; a crash came before the settle that wrote it removed them)."""
+        carries = [path for path in files if spool.is_carry(path.name)]
+        if not carries:
+            return files
+        batches = [b for path in carries if (b := self.read(path, result)) is not None]
+        self.cache = {batch.path: batch for batch in batches}
+        replaced = replaced_by_carries(batches)
+        kept = []
+        for path in files:
+            if path.name in replaced:
+                path.unlink(missing_ok=True)
+            else:
+                kept.append(path)
+        if len(kept) < len(files):
+            fsync_dir(spool.spool_dir(self.store.path))
+        return [path for path in kept if path.exists()]
+
+    def step(self, parts: list[Part], config: str | None, prices: str | None) -> Any:
+        """The parts' priced calls and score targets: their rows as one input to the batch
+        step, as ``llmtrace import otlp`` finishes the same spans."""
         sink = _Collector(False)  # keep_content acts when rows are made, in the app
-        for batch in group:
-            sink.calls.extend(batch.calls)
-            sink.tree.extend(batch.tree)
-            sink.roots.extend(batch.roots)
-            sink.evaluations.extend(batch.evaluations)
-            sink.spans += int(batch.header.get("spans") or 0)
-            sink.llm_spans += int(batch.header.get("llm_spans") or 0)
-            sink.rejected += int(batch.header.get("rejected") or 0)
-        config, prices = _key(group[0])
+        for part in parts:
+            calls, tree, roots, evaluations = part.lists
+            sink.calls.extend(calls)
+            sink.tree.extend(tree)
+            sink.roots.extend(roots)
+            sink.evaluations.extend(evaluations)
         step = _Stream(self.accuracy(config), "live", 0).step(sink, final=True)
-        if not step.calls.height:
-            return step.calls
-        return price_calls(step.calls, self.book(prices))
+        if step.calls.height:
+            step.calls = price_calls(step.calls, self.book(prices))
+        return step
+
+    def steps(self, part: Part, config: str | None, prices: str | None) -> bool:
+        """Whether the batch step takes ``part``'s rows alone."""
+        try:
+            self.step([part], config, prices)
+        except _STEP_ERRORS:
+            return False
+        return True
 
     def reject(self, path: Path, result: SettleResult) -> None:
         self._move_aside(path, "its rows cannot be read as call records", result)
@@ -161,6 +289,7 @@ class _Context:
     def _move_aside(self, path: Path, why: str, result: SettleResult) -> None:
         """Move an unreadable file aside (kept, not deleted) and report it once."""
         result.rejected_files += 1
+        self.rejected.add(path)
         aside = path.parent / spool.REJECTED / path.name
         try:
             aside.parent.mkdir(exist_ok=True)

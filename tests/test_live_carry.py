@@ -1,0 +1,239 @@
+"""What a settle carries over (``llmtrace.spool_carry``): late scores.
+
+A settle runs whenever the store is read, so often while the app runs. These tests replay a
+real recording (tests/fixtures/libraries, official GenAI instrumentation) through the live
+pipeline (``CostSpanProcessor`` -> ``StoreSpanExporter``, one batch per span, as the spans
+ended) with reads in between, plus an LLM judge's evaluation span, and hold the store to what
+``llmtrace import otlp`` of the same spans as one file stores: a judge's score reaches its
+call whenever it was exported, and a settle killed at any step and run again stores each call
+and score once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from recorded import LIBRARIES, readable_spans
+
+from llmtrace import spool, spool_carry
+from llmtrace.otel.exporters import StoreSpanExporter
+from llmtrace.otel.processor import CostSpanProcessor, LazyPriceBook
+from llmtrace.pricing import price_calls
+from llmtrace.store import Store
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+KEYS = ["trace_id", "span_id"]
+RECORDING = LIBRARIES / "official-genai-1.3b0.jsonl"
+
+
+@pytest.fixture(scope="module")
+def prices() -> LazyPriceBook:
+    book = LazyPriceBook()
+    book.get()
+    return book
+
+
+class _App:
+    """The live pipeline of one app process into ``store``: each ``send`` is one batch (the
+    twin spans of one call stay together, as a batch processor exports spans that end
+    together; the exporter's handling of twins split across batches is not the subject)."""
+
+    def __init__(self, store: Path, prices: LazyPriceBook) -> None:
+        self.exporter = StoreSpanExporter(store, pricer=prices)
+        self.memory = InMemorySpanExporter()
+        self.processor = CostSpanProcessor(
+            [SimpleSpanProcessor(self.memory)], pricer=prices, background=False
+        )
+        self.exported: list[ReadableSpan] = []
+
+    def send(self, spans: Iterable[ReadableSpan]) -> None:
+        for span in spans:
+            self.processor.on_end(span)
+        exported = self.memory.get_finished_spans()  # as the processor enriched them
+        self.exporter.export(exported)
+        self.exported.extend(exported)
+        self.memory.clear()
+
+    def shutdown(self) -> None:
+        self.processor.shutdown()
+        self.exporter.shutdown()
+
+
+def _judge(response_id: str, value: float, name: str = "correctness") -> list[ReadableSpan]:
+    """An LLM judge's run in a trace of its own: its span carries the evaluation event that
+    names the judged call by response id (as OTel GenAI evaluators do)."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    with provider.get_tracer("judge").start_as_current_span("judge") as span:
+        span.add_event(
+            "gen_ai.evaluation.result",
+            {
+                "gen_ai.evaluation.name": name,
+                "gen_ai.evaluation.score.value": value,
+                "gen_ai.response.id": response_id,
+            },
+        )
+    return list(memory.get_finished_spans())
+
+
+def _imported(spans: list[ReadableSpan], path: Path) -> pl.DataFrame:
+    """``llmtrace import otlp`` of ``spans`` as one file, priced as the app's pricer does."""
+    from llmtrace.importers.otlp import import_otlp
+    from llmtrace.price_book import PriceBook
+
+    path.write_bytes(encode_spans(spans).SerializeToString())
+    result = import_otlp([path])
+    assert result.problems == []
+    return price_calls(result.calls, PriceBook.load()).sort(KEYS)
+
+
+def _rows(store: Path) -> pl.DataFrame:
+    return Store(store).scan().collect().sort(KEYS)
+
+
+def _same_as_import(store: Path, spans: list[ReadableSpan], tmp_path: Path) -> pl.DataFrame:
+    settled = _rows(store)
+    imported = _imported(spans, tmp_path / "spans.pb")
+    compare = [c for c in settled.columns if c != "source"]
+    assert settled.height == imported.height and settled.select(KEYS).is_unique().all()
+    differ = [c for c in compare if not settled[c].equals(imported[c], check_names=True)]
+    assert differ == [], (differ, settled.select(KEYS, *differ), imported.select(KEYS, *differ))
+    return settled
+
+
+def _scored(rows: pl.DataFrame, response_id: str) -> dict[str, Any]:
+    (row,) = rows.filter(pl.col("response_id") == response_id).to_dicts()
+    return row
+
+
+def _settle(store: Path) -> Any:
+    result = Store(store).settle()
+    assert result is not None
+    return result
+
+
+def test_a_judges_score_exported_after_a_settle_reaches_the_stored_call(
+    prices: LazyPriceBook, tmp_path: Path
+) -> None:
+    """The calls are stored by one read; the judge's evaluation comes in a later batch and
+    the next read attaches it to the stored call (score and accuracy), as the import does."""
+    store = tmp_path / "store"
+    app = _App(store, prices)
+    app.send(readable_spans(RECORDING))
+    assert _settle(store).added == 12
+    app.send(_judge("chatcmpl-loop1", 0.25))
+    result = _settle(store)
+    assert (result.added, result.scores, result.carried_scores) == (0, 1, 0)
+    rows = _same_as_import(store, app.exported, tmp_path)
+    row = _scored(rows, "chatcmpl-loop1")
+    assert [(s["name"], s["value"]) for s in row["scores"]] == [("correctness", 0.25)]
+    assert row["accuracy"] == 0.25
+    assert _settle_again_adds_nothing(store, rows)
+
+
+def _settle_again_adds_nothing(store: Path, rows: pl.DataFrame) -> bool:
+    assert Store(store).settle() is None  # nothing pending: the spool is empty
+    return _rows(store).equals(rows, null_equal=True)
+
+
+def test_a_judges_score_spooled_before_its_call_waits_in_the_spool_for_it(
+    prices: LazyPriceBook, tmp_path: Path
+) -> None:
+    """The judge's trace is exported (and read) before the call's: its evaluation is carried
+    (not dropped) and attached when the call arrives."""
+    store = tmp_path / "store"
+    app = _App(store, prices)
+    app.send(_judge("msg_loop16", 1.0))
+    result = _settle(store)
+    assert (result.added, result.carried_scores, result.dropped_scores) == (0, 1, 0)
+    (carry,) = spool.pending(store)
+    assert spool.is_carry(carry.name) and not spool.has_pending(store)  # not due: no re-read
+    app.send(readable_spans(RECORDING))
+    result = _settle(store)
+    assert (result.added, result.carried_scores) == (12, 0)
+    assert spool.pending(store) == []
+    rows = _same_as_import(store, app.exported, tmp_path)
+    assert [s["value"] for s in _scored(rows, "msg_loop16")["scores"]] == [1.0]
+
+
+def test_a_score_whose_call_never_comes_is_dropped_after_the_bound(
+    prices: LazyPriceBook, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "store"
+    app = _App(store, prices)
+    app.send(_judge("msg_nowhere", 1.0))
+    assert _settle(store).carried_scores == 1
+    monkeypatch.setattr(spool, "CARRY_S", 0.0)
+    assert spool.has_pending(store)  # due now
+    result = _settle(store)
+    assert (result.carried_scores, result.dropped_scores) == (0, 1)
+    assert spool.pending(store) == []
+
+
+CRASHES = ["after the append", "after the attach", "after the carry is written"]
+
+
+@pytest.mark.parametrize("crash", CRASHES)
+def test_a_settle_killed_at_any_step_and_run_again_stores_each_call_and_score_once(
+    crash: str, prices: LazyPriceBook, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spool holds at once: calls, a late score of a stored call and a score whose call
+    is not there yet. The settle dies at a step; the next one and the rest of the spans store
+    what the import of all the spans stores."""
+    store = tmp_path / "store"
+    app = _App(store, prices)
+    spans = readable_spans(RECORDING)
+    first = [s for s in spans if s.attributes.get("gen_ai.response.id") != "chatcmpl-loop3"]
+    later = [s for s in spans if s not in first]
+    app.send(first[:4])
+    _settle(store)  # some calls stored before: a score for one of them is a late score
+    app.send([*first[4:], *_judge("chatcmpl-loop1", 0.5), *_judge("chatcmpl-loop3", 0.0)])
+
+    class Killed(Exception):
+        pass
+
+    def die(*_: Any, **__: Any) -> Any:
+        raise Killed
+
+    real_attach, real_carry = Store._attach_scores_held, spool_carry.write_carry
+    if crash == "after the append":
+        monkeypatch.setattr(Store, "_attach_scores_held", die)
+    elif crash == "after the attach":
+
+        def attach_then_die(self: Store, *args: Any) -> Any:
+            real_attach(self, *args)
+            raise Killed
+
+        monkeypatch.setattr(Store, "_attach_scores_held", attach_then_die)
+    else:
+
+        def carry_then_die(*args: Any) -> Any:
+            real_carry(*args)
+            raise Killed
+
+        monkeypatch.setattr("llmtrace.store_spool.write_carry", carry_then_die)
+    with pytest.raises(Killed):
+        from llmtrace import store_spool
+
+        reader = Store(store)
+        with reader._locked():
+            store_spool.settle(reader)
+    monkeypatch.undo()
+    again = _settle(store)
+    assert again.carried_scores == 1
+    app.send(later)
+    _settle(store)
+    assert spool.pending(store) == []
+    rows = _same_as_import(store, app.exported, tmp_path)
+    assert [s["value"] for s in _scored(rows, "chatcmpl-loop1")["scores"]] == [0.5]
+    assert [s["value"] for s in _scored(rows, "chatcmpl-loop3")["scores"]] == [0.0]
