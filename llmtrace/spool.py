@@ -13,8 +13,8 @@ Layout::
     STORE/spool/<utc-stamp>-<pid>-<seq>.msgpack    one batch, complete (renamed into place)
     STORE/spool/.<name>.tmp                        being written (never read; removed by a
                                                    settle once an hour old: a killed app's)
-    STORE/spool/<batch>-carry-<sec>-<tag>.msgpack  rows a settle carried over (scores
-                                                   waiting for their call; see
+    STORE/spool/<batch>-carry-<sec>-<tag>.msgpack  rows a settle carried over (open traces,
+                                                   scores waiting for their call; see
                                                    ``llmtrace.spool_carry``)
     STORE/spool/rejected/<name>                    a file settle could not read, kept
 
@@ -23,7 +23,9 @@ A file is msgpack (msgspec) of ``{"header": ..., "calls": [...], "tree": [...], 
 (``live``), ``keep_content``, the field names of each list (a later llmtrace maps rows by
 name, and refuses a file it cannot read instead of guessing), the counts of spans, and the
 price file and config file the app would use, so settling prices and scores as the app would
-have. Without ``keep_content`` no prompt or completion text is in the rows (only
+have; ``local_roots`` names the traces whose local root (a span whose parent is in another
+process) is in the batch, and ``final`` marks the empty batch an exporter writes when it shuts
+down (older readers ignore both). Without ``keep_content`` no prompt or completion text is in the rows (only
 fingerprints), as in the store itself.
 
 Written as ``.tmp``, fsynced, renamed, and the folder fsynced: a reader sees a whole batch or
@@ -128,11 +130,13 @@ def has_pending(store: Path, now: float | None = None) -> bool:
 
 CARRY = "-carry-"
 CARRY_S = 900.0
-"""How long a settle carries over (``llmtrace.store_spool``) evaluations whose call is not
-stored yet (a judge's trace exported before the call's). Past it, such an evaluation is dropped
-as matching no call, as ``llmtrace import otlp`` does at the end of its input. Fifteen minutes:
-longer than a judge takes, short enough that the spool does not keep scores of calls that
-never come."""
+"""How long a settle carries rows over (``llmtrace.store_spool``): the calls of a trace whose
+local root has not been spooled (a running request or agent run), and evaluations whose call is
+not stored yet (a judge's trace exported before the call's). Past it, such a trace is finished
+as it is (an app that died, a root in another process) and such an evaluation is dropped as
+matching no call, as ``llmtrace import otlp`` does at the end of its input. Fifteen minutes:
+longer than a request or most agent runs, short enough that ``llmtrace costs`` is not an hour
+behind an app that died."""
 
 
 def is_carry(name: str) -> bool:
@@ -237,16 +241,28 @@ class SpoolWriter:
             "config": config,
         }
 
-    def write(self, rows: SpanRows) -> Path:
-        """Spool ``rows`` as one file; returns its path. Raises ``OSError`` (full disk...)."""
+    def write(self, rows: SpanRows, local_roots: Sequence[str] = ()) -> Path:
+        """Spool ``rows`` as one file; returns its path. Raises ``OSError`` (full disk...).
+
+        ``local_roots``: traces of which a span whose parent is in another process ended in
+        this batch (the trace's root here): a settle then stops carrying the trace's calls,
+        as it does when a span without a parent (``rows.roots``) arrives."""
         header = {
             **self._header,
             "spans": rows.spans,
             "llm_spans": rows.llm_spans,
             "rejected": rows.rejected,
+            "local_roots": list(local_roots),
         }
         lists = (rows.calls, rows.tree, rows.roots, rows.evaluations)
         return self._write(header, lists)
+
+    def write_final(self) -> Path:
+        """Spool the process's last word (its exporter shut down): an empty batch whose header
+        says ``final``, so a settle finishes this process's open traces at once instead of
+        carrying them for ``CARRY_S`` (``llmtrace run -- python app.py``, then ``costs``)."""
+        header = {**self._header, "spans": 0, "llm_spans": 0, "rejected": 0, "final": True}
+        return self._write(header, ([], [], [], []))
 
     def _write(self, header: dict[str, Any], lists: tuple[list[Any], ...]) -> Path:
         if not self._made:

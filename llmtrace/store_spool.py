@@ -11,13 +11,20 @@ A group ends at ``GROUP_SPANS`` spans (memory: every span is a tree row, and an 
 are mostly not LLM calls) or where the app's price or config file changes. A file whose rows
 the step cannot take is found by stepping the group's parts one by one, and moved aside.
 
-Late scores (the importer's policy, applied across settles: ``llmtrace.spool_carry``): an
-evaluation not written with a call new in its group (its call was stored by an earlier settle
-or import, or comes later) goes to ``Store.attach_scores`` once, after every group was appended
-(under the lock already held: ``_attach_scores_held``); one that matches no stored call either
-(a judge's trace spooled before the call's) is carried until its call arrives, and dropped as
-matching no call ``spool.CARRY_S`` after it was spooled. A trace split across two groups is
-finished in each as an import with ``--batch-spans`` would finish it at a batch boundary.
+The importer's streaming policies, applied across settles (``llmtrace.spool_carry``):
+
+* Open traces: a trace's calls are finished once its local root has been spooled (a span
+  without a parent, or whose parent is in another process), since the root ends last and
+  names the calls' action. Until then its rows are held back from one group to the next and,
+  at the end of the settle, *carried*: written back into the spool as a carry file. A trace is
+  finished as it is once it was first spooled ``spool.CARRY_S`` ago (an app that died) or when
+  every process that spooled it has shut down (its exporter's final batch). So a reader sees a
+  running trace's calls only once it ends.
+* Late scores: an evaluation not written with a call new in its group (its call was stored
+  by an earlier settle or import, or comes later) goes to ``Store.attach_scores`` once, after
+  every group was appended (under the lock already held: ``_attach_scores_held``); one that
+  matches no stored call either (a judge's trace spooled before the call's) is carried until
+  its call arrives, and dropped as matching no call ``CARRY_S`` after it was spooled.
 
 Nothing is lost or doubled by a crash: the groups' calls are appended, then the scores
 attached, then the carry files written (atomically, naming the files they replace), and only
@@ -58,7 +65,7 @@ there): bounds a settle's memory however much was spooled."""
 @dataclass
 class SettleResult:
     """What one settle did: spool files taken, calls added and already stored, files kept;
-    late scores attached to stored calls, evaluations carried to the next settle, and
+    late scores attached to stored calls, rows and evaluations carried to the next settle,
     evaluations dropped because no call matched them within ``spool.CARRY_S``."""
 
     files: int = 0
@@ -67,6 +74,7 @@ class SettleResult:
     rejected_files: int = 0
     left: int = 0
     scores: int = 0
+    carried_calls: int = 0
     carried_scores: int = 0
     dropped_scores: int = 0
 
@@ -79,11 +87,12 @@ Key = tuple[Any, Any]
 
 @dataclass
 class _Key:
-    """One (config, price file)'s share of a settle: its files, the evaluations of each step
-    that wait for ``attach_scores``."""
+    """One (config, price file)'s share of a settle: its files, the rows held back (open
+    traces), the evaluations of each step that wait for ``attach_scores``."""
 
     header: dict[str, Any]
     files: list[Path] = field(default_factory=list)
+    held: list[Part] = field(default_factory=list)
     targets: list[pl.DataFrame] = field(default_factory=list)
     evaluations: dict[int, list[Any]] = field(default_factory=dict)
 
@@ -107,9 +116,9 @@ def settle(store: Store, *, progress: Progress | None = None) -> SettleResult:
         if batch is not None:
             key = _key(batch)
             if group and group_key is not None and (count >= GROUP_SPANS or key != group_key):
-                _finish(store, context, keys[group_key], group, result)
+                _step(store, context, keys[group_key], group, traces, result)
                 group, count = [], 0
-            traces.read(batch)
+            traces.read(batch)  # after the step before: its roots close traces from here on
             keys.setdefault(key, _Key(batch.header)).files.append(path)
             group_key = key
             group.append(Part.of(batch))
@@ -117,7 +126,7 @@ def settle(store: Store, *, progress: Progress | None = None) -> SettleResult:
         if progress is not None:
             progress(number, len(files))
     if group and group_key is not None:
-        _finish(store, context, keys[group_key], group, result)
+        _step(store, context, keys[group_key], group, traces, result)
     for key, state in keys.items():
         _close(store, context, key, state, traces, result)
     for path in [path for state in keys.values() for path in state.files]:
@@ -132,6 +141,29 @@ def settle(store: Store, *, progress: Progress | None = None) -> SettleResult:
 def _key(batch: spool.SpoolBatch) -> Key:
     """What a group's files must share: the app's config (accuracy) and price file."""
     return batch.header.get("config"), batch.header.get("prices")
+
+
+def _step(
+    store: Store,
+    context: _Context,
+    state: _Key,
+    parts: list[Part],
+    traces: Traces,
+    result: SettleResult,
+) -> None:
+    """Finish the rows of ready traces among those held and ``parts``; hold the others."""
+    everything = state.held + parts
+    ready = traces.ready(set().union(*(part.traces() for part in everything)))
+    now: list[Part] = []
+    state.held = []
+    for part in everything:
+        finished, later = part.split(ready)
+        if finished is not None:
+            now.append(finished)
+        if later is not None:
+            state.held.append(later)
+    if now:
+        _finish(store, context, state, now, result)
 
 
 def _finish(
@@ -149,6 +181,7 @@ def _finish(
             raise
         for path in bad:
             context.reject(path, result)
+        state.held = [part for part in state.held if part.path not in bad]
         parts = [part for part in parts if part.path not in bad]
         if not parts:
             return
@@ -187,8 +220,10 @@ def _close(
     traces: Traces,
     result: SettleResult,
 ) -> Path | None:
-    """End of the settle for one key: attach the late scores, and carry those that match no
-    call (written before any of the key's files is removed)."""
+    """End of the settle for one key: finish the held traces that are due, attach the late
+    scores, and carry the rest (written before any of the key's files is removed)."""
+    if state.held:
+        _step(store, context, state, [], traces, result)
     waiting: list[Any] = []
     if state.targets:
         attached = store._attach_scores_held(pl.concat(state.targets), context.accuracy(key[0]))
@@ -199,11 +234,12 @@ def _close(
                 result.dropped_scores += 1
             else:
                 waiting.append(row)
-    if not waiting:
+    if not state.held and not waiting:
         return None
+    result.carried_calls += sum(len(part.lists[0]) for part in state.held)
     result.carried_scores += len(waiting)
     folder = spool.spool_dir(store.path)
-    return write_carry(folder, state.header, [], waiting, state.files, traces)
+    return write_carry(folder, state.header, state.held, waiting, state.files, traces)
 
 
 def _position(score_id: str) -> tuple[int, int]:

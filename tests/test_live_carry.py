@@ -1,12 +1,12 @@
-"""What a settle carries over (``llmtrace.spool_carry``): late scores.
+"""What a settle carries over (``llmtrace.spool_carry``): late scores and open traces.
 
 A settle runs whenever the store is read, so often while the app runs. These tests replay a
 real recording (tests/fixtures/libraries, official GenAI instrumentation) through the live
 pipeline (``CostSpanProcessor`` -> ``StoreSpanExporter``, one batch per span, as the spans
 ended) with reads in between, plus an LLM judge's evaluation span, and hold the store to what
 ``llmtrace import otlp`` of the same spans as one file stores: a judge's score reaches its
-call whenever it was exported, and a settle killed at any step and run again stores each call
-and score once.
+call whenever it was exported, a trace's calls get the root's action whenever the root was
+exported, and a settle killed at any step and run again stores each call and score once.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 from recorded import LIBRARIES, readable_spans
 
 from llmtrace import spool, spool_carry
@@ -33,6 +34,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 KEYS = ["trace_id", "span_id"]
 RECORDING = LIBRARIES / "official-genai-1.3b0.jsonl"
+ROOT = "handle contract-review"  # the root of two traces of the recording, each with a call
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +182,98 @@ def test_a_score_whose_call_never_comes_is_dropped_after_the_bound(
     assert spool.pending(store) == []
 
 
+def _without_root(spans: list[ReadableSpan], name: str) -> tuple[list[Any], list[Any]]:
+    """(the spans but the roots called ``name``, those roots)."""
+    roots = [s for s in spans if s.name == name and s.parent is None]
+    return [s for s in spans if s not in roots], roots
+
+
+def test_a_trace_whose_root_is_exported_after_a_settle_gets_the_roots_action(
+    prices: LazyPriceBook, tmp_path: Path
+) -> None:
+    """The two contract-review traces are read while running (their roots not exported):
+    their calls are carried, not stored with the service as action, and once the roots
+    arrive they are stored as the import stores the same spans."""
+    store = tmp_path / "store"
+    app = _App(store, prices)
+    early, roots = _without_root(readable_spans(RECORDING), ROOT)
+    app.send(early)
+    result = _settle(store)
+    assert (result.added, result.carried_calls) == (10, 4)  # each trace: one call, twin spans
+    assert "contract-review" not in set(_rows(store)["action"])
+    app.send(roots)
+    assert _settle(store).added == 2
+    rows = _same_as_import(store, app.exported, tmp_path)
+    assert (rows["action"] == "contract-review").sum() == 2  # the roots' llmtrace.action
+
+
+def test_a_trace_that_never_gets_a_root_is_finished_after_the_bound(
+    prices: LazyPriceBook, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "store"
+    app = _App(store, prices)
+    early, _ = _without_root(readable_spans(RECORDING), ROOT)
+    app.send(early)
+    assert _settle(store).carried_calls == 4
+    assert Store(store).settle() is None  # the carry is not due: readers do not re-read it
+    monkeypatch.setattr(spool, "CARRY_S", 0.0)
+    assert _settle(store).added == 2
+    assert spool.pending(store) == []
+    _same_as_import(store, app.exported, tmp_path)  # the import, too, finishes them as they are
+
+
+def test_an_apps_shutdown_finishes_its_open_traces_at_once(
+    prices: LazyPriceBook, tmp_path: Path
+) -> None:
+    """``llmtrace run -- python app.py``, then ``llmtrace costs``: the exporter's last word
+    (a final batch) tells the settle that no root of this process will come."""
+    store = tmp_path / "store"
+    app = _App(store, prices)
+    early, _ = _without_root(readable_spans(RECORDING), ROOT)
+    app.send(early)
+    assert _settle(store).carried_calls == 4
+    app.shutdown()
+    result = _settle(store)
+    assert (result.added, result.carried_calls) == (2, 0)
+    assert spool.pending(store) == []
+    _same_as_import(store, app.exported, tmp_path)
+
+
+def test_a_span_whose_parent_is_remote_closes_its_trace_here(
+    prices: LazyPriceBook, tmp_path: Path
+) -> None:
+    """A service called by another (a ``traceparent`` header): its entry span's parent is in
+    the caller's process, so no span without a parent will come; the entry span ends the
+    trace here, and its calls are not carried."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    caller = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1))
+    usage = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.usage.input_tokens": 100,
+        "gen_ai.usage.output_tokens": 10,
+    }
+    tracer = provider.get_tracer("service")
+    with (
+        tracer.start_as_current_span(
+            "POST /ask", context=set_span_in_context(NonRecordingSpan(caller))
+        ),
+        tracer.start_as_current_span("chat", attributes=usage),
+    ):
+        pass
+    store = tmp_path / "store"
+    app = _App(store, prices)
+    app.send(memory.get_finished_spans()[:1])  # the call's batch: still open
+    assert _settle(store).carried_calls == 1
+    app.send(memory.get_finished_spans()[1:])  # the entry span: closed
+    result = _settle(store)
+    assert (result.added, result.carried_calls) == (1, 0)
+    _same_as_import(store, app.exported, tmp_path)
+
+
 CRASHES = ["after the append", "after the attach", "after the carry is written"]
 
 
@@ -187,14 +281,15 @@ CRASHES = ["after the append", "after the attach", "after the carry is written"]
 def test_a_settle_killed_at_any_step_and_run_again_stores_each_call_and_score_once(
     crash: str, prices: LazyPriceBook, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The spool holds at once: calls, a late score of a stored call and a score whose call
-    is not there yet. The settle dies at a step; the next one and the rest of the spans store
-    what the import of all the spans stores."""
+    """The spool holds at once: closed traces, a late score of a stored call, a score whose
+    call is not there yet, and two open traces. The settle dies at a step; the next one and
+    the rest of the spans store what the import of all the spans stores."""
     store = tmp_path / "store"
     app = _App(store, prices)
     spans = readable_spans(RECORDING)
-    first = [s for s in spans if s.attributes.get("gen_ai.response.id") != "chatcmpl-loop3"]
-    later = [s for s in spans if s not in first]
+    early, roots = _without_root(spans, ROOT)
+    first = [s for s in early if s.attributes.get("gen_ai.response.id") != "chatcmpl-loop3"]
+    later = [s for s in early if s not in first]
     app.send(first[:4])
     _settle(store)  # some calls stored before: a score for one of them is a late score
     app.send([*first[4:], *_judge("chatcmpl-loop1", 0.5), *_judge("chatcmpl-loop3", 0.0)])
@@ -230,10 +325,33 @@ def test_a_settle_killed_at_any_step_and_run_again_stores_each_call_and_score_on
             store_spool.settle(reader)
     monkeypatch.undo()
     again = _settle(store)
-    assert again.carried_scores == 1
-    app.send(later)
+    assert again.carried_calls == 4 and again.carried_scores == 1
+    app.send([*later, *roots])
     _settle(store)
     assert spool.pending(store) == []
     rows = _same_as_import(store, app.exported, tmp_path)
     assert [s["value"] for s in _scored(rows, "chatcmpl-loop1")["scores"]] == [0.5]
     assert [s["value"] for s in _scored(rows, "chatcmpl-loop3")["scores"]] == [0.0]
+
+
+def test_a_root_that_is_the_twin_of_a_call_written_before_still_closes_its_trace(
+    prices: LazyPriceBook, tmp_path: Path
+) -> None:
+    """Official GenAI's Anthropic call: the SDK's span and the outer ``chat`` span, the
+    trace's root, are one call. Exported in two batches, the root's call is not spooled again
+    (its twin was), but the root's span is: the trace closes and its call is stored with the
+    root's name as action (as the import names it), not carried until the bound."""
+    store = tmp_path / "store"
+    app = _App(store, prices)
+    spans = [s for s in readable_spans(RECORDING) if f"{s.context.trace_id:032x}" == _TWINS]
+    assert [s.parent is None for s in spans] == [False, True]
+    for span in spans:
+        app.send([span])
+    result = _settle(store)
+    assert (result.added, result.carried_calls, app.exporter.twins_dropped) == (1, 0, 1)
+    imported = _imported(app.exported, tmp_path / "spans.pb")
+    assert _rows(store)["action"].to_list() == imported["action"].to_list()
+    assert imported["action"].to_list() == ["chat claude-sonnet-4-5"]
+
+
+_TWINS = "bd8147b77a5939d2c893ba84cb2fe2b6"  # msg_loop9: anthropic SDK span under chat span

@@ -323,7 +323,8 @@ def test_a_one_call_app_exporting_to_the_store_imports_no_polars(tmp_path: Path)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
-    assert len(spool.pending(tmp_path / "store")) == 1
+    batch, final = spool.pending(tmp_path / "store")  # the call's batch, the app's last word
+    assert spool.read(final).header["final"] and not spool.read(batch).header.get("final")
     (row,) = _rows(tmp_path / "store").to_dicts()
     assert row["source"] == "live" and row["price_status"] == "ok" and row["total_cost"] > 0
     assert os.listdir(tmp_path / "store" / "spool") == []

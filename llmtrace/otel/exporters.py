@@ -114,14 +114,19 @@ class StoreSpanExporter(SpanExporter):
     with the importer's batch step (merging two spans of one call, actions, scores) over many
     files at once and ``price_calls``, so the store holds the rows ``llmtrace import otlp``
     writes for the same spans (``source`` says ``live``), priced with the price file the app's
-    pricer uses.
+    pricer uses. As that import holds a trace's calls until its root has been read, a settle
+    carries a trace's rows until its local root is spooled (``llmtrace.spool_carry``): readers
+    see a running trace's calls once it ends, or when the app shuts down (``shutdown`` spools
+    a final batch saying so), or ``spool.CARRY_S`` (15 minutes) after they were spooled. A
+    judge's evaluation exported after (or before) its call reaches the stored call.
 
     Merging needs both spans of a call in one batch. A span that defers to another
     (``llmtrace.priced_span_id``) whose target is not in the batch yet is held back until the
     target arrives (bounded; flushed as-is at shutdown), so a batch boundary between the two
     cannot turn one call into two rows. A twin in another trace is often priced first and so
     written in an earlier batch: a span deferring to a span written lately (the last
-    ``max_pending`` ids) is already counted there and is not written again.
+    ``max_pending`` ids) is already counted there: its call is not written again, but its
+    span is (without the call), since it is often its trace's root and names the action.
 
     A batch is spooled as far as it concerns LLM calls: the spans of traces with a call or an
     evaluation in it or in a recent batch (a root or ancestor exported after its call still
@@ -152,6 +157,7 @@ class StoreSpanExporter(SpanExporter):
         self._pending_count = 0
         self._max_pending = max_pending
         self._written: OrderedDict[str, None] = OrderedDict()  # span ids of recent batches
+        self._twins: list[ReadableSpan] = []  # of this batch: deferring to a written span
         self._llm_traces: OrderedDict[str, None] = OrderedDict()  # traces with a call lately
         self.rows_written = 0  # call rows spooled (settling merges twins and drops stored keys)
         self.twins_dropped = 0
@@ -174,13 +180,15 @@ class StoreSpanExporter(SpanExporter):
         return self._writer
 
     def _ready(self, spans: Sequence[ReadableSpan]) -> list[ReadableSpan]:
-        """This batch plus held-back spans whose target arrived, minus newly held-back ones."""
+        """This batch plus held-back spans whose target arrived, minus newly held-back ones;
+        twins of spans written lately go to ``self._twins`` (spooled without their call)."""
         ids = {f"{s.context.span_id:016x}" for s in spans}
         ready: list[ReadableSpan] = []
         for span in spans:
             target = (span.attributes or {}).get(PRICED_SPAN_ID)
             if target is not None and str(target) in self._written:
                 self.twins_dropped += 1  # its twin is stored already: one call, one row
+                self._twins.append(span)
                 continue
             if target is not None and target not in ids and self._pending_count < self._max_pending:
                 self._pending.setdefault(str(target), []).append(span)
@@ -194,9 +202,25 @@ class StoreSpanExporter(SpanExporter):
         return ready
 
     def _write(self, spans: Sequence[ReadableSpan]) -> None:
-        rows = span_rows(spans, keep_content=self._keep_content)
+        twins, self._twins = self._twins, []
+        rows = span_rows([*spans, *twins], keep_content=self._keep_content)
+        if twins:  # their span (often the trace's root) still names actions; not their call
+            from llmtrace.importers.otlp_rows import CALL_ROW  # Polars-free
+
+            dropped = {f"{s.context.span_id:016x}" for s in twins}
+            span_id = CALL_ROW.index("span_id")
+            kept = [call for call in rows.calls if call[span_id] not in dropped]
+            rows.llm_spans -= len(rows.calls) - len(kept)
+            rows.calls = kept
         if self._keep_relevant(rows):
-            self._spool().write(rows)
+            # a span whose parent is in another process is its trace's root here: no span
+            # without a parent will come, so the settle must not wait for one (store_spool)
+            local = {
+                f"{s.context.trace_id:032x}"
+                for s in spans
+                if s.parent is not None and s.parent.is_remote
+            }
+            self._spool().write(rows, sorted(local & self._llm_traces.keys()))
             self.rows_written += len(rows.calls)
         written = self._written
         for span in spans:
@@ -229,6 +253,7 @@ class StoreSpanExporter(SpanExporter):
         return bool(rows.calls or rows.evaluations or rows.tree)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self._twins = []
         try:
             self._write(self._ready(spans))
             return SpanExportResult.SUCCESS
@@ -243,6 +268,8 @@ class StoreSpanExporter(SpanExporter):
             self._pending_count = 0
             if held:
                 self._write(held)
+            if self._writer is not None:  # this process spooled: its open traces end here
+                self._writer.write_final()
         except Exception as exc:  # noqa: BLE001
             _guard.swallow("exporter.store.shutdown", exc)
 
@@ -331,6 +358,7 @@ class ConsoleCostExporter(SpanExporter):
         self.stream = stream
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self._twins = []
         try:
             stream = self.stream or sys.stderr
             for span in spans:
