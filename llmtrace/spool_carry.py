@@ -11,6 +11,10 @@ arrives, and so are evaluations that matched no call, stored or new, until their
 Neither waits longer than ``spool.CARRY_S`` after it was first spooled, nor past the shutdown
 of every process that spooled it (``SpoolWriter.write_final``): then the trace is finished as
 it is and the evaluation dropped as matching no call, as the importer does at the end.
+A span that ends after its trace's root (a judge or a call still running under a request that
+answered) comes after a settle stored the trace: the traces closed within ``CARRY_S`` and their
+root names are remembered (``STORE/state/spool-closed.msgpack``, as the importer keeps a table
+of closed traces), so such a span is finished at once, its call named after the root.
 
 A *part* is the rows of one spool file that go one way; the rows of one trace always go
 together. A carry file's header says what it holds and which files it replaces: those files'
@@ -21,17 +25,27 @@ carried exactly once.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from llmtrace import spool
 from llmtrace.importers.otlp_rows import CALL_ROW, EVALUATION_FIELDS
 
 # where each list keeps its trace id (``spool.LISTS`` order: calls, tree, roots, evaluations)
 _TRACE = (CALL_ROW.index("trace_id"), 0, 0, EVALUATION_FIELDS.index("trace_id"))
+
+
+RECENT = 100_000
+"""Most closed traces remembered (~4 MB of ids and names): bounds the memory's rewrite."""
+MEMORY = "spool-closed.msgpack"
+"""``STORE/state/<MEMORY>``: the traces closed lately (``Traces.memory``). Advisory: lost, a
+late span waits for ``spool.CARRY_S`` instead, and nothing else changes."""
 
 
 @dataclass
@@ -79,6 +93,8 @@ class Traces:
     pids: dict[str, set[int]] = field(default_factory=dict)
     closed: set[str] = field(default_factory=set)
     finals: set[int] = field(default_factory=set)
+    # traces whose local root was spooled lately: (when it was settled, the root's name)
+    recent: dict[str, tuple[int, str | None]] = field(default_factory=dict)
 
     def read(self, batch: spool.SpoolBatch) -> None:
         """Note a file's traces, roots and, for an app's final word, its process."""
@@ -96,8 +112,40 @@ class Traces:
                 self._seen(trace, first, pids)
             if header.get("final") and pid is not None:
                 self.finals.add(pid)
-        self.closed.update(row[0] for row in batch.roots)
-        self.closed.update(header.get("local_roots") or ())
+        for trace in header.get("local_roots") or ():
+            self.closed.add(trace)
+            self.recent.setdefault(trace, (self.now_ns, None))
+        for trace, name in batch.roots:
+            self.closed.add(trace)
+            self.recent[trace] = (self.now_ns, name)
+
+    def recall(self, memory: dict[str, Any]) -> None:
+        """Take the traces closed by earlier settles (``read_memory``) as closed."""
+        for trace, (closed, name) in memory.items():
+            self.recent[trace] = (int(closed), name)
+            self.closed.add(trace)
+
+    def memory(self) -> dict[str, list[Any]]:
+        """The traces closed within ``spool.CARRY_S`` (at most ``RECENT``, the latest), for
+        ``write_memory``: a span of one that ends after its root (a background task, a judge
+        run under the request) is then finished at once, with the root's name at hand."""
+        horizon = self.now_ns - spool.CARRY_S * 1e9
+        kept = sorted(
+            ((closed, trace, name) for trace, (closed, name) in self.recent.items()),
+            reverse=True,
+        )[:RECENT]
+        return {trace: [closed, name] for closed, trace, name in kept if closed > horizon}
+
+    def root_rows(self, parts: list[Part]) -> list[Any]:
+        """Root rows of earlier settles for the traces of ``parts`` lacking one: a late span's
+        call takes its action from the root's name, as the import's closed-trace table does."""
+        have = {row[0] for part in parts for row in part.lists[2]}
+        traces = set().union(*(part.traces() for part in parts)) - have
+        return [
+            [trace, self.recent[trace][1]]
+            for trace in sorted(traces)
+            if trace in self.recent and self.recent[trace][1] is not None
+        ]
 
     def _seen(self, trace: str, first: int, pids: Iterable[int]) -> None:
         known = self.first.get(trace)
@@ -169,3 +217,24 @@ def replaced_by_carries(batches: Iterable[spool.SpoolBatch]) -> set[str]:
         if isinstance(carry, dict):
             names.update(carry.get("replaces") or ())
     return names
+
+
+def read_memory(store: Path) -> dict[str, Any]:
+    """The traces earlier settles closed lately (empty when none, or unreadable)."""
+    try:
+        memory = msgspec.msgpack.decode((store / "state" / MEMORY).read_bytes())
+    except (OSError, msgspec.DecodeError):
+        return {}
+    return memory if isinstance(memory, dict) else {}
+
+
+def write_memory(store: Path, memory: dict[str, list[Any]]) -> None:
+    """Replace the memory of closed traces atomically (a reader sees the old or the new)."""
+    folder = store / "state"
+    folder.mkdir(parents=True, exist_ok=True)
+    temp = folder / f".{MEMORY}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        temp.write_bytes(msgspec.msgpack.encode(memory))
+        os.replace(temp, folder / MEMORY)
+    finally:
+        temp.unlink(missing_ok=True)

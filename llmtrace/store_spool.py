@@ -19,7 +19,8 @@ The importer's streaming policies, applied across settles (``llmtrace.spool_carr
   at the end of the settle, *carried*: written back into the spool as a carry file. A trace is
   finished as it is once it was first spooled ``spool.CARRY_S`` ago (an app that died) or when
   every process that spooled it has shut down (its exporter's final batch). So a reader sees a
-  running trace's calls only once it ends.
+  running trace's calls only once it ends. A span arriving after its trace's root was
+  settled is finished at once, with the root's name (the settles' memory of closed traces).
 * Late scores: an evaluation not written with a call new in its group (its call was stored
   by an earlier settle or import, or comes later) goes to ``Store.attach_scores`` once, after
   every group was appended (under the lock already held: ``_attach_scores_held``); one that
@@ -38,7 +39,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,7 +52,14 @@ from llmtrace.config import Config, load_config
 from llmtrace.importers.otlp import DEFAULT_BATCH_SPANS, _Collector, _Stream
 from llmtrace.pricing import price_calls
 from llmtrace.record import KEY_FIELDS
-from llmtrace.spool_carry import Part, Traces, replaced_by_carries, write_carry
+from llmtrace.spool_carry import (
+    Part,
+    Traces,
+    read_memory,
+    replaced_by_carries,
+    write_carry,
+    write_memory,
+)
 from llmtrace.store_journal import fsync_dir
 
 if TYPE_CHECKING:
@@ -107,6 +115,8 @@ def settle(store: Store, *, progress: Progress | None = None) -> SettleResult:
     context = _Context(store)
     files = context.drop_replaced(files, result)
     traces = Traces(time.time_ns())
+    remembered = read_memory(store.path)
+    traces.recall(remembered)
     keys: dict[Key, _Key] = {}
     group: list[Part] = []
     group_key: Key | None = None
@@ -129,6 +139,9 @@ def settle(store: Store, *, progress: Progress | None = None) -> SettleResult:
         _step(store, context, keys[group_key], group, traces, result)
     for key, state in keys.items():
         _close(store, context, key, state, traces, result)
+    memory = traces.memory()
+    if memory != remembered:
+        write_memory(store.path, memory)
     for path in [path for state in keys.values() for path in state.files]:
         if path not in context.rejected:  # only now: every row is stored, attached or carried
             path.unlink(missing_ok=True)
@@ -158,23 +171,28 @@ def _step(
     state.held = []
     for part in everything:
         finished, later = part.split(ready)
-        if finished is not None:
+        if finished is not None and any(finished.lists):  # an app's final word has no rows
             now.append(finished)
         if later is not None:
             state.held.append(later)
     if now:
-        _finish(store, context, state, now, result)
+        _finish(store, context, state, now, traces.root_rows(now), result)
 
 
 def _finish(
-    store: Store, context: _Context, state: _Key, parts: list[Part], result: SettleResult
+    store: Store,
+    context: _Context,
+    state: _Key,
+    parts: list[Part],
+    roots: list[Any],
+    result: SettleResult,
 ) -> None:
     """Step, price and append ``parts`` as one input; keep their evaluations not written
     with a new call for ``attach_scores``. A file whose rows the step cannot take is found
     by stepping the files alone, and moved aside with all its rows."""
     config, prices = _key_of(state)
     try:
-        step = context.step(parts, config, prices)
+        step = context.step(parts, config, prices, roots)
     except _STEP_ERRORS:
         bad = {part.path for part in parts if not context.steps(part, config, prices)}
         if not bad:
@@ -185,7 +203,7 @@ def _finish(
         parts = [part for part in parts if part.path not in bad]
         if not parts:
             return
-        step = context.step(parts, config, prices)
+        step = context.step(parts, config, prices, roots)
     appended = store._append_held(step.calls) if step.calls.height else None
     if appended is not None:
         result.added += appended.added
@@ -296,10 +314,14 @@ class _Context:
             fsync_dir(spool.spool_dir(self.store.path))
         return [path for path in kept if path.exists()]
 
-    def step(self, parts: list[Part], config: str | None, prices: str | None) -> Any:
+    def step(
+        self, parts: list[Part], config: str | None, prices: str | None, roots: Iterable[Any] = ()
+    ) -> Any:
         """The parts' priced calls and score targets: their rows as one input to the batch
-        step, as ``llmtrace import otlp`` finishes the same spans."""
+        step, as ``llmtrace import otlp`` finishes the same spans (``roots``: those of
+        traces closed before, for late spans' actions)."""
         sink = _Collector(False)  # keep_content acts when rows are made, in the app
+        sink.roots.extend(roots)
         for part in parts:
             calls, tree, roots, evaluations = part.lists
             sink.calls.extend(calls)

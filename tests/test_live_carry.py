@@ -355,3 +355,54 @@ def test_a_root_that_is_the_twin_of_a_call_written_before_still_closes_its_trace
 
 
 _TWINS = "bd8147b77a5939d2c893ba84cb2fe2b6"  # msg_loop9: anthropic SDK span under chat span
+
+
+def test_spans_that_end_after_their_root_are_finished_at_once_with_the_roots_name(
+    prices: LazyPriceBook, tmp_path: Path
+) -> None:
+    """A request answers, ends, and leaves work running under its root span: a judge that
+    scores the answer and a follow-up call. Read between the two, the late spans' trace is
+    known closed (the settles' memory), so they are stored at once, the call with the root's
+    name as action and the score on the stored call, as the import of all the spans has it."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("app")
+    usage = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.usage.input_tokens": 100,
+        "gen_ai.usage.output_tokens": 10,
+    }
+    root = tracer.start_span("POST /ask")
+    under = set_span_in_context(root)
+    tracer.start_span("chat", under, attributes={**usage, "gen_ai.response.id": "r-answer"}).end()
+    root.end()
+    judge = tracer.start_span("judge", under)
+    judge.add_event(
+        "gen_ai.evaluation.result",
+        {
+            "gen_ai.evaluation.name": "correctness",
+            "gen_ai.evaluation.score.value": 1.0,
+            "gen_ai.response.id": "r-answer",
+        },
+    )
+    tracer.start_span("chat", under, attributes={**usage, "gen_ai.response.id": "r-followup"}).end()
+    judge.end()
+    spans = list(memory.get_finished_spans())
+    store = tmp_path / "store"
+    app = _App(store, prices)
+    app.send(spans[:2])  # the answer and the root
+    assert _settle(store).added == 1
+    app.send(spans[2:])  # the follow-up call and the judge, after the root
+    result = _settle(store)
+    assert (result.added, result.scores, result.carried_calls, result.carried_scores) == (
+        1,
+        1,
+        0,
+        0,
+    )
+    rows = _same_as_import(store, app.exported, tmp_path)
+    assert rows["action"].to_list() == ["POST /ask"] * 2
+    assert [s["value"] for s in _scored(rows, "r-answer")["scores"]] == [1.0]
