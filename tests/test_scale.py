@@ -288,6 +288,60 @@ def test_a_family_spilling_alone_writes_only_the_calls_needing_a_part(
     assert same_up_to_summation_order(findings(parts), findings(one)), findings(parts)
 
 
+def test_a_lone_lineage_spill_writes_its_names_as_categoricals(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In many parts the lineage family spills alone, and both its rules list their names in
+    ``categorical_columns``: the spill writes them as categoricals, and LT201's and LT203's
+    merged partials are their one-pass aggregates (names as strings, the same cells)."""
+    from llmtrace.rules import partition
+    from llmtrace.rules.engine import (
+        AggregateJob,
+        aggregate_locally,
+        audit_window,
+        load_catalogue,
+        rule_contexts,
+    )
+
+    schemas: list[pl.Schema] = []
+    real = partition.spill
+
+    def spy(calls: pl.LazyFrame, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        schemas.append(calls.collect_schema())
+        return real(calls, *args, **kwargs)
+
+    monkeypatch.setattr(partition, "spill", spy)
+    config = empty_config(tmp_path)
+    catalogue, window, codes = (
+        load_catalogue(config),
+        audit_window(None, END, config),
+        ["LT201", "LT203"],
+    )
+
+    def merged(rows_per_part: int) -> dict[str, pl.DataFrame]:
+        job = AggregateJob(
+            source=store,
+            window=window,
+            entries={code: catalogue.entries[code] for code in codes},
+            contexts=rule_contexts(catalogue, codes, window, config),
+            rows_per_part=rows_per_part,
+        )
+        errors: list = []
+        partials, calls = aggregate_locally(job, errors, lambda _: None)
+        assert not errors and calls > 5 * 8_000
+        return {c: job.entries[c].rule.merge(partials[c], job.contexts[c]) for c in codes}
+
+    whole = merged(10**9)
+    assert schemas == []  # one pass: no spill
+    parted = merged(8_000)
+    assert len(schemas) == 1
+    assert all(schemas[0][n] == pl.Categorical for n in ("provider", "model", "service", "prompt"))
+    for code in codes:
+        assert whole[code].height > 5, code
+        assert parted[code].schema == whole[code].schema, code  # strings, not categoricals
+        _assert_same_cells(whole[code], parted[code])
+
+
 def _context(window, params):
     from llmtrace.rules.base import AuditContext
 

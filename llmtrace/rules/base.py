@@ -196,6 +196,10 @@ class Rule(Protocol):
     # calls it marks need their key's part; the others merge under any split, and when the
     # rule's family spills alone they are not spilled but given to ``aggregate_unparted``, a
     # day at a time (``partition.Unparted``: LT202's and LT301's calls outside conversations).
+    # Optional ``categorical_columns``: string columns ``aggregate`` only tests, hashes, groups
+    # by and names; a spill whose every rule lists one writes it as ``pl.Categorical`` (its
+    # Parquet encoding and decoding cost less than a string's), and ``aggregate`` gives such a
+    # column back as ``pl.String`` in its result (LT201's and LT203's names, at many parts).
 
     def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
         """Partial aggregates for one partition of the calls (mergeable across partitions)."""

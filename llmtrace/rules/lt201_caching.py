@@ -164,6 +164,9 @@ class CachingRule:
     partition_key: ClassVar[pl.Expr] = pl.col("prefix_hashes").list.first()
     # ...and so do LT203's lineages (model, system prefix): one spill serves both
     partition_family: ClassVar[str] = "lineage"
+    # names only tested (provider), hashed and named: a lone lineage spill writes them as
+    # categoricals (``base.Rule``), and the names table turns them back into strings
+    categorical_columns: ClassVar[tuple[str, ...]] = tuple(_NAMES)
 
     def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
         """Per cell: token sums as they are and as each replayed cache lifetime would make them.
@@ -177,7 +180,7 @@ class CachingRule:
         names_plan = (
             eligible.select(*_NAMES, *_name_keys())
             .group_by("_m", "_s")
-            .agg(pl.col(*_NAMES).first())
+            .agg(pl.col(*_NAMES).first().cast(pl.String))  # a categorical spill's too
         )
         # one read of the calls for both (a part's file, or the scan): the numbers go on to the
         # replay, the strings only into the small names table

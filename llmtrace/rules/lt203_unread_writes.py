@@ -134,6 +134,9 @@ class UnreadWritesRule:
     derived_columns: ClassVar[dict[str, pl.Expr]] = FIRST_PREFIX_HASH
     partition_key: ClassVar[pl.Expr] = _lineage()
     partition_family: ClassVar[str] = "lineage"  # partition.SHARED_KEYS, the same key
+    # names only hashed and named: a lone lineage spill writes them as categoricals
+    # (``base.Rule``), and the plain sums turn them back into strings
+    categorical_columns: ClassVar[tuple[str, ...]] = tuple(_KEY)
 
     def aggregate(self, calls: pl.LazyFrame, ctx: AuditContext) -> pl.LazyFrame:
         """Per cell: written tokens, and those no later call of the lineage read in time.
@@ -175,7 +178,7 @@ class UnreadWritesRule:
             start.min().alias("first_call"),
             start.max().alias("last_call"),
             # a key's strings are the same on each of its calls (``_k`` hashes them)
-            pl.col(*_KEY).first(),
+            pl.col(*_KEY).first().cast(pl.String),  # a categorical spill's too
         )
         cached = base.filter((pl.col("read") + pl.col("write")) > 0).select("_g").unique()
         # the neighbours in the lineage: calls in time order, shifted within each lineage (one
