@@ -34,6 +34,7 @@ from opentelemetry.sdk.trace.export import (
 from llmtrace.otel import _guard
 from llmtrace.otel.processor import PRICED_SPAN_ID, span_mapping
 from llmtrace.otel.settings import LiveSettings
+from llmtrace.otel.spans import _SDK_SPANS, _resource_attributes, attributes_to_read
 
 DEFAULT_STORE = ".llmtrace"  # store.DEFAULT_STORE, without importing the store (Polars)
 
@@ -316,22 +317,54 @@ def span_rows(spans: Sequence[ReadableSpan], *, keep_content: bool = False) -> A
     """The importer's rows (``otlp_rows.SpanRows``) of a batch of SDK spans, without Polars.
 
     As ``calls_from_spans`` collects them: a span the importer rejects is counted and logged
-    once (``<spans>:N: span ID: why``), never raised.
+    once (``<spans>:N: span ID: why``), never raised. Each span goes to ``SpanRows.add`` as
+    ``_rows_mapping`` makes it: the mapping ``importer_mapping`` gives, with the importer's
+    defaults, built in one go (this runs for every span an app ends, on the exporter thread).
     """
     from llmtrace.importers import ImportProblem
     from llmtrace.importers.otlp_rows import SpanRows
 
     rows = SpanRows(keep_content)
+    add = rows.add
     for number, span in enumerate(spans, start=1):
-        mapping = importer_mapping(span)
+        mapping = _rows_mapping(span)
         rows.spans += 1
         try:
-            rows.add({"events": [], "resource": {}, "scope": None, **mapping})
+            add(mapping)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:  # SpanError, _Malformed
             rows.rejected += 1
             problem = ImportProblem("<spans>", number, mapping.get("span_id"), str(exc))
             _guard.swallow("exporter.store.span", ValueError(str(problem)))
     return rows
+
+
+def _rows_mapping(span: ReadableSpan) -> dict[str, Any]:
+    """``{"events": [], "resource": {}, "scope": None, **importer_mapping(span)}``, the same
+    keys and values, built without the intermediate dicts: the attributes are read in place
+    (``attributes_to_read``: the rows keep values, never the mapping, and an ended span's
+    attributes do not change), and the events list is only made for a span that has events.
+    A span that is not one of the SDK's classes goes the plain way."""
+    if type(span) not in _SDK_SPANS:
+        return {"events": [], "resource": {}, "scope": None, **importer_mapping(span)}
+    context, parent, scope = span._context, span._parent, span._instrumentation_scope
+    events = span._events
+    return {
+        "events": [
+            {"name": event.name, "attributes": dict(event.attributes or {})} for event in events
+        ]
+        if events
+        else [],
+        "resource": _resource_attributes(span._resource),
+        "scope": scope.name if scope is not None else None,
+        "trace_id": f"{context.trace_id:032x}",
+        "span_id": f"{context.span_id:016x}",
+        "parent_span_id": f"{parent.span_id:016x}" if parent is not None else None,
+        "name": span._name,
+        "start_ns": span._start_time,
+        "end_ns": span._end_time,
+        "status_code": span._status.status_code.value,
+        "attributes": attributes_to_read(span),
+    }
 
 
 def spans_to_calls(spans: Sequence[ReadableSpan], *, keep_content: bool = False) -> pl.DataFrame:
@@ -358,7 +391,6 @@ class ConsoleCostExporter(SpanExporter):
         self.stream = stream
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self._twins = []
         try:
             stream = self.stream or sys.stderr
             for span in spans:

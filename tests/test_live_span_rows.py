@@ -1,0 +1,238 @@
+"""The store exporter's rows of a batch (``exporters.span_rows``) are what they were.
+
+``span_rows`` runs on the exporter thread for every span an app ends (issue 15, goal 3), so it
+builds each span's mapping in one go and reads the attributes in place instead of copying them
+into ``importer_mapping``'s dict and that dict into another. The spool file holds these rows and
+a settle turns them into stored calls, so they must not change by a bit: every case here runs
+through ``span_rows`` as it was (``plain_span_rows``, commit 514d29e) and as it is, and compares
+the calls, tree rows, roots, evaluations, counts and the problems reported, by ``repr`` (so an
+int that became a float, or -0.0 that became 0.0, is a difference).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
+from recorded import fixture_paths, replay
+
+from llmtrace import dialects
+from llmtrace.otel import exporters
+from llmtrace.otel.processor import LazyPriceBook
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def plain_span_rows(spans: Sequence[ReadableSpan], *, keep_content: bool = False) -> Any:
+    """``exporters.span_rows`` as it was (commit 514d29e)."""
+    from llmtrace.importers import ImportProblem
+    from llmtrace.importers.otlp_rows import SpanRows
+
+    rows = SpanRows(keep_content)
+    for number, span in enumerate(spans, start=1):
+        mapping = exporters.importer_mapping(span)
+        rows.spans += 1
+        try:
+            rows.add({"events": [], "resource": {}, "scope": None, **mapping})
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            rows.rejected += 1
+            problem = ImportProblem("<spans>", number, mapping.get("span_id"), str(exc))
+            exporters._guard.swallow("exporter.store.span", ValueError(str(problem)))
+    return rows
+
+
+def _outcome(function: Any, spans: Sequence[ReadableSpan], keep: bool, monkeypatch) -> list[str]:
+    """Everything ``function`` gives for ``spans``, and what it reports, a text per row."""
+    swallowed: list[str] = []
+    with monkeypatch.context() as patch:
+        patch.setattr(exporters._guard, "swallow", lambda where, exc: swallowed.append(str(exc)))
+        rows = function(spans, keep_content=keep)
+    out = [f"{field}: {row!r}" for field in ("calls", "tree", "roots", "evaluations")
+           for row in getattr(rows, field)]  # fmt: skip
+    counts = [f"{field}={getattr(rows, field)}" for field in ("spans", "llm_spans", "rejected")]
+    return out + counts + swallowed
+
+
+def assert_same_rows(spans: Sequence[ReadableSpan], monkeypatch) -> None:
+    for keep in (False, True):
+        new = _outcome(exporters.span_rows, spans, keep, monkeypatch)
+        old = _outcome(plain_span_rows, spans, keep, monkeypatch)
+        first = next((i for i, (a, b) in enumerate(zip(new, old, strict=False)) if a != b), None)
+        assert first is None, (keep, new[first], old[first])  # the first difference
+        assert len(new) == len(old)
+
+
+@pytest.fixture(scope="module")
+def prices() -> LazyPriceBook:
+    book = LazyPriceBook()
+    book.get()
+    return book
+
+
+@pytest.mark.parametrize("path", fixture_paths(), ids=lambda p: p.stem)
+def test_recorded_libraries_give_the_same_rows(path: Path, prices, monkeypatch) -> None:
+    """What the exporter receives from the live processor for each recorded library (priced
+    spans with llmtrace's attributes, their parents), as one batch and span by span."""
+    spans = replay(path, prices)
+    rows = exporters.span_rows(spans)
+    assert rows.calls and len(rows.tree) == len(spans)
+    assert type(spans[0]) in exporters._SDK_SPANS  # the fast mapping is the one compared
+    assert_same_rows(spans, monkeypatch)
+    for span in spans:
+        assert_same_rows([span], monkeypatch)
+
+
+class _Subclass(ReadableSpan):
+    """Not one of the SDK's classes: read through its properties (the plain way)."""
+
+
+def _context(rng: random.Random, trace: int) -> SpanContext:
+    return SpanContext(trace, rng.getrandbits(64) | 1, rng.random() < 0.2, TraceFlags(1))
+
+
+_VALUES: list[Any] = ["", "x", "CHAT", " chat ", 0, -1, 12, 2**70, 1.5, 12.0, float("nan"), True]
+_VALUES += [("a", "b"), ("stop",), "12", "-3", "1e3", '{"total": 0.5}', '{"a": 1}', "[1]", "{"]
+_ATTRIBUTES = [
+    "gen_ai.operation.name",
+    "gen_ai.request.model",
+    "gen_ai.response.model",
+    "gen_ai.provider.name",
+    "gen_ai.system",
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.output_tokens",
+    "gen_ai.usage.cache_read.input_tokens",
+    "gen_ai.usage.cost",
+    "gen_ai.response.id",
+    "gen_ai.agent.name",
+    "gen_ai.tool.name",
+    "gen_ai.tool.call.arguments",
+    "gen_ai.input.messages",
+    "gen_ai.output.messages",
+    "openinference.span.kind",
+    "llm.token_count.prompt",
+    "llm.request.type",
+    "langfuse.observation.type",
+    "langfuse.observation.cost_details",
+    "langfuse.observation.usage_details",
+    "llmtrace.action",
+    "llmtrace.agent",
+    "llmtrace.prompt.prefix_hashes",
+    "llmtrace.prompt.prefix_tokens",
+    "error.type",
+    "http.route",
+    "db.system.name",
+]
+_GOOD = {
+    "gen_ai.operation.name": "chat",
+    "gen_ai.request.model": "gpt-4o",
+    "gen_ai.provider.name": "openai",
+    "gen_ai.usage.input_tokens": 100,
+    "gen_ai.usage.output_tokens": 10,
+}
+_COSTS = '{"input":0.1,"input_cached_tokens":0.0,"total":0.25}'
+
+
+def _attributes(rng: random.Random) -> dict[str, Any]:
+    kind = rng.random()
+    if kind < 0.25:  # an app's other spans
+        return {"http.route": "/x", "server.port": 80} if rng.random() < 0.5 else {}
+    attrs = dict(_GOOD) if kind < 0.7 else {}
+    for name in rng.sample(_ATTRIBUTES, rng.randint(0, 6)):
+        attrs[name] = rng.choice(_VALUES)
+    if rng.random() < 0.3:
+        attrs["langfuse.observation.cost_details"] = rng.choice(
+            [_COSTS, _COSTS + " ", " " + _COSTS, _COSTS[:-1], '{"total":1e999}', '{"x":NaN}']
+        )
+    if rng.random() < 0.2:
+        attrs["llmtrace.prompt.prefix_hashes"] = rng.choice([["00ff", "0a"], ("ab",), ["zz"]])
+        attrs["llmtrace.prompt.prefix_tokens"] = rng.choice([[1, 2], (3,), None, ["x"]])
+    return attrs
+
+
+def _events(rng: random.Random) -> list[Event]:
+    events = []
+    for _ in range(rng.choice([0, 0, 1, 2])):
+        pick = rng.random()
+        if pick < 0.4:
+            events.append(Event("exception", {"exception.type": rng.choice(["E", "", 5])}))
+        elif pick < 0.8:
+            attrs: dict[str, Any] = {"gen_ai.evaluation.name": rng.choice(["relevance", ""])}
+            attrs["gen_ai.evaluation.score.value"] = rng.choice([0.5, 1, "x", True, 1e400])
+            if rng.random() < 0.5:
+                attrs["gen_ai.evaluation.score.label"] = rng.choice(["good", 3])
+            if rng.random() < 0.5:
+                attrs["gen_ai.response.id"] = "chatcmpl-1"
+            events.append(Event("gen_ai.evaluation.result", attrs))
+        else:
+            events.append(Event("log", {"message": "hello"}))
+    return events
+
+
+def _random_spans(rng: random.Random, count: int) -> list[ReadableSpan]:
+    scopes = [p + "x" for d in dialects.DIALECTS for p in d.scope_prefixes][:8]
+    scopes += ["opentelemetry.instrumentation.fastapi", ""]
+    resources = [Resource({"service.name": "app"}), Resource({}), Resource({"service.name": 5})]
+    spans: list[ReadableSpan] = []
+    for _ in range(count):
+        trace = rng.getrandbits(128) | 1
+        parent = None if rng.random() < 0.3 else _context(rng, trace)
+        start = 1_764_201_600_000_000_000 + rng.randrange(10**12)
+        scope = rng.choice(scopes + [None])
+        spans.append(
+            rng.choice([ReadableSpan, ReadableSpan, _Subclass])(
+                name=rng.choice(["chat gpt-4o", "GET /x", "execute_tool f", ""]),
+                context=_context(rng, trace),
+                parent=parent,
+                resource=rng.choice(resources),
+                attributes=_attributes(rng),
+                events=_events(rng),
+                status=Status(rng.choice([StatusCode.UNSET, StatusCode.OK, StatusCode.ERROR])),
+                start_time=rng.choice([start, start, None]),
+                end_time=start + rng.choice([0, 1000, 10**9]),
+                instrumentation_scope=None if scope is None else InstrumentationScope(scope),
+            )
+        )
+    return spans
+
+
+def test_random_spans_give_the_same_rows(monkeypatch) -> None:
+    """Spans of every kind (LLM or not, good and bad values, events of each kind, with and
+    without a parent, scope or start, SDK spans and a subclass) give the same rows and the
+    same problems, as one batch and in batches of a few."""
+    rng = random.Random(14)
+    spans = _random_spans(rng, 1500)
+    plain = plain_span_rows(spans)
+    assert plain.calls and plain.evaluations and plain.roots
+    assert plain.rejected > 20 and len(plain.tree) > len(plain.calls) + 300
+    assert_same_rows(spans, monkeypatch)
+    for start in range(0, 300, 7):
+        assert_same_rows(spans[start : start + 7], monkeypatch)
+
+
+def test_sdk_spans_give_the_same_rows(monkeypatch) -> None:
+    """Spans as a ``TracerProvider`` ends them (``_Span`` objects, ``BoundedAttributes``, an
+    exception recorded), not built by hand."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource({"service.name": "shop"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("opentelemetry.instrumentation.openai_v2")
+    with tracer.start_as_current_span("POST /ask"):
+        for number in range(5):
+            with tracer.start_as_current_span("chat", attributes=_GOOD) as span:
+                span.set_attribute("gen_ai.response.id", f"r{number}")
+                if number == 3:
+                    span.record_exception(ValueError("boom"))
+                    span.set_status(Status(StatusCode.ERROR))
+    spans = list(memory.get_finished_spans())
+    assert type(spans[0]) in exporters._SDK_SPANS
+    assert len(exporters.span_rows(spans).calls) == 5
+    assert_same_rows(spans, monkeypatch)
