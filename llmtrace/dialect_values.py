@@ -81,6 +81,19 @@ def cost_value(value: Any, attribute: str) -> float:
 
 def _json_object(value: Any, attribute: str) -> dict[str, Any]:
     """A JSON object attribute (Langfuse details, Logfire raw usage), parsed if it is a string."""
+    if type(value) is str and value[:1] == "{":
+        # what json.loads does for this text, minus its Python-level checks (~0.7 us of the
+        # 2 us it takes; the live store exporter reads the processor's cost details back from
+        # every priced span): the same scanner from the same position, used only when it
+        # parsed the whole text into an object; anything else (an error, trailing text,
+        # whitespace) goes through json.loads below, as before
+        try:
+            parsed, end = _SCAN_JSON(value, 0)
+        except Exception:  # noqa: BLE001, S110 - json.loads below says what is wrong
+            pass
+        else:
+            if end == len(value) and type(parsed) is dict:
+                return parsed
     if isinstance(value, Mapping):
         return dict(value)
     if isinstance(value, str):
@@ -91,6 +104,11 @@ def _json_object(value: Any, attribute: str) -> dict[str, Any]:
         if isinstance(parsed, dict):
             return parsed
     raise SpanError(f"{attribute}: expected a JSON object, got {type(value).__name__}")
+
+
+_SCAN_JSON = json.decoder.JSONDecoder().scan_once
+"""The scanner of a decoder with ``json.loads``' defaults: ``json.loads(text)`` is this scan
+from the first non-blank character, then a check that only blanks follow."""
 
 
 def _text(value: Any) -> str | None:

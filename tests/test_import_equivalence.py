@@ -18,6 +18,7 @@ import binascii
 import json
 import random
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import polars as pl
@@ -644,3 +645,38 @@ def test_json_usage_matches_the_plain_code() -> None:
         attrs = {"usage": json.dumps(details) if rng.random() < 0.8 else details}
         fast = _outcome(dv._usage_from_json, attrs, "usage")
         assert fast == _outcome(plain_usage_from_json, attrs, "usage"), details
+
+
+def plain_json_object(value: Any, attribute: str) -> Any:
+    """``dialect_values._json_object`` as it was (commit 514d29e): ``json.loads`` every text."""
+    from collections.abc import Mapping
+
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            raise dialects.SpanError(f"{attribute}: not valid JSON") from None
+        if isinstance(parsed, dict):
+            return parsed
+    raise dialects.SpanError(f"{attribute}: expected a JSON object, got {type(value).__name__}")
+
+
+def test_json_objects_read_as_json_loads_reads_them() -> None:
+    """JSON object attributes (cost and usage details, raw usage) go through json's scanner
+    directly when it reads the whole text into an object; everything else as before: blanks
+    around, trailing text, NaN, huge numbers, repeated keys, lone surrogates, deep nesting."""
+    costs = '{"input":0.00043999999999999996,"output":4.8e-05,"total":0.0021999999999999997}'
+    cases: list[Any] = [costs, costs + " ", " " + costs, costs + "\n", costs + "x", costs[:-1]]
+    cases += ["{}", "{ }", '{"a":1,"a":2}', '{"a":NaN}', '{"a":Infinity}', '{"a":1e999}']
+    cases += ['{"a":-0.0}', '{"a":12345678901234567890123}', '{"a":"\\ud800"}', '{"a":"\\u00e9"}']
+    cases += ['{"a":[1,{"b":null}]}', '{"a":1}{"b":2}', '{"a" 1}', "{", '{"a":tru}', "[1]"]
+    cases += ['{"a":1,}', "{'a':1}", '\ufeff{"a":1}', '{"a":"x\x00y"}', '{"a":' * 5000 + "1"]
+    cases += ["", "1", "null", '"{}"', None, 5, {"a": 1}, ["{}"], b"{}", MappingProxyType({"b": 2})]
+    for value in cases:
+        for attribute in ("langfuse.observation.cost_details", "logfire.raw"):
+            fast = _outcome(dv._json_object, value, attribute)
+            assert fast == _outcome(plain_json_object, value, attribute), value
+    assert dv._json_object(costs, "x") == json.loads(costs)
+    assert repr(dv._json_object('{"a":-0.0,"b":1.0,"c":1}', "x")) == "{'a': -0.0, 'b': 1.0, 'c': 1}"
