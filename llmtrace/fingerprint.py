@@ -548,22 +548,32 @@ def recorded_fingerprints(attrs: Mapping[str, Any]) -> dict[str, Any]:
 
     Raises ``ContentError`` naming the attribute when a value is not what llmtrace writes
     (hex hashes, integer token counts of the same length).
+
+    Read for every call the live store exporter spools (the hook wrote them as lists): a list
+    or tuple is taken as ``_as_list`` takes it without the call, and the range checks are
+    ``min``/``max`` over the ints rather than a generator each (0.3 us of 1.4 a call; the same
+    errors: tests/test_import_fingerprints.py holds it to the frozen reference).
     """
-    hashes = _as_list(attrs.get(PREFIX_HASHES_ATTRIBUTE))
+    raw = attrs.get(PREFIX_HASHES_ATTRIBUTE)
+    kind = type(raw)
+    hashes = raw if kind is list else list(raw) if kind is tuple else _as_list(raw)
     try:
         values = [int(h, 16) for h in hashes]
     except (TypeError, ValueError):
         raise ContentError(f"{PREFIX_HASHES_ATTRIBUTE}: expected 16-digit hex strings") from None
-    if not values or any(v < 0 or v >= 1 << 64 for v in values):
+    if not values or min(values) < 0 or max(values) >= _HASH_END:
         raise ContentError(f"{PREFIX_HASHES_ATTRIBUTE}: expected 16-digit hex strings")
     tokens = attrs.get(PREFIX_TOKENS_ATTRIBUTE)
     counts = None
     if tokens is not None:
+        kind = type(tokens)
+        items = tokens if kind is list else list(tokens) if kind is tuple else _as_list(tokens)
         try:
-            counts = [int(t) for t in _as_list(tokens)]
+            counts = [int(t) for t in items]
         except (TypeError, ValueError):
             raise ContentError(f"{PREFIX_TOKENS_ATTRIBUTE}: expected integers") from None
-        if len(counts) != len(values) or any(c < 0 for c in counts):
+        # as long as ``values`` (never empty here): min() has a count to look at
+        if len(counts) != len(values) or min(counts) < 0:
             raise ContentError(
                 f"{PREFIX_TOKENS_ATTRIBUTE}: expected one count >= 0 per prefix hash"
             )
@@ -574,6 +584,9 @@ def recorded_fingerprints(attrs: Mapping[str, Any]) -> dict[str, Any]:
         "template_fingerprint": None if template is None else str(template),
         "input_fingerprint": str(attrs.get(INPUT_FINGERPRINT_ATTRIBUTE) or f"{values[-1]:016x}"),
     }
+
+
+_HASH_END = 1 << 64  # a prefix hash is a 64-bit digest
 
 
 def step_fingerprint(*parts: Any) -> str:

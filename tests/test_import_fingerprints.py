@@ -236,3 +236,33 @@ def test_kept_steps_are_told_apart_and_bounded(monkeypatch: pytest.MonkeyPatch) 
     prints = [fingerprint.content_fields(a)["prefix_hashes"] for a in cases]
     assert len({tuple(p) for p in prints}) == len(prints)
     assert len(fingerprint._STEPS) <= 3 and len(fingerprint._TEMPLATES) <= 2
+
+
+def test_recorded_fingerprints_read_as_before() -> None:
+    """``llmtrace.prompt.*`` attributes as the hook writes them (lists, tuples) and as they
+    must not be (JSON text, bad hex, negative or too large hashes, odd counts, lengths that
+    differ): the same fields or the same error as the frozen reference."""
+    hashes: list[Any] = [["00ff", "0a"], ("ab",), ["ff" * 8, "1" + "0" * 16], ["-1"], ["0x10"]]
+    hashes += [[" ab "], ["a_b"], ["zz"], [], (), None, "ab", '["ab", "cd"]', "[1", 5, [5], [None]]
+    hashes += [[True], ["ab", 3], ["ab"] * 40, "", {"a": 1}, ("ab", "ff")]
+    tokens: list[Any] = [None, [1, 2], (3,), [1], [1, 2, 3], ["1", "2"], [1.5, 2.9], [-1, 2]]
+    tokens += [[True, False], ["x", 1], "[1, 2]", 7, [], (), [0, 0], [2**70, 1], [None, 1]]
+    cases = []
+    for hash_value in hashes:
+        for token_value in tokens:
+            attrs: dict[str, Any] = {"llmtrace.prompt.prefix_hashes": hash_value}
+            if token_value is not None:
+                attrs["llmtrace.prompt.prefix_tokens"] = token_value
+            cases.append(attrs)
+    rng = random.Random(8)
+    for attrs in cases[::3]:
+        attrs["llmtrace.prompt.template_fingerprint"] = rng.choice(["ab", 5, ""])
+        attrs["llmtrace.prompt.input_fingerprint"] = rng.choice(["cd", "", 0, None])
+    kinds = [_outcome(reference.content_fields, a) for a in cases]
+    assert sum(isinstance(k, tuple) for k in kinds) > 100
+    assert sum(isinstance(k, dict) and k["prefix_tokens"] is not None for k in kinds) > 20
+    for attrs in cases:
+        old = _outcome(reference.recorded_fingerprints, attrs)
+        new = _outcome(fingerprint.recorded_fingerprints, attrs)
+        assert repr(new) == repr(old), attrs
+    _assert_same(cases)
