@@ -141,10 +141,24 @@ _GOOD = {
 _COSTS = '{"input":0.1,"input_cached_tokens":0.0,"total":0.25}'
 
 
+class _Unprintable:
+    def __str__(self) -> str:
+        raise ValueError("no text")
+
+
 def _attributes(rng: random.Random) -> dict[str, Any]:
     kind = rng.random()
     if kind < 0.25:  # an app's other spans
         return {"http.route": "/x", "server.port": 80} if rng.random() < 0.5 else {}
+    if kind < 0.35:  # tool runs, some whose arguments or action cannot be read (rejected)
+        attrs = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "search"}
+        attrs["gen_ai.tool.call.arguments"] = rng.choice(['{"q": 1}', b"x", {1}, None])
+        if rng.random() < 0.2:
+            attrs["llmtrace.action"] = rng.choice([_Unprintable(), "act"])
+        return attrs
+    if kind < 0.4:  # is_llm_span cannot answer (after the tree row, in add)
+        attrs = {"langfuse.observation.type": _Unprintable()}
+        return {**attrs, "gen_ai.operation.name": ["chat"]} if rng.random() < 0.5 else attrs
     attrs = dict(_GOOD) if kind < 0.7 else {}
     for name in rng.sample(_ATTRIBUTES, rng.randint(0, 6)):
         attrs[name] = rng.choice(_VALUES)
@@ -213,6 +227,8 @@ def test_random_spans_give_the_same_rows(monkeypatch) -> None:
     plain = plain_span_rows(spans)
     assert plain.calls and plain.evaluations and plain.roots
     assert plain.rejected > 20 and len(plain.tree) > len(plain.calls) + 300
+    tools = [row for row in plain.tree if row[5] is not None]
+    assert len(tools) > 50 and any(row[7] for row in tools)
     assert_same_rows(spans, monkeypatch)
     for start in range(0, 300, 7):
         assert_same_rows(spans[start : start + 7], monkeypatch)

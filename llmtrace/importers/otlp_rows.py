@@ -112,6 +112,49 @@ class SpanRows:
         if evaluations:
             self.evaluations.extend(evaluations)
 
+    def add_other(
+        self,
+        trace_id: str,
+        span_id: str,
+        parent: str | None,
+        name: str | None,
+        end_ns: int | None,
+        attrs: Mapping[str, Any],
+    ) -> None:
+        """``add`` for a span that has no events and is not an LLM span (``is_llm_span`` said
+        so): its tree row, its root, and the failure ``add`` raises for it, from its values.
+
+        Why: most spans of an app (HTTP, database) are such spans, and the live store
+        exporter would otherwise build the whole importer mapping of each (ids, scope, times,
+        status, resource, events) to keep these few values. Keep it in step with ``add``
+        (tests/test_live_span_rows.py compares the two through the exporter).
+        """
+        action = attrs.get("llmtrace.action")
+        failure: Exception | None = None
+        try:
+            action = None if action is None else str(action)
+            agent, tool = agent_and_tool(attrs)
+            step = _tool_step(tool, attrs) if tool is not None else None
+        except (SpanError, *_VALUE_ERRORS) as exc:
+            action = agent = tool = step = None
+            failure = exc
+        self.tree.append(
+            (
+                trace_id,
+                span_id,
+                parent,
+                action,
+                agent,
+                tool,
+                end_ns if tool is not None else None,
+                step,
+            )
+        )
+        if parent is None:
+            self.roots.append((trace_id, name))
+        if failure is not None:
+            raise failure
+
 
 def _tool_step(tool: str, attrs: Mapping[str, Any]) -> str | None:
     """The step fingerprint of a tool run whose arguments or result were recorded (the opt-in

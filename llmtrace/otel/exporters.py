@@ -186,7 +186,10 @@ class StoreSpanExporter(SpanExporter):
         ids = {f"{s.context.span_id:016x}" for s in spans}
         ready: list[ReadableSpan] = []
         for span in spans:
-            target = (span.attributes or {}).get(PRICED_SPAN_ID)
+            # an SDK span's dict itself (attributes_to_read), not the read-only proxy its
+            # property makes on each call: the same value
+            attrs = attributes_to_read(span) if type(span) in _SDK_SPANS else span.attributes
+            target = (attrs or {}).get(PRICED_SPAN_ID)
             if target is not None and str(target) in self._written:
                 self.twins_dropped += 1  # its twin is stored already: one call, one row
                 self._twins.append(span)
@@ -317,54 +320,74 @@ def span_rows(spans: Sequence[ReadableSpan], *, keep_content: bool = False) -> A
     """The importer's rows (``otlp_rows.SpanRows``) of a batch of SDK spans, without Polars.
 
     As ``calls_from_spans`` collects them: a span the importer rejects is counted and logged
-    once (``<spans>:N: span ID: why``), never raised. Each span goes to ``SpanRows.add`` as
-    ``_rows_mapping`` makes it: the mapping ``importer_mapping`` gives, with the importer's
-    defaults, built in one go (this runs for every span an app ends, on the exporter thread).
+    once (``<spans>:N: span ID: why``), never raised. This runs for every span an app ends,
+    on the exporter thread, so an SDK span is read from its fields once: a span without
+    events that is not an LLM span (most of an app's: HTTP, database) goes straight to
+    ``SpanRows.add_other`` (its tree row), any other to ``SpanRows.add`` with the mapping
+    ``importer_mapping`` gives (with the importer's defaults), built in one go: the
+    attributes read in place (an ended span's do not change), the events list made only for
+    a span that has events, no intermediate dicts. Other span classes go the plain way.
     """
-    from llmtrace.importers import ImportProblem
+    from llmtrace.dialects import is_llm_span
     from llmtrace.importers.otlp_rows import SpanRows
 
     rows = SpanRows(keep_content)
-    add = rows.add
+    add, add_other = rows.add, rows.add_other
     for number, span in enumerate(spans, start=1):
-        mapping = _rows_mapping(span)
         rows.spans += 1
+        if type(span) not in _SDK_SPANS:
+            mapping = {"events": [], "resource": {}, "scope": None, **importer_mapping(span)}
+        else:  # importer_mapping's values, each read once from the span's fields
+            attrs = attributes_to_read(span)  # read in place: the rows keep values, not it
+            context, parent, scope = span._context, span._parent, span._instrumentation_scope
+            scope_name = scope.name if scope is not None else None
+            name, events = span._name, span._events
+            trace_id = f"{context.trace_id:032x}"
+            span_id = f"{context.span_id:016x}"
+            parent_id = f"{parent.span_id:016x}" if parent is not None else None
+            if not events:
+                try:  # add asks this after the tree row: if it cannot answer, add says why
+                    llm = is_llm_span(attrs, name, scope_name)
+                except Exception:  # noqa: BLE001
+                    llm = True
+                if not llm:
+                    try:
+                        add_other(trace_id, span_id, parent_id, name, span._end_time, attrs)
+                    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                        _reject(rows, number, span_id, exc)
+                    continue
+            mapping = {
+                "events": [
+                    {"name": event.name, "attributes": dict(event.attributes or {})}
+                    for event in events
+                ]
+                if events
+                else [],
+                "resource": _resource_attributes(span._resource),
+                "scope": scope_name,
+                "trace_id": trace_id,
+                "span_id": span_id,
+                "parent_span_id": parent_id,
+                "name": name,
+                "start_ns": span._start_time,
+                "end_ns": span._end_time,
+                "status_code": span._status.status_code.value,
+                "attributes": attrs,
+            }
         try:
             add(mapping)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:  # SpanError, _Malformed
-            rows.rejected += 1
-            problem = ImportProblem("<spans>", number, mapping.get("span_id"), str(exc))
-            _guard.swallow("exporter.store.span", ValueError(str(problem)))
+            _reject(rows, number, mapping.get("span_id"), exc)
     return rows
 
 
-def _rows_mapping(span: ReadableSpan) -> dict[str, Any]:
-    """``{"events": [], "resource": {}, "scope": None, **importer_mapping(span)}``, the same
-    keys and values, built without the intermediate dicts: the attributes are read in place
-    (``attributes_to_read``: the rows keep values, never the mapping, and an ended span's
-    attributes do not change), and the events list is only made for a span that has events.
-    A span that is not one of the SDK's classes goes the plain way."""
-    if type(span) not in _SDK_SPANS:
-        return {"events": [], "resource": {}, "scope": None, **importer_mapping(span)}
-    context, parent, scope = span._context, span._parent, span._instrumentation_scope
-    events = span._events
-    return {
-        "events": [
-            {"name": event.name, "attributes": dict(event.attributes or {})} for event in events
-        ]
-        if events
-        else [],
-        "resource": _resource_attributes(span._resource),
-        "scope": scope.name if scope is not None else None,
-        "trace_id": f"{context.trace_id:032x}",
-        "span_id": f"{context.span_id:016x}",
-        "parent_span_id": f"{parent.span_id:016x}" if parent is not None else None,
-        "name": span._name,
-        "start_ns": span._start_time,
-        "end_ns": span._end_time,
-        "status_code": span._status.status_code.value,
-        "attributes": attributes_to_read(span),
-    }
+def _reject(rows: Any, number: int, span_id: Any, exc: Exception) -> None:
+    """Count and log (once) a span the importer rejects, as ``calls_from_spans`` does."""
+    from llmtrace.importers import ImportProblem
+
+    rows.rejected += 1
+    problem = ImportProblem("<spans>", number, span_id, str(exc))
+    _guard.swallow("exporter.store.span", ValueError(str(problem)))
 
 
 def spans_to_calls(spans: Sequence[ReadableSpan], *, keep_content: bool = False) -> pl.DataFrame:
