@@ -179,9 +179,12 @@ def _scan_scope(scope: Any) -> Dialect | None:
 
 def normalize_service_tier(value: Any) -> str | None:
     """The record's ``service_tier`` for an emitted value (see ``SERVICE_TIER_VALUES``)."""
-    if value is None or not isinstance(value, str | int | float) or isinstance(value, bool):
+    if type(value) is str:  # the usual value, without the isinstance of a union (0.15 us)
+        text = value.strip().lower()
+    elif value is None or not isinstance(value, str | int | float) or isinstance(value, bool):
         return None
-    text = str(value).strip().lower()
+    else:
+        text = str(value).strip().lower()
     if not text:
         return None
     return SERVICE_TIER_VALUES.get(text, text)

@@ -680,3 +680,27 @@ def test_json_objects_read_as_json_loads_reads_them() -> None:
             assert fast == _outcome(plain_json_object, value, attribute), value
     assert dv._json_object(costs, "x") == json.loads(costs)
     assert repr(dv._json_object('{"a":-0.0,"b":1.0,"c":1}', "x")) == "{'a': -0.0, 'b': 1.0, 'c': 1}"
+
+
+def plain_normalize_service_tier(value: Any) -> Any:
+    """``dialects.normalize_service_tier`` as it was (commit 514d29e)."""
+    if value is None or not isinstance(value, str | int | float) or isinstance(value, bool):
+        return None
+    text = str(value).strip().lower()
+    if not text:
+        return None
+    return dialects.SERVICE_TIER_VALUES.get(text, text)
+
+
+class _Text(str):
+    def __str__(self) -> str:
+        return "Priority"
+
+
+def test_service_tiers_normalize_as_before() -> None:
+    values: list[Any] = [*dialects.SERVICE_TIER_VALUES, "", " ", " Default ", "FLEX", "scale"]
+    values += [None, 0, 1, 2.5, float("nan"), True, False, ("default",), b"flex", _Text("auto")]
+    values += ["\u0130", "Auto\n", 10**30]
+    for value in values:
+        fast = _outcome(dialects.normalize_service_tier, value)
+        assert fast == _outcome(plain_normalize_service_tier, value), value
