@@ -663,21 +663,39 @@ def plain_json_object(value: Any, attribute: str) -> Any:
     raise dialects.SpanError(f"{attribute}: expected a JSON object, got {type(value).__name__}")
 
 
-def test_json_objects_read_as_json_loads_reads_them() -> None:
-    """JSON object attributes (cost and usage details, raw usage) go through json's scanner
-    directly when it reads the whole text into an object; everything else as before: blanks
-    around, trailing text, NaN, huge numbers, repeated keys, lone surrogates, deep nesting."""
+def test_json_objects_read_as_json_loads_reads_them(monkeypatch) -> None:
+    """JSON object attributes (cost and usage details, raw usage) are read by msgspec where it
+    is loaded, else by json's scanner directly; everything as before: blanks around, trailing
+    text, NaN, huge numbers, repeated keys (their order too), lone surrogates, nesting up to
+    and past the recursion limit, and the bits of every cost the processor writes."""
     costs = '{"input":0.00043999999999999996,"output":4.8e-05,"total":0.0021999999999999997}'
     cases: list[Any] = [costs, costs + " ", " " + costs, costs + "\n", costs + "x", costs[:-1]]
-    cases += ["{}", "{ }", '{"a":1,"a":2}', '{"a":NaN}', '{"a":Infinity}', '{"a":1e999}']
-    cases += ['{"a":-0.0}', '{"a":12345678901234567890123}', '{"a":"\\ud800"}', '{"a":"\\u00e9"}']
-    cases += ['{"a":[1,{"b":null}]}', '{"a":1}{"b":2}', '{"a" 1}', "{", '{"a":tru}', "[1]"]
-    cases += ['{"a":1,}', "{'a':1}", '\ufeff{"a":1}', '{"a":"x\x00y"}', '{"a":' * 5000 + "1"]
+    cases += ["{}", "{ }", '{"a":1,"a":2}', '{"b":1,"a":2,"b":3}', '{"a":NaN}', '{"a":1e999}']
+    cases += ['{"a":Infinity}', '{"a":-0.0}', '{"a":-0}', '{"a":12345678901234567890123}']
+    cases += ['{"a":"\\ud800"}', '{"a":"\\u00e9"}', '{"a":[1,{"b":null}]}', '{"a":1}{"b":2}']
+    cases += ['{"a" 1}', "{", '{"a":tru}', "[1]", '{"a":1,}', "{'a':1}", '\ufeff{"a":1}']
+    cases += ['{"a":"x\x00y"}', '{"a":1' + "0" * 400 + "}", '{"a":1' + "0" * 310 + ".0}"]
+    # each parser stops at another depth near the recursion limit, which depends on the stack
+    # the test runs on: every depth up to the limit from the shallowest stack
+    cases += ['{"a":' * depth + "1" + "}" * depth for depth in (63, 64, 65, *range(700, 1001))]
     cases += ["", "1", "null", '"{}"', None, 5, {"a": 1}, ["{}"], b"{}", MappingProxyType({"b": 2})]
-    for value in cases:
-        for attribute in ("langfuse.observation.cost_details", "logfire.raw"):
-            fast = _outcome(dv._json_object, value, attribute)
-            assert fast == _outcome(plain_json_object, value, attribute), value
+    rng = random.Random(4)
+    for _ in range(3000):  # as the live processor writes them: repr of each float
+        numbers = [rng.random() * 10 ** rng.randint(-9, 2) for _ in range(6)]
+        cases.append("{" + ",".join(f'"k{i}":{n!r}' for i, n in enumerate(numbers)) + "}")
+    assert dv._json_decoder() is not None  # msgspec is loaded here: its path is compared
+
+    def compare() -> None:
+        for value in cases:
+            for attribute in ("langfuse.observation.cost_details", "logfire.raw"):
+                fast = _outcome(dv._json_object, value, attribute)
+                assert fast == _outcome(plain_json_object, value, attribute), value
+
+    compare()
+    with monkeypatch.context() as patch:  # json's scanner, as where msgspec is not loaded
+        patch.setattr(dv, "_DECODE", None)
+        patch.setattr(dv, "_json_decoder", lambda: None)
+        compare()
     assert dv._json_object(costs, "x") == json.loads(costs)
     assert repr(dv._json_object('{"a":-0.0,"b":1.0,"c":1}', "x")) == "{'a': -0.0, 'b': 1.0, 'c': 1}"
 
