@@ -55,6 +55,9 @@ class Part:
     path: Path
     header: dict[str, Any]
     lists: tuple[list[Any], list[Any], list[Any], list[Any]]
+    # the trace ids of ``lists``, computed once: a settle asks for them several times per part
+    # (noting the file, each step's ready set, the split, the root rows), ~100k rows a group
+    _traces: set[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def of(cls, batch: spool.SpoolBatch) -> Part:
@@ -62,7 +65,12 @@ class Part:
         return cls(batch.path, batch.header, lists)
 
     def traces(self) -> set[str]:
-        return {row[i] for rows, i in zip(self.lists, _TRACE, strict=True) for row in rows}
+        """The traces of the part's rows (shared: not to be changed by the caller)."""
+        if self._traces is None:
+            self._traces = {
+                row[i] for rows, i in zip(self.lists, _TRACE, strict=True) for row in rows
+            }
+        return self._traces
 
     def spans(self) -> int:
         return len(self.lists[1])
@@ -80,6 +88,7 @@ class Part:
         )
         now = Part(self.path, self.header, tuple(side[0] for side in sides))  # type: ignore[arg-type]
         later = Part(self.path, self.header, tuple(side[1] for side in sides))  # type: ignore[arg-type]
+        now._traces, later._traces = traces & ready, traces - ready
         return now, later
 
 
@@ -90,32 +99,33 @@ class Traces:
 
     now_ns: int
     first: dict[str, int] = field(default_factory=dict)
-    pids: dict[str, set[int]] = field(default_factory=dict)
+    pids: dict[str, frozenset[int]] = field(default_factory=dict)
     closed: set[str] = field(default_factory=set)
     finals: set[int] = field(default_factory=set)
     # traces whose local root was spooled lately: (when it was settled, the root's name)
     recent: dict[str, tuple[int, str | None]] = field(default_factory=dict)
 
-    def read(self, batch: spool.SpoolBatch) -> None:
-        """Note a file's traces, roots and, for an app's final word, its process."""
-        header = batch.header
+    def read(self, part: Part) -> None:
+        """Note a file's traces, roots and, for an app's final word, its process (``part``:
+        the whole file)."""
+        header = part.header
         carry = header.get("carry")
         if isinstance(carry, dict):
             for trace, (first, pids) in (carry.get("traces") or {}).items():
-                self._seen(trace, int(first), pids)
+                self._seen(trace, int(first), frozenset(pids))
             self.closed.update(carry.get("closed") or ())
         else:
-            first, pid = spool.batch_origin(batch.path.name)
+            first, pid = spool.batch_origin(part.path.name)
             first = self.now_ns if first is None else first
-            pids = () if pid is None else (pid,)
-            for trace in Part.of(batch).traces():
+            pids = frozenset(() if pid is None else (pid,))
+            for trace in part.traces():
                 self._seen(trace, first, pids)
             if header.get("final") and pid is not None:
                 self.finals.add(pid)
         for trace in header.get("local_roots") or ():
             self.closed.add(trace)
             self.recent.setdefault(trace, (self.now_ns, None))
-        for trace, name in batch.roots:
+        for trace, name in part.lists[2]:
             self.closed.add(trace)
             self.recent[trace] = (self.now_ns, name)
 
@@ -147,11 +157,16 @@ class Traces:
             if trace in self.recent and self.recent[trace][1] is not None
         ]
 
-    def _seen(self, trace: str, first: int, pids: Iterable[int]) -> None:
+    def _seen(self, trace: str, first: int, pids: frozenset[int]) -> None:
         known = self.first.get(trace)
-        if known is None or first < known:
+        if known is None:  # the usual case: one file, one process per trace (sets shared)
             self.first[trace] = first
-        self.pids.setdefault(trace, set()).update(pids)
+            self.pids[trace] = pids
+            return
+        if first < known:
+            self.first[trace] = first
+        if not pids <= self.pids[trace]:
+            self.pids[trace] = self.pids[trace] | pids
 
     def expired(self, trace: str) -> bool:
         first = self.first.get(trace, self.now_ns)

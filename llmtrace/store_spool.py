@@ -128,10 +128,11 @@ def settle(store: Store, *, progress: Progress | None = None) -> SettleResult:
             if group and group_key is not None and (count >= GROUP_SPANS or key != group_key):
                 _step(store, context, keys[group_key], group, traces, result)
                 group, count = [], 0
-            traces.read(batch)  # after the step before: its roots close traces from here on
+            part = Part.of(batch)
+            traces.read(part)  # after the step before: its roots close traces from here on
             keys.setdefault(key, _Key(batch.header)).files.append(path)
             group_key = key
-            group.append(Part.of(batch))
+            group.append(part)
             count += len(batch.tree)
         if progress is not None:
             progress(number, len(files))
