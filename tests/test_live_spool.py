@@ -426,6 +426,53 @@ def test_a_big_spool_settles_in_groups_of_bounded_spans(
     assert len(list((store / "calls").glob("*/*.parquet"))) == 3
 
 
+@pytest.mark.parametrize("enabled", [True, False], ids=["gc-on", "gc-off"])
+def test_a_settle_leaves_the_cyclic_gc_as_it_found_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, enabled: bool
+) -> None:
+    """A settle turns the cyclic GC off and freezes what existed before it (``_quiet_gc``):
+    the reader's process gets both back as they were, also when the settle fails, and an
+    app that froze objects itself keeps them frozen."""
+    import gc
+
+    from llmtrace import store_spool
+
+    store = tmp_path / "store"
+    calls = _spool_batches(store, 3)
+    monkeypatch.setattr(store_spool, "GROUP_SPANS", 6)  # the collect between groups runs too
+    seen: list[tuple[bool, int]] = []
+    step = store_spool._step
+
+    def watched(*args: Any, **kwargs: Any) -> None:
+        seen.append((gc.isenabled(), gc.get_freeze_count()))
+        step(*args, **kwargs)
+
+    monkeypatch.setattr(store_spool, "_step", watched)
+    was = gc.isenabled()
+    try:
+        if not enabled:
+            gc.disable()
+        assert _rows(store).height == calls
+        assert seen and all(not on and frozen > 0 for on, frozen in seen), seen
+        assert gc.isenabled() is enabled and gc.get_freeze_count() == 0
+        _spool_batches(store, 1)
+        monkeypatch.setattr(store_spool, "_step", _failing)
+        assert Store(store).settle() is None  # reported as a problem, not raised
+        assert gc.isenabled() is enabled and gc.get_freeze_count() == 0
+        gc.freeze()
+        frozen = gc.get_freeze_count()
+        assert Store(store).settle() is None
+        assert gc.get_freeze_count() == frozen, "the caller's frozen objects were thawed"
+    finally:
+        gc.unfreeze()
+        if was:
+            gc.enable()
+
+
+def _failing(*args: Any, **kwargs: Any) -> None:
+    raise RuntimeError("a settle failing half-way")
+
+
 def _plain_spans(name: str) -> list[ReadableSpan]:
     """A trace of an app's other work (HTTP, database): no LLM call in it."""
     memory = InMemorySpanExporter()
