@@ -13,7 +13,7 @@ of every process that spooled it (``SpoolWriter.write_final``): then the trace i
 it is and the evaluation dropped as matching no call, as the importer does at the end.
 A span that ends after its trace's root (a judge or a call still running under a request that
 answered) comes after a settle stored the trace: the traces closed within ``CARRY_S`` and their
-root names are remembered (``STORE/state/spool-closed.msgpack``, as the importer keeps a table
+root names are remembered (``STORE/state/spool-closed-2.msgpack``, as the importer keeps a table
 of closed traces), so such a span is finished at once, its call named after the root.
 
 A *part* is the rows of one spool file that go one way; the rows of one trace always go
@@ -25,6 +25,7 @@ carried exactly once.
 
 from __future__ import annotations
 
+import bisect
 import os
 import uuid
 from collections.abc import Iterable
@@ -43,9 +44,13 @@ _TRACE = (CALL_ROW.index("trace_id"), 0, 0, EVALUATION_FIELDS.index("trace_id"))
 
 RECENT = 100_000
 """Most closed traces remembered (~4 MB of ids and names): bounds the memory's rewrite."""
-MEMORY = "spool-closed.msgpack"
+MEMORY = "spool-closed-2.msgpack"
 """``STORE/state/<MEMORY>``: the traces closed lately (``Traces.memory``). Advisory: lost, a
 late span waits for ``spool.CARRY_S`` instead, and nothing else changes."""
+LEGACY_MEMORY = "spool-closed.msgpack"
+"""514d29e's memory ({trace: [closed, name]}), read when there is no ``MEMORY`` yet. Not the
+name of the columns: 514d29e's settle failed on a memory of another shape (every read, so no
+reader saw new calls), and a reader of that commit may share the store."""
 
 
 @dataclass
@@ -102,8 +107,10 @@ class Traces:
     pids: dict[str, frozenset[int]] = field(default_factory=dict)
     closed: set[str] = field(default_factory=set)
     finals: set[int] = field(default_factory=set)
-    # traces whose local root was spooled lately: (when it was settled, the root's name)
+    # traces whose local root this settle read: (when it was settled, the root's name)
     recent: dict[str, tuple[int, str | None]] = field(default_factory=dict)
+    # those earlier settles closed (``read_memory``): looked up, not copied into the above
+    remembered: Memory = field(default_factory=lambda: Memory([], [], []))
 
     def read(self, part: Part) -> None:
         """Note a file's traces, roots and, for an app's final word, its process (``part``:
@@ -124,38 +131,92 @@ class Traces:
                 self.finals.add(pid)
         for trace in header.get("local_roots") or ():
             self.closed.add(trace)
-            self.recent.setdefault(trace, (self.now_ns, None))
+            if trace not in self.recent and trace not in self.remembered.members():
+                self.recent[trace] = (self.now_ns, None)
         for trace, name in part.lists[2]:
             self.closed.add(trace)
             self.recent[trace] = (self.now_ns, name)
 
-    def recall(self, memory: dict[str, Any]) -> None:
+    def recall(self, memory: Memory) -> None:
         """Take the traces closed by earlier settles (``read_memory``) as closed."""
-        for trace, (closed, name) in memory.items():
-            self.recent[trace] = (int(closed), name)
-            self.closed.add(trace)
+        self.remembered = memory
 
-    def memory(self) -> dict[str, list[Any]]:
-        """The traces closed within ``spool.CARRY_S`` (at most ``RECENT``, the latest), for
-        ``write_memory``: a span of one that ends after its root (a background task, a judge
-        run under the request) is then finished at once, with the root's name at hand."""
+    def is_closed(self, trace: str) -> bool:
+        return trace in self.closed or trace in self.remembered.members()
+
+    def memory(self) -> Memory | None:
+        """The traces closed within ``spool.CARRY_S`` (at most ``RECENT``, the latest; newest
+        first, ties by trace id, descending), for ``write_memory``: a span of one that ends
+        after its root (a background task, a judge run under the request) is then finished at
+        once, with the root's name at hand. None when that is the memory recalled.
+
+        Why not one sort of everything: the memory holds up to ``RECENT`` traces, and this
+        settle's (all closed ``now_ns``) go before the recalled ones, already in order. With
+        the memory read as a dict, copied into ``recent`` and sorted, reading, merging and
+        writing it took ~0.1 CPU s a settle at 100k traces (15 ms at 22k); as columns merged
+        so, ~35 ms (7 ms). A file not in that order, or a clock set back, takes the sort."""
+        old = self.remembered
         horizon = self.now_ns - spool.CARRY_S * 1e9
-        kept = sorted(
+        fresh = sorted(
             ((closed, trace, name) for trace, (closed, name) in self.recent.items()),
             reverse=True,
+        )
+        if not old.ordered or (fresh and old.closed and old.closed[0] >= fresh[-1][0]):
+            return self._memory_sorted(horizon)  # a file not in order, a clock set back
+        if fresh and not old.members().isdisjoint(self.recent):  # a root seen again: newer
+            keep = [i for i, trace in enumerate(old.traces) if trace not in self.recent]
+            old = Memory(
+                [old.traces[i] for i in keep],
+                [old.closed[i] for i in keep],
+                [old.names[i] for i in keep],
+            )
+        room = max(RECENT - len(fresh), 0)
+        # newest first: what is past the horizon is a tail (closed descending)
+        alive = bisect.bisect_left(old.closed, -horizon, hi=min(room, len(old.closed)), key=_neg)
+        fresh = [entry for entry in fresh[:RECENT] if entry[0] > horizon]
+        if not fresh and alive == len(self.remembered.traces) and self.remembered.ordered:
+            return None
+        return Memory(
+            [trace for _, trace, _ in fresh] + old.traces[:alive],
+            [closed for closed, _, _ in fresh] + old.closed[:alive],
+            [name for _, _, name in fresh] + old.names[:alive],
+        )
+
+    def _memory_sorted(self, horizon: float) -> Memory:
+        """``memory`` by one sort of everything (this settle's closes override the recalled)."""
+        old = self.remembered
+        entries = {
+            trace: (closed, name)
+            for trace, closed, name in zip(old.traces, old.closed, old.names, strict=True)
+        }
+        entries.update(self.recent)
+        kept = sorted(
+            ((closed, trace, name) for trace, (closed, name) in entries.items()),
+            reverse=True,
         )[:RECENT]
-        return {trace: [closed, name] for closed, trace, name in kept if closed > horizon}
+        kept = [entry for entry in kept if entry[0] > horizon]
+        return Memory(
+            [trace for _, trace, _ in kept],
+            [closed for closed, _, _ in kept],
+            [name for _, _, name in kept],
+        )
 
     def root_rows(self, parts: list[Part]) -> list[Any]:
         """Root rows of earlier settles for the traces of ``parts`` lacking one: a late span's
         call takes its action from the root's name, as the import's closed-trace table does."""
         have = {row[0] for part in parts for row in part.lists[2]}
         traces = set().union(*(part.traces() for part in parts)) - have
-        return [
-            [trace, self.recent[trace][1]]
-            for trace in sorted(traces)
-            if trace in self.recent and self.recent[trace][1] is not None
-        ]
+        rows = []
+        for trace in sorted(traces):
+            if trace in self.recent:
+                name = self.recent[trace][1]
+            elif trace in self.remembered.members():
+                name = self.remembered.name(trace)
+            else:
+                continue
+            if name is not None:
+                rows.append([trace, name])
+        return rows
 
     def _seen(self, trace: str, first: int, pids: frozenset[int]) -> None:
         known = self.first.get(trace)
@@ -178,7 +239,7 @@ class Traces:
         return {
             t
             for t in traces
-            if t in self.closed
+            if self.is_closed(t)
             or self.expired(t)
             or (self.pids.get(t) and self.pids[t] <= self.finals)
         }
@@ -234,22 +295,87 @@ def replaced_by_carries(batches: Iterable[spool.SpoolBatch]) -> set[str]:
     return names
 
 
-def read_memory(store: Path) -> dict[str, Any]:
-    """The traces earlier settles closed lately (empty when none, or unreadable)."""
+def _neg(value: int) -> int:
+    return -value
+
+
+@dataclass
+class Memory:
+    """The traces settles closed lately (``Traces.memory``), as three columns, newest first:
+    trace id, when it was closed (ns), its root's name (None for a remote parent's child)."""
+
+    traces: list[str]
+    closed: list[int]
+    names: list[str | None]
+    ordered: bool = True  # closed descending, as ``Traces.memory`` writes it
+    # built when first asked (a set of 100k ids ~5 ms, a dict ~13 ms): a settle whose traces
+    # all have their roots in its own files needs only the set, to write the memory
+    _members: set[str] | None = field(default=None, init=False, repr=False, compare=False)
+    _index: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def members(self) -> set[str]:
+        if self._members is None:
+            self._members = set(self.traces)
+        return self._members
+
+    def name(self, trace: str) -> str | None:
+        """The root name of a remembered trace (None if it is not text: advisory)."""
+        if self._index is None:
+            self._index = dict(zip(self.traces, range(len(self.traces)), strict=True))
+        name = self.names[self._index[trace]]
+        return name if isinstance(name, str) else None
+
+
+MEMORY_FORMAT = "llmtrace-spool-closed"
+
+
+def read_memory(store: Path) -> Memory:
+    """The traces earlier settles closed lately; empty when none, or unreadable, or not of
+    the expected shape (advisory: a late span then waits for ``spool.CARRY_S``)."""
+    folder = store / "state"
+    path = folder / MEMORY if (folder / MEMORY).exists() else folder / LEGACY_MEMORY
     try:
-        memory = msgspec.msgpack.decode((store / "state" / MEMORY).read_bytes())
+        doc = msgspec.msgpack.decode(path.read_bytes())
     except (OSError, msgspec.DecodeError):
-        return {}
-    return memory if isinstance(memory, dict) else {}
+        return Memory([], [], [])
+    try:
+        if isinstance(doc, dict) and doc.get("format") == MEMORY_FORMAT:
+            traces, closed, names = doc["traces"], doc["closed"], doc["names"]
+        elif isinstance(doc, dict):  # 514d29e's shape: {trace: [closed, name]}
+            traces = list(doc)
+            closed = [entry[0] for entry in doc.values()]
+            names = [entry[1] for entry in doc.values()]
+            if any(len(entry) != 2 for entry in doc.values()):
+                raise ValueError("not [closed, name]")
+        else:
+            raise ValueError("not a memory")
+        if not (isinstance(traces, list) and isinstance(closed, list) and isinstance(names, list)):
+            raise ValueError("not three lists")
+        if not len(traces) == len(closed) == len(names):
+            raise ValueError("columns of different lengths")
+        if not all(type(trace) is str for trace in traces):
+            raise ValueError("a trace id is not text")
+        if not all(type(when) is int for when in closed):
+            raise ValueError("a time is not an integer")
+        ordered = closed == sorted(closed, reverse=True) and doc.get("format") == MEMORY_FORMAT
+        return Memory(traces, closed, names, ordered)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return Memory([], [], [])
 
 
-def write_memory(store: Path, memory: dict[str, list[Any]]) -> None:
+def write_memory(store: Path, memory: Memory) -> None:
     """Replace the memory of closed traces atomically (a reader sees the old or the new)."""
     folder = store / "state"
     folder.mkdir(parents=True, exist_ok=True)
     temp = folder / f".{MEMORY}.{uuid.uuid4().hex[:12]}.tmp"
+    doc = {
+        "format": MEMORY_FORMAT,
+        "traces": memory.traces,
+        "closed": memory.closed,
+        "names": memory.names,
+    }
     try:
-        temp.write_bytes(msgspec.msgpack.encode(memory))
+        temp.write_bytes(msgspec.msgpack.encode(doc))
         os.replace(temp, folder / MEMORY)
     finally:
         temp.unlink(missing_ok=True)

@@ -4,7 +4,7 @@ Layout::
 
     STORE/calls/day=2026-11-27/part-<time>-<uuid>.parquet
     STORE/state/<name>.json        checkpoints of incremental importers
-    STORE/state/spool-closed.msgpack  traces settled lately (``llmtrace.spool_carry``)
+    STORE/state/spool-closed-2.msgpack  traces settled lately (``llmtrace.spool_carry``)
     STORE/spool/*.msgpack          batches a live app spooled, not settled yet (``settle``)
     STORE/.lock                    held while a writer changes the store
 

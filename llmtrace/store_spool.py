@@ -175,7 +175,7 @@ def _settle(store: Store, progress: Progress | None) -> SettleResult:
     for key, state in keys.items():
         _close(store, context, key, state, traces, result)
     memory = traces.memory()
-    if memory != remembered:
+    if memory is not None:
         write_memory(store.path, memory)
     for path in [path for state in keys.values() for path in state.files]:
         if path not in context.rejected:  # only now: every row is stored, attached or carried

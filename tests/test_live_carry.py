@@ -406,3 +406,83 @@ def test_spans_that_end_after_their_root_are_finished_at_once_with_the_roots_nam
     rows = _same_as_import(store, app.exported, tmp_path)
     assert rows["action"].to_list() == ["POST /ask"] * 2
     assert [s["value"] for s in _scored(rows, "r-answer")["scores"]] == [1.0]
+
+
+def _old_memory(now: int, remembered: dict[str, tuple[int, str | None]], events: list[Any]) -> Any:
+    """514d29e's memory of closed traces, as a reference: everything in one dict, one sort."""
+    recent = dict(remembered)
+    for kind, trace, name in events:
+        if kind == "root":
+            recent[trace] = (now, name)
+        else:
+            recent.setdefault(trace, (now, None))
+    horizon = now - spool.CARRY_S * 1e9
+    kept = sorted(((c, t, n) for t, (c, n) in recent.items()), reverse=True)[: spool_carry.RECENT]
+    return [(t, c, n) for c, t, n in kept if c > horizon], {t: n for t, (c, n) in recent.items()}
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_memory_of_closed_traces_is_the_one_a_sort_of_everything_gives(
+    seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Traces.memory`` merges this settle's closes before the recalled memory instead of
+    sorting everything: the same traces, times, names and order as one sort (ties of one
+    settle, roots seen again, local roots of remembered traces, the horizon, the ``RECENT``
+    cut, a memory file in 514d29e's shape or out of order, a clock set back), and the same
+    root names and closed traces for the settle."""
+    import random
+
+    rng = random.Random(seed)
+    monkeypatch.setattr(spool_carry, "RECENT", rng.choice([5, 20, 1000]))
+    now = 2_000_000_000 * 10**9
+    span = int(spool.CARRY_S * 1e9)
+    times = [now - rng.randrange(2 * span) for _ in range(rng.randint(1, 6))]
+    if seed % 7 == 3:
+        times.append(now + 5 * 10**9)  # written by a settle whose clock was ahead
+    remembered = {
+        f"{rng.getrandbits(16):032x}": (rng.choice(times), rng.choice(["POST /a", "b", None]))
+        for _ in range(rng.randint(0, 40))
+    }
+    ordered = sorted(((c, t, n) for t, (c, n) in remembered.items()), reverse=True)
+    store = tmp_path / "store"
+    if seed % 5 == 1:  # 514d29e's shape
+        doc: Any = {t: [c, n] for c, t, n in ordered}
+        if seed % 2:
+            doc = dict(reversed(list(doc.items())))
+        (store / "state").mkdir(parents=True)
+        (store / "state" / spool_carry.LEGACY_MEMORY).write_bytes(msgspec_encode(doc))
+    else:
+        if seed % 5 == 2:
+            rng.shuffle(ordered)
+        columns = [list(column) for column in zip(*ordered, strict=True)] or [[], [], []]
+        spool_carry.write_memory(
+            store, spool_carry.Memory(columns[1], columns[0], columns[2], ordered=False)
+        )
+    pool = [*remembered, *(f"{rng.getrandbits(16) + 70000:032x}" for _ in range(20))]
+    events = [
+        (rng.choice(["root", "local"]), trace, rng.choice(["POST /x", "y"]))
+        for trace in rng.sample(pool, rng.randint(0, len(pool)))
+    ]
+    traces = spool_carry.Traces(now)
+    traces.recall(spool_carry.read_memory(store))
+    for kind, trace, name in events:  # one file per event, as batches bring them
+        header = {"local_roots": [trace]} if kind == "local" else {}
+        roots = [[trace, name]] if kind == "root" else []
+        traces.read(spool_carry.Part(Path("batch.msgpack"), header, ([], [], roots, [])))
+    expected, names = _old_memory(now, remembered, events)
+    memory = traces.memory()
+    if memory is None:
+        assert expected == [(t, c, n) for c, t, n in ordered]
+    else:
+        assert list(zip(memory.traces, memory.closed, memory.names, strict=True)) == expected
+    for trace in pool:
+        assert traces.is_closed(trace) is (trace in names)
+        part = spool_carry.Part(Path("late.msgpack"), {}, ([], [[trace, "s", None]], [], []))
+        found = traces.root_rows([part])
+        assert found == ([[trace, names[trace]]] if names.get(trace) is not None else [])
+
+
+def msgspec_encode(doc: Any) -> bytes:
+    import msgspec
+
+    return msgspec.msgpack.encode(doc)

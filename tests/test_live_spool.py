@@ -473,6 +473,34 @@ def _failing(*args: Any, **kwargs: Any) -> None:
     raise RuntimeError("a settle failing half-way")
 
 
+@pytest.mark.parametrize(
+    "memory",
+    [
+        {"0" * 32: 5},  # 514d29e's shape, a value not [closed, name]
+        {"0" * 32: [1, 2, 3]},
+        {"format": "llmtrace-spool-closed", "traces": ["a"], "closed": [1], "names": [7]},
+        {"format": "llmtrace-spool-closed", "traces": ["a", "b"], "closed": [1], "names": []},
+        [1, 2],
+    ],
+    ids=["int", "three", "name-int", "lengths", "list"],
+)
+def test_a_memory_of_closed_traces_of_another_shape_is_ignored(tmp_path: Path, memory: Any) -> None:
+    """The memory of closed traces is advisory (``spool_carry.MEMORY``): one that decodes
+    but is not of the expected shape (a damaged or a later llmtrace's) is taken as empty and
+    rewritten; it made every settle fail, so no reader saw a new call again."""
+    from llmtrace import spool_carry
+
+    store = tmp_path / "store"
+    calls = _spool_batches(store, 2)
+    (store / "state").mkdir()
+    (store / "state" / spool_carry.MEMORY).write_bytes(msgspec.msgpack.encode(memory))
+    problems: list[Any] = []
+    assert Store(store, on_problem=problems.append).scan().collect().height == calls
+    assert problems == [] and spool.pending(store) == []
+    rewritten = msgspec.msgpack.decode((store / "state" / spool_carry.MEMORY).read_bytes())
+    assert isinstance(rewritten, dict) and rewritten != memory
+
+
 def _plain_spans(name: str) -> list[ReadableSpan]:
     """A trace of an app's other work (HTTP, database): no LLM call in it."""
     memory = InMemorySpanExporter()
