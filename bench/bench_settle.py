@@ -11,9 +11,10 @@ peak RSS. Every settle is checked: the calls it added (and carried) must be what
 Scenarios (one row each in bench/results/settle.json):
 
 * ``spool``: the spool of ``--spans`` spans, every trace complete; old and new.
-* ``next batch``: a store the new tree settled that spool into (its Parquet, its memory of
-  closed traces), plus one more batch of other traces: the usual settle of a running app,
-  where a reader settles what was spooled since the last read; old and new.
+* ``next batch``: a store each tree settled that spool into itself (its Parquet, and the
+  tree's memory of closed traces if it keeps one), plus one more batch of other traces: the
+  usual settle of a running app, where a reader settles what was spooled since the last
+  read; old and new.
 * with ``--open-rows N``, ``spool, open traces``: the spans of the first traces, up to N LLM
   calls, lose their root spans (traces still running when the app spooled them): the new tree
   carries their calls (a carry file), the old stored them at once; and ``next batch, carry``:
@@ -174,11 +175,13 @@ def check(line: dict[str, Any], added: int, carried: int | None) -> None:
         )
 
 
-def prepared(source: Path, target: Path, batch: Path, *, keep_carry: bool) -> Path:
-    """``source`` settled by the new tree into ``target``, then ``batch``'s spool file added
+def prepared(
+    source: Path, target: Path, batch: Path, *, keep_carry: bool, tree: Path = NEW
+) -> Path:
+    """``source`` settled by ``tree`` into ``target``, then ``batch``'s spool file added
     (without the carry files unless ``keep_carry``)."""
     shutil.copytree(source, target)
-    settle(NEW, target)
+    settle(tree, target)
     folder = target / "spool"
     folder.mkdir(exist_ok=True)
     if not keep_carry:
@@ -249,12 +252,10 @@ def main() -> None:
                     added = opened["calls"] - (opened["open_calls"] if carries else 0)
                     check(line, added, opened["open_calls"] if carries else None)
                     lines.append(line)
-            after = prepared(work / "base", work / "after", work / "batch", keep_carry=False)
             for name, tree in trees:
                 store = work / f"next-{name}-{run}"
-                shutil.copytree(after, store)
+                prepared(work / "base", store, work / "batch", keep_carry=False, tree=tree)
                 lines.append(measure(name, tree, store, batch["calls"], None, run, "next batch"))
-            shutil.rmtree(after)
             if args.open_rows:
                 store = prepared(work / "open", work / "carry", work / "batch", keep_carry=True)
                 carried = built["open"]["open_calls"]
