@@ -147,9 +147,12 @@ def is_carry(name: str) -> bool:
 def carry_name(first: str, oldest_ns: int, tag: str) -> str:
     """The name of a carry file: the name of the oldest batch it holds rows of (so it sorts
     where its rows came from, before newer batches), then the spool time of its oldest row
-    (``has_pending`` reads when it is due from the name) and a unique tag."""
+    in seconds, rounded up (``has_pending`` reads when it is due from the name: rounded down,
+    every read in the second before the rows were due settled the carry for nothing), and a
+    unique tag."""
     base = first.split(CARRY, 1)[0].removesuffix(SUFFIX)
-    return f"{base}{CARRY}{oldest_ns // 1_000_000_000:012d}-{tag}{SUFFIX}"
+    seconds = -(-oldest_ns // 1_000_000_000)
+    return f"{base}{CARRY}{seconds:012d}-{tag}{SUFFIX}"
 
 
 def carry_due(name: str) -> float:

@@ -175,8 +175,9 @@ def test_a_score_whose_call_never_comes_is_dropped_after_the_bound(
     app = _App(store, prices)
     app.send(_judge("msg_nowhere", 1.0))
     assert _settle(store).carried_scores == 1
-    monkeypatch.setattr(spool, "CARRY_S", 0.0)
-    assert spool.has_pending(store)  # due now
+    # due at once: -1 s, as the carry's name holds its time rounded up to the second
+    monkeypatch.setattr(spool, "CARRY_S", -1.0)
+    assert spool.has_pending(store)
     result = _settle(store)
     assert (result.carried_scores, result.dropped_scores) == (0, 1)
     assert spool.pending(store) == []
@@ -216,10 +217,38 @@ def test_a_trace_that_never_gets_a_root_is_finished_after_the_bound(
     app.send(early)
     assert _settle(store).carried_calls == 4
     assert Store(store).settle() is None  # the carry is not due: readers do not re-read it
-    monkeypatch.setattr(spool, "CARRY_S", 0.0)
+    monkeypatch.setattr(spool, "CARRY_S", -1.0)  # due at once (its name's time is rounded up)
     assert _settle(store).added == 2
     assert spool.pending(store) == []
     _same_as_import(store, app.exported, tmp_path)  # the import, too, finishes them as they are
+
+
+def test_a_carry_readers_find_due_is_finished_by_the_settle_they_start(
+    prices: LazyPriceBook, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readers read when a carry is due from its name (``spool.carry_due``): a settle started
+    then finishes its oldest traces. The name held the oldest spool time rounded down to the
+    second, so for up to a second before the traces were due every read settled the carry
+    for nothing, rewriting it as it was."""
+    import time
+
+    store = tmp_path / "store"
+    app = _App(store, prices)
+    early, _ = _without_root(readable_spans(RECORDING), ROOT)
+    app.send(early)
+    assert _settle(store).carried_calls == 4
+    (carry,) = spool.pending(store)
+    entries = spool.read(carry).header["carry"]["traces"].values()
+    first = min(entry[0] for entry in entries)
+    assert first % 10**9, "spooled on a whole second: nothing to round"
+    due = spool.carry_due(carry.name)
+    assert due * 1e9 >= first + spool.CARRY_S * 1e9  # not before its oldest rows are due
+    assert not spool.has_pending(store, now=due - 1)
+    monkeypatch.setattr(time, "time", lambda: due)
+    monkeypatch.setattr(time, "time_ns", lambda: int(due * 1e9))
+    result = _settle(store)
+    assert (result.added, result.carried_calls) == (2, 0)
+    assert spool.pending(store) == []
 
 
 def test_an_apps_shutdown_finishes_its_open_traces_at_once(
