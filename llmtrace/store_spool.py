@@ -224,21 +224,24 @@ def _finish(
 ) -> None:
     """Step, price and append ``parts`` as one input; keep their evaluations not written
     with a new call for ``attach_scores``. A file whose rows the step cannot take is found
-    by stepping the files alone, and moved aside with all its rows."""
+    by stepping the files alone, and moved aside with all its rows; the others are stepped
+    together again, or, when only their combination fails, each alone (as 2ae18f3 settled
+    a group: raising instead failed every later settle of the spool too)."""
     config, prices = _key_of(state)
     try:
         step = context.step(parts, config, prices, roots)
     except _STEP_ERRORS:
-        bad = {part.path for part in parts if not context.steps(part, config, prices)}
-        if not bad:
+        bad = {part.path for part in parts if not context.steps(part, config, prices, roots)}
+        if not bad and len(parts) == 1:
             raise
         for path in bad:
             context.reject(path, result)
         state.held = [part for part in state.held if part.path not in bad]
-        parts = [part for part in parts if part.path not in bad]
-        if not parts:
-            return
-        step = context.step(parts, config, prices, roots)
+        rest = [part for part in parts if part.path not in bad]
+        for again in [rest] if bad else [[part] for part in rest]:
+            if again:
+                _finish(store, context, state, again, roots, result)
+        return
     appended = store._append_held(step.calls) if step.calls.height else None
     if appended is not None:
         result.added += appended.added
@@ -368,10 +371,12 @@ class _Context:
             step.calls = price_calls(step.calls, self.book(prices))
         return step
 
-    def steps(self, part: Part, config: str | None, prices: str | None) -> bool:
+    def steps(
+        self, part: Part, config: str | None, prices: str | None, roots: Iterable[Any] = ()
+    ) -> bool:
         """Whether the batch step takes ``part``'s rows alone."""
         try:
-            self.step([part], config, prices)
+            self.step([part], config, prices, roots)
         except _STEP_ERRORS:
             return False
         return True

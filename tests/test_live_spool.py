@@ -412,6 +412,30 @@ def test_a_file_the_batch_step_cannot_take_is_set_aside_and_its_group_still_sett
     assert spool.pending(store) == []
 
 
+def test_files_the_batch_step_takes_alone_but_not_together_settle_each_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the step fails on a group but takes each of its files alone, the files are
+    settled one by one (none is bad to set aside): raising failed this settle and every
+    later one, so no reader saw a call of the spool again."""
+    from llmtrace import store_spool
+
+    store = tmp_path / "store"
+    calls = _spool_batches(store, 3)
+    step = store_spool._Context.step
+
+    def alone_only(self: Any, parts: list[Any], *args: Any, **kwargs: Any) -> Any:
+        if len(parts) > 1:
+            raise ValueError("these rows together")
+        return step(self, parts, *args, **kwargs)
+
+    monkeypatch.setattr(store_spool._Context, "step", alone_only)
+    problems: list[Any] = []
+    assert Store(store, on_problem=problems.append).scan().collect().height == calls
+    assert problems == [] and spool.pending(store) == []
+    assert not (spool.spool_dir(store) / spool.REJECTED).exists()
+
+
 def test_a_big_spool_settles_in_groups_of_bounded_spans(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
