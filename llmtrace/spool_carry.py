@@ -353,9 +353,9 @@ def read_memory(store: Path) -> Memory:
             raise ValueError("not three lists")
         if not len(traces) == len(closed) == len(names):
             raise ValueError("columns of different lengths")
-        if not all(type(trace) is str for trace in traces):
+        if not set(map(type, traces)) <= {str}:  # C loops: ~1 ms for 100k, not ~5
             raise ValueError("a trace id is not text")
-        if not all(type(when) is int for when in closed):
+        if not set(map(type, closed)) <= {int}:
             raise ValueError("a time is not an integer")
         ordered = closed == sorted(closed, reverse=True) and doc.get("format") == MEMORY_FORMAT
         return Memory(traces, closed, names, ordered)
