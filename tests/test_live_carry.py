@@ -490,7 +490,7 @@ def test_the_memory_of_closed_traces_is_the_one_a_sort_of_everything_gives(
     pool = [*remembered, *(f"{rng.getrandbits(16) + 70000:032x}" for _ in range(20))]
     events = [
         (rng.choice(["root", "local"]), trace, rng.choice(["POST /x", "y"]))
-        for trace in rng.sample(pool, rng.randint(0, len(pool)))
+        for trace in rng.choices(pool, k=rng.randint(0, 2 * len(pool)))  # some twice
     ]
     traces = spool_carry.Traces(now)
     traces.recall(spool_carry.read_memory(store))
