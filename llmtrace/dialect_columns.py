@@ -71,6 +71,9 @@ KEYS: tuple[str, ...] = tuple(
             JSON_COST,
             *_ELAPSED,
             "llmtrace.action",
+            t.PRICE_STATUS,
+            t.REPORTED_COST,
+            t.REPORTED_COST_SOURCE,
         ]
     )
 )
@@ -276,11 +279,31 @@ def _dialect(a: _Attrs, scope_dialects: dict[str, str | None]) -> pl.Expr:
         marked = pl.any_horizontal([a.present(m) for m in variant.markers])
         expr = expr.when((by_scope == name) & marked).then(pl.lit(variant.name))
     expr = expr.when(by_scope.is_not_null()).then(by_scope)
+    not_priced = ~priced(a)
     for dialect in t.DIALECTS:
         if dialect.markers:
-            marked = pl.any_horizontal([a.present(m) for m in dialect.markers])
+            marked = pl.any_horizontal(
+                [
+                    a.present(m) & (not_priced | _reported_from(a, m))
+                    if m in t.PRICED_OVER
+                    else a.present(m)
+                    for m in dialect.markers
+                ]
+            )
             expr = expr.when(marked).then(pl.lit(dialect.name))
     return expr.otherwise(pl.lit(t.SEMCONV.name))
+
+
+def priced(a: _Attrs) -> pl.Expr:
+    """Whether llmtrace's live processor priced the span (``dialects._priced_dialect``): its
+    ``PRICED_OVER`` attributes are its own, its reported cost is ``REPORTED_COST``."""
+    return a.equals(t.PRICE_STATUS, t.PRICED)
+
+
+def _reported_from(a: _Attrs, attribute: str) -> pl.Expr:
+    """``dialects.reported_from`` of the span's ``REPORTED_COST_SOURCE`` (text only)."""
+    source = a.s(t.REPORTED_COST_SOURCE)
+    return ((source == attribute) | source.str.starts_with(attribute + ".")).fill_null(False)
 
 
 def _is_llm(a: _Attrs) -> tuple[pl.Expr, pl.Expr]:
@@ -452,6 +475,15 @@ def call_columns(a: _Attrs) -> list[pl.Expr]:
     cost, cost_bad = cost_value.cost()
     json_cost = pl.col("_jc_has").fill_null(False)
     cost_bad = ~json_cost & cost_bad  # a cost in Langfuse's JSON is read first
+    # a span llmtrace priced: its reported cost is the one it kept (``_priced_reported_cost``)
+    is_priced = priced(a)
+    kept = a.value(t.REPORTED_COST)
+    kept_cost, kept_bad = kept.cost()
+    kept_source, kept_source_bad = a.value(t.REPORTED_COST_SOURCE).text()
+    kept_present = kept.present()
+    cost_bad = (
+        pl.when(is_priced).then(kept_present & (kept_bad | kept_source_bad)).otherwise(cost_bad)
+    )
     tier, tier_bad = _service_tier(a)
     model = pl.coalesce(texts["response_model"], texts["request_model"])
     whole = pl.any_horizontal([a.present(k) for k in _WHOLE_CALL_KEYS])
@@ -500,12 +532,16 @@ def call_columns(a: _Attrs) -> list[pl.Expr]:
         ).alias("is_error"),
         error_type.alias("error_type"),
         *usage,
-        pl.when(json_cost)
+        pl.when(is_priced)
+        .then(pl.when(kept_present).then(kept_cost))
+        .when(json_cost)
         .then(pl.col("_jc_cost"))
         .when(cost_value.present())
         .then(cost)
         .alias("reported_cost"),
-        pl.when(json_cost)
+        pl.when(is_priced)
+        .then(pl.when(kept_present).then(kept_source))
+        .when(json_cost)
         .then(pl.col("_jc_source"))
         .when(cost_value.present())
         .then(cost_value.name)

@@ -143,6 +143,18 @@ OPERATION_SOURCES: tuple[tuple[str, Mapping[str, str] | None], ...] = (
 COST_ATTRIBUTES: tuple[str, ...] = ("gen_ai.usage.cost", "operation.cost", "llm.cost.total")
 LANGFUSE_COST_JSON = "langfuse.observation.cost_details"
 LANGFUSE_USAGE_JSON = "langfuse.observation.usage_details"
+
+# What llmtrace's live processor writes on a span it priced (``llmtrace.otel.spans``): its price
+# status ("ok" with its costs), and over the source's own attributes the two that dialects read
+# (``PRICED_OVER``: a marker and a reported cost each). On such a span those two are llmtrace's,
+# not the source's: the source's reported cost travels as ``REPORTED_COST`` / ``_SOURCE`` (the
+# worker's record's ``reported_cost`` / ``reported_cost_source``, only when it had one), and a
+# marker among them counts for detection only when that source names it (it was the source's).
+PRICE_STATUS = "llmtrace.price.status"
+PRICED = "ok"
+PRICED_OVER: tuple[str, ...] = ("gen_ai.usage.cost", LANGFUSE_COST_JSON)
+REPORTED_COST = "llmtrace.reported_cost"
+REPORTED_COST_SOURCE = "llmtrace.reported_cost_source"
 LOGFIRE_RAW_USAGE = "gen_ai.usage.raw"
 
 # Langfuse usage_details keys per bucket. Langfuse buckets are exclusive (input excludes cached,

@@ -16,7 +16,11 @@ from llmtrace.dialect_tables import (
     _TOKEN_KEYS,
     _TOKEN_SLOT,
     LANGFUSE_COST_JSON,
+    PRICE_STATUS,
+    PRICED,
     RAW_USAGE_PATHS,
+    REPORTED_COST,
+    REPORTED_COST_SOURCE,
     TOKEN_RECORD_FIELD,
     USAGE_JSON_BUCKETS,
     Dialect,
@@ -303,6 +307,8 @@ def read_reported_cost(
 
 
 def _reported_cost(found: Found, attrs: Mapping[str, Any]) -> tuple[float | None, str | None]:
+    if attrs.get(PRICE_STATUS) == PRICED:
+        return _priced_reported_cost(attrs)
     raw = attrs.get(LANGFUSE_COST_JSON)
     if raw is not None:
         details = _json_object(raw, LANGFUSE_COST_JSON)
@@ -316,3 +322,17 @@ def _reported_cost(found: Found, attrs: Mapping[str, Any]) -> tuple[float | None
     if hit is None:
         return None, None
     return cost_value(hit[2], hit[1]), hit[1]
+
+
+def _priced_reported_cost(attrs: Mapping[str, Any]) -> tuple[float | None, str | None]:
+    """The reported cost of a span llmtrace's live processor priced (``PRICE_STATUS`` "ok").
+
+    Why not its cost attributes: the processor wrote its own ``gen_ai.usage.cost`` and
+    Langfuse cost details over the source's (``dialect_tables.PRICED_OVER``), so read as the
+    source's they would make llmtrace's price the source's cost (and hide the source's own).
+    The source's cost, as the worker's record had it, travels as ``REPORTED_COST`` and its
+    ``_SOURCE``; none when the source carried none."""
+    value = attrs.get(REPORTED_COST)
+    if value is None:
+        return None, None
+    return cost_value(value, REPORTED_COST), _text(attrs.get(REPORTED_COST_SOURCE))

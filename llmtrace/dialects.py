@@ -72,8 +72,13 @@ from llmtrace.dialect_tables import (
     OPERATION_SOURCES,
     OTEL_GENAI,
     OTEL_OPENAI_V2,
+    PRICE_STATUS,
+    PRICED,
+    PRICED_OVER,
     PROVIDER_ALIASES,
     RAW_USAGE_PATHS,
+    REPORTED_COST,
+    REPORTED_COST_SOURCE,
     SEMCONV,
     SEMCONV_1_26,
     SEMCONV_TOKENS,
@@ -163,10 +168,36 @@ def detect_dialect(attrs: Mapping[str, Any], scope: str | None = None) -> Dialec
             if variant is not None and any(m in attrs for m in variant.markers):
                 return variant
             return dialect
+    if attrs.get(PRICE_STATUS) == PRICED:
+        return _priced_dialect(attrs)
     for dialect in DIALECTS:
         if any(marker in attrs for marker in dialect.markers):
             return dialect
     return SEMCONV
+
+
+_PRICED_OVER = frozenset(PRICED_OVER)
+
+
+def _priced_dialect(attrs: Mapping[str, Any]) -> Dialect:
+    """``detect_dialect``'s marker step for a span llmtrace's live processor priced.
+
+    The processor wrote ``PRICED_OVER`` (OpenLIT's and Langfuse's markers) on every span it
+    priced: as markers they would turn a plain semconv span into Langfuse (and its counting).
+    Such a marker counts only when the source carried it: when the source's reported cost,
+    kept by the processor (``REPORTED_COST_SOURCE``), came from it."""
+    source = attrs.get(REPORTED_COST_SOURCE)
+    for dialect in DIALECTS:
+        for marker in dialect.markers:
+            if marker in attrs and (marker not in _PRICED_OVER or reported_from(source, marker)):
+                return dialect
+    return SEMCONV
+
+
+def reported_from(source: Any, attribute: str) -> bool:
+    """Whether a reported cost's source (``reported_cost_source``) is ``attribute`` or a key
+    of it (``langfuse.observation.cost_details.total``)."""
+    return type(source) is str and (source == attribute or source.startswith(attribute + "."))
 
 
 def _scan_scope(scope: Any) -> Dialect | None:
@@ -464,8 +495,13 @@ __all__ = [
     "OPERATION_SOURCES",
     "OTEL_GENAI",
     "OTEL_OPENAI_V2",
+    "PRICED",
+    "PRICED_OVER",
+    "PRICE_STATUS",
     "PROVIDER_ALIASES",
     "RAW_USAGE_PATHS",
+    "REPORTED_COST",
+    "REPORTED_COST_SOURCE",
     "SEMCONV",
     "SEMCONV_1_26",
     "SEMCONV_TOKENS",
@@ -489,6 +525,7 @@ __all__ = [
     "normalize_service_tier",
     "read_reported_cost",
     "read_usage",
+    "reported_from",
     "span_to_call",
     "token_count",
 ]

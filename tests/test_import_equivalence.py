@@ -378,6 +378,79 @@ def test_edge_lines_import_the_same_records(tmp_path, monkeypatch) -> None:
     assert_same_import([path], monkeypatch, keep_content=True)
 
 
+def test_priced_spans_import_the_same_records(tmp_path, monkeypatch) -> None:
+    """Spans llmtrace's live processor priced (``llmtrace.price.status``), every combination
+    of its cost attributes over the source's and the source's cost it kept, from a scope no
+    dialect knows (the markers decide) and from OpenLIT's: both lanes read the same dialect
+    and reported cost (``dialects._priced_dialect``, ``_priced_reported_cost``)."""
+    attribute = '{"key": "%s", "value": {"%s": %s}}'
+    costs = [None, ("doubleValue", "0.5"), ("intValue", '"2"'), ("stringValue", '"0.5"')]
+    sources = [None, *(("stringValue", json.dumps(s)) for s in _PRICED_SOURCES)]
+    sources.append(("doubleValue", "1.5"))
+    lines, meta = [], []
+    for status in ("ok", "not_priced"):
+        for written in range(4):  # neither, gen_ai.usage.cost, the cost details, both
+            for cost in costs:
+                for source in sources:
+                    parts = [
+                        _USAGE,
+                        attribute % ("llmtrace.price.status", "stringValue", f'"{status}"'),
+                    ]
+                    if written & 1:
+                        parts.append(attribute % ("gen_ai.usage.cost", "doubleValue", "0.25"))
+                    if written & 2:
+                        details = json.dumps(json.dumps({"total": 0.25}))
+                        parts.append(
+                            attribute % (dialects.LANGFUSE_COST_JSON, "stringValue", details)
+                        )
+                    if cost is not None:
+                        parts.append(attribute % ("llmtrace.reported_cost", *cost))
+                    if source is not None:
+                        parts.append(attribute % ("llmtrace.reported_cost_source", *source))
+                    lines.append(_SPAN % (", ".join(parts), ""))
+                    meta.append((status, written, cost, source))
+    # one trace, span and input count per line, so no two lines' calls are taken for twins
+    lines = [
+        line.replace("eee19b7ec3c1b174", f"{n:016x}")
+        .replace("5b8efff7", f"{n:08x}")
+        .replace('"intValue": "10"', f'"intValue": "{n}"')
+        for n, line in enumerate(lines, start=1)
+    ]
+    requests = [
+        json.dumps(
+            {
+                "resourceSpans": [
+                    {
+                        "scopeSpans": [
+                            {
+                                "scope": {"name": "openlit" if n % 5 == 0 else "myapp.llm"},
+                                "spans": [json.loads(line)],
+                            }
+                        ]
+                    }
+                ]
+            }
+        )
+        for n, line in enumerate(lines)
+    ]
+    path = tmp_path / "priced.jsonl"
+    path.write_text("\n".join(requests) + "\n")
+    assert_same_import([path], monkeypatch)
+    calls = _import([path], monkeypatch, False).calls
+    assert set(calls["dialect"]) == {"otel-semconv", "openlit", "langfuse"}
+    assert calls["reported_cost_source"].null_count() not in (0, calls.height)
+    # llmtrace's own attributes are neither a marker nor a reported cost
+    for row in calls.iter_rows(named=True):
+        n = int(row["span_id"], 16) - 1  # the line's index (its scope: OpenLIT's every 5th)
+        status, written, cost, source = meta[n]
+        if status == "ok" and cost is None:
+            assert row["reported_cost"] is None, row
+        if status == "ok" and source is None and n % 5:
+            assert row["dialect"] == "otel-semconv", row
+        if status != "ok" and written and n % 5:
+            assert row["dialect"] == ("langfuse" if written & 2 else "openlit"), row
+
+
 def test_list_columns_match_the_plain_constructor() -> None:
     rng = random.Random(3)
     cases: list[list[Any]] = [[], [None], [[1]], [[], None, [2, 3]], [(1, 2), None], [[2**64 - 1]]]
@@ -553,6 +626,7 @@ def _random_span(rng: random.Random, trace: str, number: int, parent: str | None
         for key, value in (("usage_details", usage), ("cost_details", cost)):
             text = {"stringValue": json.dumps(value)}
             attributes.append({"key": f"langfuse.observation.{key}", "value": text})
+    _add_priced(random.Random(number), attributes)  # its own draws: the rest stays as it was
     if rng.random() < 0.1:
         messages = [{"role": "user", "content": f"hi {number % 3}"}]
         attributes.append(
@@ -578,6 +652,41 @@ def _random_span(rng: random.Random, trace: str, number: int, parent: str | None
             {"name": "exception", "attributes": [{"key": "exception.type", "value": {"stringValue": "E"}}]}
         ]  # fmt: skip
     return span
+
+
+_PRICED_SOURCES = [
+    "gen_ai.usage.cost",
+    "langfuse.observation.cost_details.total",
+    "langfuse.observation.cost_details",
+    "langfuse.observation.cost_detailsx",
+    "operation.cost",
+    "",
+]
+
+
+def _add_priced(rng: random.Random, attributes: list[dict[str, Any]]) -> None:
+    """On some spans, what llmtrace's live processor writes on a span it priced (its status,
+    its cost attributes over the source's, the source's cost kept), with odd values too: the
+    lanes must agree on which markers and which reported cost such a span has."""
+    if rng.random() >= 0.3:
+        return
+    status = rng.choice(["ok", "ok", "ok", "no_price", "OK"])
+    added = [("llmtrace.price.status", {"stringValue": status})]
+    if rng.random() < 0.7:
+        added.append(("gen_ai.usage.cost", {"doubleValue": 0.25}))
+    if rng.random() < 0.7:
+        added.append(("langfuse.observation.cost_details", {"stringValue": '{"total": 0.25}'}))
+    if rng.random() < 0.6:
+        cost = rng.choice(
+            [{"doubleValue": 0.5}, {"intValue": "2"}, {"stringValue": "0.5"}, {"doubleValue": -1}]
+        )
+        added.append(("llmtrace.reported_cost", cost))
+    if rng.random() < 0.7:
+        source = rng.choice(_PRICED_SOURCES)
+        value = {"doubleValue": 1.5} if rng.random() < 0.1 else {"stringValue": source}
+        added.append(("llmtrace.reported_cost_source", value))
+    rng.shuffle(added)
+    attributes.extend({"key": key, "value": value} for key, value in added)
 
 
 def test_random_spans_import_the_same_records(tmp_path, monkeypatch) -> None:

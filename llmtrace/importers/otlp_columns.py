@@ -415,16 +415,19 @@ _JSON_LIMIT = 2**60  # counts beyond this go to Python (sums in Polars must not 
 
 
 def _json_columns(calls: pl.DataFrame, a: Any) -> tuple[pl.DataFrame, list[int]]:
-    """Langfuse's JSON usage (on spans of its dialect) and cost (on any call), read per span
-    by ``dialect_values``' own functions; and the spans where they raise or are not text."""
+    """Langfuse's JSON usage (on spans of its dialect) and cost (on any call llmtrace did not
+    price), read per span by ``dialect_values``' own functions; and the spans where they raise
+    or are not text."""
     usage, cost = dc.JSON_USAGE, dc.JSON_COST
     usage_applies = pl.col("dialect").is_in(dc.JSON_DIALECTS) & a.present(usage)
-    rows = calls.filter(usage_applies | a.present(cost)).select(
+    # not on a span llmtrace priced: those cost details are its own (``dc.priced``)
+    cost_applies = a.present(cost) & ~dc.priced(a)
+    rows = calls.filter(usage_applies | cost_applies).select(
         "_i",
         pl.when(usage_applies).then(a.s(usage)).alias("usage"),
         (usage_applies & a.s(usage).is_null()).alias("usage_odd"),
-        a.s(cost).alias("cost"),
-        (a.present(cost) & a.s(cost).is_null()).alias("cost_odd"),
+        pl.when(cost_applies).then(a.s(cost)).alias("cost"),
+        (cost_applies & a.s(cost).is_null()).alias("cost_odd"),
     )
     out: dict[str, list[Any]] = {name: [] for name in _JSON_SCHEMA}
     failed: list[int] = []

@@ -20,7 +20,8 @@ dict, field for field and in the same order, as ``span_to_call`` gives
 (tests/test_live_fast_paths.py replays every recorded library fixture both ways, and spans
 that differ only in the per-call slots). Anything else takes ``span_to_call`` itself: error
 spans (their events decide the error type), content kept on spans (``keep_content``: the
-texts make every static part new), unhashable attribute values, a call that raised.
+texts make every static part new), unhashable attribute values, a call that raised, a span
+llmtrace priced already (its dialect depends on a value, ``dialects._priced_dialect``).
 Bounded: at most ``max_shapes`` attribute-name sets and ``max_records`` static parts each
 (a full table is emptied, not grown).
 """
@@ -39,6 +40,7 @@ from llmtrace.dialect_tables import (
     _TOKEN_KEYS,
     _TOKEN_SLOT,
     LANGFUSE_COST_JSON,
+    PRICE_STATUS,
     STATUS_ERROR,
 )
 from llmtrace.dialect_values import _reported_cost, _text, _usage_values
@@ -167,8 +169,8 @@ class CallMapper:
         if shape is _MISSING:
             if len(shapes) >= self._max_shapes:
                 shapes.clear()
-            try:
-                shape = _shape(names, attrs, scope)
+            try:  # a span llmtrace priced: its dialect depends on a value (``_priced_dialect``)
+                shape = _INELIGIBLE if PRICE_STATUS in attrs else _shape(names, attrs, scope)
             except Exception:  # noqa: BLE001 - an odd scope: the general path decides
                 shape = _INELIGIBLE
             shapes[shape_key] = shape
