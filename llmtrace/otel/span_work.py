@@ -33,6 +33,7 @@ from llmtrace.otel.spans import (
     PRICED_TRACE_ID,
     TOKEN_FIELDS,
     TOOL_ATTRIBUTE,
+    add_reported_cost,
     cost_attributes,
     cost_attributes_of,
     plain_attributes,
@@ -241,6 +242,7 @@ class SpanWork:
             costs = pricer(call)
             extra.update(cost_attributes(costs))
             call.update(costs)
+        add_reported_cost(extra, call)  # the source's own cost, which those replace
         self.calls_priced += 1
         if job.root_id is not None:
             self._add_to_action(job.root_id, call)

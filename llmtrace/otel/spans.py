@@ -7,7 +7,12 @@ int with float):
 * ``llmtrace.cost.input``, ``.cache_read``, ``.cache_write``, ``.output``, ``.reasoning``,
   ``.total`` (and ``.request`` when a per-request fee applies) - disjoint components;
 * ``langfuse.observation.cost_details`` - JSON with Langfuse's keys so it shows the breakdown;
-* ``llmtrace.price.source`` (price data and version), ``llmtrace.price.status`` (``ok``).
+* ``llmtrace.price.source`` (price data and version), ``llmtrace.price.status`` (``ok``);
+* ``llmtrace.reported_cost`` (float) and ``llmtrace.reported_cost_source``, only when the
+  source carried a cost of its own (``gen_ai.usage.cost``, Langfuse's cost details, ...): the
+  record's ``reported_cost`` and the attribute it came from, kept because the attributes above
+  replace the source's. Readers of a span with ``llmtrace.price.status`` ``ok`` take its
+  reported cost from these alone (``dialect_values._priced_reported_cost``).
 
 An unpriced call gets no cost attributes, only ``llmtrace.price.status`` saying why.
 """
@@ -41,7 +46,9 @@ TOKEN_FIELDS: tuple[str, ...] = (
 
 PRICED_SPAN_ID = "llmtrace.priced_span_id"
 PRICED_TRACE_ID = "llmtrace.priced_trace_id"
-PRICE_STATUS = "llmtrace.price.status"
+PRICE_STATUS = dialects.PRICE_STATUS
+REPORTED_COST = dialects.REPORTED_COST
+REPORTED_COST_SOURCE = dialects.REPORTED_COST_SOURCE
 PRICE_SOURCE = "llmtrace.price.source"
 ACTION = "llmtrace.action"
 AGENT_ATTRIBUTE = dialects.AGENT_ATTRIBUTE
@@ -335,3 +342,17 @@ def cost_attributes_of(values: tuple[Any, ...]) -> dict[str, Any]:
     out[PRICE_SOURCE] = str(source or "")
     out[PRICE_STATUS] = PRICE_OK
     return out
+
+
+def add_reported_cost(extra: dict[str, Any], call: Mapping[str, Any]) -> None:
+    """Keep the source's own cost on a span llmtrace priced (``extra``: the attributes added,
+    its cost attributes among them): ``REPORTED_COST`` and ``REPORTED_COST_SOURCE`` from the
+    call record, mapped before llmtrace wrote anything, when it has one. Why: the cost
+    attributes replace the source's ``gen_ai.usage.cost`` / Langfuse cost details, and a
+    reader of the exported span (the store exporter, ``llmtrace import otlp``) would take
+    llmtrace's price for the source's."""
+    reported = call.get("reported_cost")
+    if reported is not None and extra.get(PRICE_STATUS) == PRICE_OK:
+        extra[REPORTED_COST] = float(reported)
+        source = call.get("reported_cost_source")
+        extra[REPORTED_COST_SOURCE] = "" if source is None else str(source)
