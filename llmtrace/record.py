@@ -48,7 +48,8 @@ Cost
     first 8 hex digits of its sha256, entry numbers; an unpriced call names the data consulted,
     ``genai-prices 0.2.5 + overrides prices.toml@1a2b3c4d``; ``llmtrace reprice`` rewrites it),
     ``reported_cost`` (a cost the source already carried, kept only for cross-checking) and
-    ``reported_cost_source`` (the attribute it came from).
+    ``reported_cost_source`` (the attribute it came from; never llmtrace's own price: on a
+    span its live processor priced, the source's cost travels as ``llmtrace.reported_cost``).
 Quality
     ``accuracy`` (mean of the scores that count as accuracy, 0..1), ``scores`` (every score:
     name, value, label, source, id). ``id`` is the source's own score id (Langfuse's), null
