@@ -183,9 +183,11 @@ def _priced_dialect(attrs: Mapping[str, Any]) -> Dialect:
     """``detect_dialect``'s marker step for a span llmtrace's live processor priced.
 
     The processor wrote ``PRICED_OVER`` (OpenLIT's and Langfuse's markers) on every span it
-    priced: as markers they would turn a plain semconv span into Langfuse (and its counting).
-    Such a marker counts only when the source carried it: when the source's reported cost,
-    kept by the processor (``REPORTED_COST_SOURCE``), came from it."""
+    priced: as markers they would make a plain semconv span Langfuse's (or OpenLIT's, whose
+    Anthropic input excludes cache tokens). Such a marker counts only when the source carried
+    it: when the source's reported cost, kept by the processor (``REPORTED_COST_SOURCE``),
+    came from it. Not covered: a source marker that gave no cost (an empty ``{}`` of cost
+    details, a ``""`` cost) is not seen on such a span."""
     source = attrs.get(REPORTED_COST_SOURCE)
     for dialect in DIALECTS:
         for marker in dialect.markers:
