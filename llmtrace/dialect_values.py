@@ -6,7 +6,6 @@ counting rules that make every count inclusive (see ``llmtrace.dialects``' docst
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from typing import Any
@@ -28,6 +27,7 @@ from llmtrace.dialect_tables import (
     SpanError,
     _collect,
 )
+from llmtrace.fingerprint import msgspec_decoder
 from llmtrace.limits import INT64_MAX
 
 # --------------------------------------------------------------------------------------------
@@ -92,7 +92,7 @@ def _json_object(value: Any, attribute: str) -> dict[str, Any]:
     span's 16. Where msgspec is loaded (the store exporter's spool loads it; the importer
     does) its decoder reads the text (0.3 us), and its object is used: where msgspec accepts
     a text it gives what ``json.loads`` gives (strict JSON, floats correctly rounded, the
-    last of two equal keys in the first one's place; see ``fingerprint._msgspec_decode``),
+    last of two equal keys in the first one's place; see ``fingerprint.msgspec_decoder``),
     and what it refuses (NaN, Infinity, numbers beyond a double, lone surrogates) goes on.
     Else json's own scanner reads it from the start, and its object is used when it read
     the whole text (``json.loads`` minus its Python-level checks). Anything else goes
@@ -101,7 +101,7 @@ def _json_object(value: Any, attribute: str) -> dict[str, Any]:
     depth (``json.loads`` calls the scanner two frames deeper), and there the old error stands.
     """
     if type(value) is str and value[:1] == "{" and value.count("{") + value.count("[") < 64:
-        decode = _DECODE or _json_decoder()
+        decode = msgspec_decoder()
         if decode is not None:
             try:
                 parsed = decode(value)
@@ -132,18 +132,6 @@ def _json_object(value: Any, attribute: str) -> dict[str, Any]:
 _SCAN_JSON = json.decoder.JSONDecoder().scan_once
 """The scanner of a decoder with ``json.loads``' defaults: ``json.loads(text)`` is this scan
 from the first non-blank character, then a check that only blanks follow."""
-
-
-def _json_decoder() -> Any:
-    """msgspec's JSON decoder where msgspec is loaded, else None (it is not loaded for this)."""
-    global _DECODE
-    module = sys.modules.get("msgspec")
-    if module is not None:
-        _DECODE = module.json.decode
-    return _DECODE
-
-
-_DECODE: Any = None
 
 
 def _text(value: Any) -> str | None:

@@ -151,7 +151,7 @@ def _maybe_json(value: Any) -> Any:
     lists; both must read (and hash) alike, so the difference ends here.
     """
     if isinstance(value, str) and value[:1] in ("[", "{"):
-        decode = _DECODE or _msgspec_decode()
+        decode = _DECODE or msgspec_decoder()
         if decode is not None:
             try:
                 return decode(value)
@@ -166,9 +166,10 @@ def _maybe_json(value: Any) -> Any:
     return value
 
 
-def _msgspec_decode() -> Any:
-    """msgspec's JSON decoder where msgspec is loaded (the importer loads it; the live path
-    does not, and is not made to), else None.
+def msgspec_decoder() -> Any:
+    """msgspec's JSON decoder where msgspec is loaded (the importer loads it, and the live
+    store exporter's spool; nothing loads it for this), else None. Also read by
+    ``dialect_values._json_object`` (Langfuse's cost details on every priced span).
 
     Why: the content attributes of OTel GenAI are JSON text, and ``json.loads`` was a third
     of their fingerprint's cost; msgspec's decoder takes a quarter of its time. Where msgspec
@@ -177,9 +178,10 @@ def _msgspec_decode() -> Any:
     beyond a double, lone surrogate escapes, too deep nesting) goes to ``json.loads`` as before,
     which accepts it or raises as it did (tests/test_import_fingerprints.py)."""
     global _DECODE
-    module = sys.modules.get("msgspec")
-    if module is not None:
-        _DECODE = module.json.decode
+    if _DECODE is None:
+        module = sys.modules.get("msgspec")
+        if module is not None:
+            _DECODE = module.json.decode
     return _DECODE
 
 

@@ -792,7 +792,7 @@ def test_json_objects_read_as_json_loads_reads_them(monkeypatch) -> None:
     for _ in range(3000):  # as the live processor writes them: repr of each float
         numbers = [rng.random() * 10 ** rng.randint(-9, 2) for _ in range(6)]
         cases.append("{" + ",".join(f'"k{i}":{n!r}' for i, n in enumerate(numbers)) + "}")
-    assert dv._json_decoder() is not None  # msgspec is loaded here: its path is compared
+    assert dv.msgspec_decoder() is not None  # msgspec is loaded here: its path is compared
 
     def compare() -> None:
         for value in cases:
@@ -802,8 +802,7 @@ def test_json_objects_read_as_json_loads_reads_them(monkeypatch) -> None:
 
     compare()
     with monkeypatch.context() as patch:  # json's scanner, as where msgspec is not loaded
-        patch.setattr(dv, "_DECODE", None)
-        patch.setattr(dv, "_json_decoder", lambda: None)
+        patch.setattr(dv, "msgspec_decoder", lambda: None)
         compare()
     assert dv._json_object(costs, "x") == json.loads(costs)
     assert repr(dv._json_object('{"a":-0.0,"b":1.0,"c":1}', "x")) == "{'a': -0.0, 'b': 1.0, 'c': 1}"

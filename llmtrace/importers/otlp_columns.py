@@ -464,7 +464,7 @@ def _as_object(text: str) -> Any:
     """The JSON object ``text`` holds, decoded by msgspec, or ``text`` itself where msgspec
     refuses it or it holds something else; ``dialect_values._json_object`` reads either (a
     mapping as a copy, text through ``json.loads``). Where msgspec accepts a text it gives what
-    ``json.loads`` gives (``fingerprint._msgspec_decode`` says why), at a quarter of the cost."""
+    ``json.loads`` gives (``fingerprint.msgspec_decoder`` says why), at a quarter of the cost."""
     try:
         value = _JSON_DECODE(text)
     except Exception:  # noqa: BLE001 - json.loads decides, as it always did

@@ -323,7 +323,7 @@ def span_rows(spans: Sequence[ReadableSpan], *, keep_content: bool = False) -> A
     once (``<spans>:N: span ID: why``), never raised. This runs for every span an app ends,
     on the exporter thread, so an SDK span is read from its fields once: a span without
     events that is not an LLM span (most of an app's: HTTP, database) goes straight to
-    ``SpanRows.add_other`` (its tree row), any other to ``SpanRows.add`` with the mapping
+    ``SpanRows.add_tree_row`` (its tree row), any other to ``SpanRows.add`` with the mapping
     ``importer_mapping`` gives (with the importer's defaults), built in one go: the
     attributes read in place (an ended span's do not change), the events list made only for
     a span that has events, no intermediate dicts. Other span classes go the plain way.
@@ -332,7 +332,7 @@ def span_rows(spans: Sequence[ReadableSpan], *, keep_content: bool = False) -> A
     from llmtrace.importers.otlp_rows import SpanRows
 
     rows = SpanRows(keep_content)
-    add, add_other = rows.add, rows.add_other
+    add, add_tree_row = rows.add, rows.add_tree_row
     for number, span in enumerate(spans, start=1):
         rows.spans += 1
         if type(span) not in _SDK_SPANS:
@@ -352,7 +352,7 @@ def span_rows(spans: Sequence[ReadableSpan], *, keep_content: bool = False) -> A
                     llm = True
                 if not llm:
                     try:
-                        add_other(trace_id, span_id, parent_id, name, span._end_time, attrs)
+                        add_tree_row(trace_id, span_id, parent_id, name, span._end_time, attrs)
                     except (AttributeError, KeyError, TypeError, ValueError) as exc:
                         _reject(rows, number, span_id, exc)
                     continue
