@@ -23,11 +23,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, Status, StatusCode, TraceFlags
-from recorded import fixture_paths, replay
+from recorded import fixture_paths, readable_spans, replay
 
-from llmtrace import dialects
-from llmtrace.otel import exporters
-from llmtrace.otel.processor import LazyPriceBook
+from llmtrace import dialects, twins
+from llmtrace.importers.otlp_rows import CALL_ROW
+from llmtrace.otel import calls, exporters
+from llmtrace.otel.processor import CostSpanProcessor, LazyPriceBook
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -89,6 +90,136 @@ def test_recorded_libraries_give_the_same_rows(path: Path, prices, monkeypatch) 
     assert_same_rows(spans, monkeypatch)
     for span in spans:
         assert_same_rows([span], monkeypatch)
+
+
+@pytest.mark.parametrize("path", fixture_paths(), ids=lambda p: p.stem)
+def test_rows_the_worker_hands_over_are_the_exported_spans_rows(
+    path: Path, prices, tmp_path: Path, monkeypatch
+) -> None:
+    """With the store exporter downstream, the worker gives each priced span's exported copy
+    its call row (``calls.call_row``), which ``span_rows`` takes instead of mapping the copy:
+    each row must be, field by field and type by type, ``map_span_row`` of that copy plus its
+    emitter, as ``SpanRows.add`` makes it; and the batch's rows those of ``span_rows`` as it
+    was, which never reads the handed-over row."""
+    spans = replay(path, prices, store=tmp_path / "store")
+    llm = [s for s in spans if dialects.is_llm_span(s.attributes or {})]
+    handed = [s for s in spans if getattr(s, calls.ROW_ATTRIBUTE, None) is not None]
+    assert handed and set(map(id, handed)) <= set(map(id, llm))
+    _assert_rows_are_mapped_rows(spans)
+    assert_same_rows(spans, monkeypatch)
+    for span in handed:
+        assert_same_rows([span], monkeypatch)
+
+
+def _assert_rows_are_mapped_rows(spans: Sequence[ReadableSpan]) -> list[str]:
+    """Each handed-over row is ``map_span_row`` of its span plus the emitter, field by field
+    and type by type; the names of the spans that carry one."""
+    names = []
+    for span in spans:
+        row = getattr(span, calls.ROW_ATTRIBUTE, None)
+        if row is None:
+            continue
+        names.append(span.name)
+        mapping = {"events": [], "resource": {}, "scope": None, **exporters.importer_mapping(span)}
+        expected = (
+            *dialects.map_span_row(mapping),
+            twins.emitter(mapping["scope"], mapping["name"]),
+        )
+        assert len(row) == len(expected) == len(CALL_ROW)
+        for field, got, want in zip(CALL_ROW, row, expected, strict=True):
+            assert (type(got), repr(got)) == (type(want), repr(want)), (span.name, field)
+    return names
+
+
+def test_rows_handed_over_only_where_the_exported_copy_maps_the_same(
+    prices, tmp_path: Path, monkeypatch
+) -> None:
+    """Spans whose exported copy maps otherwise than the worker's record get no row: a source
+    marker the worker writes over that gave no cost (the copy's dialect differs), a reported
+    cost written upstream, events; a point-in-time span dated back by its duration and a
+    source cost as an int do get one, equal to ``map_span_row``'s."""
+    memory = InMemorySpanExporter()
+    store = exporters.StoreSpanExporter(tmp_path / "store", pricer=prices)
+    processor = CostSpanProcessor(
+        [SimpleSpanProcessor(memory), SimpleSpanProcessor(store)], pricer=prices, background=False
+    )
+    provider = TracerProvider(resource=Resource({"service.name": "shop"}))
+    provider.add_span_processor(processor)
+    app, logfire = provider.get_tracer("app"), provider.get_tracer("logfire")
+    extras: dict[str, dict[str, Any]] = {
+        "plain": {},
+        "openlit-cost": {"gen_ai.usage.cost": 1},
+        "openlit-empty": {"gen_ai.usage.cost": ""},
+        "langfuse-empty": {"langfuse.observation.cost_details": "{}"},
+        "upstream-reported": {"llmtrace.reported_cost": 0.5},
+        "event": {"langfuse.observation.level": "ERROR"},
+    }
+    with app.start_as_current_span("POST /ask"):
+        for number, (name, extra) in enumerate(extras.items()):
+            attributes = {**_GOOD, "gen_ai.usage.input_tokens": 100 + number, **extra}
+            with app.start_as_current_span(name, attributes=attributes) as span:  # no twins
+                if name == "event":
+                    span.add_event("exception", {"exception.type": "Boom"})
+        point = logfire.start_span("logfire-point", attributes={**_GOOD, "duration": 1.5})
+        point.end(end_time=point.start_time)
+        bare = {key: value for key, value in _GOOD.items() if "usage" not in key}
+        with app.start_as_current_span("adopting", attributes=bare):  # takes its child's usage
+            child = {**_GOOD, "gen_ai.usage.input_tokens": 55}
+            with app.start_as_current_span("child", attributes=child):
+                pass
+        bare["gen_ai.request.model"] = "gpt-4o-mini"  # twins of no call above
+        held = {**bare, "gen_ai.response.id": "r9", "gen_ai.conversation.id": "c1"}
+        with app.start_as_current_span("held", attributes=held):  # no usage: waits for a twin
+            pass
+        taker = {**_GOOD, **bare, "gen_ai.usage.input_tokens": 7, "gen_ai.response.id": "r9"}
+        with app.start_as_current_span("taker", attributes=taker):  # ... and gives it a field
+            pass
+    processor.shutdown()
+    spans = list(memory.get_finished_spans())
+    assert sorted(_assert_rows_are_mapped_rows(spans)) == [
+        "logfire-point",
+        "openlit-cost",
+        "plain",
+    ]
+    assert_same_rows(spans, monkeypatch)
+
+
+@pytest.mark.parametrize("path", fixture_paths(), ids=lambda p: p.stem)
+def test_rows_handed_over_with_the_hooks_fingerprints_are_the_exported_spans_rows(
+    path: Path, prices, tmp_path: Path, monkeypatch
+) -> None:
+    """As an app gets it: a completion-hook input stashed for each span (the worker puts the
+    fingerprint fields into its record as computed, the exported copy carries them as
+    attributes that ``map_span_row`` reads back), half of them as plain texts."""
+    from test_live_fast_paths import _prompt
+
+    from llmtrace.otel import hook
+
+    memory = InMemorySpanExporter()
+    store = exporters.StoreSpanExporter(tmp_path / "store", pricer=prices)
+    processor = CostSpanProcessor(
+        [SimpleSpanProcessor(memory), SimpleSpanProcessor(store)], pricer=prices, background=False
+    )
+    for number, span in enumerate(readable_spans(path)):
+        prompt = _prompt(number)
+        if number % 2:
+            prompt = hook.plain_texts(*prompt) or prompt
+        processor.stash_prompt(span.context.span_id, prompt)
+        processor.on_end(span)
+    processor.shutdown()
+    spans = list(memory.get_finished_spans())
+    handed = [s for s in spans if getattr(s, calls.ROW_ATTRIBUTE, None) is not None]
+    assert any("llmtrace.prompt.prefix_hashes" in (s.attributes or {}) for s in handed)
+    assert _assert_rows_are_mapped_rows(spans)
+    assert_same_rows(spans, monkeypatch)
+
+
+def test_the_worker_hands_rows_over_only_to_an_exporter_that_takes_them(prices) -> None:
+    """No store exporter downstream (or content kept): no row is made (it would cost the
+    worker ~1 us a call for nothing)."""
+    path = fixture_paths()[0]
+    assert not any(hasattr(s, calls.ROW_ATTRIBUTE) for s in replay(path, prices))
+    assert CALL_ROW == calls.CALL_ROW
 
 
 class _Subclass(ReadableSpan):

@@ -32,15 +32,18 @@ from collections.abc import Mapping
 from operator import itemgetter
 from typing import Any
 
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
-from llmtrace import dialects
+from llmtrace import dialects, twins
 from llmtrace.dialect_tables import (
     _INDEXES,
     _TOKEN_KEYS,
     _TOKEN_SLOT,
     LANGFUSE_COST_JSON,
     PRICE_STATUS,
+    REPORTED_COST,
+    REPORTED_COST_SOURCE,
     STATUS_ERROR,
 )
 from llmtrace.dialect_values import _reported_cost, _text, _usage_values
@@ -359,3 +362,71 @@ def _plain_usage(counts: list[Any], dialect: Any, provider: Any) -> tuple[Any, .
 
 
 _MISSING: Any = object()
+
+
+# -- the store exporter's row, handed over ------------------------------------------------------
+
+CALL_ROW: tuple[str, ...] = (*dialects.CALL_FIELDS, twins.EMITTER)
+"""``importers.otlp_rows.CALL_ROW``, without importing the importer at the app's start (a test
+checks they agree)."""
+ROW_ATTRIBUTE = "_llmtrace_row"
+"""The private attribute of an exported span copy that holds its ``call_row``: not an OTel
+attribute, so no exporter sends it."""
+_START_AT = CALL_ROW.index("start_ns")
+_before_times = itemgetter(*CALL_ROW[:_START_AT])
+_after_times = itemgetter(*CALL_ROW[_START_AT + 2 :])  # start_ns and end_ns are neighbours
+_DIALECT_AT = CALL_ROW.index("dialect")
+_HANDED_OVER = frozenset((PRICE_STATUS, REPORTED_COST, REPORTED_COST_SOURCE))
+
+
+def call_row(
+    span: Any, call: Mapping[str, Any], attrs: Mapping[str, Any]
+) -> tuple[Any, ...] | None:
+    """The row the store exporter makes of ``span``'s exported copy (``SpanRows.add``:
+    ``map_span_row`` and the emitter), from the worker's record of it, or None when the two
+    could differ; ``attrs``: the attributes the record was mapped from.
+
+    Why: ``span_rows`` mapped every exported LLM span again (``map_span_row``, ~9 us of the
+    exporter thread's ~16 per call, issue 15, goal 3) although the worker's record holds the
+    same values: the exported copy is the span plus the attributes the worker added before
+    mapping it (action, agent, tool, the hook's fingerprints, which the record holds as
+    computed) and after (cost attributes, price status, the source's reported cost, which
+    readers of a priced span take from those alone: ``dialect_values._priced_reported_cost``).
+    The times are the span's (``dialects._start_ns`` for a point-in-time span). None, so the
+    exporter maps the span itself, for: another span class, a span without a start, with
+    events (exceptions, evaluations: ``_error`` and evaluations read them), an error, or one
+    carrying attributes the worker writes over (a span priced upstream). The caller also
+    leaves out records changed after mapping (usage adopted from a child or a held twin).
+    ``hand_over`` checks the dialect of the copy (``dialects._priced_dialect``).
+    """
+    if type(span) not in _SDK_SPANS or span._events or call.get("is_error") is not False:
+        return None
+    start, end = span._start_time, span._end_time
+    if start is None or not _HANDED_OVER.isdisjoint(attrs):
+        return None
+    if start == end:  # a point-in-time span: its dialect may date the call earlier
+        dialect = dialects.DIALECTS_BY_NAME.get(call.get("dialect"))  # type: ignore[arg-type]
+        if dialect is None:
+            return None
+        start = dialects._start_ns({"start_ns": start, "end_ns": end}, attrs, dialect)
+    try:
+        return (*_before_times(call), start, end, *_after_times(call))
+    except KeyError:  # not a whole record (another mapper)
+        return None
+
+
+def hand_over(copy: Any, row: tuple[Any, ...], scope_name: str | None) -> None:
+    """Give the exported ``copy`` its ``call_row`` (``ROW_ATTRIBUTE``) when the copy's dialect
+    is the record's: a source marker that is also a cost attribute the worker writes
+    (``PRICED_OVER``) counts on a priced span only when the source's cost came from it."""
+    if type(copy) is not ReadableSpan:
+        return
+    attrs = copy._attributes
+    if type(attrs) is not dict:
+        return
+    try:
+        if dialects.detect_dialect(attrs, scope_name).name != row[_DIALECT_AT]:
+            return
+    except Exception:  # noqa: BLE001 - the exporter maps it and says why
+        return
+    setattr(copy, ROW_ATTRIBUTE, row)

@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from llmtrace.otel import _guard
+from llmtrace.otel.calls import ROW_ATTRIBUTE
 from llmtrace.otel.processor import PRICED_SPAN_ID, span_mapping
 from llmtrace.otel.settings import LiveSettings
 from llmtrace.otel.spans import _SDK_SPANS, _resource_attributes, attributes_to_read
@@ -140,6 +141,10 @@ class StoreSpanExporter(SpanExporter):
     file (and the store). A span the importer rejects is counted through the guard, never
     raised; a full disk fails the batch (``FAILURE``), never the app.
     """
+
+    takes_call_rows = True
+    """The live worker hands this exporter each priced span's row (``calls.call_row``): see
+    ``span_rows``."""
 
     def __init__(
         self,
@@ -327,12 +332,19 @@ def span_rows(spans: Sequence[ReadableSpan], *, keep_content: bool = False) -> A
     ``importer_mapping`` gives (with the importer's defaults), built in one go: the
     attributes read in place (an ended span's do not change), the events list made only for
     a span that has events, no intermediate dicts. Other span classes go the plain way.
+
+    An LLM span without events that the live worker priced carries its call row already
+    (``calls.ROW_ATTRIBUTE``, made from the worker's record by ``calls.call_row``, the values
+    ``map_span_row`` gives for this copy): it gets its tree row and that row, without mapping
+    it again (~9 us a call). Without content only (the worker maps without it); any other
+    LLM span is mapped here (tests/test_live_span_rows.py compares both, field by field).
     """
     from llmtrace.dialects import is_llm_span
     from llmtrace.importers.otlp_rows import SpanRows
 
     rows = SpanRows(keep_content)
-    add, add_tree_row = rows.add, rows.add_tree_row
+    add, add_tree_row, calls = rows.add, rows.add_tree_row, rows.calls
+    take_rows = not keep_content  # the worker hands rows over only without content
     for number, span in enumerate(spans, start=1):
         rows.spans += 1
         if type(span) not in _SDK_SPANS:
@@ -347,14 +359,24 @@ def span_rows(spans: Sequence[ReadableSpan], *, keep_content: bool = False) -> A
             parent_id = f"{parent.span_id:016x}" if parent is not None else None
             if not events:
                 try:  # add asks this after the tree row: if it cannot answer, add says why
-                    llm = is_llm_span(attrs, name, scope_name)
+                    llm: bool | None = is_llm_span(attrs, name, scope_name)
                 except Exception:  # noqa: BLE001
-                    llm = True
-                if not llm:
+                    llm = None  # add decides
+                if llm is False:
                     try:
                         add_tree_row(trace_id, span_id, parent_id, name, span._end_time, attrs)
                     except (AttributeError, KeyError, TypeError, ValueError) as exc:
                         _reject(rows, number, span_id, exc)
+                    continue
+                row = getattr(span, ROW_ATTRIBUTE, None) if take_rows and llm is True else None
+                if row is not None:  # the worker's record of it: what add would map
+                    try:
+                        add_tree_row(trace_id, span_id, parent_id, name, span._end_time, attrs)
+                    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                        _reject(rows, number, span_id, exc)
+                        continue
+                    calls.append(row)
+                    rows.llm_spans += 1
                     continue
             mapping = {
                 "events": [

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from llmtrace import dialects, twins
 from llmtrace.fingerprint import INPUT_MARKERS, PREFIX_HASHES_ATTRIBUTE
 from llmtrace.otel import _guard
-from llmtrace.otel.calls import CallMapper
+from llmtrace.otel.calls import CallMapper, call_row, hand_over
 from llmtrace.otel.hook import prompt_attributes, prompt_parts
 from llmtrace.otel.jobs import FROM_HELD_TWIN, Action, Job, Parked
 from llmtrace.otel.pricer import PRICE_FIELDS, LazyPriceBook
@@ -64,6 +64,7 @@ class SpanWork:
     _to_call: Any
     _pricer: Any
     _keep_content: bool
+    _call_rows: bool  # a downstream exporter takes rows (``call_row``); never with content
     _max_tracked: int
     _twin_wait: float
     _child_calls: dict[int, dict[str, Any]]
@@ -203,7 +204,10 @@ class SpanWork:
             for field in FROM_HELD_TWIN:
                 if call.get(field) is None:
                     call[field] = held.call.get(field)
-        out = self._price(job, span, call, extra, attrs, scope_name or "")
+        # the store exporter's row from this record (``call_row``), unless something below
+        # or before made the record differ from what the exported span maps to
+        hand_row = self._call_rows and adopted is None and held is None
+        out = self._price(job, span, call, extra, attrs, scope_name or "", hand_row)
         self._recent.remember(call)
         if held is not None:
             self.calls_deferred += 1
@@ -227,10 +231,15 @@ class SpanWork:
         extra: dict[str, Any],
         attrs: dict[str, Any] | None = None,
         scope_name: str | None = None,
+        hand_row: bool = False,
     ) -> ReadableSpan:
         """Price one call, count it (metrics, its action) and return the span to forward
         (``attrs``: the span's attributes already copied, as ``with_attributes`` takes them;
-        ``scope_name``: its instrumentation scope's name, "" for none, when already read)."""
+        ``scope_name``: its instrumentation scope's name, "" for none, when already read;
+        ``hand_row``: give the forwarded copy the store exporter's row, ``call_row``)."""
+        row = None
+        if hand_row and attrs is not None and scope_name is not None:
+            row = call_row(span, call, attrs)  # before pricing: a pricer may add any field
         if call.get("start_time") is None:
             call["start_time"] = datetime.now(UTC)
         pricer = self._pricer
@@ -256,7 +265,10 @@ class SpanWork:
                 self._on_call(call, scope_name)
             except Exception as exc:  # noqa: BLE001
                 _guard.swallow("processor.on_call", exc)
-        return with_attributes(span, extra, attrs)
+        out = with_attributes(span, extra, attrs)
+        if row is not None:
+            hand_over(out, row, scope_name)
+        return out
 
     # -- twins held back (worker) ---------------------------------------------------------------
 
