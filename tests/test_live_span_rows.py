@@ -222,6 +222,28 @@ def test_the_worker_hands_rows_over_only_to_an_exporter_that_takes_them(prices) 
     assert CALL_ROW == calls.CALL_ROW
 
 
+@pytest.mark.parametrize(
+    ("chosen", "capture", "takes"),
+    [(("store",), False, True), (("console",), False, False), (("store",), True, False)],
+)
+def test_the_setups_store_exporter_is_found_behind_its_batch_processor(
+    chosen: tuple[str, ...], capture: bool, takes: bool, prices, tmp_path: Path
+) -> None:
+    """As ``llmtrace.init()`` wires it (``exporters.span_processors``: the SDK's batch
+    processor, which keeps its exporter in a private field): the worker sees the store
+    exporter and hands it rows, without content only. An SDK that moves that field fails here
+    rather than silently costing every app ~9 us a call again."""
+    from llmtrace.otel.settings import LiveSettings
+
+    settings = LiveSettings(exporters=chosen, store=tmp_path / "store", capture_content=capture)
+    downstream = exporters.span_processors(settings, prices)
+    processor = CostSpanProcessor(downstream, pricer=prices, background=False, keep_content=capture)
+    try:
+        assert processor._call_rows is takes
+    finally:
+        processor.shutdown()
+
+
 class _Subclass(ReadableSpan):
     """Not one of the SDK's classes: read through its properties (the plain way)."""
 
