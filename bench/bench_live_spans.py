@@ -59,6 +59,7 @@ bench/bench_live_spans.py ...``): the latency rounds' processes take the same tr
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -413,6 +414,11 @@ def main() -> None:
 
                 profile = cProfile.Profile()
                 profile.enable()
+            # every round from an empty collector (not timed): the full collections a round
+            # pays are then its own allocations', not wherever the counters of all four
+            # configurations' rounds happened to run over (a 45 ms collection is +23 us a
+            # call of a 2,000-span round, and landed 4:0 in store:bare rounds in one run)
+            gc.collect()
             threads = thread_cpu()
             start, clock = time.process_time(), time.perf_counter()
             config.calls(args.spans, counts[config.name])
