@@ -515,3 +515,36 @@ def msgspec_encode(doc: Any) -> bytes:
     import msgspec
 
     return msgspec.msgpack.encode(doc)
+
+
+def test_a_root_with_a_remote_parent_that_is_the_twin_of_a_call_written_before_closes_its_trace(
+    prices: LazyPriceBook, tmp_path: Path
+) -> None:
+    """As above, in a service called by another (``traceparent``): the outer ``chat`` span,
+    the trace's root here, has its parent in the caller's process. Its call is not spooled
+    again (its twin was), but it still ends the trace here (``local_roots``): the trace's call
+    is stored at once, not carried until ``spool.CARRY_S``."""
+    from opentelemetry.sdk.trace import ReadableSpan
+
+    store = tmp_path / "store"
+    app = _App(store, prices)
+    inner, root = [s for s in readable_spans(RECORDING) if f"{s.context.trace_id:032x}" == _TWINS]
+    caller = SpanContext(root.context.trace_id, 0xDEF, is_remote=True, trace_flags=TraceFlags(1))
+    root = ReadableSpan(
+        name=root.name,
+        context=root.context,
+        parent=caller,
+        resource=root.resource,
+        attributes=dict(root.attributes or {}),
+        kind=root.kind,
+        status=root.status,
+        start_time=root.start_time,
+        end_time=root.end_time,
+        instrumentation_scope=root.instrumentation_scope,
+    )
+    app.send([inner])
+    app.send([root])
+    result = _settle(store)
+    assert app.exporter.twins_dropped == 1  # the root was spooled as a twin, without its call
+    assert (result.added, result.carried_calls) == (1, 0)
+    assert spool.pending(store) == []

@@ -223,10 +223,12 @@ class StoreSpanExporter(SpanExporter):
             rows.calls = kept
         if self._keep_relevant(rows):
             # a span whose parent is in another process is its trace's root here: no span
-            # without a parent will come, so the settle must not wait for one (store_spool)
+            # without a parent will come, so the settle must not wait for one (store_spool);
+            # a twin's too (spooled without its call, it is often the trace's root)
             local = {
                 f"{s.context.trace_id:032x}"
-                for s in spans
+                for group in (spans, twins)
+                for s in group
                 if s.parent is not None and s.parent.is_remote
             }
             self._spool().write(rows, sorted(local & self._llm_traces.keys()))
