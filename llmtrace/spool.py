@@ -25,7 +25,8 @@ name, and refuses a file it cannot read instead of guessing), the counts of span
 price file and config file the app would use, so settling prices and scores as the app would
 have; ``local_roots`` names the traces whose local root (a span whose parent is in another
 process) is in the batch, and ``final`` marks the empty batch an exporter writes when it shuts
-down (older readers ignore both). Without ``keep_content`` no prompt or completion text is in the rows (only
+down; ``process`` says which exporter in which process wrote it (older readers ignore these).
+Without ``keep_content`` no prompt or completion text is in the rows (only
 fingerprints), as in the store itself.
 
 Written as ``.tmp``, fsynced, renamed, and the folder fsynced: a reader sees a whole batch or
@@ -233,6 +234,7 @@ class SpoolWriter:
     ) -> None:
         self.folder = spool_dir(store)
         self._seq = 0
+        self._process: tuple[int, int] = (0, 0)  # (pid, ``process`` in the headers it wrote)
         self._made = False
         self._header = {
             "format": FORMAT,
@@ -272,10 +274,33 @@ class SpoolWriter:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._made = True
         self._seq += 1
+        pid = os.getpid()
+        if self._process[0] != pid:  # first write, or a forked child: a process of its own
+            self._process = (pid, PROCESS_MIN + int.from_bytes(os.urandom(7), "big"))
+        header["process"] = self._process[1]
         now = time.time_ns()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 1_000_000_000))
-        name = f"{stamp}.{now % 1_000_000_000:09d}Z-{os.getpid()}-{self._seq:09d}{SUFFIX}"
+        name = f"{stamp}.{now % 1_000_000_000:09d}Z-{pid}-{self._seq:09d}{SUFFIX}"
         return write_file(self.folder / name, header, lists)
+
+
+PROCESS_MIN = 2**32
+"""The least ``process`` a writer puts in its headers (random, 56 bits above this; not a pid,
+which Linux keeps below 2**22). Why not the pid of the file's name: a settle finishes the open
+traces of a process at its final batch, and a pid is not one process of one store: two
+containers sharing a store each run their app as pid 1 (or the same small pid), an app
+restarted keeps it, two exporters in one process share it. Finished at another's final, a
+running trace's calls were stored without their root's action. An int, as pids are: a carry
+file lists both, and a reader of 514d29e..07b0a0f sorts them."""
+
+
+def process_of(header: dict[str, Any], pid: int | None) -> int | None:
+    """Which writer spooled a batch: its header's ``process``, or else (a file of an llmtrace
+    before it) the ``pid`` of its name."""
+    process = header.get("process")
+    if type(process) is int and process >= PROCESS_MIN:
+        return process
+    return pid
 
 
 def write_file(final: Path, header: dict[str, Any], lists: Sequence[list[Any]]) -> Path:

@@ -124,6 +124,7 @@ class Traces:
         else:
             first, pid = spool.batch_origin(part.path.name)
             first = self.now_ns if first is None else first
+            pid = spool.process_of(header, pid)  # the writer, not just its pid
             pids = frozenset(() if pid is None else (pid,))
             for trace in part.traces():
                 self._seen(trace, first, pids)
@@ -269,7 +270,9 @@ def write_carry(
     entries = {trace: traces.entry(trace) for trace in sorted(held)}
     oldest = min(entry[0] for entry in entries.values())
     carry_header = {
-        **{k: v for k, v in header.items() if k not in ("final", "local_roots", "carry")},
+        **{
+            k: v for k, v in header.items() if k not in ("final", "local_roots", "carry", "process")
+        },
         "spans": len(lists[1]),
         "llm_spans": len(lists[0]),
         "rejected": 0,

@@ -548,3 +548,23 @@ def test_a_root_with_a_remote_parent_that_is_the_twin_of_a_call_written_before_c
     assert app.exporter.twins_dropped == 1  # the root was spooled as a twin, without its call
     assert (result.added, result.carried_calls) == (1, 0)
     assert spool.pending(store) == []
+
+
+def test_another_apps_shutdown_does_not_finish_this_apps_open_traces(
+    prices: LazyPriceBook, tmp_path: Path
+) -> None:
+    """Two exporters spool into one store under one process id: two containers sharing the
+    store (each app is pid 1, or the same small pid, in its own namespace), an app restarted
+    with its old pid before anyone read the store, or two exporters in one process. One
+    shuts down; the other's running traces must stay open (carried) until their roots come:
+    finished at the first one's final batch, their calls lost the roots' action."""
+    store = tmp_path / "store"
+    running, stopping = _App(store, prices), _App(store, prices)
+    early, roots = _without_root(readable_spans(RECORDING), ROOT)
+    running.send(early)
+    stopping.send(_judge("chatcmpl-nothing", 1.0))
+    stopping.shutdown()
+    assert _settle(store).carried_calls == 4
+    running.send(roots)
+    assert _settle(store).added == 2
+    _same_as_import(store, running.exported, tmp_path)
