@@ -303,6 +303,12 @@ def process_of(header: dict[str, Any], pid: int | None) -> int | None:
     return pid
 
 
+def encode_rows(lists: Sequence[list[Any]]) -> bytes:
+    """The rows as the spool encodes them; raises ``UnicodeEncodeError`` for a lone surrogate
+    (``StoreSpanExporter`` then finds the spans that hold one)."""
+    return _ENCODER.encode(list(lists))
+
+
 def write_file(final: Path, header: dict[str, Any], lists: Sequence[list[Any]]) -> Path:
     """Write one spool file atomically (``.tmp``, fsync, rename, fsync of the folder): a
     reader sees the whole file or none. ``lists`` in ``LISTS`` order."""

@@ -616,3 +616,32 @@ def _store_check(store: Path, *options: str) -> Any:
     from llmtrace.cli import cli
 
     return CliRunner().invoke(cli, ["store", "check", *options, "--store", str(store)])
+
+
+@pytest.mark.parametrize("where", ["name", "model"])
+def test_a_span_with_a_lone_surrogate_is_rejected_not_its_batch(tmp_path: Path, where: str) -> None:
+    """A lone surrogate (``\\udcff``: text ``os.fsdecode`` or a cut UTF-16 string makes) in a
+    span's rows cannot be encoded in a spool file: the exporter failed the whole batch and
+    every call in it was lost. As the import does, it rejects that span and spools the rest."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("app")
+    for number, odd in enumerate([False, True]):
+        usage = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "gpt-4o-mini\udcff" if odd and where == "model" else "gpt-4o",
+            "gen_ai.usage.input_tokens": 100 + number,
+            "gen_ai.usage.output_tokens": 10,
+        }
+        name = "chat \udcff" if odd and where == "name" else "chat"
+        with tracer.start_as_current_span(name, attributes=usage):
+            pass
+    store = tmp_path / "store"
+    exporter = StoreSpanExporter(store)
+    assert exporter.export(memory.get_finished_spans()) == SpanExportResult.SUCCESS
+    (path,) = spool.pending(store)
+    assert spool.read(path).header["rejected"] == 1
+    rows = Store(store).scan().collect()
+    assert rows["input_tokens"].to_list() == [100]

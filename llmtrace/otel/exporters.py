@@ -212,7 +212,41 @@ class StoreSpanExporter(SpanExporter):
 
     def _write(self, spans: Sequence[ReadableSpan]) -> None:
         twins, self._twins = self._twins, []
+        try:
+            self._spool_rows(spans, twins)
+        except UnicodeEncodeError:
+            # a lone surrogate (text UTF-8 cannot hold) in a span's rows: the spool file could
+            # not be written, and every call of the batch was lost. The import rejects such a
+            # span (``otlp_spans._check_unicode``): so does this, and spools the others
+            bad = [s for s in [*spans, *twins] if not _spoolable(s, self._keep_content)]
+            if not bad:
+                raise  # not the spans' text (a header's file name): the batch fails, as before
+            self._spool_rows(
+                [s for s in spans if s not in bad], [s for s in twins if s not in bad], bad
+            )
+        written = self._written
+        for span in spans:
+            written[f"{span.context.span_id:016x}"] = None
+        while len(written) > self._max_pending:
+            written.popitem(last=False)
+
+    def _spool_rows(
+        self,
+        spans: Sequence[ReadableSpan],
+        twins: Sequence[ReadableSpan],
+        bad: Sequence[ReadableSpan] = (),
+    ) -> None:
+        """Spool the rows of ``spans`` and ``twins`` (``_write``); ``bad``: spans rejected for
+        text the spool cannot encode, counted and logged as the importer's rejections are."""
         rows = span_rows([*spans, *twins], keep_content=self._keep_content)
+        for span in bad:
+            rows.spans += 1
+            _reject(
+                rows,
+                rows.spans,
+                f"{span.context.span_id:016x}",
+                ValueError("invalid Unicode (a lone surrogate) in a string"),
+            )
         if twins:  # their span (often the trace's root) still names actions; not their call
             from llmtrace.importers.otlp_rows import CALL_ROW  # Polars-free
 
@@ -233,11 +267,6 @@ class StoreSpanExporter(SpanExporter):
             }
             self._spool().write(rows, sorted(local & self._llm_traces.keys()))
             self.rows_written += len(rows.calls)
-        written = self._written
-        for span in spans:
-            written[f"{span.context.span_id:016x}"] = None
-        while len(written) > self._max_pending:
-            written.popitem(last=False)
 
     def _keep_relevant(self, rows: Any) -> bool:
         """Keep only the tree rows and roots of traces with an LLM call or evaluation in this
@@ -403,6 +432,18 @@ def span_rows(spans: Sequence[ReadableSpan], *, keep_content: bool = False) -> A
         except (AttributeError, KeyError, TypeError, ValueError) as exc:  # SpanError, _Malformed
             _reject(rows, number, mapping.get("span_id"), exc)
     return rows
+
+
+def _spoolable(span: ReadableSpan, keep_content: bool) -> bool:
+    """Whether the rows of ``span`` alone can be written to a spool file (no lone surrogate)."""
+    from llmtrace import spool
+
+    rows = span_rows([span], keep_content=keep_content)
+    try:
+        spool.encode_rows((rows.calls, rows.tree, rows.roots, rows.evaluations))
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _reject(rows: Any, number: int, span_id: Any, exc: Exception) -> None:
