@@ -176,7 +176,10 @@ def _settle(store: Store, progress: Progress | None) -> SettleResult:
         _close(store, context, key, state, traces, result)
     memory = traces.memory()
     if memory is not None:
-        write_memory(store.path, memory)
+        try:
+            write_memory(store.path, memory)
+        except OSError as exc:  # advisory: failing here, every later settle failed as well
+            store._problem(store.path / "state", f"memory of closed traces not written: {exc}")
     for path in [path for state in keys.values() for path in state.files]:
         if path not in context.rejected:  # only now: every row is stored, attached or carried
             path.unlink(missing_ok=True)

@@ -568,3 +568,21 @@ def test_another_apps_shutdown_does_not_finish_this_apps_open_traces(
     running.send(roots)
     assert _settle(store).added == 2
     _same_as_import(store, running.exported, tmp_path)
+
+
+def test_a_memory_of_closed_traces_that_cannot_be_written_does_not_stop_settling(
+    prices: LazyPriceBook, tmp_path: Path
+) -> None:
+    """The memory of closed traces is advisory (``spool_carry.MEMORY``: lost, a late span
+    waits for the bound). Its folder unwritable (here a file where ``state`` should be), the
+    settle raised after appending, before removing its files: every later settle did the
+    same, so the spool never drained and every read settled all of it again."""
+    store = tmp_path / "store"
+    app = _App(store, prices)
+    app.send(readable_spans(RECORDING))
+    (store / "state").write_text("not a folder")
+    reader = Store(store)
+    result = reader.settle()
+    assert result is not None and result.added == 12
+    assert spool.pending(store) == []
+    assert any("memory of closed traces" in str(problem) for problem in reader.problems.values())
