@@ -256,10 +256,13 @@ def write_carry(
     evaluations: list[Any],
     replaces: list[Path],
     traces: Traces,
+    *,
+    first: Path | None = None,
 ) -> Path:
     """One carry file of ``parts`` (open traces) and ``evaluations`` (closed traces' scores
     still waiting for their call), replacing the files ``replaces`` (sorted; the carry takes
-    the first one's place in name order). Written atomically before those are removed."""
+    the place in name order of ``first``, by default the first of them). Written atomically
+    before those are removed."""
     lists: tuple[list[Any], ...] = ([], [], [], [])
     for part in parts:
         for mine, rows in zip(lists, part.lists, strict=True):
@@ -283,7 +286,7 @@ def write_carry(
             "closed": sorted(waiting),  # finished: their evaluations step at once next time
         },
     }
-    name = spool.carry_name(replaces[0].name, oldest, uuid.uuid4().hex[:12])
+    name = spool.carry_name((first or replaces[0]).name, oldest, uuid.uuid4().hex[:12])
     return spool.write_file(folder / name, carry_header, lists)
 
 

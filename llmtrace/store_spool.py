@@ -298,7 +298,12 @@ def _close(
     result.carried_calls += sum(len(part.lists[0]) for part in state.held)
     result.carried_scores += len(waiting)
     folder = spool.spool_dir(store.path)
-    return write_carry(folder, state.header, state.held, waiting, state.files, traces)
+    # not a file set aside: one left in place (its move failed) is the user's to keep, and a
+    # carry's next settle removes the files it replaces unread
+    replaces = [path for path in state.files if path not in context.rejected]
+    return write_carry(
+        folder, state.header, state.held, waiting, replaces, traces, first=state.files[0]
+    )
 
 
 def _position(score_id: str) -> tuple[int, int]:

@@ -341,8 +341,8 @@ def test_a_settle_killed_at_any_step_and_run_again_stores_each_call_and_score_on
         monkeypatch.setattr(Store, "_attach_scores_held", attach_then_die)
     else:
 
-        def carry_then_die(*args: Any) -> Any:
-            real_carry(*args)
+        def carry_then_die(*args: Any, **kwargs: Any) -> Any:
+            real_carry(*args, **kwargs)
             raise Killed
 
         monkeypatch.setattr("llmtrace.store_spool.write_carry", carry_then_die)

@@ -645,3 +645,26 @@ def test_a_span_with_a_lone_surrogate_is_rejected_not_its_batch(tmp_path: Path, 
     assert spool.read(path).header["rejected"] == 1
     rows = Store(store).scan().collect()
     assert rows["input_tokens"].to_list() == [100]
+
+
+def test_a_file_set_aside_in_place_is_not_removed_by_the_next_settle(tmp_path: Path) -> None:
+    """A file the batch step cannot take is kept for the user (moved aside, or left in place
+    when that fails). Left in place, it was still among the files the settle's carry (an
+    open trace of the same app) replaces, so the next settle removed it unread."""
+    store = tmp_path / "store"
+    _spool_batches(store, 2)
+    bad = spool.pending(store)[1]
+    doc = msgspec.msgpack.decode(bad.read_bytes())
+    column = doc["header"]["fields"]["calls"].index("input_tokens")
+    for row in doc["calls"]:
+        row[column] = "many"
+    bad.write_bytes(msgspec.msgpack.encode(doc))
+    StoreSpanExporter(store).export(_spans(2, trace=9)[:-1])  # its root has not ended
+    (spool.spool_dir(store) / spool.REJECTED).write_text("not a folder: the move fails")
+    problems: list[Any] = []
+    first = Store(store, on_problem=problems.append).settle()
+    assert first is not None and first.rejected_files == 1 and first.carried_calls == 2
+    assert "left in place" in problems[0].message
+    assert bad.exists()
+    Store(store, on_problem=problems.append).settle()
+    assert bad.exists()
