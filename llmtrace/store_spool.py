@@ -172,14 +172,16 @@ def _settle(store: Store, progress: Progress | None) -> SettleResult:
             progress(number, len(files))
     if group and group_key is not None:
         _step(store, context, keys[group_key], group, traces, result)
-    for key, state in keys.items():
-        _close(store, context, key, state, traces, result)
-    memory = traces.memory()
+    # before the carries: a settle dying after one removes the files it replaces unread, so
+    # their roots would not be read again and the late spans of those traces would wait
+    memory = traces.memory()  # every file read: what _close steps adds no root
     if memory is not None:
         try:
             write_memory(store.path, memory)
         except OSError as exc:  # advisory: failing here, every later settle failed as well
             store._problem(store.path / "state", f"memory of closed traces not written: {exc}")
+    for key, state in keys.items():
+        _close(store, context, key, state, traces, result)
     for path in [path for state in keys.values() for path in state.files]:
         if path not in context.rejected:  # only now: every row is stored, attached or carried
             path.unlink(missing_ok=True)

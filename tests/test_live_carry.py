@@ -586,3 +586,60 @@ def test_a_memory_of_closed_traces_that_cannot_be_written_does_not_stop_settling
     assert result is not None and result.added == 12
     assert spool.pending(store) == []
     assert any("memory of closed traces" in str(problem) for problem in reader.problems.values())
+
+
+def test_a_settle_killed_after_its_carry_still_remembers_the_traces_it_closed(
+    prices: LazyPriceBook, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A settle that stored a closed trace and carried an open one dies right after writing
+    the carry. The next settle removes the files the carry replaces unread, so the closed
+    trace's root is not read again: unless the memory of closed traces was written before
+    the carry, a span of that trace ending after its root waited for ``spool.CARRY_S`` and
+    was then stored without the root's name as action."""
+    from llmtrace import store_spool
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("app")
+    usage = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.usage.input_tokens": 100,
+        "gen_ai.usage.output_tokens": 10,
+    }
+    root = tracer.start_span("POST /ask")
+    under = set_span_in_context(root)
+    tracer.start_span("chat", under, attributes={**usage, "gen_ai.response.id": "r-1"}).end()
+    root.end()
+    running = tracer.start_span("POST /running")  # never ends here: its trace stays open
+    tracer.start_span(
+        "chat", set_span_in_context(running), attributes={**usage, "gen_ai.response.id": "r-2"}
+    ).end()
+    tracer.start_span("chat", under, attributes={**usage, "gen_ai.response.id": "r-3"}).end()
+    spans = list(memory.get_finished_spans())
+    store = tmp_path / "store"
+    app = _App(store, prices)
+    app.send(spans[:3])  # the answer, its root, the running trace's call
+
+    class Killed(Exception):
+        pass
+
+    real_carry = spool_carry.write_carry
+
+    def carry_then_die(*args: Any, **kwargs: Any) -> Any:
+        real_carry(*args, **kwargs)
+        raise Killed
+
+    monkeypatch.setattr(store_spool, "write_carry", carry_then_die)
+    reader = Store(store)
+    with pytest.raises(Killed), reader._locked():
+        store_spool.settle(reader)
+    monkeypatch.undo()
+    assert _settle(store).added == 0  # removes the files the carry replaces, unread
+    app.send(spans[3:])  # a call under the first root, ending after it
+    result = _settle(store)
+    assert (result.added, result.carried_calls) == (1, 1)  # the running trace: still open
+    rows = _rows(store)
+    assert rows.filter(pl.col("response_id") == "r-3")["action"].to_list() == ["POST /ask"]
