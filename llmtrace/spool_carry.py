@@ -14,7 +14,8 @@ it is and the evaluation dropped as matching no call, as the importer does at th
 A span that ends after its trace's root (a judge or a call still running under a request that
 answered) comes after a settle stored the trace: the traces closed within ``CARRY_S`` and their
 root names are remembered (``STORE/state/spool-closed-2.msgpack``, as the importer keeps a table
-of closed traces), so such a span is finished at once, its call named after the root.
+of closed traces), so such a span is finished at once, its call named after the root. Not
+so after a local root whose parent is in another process (``Traces.read`` says why).
 
 A *part* is the rows of one spool file that go one way; the rows of one trace always go
 together. A carry file's header says what it holds and which files it replaces: those files'
@@ -60,14 +61,15 @@ class Part:
     path: Path
     header: dict[str, Any]
     lists: tuple[list[Any], list[Any], list[Any], list[Any]]
+    seq: int = 0  # the file's place in the settle's reading order (``Traces.local_ready``)
     # the trace ids of ``lists``, computed once: a settle asks for them several times per part
     # (noting the file, each step's ready set, the split, the root rows), ~100k rows a group
     _traces: set[str] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
-    def of(cls, batch: spool.SpoolBatch) -> Part:
+    def of(cls, batch: spool.SpoolBatch, seq: int = 0) -> Part:
         lists = (batch.calls, batch.tree, batch.roots, batch.evaluations)
-        return cls(batch.path, batch.header, lists)
+        return cls(batch.path, batch.header, lists, seq)
 
     def traces(self) -> set[str]:
         """The traces of the part's rows (shared: not to be changed by the caller)."""
@@ -80,9 +82,13 @@ class Part:
     def spans(self) -> int:
         return len(self.lists[1])
 
-    def split(self, ready: set[str]) -> tuple[Part | None, Part | None]:
-        """(rows of traces in ``ready``, the other rows); None for an empty side."""
+    def split(
+        self, ready: set[str], also: set[str] | None = None
+    ) -> tuple[Part | None, Part | None]:
+        """(rows of traces in ``ready`` or ``also``, the other rows); None for an empty side."""
         traces = self.traces()
+        if also:
+            ready = (traces & ready) | also
         if traces <= ready:
             return self, None
         if not traces & ready:
@@ -91,8 +97,9 @@ class Part:
             ([r for r in rows if r[i] in ready], [r for r in rows if r[i] not in ready])
             for rows, i in zip(self.lists, _TRACE, strict=True)
         )
-        now = Part(self.path, self.header, tuple(side[0] for side in sides))  # type: ignore[arg-type]
-        later = Part(self.path, self.header, tuple(side[1] for side in sides))  # type: ignore[arg-type]
+        now_lists, later_lists = (tuple(side[n] for side in sides) for n in (0, 1))
+        now = Part(self.path, self.header, now_lists, self.seq)  # type: ignore[arg-type]
+        later = Part(self.path, self.header, later_lists, self.seq)  # type: ignore[arg-type]
         now._traces, later._traces = traces & ready, traces - ready
         return now, later
 
@@ -100,14 +107,19 @@ class Part:
 @dataclass
 class Traces:
     """What a settle knows of each trace: when it was first spooled, by which processes, and
-    whether its local root has been (``closed``); which processes shut down (``finals``)."""
+    whether its root has been (``closed``) or, for a span whose parent is in another process,
+    in which file the latest such local root was (``local``); which processes shut down
+    (``finals``)."""
 
     now_ns: int
     first: dict[str, int] = field(default_factory=dict)
     pids: dict[str, frozenset[int]] = field(default_factory=dict)
     closed: set[str] = field(default_factory=set)
     finals: set[int] = field(default_factory=set)
-    # traces whose local root this settle read: (when it was settled, the root's name)
+    # traces of a local root whose parent is in another process: the ``Part.seq`` of the
+    # latest file that had one
+    local: dict[str, int] = field(default_factory=dict)
+    # traces whose root this settle read: (when it was settled, the root's name)
     recent: dict[str, tuple[int, str | None]] = field(default_factory=dict)
     # those earlier settles closed (``read_memory``): looked up, not copied into the above
     remembered: Memory = field(default_factory=lambda: Memory([], [], []))
@@ -130,10 +142,15 @@ class Traces:
                 self._seen(trace, first, pids)
             if header.get("final") and pid is not None:
                 self.finals.add(pid)
+        # A local root whose parent is in another process ends one request of the trace here,
+        # not the trace: the caller may send this process another request of it (an agent
+        # calling a service in turns). So it finishes the trace's rows of files up to its own
+        # (``local_ready``), and is not remembered: a later request's spans wait for their
+        # own local root, which the import, holding such a trace to the end, reads with them.
+        # Closing the trace for good stored a later request's calls as they came, without
+        # their ancestors (an agent span, ending after its calls) in later batches.
         for trace in header.get("local_roots") or ():
-            self.closed.add(trace)
-            if trace not in self.recent and trace not in self.remembered.members():
-                self.recent[trace] = (self.now_ns, None)
+            self.local[trace] = part.seq
         for trace, name in part.lists[2]:
             self.closed.add(trace)
             self.recent[trace] = (self.now_ns, name)
@@ -144,6 +161,15 @@ class Traces:
 
     def is_closed(self, trace: str) -> bool:
         return trace in self.closed or trace in self.remembered.members()
+
+    def local_ready(self, part: Part) -> set[str] | None:
+        """The traces of ``part`` whose local root was spooled in its file or a later one
+        (its rows of those are finished with the root's request); None when there are none."""
+        local = self.local
+        if not local:
+            return None
+        seq = part.seq
+        return {t for t in part.traces() if local.get(t, -1) >= seq} or None
 
     def memory(self) -> Memory | None:
         """The traces closed within ``spool.CARRY_S`` (at most ``RECENT``, the latest; newest
@@ -308,7 +334,8 @@ def _neg(value: int) -> int:
 @dataclass
 class Memory:
     """The traces settles closed lately (``Traces.memory``), as three columns, newest first:
-    trace id, when it was closed (ns), its root's name (None for a remote parent's child)."""
+    trace id, when it was closed (ns), its root's name (None: a remote parent's child, as
+    514d29e..07b0a0f remembered them)."""
 
     traces: list[str]
     closed: list[int]

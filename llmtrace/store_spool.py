@@ -20,7 +20,9 @@ The importer's streaming policies, applied across settles (``llmtrace.spool_carr
   finished as it is once it was first spooled ``spool.CARRY_S`` ago (an app that died) or when
   every process that spooled it has shut down (its exporter's final batch). So a reader sees a
   running trace's calls only once it ends. A span arriving after its trace's root was
-  settled is finished at once, with the root's name (the settles' memory of closed traces).
+  settled is finished at once, with the root's name (the settles' memory of closed traces);
+  not after a local root whose parent is in another process, which ends one request of the
+  trace here: a later request's spans wait for their own.
 * Late scores: an evaluation not written with a call new in its group (its call was stored
   by an earlier settle or import, or comes later) goes to ``Store.attach_scores`` once, after
   every group was appended (under the lock already held: ``_attach_scores_held``); one that
@@ -162,7 +164,7 @@ def _settle(store: Store, progress: Progress | None) -> SettleResult:
                 _step(store, context, keys[group_key], group, traces, result)
                 group, count = [], 0
                 gc.collect()  # the GC is off (``_quiet_gc``): once per group, not per list
-            part = Part.of(batch)
+            part = Part.of(batch, number)
             traces.read(part)  # after the step before: its roots close traces from here on
             keys.setdefault(key, _Key(batch.header)).files.append(path)
             group_key = key
@@ -210,7 +212,7 @@ def _step(
     now: list[Part] = []
     state.held = []
     for part in everything:
-        finished, later = part.split(ready)
+        finished, later = part.split(ready, traces.local_ready(part))
         if finished is not None and any(finished.lists):  # an app's final word has no rows
             now.append(finished)
         if later is not None:

@@ -438,13 +438,13 @@ def test_spans_that_end_after_their_root_are_finished_at_once_with_the_roots_nam
 
 
 def _old_memory(now: int, remembered: dict[str, tuple[int, str | None]], events: list[Any]) -> Any:
-    """514d29e's memory of closed traces, as a reference: everything in one dict, one sort."""
+    """514d29e's memory of closed traces, as a reference: everything in one dict, one sort;
+    a local root (parent in another process) is not remembered: it ends one request of its
+    trace here, not the trace (``Traces.read``)."""
     recent = dict(remembered)
     for kind, trace, name in events:
         if kind == "root":
             recent[trace] = (now, name)
-        else:
-            recent.setdefault(trace, (now, None))
     horizon = now - spool.CARRY_S * 1e9
     kept = sorted(((c, t, n) for t, (c, n) in recent.items()), reverse=True)[: spool_carry.RECENT]
     return [(t, c, n) for c, t, n in kept if c > horizon], {t: n for t, (c, n) in recent.items()}
@@ -643,3 +643,43 @@ def test_a_settle_killed_after_its_carry_still_remembers_the_traces_it_closed(
     assert (result.added, result.carried_calls) == (1, 1)  # the running trace: still open
     rows = _rows(store)
     assert rows.filter(pl.col("response_id") == "r-3")["action"].to_list() == ["POST /ask"]
+
+
+def test_a_later_request_of_a_trace_in_a_called_service_keeps_its_agent(
+    prices: LazyPriceBook, tmp_path: Path
+) -> None:
+    """A service called twice in one trace (an agent calling it in turns): each request's
+    entry span has its parent in the caller's process. The first request's entry span closed
+    the trace for good, so the second request's call, exported before its agent span (which
+    ends after it), was stored at once without its agent. Each local root ends its request:
+    the second call waits for its own and is stored as the import of all the spans has it."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("service")
+    usage = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.usage.output_tokens": 10,
+    }
+    agent = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "helper"}
+    for turn, caller_span in enumerate([0xDE1, 0xDE2]):
+        caller = SpanContext(0xABC, caller_span, is_remote=True, trace_flags=TraceFlags(1))
+        entry = tracer.start_span("POST /ask", set_span_in_context(NonRecordingSpan(caller)))
+        run = tracer.start_span("invoke_agent helper", set_span_in_context(entry), attributes=agent)
+        tokens = {**usage, "gen_ai.usage.input_tokens": 100 + turn}
+        tracer.start_span("chat", set_span_in_context(run), attributes=tokens).end()
+        run.end()
+        entry.end()
+    spans = list(memory.get_finished_spans())  # per turn: the call, the agent, the entry
+    store = tmp_path / "store"
+    app = _App(store, prices)
+    app.send(spans[:3])
+    assert _settle(store).added == 1
+    app.send(spans[3:4])  # the second call alone: its request is still running
+    assert _settle(store).carried_calls == 1
+    app.send(spans[4:])
+    assert _settle(store).added == 1
+    rows = _same_as_import(store, app.exported, tmp_path)
+    assert rows["agent"].to_list() == ["helper", "helper"]
