@@ -668,3 +668,35 @@ def test_a_file_set_aside_in_place_is_not_removed_by_the_next_settle(tmp_path: P
     assert bad.exists()
     Store(store, on_problem=problems.append).settle()
     assert bad.exists()
+
+
+def test_the_twin_of_a_span_rejected_for_a_lone_surrogate_is_spooled_with_its_call(
+    tmp_path: Path,
+) -> None:
+    """A span deferring to a span written lately is spooled without its call (its twin has
+    it). A span rejected for a lone surrogate wrote no call: the twin deferring to it must
+    (held back for a target that is not written, it is spooled at the latest at shutdown)."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("app")
+    usage = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.usage.input_tokens": 100,
+        "gen_ai.usage.output_tokens": 10,
+    }
+    with tracer.start_as_current_span("chat \udcff", attributes=usage) as odd:
+        target = f"{odd.get_span_context().span_id:016x}"
+    with tracer.start_as_current_span(
+        "chat", attributes={**usage, "llmtrace.priced_span_id": target}
+    ):
+        pass
+    first, twin = memory.get_finished_spans()
+    store = tmp_path / "store"
+    exporter = StoreSpanExporter(store)
+    assert exporter.export([first]) == SpanExportResult.SUCCESS  # rejected: nothing to spool
+    assert exporter.export([twin]) == SpanExportResult.SUCCESS
+    exporter.shutdown()
+    assert Store(store).scan().collect()["input_tokens"].to_list() == [100]

@@ -221,9 +221,9 @@ class StoreSpanExporter(SpanExporter):
             bad = [s for s in [*spans, *twins] if not _spoolable(s, self._keep_content)]
             if not bad:
                 raise  # not the spans' text (a header's file name): the batch fails, as before
-            self._spool_rows(
-                [s for s in spans if s not in bad], [s for s in twins if s not in bad], bad
-            )
+            # nor remembered as written: a span deferring to a rejected one carries the call
+            spans = [s for s in spans if s not in bad]
+            self._spool_rows(spans, [s for s in twins if s not in bad], bad)
         written = self._written
         for span in spans:
             written[f"{span.context.span_id:016x}"] = None
