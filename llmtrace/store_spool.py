@@ -182,6 +182,9 @@ def _settle(store: Store, progress: Progress | None) -> SettleResult:
             write_memory(store.path, memory)
         except OSError as exc:  # advisory: failing here, every later settle failed as well
             store._problem(store.path / "state", f"memory of closed traces not written: {exc}")
+    for state in keys.values():  # every key's due traces stored before any key's scores
+        if state.held:  # are attached: a score in one key's files may be for another's call
+            _step(store, context, state, [], traces, result)
     for key, state in keys.items():
         _close(store, context, key, state, traces, result)
     for path in [path for state in keys.values() for path in state.files]:
@@ -283,10 +286,9 @@ def _close(
     traces: Traces,
     result: SettleResult,
 ) -> Path | None:
-    """End of the settle for one key: finish the held traces that are due, attach the late
-    scores, and carry the rest (written before any of the key's files is removed)."""
-    if state.held:
-        _step(store, context, state, [], traces, result)
+    """End of the settle for one key, its held traces that were due finished (``_settle``):
+    attach the late scores, and carry the rest (written before any of the key's files is
+    removed)."""
     waiting: list[Any] = []
     if state.targets:
         attached = store._attach_scores_held(pl.concat(state.targets), context.accuracy(key[0]))

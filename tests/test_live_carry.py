@@ -683,3 +683,49 @@ def test_a_later_request_of_a_trace_in_a_called_service_keeps_its_agent(
     assert _settle(store).added == 1
     rows = _same_as_import(store, app.exported, tmp_path)
     assert rows["agent"].to_list() == ["helper", "helper"]
+
+
+def test_a_late_score_in_one_apps_files_reaches_a_call_another_app_finishes_at_the_end(
+    prices: LazyPriceBook, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two apps of other configs (so their files settle as two keys) share a trace: the
+    caller holds its root, the called app made a call. The caller's last batch brings the
+    root and a judge's score of the called app's call. The call's trace is finished only at
+    the end of the settle (its rows were held before the root came); the score was attached
+    by the caller's key before that, found no call, and waited in a carry for the next
+    settle (dropped, had it been spooled ``spool.CARRY_S`` before)."""
+    from llmtrace.otel import exporters
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("app")
+    usage = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.usage.output_tokens": 10,
+    }
+    root = tracer.start_span("POST /plan")
+    under = set_span_in_context(root)
+    own = {**usage, "gen_ai.usage.input_tokens": 1, "gen_ai.response.id": "r-own"}
+    tracer.start_span("chat", under, attributes=own).end()
+    called = {**usage, "gen_ai.usage.input_tokens": 2, "gen_ai.response.id": "r-called"}
+    tracer.start_span("chat", under, attributes=called).end()
+    root.end()
+    warm = {**usage, "gen_ai.usage.input_tokens": 3, "gen_ai.response.id": "r-warm"}
+    with tracer.start_as_current_span("warm-up", attributes=warm):
+        pass
+    caller_call, called_call, root_span, warm_up = memory.get_finished_spans()
+    store = tmp_path / "store"
+    caller, service = _App(store, prices), _App(store, prices)
+    with monkeypatch.context() as patch:  # the caller's config: another key
+        patch.setattr(exporters, "_config_file", lambda: str(tmp_path / "caller.toml"))
+        caller.send([warm_up])  # the caller's key comes first in the settle
+    service.send([called_call])
+    caller.send([caller_call, root_span, *_judge("r-called", 0.5)])
+    reader = Store(store)
+    result = reader.settle()
+    assert result is not None
+    assert (result.added, result.scores, result.carried_scores) == (3, 1, 0)
+    assert [s["value"] for s in _scored(_rows(store), "r-called")["scores"]] == [0.5]
