@@ -62,6 +62,7 @@ class Part:
     header: dict[str, Any]
     lists: tuple[list[Any], list[Any], list[Any], list[Any]]
     seq: int = 0  # the file's place in the settle's reading order (``Traces.local_ready``)
+    due: bool = False  # a carry's waiting evaluations: stepped at once (``waiting_apart``)
     # the trace ids of ``lists``, computed once: a settle asks for them several times per part
     # (noting the file, each step's ready set, the split, the root rows), ~100k rows a group
     _traces: set[str] | None = field(default=None, init=False, repr=False, compare=False)
@@ -132,7 +133,8 @@ class Traces:
         if isinstance(carry, dict):
             for trace, (first, pids) in (carry.get("traces") or {}).items():
                 self._seen(trace, int(first), frozenset(pids))
-            self.closed.update(carry.get("closed") or ())
+            if not isinstance(carry.get("waiting"), int):  # 07b0a0f's: no ``waiting_apart``
+                self.closed.update(carry.get("closed") or ())
         else:
             first, pid = spool.batch_origin(part.path.name)
             first = self.now_ns if first is None else first
@@ -309,11 +311,31 @@ def write_carry(
         "carry": {
             "replaces": [path.name for path in replaces],
             "traces": entries,
-            "closed": sorted(waiting),  # finished: their evaluations step at once next time
+            "closed": sorted(waiting),  # for 07b0a0f: their evaluations step at once
+            "waiting": len(evaluations),  # the last evaluations: ``waiting_apart``
         },
     }
     name = spool.carry_name((first or replaces[0]).name, oldest, uuid.uuid4().hex[:12])
     return spool.write_file(folder / name, carry_header, lists)
+
+
+def waiting_apart(part: Part) -> list[Part]:
+    """A carry's rows as parts: its waiting evaluations (header ``waiting``: the last ones)
+    apart, stepped at once (``Part.due``), so their traces are not taken as finished.
+
+    Why: 07b0a0f's carry named their traces ``closed`` instead, which finished every row of
+    those traces from then on: a later request of a called service's trace (local roots,
+    ``Traces.read``) held in the same carry, or spooled after it, was stored as it came,
+    without its ancestors spooled later (an agent span ending after its call)."""
+    carry = part.header.get("carry")
+    count = carry.get("waiting") if isinstance(carry, dict) else None
+    evaluations = part.lists[3]
+    if type(count) is not int or not 0 < count <= len(evaluations):
+        return [part]
+    calls, tree, roots, _ = part.lists
+    rest = Part(part.path, part.header, (calls, tree, roots, evaluations[:-count]), part.seq)
+    due = Part(part.path, part.header, ([], [], [], evaluations[-count:]), part.seq, due=True)
+    return [rest, due]
 
 
 def replaced_by_carries(batches: Iterable[spool.SpoolBatch]) -> set[str]:

@@ -61,6 +61,7 @@ from llmtrace.spool_carry import (
     Traces,
     read_memory,
     replaced_by_carries,
+    waiting_apart,
     write_carry,
     write_memory,
 )
@@ -168,7 +169,7 @@ def _settle(store: Store, progress: Progress | None) -> SettleResult:
             traces.read(part)  # after the step before: its roots close traces from here on
             keys.setdefault(key, _Key(batch.header)).files.append(path)
             group_key = key
-            group.append(part)
+            group.extend(waiting_apart(part))
             count += len(batch.tree)
         if progress is not None:
             progress(number, len(files))
@@ -215,6 +216,9 @@ def _step(
     now: list[Part] = []
     state.held = []
     for part in everything:
+        if part.due:  # a carry's waiting evaluations
+            now.append(part)
+            continue
         finished, later = part.split(ready, traces.local_ready(part))
         if finished is not None and any(finished.lists):  # an app's final word has no rows
             now.append(finished)

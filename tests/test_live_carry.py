@@ -729,3 +729,58 @@ def test_a_late_score_in_one_apps_files_reaches_a_call_another_app_finishes_at_t
     assert result is not None
     assert (result.added, result.scores, result.carried_scores) == (3, 1, 0)
     assert [s["value"] for s in _scored(_rows(store), "r-called")["scores"]] == [0.5]
+
+
+def test_a_score_waiting_in_a_carry_does_not_finish_a_later_request_of_its_trace(
+    prices: LazyPriceBook, tmp_path: Path
+) -> None:
+    """A called service's trace (entry spans with a remote parent): the first request's judge
+    scores a call of the second request, not stored yet, so the score waits in a carry. The
+    carry said its trace was finished (so the score would step at once next time), which
+    finished the second request's call too, held in the same carry, at the next settle, as it
+    was: without its agent span, which ends after it. Only the waiting score steps at once."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("service")
+    usage = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "gen_ai.usage.input_tokens": 100,
+        "gen_ai.usage.output_tokens": 10,
+        "gen_ai.response.id": "r-2",
+    }
+    agent = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "helper"}
+    callers = [SpanContext(0xABC, n, is_remote=True, trace_flags=TraceFlags(1)) for n in (1, 2)]
+    entry = tracer.start_span("POST /ask", set_span_in_context(NonRecordingSpan(callers[0])))
+    judge = tracer.start_span("judge", set_span_in_context(entry))
+    judge.add_event(
+        "gen_ai.evaluation.result",
+        {
+            "gen_ai.evaluation.name": "correctness",
+            "gen_ai.evaluation.score.value": 1.0,
+            "gen_ai.response.id": "r-2",
+        },
+    )
+    judge.end()
+    entry.end()
+    entry = tracer.start_span("POST /ask", set_span_in_context(NonRecordingSpan(callers[1])))
+    run = tracer.start_span("invoke_agent helper", set_span_in_context(entry), attributes=agent)
+    tracer.start_span("chat", set_span_in_context(run), attributes=usage).end()
+    run.end()
+    entry.end()
+    judge_span, first_entry, call, run_span, second_entry = memory.get_finished_spans()
+    store = tmp_path / "store"
+    app = _App(store, prices)
+    app.send([judge_span, first_entry])
+    assert _settle(store).carried_scores == 1
+    app.send([call])  # the second request is running
+    assert _settle(store).carried_calls == 1
+    app.send(_judge("r-other", 0.0))  # another trace: a settle that brings nothing of this one
+    assert _settle(store).carried_calls == 1
+    app.send([run_span, second_entry])
+    _settle(store)
+    rows = _same_as_import(store, app.exported, tmp_path)
+    assert rows["agent"].to_list() == ["helper"]
+    assert [s["value"] for s in _scored(rows, "r-2")["scores"]] == [1.0]
