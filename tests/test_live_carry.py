@@ -17,8 +17,9 @@ from typing import Any
 
 import polars as pl
 import pytest
+from live.spans import CHAT_USAGE, memory_provider
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
@@ -73,9 +74,7 @@ class _App:
 def _judge(response_id: str, value: float, name: str = "correctness") -> list[ReadableSpan]:
     """An LLM judge's run in a trace of its own: its span carries the evaluation event that
     names the judged call by response id (as OTel GenAI evaluators do)."""
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
+    memory, provider = memory_provider()
     with provider.get_tracer("judge").start_as_current_span("judge") as span:
         span.add_event(
             "gen_ai.evaluation.result",
@@ -274,17 +273,9 @@ def test_a_span_whose_parent_is_remote_closes_its_trace_here(
     """A service called by another (a ``traceparent`` header): its entry span's parent is in
     the caller's process, so no span without a parent will come; the entry span ends the
     trace here, and its calls are not carried."""
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
+    memory, provider = memory_provider()
     caller = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1))
-    usage = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": "openai",
-        "gen_ai.request.model": "gpt-4o-mini",
-        "gen_ai.usage.input_tokens": 100,
-        "gen_ai.usage.output_tokens": 10,
-    }
+    usage = dict(CHAT_USAGE)
     tracer = provider.get_tracer("service")
     with (
         tracer.start_as_current_span(
@@ -393,17 +384,9 @@ def test_spans_that_end_after_their_root_are_finished_at_once_with_the_roots_nam
     scores the answer and a follow-up call. Read between the two, the late spans' trace is
     known closed (the settles' memory), so they are stored at once, the call with the root's
     name as action and the score on the stored call, as the import of all the spans has it."""
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
+    memory, provider = memory_provider()
     tracer = provider.get_tracer("app")
-    usage = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": "openai",
-        "gen_ai.request.model": "gpt-4o-mini",
-        "gen_ai.usage.input_tokens": 100,
-        "gen_ai.usage.output_tokens": 10,
-    }
+    usage = dict(CHAT_USAGE)
     root = tracer.start_span("POST /ask")
     under = set_span_in_context(root)
     tracer.start_span("chat", under, attributes={**usage, "gen_ai.response.id": "r-answer"}).end()
@@ -598,17 +581,9 @@ def test_a_settle_killed_after_its_carry_still_remembers_the_traces_it_closed(
     was then stored without the root's name as action."""
     from llmtrace import store_spool
 
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
+    memory, provider = memory_provider()
     tracer = provider.get_tracer("app")
-    usage = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": "openai",
-        "gen_ai.request.model": "gpt-4o-mini",
-        "gen_ai.usage.input_tokens": 100,
-        "gen_ai.usage.output_tokens": 10,
-    }
+    usage = dict(CHAT_USAGE)
     root = tracer.start_span("POST /ask")
     under = set_span_in_context(root)
     tracer.start_span("chat", under, attributes={**usage, "gen_ai.response.id": "r-1"}).end()
@@ -653,9 +628,7 @@ def test_a_later_request_of_a_trace_in_a_called_service_keeps_its_agent(
     the trace for good, so the second request's call, exported before its agent span (which
     ends after it), was stored at once without its agent. Each local root ends its request:
     the second call waits for its own and is stored as the import of all the spans has it."""
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
+    memory, provider = memory_provider()
     tracer = provider.get_tracer("service")
     usage = {
         "gen_ai.operation.name": "chat",
@@ -696,9 +669,7 @@ def test_a_late_score_in_one_apps_files_reaches_a_call_another_app_finishes_at_t
     settle (dropped, had it been spooled ``spool.CARRY_S`` before)."""
     from llmtrace.otel import exporters
 
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
+    memory, provider = memory_provider()
     tracer = provider.get_tracer("app")
     usage = {
         "gen_ai.operation.name": "chat",
@@ -739,16 +710,10 @@ def test_a_score_waiting_in_a_carry_does_not_finish_a_later_request_of_its_trace
     carry said its trace was finished (so the score would step at once next time), which
     finished the second request's call too, held in the same carry, at the next settle, as it
     was: without its agent span, which ends after it. Only the waiting score steps at once."""
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
+    memory, provider = memory_provider()
     tracer = provider.get_tracer("service")
     usage = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": "openai",
-        "gen_ai.request.model": "gpt-4o-mini",
-        "gen_ai.usage.input_tokens": 100,
-        "gen_ai.usage.output_tokens": 10,
+        **CHAT_USAGE,
         "gen_ai.response.id": "r-2",
     }
     agent = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "helper"}

@@ -21,9 +21,9 @@ from typing import Any
 import msgspec
 import polars as pl
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from live.spans import CHAT_USAGE, memory_provider
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExportResult
 from recorded import fixture_paths, replay
 
 from llmtrace import spool
@@ -106,16 +106,10 @@ def test_settled_rows_equal_the_rows_the_app_wrote_itself(
 
 def _spans(count: int, trace: int = 0, prompt: str = "hello") -> list[ReadableSpan]:
     """``count`` LLM calls under one root, as finished SDK spans (children end first)."""
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
+    memory, provider = memory_provider()
     tracer = provider.get_tracer("test")
     usage = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": "openai",
-        "gen_ai.request.model": "gpt-4o-mini",
-        "gen_ai.usage.input_tokens": 100,
-        "gen_ai.usage.output_tokens": 10,
+        **CHAT_USAGE,
         "gen_ai.input.messages": f'[{{"role": "user", "content": "{prompt}"}}]',
     }
     with tracer.start_as_current_span(f"POST /ask/{trace}"):
@@ -528,9 +522,7 @@ def test_a_memory_of_closed_traces_of_another_shape_is_ignored(tmp_path: Path, m
 
 def _plain_spans(name: str) -> list[ReadableSpan]:
     """A trace of an app's other work (HTTP, database): no LLM call in it."""
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
+    memory, provider = memory_provider()
     tracer = provider.get_tracer("web")
     query = {"db.system": "postgres"}
     with (
@@ -623,9 +615,7 @@ def test_a_span_with_a_lone_surrogate_is_rejected_not_its_batch(tmp_path: Path, 
     """A lone surrogate (``\\udcff``: text ``os.fsdecode`` or a cut UTF-16 string makes) in a
     span's rows cannot be encoded in a spool file: the exporter failed the whole batch and
     every call in it was lost. As the import does, it rejects that span and spools the rest."""
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
+    memory, provider = memory_provider()
     tracer = provider.get_tracer("app")
     for number, odd in enumerate([False, True]):
         usage = {
@@ -676,17 +666,9 @@ def test_the_twin_of_a_span_rejected_for_a_lone_surrogate_is_spooled_with_its_ca
     """A span deferring to a span written lately is spooled without its call (its twin has
     it). A span rejected for a lone surrogate wrote no call: the twin deferring to it must
     (held back for a target that is not written, it is spooled at the latest at shutdown)."""
-    memory = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
+    memory, provider = memory_provider()
     tracer = provider.get_tracer("app")
-    usage = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": "openai",
-        "gen_ai.request.model": "gpt-4o-mini",
-        "gen_ai.usage.input_tokens": 100,
-        "gen_ai.usage.output_tokens": 10,
-    }
+    usage = dict(CHAT_USAGE)
     with tracer.start_as_current_span("chat \udcff", attributes=usage) as odd:
         target = f"{odd.get_span_context().span_id:016x}"
     with tracer.start_as_current_span(

@@ -8,6 +8,7 @@ from typing import Any
 import polars as pl
 import pytest
 from live.clients import anthropic_client, openai_client
+from live.spans import CHAT_USAGE, memory_provider
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -102,23 +103,14 @@ def test_store_rows_equal_import_of_the_same_spans(
 def test_store_exporter_writes_good_spans_and_counts_a_bad_one(tmp_path: Path) -> None:
     """One span the importer rejects (a negative token count) is counted, not raised, and the
     rest of the batch is stored, through the importer's own ``calls_from_spans``."""
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+    from opentelemetry.sdk.trace.export import SpanExportResult
 
     from llmtrace.otel import _guard
     from llmtrace.otel.exporters import StoreSpanExporter
 
-    memory = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(memory))
+    memory, tracer_provider = memory_provider()
     tracer = tracer_provider.get_tracer("test")
-    usage = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": "openai",
-        "gen_ai.request.model": "gpt-4o-mini",
-        "gen_ai.usage.input_tokens": 100,
-        "gen_ai.usage.output_tokens": 10,
-    }
+    usage = dict(CHAT_USAGE)
     with tracer.start_as_current_span("POST /ask"):
         with tracer.start_as_current_span("chat", attributes=usage):
             pass
