@@ -38,13 +38,6 @@ RECORDING = LIBRARIES / "official-genai-1.3b0.jsonl"
 ROOT = "handle contract-review"  # the root of two traces of the recording, each with a call
 
 
-@pytest.fixture(scope="module")
-def prices() -> LazyPriceBook:
-    book = LazyPriceBook()
-    book.get()
-    return book
-
-
 class _App:
     """The live pipeline of one app process into ``store``: each ``send`` is one batch (the
     twin spans of one call stay together, as a batch processor exports spans that end

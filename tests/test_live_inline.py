@@ -39,13 +39,6 @@ USAGE = {"gen_ai.usage.input_tokens": 1149, "gen_ai.usage.cache_read.input_token
 T0 = int(datetime(2026, 11, 2, 12, tzinfo=UTC).timestamp() * 1e9)
 
 
-@pytest.fixture(scope="module")
-def prices() -> LazyPriceBook:
-    book = LazyPriceBook()
-    book.get()
-    return book
-
-
 class _Counting(IdGenerator):
     """Span and trace ids 1, 2, 3...: two runs of the same spans get the same ids."""
 

@@ -93,13 +93,6 @@ _RECORD_FIELDS = (
 )
 
 
-@pytest.fixture(scope="module")
-def prices() -> LazyPriceBook:
-    book = LazyPriceBook()
-    book.get()
-    return book
-
-
 @pytest.fixture
 def live(prices: LazyPriceBook, tmp_path: Path) -> tuple[dict[str, Any], pl.DataFrame, list[Any]]:
     """Each case's span through the live pipeline: the worker's records by case, the store's

@@ -33,13 +33,6 @@ USAGE = {"gen_ai.usage.input_tokens": 1149, "gen_ai.usage.cache_read.input_token
          "gen_ai.usage.output_tokens": 50}  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def prices() -> LazyPriceBook:
-    book = LazyPriceBook()
-    book.get()
-    return book
-
-
 class Rig:
     """A tracer provider with the cost processor, an in-memory exporter and real metrics."""
 

@@ -28,7 +28,7 @@ from recorded import fixture_paths, readable_spans, replay
 from llmtrace import dialects, twins
 from llmtrace.importers.otlp_rows import CALL_ROW
 from llmtrace.otel import calls, exporters
-from llmtrace.otel.processor import CostSpanProcessor, LazyPriceBook
+from llmtrace.otel.processor import CostSpanProcessor
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -70,13 +70,6 @@ def assert_same_rows(spans: Sequence[ReadableSpan], monkeypatch) -> None:
         first = next((i for i, (a, b) in enumerate(zip(new, old, strict=False)) if a != b), None)
         assert first is None, (keep, new[first], old[first])  # the first difference
         assert len(new) == len(old)
-
-
-@pytest.fixture(scope="module")
-def prices() -> LazyPriceBook:
-    book = LazyPriceBook()
-    book.get()
-    return book
 
 
 @pytest.mark.parametrize("path", fixture_paths(), ids=lambda p: p.stem)

@@ -75,13 +75,6 @@ class _OneBatch:
         return exporter
 
 
-@pytest.fixture(scope="module")
-def prices() -> LazyPriceBook:
-    book = LazyPriceBook()
-    book.get()
-    return book
-
-
 def _rows(store: Path) -> pl.DataFrame:
     return Store(store).scan().collect().sort(KEYS)
 
@@ -393,12 +386,7 @@ def test_a_file_the_batch_step_cannot_take_is_set_aside_and_its_group_still_sett
     files are stepped one by one, the bad one moved aside, the others stored."""
     store = tmp_path / "store"
     calls = _spool_batches(store, 3)
-    bad = spool.pending(store)[1]
-    doc = msgspec.msgpack.decode(bad.read_bytes())
-    column = doc["header"]["fields"]["calls"].index("input_tokens")
-    for row in doc["calls"]:
-        row[column] = "many"
-    bad.write_bytes(msgspec.msgpack.encode(doc))
+    bad = _text_token_counts(spool.pending(store)[1])
     problems: list[Any] = []
     assert Store(store, on_problem=problems.append).scan().collect().height == calls - 5
     assert [p.path for p in problems] == [bad]
@@ -643,12 +631,7 @@ def test_a_file_set_aside_in_place_is_not_removed_by_the_next_settle(tmp_path: P
     open trace of the same app) replaces, so the next settle removed it unread."""
     store = tmp_path / "store"
     _spool_batches(store, 2)
-    bad = spool.pending(store)[1]
-    doc = msgspec.msgpack.decode(bad.read_bytes())
-    column = doc["header"]["fields"]["calls"].index("input_tokens")
-    for row in doc["calls"]:
-        row[column] = "many"
-    bad.write_bytes(msgspec.msgpack.encode(doc))
+    bad = _text_token_counts(spool.pending(store)[1])
     StoreSpanExporter(store).export(_spans(2, trace=9)[:-1])  # its root has not ended
     (spool.spool_dir(store) / spool.REJECTED).write_text("not a folder: the move fails")
     problems: list[Any] = []
@@ -682,3 +665,14 @@ def test_the_twin_of_a_span_rejected_for_a_lone_surrogate_is_spooled_with_its_ca
     assert exporter.export([twin]) == SpanExportResult.SUCCESS
     exporter.shutdown()
     assert Store(store).scan().collect()["input_tokens"].to_list() == [100]
+
+
+def _text_token_counts(path: Path) -> Path:
+    """Rewrite a spool file so its rows decode but are not call records (every call's input
+    token count is text); returns ``path``."""
+    doc = msgspec.msgpack.decode(path.read_bytes())
+    column = doc["header"]["fields"]["calls"].index("input_tokens")
+    for row in doc["calls"]:
+        row[column] = "many"
+    path.write_bytes(msgspec.msgpack.encode(doc))
+    return path

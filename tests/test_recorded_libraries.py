@@ -130,13 +130,6 @@ def test_each_recorded_call_is_counted_once_at_its_true_cost(path: Path, tmp_pat
     assert all(status == PRICE_NO_USAGE for status, _ in gaps.values())
 
 
-@pytest.fixture(scope="module")
-def prices() -> LazyPriceBook:
-    book = LazyPriceBook()
-    book.get()
-    return book
-
-
 @pytest.mark.parametrize("path", fixture_paths(), ids=lambda p: p.stem)
 def test_live_prices_each_recorded_call_once_at_its_true_cost(
     path: Path, prices: LazyPriceBook, tmp_path: Path
